@@ -1,0 +1,52 @@
+"""Every hook a va-sweep plugin can implement, each documented with its real signature.
+
+Plugins contribute many things, so each hook receives a ``register`` callback (as in llm's
+``register_models`` and tox's ``tox_register_tox_env``): the host checks each item as it
+arrives and can name the plugin in an error. A plugin writes::
+
+    from sweep import hookimpl
+
+    @hookimpl
+    def register_memory_maps(register):
+        register(MemoryMap("my-board", [(0x8000_0000, 2 << 30)]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("sweep")
+hookimpl = pluggy.HookimplMarker("sweep")
+
+
+@hookspec
+def register_granules(register: Callable[[int], None]) -> None:
+    """Register translation granules, in bytes: ``register(4096)``."""
+
+
+@hookspec
+def register_va_bits(register: Callable[[int, list[int]], None]) -> None:
+    """Register the Kconfig VA_BITS choices of a granule: ``register(4096, [39, 48, 52])``."""
+
+
+@hookspec
+def register_memory_maps(register: Callable[..., None]) -> None:
+    """Register memory maps: ``register(memory_map: sweep.MemoryMap, family: str | None = None)``."""
+
+
+@hookspec
+def register_layouts(register: Callable[[object], None]) -> None:
+    """Register HYP VA layouts: ``register(layout: sweep.layouts.Layout)``."""
+
+
+@hookspec
+def register_placements(register: Callable[[str, Callable], None]) -> None:
+    """Register idmap placements: ``register(kind, fn)``.
+
+    ``fn(banks: list[tuple[int, int]], granule: int, params: dict, context: dict) -> numpy uint64
+    array`` returns candidate idmap addresses for the granule-trimmed banks ``(start, end)``;
+    ``params`` is the ``[placement]`` table of the sweep config, ``context`` names the memory map
+    and granule (for seeding). The driver aligns, deduplicates and sorts.
+    """

@@ -1,0 +1,194 @@
+"""The model's vocabulary: banks, memory maps, granules and the rules that check them.
+
+Everything here is a literal reading of MODEL.md sections 1 and 2; the scalar reference and the
+vectorized builder both take their definitions from this module, so a rule is written once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sweep.errors import ValidationError
+
+GRANULES = (4096, 16384, 65536)
+"""Translation granules arm64 supports (bytes)."""
+
+VA_BITS_MIN, VA_BITS_MAX = 32, 52
+PA_LIMIT = 1 << 52
+"""No DRAM may end above 2^52 (the largest physical address arm64 defines, with LPA/LPA2)."""
+
+SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+_SIZE_RE = re.compile(r"^\s*(0[xX][0-9a-fA-F_]+|[0-9][0-9_]*)\s*([KMGTP]?)(?:i?B)?\s*$", re.I)
+
+
+def parse_size(value: int | str, what: str = "size") -> int:
+    """Read a byte count written as an integer or a string such as ``"2G"``, ``"0x8000_0000"``."""
+    if isinstance(value, bool):
+        raise ValidationError(f"{what}: expected an integer or a size string like '2G', got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m:
+            return int(m.group(1).replace("_", ""), 0) * SIZE_SUFFIXES[m.group(2).upper()]
+    raise ValidationError(f"{what}: expected an integer or a size string like '2G', got {value!r}")
+
+
+def parse_granule(value: int | str) -> int:
+    """A granule as bytes, from ``4096``, ``"4K"``, ``"16K"`` or ``"64K"``."""
+    try:
+        granule = parse_size(value, "granule")
+    except ValidationError:
+        raise ValidationError(f"granule: {value!r} is not one of 4K, 16K, 64K") from None
+    if granule not in GRANULES:
+        raise ValidationError(f"granule: {value!r} is not one of 4K, 16K, 64K")
+    return granule
+
+
+def granule_name(granule: int) -> str:
+    return f"{granule >> 10}K"
+
+
+def check_va_bits(va_bits: int) -> int:
+    if isinstance(va_bits, bool) or not isinstance(va_bits, int) or not (
+        VA_BITS_MIN <= va_bits <= VA_BITS_MAX
+    ):
+        raise ValidationError(f"va_bits: {va_bits!r} is outside {VA_BITS_MIN}..{VA_BITS_MAX}")
+    return va_bits
+
+
+def levels(input_bits: int, granule: int) -> int:
+    """Number of translation levels for an input-address size (``ARM64_HW_PGTABLE_LEVELS``)."""
+    return (input_bits - 4) // (granule.bit_length() - 1 - 3)
+
+
+def level_shift(level: int, granule: int) -> int:
+    """log2 of the bytes one entry maps at ``level`` (``ARM64_HW_PGTABLE_LEVEL_SHIFT``)."""
+    g = granule.bit_length() - 1
+    return g + (3 - level) * (g - 3)
+
+
+def min_block_level(granule: int) -> int:
+    """Lowest level that may hold a block (``KVM_PGTABLE_MIN_BLOCK_LEVEL``): 1 at 4K, else 2."""
+    return 1 if granule == 4096 else 2
+
+
+def memstart_align(granule: int, layout: str) -> int:
+    """``ARM64_MEMSTART_ALIGN``: 1 GiB, but 512 MiB at 64K from 5.12 (only ``tagged-48`` is that new).
+
+    ``arch/arm64/include/asm/kernel-pgtable.h``: ``2^max(ARM64_MEMSTART_SHIFT, SECTION_SIZE_BITS)``.
+    """
+    return 1 << 29 if (granule == 65536 and layout == "tagged-48") else 1 << 30
+
+
+@dataclass(frozen=True)
+class Bank:
+    """One DRAM bank: ``size`` bytes from ``base``."""
+
+    base: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.base + self.size
+
+    def __repr__(self) -> str:
+        return f"Bank(base={self.base:#x}, size={self.size:#x})"
+
+
+class MemoryMap:
+    """A named list of DRAM banks, checked as MODEL.md section 1 asks."""
+
+    def __init__(
+        self,
+        name: str,
+        banks: Iterable[Bank | tuple[int, int]],
+        description: str = "",
+        source: str = "",
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValidationError(f"memory map name: expected a non-empty string, got {name!r}")
+        self.name = name
+        self.description = description
+        self.source = source
+        self.banks: tuple[Bank, ...] = tuple(_as_bank(name, i, b) for i, b in enumerate(banks))
+        if not self.banks:
+            raise ValidationError(f"memory map {name!r}: has no banks")
+        ordered = sorted(self.banks, key=lambda b: b.base)
+        for prev, nxt in zip(ordered, ordered[1:]):
+            if nxt.base < prev.end:
+                raise ValidationError(
+                    f"memory map {name!r}: bank {_fmt(nxt)} overlaps bank {_fmt(prev)}"
+                )
+
+    def trimmed(self, granule: int) -> list[tuple[int, int]]:
+        """Banks as ``(start, end)`` trimmed to whole granules, empties dropped, touching merged.
+
+        memblock merges adjacent regions; the kernel maps only whole pages.
+        """
+        out: list[tuple[int, int]] = []
+        for bank in sorted(self.banks, key=lambda b: b.base):
+            start = -(-bank.base // granule) * granule
+            end = bank.end // granule * granule
+            if end <= start:
+                continue
+            if out and out[-1][1] == start:
+                out[-1] = (out[-1][0], end)
+            else:
+                out.append((start, end))
+        if not out:
+            raise ValidationError(
+                f"memory map {self.name!r}: no bank is left after trimming to {granule_name(granule)}"
+                " granules"
+            )
+        return out
+
+    def __repr__(self) -> str:
+        return f"MemoryMap({self.name!r}, {list(self.banks)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MemoryMap) and (self.name, self.banks) == (other.name, other.banks)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.banks))
+
+
+def _fmt(bank: Bank) -> str:
+    return f"[{bank.base:#x}-{bank.end - 1:#x}]"
+
+
+def _as_bank(name: str, index: int, bank: Bank | Sequence[int]) -> Bank:
+    if not isinstance(bank, Bank):
+        try:
+            base, size = bank
+        except (TypeError, ValueError):
+            raise ValidationError(
+                f"memory map {name!r}: bank {index} must be (base, size), got {bank!r}"
+            ) from None
+        bank = Bank(base, size)
+    for field in ("base", "size"):
+        value = getattr(bank, field)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationError(
+                f"memory map {name!r}: bank {index} {field} must be an integer, got {value!r}"
+            )
+    if bank.base < 0:
+        raise ValidationError(f"memory map {name!r}: bank {index} base {bank.base:#x} is negative")
+    if bank.size <= 0:
+        raise ValidationError(
+            f"memory map {name!r}: bank {index} at {bank.base:#x} has size {bank.size}, must be above 0"
+        )
+    if bank.end > PA_LIMIT:
+        raise ValidationError(
+            f"memory map {name!r}: bank {_fmt(bank)} ends above 2^52 ({bank.end:#x} > {PA_LIMIT:#x})"
+        )
+    return bank
+
+
+def bank_containing(trimmed: Sequence[tuple[int, int]], address: int) -> tuple[int, int] | None:
+    for start, end in trimmed:
+        if start <= address < end:
+            return start, end
+    return None

@@ -1,0 +1,219 @@
+"""The plugin manager: built-in plugins, third-party entry points, and what they registered.
+
+Built-ins are the modules in ``DEFAULT_PLUGINS``; third-party plugins come from the entry-point
+group ``sweep``. ``SWEEP_PLUGINS`` (comma-separated names) limits which load, for reproducible
+runs. Loading is lazy and happens once; a plugin that fails to import or registers bad data is
+reported by name in ``plugin_errors()`` and the others still load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import pluggy
+
+from sweep import hookspecs
+from sweep.errors import PluginError, SweepError
+from sweep.layouts import Layout
+from sweep.model import GRANULES, MemoryMap, check_va_bits, granule_name
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PLUGINS = (
+    "sweep_plugins.granules",
+    "sweep_plugins.layouts",
+    "sweep_plugins.placements",
+    "sweep_plugins.boards",
+    "sweep_plugins.families",
+)
+ENTRY_POINT_GROUP = "sweep"
+ENV_PLUGINS = "SWEEP_PLUGINS"
+"""Comma-separated plugin names to load (built-in module names or entry-point names)."""
+ENV_STRICT = "SWEEP_STRICT_PLUGINS"
+"""Set to 1 to turn a broken plugin into an error instead of a warning (for CI)."""
+
+pm = pluggy.PluginManager("sweep")
+pm.add_hookspecs(hookspecs)
+
+
+@dataclass
+class Registry:
+    """Everything the loaded plugins registered, keyed by name, each remembering its plugin."""
+
+    granules: dict[int, str] = field(default_factory=dict)
+    va_bits: dict[int, list[int]] = field(default_factory=dict)
+    memory_maps: dict[str, MemoryMap] = field(default_factory=dict)
+    families: dict[str, str] = field(default_factory=dict)
+    layouts: dict[str, Layout] = field(default_factory=dict)
+    placements: dict[str, Callable] = field(default_factory=dict)
+    owner: dict[tuple[str, object], str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+_registry: Registry | None = None
+_loaded = False
+
+
+def _wanted() -> set[str] | None:
+    value = os.environ.get(ENV_PLUGINS)
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def load_plugins() -> None:
+    """Register built-in and entry-point plugins once; broken ones are recorded, not fatal."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    wanted = _wanted()
+    errors: dict[str, str] = {}
+    for module_name in DEFAULT_PLUGINS:
+        if wanted is not None and module_name not in wanted:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # a broken built-in should not hide the others
+            errors[module_name] = f"{type(exc).__name__}: {exc}"
+            continue
+        if pm.get_plugin(module_name) is None:
+            pm.register(module, name=module_name)
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if wanted is not None and ep.name not in wanted:
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            continue
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as exc:  # pluggy's own loader stops at the first failure
+            errors[ep.name] = f"{type(exc).__name__}: {exc}"
+    _load_errors.update(errors)
+    for name, reason in errors.items():
+        _report(name, reason)
+
+
+_load_errors: dict[str, str] = {}
+
+
+def _report(plugin: str, reason: str) -> None:
+    if os.environ.get(ENV_STRICT) == "1":
+        raise PluginError(f"plugin {plugin!r}: {reason}")
+    log.warning("plugin %r skipped: %s", plugin, reason)
+
+
+def reset() -> None:
+    """Forget what plugins registered (after a test registers or unregisters one)."""
+    global _registry
+    _registry = None
+
+
+def registry() -> Registry:
+    """Call every hook once and keep what was registered, checking each item as it arrives."""
+    global _registry
+    load_plugins()
+    if _registry is not None:
+        return _registry
+    reg = Registry(errors=dict(_load_errors))
+    for hook_name, collect in _COLLECTORS.items():
+        # One implementation at a time (not pm.hook.X()), so one plugin's failure is its own.
+        for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+            name = impl.plugin_name
+            try:
+                impl.function(register=lambda *a, _c=collect, _n=name, **k: _c(reg, _n, *a, **k))
+            except Exception as exc:
+                reg.errors[name] = f"{hook_name}: {exc}"
+                _report(name, f"{hook_name}: {exc}")
+    _registry = reg
+    return reg
+
+
+def _bad(plugin: str, hook: str, message: str) -> PluginError:
+    return PluginError(f"plugin {plugin!r} ({hook}): {message}")
+
+
+def _add_granule(reg: Registry, plugin: str, granule: int) -> None:
+    if granule not in GRANULES:
+        raise _bad(plugin, "register_granules", f"{granule!r} is not one of 4096, 16384, 65536")
+    reg.granules[granule] = plugin
+
+
+def _add_va_bits(reg: Registry, plugin: str, granule: int, va_bits: list[int]) -> None:
+    if granule not in GRANULES:
+        raise _bad(plugin, "register_va_bits", f"granule {granule!r} is not one of 4K, 16K, 64K")
+    try:
+        choices = [check_va_bits(v) for v in va_bits]
+    except SweepError as exc:
+        raise _bad(plugin, "register_va_bits", str(exc)) from None
+    merged = reg.va_bits.setdefault(granule, [])
+    merged.extend(v for v in choices if v not in merged)
+
+
+def _add_memory_map(
+    reg: Registry, plugin: str, memory_map: MemoryMap, family: str | None = None
+) -> None:
+    if not isinstance(memory_map, MemoryMap):
+        raise _bad(plugin, "register_memory_maps", f"expected a MemoryMap, got {memory_map!r}")
+    if memory_map.name in reg.memory_maps:
+        other = reg.owner[("map", memory_map.name)]
+        raise _bad(
+            plugin, "register_memory_maps", f"memory map {memory_map.name!r} already comes from {other!r}"
+        )
+    reg.memory_maps[memory_map.name] = memory_map
+    reg.owner[("map", memory_map.name)] = plugin
+    if family:
+        reg.families[memory_map.name] = family
+
+
+def _add_layout(reg: Registry, plugin: str, layout: Layout) -> None:
+    if not isinstance(layout, Layout) or not getattr(layout, "source", ""):
+        raise _bad(
+            plugin,
+            "register_layouts",
+            f"{layout!r} must have name, source (its kernel source), description, "
+            "memstart_align() and compute()",
+        )
+    if layout.name in reg.layouts:
+        other = reg.owner[("layout", layout.name)]
+        raise _bad(plugin, "register_layouts", f"layout {layout.name!r} already comes from {other!r}")
+    reg.layouts[layout.name] = layout
+    reg.owner[("layout", layout.name)] = plugin
+
+
+def _add_placement(reg: Registry, plugin: str, kind: str, fn: Callable) -> None:
+    if not isinstance(kind, str) or not callable(fn):
+        raise _bad(plugin, "register_placements", "expected register(kind: str, fn: callable)")
+    reg.placements[kind] = fn
+    reg.owner[("placement", kind)] = plugin
+
+
+_COLLECTORS = {
+    "register_granules": _add_granule,
+    "register_va_bits": _add_va_bits,
+    "register_memory_maps": _add_memory_map,
+    "register_layouts": _add_layout,
+    "register_placements": _add_placement,
+}
+
+
+def get_layouts() -> Mapping[str, Layout]:
+    return registry().layouts
+
+
+def get_memory_maps() -> Mapping[str, MemoryMap]:
+    return registry().memory_maps
+
+
+def get_placements() -> Mapping[str, Callable]:
+    return registry().placements
+
+
+def kconfig_va_bits() -> dict[str, list[int]]:
+    """Linux's VA_BITS choices per granule name, as the granule plugins registered them."""
+    return {granule_name(g): sorted(v) for g, v in sorted(registry().va_bits.items())}

@@ -1,0 +1,330 @@
+"""The scalar reference: one configuration at a time, plain Python ints, read beside MODEL.md.
+
+This is the oracle the vectorized builder is tested against. It favours being obviously right
+over being fast: each rule of MODEL.md is a few lines here, in the order the text gives them,
+and the merged tree is built chunk by chunk as section 5 describes (runs of whole chunks are
+handled as one run, so a 2^52-byte bank does not take 2^40 steps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sweep.errors import ValidationError
+from sweep.model import (
+    MemoryMap,
+    bank_containing,
+    check_va_bits,
+    granule_name,
+    level_shift,
+    levels,
+    memstart_align,
+    min_block_level,
+    parse_granule,
+)
+
+LAYOUTS = ("high-only", "merged", "tagged", "tagged-48")
+"""The four layouts MODEL.md section 3 defines; the reference knows these and no others."""
+
+MASK64 = (1 << 64) - 1
+
+
+def round_down(x: int, align: int) -> int:
+    return x // align * align
+
+
+def round_up(x: int, align: int) -> int:
+    return -(-x // align) * align
+
+
+# --- Section 2: PHYS_OFFSET and clipping -----------------------------------------------------
+
+
+def clip_dram(
+    banks: list[tuple[int, int]], idmap_pa: int, granule: int, va_bits: int, align: int
+) -> tuple[int, list[tuple[int, int]], int]:
+    """``arm64_memblock_init``: returns (PHYS_OFFSET, clipped banks, clipped_bytes)."""
+    phys_offset = round_down(banks[0][0], align)
+    linear = 1 << (va_bits - 1)
+    total = sum(e - s for s, e in banks)
+    # 1. drop all DRAM at or above max(PHYS_OFFSET + L, end of the kernel image)
+    limit = max(phys_offset + linear, idmap_pa + granule)
+    kept = [(s, min(e, limit)) for s, e in banks if s < limit]
+    # 2. the kernel sits high: move PHYS_OFFSET up and drop what lies below it
+    dram_end = kept[-1][1]
+    if dram_end > phys_offset + linear:
+        phys_offset = round_up(dram_end - linear, align)
+        kept = [(max(s, phys_offset), e) for s, e in kept if e > phys_offset]
+    clipped = total - sum(e - s for s, e in kept)
+    return phys_offset, kept, clipped
+
+
+# --- Section 3: layouts ----------------------------------------------------------------------
+
+
+@dataclass
+class Layout:
+    """What a layout decides for one configuration: the alias function's delta and the window."""
+
+    delta: int
+    hyp_va_min: int
+    hyp_va_max: int
+    tree_va_bits: int
+
+
+def lin(p: int, phys_offset: int, va_bits: int) -> int:
+    """Kernel linear-map VA of a physical address (4.x: top half of the kernel VA space)."""
+    page_offset = (1 << 64) - (1 << (va_bits - 1))
+    return (page_offset + (p - phys_offset)) & MASK64
+
+
+def hyp_layout(
+    name: str,
+    banks: list[tuple[int, int]],
+    phys_offset: int,
+    idmap_pa: int,
+    idmap_va_bits: int,
+    va_bits: int,
+    tag_random: int,
+) -> Layout:
+    """The alias ``hyp(p) = p + delta`` and the window, as section 3 defines each layout."""
+    v = va_bits
+    high_window = (1 << (v - 1), (1 << v) - 1)
+    low_window = (0, (1 << (v - 1)) - 1)
+    first = banks[0][0]
+
+    if name == "high-only":
+        hyp_first = lin(first, phys_offset, v) & ((1 << v) - 1)
+        window = high_window
+    elif name == "merged":
+        if idmap_pa > (1 << (v - 1)) - 1:
+            hyp_first = lin(first, phys_offset, v) & ((1 << (v - 1)) - 1)
+            window = low_window
+        else:
+            hyp_first = lin(first, phys_offset, v) & ((1 << v) - 1)
+            window = high_window
+    elif name in ("tagged", "tagged-48"):
+        msb = (idmap_pa & (1 << (v - 1))) ^ (1 << (v - 1))
+        lowest, highest = banks[0][0], banks[-1][1] - 1
+        tag_lsb = (lin(lowest, phys_offset, v) ^ lin(highest, phys_offset, v)).bit_length()
+        va_mask = (1 << tag_lsb) - 1
+        if tag_lsb != v - 1:
+            random_bits = ((1 << (v - 1)) - 1) & ~va_mask  # bits V-2 .. tag_lsb
+            tag = msb | (tag_random & random_bits)
+        else:
+            tag = msb
+        hyp_first = (lin(first, phys_offset, v) & va_mask) | tag
+        window = (tag, tag | va_mask)
+    else:
+        raise ValidationError(f"layout: {name!r} is not one of {', '.join(LAYOUTS)}")
+
+    tree_va_bits = max(v, idmap_va_bits)
+    if name == "tagged-48":
+        tree_va_bits = max(48, tree_va_bits)
+    delta = (hyp_first - first) & MASK64
+    if delta >= 1 << 63:
+        delta -= 1 << 64
+    return Layout(delta, window[0], window[1], tree_va_bits)
+
+
+# --- Section 5: the merged tree --------------------------------------------------------------
+
+
+class IntervalSet:
+    """A set of integers kept as sorted, disjoint, half-open runs ``[lo, hi)``."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, int]] = []
+
+    def add(self, lo: int, hi: int) -> None:
+        merged = []
+        for a, b in self.runs:
+            if b < lo or a > hi:
+                merged.append((a, b))
+            else:
+                lo, hi = min(a, lo), max(b, hi)
+        merged.append((lo, hi))
+        self.runs = sorted(merged)
+
+    def __contains__(self, x: int) -> bool:
+        return any(a <= x < b for a, b in self.runs)
+
+    def __len__(self) -> int:
+        return sum(b - a for a, b in self.runs)
+
+
+@dataclass
+class Tree:
+    """One translation tree: at each level, which entries hold a table and which a leaf."""
+
+    granule: int
+    tree_va_bits: int
+    block_mappings: bool
+    tables: dict[int, IntervalSet] = field(default_factory=dict)
+    leaves: dict[int, IntervalSet] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root_level = 4 - levels(self.tree_va_bits, self.granule)
+        for level in range(self.root_level, 4):
+            self.tables[level] = IntervalSet()
+            self.leaves[level] = IntervalSet()
+
+    def map_range(self, va: int, va_end: int, pa: int) -> None:
+        """Map ``[va, va_end)`` to ``pa`` in one call, walking from the root."""
+        self._map(va, va_end, va - pa, self.root_level)
+
+    def _map(self, va: int, va_end: int, delta: int, level: int) -> None:
+        shift = level_shift(level, self.granule)
+        chunk = 1 << shift
+        # The range splits into a partial head chunk, a run of whole chunks, a partial tail.
+        whole_lo, whole_hi = round_up(va, chunk), round_down(va_end, chunk)
+        if whole_lo >= whole_hi:
+            pieces = [(va, va_end)]  # within one chunk, or across one chunk boundary
+            if round_down(va, chunk) != round_down(va_end - 1, chunk):
+                cut = round_down(va_end - 1, chunk)
+                pieces = [(va, cut), (cut, va_end)]
+        else:
+            pieces = [(va, whole_lo), (whole_lo, whole_hi), (whole_hi, va_end)]
+        for lo, hi in pieces:
+            if lo >= hi:
+                continue
+            first, last = lo >> shift, (hi - 1) >> shift
+            covers_whole = lo % chunk == 0 and hi % chunk == 0
+            block_ok = (
+                self.block_mappings
+                and min_block_level(self.granule) <= level < 3
+                and covers_whole
+                and (lo - delta) % chunk == 0  # VA is aligned: PA must be too
+            )
+            if block_ok or level == 3:
+                self.leaves[level].add(first, last + 1)  # block, or page at level 3
+            else:
+                self.tables[level].add(first, last + 1)  # next-level table, created once
+                self._map(lo, hi, delta, level + 1)
+
+    def map_idmap_page(self, idmap_pa: int) -> None:
+        """Map the idmap page VA == PA; stop at a valid leaf (the model's rule, not kvm_pgtable's)."""
+        for level in range(self.root_level, 4):
+            index = idmap_pa >> level_shift(level, self.granule)
+            if index in self.leaves[level]:
+                return
+            if level == 3:
+                self.leaves[3].add(index, index + 1)
+                return
+            self.tables[level].add(index, index + 1)  # exists already, or is created now
+
+    def tables_per_level(self) -> dict[int, int]:
+        """Number of tables whose entries are level-l descriptors; the root is 1 at its level."""
+        counts = {level: 0 for level in range(-1, 4)}
+        counts[self.root_level] = 1
+        for level in range(self.root_level, 3):
+            counts[level + 1] = len(self.tables[level])
+        return counts
+
+
+def build_tree(
+    runtime: list[tuple[int, int, int]],
+    idmap_pa: int | None,
+    granule: int,
+    tree_va_bits: int,
+    block_mappings: bool,
+) -> Tree:
+    """Runtime ranges ``(va, va_end, pa)`` first, each in one call, then the idmap page."""
+    tree = Tree(granule, tree_va_bits, block_mappings)
+    for va, va_end, pa in runtime:
+        tree.map_range(va, va_end, pa)
+    if idmap_pa is not None:
+        tree.map_idmap_page(idmap_pa)
+    return tree
+
+
+# --- Sections 4 to 6: one row ----------------------------------------------------------------
+
+
+def compute_row(
+    memory_map: MemoryMap,
+    granule: int | str,
+    va_bits: int,
+    layout: str,
+    block_mappings: bool,
+    idmap_pa: int,
+    tag_random: int = 0,
+) -> dict:
+    """Every section 6 column of one configuration, in plain Python ints and bools."""
+    granule = parse_granule(granule)
+    v = check_va_bits(va_bits)
+    if layout not in LAYOUTS:
+        raise ValidationError(f"layout: {layout!r} is not one of {', '.join(LAYOUTS)}")
+    trimmed = memory_map.trimmed(granule)
+    idmap_pa = round_down(idmap_pa, granule)
+    if bank_containing(trimmed, idmap_pa) is None:
+        raise ValidationError(
+            f"memory map {memory_map.name!r}: idmap_pa {idmap_pa:#x} is outside every "
+            f"{granule_name(granule)}-trimmed bank"
+        )
+
+    phys_offset, banks, clipped_bytes = clip_dram(
+        trimmed, idmap_pa, granule, v, memstart_align(granule, layout)
+    )
+    idmap_va_bits = (idmap_pa + granule - 1).bit_length()
+    lay = hyp_layout(layout, banks, phys_offset, idmap_pa, idmap_va_bits, v, tag_random)
+
+    # Section 4: overlap, window, margin.
+    runtime = [(s + lay.delta, e + lay.delta, s) for s, e in banks]
+    idmap_lo, idmap_hi = idmap_pa, idmap_pa + granule
+    # A VA of the idmap page also claimed by a runtime mapping of another PA (delta != 0).
+    overlap = any(a < idmap_hi and idmap_lo < e and a != pa for a, e, pa in runtime)
+    gaps = []
+    for a, e, _pa in runtime:
+        if a >= idmap_hi:
+            gaps.append(a - idmap_hi)
+        elif e <= idmap_lo:
+            gaps.append(idmap_lo - e)
+        else:
+            gaps.append(0)
+
+    # Section 5: the merged tree, and the trees of each part alone.
+    tree_bits = lay.tree_va_bits
+    both = build_tree(runtime, idmap_pa, granule, tree_bits, block_mappings)
+    runtime_only = build_tree(runtime, None, granule, tree_bits, block_mappings)
+    idmap_only = build_tree([], idmap_pa, granule, tree_bits, block_mappings)
+    counts = both.tables_per_level()
+    table_pages = sum(counts.values())
+    root_entries = 1 << (tree_bits - level_shift(both.root_level, granule))
+
+    def pages(tree: Tree) -> int:
+        return sum(tree.tables_per_level().values())
+
+    levels_runtime = levels(v, granule)
+    n_levels = levels(tree_bits, granule)
+    return {
+        "memory_map": memory_map.name,
+        "granule": granule,
+        "va_bits": v,
+        "layout": layout,
+        "block_mappings": bool(block_mappings),
+        "idmap_pa": idmap_pa,
+        "tag_random": tag_random,
+        "phys_offset": phys_offset,
+        "clipped_bytes": clipped_bytes,
+        "hyp_va_min": lay.hyp_va_min,
+        "hyp_va_max": lay.hyp_va_max,
+        "hyp_dram_last": banks[-1][1] - 1 + lay.delta,
+        "idmap_va_bits": idmap_va_bits,
+        "idmap_extended": idmap_va_bits > v,
+        "levels_runtime": levels_runtime,
+        "levels_idmap": levels(max(v, idmap_va_bits), granule),
+        "levels": n_levels,
+        "extra_levels": n_levels - levels_runtime,
+        "overlap": overlap,
+        "idmap_in_window": lay.hyp_va_min <= idmap_pa <= lay.hyp_va_max,
+        "margin": min(gaps),
+        "tables_lm1": counts[-1],
+        "tables_l0": counts[0],
+        "tables_l1": counts[1],
+        "tables_l2": counts[2],
+        "tables_l3": counts[3],
+        "table_pages": table_pages,
+        "table_bytes": root_entries * 8 + (table_pages - 1) * granule,
+        "shared_tables": pages(runtime_only) + pages(idmap_only) - table_pages,
+    }
