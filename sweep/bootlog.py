@@ -1,0 +1,159 @@
+"""Read what a booting arm64 kernel says about its memory and its EL2 layout.
+
+A serial console or ``dmesg`` holds, among thousands of lines, the few facts the model needs:
+the DRAM banks (``Early memory node ranges``), and, from KVM in nVHE mode with its debug
+messages on, the HYP tree's input size, the idmap page and the HYP VA range. Timestamps,
+``kernel:`` syslog prefixes and carriage returns from serial captures are ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from sweep.errors import ValidationError
+from sweep.model import Bank, MemoryMap
+
+BOOT_OPTIONS = 'kvm-arm.mode=nvhe dyndbg="file arch/arm64/kvm/* +p"'
+"""Kernel command-line options that make KVM print its EL2 layout (``kvm_debug`` lines)."""
+
+
+class BootLogError(ValidationError):
+    """The text is not a kernel boot log, or lacks the lines a check needs."""
+
+
+# arch/arm64/kvm/mmu.c, kvm_mmu_init(): kvm_debug("Using %u-bit virtual addresses at EL2\n"),
+# kvm_debug("IDMAP page: %lx\n"), kvm_debug("HYP VA range: %lx:%lx\n", kern_hyp_va(PAGE_OFFSET),
+# kern_hyp_va((unsigned long)high_memory - 1)).
+_EL2_BITS_RE = re.compile(r"Using (\d+)-bit virtual addresses at EL2")
+_IDMAP_RE = re.compile(r"IDMAP page: (?:0x)?([0-9a-fA-F]+)\b")
+_HYP_RANGE_RE = re.compile(r"HYP VA range: (?:0x)?([0-9a-fA-F]+):(?:0x)?([0-9a-fA-F]+)\b")
+# init/version.c: "Linux version %s (...)" with UTS_RELEASE first.
+_RELEASE_RE = re.compile(r"Linux version (\S+)")
+# mm/mm_init.c (mm/page_alloc.c before 6.5), free_area_init(): pr_info("Early memory node
+# ranges\n") then pr_info("  node %3d: [mem %#018Lx-%#018Lx]\n", nid, start, end - 1).
+_NODES_HEADER = "Early memory node ranges"
+_NODE_RE = re.compile(r"node\s+(\d+):\s+\[mem\s+(0x[0-9a-fA-F]+)-(0x[0-9a-fA-F]+)\]")
+# mm/percpu.c, pcpu_dump_alloc_info(): "pcpu-alloc: s%zu r%zu d%zu u%zu alloc=%zu*%zu" where
+# the last figure is the allocation atom, PAGE_SIZE on arm64 (pcpu_embed_first_chunk).
+_PCPU_ATOM_RE = re.compile(r"pcpu-alloc: .*\balloc=\d+\*(\d+)")
+# arch/arm64/kernel/cpufeature.c: "52-bit Virtual Addressing (LPA2)" / "(LVA)" capabilities.
+_VA52_RE = re.compile(r"CPU features: detected: 52-bit Virtual Addressing \((LPA2|LVA)\)")
+_MACHINE_RE = re.compile(r"Machine model: (.+)$")
+_COMMAND_LINE_RE = re.compile(r"Kernel command line: (.*)$")
+# arch/arm64/kvm/arm.c, kvm_arm_init(): "VHE mode initialized successfully" when KVM runs at
+# EL2 itself (no HYP tables); "Hyp mode ..." (6.1) or "Hyp nVHE mode ..." (6.12) otherwise.
+_VHE_RE = re.compile(r"(?<![n\w])VHE mode initialized successfully")
+_TIMESTAMP_RE = re.compile(r"^(?:<\d+>)?\s*\[\s*\d+\.\d+\]\s?")
+
+
+@dataclass
+class BootLog:
+    """The facts one boot printed; ``None`` where the log does not say."""
+
+    release: str | None = None
+    machine: str | None = None
+    command_line: str | None = None
+    banks: list[Bank] = field(default_factory=list)
+    el2_va_bits: int | None = None
+    idmap_pa: int | None = None
+    hyp_va_start: int | None = None
+    hyp_va_end: int | None = None
+    page_size: int | None = None
+    """PAGE_SIZE as the log shows it (pcpu-alloc atom, else a ``-16k``/``-64k`` release)."""
+    page_size_source: str | None = None
+    va52: str | None = None
+    """``"LPA2"`` or ``"LVA"`` when the kernel reports 52-bit virtual addressing in use."""
+    vhe: bool = False
+    """KVM came up in VHE mode (it then prints no HYP layout)."""
+
+    @property
+    def has_kvm_layout(self) -> bool:
+        return None not in (self.el2_va_bits, self.idmap_pa, self.hyp_va_start, self.hyp_va_end)
+
+
+def _lines(text: str) -> list[str]:
+    return [_TIMESTAMP_RE.sub("", line.rstrip("\r")) for line in text.splitlines()]
+
+
+def parse_boot_log(text: str) -> BootLog:
+    """Every fact the model can use from one boot's console text.
+
+    A text that holds several boots (``Linux version`` more than once) is refused: its lines
+    could mix two boots' random tags.
+    """
+    log = BootLog()
+    lines = _lines(text)
+    releases = [m.group(1) for line in lines if (m := _RELEASE_RE.search(line))]
+    if len(releases) > 1:
+        raise BootLogError(
+            f"the log holds {len(releases)} boots ('Linux version' appears {len(releases)} "
+            "times); keep the lines of one boot only"
+        )
+    log.release = releases[0] if releases else None
+    in_nodes = False
+    for line in lines:
+        if _NODES_HEADER in line:
+            in_nodes = not log.banks  # only the first block: memory hotplug may print more
+            continue
+        if in_nodes:
+            m = _NODE_RE.search(line)
+            if m:
+                start, last = int(m.group(2), 16), int(m.group(3), 16)
+                if last < start:
+                    raise BootLogError(f"boot log: node range {m.group(0)!r} ends before it starts")
+                log.banks.append(Bank(start, last - start + 1))
+                continue
+            in_nodes = False
+        if (m := _EL2_BITS_RE.search(line)) and log.el2_va_bits is None:
+            log.el2_va_bits = int(m.group(1))
+        elif (m := _IDMAP_RE.search(line)) and log.idmap_pa is None:
+            log.idmap_pa = int(m.group(1), 16)
+        elif (m := _HYP_RANGE_RE.search(line)) and log.hyp_va_start is None:
+            log.hyp_va_start, log.hyp_va_end = int(m.group(1), 16), int(m.group(2), 16)
+        elif (m := _PCPU_ATOM_RE.search(line)) and log.page_size is None:
+            log.page_size, log.page_size_source = int(m.group(1)), "pcpu-alloc atom"
+        elif m := _VA52_RE.search(line):
+            log.va52 = m.group(1)
+        elif (m := _MACHINE_RE.search(line)) and log.machine is None:
+            log.machine = m.group(1).strip()
+        elif (m := _COMMAND_LINE_RE.search(line)) and log.command_line is None:
+            log.command_line = m.group(1).strip()
+        elif _VHE_RE.search(line):
+            log.vhe = True
+    if log.page_size is None and log.release:
+        # Debian names its flavours after the page size: linux-image-*-arm64-16k, ...-64k.
+        for suffix, size in (("-16k", 16384), ("-64k", 65536)):
+            if log.release.endswith(suffix):
+                log.page_size, log.page_size_source = size, f"release ends in {suffix}"
+    return log
+
+
+def banks_from_boot_log(text: str) -> list[Bank]:
+    """DRAM banks from the ``Early memory node ranges`` lines (inclusive ends: size B - A + 1)."""
+    banks = parse_boot_log(text).banks
+    if not banks:
+        raise BootLogError(
+            "boot log: no 'Early memory node ranges' / 'node N: [mem A-B]' lines; copy the "
+            "console or dmesg from its first line"
+        )
+    return banks
+
+
+def is_boot_log(text: str) -> bool:
+    """Whether a text looks like a kernel console: it has the memblock node-range header."""
+    return _NODES_HEADER in text or _RELEASE_RE.search(text) is not None
+
+
+def memory_map_from_boot_log(text: str, name: str) -> MemoryMap:
+    """A memory map named ``name`` holding the DRAM that the booted kernel saw."""
+    log = parse_boot_log(text)
+    if not log.banks:
+        raise BootLogError(
+            f"boot log {name!r}: no 'Early memory node ranges' / 'node N: [mem A-B]' lines; "
+            "copy the console or dmesg from its first line"
+        )
+    source = f"boot log of {log.release}" if log.release else "kernel boot log"
+    if log.machine:
+        source += f" on {log.machine!r}"
+    return MemoryMap(name, log.banks, description="DRAM seen by a booted kernel", source=source)

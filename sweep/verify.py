@@ -1,0 +1,280 @@
+"""Check the model against a real boot: what the kernel printed versus the row the model builds.
+
+From a boot log (``sweep.bootlog``) this takes the DRAM banks, the idmap page and the random tag
+bits (the bits of the ``HYP VA range`` start between ``tag_lsb`` and ``VA_BITS - 2``, which the
+kernel draws at every boot), builds the model's row for that configuration, and compares what
+the kernel printed and the model did not take from it: the HYP tree's level count, the range
+start (bit ``VA_BITS - 1`` and the low ``tag_lsb`` bits), the range end (the alias of the last
+DRAM byte) and the idmap page's alignment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sweep.bootlog import BOOT_OPTIONS, BootLog, BootLogError, parse_boot_log
+from sweep.model import MemoryMap, granule_name, levels, parse_granule
+
+# What VA_BITS a kernel can run with, per granule: arch/arm64/Kconfig (ARM64_VA_BITS_*), plus
+# vabits_actual of a 52-bit kernel on a CPU without LPA2/LVA (48, or 47 at 16K: MODEL.md §8).
+VA_BITS_CHOICES = {4096: (39, 48, 52), 16384: (36, 47, 48, 52), 65536: (42, 48, 52)}
+
+DEFAULT_LAYOUT = "tagged-48"
+
+
+@dataclass(frozen=True)
+class FieldCheck:
+    """One compared field: what the kernel printed, what the model computed, as text and value."""
+
+    field: str
+    kernel: str
+    model: str
+    agree: bool
+
+
+@dataclass
+class VerifyReport:
+    """The configuration recovered from the log, the model's row, and every field compared."""
+
+    boot: BootLog
+    memory_map: MemoryMap
+    granule: int
+    granule_source: str
+    va_bits: int
+    va_bits_source: str
+    layout: str
+    idmap_pa: int
+    tag_random: int
+    row: dict
+    checks: list[FieldCheck] = field(default_factory=list)
+
+    @property
+    def agree(self) -> bool:
+        return all(check.agree for check in self.checks)
+
+    def disagreeing(self) -> list[str]:
+        return [check.field for check in self.checks if not check.agree]
+
+    def format(self) -> str:
+        """A plain-text table a user can paste into a bug report."""
+        banks = ", ".join(f"[{b.base:#x}-{b.end - 1:#x}]" for b in self.memory_map.banks)
+        lines = [
+            f"kernel:     {self.boot.release or 'unknown release'}"
+            + (f" on {self.boot.machine}" if self.boot.machine else ""),
+            f"memory:     {banks}",
+            f"granule:    {granule_name(self.granule)} ({self.granule_source})",
+            f"VA_BITS:    {self.va_bits} ({self.va_bits_source})",
+            f"layout:     {self.layout}",
+            f"idmap_pa:   {self.idmap_pa:#x}",
+            f"tag_random: {self.tag_random:#x} (the range start below bit VA_BITS - 1)",
+            "",
+        ]
+        header = ("field", "kernel", "model", "agree")
+        rows = [header] + [
+            (c.field, c.kernel, c.model, "yes" if c.agree else "NO") for c in self.checks
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for r in rows:
+            cells = (cell.ljust(w) for cell, w in zip(r, widths, strict=True))
+            lines.append("  ".join(cells).rstrip())
+        verdict = (
+            "all fields agree"
+            if self.agree
+            else "DISAGREE on: " + ", ".join(self.disagreeing())
+        )
+        lines += ["", verdict]
+        return "\n".join(lines)
+
+
+def missing_kvm_lines_message(boot: BootLog) -> str | None:
+    """Why the log cannot be checked, in one line naming the boot options to add; None if it can."""
+    if not boot.banks:
+        return (
+            "the log has no 'Early memory node ranges' lines: copy the console (or `dmesg`) "
+            "from its first line"
+        )
+    if boot.has_kvm_layout:
+        return None
+    missing = [
+        text
+        for text, value in (
+            ("'Using N-bit virtual addresses at EL2'", boot.el2_va_bits),
+            ("'IDMAP page'", boot.idmap_pa),
+            ("'HYP VA range'", boot.hyp_va_start),
+        )
+        if value is None
+    ]
+    why = "KVM ran in VHE mode, which has no HYP page tables; " if boot.vhe else ""
+    return (
+        f"the log has no KVM {', '.join(missing)} line{'s' if len(missing) > 1 else ''}: "
+        f"{why}boot with `{BOOT_OPTIONS} loglevel=8` added to the kernel command line "
+        "(at EL2: on QEMU, -M virt,virtualization=on), then copy the log again"
+    )
+
+
+def _infer_granule(boot: BootLog) -> tuple[int, str]:
+    if boot.page_size in VA_BITS_CHOICES:
+        return boot.page_size, str(boot.page_size_source)
+    return 4096, "the log does not show the page size: assumed"
+
+
+def _infer_va_bits(boot: BootLog) -> tuple[int, str]:
+    """VA_BITS the kernel ran with (``vabits_actual``).
+
+    ``kvm_compute_layout`` (arch/arm64/kvm/va_layout.c) sets bit ``vabits_actual - 1`` of the
+    tag when the idmap is below it, so that bit is the top bit of the range start.
+    """
+    start = boot.hyp_va_start
+    top = start.bit_length()
+    if boot.va52:
+        return 52, f"the log says '52-bit Virtual Addressing ({boot.va52})'"
+    if top and boot.idmap_pa < 1 << (top - 1):
+        return top, "top bit of the range start; the idmap is low"
+    raise BootLogError(
+        f"cannot tell VA_BITS from the log: the idmap page {boot.idmap_pa:#x} is not below bit "
+        f"{top - 1} of the range start {start:#x}; pass --va-bits"
+    )
+
+
+def recover_tag_random(start: int, va_bits: int) -> int:
+    """The random tag bits, as a raw ``tag_random``: the range start below bit ``VA_BITS - 1``.
+
+    The layout keeps only bits ``VA_BITS - 2 .. tag_lsb`` of it (MODEL.md §3), so passing the
+    lower bits through changes nothing, and this needs no knowledge of ``tag_lsb``.
+    """
+    return start & ((1 << (va_bits - 1)) - 1)
+
+
+def model_row(
+    memory_map: MemoryMap,
+    granule: int,
+    va_bits: int,
+    layout: str,
+    idmap_pa: int,
+    tag_random: int,
+    engine: str = "auto",
+) -> dict:
+    """The model's row, from the vectorized builder when it is there, else the scalar reference.
+
+    ``engine``: ``"builder"``, ``"reference"`` or ``"auto"``. Block mappings are on (as
+    ``kvm_pgtable`` maps on 6.x); no compared field depends on them.
+    """
+    if engine in ("auto", "builder"):
+        try:
+            from sweep.builder import build
+        except ImportError:
+            if engine == "builder":
+                raise
+        else:
+            import pandas as pd
+
+            config = {
+                "memory_map": memory_map.name,
+                "granule": granule,
+                "va_bits": va_bits,
+                "layout": layout,
+                "block_mappings": True,
+                "idmap_pa": idmap_pa,
+                "tag_random": tag_random,
+            }
+            out = build(pd.DataFrame([config]), {memory_map.name: memory_map})
+            return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.iloc[0].items()}
+    from sweep.reference import compute_row
+
+    return compute_row(memory_map, granule, va_bits, layout, True, idmap_pa, tag_random)
+
+
+def verify_boot(
+    log_text: str,
+    granule: int | str | None = None,
+    va_bits: int | None = None,
+    layout: str = DEFAULT_LAYOUT,
+    name: str = "boot-log",
+    engine: str = "auto",
+) -> VerifyReport:
+    """Compare one boot log with the model, field by field (see the module docstring).
+
+    ``granule`` and ``va_bits`` default to what the log shows. A log that lacks the lines
+    raises ``BootLogError`` whose message names the boot options to add.
+    """
+    boot = parse_boot_log(log_text)
+    problem = missing_kvm_lines_message(boot)
+    if problem:
+        raise BootLogError(f"{name}: {problem}")
+    memory_map = MemoryMap(name, boot.banks, source=f"boot log of {boot.release}")
+
+    if granule is None:
+        granule, granule_source = _infer_granule(boot)
+    else:
+        granule, granule_source = parse_granule(granule), "given"
+    inferred_va_bits = va_bits is None
+    if va_bits is None:
+        va_bits, va_bits_source = _infer_va_bits(boot)
+    else:
+        va_bits_source = "given"
+    start, end = boot.hyp_va_start, boot.hyp_va_end
+    tag_random = recover_tag_random(start, va_bits)
+    row = model_row(memory_map, granule, va_bits, layout, boot.idmap_pa, tag_random, engine)
+
+    checks = []
+    if inferred_va_bits:
+        choices = VA_BITS_CHOICES[granule]
+        checks.append(
+            FieldCheck(
+                "VA_BITS",
+                f"{va_bits}",
+                f"one of {', '.join(map(str, choices))} at {granule_name(granule)}",
+                va_bits in choices,
+            )
+        )
+    el2_levels = levels(boot.el2_va_bits, granule)
+    checks += [
+        FieldCheck(
+            "EL2 levels",
+            f"{el2_levels} ({boot.el2_va_bits}-bit EL2 VA)",
+            f"{row['levels']} (levels)",
+            el2_levels == row["levels"],
+        ),
+        FieldCheck(
+            "IDMAP page",
+            f"{boot.idmap_pa:#x}",
+            f"{row['idmap_pa']:#x} (idmap_pa)",
+            boot.idmap_pa == row["idmap_pa"],
+        ),
+        FieldCheck(
+            "HYP VA start",
+            f"{start:#x}",
+            f"{row['hyp_va_min']:#x} (hyp_va_min)",
+            start == row["hyp_va_min"],
+        ),
+        FieldCheck(
+            "HYP VA end",
+            f"{end:#x}",
+            f"{row['hyp_dram_last']:#x} (hyp_dram_last)",
+            end == row["hyp_dram_last"],
+        ),
+    ]
+    return VerifyReport(
+        boot=boot,
+        memory_map=memory_map,
+        granule=granule,
+        granule_source=granule_source,
+        va_bits=va_bits,
+        va_bits_source=va_bits_source,
+        layout=layout,
+        idmap_pa=row["idmap_pa"],
+        tag_random=tag_random,
+        row=row,
+        checks=checks,
+    )
+
+
+def verify_boot_file(path: str | Path, **kwargs) -> VerifyReport:
+    """``verify_boot`` on a file; the memory map is named after the file's stem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise BootLogError(f"{path}: cannot read the boot log ({exc.strerror})") from None
+    return verify_boot(text, name=path.stem, **kwargs)
