@@ -66,6 +66,26 @@ def _wanted() -> set[str] | None:
     return {name.strip() for name in value.split(",") if name.strip()}
 
 
+def _is_wanted(name: str, wanted: set[str] | None) -> bool:
+    """A built-in may be named in full (``sweep_plugins.boards``) or short (``boards``)."""
+    return wanted is None or name in wanted or name.rpartition(".")[2] in wanted
+
+
+@dataclass
+class PluginSource:
+    """Where a loaded plugin came from, for ``sweep plugins``."""
+
+    kind: str  # "built-in", "entry point" or "registered"
+    version: str
+    path: str
+    distribution: str = ""
+
+
+_sources: dict[str, PluginSource] = {}
+_auto_loaded: set[str] = set()
+"""Plugins load_plugins registered itself (a later load with another SWEEP_PLUGINS drops them)."""
+
+
 def load_plugins() -> None:
     """Register built-in and entry-point plugins once; broken ones are recorded, not fatal."""
     global _loaded
@@ -74,32 +94,84 @@ def load_plugins() -> None:
     _loaded = True
     wanted = _wanted()
     errors: dict[str, str] = {}
+    found: set[str] = set()
+    for name in list(_auto_loaded):  # loaded under an earlier SWEEP_PLUGINS
+        if not _is_wanted(name, wanted):
+            pm.unregister(name=name)
+            _auto_loaded.discard(name)
     for module_name in DEFAULT_PLUGINS:
-        if wanted is not None and module_name not in wanted:
+        if not _is_wanted(module_name, wanted):
             continue
+        found.update((module_name, module_name.rpartition(".")[2]))
         try:
             module = importlib.import_module(module_name)
+            if pm.get_plugin(module_name) is None:
+                pm.register(module, name=module_name)
+                _auto_loaded.add(module_name)
         except Exception as exc:  # a broken built-in should not hide the others
             errors[module_name] = f"{type(exc).__name__}: {exc}"
             continue
-        if pm.get_plugin(module_name) is None:
-            pm.register(module, name=module_name)
+        _sources[module_name] = PluginSource(
+            "built-in", _sweep_version(), getattr(module, "__file__", "") or ""
+        )
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if wanted is not None and ep.name not in wanted:
+        if not _is_wanted(ep.name, wanted):
             continue
+        found.add(ep.name)
         if pm.get_plugin(ep.name) is not None:
             continue
+        dist = getattr(ep, "dist", None)
         try:
             plugin = ep.load()
             pm.register(plugin, name=ep.name)
+            _auto_loaded.add(ep.name)
         except Exception as exc:  # pluggy's own loader stops at the first failure
-            errors[ep.name] = f"{type(exc).__name__}: {exc}"
+            errors[ep.name] = f"{type(exc).__name__}: {exc} (entry point {ep.value})"
+            continue
+        _sources[ep.name] = PluginSource(
+            "entry point",
+            dist.version if dist is not None else "",
+            getattr(plugin, "__file__", "") or ep.value,
+            dist.metadata["Name"] if dist is not None else "",
+        )
+    for name in sorted((wanted or set()) - found):
+        errors[name] = (
+            f"named in {ENV_PLUGINS} but no built-in plugin or entry point (group"
+            f" {ENTRY_POINT_GROUP!r}) has that name"
+        )
     _load_errors.update(errors)
     for name, reason in errors.items():
         _report(name, reason)
 
 
+def _sweep_version() -> str:
+    from sweep import __version__
+
+    return __version__
+
+
 _load_errors: dict[str, str] = {}
+
+
+def plugin_info() -> list[dict[str, object]]:
+    """Every plugin: name, hooks it implements, version, source path, and its error if any."""
+    reg = registry()
+    rows = []
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
+        if plugin is None:
+            continue
+        source = _sources.get(name) or PluginSource(
+            "registered", "", getattr(plugin, "__file__", "") or repr(plugin)
+        )
+        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+        rows.append({"name": name, "kind": source.kind, "version": source.version,
+                     "distribution": source.distribution, "path": source.path, "hooks": hooks,
+                     "error": reg.errors.get(name, "")})
+    for name, reason in sorted(reg.errors.items()):
+        if pm.get_plugin(name) is None:
+            rows.append({"name": name, "kind": "not loaded", "version": "", "distribution": "",
+                         "path": "", "hooks": [], "error": reason})
+    return rows
 
 
 def _report(plugin: str, reason: str) -> None:
@@ -109,9 +181,12 @@ def _report(plugin: str, reason: str) -> None:
 
 
 def reset() -> None:
-    """Forget what plugins registered (after a test registers or unregisters one)."""
-    global _registry
+    """Forget what plugins registered (after a test registers or unregisters one), and look for
+    plugins again on next use (a new entry point, another ``SWEEP_PLUGINS``)."""
+    global _registry, _loaded
     _registry = None
+    _loaded = False
+    _load_errors.clear()
 
 
 def registry() -> Registry:
@@ -163,7 +238,9 @@ def _add_memory_map(
     if memory_map.name in reg.memory_maps:
         other = reg.owner[("map", memory_map.name)]
         raise _bad(
-            plugin, "register_memory_maps", f"memory map {memory_map.name!r} already comes from {other!r}"
+            plugin,
+            "register_memory_maps",
+            f"memory map {memory_map.name!r} already comes from {other!r}",
         )
     reg.memory_maps[memory_map.name] = memory_map
     reg.owner[("map", memory_map.name)] = plugin
@@ -181,7 +258,9 @@ def _add_layout(reg: Registry, plugin: str, layout: Layout) -> None:
         )
     if layout.name in reg.layouts:
         other = reg.owner[("layout", layout.name)]
-        raise _bad(plugin, "register_layouts", f"layout {layout.name!r} already comes from {other!r}")
+        raise _bad(
+            plugin, "register_layouts", f"layout {layout.name!r} already comes from {other!r}"
+        )
     reg.layouts[layout.name] = layout
     reg.owner[("layout", layout.name)] = plugin
 
