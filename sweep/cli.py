@@ -30,6 +30,49 @@ def main() -> None:
 # --- plugins and memory maps (sweep.plugins, sweep.loaders) ---------------------------------
 
 
+@main.command("plugins")
+def plugins_command() -> None:
+    """List every plugin: the hooks it implements, its version and source, and its error."""
+    from sweep.plugins import plugin_info
+
+    for row in plugin_info():
+        version = f" {row['version']}" if row["version"] else ""
+        dist = f" ({row['distribution']})" if row["distribution"] else ""
+        click.echo(f"{row['name']}{version}{dist} [{row['kind']}]")
+        if row["path"]:
+            click.echo(f"    source: {row['path']}")
+        if row["hooks"]:
+            click.echo(f"    hooks:  {', '.join(row['hooks'])}")
+        if row["error"]:
+            click.echo(f"    ERROR:  {row['error']}")
+
+
+@main.command("maps")
+@click.argument("specs", nargs=-1)
+def maps_command(specs: tuple[str, ...]) -> None:
+    """List memory maps with their banks: all registered ones, or those SPECS select (names,
+    globs such as 'qemu-virt-*', family:NAME, memory-map files or directories)."""
+    from sweep.memory_maps import select_memory_maps
+    from sweep.plugins import registry
+
+    reg = registry()
+    maps = select_memory_maps(list(specs)) if specs else reg.memory_maps
+    for name, memory_map in maps.items():
+        family = reg.families.get(name, "file" if name not in reg.memory_maps else "")
+        click.echo(f"{name}  [{family or '-'}]  {memory_map.description}".rstrip())
+        if memory_map.source:
+            click.echo(f"    source: {memory_map.source}")
+        for bank in memory_map.banks:
+            click.echo(f"    {bank.base:#014x}-{bank.end - 1:#014x}  {_size_text(bank.size)}")
+
+
+def _size_text(size: int) -> str:
+    for shift, suffix in ((40, "T"), (30, "G"), (20, "M"), (10, "K")):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift}{suffix}"
+    return f"{size:#x} bytes"
+
+
 # --- run (sweep.config, sweep.driver, sweep.store) -------------------------------------------
 
 
