@@ -33,7 +33,7 @@ def register_va_bits(register: Callable[[int, list[int]], None]) -> None:
 
 @hookspec
 def register_memory_maps(register: Callable[..., None]) -> None:
-    """Register memory maps: ``register(memory_map: sweep.MemoryMap, family: str | None = None)``."""
+    """Register memory maps: ``register(memory_map: MemoryMap, family: str | None = None)``."""
 
 
 @hookspec

@@ -26,7 +26,9 @@ _SIZE_RE = re.compile(r"^\s*(0[xX][0-9a-fA-F_]+|[0-9][0-9_]*)\s*([KMGTP]?)(?:i?B
 def parse_size(value: int | str, what: str = "size") -> int:
     """Read a byte count written as an integer or a string such as ``"2G"``, ``"0x8000_0000"``."""
     if isinstance(value, bool):
-        raise ValidationError(f"{what}: expected an integer or a size string like '2G', got {value!r}")
+        raise ValidationError(
+            f"{what}: expected an integer or a size string like '2G', got {value!r}"
+        )
     if isinstance(value, int):
         return value
     if isinstance(value, str):
@@ -76,7 +78,7 @@ def min_block_level(granule: int) -> int:
 
 
 def memstart_align(granule: int, layout: str) -> int:
-    """``ARM64_MEMSTART_ALIGN``: 1 GiB, but 512 MiB at 64K from 5.12 (only ``tagged-48`` is that new).
+    """``ARM64_MEMSTART_ALIGN``: 1 GiB, but 512 MiB at 64K from 5.12 (only ``tagged-48``).
 
     ``arch/arm64/include/asm/kernel-pgtable.h``: ``2^max(ARM64_MEMSTART_SHIFT, SECTION_SIZE_BITS)``.
     """
@@ -117,7 +119,7 @@ class MemoryMap:
         if not self.banks:
             raise ValidationError(f"memory map {name!r}: has no banks")
         ordered = sorted(self.banks, key=lambda b: b.base)
-        for prev, nxt in zip(ordered, ordered[1:]):
+        for prev, nxt in zip(ordered, ordered[1:], strict=False):
             if nxt.base < prev.end:
                 raise ValidationError(
                     f"memory map {name!r}: bank {_fmt(nxt)} overlaps bank {_fmt(prev)}"
@@ -140,8 +142,8 @@ class MemoryMap:
                 out.append((start, end))
         if not out:
             raise ValidationError(
-                f"memory map {self.name!r}: no bank is left after trimming to {granule_name(granule)}"
-                " granules"
+                f"memory map {self.name!r}: no bank is left after trimming to "
+                f"{granule_name(granule)} granules"
             )
         return out
 
@@ -178,11 +180,13 @@ def _as_bank(name: str, index: int, bank: Bank | Sequence[int]) -> Bank:
         raise ValidationError(f"memory map {name!r}: bank {index} base {bank.base:#x} is negative")
     if bank.size <= 0:
         raise ValidationError(
-            f"memory map {name!r}: bank {index} at {bank.base:#x} has size {bank.size}, must be above 0"
+            f"memory map {name!r}: bank {index} at {bank.base:#x} has size {bank.size},"
+            " must be above 0"
         )
     if bank.end > PA_LIMIT:
         raise ValidationError(
-            f"memory map {name!r}: bank {_fmt(bank)} ends above 2^52 ({bank.end:#x} > {PA_LIMIT:#x})"
+            f"memory map {name!r}: bank {_fmt(bank)} ends above 2^52"
+            f" ({bank.end:#x} > {PA_LIMIT:#x})"
         )
     return bank
 

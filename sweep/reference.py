@@ -203,7 +203,8 @@ class Tree:
                 self._map(lo, hi, delta, level + 1)
 
     def map_idmap_page(self, idmap_pa: int) -> None:
-        """Map the idmap page VA == PA; stop at a valid leaf (the model's rule, not kvm_pgtable's)."""
+        """Map the idmap page VA == PA; stop at a valid leaf (the model's rule, simpler than
+        kvm_pgtable, which would split a block)."""
         for level in range(self.root_level, 4):
             index = idmap_pa >> level_shift(level, self.granule)
             if index in self.leaves[level]:

@@ -1,4 +1,4 @@
-"""Shared fixtures: ``compute`` runs one configuration through the scalar reference or the builder."""
+"""Shared fixtures: ``compute`` runs one configuration through the reference or the builder."""
 
 from __future__ import annotations
 
