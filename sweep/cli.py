@@ -79,6 +79,68 @@ def _size_text(size: int) -> str:
 # --- results: report, explain, diff (sweep.results, sweep.report, sweep.explain) -------------
 
 
+@main.command("report")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--out", default="report.html", show_default=True, type=click.Path(dir_okay=False),
+              help="HTML file to write (one self-contained page).")
+def report_command(directory: str, out: str) -> None:
+    """Write an HTML report (figures and worst cases) of the results in DIRECTORY."""
+    from sweep.report import write_report
+
+    click.echo(f"wrote {write_report(directory, out)}")
+
+
+@main.command("query")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.argument("name", type=click.Choice(
+    ["overlaps", "extra-levels", "unrunnable-4x", "level-counts", "table-size",
+     "table-bytes-by-board", "margin-distribution", "worst-cases"]))
+@click.argument("filters", nargs=-1)
+def query_command(directory: str, name: str, filters: tuple[str, ...]) -> None:
+    """Print a named query of sweep.results over DIRECTORY; FILTERS are column=value[,value]."""
+    from sweep.results import QUERIES, load, parse_filters
+
+    answer = QUERIES[name](load(directory, **parse_filters(filters)))
+    click.echo(answer.to_string() if len(answer) else f"{name}: no rows")
+
+
+@main.command("explain")
+@click.option("--map", "map_name", required=True, help="Memory-map plugin name or file.")
+@click.option("--granule", required=True, help="4K, 16K or 64K.")
+@click.option("--va-bits", type=int, required=True, help="VA_BITS the kernel runs with.")
+@click.option("--layout", required=True, help="HYP VA layout (high-only, merged, tagged, ...).")
+@click.option("--blocks/--no-blocks", default=False, show_default=True,
+              help="Let the table builder use block mappings.")
+@click.option("--idmap", required=True, help="Physical address of the idmap page (0x...).")
+@click.option("--tag-random", default="0", show_default=True,
+              help="Random tag bits for the tagged layouts.")
+def explain_command(map_name: str, granule: str, va_bits: int, layout: str, blocks: bool,
+                    idmap: str, tag_random: str) -> None:
+    """Print one configuration's HYP page tables the way ptdump does, then its row."""
+    from sweep.explain import explain, render, resolve_memory_map
+    from sweep.model import parse_size
+
+    memory_map = resolve_memory_map(map_name)
+    click.echo(render(explain(
+        memory_map, granule, va_bits, layout, blocks, parse_size(idmap, "--idmap"),
+        parse_size(tag_random, "--tag-random"),
+    )))
+
+
+@main.command("diff")
+@click.argument("dir_a", type=click.Path(file_okay=False))
+@click.argument("dir_b", type=click.Path(file_okay=False))
+@click.option("--ignore", default="", help="Input columns to leave out of the match, a,b,c.")
+@click.option("--show", default=10, show_default=True, help="Differing rows to print.")
+def diff_command(dir_a: str, dir_b: str, ignore: str, show: int) -> None:
+    """Rows whose outputs differ between two runs, by board and column; exit 1 if any."""
+    from sweep.diff import diff, format_diff
+
+    result = diff(dir_a, dir_b, ignore=[c for c in ignore.split(",") if c])
+    click.echo(format_diff(result, dir_a, dir_b, show=show))
+    sys.exit(0 if result.identical else 1)
+
+
 # --- verify-boot (sweep.verify) --------------------------------------------------------------
 
 

@@ -1,0 +1,304 @@
+"""One configuration explained: its merged HYP tree printed the way ptdump prints page tables.
+
+The tree is the scalar reference's (``sweep.reference.build_tree``), so what is printed is
+MODEL.md read literally; the row printed after it is the builder's, and the two must agree (the
+per-level table counts are compared and any disagreement is printed).
+
+The format follows the kernel's page-table dump (``arch/arm64/mm/ptdump.c``, ``note_page``): one
+line per run of entries that are alike — here, same kind (table, block, page, invalid) and same
+mapping behind them — giving the VA range, its size in the largest binary unit that divides it,
+and the level. Runs of identical tables are printed once, with their count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+from sweep.errors import ValidationError
+from sweep.model import (
+    MemoryMap,
+    bank_containing,
+    check_va_bits,
+    granule_name,
+    level_shift,
+    levels,
+    memstart_align,
+    parse_granule,
+)
+from sweep.reference import LAYOUTS, Tree, build_tree, clip_dram, hyp_layout, round_down
+from sweep.results import HEX_COLUMNS
+
+UNITS = "KMGTPE"
+"""ptdump's size units: the size is printed in KiB, then scaled while it divides by 1024."""
+
+@dataclass(frozen=True)
+class Mapping:
+    """One call that put something in the tree: a runtime bank's alias, or the idmap page."""
+
+    name: str
+    va: int
+    va_end: int
+    pa: int
+
+
+@dataclass
+class Explanation:
+    """A configuration's tree (reference), its mappings, and its row (builder)."""
+
+    memory_map: MemoryMap
+    granule: int
+    va_bits: int
+    layout: str
+    block_mappings: bool
+    idmap_pa: int
+    tag_random: int
+    phys_offset: int
+    delta: int
+    tree: Tree
+    mappings: list[Mapping]
+    row: dict
+
+    def tables_per_level(self) -> dict[int, int]:
+        return self.tree.tables_per_level()
+
+
+def resolve_memory_map(name_or_path: str) -> MemoryMap:
+    """A memory map by plugin name, or read from a file (TOML, DTB, iomem, boot log)."""
+    from sweep.plugins import get_memory_maps
+
+    maps = get_memory_maps()
+    if name_or_path in maps:
+        return maps[name_or_path]
+    path = Path(name_or_path)
+    if path.is_file():
+        from sweep import load_memory_map
+
+        return load_memory_map(path)
+    names = sorted(maps)
+    known = ", ".join(names[:8]) + (f", ... {len(names)} in all" if len(names) > 8 else "")
+    known = known or "none registered"
+    raise ValidationError(
+        f"--map {name_or_path!r}: neither a memory-map plugin name ({known}) nor a file"
+    )
+
+
+def builder_row(
+    memory_map: MemoryMap, granule: int, va_bits: int, layout: str, block_mappings: bool,
+    idmap_pa: int, tag_random: int = 0,
+) -> dict:
+    """The row ``sweep.build`` computes for one configuration, as plain Python values."""
+    import pandas as pd
+
+    from sweep.builder import build
+
+    config = pd.DataFrame([{
+        "memory_map": memory_map.name, "granule": granule, "va_bits": va_bits, "layout": layout,
+        "block_mappings": block_mappings, "idmap_pa": idmap_pa, "tag_random": tag_random,
+    }]).astype({"idmap_pa": "uint64", "tag_random": "uint64"})
+    out = build(config, {memory_map.name: memory_map})
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.iloc[0].items()}
+
+
+def explain(
+    memory_map: MemoryMap, granule: int | str, va_bits: int, layout: str, block_mappings: bool,
+    idmap_pa: int, tag_random: int = 0,
+) -> Explanation:
+    """Build the configuration's tree with the scalar reference and its row with the builder."""
+    granule = parse_granule(granule)
+    va_bits = check_va_bits(va_bits)
+    if layout not in LAYOUTS:
+        raise ValidationError(
+            f"--layout {layout!r}: explain draws the tree of the built-in layouts only "
+            f"({', '.join(LAYOUTS)})"
+        )
+    trimmed = memory_map.trimmed(granule)
+    idmap_pa = round_down(idmap_pa, granule)
+    if bank_containing(trimmed, idmap_pa) is None:
+        raise ValidationError(
+            f"memory map {memory_map.name!r}: idmap {idmap_pa:#x} is outside every "
+            f"{granule_name(granule)}-trimmed bank"
+        )
+    # The same steps, in the same order, as sweep.reference.compute_row (MODEL.md 2, 3, 5).
+    phys_offset, banks, _clipped = clip_dram(
+        trimmed, idmap_pa, granule, va_bits, memstart_align(granule, layout)
+    )
+    idmap_va_bits = (idmap_pa + granule - 1).bit_length()
+    lay = hyp_layout(layout, banks, phys_offset, idmap_pa, idmap_va_bits, va_bits, tag_random)
+    runtime = [(s + lay.delta, e + lay.delta, s) for s, e in banks]
+    tree = build_tree(runtime, idmap_pa, granule, lay.tree_va_bits, block_mappings)
+    mappings = [
+        Mapping(f"runtime bank {i} (PA {pa:#x}-{pa + va_end - va - 1:#x})", va, va_end, pa)
+        for i, (va, va_end, pa) in enumerate(runtime)
+    ]
+    mappings.append(Mapping("idmap page (VA == PA)", idmap_pa, idmap_pa + granule, idmap_pa))
+    row = builder_row(
+        memory_map, granule, va_bits, layout, block_mappings, idmap_pa, tag_random
+    )
+    return Explanation(
+        memory_map, granule, va_bits, layout, bool(block_mappings), idmap_pa, tag_random,
+        phys_offset, lay.delta, tree, mappings, row,
+    )
+
+
+# --- printing ---------------------------------------------------------------------------------
+
+
+def size_text(nbytes: int) -> str:
+    """ptdump's size column: KiB, scaled up while the figure divides by 1024."""
+    value, unit = nbytes >> 10, 0
+    while value and value % 1024 == 0 and unit + 1 < len(UNITS):
+        value >>= 10
+        unit += 1
+    return f"{value:9d}{UNITS[unit]}"
+
+
+def _cuts(tree: Tree, level: int, mappings: list[Mapping]) -> list[int]:
+    """Entry indices at ``level`` where the kind of entry or the mappings behind it may change."""
+    chunk = 1 << level_shift(level, tree.granule)
+    cuts = set()
+    for intervals in (tree.tables[level], tree.leaves[level]):
+        for lo, hi in intervals.runs:
+            cuts.update((lo, hi))
+    for m in mappings:
+        # entry e meets [va, va_end) iff va // chunk <= e <= (va_end - 1) // chunk
+        cuts.update((m.va // chunk, (m.va_end - 1) // chunk + 1))
+    return sorted(cuts)
+
+
+def _kind(tree: Tree, level: int, entry: int) -> str:
+    if entry in tree.tables[level]:
+        return "TABLE"
+    if entry in tree.leaves[level]:
+        return "PAGE" if level == 3 else "BLK"
+    return ""
+
+
+def _entry_runs(
+    tree: Tree, level: int, lo: int, hi: int, cuts: list[int], mappings: list[Mapping]
+) -> list[tuple[int, int, str, list[Mapping]]]:
+    """Runs of alike entries in ``[lo, hi)``: (first, end, kind, mappings behind them)."""
+    import bisect
+
+    chunk = 1 << level_shift(level, tree.granule)
+    start = bisect.bisect_right(cuts, lo)
+    stop = bisect.bisect_left(cuts, hi)
+    points = [lo, *cuts[start:stop], hi]
+    runs: list[tuple[int, int, str, list[Mapping]]] = []
+    for a, b in pairwise(points):
+        kind = _kind(tree, level, a)
+        behind = [m for m in mappings if m.va < b * chunk and a * chunk < m.va_end]
+        if not kind:
+            behind = []
+        if runs and runs[-1][2] == kind and runs[-1][3] == behind and runs[-1][1] == a:
+            runs[-1] = (runs[-1][0], b, kind, behind)
+        else:
+            runs.append((a, b, kind, behind))
+    return runs
+
+
+def _run_line(tree: Tree, level: int, run: tuple[int, int, str, list[Mapping]]) -> str:
+    first, end, kind, behind = run
+    shift = level_shift(level, tree.granule)
+    va, va_end = first << shift, end << shift
+    line = f"0x{va:016x}-0x{va_end:016x} {size_text(va_end - va)} L{level:<2d} "
+    if not kind:
+        return line + "invalid"
+    count = end - first
+    if kind == "TABLE":
+        names = "; ".join(m.name for m in behind)
+        return line + f"TABLE  {count} x L{level + 1} table{'s' if count > 1 else ''}: {names}"
+    # A leaf belongs to the first call that reached it: runtime banks (disjoint in VA) come
+    # before the idmap page, whose walk stops at a leaf it meets (MODEL.md section 5).
+    owner, *also = behind
+    pa = va - owner.va + owner.pa
+    text = line + f"{kind:<5s}  PA 0x{pa:x}: {owner.name}"
+    for other in also:
+        same = other.va - other.pa == owner.va - owner.pa
+        text += f"; also holds the {other.name}" + (" (same PA)" if same else " (OVERLAP)")
+    return text
+
+
+def tree_lines(explanation: Explanation) -> list[str]:
+    """The tree, root first, then each level's tables in VA order; alike tables printed once."""
+    tree, mappings = explanation.tree, explanation.mappings
+    granule, root = tree.granule, tree.root_level
+    per_table = 1 << (granule.bit_length() - 1 - 3)
+    lines = []
+    for level in range(root, 4):
+        cuts = _cuts(tree, level, mappings)
+        if level == root:
+            root_entries = 1 << (tree.tree_va_bits - level_shift(root, granule))
+            groups = [(0, 1, 0, root_entries)]
+        else:
+            groups = []
+            for a, b in tree.tables[level - 1].runs:
+                splits = {a, b}
+                for k in cuts:
+                    t = k // per_table
+                    if a <= t < b:
+                        splits.update((t, t + 1) if k % per_table else (t,))
+                points = sorted(p for p in splits if a <= p <= b)
+                for p, q in pairwise(points):
+                    groups.append((p, q, p * per_table, q * per_table))
+        count = sum(q - p for p, q, _lo, _hi in groups)
+        lines.append(f"=== L{level}: {count} table{'s' if count != 1 else ''} ===")
+        parent_shift = level_shift(level - 1, granule) if level > root else tree.tree_va_bits
+        for p, q, lo, hi in groups:
+            va, va_end = p << parent_shift, q << parent_shift
+            what = "root table" if level == root else (
+                f"{q - p} alike L{level} tables" if q - p > 1 else f"L{level} table"
+            )
+            lines.append(f"---[ {what} 0x{va:016x}-0x{va_end:016x} ]---")
+            for run in _entry_runs(tree, level, lo, hi, cuts, mappings):
+                lines.append(_run_line(tree, level, run))
+    return lines
+
+
+def _value_text(column: str, value: object) -> str:
+    if column in HEX_COLUMNS and isinstance(value, int):
+        return f"{value:#x}"
+    return str(value)
+
+
+def render(explanation: Explanation) -> str:
+    """The whole explanation as text: configuration, tree, builder row, agreement check."""
+    e = explanation
+    tree = e.tree
+    n_levels = levels(tree.tree_va_bits, e.granule)
+    root_entries = 1 << (tree.tree_va_bits - level_shift(tree.root_level, e.granule))
+    out = [
+        f"{e.memory_map.name}: {granule_name(e.granule)} granule, VA_BITS {e.va_bits}, "
+        f"layout {e.layout}, block mappings {'on' if e.block_mappings else 'off'}, "
+        f"idmap {e.idmap_pa:#x}",
+        f"HYP tree: {tree.tree_va_bits}-bit input, {n_levels} levels, root at L{tree.root_level} "
+        f"with {root_entries} entries; PHYS_OFFSET {e.phys_offset:#x}, hyp(p) = p "
+        f"{'+' if e.delta >= 0 else '-'} {abs(e.delta):#x}",
+        "mappings, in the order they are made:",
+        *(f"  0x{m.va:016x}-0x{m.va_end:016x} -> PA 0x{m.pa:x}: {m.name}" for m in e.mappings),
+        "",
+        *tree_lines(e),
+        "",
+        "row (sweep.build):",
+    ]
+    width = max(len(c) for c in e.row)
+    out += [f"  {c:<{width}s}  {_value_text(c, v)}" for c, v in e.row.items()]
+    out.append("")
+    out.append(agreement(e))
+    return "\n".join(out)
+
+
+def agreement(explanation: Explanation) -> str:
+    """Compare the reference tree's tables per level with the builder row's columns."""
+    counts = explanation.tables_per_level()
+    names = {-1: "tables_lm1", 0: "tables_l0", 1: "tables_l1", 2: "tables_l2", 3: "tables_l3"}
+    wrong = [
+        f"{names[lv]}: tree {counts[lv]}, builder {explanation.row[names[lv]]}"
+        for lv in names if counts[lv] != explanation.row[names[lv]]
+    ]
+    if wrong:
+        return "DISAGREE: the reference tree and the builder's row differ: " + "; ".join(wrong)
+    return (
+        f"agrees: the tree above has {sum(counts.values())} tables, as the builder's row says"
+    )

@@ -1,0 +1,180 @@
+"""sweep.explain: the ptdump-style tree (scalar reference) and the row (builder) agree."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from sweep.cli import main
+from sweep.errors import ValidationError
+from sweep.explain import explain, render, size_text, tree_lines
+from sweep.model import MemoryMap, level_shift
+from sweep.reference import compute_row
+
+G = 1 << 30
+JUNO = MemoryMap("juno", [(0x8000_0000, 2 * G)])
+SEATTLE = MemoryMap("seattle", [(0x80_0000_0000, 8 * G)])
+TWO_BANKS = MemoryMap("two-banks", [(0x8000_0000, 2 * G), (0x40_0000_0000, 2 * G)])
+FAR = MemoryMap("far", [(0x8000_0000, 2 * G), (1 << 48, 4 * G)])
+LX2160A = MemoryMap("lx2160a", [(0x8000_0000, 0xFBDF_FFFF - 0x8000_0000 + 1),
+                                (0x20_8000_0000, 0x23_7FFF_FFFF - 0x20_8000_0000 + 1)])
+
+CASES = [
+    (JUNO, "4K", 39, "merged", 0x8008_0000, 0),
+    (SEATTLE, "4K", 39, "merged", 0x80_0008_0000, 0),
+    (TWO_BANKS, "4K", 39, "high-only", 0x40_0008_0000, 0),
+    (TWO_BANKS, "4K", 39, "merged", 0x40_0008_0000, 0),
+    (TWO_BANKS, "16K", 47, "tagged", 0x40_0008_0000, 0x1234_5678_9ABC_DEF0),
+    (LX2160A, "4K", 48, "tagged-48", 0x81A2_4000, 0xFFFF_FFFF_FFFF_FFFF),
+    (LX2160A, "64K", 42, "tagged", 0x22_0000_0000, 0x5555_5555_5555_5555),
+    (FAR, "4K", 52, "tagged", (1 << 48) + 0x8_0000, 0),
+    (FAR, "16K", 36, "merged", (1 << 48) + 0x8_0000, 0),
+    (FAR, "64K", 52, "high-only", 0x8008_0000, 0),
+]
+IDS = [f"{m.name}-{g}-{v}-{lay}" for m, g, v, lay, _i, _t in CASES]
+LEVEL_COLUMNS = {-1: "tables_lm1", 0: "tables_l0", 1: "tables_l1", 2: "tables_l2",
+                 3: "tables_l3"}
+
+
+def _builder(memory_map, granule, va_bits, layout, blocks, idmap_pa, tag_random) -> dict:
+    from sweep import build
+
+    configs = pd.DataFrame({
+        "memory_map": [memory_map.name], "granule": [int(granule[:-1]) << 10],
+        "va_bits": [va_bits], "layout": [layout], "block_mappings": [blocks],
+        "idmap_pa": pd.array([idmap_pa], dtype="uint64"),
+        "tag_random": pd.array([tag_random], dtype="uint64"),
+    })
+    out = build(configs, {memory_map.name: memory_map})
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.iloc[0].items()}
+
+
+@pytest.mark.parametrize("blocks", [False, True], ids=["blocks-off", "blocks-on"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_explain_row_is_the_builders_and_the_tree_agrees(case, blocks):
+    memory_map, granule, va_bits, layout, idmap_pa, tag_random = case
+    e = explain(memory_map, granule, va_bits, layout, blocks, idmap_pa, tag_random)
+    assert e.row == _builder(memory_map, granule, va_bits, layout, blocks, idmap_pa, tag_random)
+    # The printed tree is the reference's: its tables per level are the reference row's columns.
+    reference = compute_row(memory_map, granule, va_bits, layout, blocks, idmap_pa, tag_random)
+    counts = e.tables_per_level()
+    for level, column in LEVEL_COLUMNS.items():
+        assert counts[level] == reference[column] == e.row[column], column
+    text = render(e)
+    assert text.rstrip().endswith("as the builder's row says")
+    # Each level's header counts its tables.
+    for level, n in counts.items():
+        if n:
+            assert f"=== L{level}: {n} table{'s' if n != 1 else ''} ===" in text
+
+
+@pytest.mark.parametrize("blocks", [False, True], ids=["blocks-off", "blocks-on"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_every_table_is_covered_by_its_runs(case, blocks):
+    """Runs tile each printed table's VA range exactly, and leaves cover every mapping once."""
+    memory_map, granule, va_bits, layout, idmap_pa, tag_random = case
+    e = explain(memory_map, granule, va_bits, layout, blocks, idmap_pa, tag_random)
+    header = re.compile(r"---\[ .* 0x([0-9a-f]{16})-0x([0-9a-f]{16}) \]---")
+    run = re.compile(r"0x([0-9a-f]{16})-0x([0-9a-f]{16}) +\d+[KMGTPE] L(-?\d) +(\S+)")
+    cursor = expected_end = None
+    leaf_bytes = 0
+    for line in tree_lines(e) + ["---[ end 0x0000000000000000-0x0000000000000000 ]---"]:
+        if m := header.match(line):
+            assert expected_end is None or expected_end == cursor, line
+            cursor, expected_end = int(m.group(1), 16), int(m.group(2), 16)
+        elif m := run.match(line):
+            lo, hi, kind = int(m.group(1), 16), int(m.group(2), 16), m.group(4)
+            assert lo == cursor < hi <= expected_end, line
+            cursor = hi
+            if kind in ("BLK", "PAGE"):
+                leaf_bytes += hi - lo
+    # Every runtime byte sits under exactly one leaf; the idmap page adds its own page only when
+    # no runtime mapping already covers its VA (the walk stops at a valid leaf, MODEL.md 5).
+    runtime = e.mappings[:-1]
+    covered = any(m.va <= e.idmap_pa < m.va_end for m in runtime)
+    expected = sum(m.va_end - m.va for m in runtime) + (0 if covered else e.granule)
+    assert leaf_bytes == expected
+
+
+def test_juno_blocks_on_prints_model_example_1():
+    """MODEL.md 7.1, blocks on: two 1 GiB blocks for the runtime alias at 0x40_0000_0000, and
+    the idmap page 0x8008_0000 through one L2 and one L3 table: 0/1/1/1."""
+    lines = tree_lines(explain(JUNO, "4K", 39, "merged", True, 0x8008_0000))
+    assert lines == [
+        "=== L1: 1 table ===",
+        "---[ root table 0x0000000000000000-0x0000008000000000 ]---",
+        "0x0000000000000000-0x0000000080000000         2G L1  invalid",
+        "0x0000000080000000-0x00000000c0000000         1G L1  TABLE  1 x L2 table: "
+        "idmap page (VA == PA)",
+        "0x00000000c0000000-0x0000004000000000       253G L1  invalid",
+        "0x0000004000000000-0x0000004080000000         2G L1  BLK    PA 0x80000000: "
+        "runtime bank 0 (PA 0x80000000-0xffffffff)",
+        "0x0000004080000000-0x0000008000000000       254G L1  invalid",
+        "=== L2: 1 table ===",
+        "---[ L2 table 0x0000000080000000-0x00000000c0000000 ]---",
+        "0x0000000080000000-0x0000000080200000         2M L2  TABLE  1 x L3 table: "
+        "idmap page (VA == PA)",
+        "0x0000000080200000-0x00000000c0000000      1022M L2  invalid",
+        "=== L3: 1 table ===",
+        "---[ L3 table 0x0000000080000000-0x0000000080200000 ]---",
+        "0x0000000080000000-0x0000000080080000       512K L3  invalid",
+        "0x0000000080080000-0x0000000080081000         4K L3  PAGE   PA 0x80080000: "
+        "idmap page (VA == PA)",
+        "0x0000000080081000-0x0000000080200000      1532K L3  invalid",
+    ]
+
+
+def test_overlap_is_shown_on_the_leaf():
+    """MODEL.md 7.3 high-only: the idmap VA is a page of bank 0 (PA 0x8008_0000): overlap."""
+    text = "\n".join(tree_lines(explain(TWO_BANKS, "4K", 39, "high-only", False, 0x40_0008_0000)))
+    assert ("0x0000004000080000-0x0000004000081000         4K L3  PAGE   PA 0x80080000: "
+            "runtime bank 0 (PA 0x80000000-0xffffffff); also holds the idmap page (VA == PA) "
+            "(OVERLAP)") in text
+    # 1024 L3 tables of bank 1 are alike: printed once, as ptdump collapses a run.
+    assert "---[ 1024 alike L3 tables 0x0000007f80000000-0x0000008000000000 ]---" in text
+
+
+def test_delta_zero_is_not_an_overlap():
+    """MODEL.md 7.4: PHYS_OFFSET = 2^38 under high-only maps the idmap page to itself."""
+    one = MemoryMap("one", [(0x40_0000_0000, 2 * G)])
+    text = "\n".join(tree_lines(explain(one, "4K", 39, "high-only", True, 0x40_0008_0000)))
+    assert "BLK    PA 0x4000000000: runtime bank 0" in text
+    assert "(same PA)" in text and "OVERLAP" not in text
+
+
+def test_size_text_is_ptdumps():
+    assert size_text(4096) == "        4K"
+    assert size_text(2 << 20) == "        2M"
+    assert size_text(1532 << 10) == "     1532K"
+    assert size_text(1 << 47) == "      128T"
+    assert level_shift(1, 4096) == 30
+
+
+def test_errors():
+    with pytest.raises(ValidationError, match="built-in layouts"):
+        explain(JUNO, "4K", 39, "no-such-layout", False, 0x8008_0000)
+    with pytest.raises(ValidationError, match="outside every 4K-trimmed bank"):
+        explain(JUNO, "4K", 39, "merged", False, 0x1_0000_0000)
+    with pytest.raises(ValidationError, match="granule"):
+        explain(JUNO, "8K", 39, "merged", False, 0x8008_0000)
+
+
+def test_cli_explain_reads_a_memory_map_file(tmp_path):
+    toml = tmp_path / "board.toml"
+    toml.write_text('name = "board"\n[[banks]]\nbase = 0x8000_0000\nsize = "2G"\n')
+    runner = CliRunner()
+    result = runner.invoke(main, [
+        "explain", "--map", str(toml), "--granule", "4K", "--va-bits", "39", "--layout",
+        "merged", "--blocks", "--idmap", "0x8008_0000"])
+    assert result.exit_code == 0, result.output
+    assert "table_bytes      12288" in result.output
+    assert "agrees: the tree above has 3 tables" in result.output
+    bad = runner.invoke(main, [
+        "explain", "--map", str(tmp_path / "missing.toml"), "--granule", "4K", "--va-bits",
+        "39", "--layout", "merged", "--idmap", "0x8008_0000"])
+    assert bad.exit_code == 2
+    assert "neither a memory-map plugin name" in bad.output
+    assert "Traceback" not in bad.output
