@@ -1,0 +1,239 @@
+"""Where units run: a local process pool, or Dask distributed for more than one machine.
+
+Both run the same task, :func:`run_unit`, which builds a unit's rows and writes its part file,
+so a dataset is the same whichever executor wrote it. Both offer the small surface the driver's
+scheduling loop needs: ``submit(unit)``, ``wait(futures, timeout)``, ``restart()``,
+``shutdown(abandon)``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Iterable
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from sweep.errors import SweepError
+from sweep.store import Store
+from sweep.units import Plan, Unit, unit_table
+
+log = logging.getLogger("sweep.worker")
+
+
+@dataclass
+class UnitResult:
+    """What a worker reports for one unit: rows and bytes written, or the error it raised."""
+
+    unit_id: str
+    path: str
+    rows: int
+    bytes: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    worker: str = ""
+
+
+class WorkerKilled(Exception):
+    """The process running a unit died without reporting (SIGKILL, the OOM killer)."""
+
+
+# --- the worker side ---------------------------------------------------------------------------
+
+_STATE: dict = {}
+
+
+def init_worker(plan: Plan, store: Store, ignore_sigint: bool = True) -> None:
+    """Worker initializer: load the plan's plugins by name (a Dask worker, or a spawned process,
+    inherits none), remember the plan and store, and leave Ctrl-C to the parent."""
+    if ignore_sigint:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    load_plugins_by_name(plan.plugins)
+    _STATE["plan"], _STATE["store"] = plan, store
+
+
+def load_plugins_by_name(names: Iterable[str]) -> None:
+    """Make the same plugins load here as in the parent (no-op where they already have)."""
+    from sweep import plugins
+
+    if not plugins._loaded:
+        os.environ.setdefault(plugins.ENV_PLUGINS, ",".join(names))
+    plugins.registry()
+
+
+def run_unit(unit: Unit, plan: Plan | None = None, store: Store | None = None) -> UnitResult:
+    """Build one unit and write its part file; a plugin's exception becomes the unit's error."""
+    plan = plan or _STATE["plan"]
+    store = store or _STATE["store"]
+    worker = f"{multiprocessing.current_process().name} pid {os.getpid()}"
+    started = time.perf_counter()
+    try:
+        table = unit_table(plan, unit)
+        nbytes = store.write_part(unit.path, table)
+    except Exception as exc:
+        log.error("unit %s failed on %s: %s: %s", unit.id, worker, type(exc).__name__, exc,
+                  exc_info=True)
+        return UnitResult(unit.id, unit.path, unit.rows, error=f"{type(exc).__name__}: {exc}",
+                          worker=worker)
+    seconds = time.perf_counter() - started
+    log.info("unit %s: %d rows, %d bytes in %.2f s on %s", unit.describe(), unit.rows, nbytes,
+             seconds, worker)
+    return UnitResult(unit.id, unit.path, unit.rows, nbytes, seconds, worker=worker)
+
+
+def _ping() -> int:
+    return os.getpid()
+
+
+def _dask_run_unit(plan: Plan, store: Store, unit: Unit) -> UnitResult:
+    if _STATE.get("plan") is not plan:
+        init_worker(plan, store, ignore_sigint=False)
+    return run_unit(unit, plan, store)
+
+
+# --- local processes ---------------------------------------------------------------------------
+
+
+class ProcessExecutor:
+    """A ``fork`` process pool (explicit context; forked before the pool's own manager thread).
+
+    Under fork the workers inherit the plugins, the plan and the log handler; a worker that dies
+    breaks the pool (``BrokenProcessPool``), and the driver rebuilds it with :meth:`restart`.
+    """
+
+    restart_on_kill = True
+
+    def __init__(self, plan: Plan, store: Store, workers: int) -> None:
+        self.plan, self.store, self.workers = plan, store, workers
+        self.context = multiprocessing.get_context("fork")
+        self.pool: cf.ProcessPoolExecutor | None = None
+        self._start()
+
+    def _start(self) -> None:
+        self.pool = cf.ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=self.context, initializer=init_worker,
+            initargs=(self.plan, self.store),
+        )
+        # Fork every worker now, before the driver starts any thread of its own.
+        self.pool.submit(_ping).result()
+
+    def submit(self, unit: Unit) -> cf.Future:
+        return self.pool.submit(run_unit, unit)
+
+    @staticmethod
+    def wait(futures: set, timeout: float) -> tuple[set, set]:
+        done, pending = cf.wait(futures, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        return done, pending
+
+    @staticmethod
+    def outcome(future) -> UnitResult | Exception:
+        """The unit's result, or ``WorkerKilled`` when its process died under it."""
+        try:
+            return future.result()
+        except BrokenProcessPool as exc:
+            return WorkerKilled(str(exc))
+        except Exception as exc:  # a failure outside run_unit's own guard (e.g. pickling)
+            return exc
+
+    def restart(self) -> None:
+        self.shutdown(abandon=True)
+        self._start()
+
+    def shutdown(self, abandon: bool = False) -> None:
+        if self.pool is None:
+            return
+        if abandon:
+            for process in list(getattr(self.pool, "_processes", {}).values()):
+                if process.is_alive():
+                    process.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=abandon)
+        self.pool = None
+
+
+# --- Dask ------------------------------------------------------------------------------------
+
+
+class DaskExecutor:
+    """Dask distributed: a scheduler at ``scheduler`` (``tcp://host:8786``) or a LocalCluster.
+
+    The plan is scattered to every worker once; each task loads the plugins by name on first use.
+    Dask reschedules a task whose worker died; after its allowed failures it raises
+    ``KilledWorker``, which the driver records as the unit's failure.
+    """
+
+    restart_on_kill = False
+
+    def __init__(self, plan: Plan, store: Store, workers: int, scheduler: str | None = None,
+                 processes: bool = True) -> None:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise SweepError(
+                "executor dask: needs dask distributed (pip install 'va-sweep[dask]')"
+            ) from None
+        self.plan, self.store = plan, store
+        self.cluster = None
+        if scheduler:
+            try:
+                self.client = Client(scheduler, timeout="10s")
+            except (OSError, TimeoutError) as exc:
+                raise SweepError(f"--scheduler {scheduler}: cannot connect: {exc}") from None
+        else:
+            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
+                                        processes=processes, dashboard_address=None)
+            self.client = Client(self.cluster)
+        self.workers = max(1, len(self.client.scheduler_info().get("workers", {})) or workers)
+        self._plan_future = self.client.scatter(plan, broadcast=True, hash=False)
+        self._attempt = 0
+
+    def submit(self, unit: Unit):
+        self._attempt += 1
+        return self.client.submit(_dask_run_unit, self._plan_future, self.store, unit,
+                                  key=f"sweep-unit-{unit.id}-{self._attempt}", pure=False)
+
+    @staticmethod
+    def wait(futures: set, timeout: float) -> tuple[set, set]:
+        from distributed import wait
+
+        try:
+            done, pending = wait(list(futures), timeout=timeout, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            return set(), set(futures)
+        return set(done), set(pending)
+
+    @staticmethod
+    def outcome(future) -> UnitResult | Exception:
+        from distributed import KilledWorker
+
+        try:
+            return future.result()
+        except KilledWorker as exc:
+            return WorkerKilled(str(exc))
+        except Exception as exc:  # a failure outside run_unit's own guard (e.g. unpickling)
+            return exc
+
+    def restart(self) -> None:
+        """Dask replaces dead workers itself."""
+
+    def shutdown(self, abandon: bool = False) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def make_executor(kind: str, plan: Plan, store: Store, workers: int,
+                  scheduler: str | None = None, dask_processes: bool = True):
+    """``processes`` (the default), ``dask`` (with ``scheduler``) or ``dask-local``."""
+    if kind == "processes":
+        return ProcessExecutor(plan, store, workers)
+    if kind == "dask":
+        if not scheduler:
+            raise SweepError("--executor dask: needs --scheduler tcp://host:8786")
+        return DaskExecutor(plan, store, workers, scheduler=scheduler)
+    if kind == "dask-local":
+        return DaskExecutor(plan, store, workers, processes=dask_processes)
+    raise SweepError(f"--executor: {kind!r} is not one of processes, dask, dask-local")

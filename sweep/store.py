@@ -1,0 +1,223 @@
+"""The result store: a hive-style Parquet dataset, one part file per work unit.
+
+Written the way long-running writers do it: each part is written under a name starting with
+``.`` and renamed into place once closed (readers skip ``.`` and ``_`` names, so a crash leaves
+no half file visible), no writer is held open across units, and the sweep's own records sit
+beside the data in ``_sweep.json`` and ``_sweep.log``. A unit is done when its part file exists.
+
+Partitions are ``granule=<bytes>/va_bits=<bits>``. Those two live in the folder names only:
+pyarrow's hive discovery (which ``pandas.read_parquet`` uses) reads folder keys as dictionaries
+and refuses a file column of the same name, so a part file holds every other column of
+``sweep.columns.ROW_COLUMNS``; :func:`read_results` gives back all of them in their exact dtypes.
+Paths may be fsspec URLs (``s3://bucket/sweep``) where fsspec and its backend are installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import tempfile
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from sweep.columns import ROW_COLUMNS
+from sweep.errors import SweepError
+
+PARTITION_COLUMNS = ("granule", "va_bits")
+META_FILE = "_sweep.json"
+LOG_FILE = "_sweep.log"
+ROW_GROUP_ROWS = 1_000_000
+"""At most this many rows per row group (Parquet readers do best with 100k to 1M)."""
+COMPRESSION = "zstd"
+
+_DTYPE_BYTES = {"category": 4, "bool": 1, "int8": 1, "int32": 4, "int64": 8, "uint64": 8}
+MEMORY_BYTES_PER_ROW = sum(_DTYPE_BYTES[d] for d in ROW_COLUMNS.values())
+"""Bytes of one row as Arrow holds it (dictionary indices for the string columns)."""
+DISK_BYTES_PER_ROW = 12
+"""Bytes of one row in a zstd part file, measured on stride sweeps (``bench/bench_driver.py``
+prints the figure of each run): most columns are constant or smooth along a unit."""
+
+
+def _filesystem(url: str) -> tuple[pafs.FileSystem, str]:
+    if "://" not in url or url.startswith("file://"):
+        path = url.removeprefix("file://")
+        return pafs.LocalFileSystem(), os.path.abspath(path)
+    try:
+        import fsspec
+    except ImportError:
+        raise SweepError(
+            f"output {url!r}: a URL needs fsspec (pip install 'va-sweep[dask]') and its backend"
+        ) from None
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        raise SweepError(f"output {url!r}: {exc}") from None
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path.rstrip("/")
+
+
+class Store:
+    """One dataset root; every write goes through here so local and remote behave alike."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.fs, self.root = _filesystem(str(url))
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __getstate__(self) -> dict:
+        return {"url": self.url}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["url"])
+
+    def _abs(self, rel: str) -> str:
+        return posixpath.join(self.root, rel)
+
+    # --- parts -------------------------------------------------------------------------------
+
+    def write_part(self, rel: str, table: pa.Table) -> int:
+        """Write one unit's rows to ``rel`` (zstd, row groups up to 1M), atomically by rename.
+
+        Returns the bytes written.
+        """
+        table = table.drop_columns([c for c in PARTITION_COLUMNS if c in table.column_names])
+        final = self._abs(rel)
+        folder, name = posixpath.split(final)
+        temp = posixpath.join(folder, f".{name}.{os.getpid()}.tmp")
+        self.fs.create_dir(folder, recursive=True)
+        try:
+            pq.write_table(table, temp, filesystem=self.fs, compression=COMPRESSION,
+                           row_group_size=ROW_GROUP_ROWS)
+            self.fs.move(temp, final)
+        except BaseException:
+            try:
+                self.fs.delete_file(temp)
+            except OSError:
+                pass
+            raise
+        return self.fs.get_file_info(final).size
+
+    def parts(self) -> set[str]:
+        """Relative paths of every finished part file (temporary ``.`` files excluded)."""
+        return {rel for rel in self._listing() if _is_part(rel)}
+
+    def _listing(self) -> list[str]:
+        info = self.fs.get_file_info(self.root)
+        if info.type == pafs.FileType.NotFound:
+            return []
+        if info.type != pafs.FileType.Directory:
+            raise SweepError(f"output {self.url!r}: exists and is not a directory")
+        selector = pafs.FileSelector(self.root, recursive=True)
+        root = self.root.rstrip("/") + "/"
+        return [
+            f.path[len(root):] for f in self.fs.get_file_info(selector)
+            if f.type == pafs.FileType.File
+        ]
+
+    def remove_temporaries(self) -> int:
+        """Delete part files a killed writer left under their temporary ``.`` name."""
+        stale = [rel for rel in self._listing()
+                 if posixpath.basename(rel).startswith(".part-") and rel.endswith(".tmp")]
+        for rel in stale:
+            self.fs.delete_file(self._abs(rel))
+        return len(stale)
+
+    def has_results(self) -> bool:
+        listing = self._listing()
+        return any(_is_part(rel) for rel in listing) or META_FILE in listing
+
+    def clear(self) -> None:
+        """Remove this project's files only (partitions, ``_sweep.*``), for ``--overwrite``."""
+        info = self.fs.get_file_info(self.root)
+        if info.type != pafs.FileType.Directory:
+            return
+        for entry in self.fs.get_file_info(pafs.FileSelector(self.root)):
+            base = posixpath.basename(entry.path)
+            if entry.type == pafs.FileType.Directory and base.startswith("granule="):
+                self.fs.delete_dir(entry.path)
+            elif base in (META_FILE, LOG_FILE):
+                self.fs.delete_file(entry.path)
+
+    # --- _sweep.json and _sweep.log ----------------------------------------------------------
+
+    def read_meta(self) -> dict | None:
+        path = self._abs(META_FILE)
+        if self.fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return None
+        with self.fs.open_input_stream(path) as f:
+            try:
+                return json.loads(f.read().decode())
+            except ValueError as exc:
+                raise SweepError(f"{self.url}/{META_FILE}: not valid JSON ({exc})") from None
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        """Replace ``_sweep.json`` atomically (a crash leaves the old one or the new one)."""
+        self.fs.create_dir(self.root, recursive=True)
+        temp = self._abs(f".{META_FILE}.{os.getpid()}.tmp")
+        with self.fs.open_output_stream(temp) as f:
+            f.write((json.dumps(meta, indent=2, sort_keys=False) + "\n").encode())
+        self.fs.move(temp, self._abs(META_FILE))
+
+    def log_path(self) -> str:
+        """A local file the log handler appends to; for a remote store, copied up by
+        :meth:`upload_log`."""
+        if self.local:
+            os.makedirs(self.root, exist_ok=True)
+            return self._abs(LOG_FILE)
+        if not hasattr(self, "_local_log"):
+            fd, self._local_log = tempfile.mkstemp(prefix="sweep-", suffix=".log")
+            os.close(fd)
+            existing = self._abs(LOG_FILE)
+            if self.fs.get_file_info(existing).type == pafs.FileType.File:
+                with self.fs.open_input_stream(existing) as src, open(self._local_log, "wb") as dst:
+                    dst.write(src.read())
+        return self._local_log
+
+    def upload_log(self) -> None:
+        if self.local or not hasattr(self, "_local_log"):
+            return
+        with open(self._local_log, "rb") as src, self.fs.open_output_stream(
+            self._abs(LOG_FILE)
+        ) as dst:
+            dst.write(src.read())
+
+
+def _is_part(rel: str) -> bool:
+    parts = rel.split("/")
+    return (
+        rel.endswith(".parquet")
+        and not any(p.startswith((".", "_")) for p in parts)
+        and len(parts) == 3
+        and parts[0].startswith("granule=")
+        and parts[1].startswith("va_bits=")
+    )
+
+
+def read_results(
+    path: str,
+    filters: Iterable | None = None,
+    columns: list[str] | None = None,
+) -> pd.DataFrame:
+    """The whole dataset (or the rows ``filters`` select, pushed down) with the exact dtypes of
+    ``ROW_COLUMNS`` and in its column order; ``memory_map`` and ``layout`` as categories.
+
+    ``pandas.read_parquet(path)`` also works; it gives ``granule`` and ``va_bits`` as categories.
+    """
+    store = Store(path)
+    partitioning = ds.partitioning(
+        pa.schema([("granule", pa.int32()), ("va_bits", pa.int8())]), flavor="hive"
+    )
+    dataset = ds.dataset(store.root, filesystem=store.fs, format="parquet",
+                         partitioning=partitioning, ignore_prefixes=[".", "_"])
+    expression = pq.filters_to_expression(filters) if filters else None
+    wanted = [c for c in ROW_COLUMNS if columns is None or c in columns]
+    extra = [c for c in dataset.schema.names if c not in ROW_COLUMNS and
+             (columns is None or c in columns)]
+    table = dataset.to_table(columns=wanted + extra, filter=expression)
+    return table.to_pandas()
