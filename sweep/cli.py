@@ -76,6 +76,59 @@ def _size_text(size: int) -> str:
 # --- run (sweep.config, sweep.driver, sweep.store) -------------------------------------------
 
 
+@main.command("run", context_settings={"ignore_unknown_options": False})
+@click.argument("args", nargs=-1, metavar="[CONFIG] [KEY=VALUE]...")
+@click.option("--out", default="results", show_default=True,
+              help="Dataset folder (or fsspec URL such as s3://bucket/sweep).")
+@click.option("--workers", type=int, default=None, help="Worker processes [default: CPUs].")
+@click.option("--resume", is_flag=True, help="Run only the units with no part file yet.")
+@click.option("--overwrite", is_flag=True, help="Replace the sweep already in --out.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failed unit.")
+@click.option("--dry-run", is_flag=True, help="Print counts and sizes; run nothing.")
+@click.option("--executor", type=click.Choice(["processes", "dask", "dask-local"]),
+              default="processes", show_default=True, help="Where units run.")
+@click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786).")
+def run_command(args: tuple[str, ...], out: str, workers: int | None, resume: bool,
+                overwrite: bool, fail_fast: bool, dry_run: bool, executor: str,
+                scheduler: str | None) -> None:
+    """Run a sweep CONFIG (default configs/default.toml) into a Parquet dataset.
+
+    KEY=VALUE overrides change the config for this run: granules=4K,64K
+    placement.kind=stride placement.step=2M tag.seed=7. Exits 1 listing failed units.
+    """
+    from sweep.config import find_default_config, load_config
+    from sweep.driver import describe_plan, run_sweep
+    from sweep.units import make_plan
+
+    overrides = [a for a in args if "=" in a]
+    paths = [a for a in args if "=" not in a]
+    if len(paths) > 1:
+        raise SweepError(f"run: one CONFIG expected, got {', '.join(paths)}")
+    source = paths[0] if paths else str(find_default_config())
+    config = load_config(source, overrides)
+    if dry_run:
+        import os
+
+        click.echo(describe_plan(make_plan(config, os.path.dirname(source) or None)))
+        return
+    report = run_sweep(config, out=out, workers=workers, resume=resume, overwrite=overwrite,
+                       fail_fast=fail_fast, executor=executor, scheduler=scheduler,
+                       config_source=source)
+    click.echo(f"sweep {report.status}: {report.units_written:,} units written "
+               f"({report.rows_written:,} rows, {report.bytes_written:,} bytes), "
+               f"{report.units_skipped:,} already done, {len(report.failed)} failed, "
+               f"in {report.seconds:.1f} s -> {out}", err=True)
+    if report.failed:
+        click.echo(f"sweep: {len(report.failed)} units failed:", err=True)
+        for failure in report.failed:
+            click.echo(f"  {failure['unit']}: {failure['error']}", err=True)
+    if report.status == "interrupted":
+        click.echo("sweep: interrupted; run again with --resume to finish", err=True)
+        sys.exit(130)
+    if not report.ok:
+        sys.exit(1)
+
+
 # --- results: report, explain, diff (sweep.results, sweep.report, sweep.explain) -------------
 
 
