@@ -1,0 +1,245 @@
+"""``sweep verify-boot`` against the real consoles in ../shared/fixtures/kernelboot/.
+
+What each fixture must give (kernel release, page size, VA_BITS, DRAM) is what its README says
+about how it was booted; the HYP VA range is what the kernel printed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sweep.bootlog import BootLogError, parse_boot_log
+from sweep.cli import main
+from sweep.verify import verify_boot, verify_boot_file
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "kernelboot"
+G = 1 << 30
+
+# name: (release, granule, va_bits, EL2 levels, banks) from the fixtures' README.
+EXPECTED = {
+    "boot-512M": ("6.1.0-56-arm64", 4096, 48, 4, [(G, 512 << 20)]),
+    "boot-4G": ("6.1.0-56-arm64", 4096, 48, 4, [(G, 4 * G)]),
+    "boot-16G": ("6.1.0-56-arm64", 4096, 48, 4, [(G, 16 * G)]),
+    "boot-trixie-4G": ("6.12.117+deb13-arm64", 4096, 52, 5, [(G, 4 * G)]),
+    "boot-trixie-16k-4G-lpa2off": ("6.12.117+deb13-arm64-16k", 16384, 47, 4, [(G, 4 * G)]),
+    "boot-bullseye-4G-a57": ("5.10.0-32-arm64", 4096, 48, 4, [(G, 4 * G)]),
+    "boot-versal-4G": ("6.1.0-56-arm64", 4096, 48, 4, [(0, 2 * G), (32 * G, 2 * G)]),
+}
+
+pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"no fixtures at {FIXTURES}")
+
+
+def read(name: str) -> str:
+    return (FIXTURES / f"{name}.log").read_text()
+
+
+def with_range(text: str, start: int, end: int) -> str:
+    return re.sub(r"HYP VA range: \w+:\w+", f"HYP VA range: {start:x}:{end:x}", text)
+
+
+def test_every_fixture_is_expected():
+    assert sorted(p.stem for p in FIXTURES.glob("*.log")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_fixture_agrees_on_every_field(name):
+    release, granule, va_bits, n_levels, banks = EXPECTED[name]
+    report = verify_boot_file(FIXTURES / f"{name}.log")
+    assert report.boot.release == release
+    assert (report.granule, report.va_bits) == (granule, va_bits)
+    assert [(b.base, b.size) for b in report.memory_map.banks] == banks
+    assert report.memory_map.name == name
+    assert [c.field for c in report.checks] == [
+        "VA_BITS", "EL2 levels", "IDMAP page", "HYP VA start", "HYP VA end"
+    ]
+    assert report.agree, report.format()
+    assert report.row["levels"] == n_levels
+    assert report.row["hyp_va_min"] == report.boot.hyp_va_start
+    assert report.row["hyp_dram_last"] == report.boot.hyp_va_end
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_builder_and_reference_agree(name):
+    pytest.importorskip("sweep.builder")
+    text = read(name)
+    by_builder = verify_boot(text, engine="builder")
+    by_reference = verify_boot(text, engine="reference")
+    assert by_builder.checks == by_reference.checks
+    for column in ("levels", "idmap_pa", "hyp_va_min", "hyp_va_max", "hyp_dram_last"):
+        assert by_builder.row[column] == by_reference.row[column], column
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_banks_agree_with_load_memory_map(name, tmp_path):
+    loaders = pytest.importorskip("sweep.loaders")
+    via_loader = loaders.memory_map_from_boot_log(read(name), name)
+    assert [(b.base, b.size) for b in via_loader.banks] == EXPECTED[name][4]
+    assert parse_boot_log(read(name)).banks == list(via_loader.banks)
+
+
+def test_hand_computed_range_of_the_4g_boot():
+    # 4 GiB at 1 GiB, V = 48: PHYS_OFFSET 1 GiB, lin(p) = 2^64 - 2^47 + (p - 1 GiB);
+    # lin(first) ^ lin(last) = 0xffff_ffff -> tag_lsb = 32; msb = bit 47 (idmap low);
+    # tag = bit 47 | (START & bits 46..32) = 0xe62a_0000_0000, aliases 0xe62a_0000_0000 + offset.
+    report = verify_boot(read("boot-4G"))
+    assert report.tag_random == 0x662A_0000_0000
+    assert report.row["hyp_va_min"] == 0xE62A_0000_0000
+    assert report.row["hyp_va_max"] == 0xE62A_FFFF_FFFF
+    assert report.row["hyp_dram_last"] == 0xE62A_FFFF_FFFF
+
+
+# --- one-bit edits -------------------------------------------------------------------------
+
+
+def disagreeing(text: str, **kwargs) -> list[str]:
+    return verify_boot(text, **kwargs).disagreeing()
+
+
+def test_start_edited_below_tag_lsb_disagrees_on_start():
+    log = parse_boot_log(read("boot-4G"))
+    for bit in (0, 12, 31):  # tag_lsb is 32 for 4 GiB: these bits are the DRAM offset
+        text = with_range(read("boot-4G"), log.hyp_va_start ^ (1 << bit), log.hyp_va_end)
+        assert disagreeing(text) == ["HYP VA start"], bit
+
+
+def test_end_edited_disagrees_on_end():
+    log = parse_boot_log(read("boot-versal-4G"))
+    for bit in range(48):
+        text = with_range(read("boot-versal-4G"), log.hyp_va_start, log.hyp_va_end ^ (1 << bit))
+        assert disagreeing(text) == ["HYP VA end"], bit
+
+
+def test_start_edited_in_the_random_tag_disagrees_on_end():
+    # Bits 46..32 of START are the random tag the model takes from START itself, so a flipped
+    # tag bit moves the model's whole range: START then matches and END (same tag) does not.
+    log = parse_boot_log(read("boot-4G"))
+    for bit in (32, 40, 46):
+        text = with_range(read("boot-4G"), log.hyp_va_start ^ (1 << bit), log.hyp_va_end)
+        assert disagreeing(text) == ["HYP VA end"], bit
+
+
+def test_start_edited_in_its_top_bit():
+    log = parse_boot_log(read("boot-4G"))
+    text = with_range(read("boot-4G"), log.hyp_va_start ^ (1 << 47), log.hyp_va_end)
+    # Given VA_BITS, bit 47 is the tag's msb: START is wrong.
+    assert "HYP VA start" in disagreeing(text, va_bits=48)
+    # Inferred, the top bit says VA_BITS = 47, which no 4K kernel runs with.
+    assert disagreeing(text)[0] == "VA_BITS"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_any_one_bit_edit_of_the_range_is_caught(name):
+    log = parse_boot_log(read(name))
+    for bit in range(52):
+        for start, end in (
+            (log.hyp_va_start ^ (1 << bit), log.hyp_va_end),
+            (log.hyp_va_start, log.hyp_va_end ^ (1 << bit)),
+        ):
+            report = verify_boot(with_range(read(name), start, end))
+            assert not report.agree, (name, bit, hex(start), hex(end))
+
+
+def test_el2_bits_edited_disagrees_on_levels():
+    text = read("boot-4G").replace("Using 48-bit virtual", "Using 39-bit virtual")
+    assert disagreeing(text) == ["EL2 levels"]
+
+
+def test_wrong_granule_shows_on_the_idmap_page():
+    # 0x40eed000 is not 16K-aligned: a 16K model puts the idmap page at 0x40eec000.
+    assert "IDMAP page" in disagreeing(read("boot-4G"), granule="16K")
+
+
+# --- logs that cannot be checked -----------------------------------------------------------
+
+
+def without_kvm_layout(text: str) -> str:
+    keep = ("HYP VA range", "IDMAP page", "virtual addresses at EL2")
+    return "\n".join(line for line in text.splitlines() if not any(k in line for k in keep))
+
+
+def test_log_without_kvm_lines_names_the_boot_options():
+    with pytest.raises(BootLogError) as info:
+        verify_boot(without_kvm_layout(read("boot-512M")), name="board")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("board: ")
+    assert "kvm-arm.mode=nvhe" in message and 'dyndbg="file arch/arm64/kvm/* +p"' in message
+
+
+def test_vhe_log_says_why():
+    text = without_kvm_layout(read("boot-4G")).replace(
+        "Hyp mode initialized successfully", "VHE mode initialized successfully"
+    )
+    with pytest.raises(BootLogError, match="VHE mode"):
+        verify_boot(text)
+
+
+def test_log_without_memory_lines():
+    text = "\n".join(
+        line for line in read("boot-4G").splitlines() if "node   0: [mem" not in line
+    )
+    with pytest.raises(BootLogError, match="first line"):
+        verify_boot(text)
+
+
+def test_two_boots_in_one_log_are_refused():
+    with pytest.raises(BootLogError, match="2 boots"):
+        verify_boot(read("boot-4G") + read("boot-16G"))
+
+
+def test_dmesg_without_timestamps_and_crlf_console_read_the_same():
+    text = read("boot-trixie-4G")
+    plain = re.sub(r"(?m)^\[\s*\d+\.\d+\] ", "", text)
+    crlf = text.replace("\n", "\r\n")
+    expected = parse_boot_log(text)
+    assert parse_boot_log(plain) == expected
+    assert parse_boot_log(crlf) == expected
+    assert verify_boot(plain).agree
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, ["verify-boot", *args])
+
+
+def test_cli_agreeing_log_exits_0():
+    result = invoke(str(FIXTURES / "boot-trixie-16k-4G-lpa2off.log"))
+    assert result.exit_code == 0, result.output
+    assert "granule:    16K" in result.output
+    assert re.search(r"HYP VA end\s+0x60d9ffffffff\s+0x60d9ffffffff \(hyp_dram_last\)\s+yes",
+                     result.output)
+    assert result.output.rstrip().endswith("all fields agree")
+
+
+def test_cli_disagreeing_log_exits_1(tmp_path):
+    log = parse_boot_log(read("boot-16G"))
+    path = tmp_path / "edited.log"
+    path.write_text(with_range(read("boot-16G"), log.hyp_va_start, log.hyp_va_end ^ 1))
+    result = invoke(str(path))
+    assert result.exit_code == 1
+    assert "DISAGREE on: HYP VA end" in result.output
+
+
+def test_cli_options_override_the_log():
+    result = invoke(str(FIXTURES / "boot-4G.log"), "--granule", "4K", "--va-bits", "48",
+                    "--layout", "tagged")
+    assert result.exit_code == 0, result.output
+    assert "VA_BITS:    48 (given)" in result.output
+
+
+def test_cli_user_mistakes_exit_2_with_one_line(tmp_path):
+    path = tmp_path / "nokvm.log"
+    path.write_text(without_kvm_layout(read("boot-4G")))
+    for args in ([str(path)], [str(tmp_path / "missing.log")],
+                 [str(FIXTURES / "boot-4G.log"), "--granule", "8K"],
+                 [str(FIXTURES / "boot-4G.log"), "--layout", "nonesuch"]):
+        result = CliRunner().invoke(main, ["verify-boot", *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("sweep: error: ")
