@@ -1,7 +1,8 @@
 """Read what a booting arm64 kernel says about its memory and its EL2 layout.
 
 A serial console or ``dmesg`` holds, among thousands of lines, the few facts the model needs:
-the DRAM banks (``Early memory node ranges``), and, from KVM in nVHE mode with its debug
+the DRAM banks (``Early memory node ranges``; ``sweep.loaders.memory_map_from_boot_log`` reads
+them as a memory map), and, from KVM in nVHE mode with its debug
 messages on, the HYP tree's input size, the idmap page and the HYP VA range. Timestamps,
 ``kernel:`` syslog prefixes and carriage returns from serial captures are ignored.
 """
@@ -12,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from sweep.errors import ValidationError
-from sweep.model import Bank, MemoryMap
+from sweep.model import Bank
 
 BOOT_OPTIONS = 'kvm-arm.mode=nvhe dyndbg="file arch/arm64/kvm/* +p"'
 """Kernel command-line options that make KVM print its EL2 layout (``kvm_debug`` lines)."""
@@ -127,33 +128,3 @@ def parse_boot_log(text: str) -> BootLog:
             if log.release.endswith(suffix):
                 log.page_size, log.page_size_source = size, f"release ends in {suffix}"
     return log
-
-
-def banks_from_boot_log(text: str) -> list[Bank]:
-    """DRAM banks from the ``Early memory node ranges`` lines (inclusive ends: size B - A + 1)."""
-    banks = parse_boot_log(text).banks
-    if not banks:
-        raise BootLogError(
-            "boot log: no 'Early memory node ranges' / 'node N: [mem A-B]' lines; copy the "
-            "console or dmesg from its first line"
-        )
-    return banks
-
-
-def is_boot_log(text: str) -> bool:
-    """Whether a text looks like a kernel console: it has the memblock node-range header."""
-    return _NODES_HEADER in text or _RELEASE_RE.search(text) is not None
-
-
-def memory_map_from_boot_log(text: str, name: str) -> MemoryMap:
-    """A memory map named ``name`` holding the DRAM that the booted kernel saw."""
-    log = parse_boot_log(text)
-    if not log.banks:
-        raise BootLogError(
-            f"boot log {name!r}: no 'Early memory node ranges' / 'node N: [mem A-B]' lines; "
-            "copy the console or dmesg from its first line"
-        )
-    source = f"boot log of {log.release}" if log.release else "kernel boot log"
-    if log.machine:
-        source += f" on {log.machine!r}"
-    return MemoryMap(name, log.banks, description="DRAM seen by a booted kernel", source=source)

@@ -185,6 +185,15 @@ def model_row(
     return compute_row(memory_map, granule, va_bits, layout, True, idmap_pa, tag_random)
 
 
+def _memory_map(log_text: str, boot: BootLog, name: str) -> MemoryMap:
+    """The DRAM as ``sweep.load_memory_map`` reads it from a boot log (the same parser)."""
+    try:
+        from sweep.loaders import memory_map_from_boot_log
+    except ImportError:
+        return MemoryMap(name, boot.banks, source=f"boot log of {boot.release}")
+    return memory_map_from_boot_log(log_text, name)
+
+
 def verify_boot(
     log_text: str,
     granule: int | str | None = None,
@@ -202,7 +211,7 @@ def verify_boot(
     problem = missing_kvm_lines_message(boot)
     if problem:
         raise BootLogError(f"{name}: {problem}")
-    memory_map = MemoryMap(name, boot.banks, source=f"boot log of {boot.release}")
+    memory_map = _memory_map(log_text, boot, name)
 
     if granule is None:
         granule, granule_source = _infer_granule(boot)
