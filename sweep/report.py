@@ -52,11 +52,18 @@ def _png(fig: plt.Figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _cell_text(ax: plt.Axes, matrix: pd.DataFrame, text: pd.DataFrame) -> None:
+def _cell_text(ax: plt.Axes, matrix: pd.DataFrame, text: pd.DataFrame, image=None) -> None:
+    """Write each cell's text, white on dark cells so it stays readable."""
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
-            if pd.notna(matrix.iat[i, j]):
-                ax.text(j, i, text.iat[i, j], ha="center", va="center", fontsize=7)
+            value = matrix.iat[i, j]
+            if pd.isna(value):
+                continue
+            colour = "black"
+            if image is not None:
+                r, g, b, _a = image.cmap(image.norm(float(value)))
+                colour = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
+            ax.text(j, i, text.iat[i, j], ha="center", va="center", fontsize=7, color=colour)
 
 
 def _matrix_axes(ax: plt.Axes, matrix: pd.DataFrame, xlabel: str) -> None:
@@ -74,15 +81,16 @@ def figure_table_bytes(df: pd.DataFrame) -> str:
     """Heatmap: the largest HYP table size per board and granule/VA_BITS, blocks off and on."""
     settings = sorted(df["block_mappings"].unique())
     boards = df["memory_map"].nunique()
-    fig, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), _height(boards)),
+    fig, axes = plt.subplots(len(settings), 1, figsize=(10, _height(boards) * len(settings)),
                              squeeze=False)
-    for ax, blocks in zip(axes[0], settings, strict=True):
+    for ax, blocks in zip(axes[:, 0], settings, strict=True):
         matrix = results.table_bytes_by_board(df, block_mappings=bool(blocks)).astype(float)
         values = matrix.to_numpy()
         image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis",
                           norm=LogNorm(vmin=np.nanmin(values), vmax=np.nanmax(values)))
-        _cell_text(ax, matrix, matrix.map(human_bytes))
+        _cell_text(ax, matrix, matrix.map(human_bytes), image)
         _matrix_axes(ax, matrix, "granule/VA_BITS")
+        ax.tick_params(axis="x", labelrotation=0)
         ax.set_title(f"largest table_bytes, block mappings {'on' if blocks else 'off'}")
         fig.colorbar(image, ax=ax, label="bytes (log)")
     return _png(fig)
@@ -100,7 +108,7 @@ def figure_overlaps(df: pd.DataFrame) -> str:
         for j in range(share.shape[1]):
             if pd.notna(share.iat[i, j]):
                 text.iat[i, j] = f"{share.iat[i, j]:.0f}% ({int(counts.iat[i, j])})"
-    _cell_text(ax, share, text)
+    _cell_text(ax, share, text, image)
     _matrix_axes(ax, share, "layout")
     ax.set_title("rows with overlap, % (count)")
     fig.colorbar(image, ax=ax, label="% of rows")

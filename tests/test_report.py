@@ -1,0 +1,219 @@
+"""sweep report: the page of the default sweep loads in a real headless chromium with no console
+errors and every figure rendered (decoded, non-blank pixels on screen).
+
+The browser is Debian's chromium, driven over the DevTools protocol (websocket-client); `.ci/run`
+installs it with apt. Where it is missing the browser tests are skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from matplotlib import image as mpimg
+
+from sweep import results
+from sweep.cli import main
+from sweep.errors import SweepError
+from sweep.report import write_report
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--window-size=1280,1600", "--remote-debugging-port=0",
+]
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory) -> Path:
+    """The real default sweep (configs/default.toml), run by the command line."""
+    out = tmp_path_factory.mktemp("default") / "results"
+    result = CliRunner().invoke(main, ["run", "--out", str(out), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def report_page(default_run, tmp_path_factory) -> Path:
+    """``sweep report`` of the default sweep, written by the command line."""
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    result = CliRunner().invoke(main, ["report", str(default_run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+class Browser:
+    """A headless chromium and one page, spoken to over the DevTools protocol."""
+
+    def __init__(self, profile: Path) -> None:
+        websocket = pytest.importorskip("websocket", reason="websocket-client is not installed")
+        self.process = subprocess.Popen(
+            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.close()
+                pytest.fail("chromium did not start its DevTools endpoint")
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            pages = [t for t in json.load(r) if t["type"] == "page"]
+        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=60)
+        self.next_id = 0
+        self.events: list[dict] = []
+        for domain in ("Page", "Runtime", "Log"):
+            self.call(f"{domain}.enable")
+
+    def call(self, method: str, **params) -> dict:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self.next_id:
+                if "error" in message:
+                    raise AssertionError(f"{method}: {message['error']}")
+                return message["result"]
+            self.events.append(message)
+
+    def wait_for(self, event: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(e.get("method") == event for e in self.events):
+            assert time.monotonic() < deadline, f"no {event} within {timeout} s"
+            self.events.append(json.loads(self.ws.recv()))
+
+    def open(self, path: Path) -> None:
+        self.events.clear()
+        self.call("Page.navigate", url=path.resolve().as_uri())
+        self.wait_for("Page.loadEventFired")
+
+    def evaluate(self, expression: str):
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result["result"]["value"]
+
+    def console_errors(self) -> list[str]:
+        errors = []
+        for event in self.events:
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                errors.append(params["exceptionDetails"].get("text", "exception"))
+            elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
+                errors.append(" ".join(str(a.get("value", a.get("description")))
+                                       for a in params["args"]))
+            elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+                errors.append(params["entry"]["text"])
+        return errors
+
+    def screenshot(self, clip: dict) -> np.ndarray:
+        """Pixels of a page region (page coordinates), whether or not it is scrolled into view."""
+        data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                         clip={**clip, "scale": 1})["data"]
+        return mpimg.imread(io.BytesIO(base64.b64decode(data)), format="png")
+
+    def close(self) -> None:
+        if getattr(self, "ws", None) is not None:
+            self.ws.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("chromium is not installed (`apt-get install -y chromium`; .ci/run does it)")
+    b = Browser(tmp_path_factory.mktemp("chromium-profile"))
+    yield b
+    b.close()
+
+
+IMAGES_JS = """JSON.stringify(Array.from(document.images).map(i => {
+  const r = i.getBoundingClientRect();
+  return {alt: i.alt, complete: i.complete, w: i.naturalWidth, h: i.naturalHeight,
+          x: r.left + window.scrollX, y: r.top + window.scrollY, cw: r.width, ch: r.height};
+}))"""
+
+
+def _figures(browser: Browser) -> list[dict]:
+    return json.loads(browser.evaluate(IMAGES_JS))
+
+
+def _is_drawn(pixels: np.ndarray) -> bool:
+    """Not blank: many distinct colours, and not one colour nearly everywhere."""
+    rgb = (pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
+    colours, counts = np.unique(rgb, axis=0, return_counts=True)
+    return len(colours) > 20 and counts.max() < 0.97 * len(rgb)
+
+
+def test_default_report_renders_in_chromium(default_run, report_page, browser):
+    browser.open(report_page)
+    assert browser.evaluate("document.title") == "va-sweep report: default"
+    figures = _figures(browser)
+    assert [f["alt"] for f in figures] == [
+        "Table size", "Overlaps", "Level counts", "Margin distribution"]
+    for figure in figures:
+        assert figure["complete"] and figure["w"] > 0 and figure["h"] > 0, figure
+        pixels = browser.screenshot({"x": figure["x"], "y": figure["y"],
+                                     "width": figure["cw"], "height": figure["ch"]})
+        assert _is_drawn(pixels), f"figure {figure['alt']!r} is blank on screen"
+    assert browser.console_errors() == []
+    # The worst-cases table is there, with as many rows as the query gives.
+    worst = results.worst_cases(results.load(default_run), 25)
+    assert browser.evaluate("document.querySelectorAll('table.rows')[0].rows.length") == (
+        len(worst) + 1)
+
+
+def test_checker_sees_a_broken_figure_and_a_console_error(browser, tmp_path):
+    """The checks above can fail: a page with a broken image and an error is caught."""
+    bad = tmp_path / "bad.html"
+    bad.write_text('<!DOCTYPE html><html><head><title>bad</title></head><body>'
+                   '<img alt="broken" src="data:image/png;base64,iVBORw0KGgoAAAA=">'
+                   '<script>console.error("figure failed")</script></body></html>')
+    browser.open(bad)
+    (figure,) = _figures(browser)
+    assert figure["w"] == 0
+    assert "figure failed" in browser.console_errors()
+    blank = tmp_path / "blank.html"
+    blank.write_text('<!DOCTYPE html><html><body style="margin:0;background:#fff">'
+                     '<div style="width:300px;height:200px"></div></body></html>')
+    browser.open(blank)
+    assert not _is_drawn(browser.screenshot({"x": 0, "y": 0, "width": 300, "height": 200}))
+
+
+def test_page_is_self_contained(default_run, report_page):
+    """One file: every image is a data URI, nothing is fetched, no script."""
+    page = report_page.read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.count('src="data:image/png;base64,') == 4
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    df = results.load(default_run)
+    assert f"{len(df):,} rows; {df['memory_map'].nunique()} boards" in page
+    assert f"{int(df['overlap'].sum()):,} rows overlap" in page
+    assert f"{int((df['extra_levels'] > 0).sum()):,} need an extra level" in page
+
+
+def test_report_errors(tmp_path):
+    missing = CliRunner().invoke(main, ["report", str(tmp_path / "none"), "--out",
+                                        str(tmp_path / "r.html")])
+    assert missing.exit_code == 2
+    assert "no such directory" in missing.output and "Traceback" not in missing.output
+    assert not (tmp_path / "r.html").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SweepError, match="holds no Parquet files"):
+        write_report(tmp_path / "empty", tmp_path / "r.html")
