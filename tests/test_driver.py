@@ -1,0 +1,441 @@
+"""The driver: units, tags, runs on processes and Dask, failures, killed workers, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from sweep import hookimpl
+from sweep.cli import main
+from sweep.config import validate_config
+from sweep.driver import Progress, run_sweep
+from sweep.errors import SweepError
+from sweep.plugins import pm, reset
+from sweep.reference import compute_row
+from sweep.store import read_results
+from sweep.units import _splitmix64, _splitmix64_int, make_plan, tag_random
+from sweep_plugins.layouts import Merged
+
+TESTS = Path(__file__).resolve().parent
+GIB = 1 << 30
+STEP = 64 << 20
+ADDRESSES = [0x8000_0000 + k * STEP for k in range(16)]
+"""A stride of 64M over one 1 GiB bank at 0x8000_0000: 16 idmap addresses."""
+
+
+@pytest.fixture
+def map_file(tmp_path):
+    path = tmp_path / "t1g.toml"
+    path.write_text('name = "t1g"\n[[banks]]\nbase = 0x8000_0000\nsize = "1G"\n')
+    return path
+
+
+def small_config(map_file, **changes) -> dict:
+    """4K, VA_BITS 39 and 48, two block settings, 16 addresses: 64 rows per layout."""
+    raw = {
+        "name": "small",
+        "memory_maps": [str(map_file)],
+        "granules": ["4K"],
+        "va_bits": [39, 48],
+        "layouts": ["merged"],
+        "block_mappings": [False, True],
+        "placement": {"kind": "stride", "step": "64M"},
+        "unit_rows": 8,
+    }
+    raw.update(changes)
+    return validate_config(raw)
+
+
+def expected_inputs(layouts=("merged",), va_bits=(39, 48)) -> set:
+    return {("t1g", 4096, v, lay, b, a)
+            for v, lay, b, a in product(va_bits, layouts, (False, True), ADDRESSES)}
+
+
+def inputs_of(df: pd.DataFrame) -> list:
+    cols = ["memory_map", "granule", "va_bits", "layout", "block_mappings", "idmap_pa"]
+    return [tuple(r) for r in df[cols].astype(object).itertuples(index=False)]
+
+
+# --- test plugins: layouts that fail, kill their worker, or take their time ---------------------
+
+
+class WrappedLayout:
+    """``merged`` under another name, running ``before(batch)`` first."""
+
+    def __init__(self, name, before):
+        self.base = Merged()
+        self.name, self.source, self.description = name, self.base.source, "test layout"
+        self.before = before
+
+    def memstart_align(self, granule):
+        return self.base.memstart_align(granule)
+
+    def compute(self, batch):
+        self.before(batch)
+        return self.base.compute(batch)
+
+
+def install_layouts(layouts, name="test-layouts"):
+    class Plugin:
+        @hookimpl
+        def register_layouts(register):
+            for layout in layouts:
+                register(layout)
+
+    pm.register(Plugin, name=name)
+    reset()
+
+
+@pytest.fixture
+def layouts():
+    """Register test layouts for one test (the fork pool's workers inherit them)."""
+    names = []
+
+    def add(*wrapped):
+        name = f"test-layouts-{len(names)}"
+        install_layouts(wrapped, name)
+        names.append(name)
+
+    yield add
+    for name in names:
+        pm.unregister(name=name)
+    reset()
+
+
+def _boom_at_48(batch):
+    if batch.va_bits == 48:
+        raise ValueError("this plugin cannot do 48 bits")
+
+
+def _kill_at_39(batch):
+    if batch.va_bits == 39:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _kill_once(marker):
+    def before(batch):
+        if not os.path.exists(marker):
+            Path(marker).write_text("killed")
+            os.kill(os.getpid(), signal.SIGKILL)
+    return before
+
+
+def install_slow_layout(delay: float) -> None:
+    """Used by the subprocess runs: ``slow-merged`` sleeps before each segment."""
+    install_layouts([WrappedLayout("slow-merged", lambda batch: time.sleep(delay))], "slow")
+
+
+# --- units and tags -------------------------------------------------------------------------
+
+
+def test_units_cover_the_product_once_in_a_stable_order(map_file):
+    config = small_config(map_file, layouts=["merged", "tagged"])
+    plan = make_plan(config)
+    assert plan.configurations == 2 * 2 * 2 * 16 == 128
+    units = list(plan.units())
+    assert plan.n_units == len(units) == 16
+    seen = []
+    for unit in units:
+        assert 0 < unit.rows <= 8
+        for seg in unit.segments:
+            seen += [(seg.memory_map, unit.granule, unit.va_bits, seg.layout, seg.block_mappings,
+                      ADDRESSES[k]) for k in range(seg.start, seg.stop)]
+    assert len(seen) == len(set(seen)) == 128
+    assert set(seen) == expected_inputs(("merged", "tagged"))
+    again = list(make_plan(config).units())
+    assert [(u.id, u.path, u.segments) for u in again] == [(u.id, u.path, u.segments)
+                                                             for u in units]
+    assert units[0].path == "granule=4096/va_bits=39/part-000000.parquet"
+    assert units[-1].id == "4K/va48/000007"
+
+
+def test_small_maps_are_packed_into_one_unit(map_file):
+    plan = make_plan(small_config(map_file, unit_rows=1000))
+    units = list(plan.units())
+    # One unit per (granule, VA_BITS) partition, holding both block settings.
+    assert [(u.va_bits, u.rows, len(u.segments)) for u in units] == [(39, 32, 2), (48, 32, 2)]
+
+
+def test_splitmix64_matches_its_published_first_output():
+    # The splitmix64 generator seeded with 0 first returns 0xe220a8397b1dcdaf.
+    assert _splitmix64_int(0) == 0xE220A8397B1DCDAF
+    values = np.array([0, 1, 0xDEADBEEF, (1 << 64) - 1], dtype=np.uint64)
+    assert [int(v) for v in _splitmix64(values)] == [_splitmix64_int(int(v)) for v in values]
+
+
+def test_tag_random_is_a_function_of_its_inputs_only():
+    idmap = np.array(ADDRESSES, dtype=np.uint64)
+    assert not tag_random(0, "t1g", 4096, 48, idmap).any()
+    whole = tag_random(7, "t1g", 4096, 48, idmap)
+    pieces = np.concatenate([tag_random(7, "t1g", 4096, 48, idmap[i:i + 3])
+                             for i in range(0, 16, 3)])
+    assert (whole == pieces).all()
+    assert (tag_random(7, "t1g", 4096, 48, idmap[::-1]) == whole[::-1]).all()
+    assert len(set(whole.tolist())) == 16
+    for other in [tag_random(8, "t1g", 4096, 48, idmap), tag_random(7, "t1h", 4096, 48, idmap),
+                  tag_random(7, "t1g", 16384, 48, idmap), tag_random(7, "t1g", 4096, 47, idmap)]:
+        assert (other != whole).all()
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def test_a_run_writes_every_row_of_the_model(map_file, tmp_path):
+    out = tmp_path / "out"
+    report = run_sweep(small_config(map_file, tag={"seed": 5}), out=str(out), workers=2,
+                       progress=False)
+    assert report.status == "complete"
+    assert (report.units_written, report.rows_written) == (8, 64)
+    df = read_results(str(out))
+    assert sorted(inputs_of(df)) == sorted(expected_inputs())
+    # Spot checks against the scalar reference, tags included.
+    from sweep.model import MemoryMap
+
+    t1g = MemoryMap("t1g", [(0x8000_0000, GIB)])
+    for row in df.sample(6, random_state=1).to_dict("records"):
+        assert row["tag_random"] == tag_random(5, "t1g", 4096, row["va_bits"],
+                                               np.array([row["idmap_pa"]], np.uint64))[0]
+        expected = compute_row(t1g, 4096, row["va_bits"], "merged", row["block_mappings"],
+                               row["idmap_pa"], row["tag_random"])
+        assert {k: row[k] for k in expected} == expected
+    meta = json.loads((out / "_sweep.json").read_text())
+    assert meta["status"] == "complete"
+    assert meta["config"]["tag"] == {"seed": 5}
+    assert meta["counts"]["rows_done"] == 64 and meta["counts"]["units_done"] == 8
+    assert meta["package"]["name"] == "va-sweep"
+    assert "sweep_plugins.placements" in {p["name"] for p in meta["plugins"]}
+    assert meta["started"] <= meta["finished"]
+    log = (out / "_sweep.log").read_text()
+    # Workers' lines reach the one log, naming the worker process and the unit.
+    assert "ForkProcess" in log and "unit 4K/va48/000003" in log
+
+
+def test_existing_results_are_kept_unless_asked(map_file, tmp_path):
+    out = str(tmp_path / "out")
+    config = small_config(map_file)
+    run_sweep(config, out=out, workers=1, progress=False)
+    with pytest.raises(SweepError, match="already holds a sweep .*--resume.*--overwrite"):
+        run_sweep(config, out=out, workers=1, progress=False)
+    other = small_config(map_file, va_bits=[39])
+    with pytest.raises(SweepError, match=r"another config: va_bits: \[39, 48\] -> \[39\]"):
+        run_sweep(other, out=out, workers=1, resume=True, progress=False)
+    report = run_sweep(config, out=out, workers=1, resume=True, progress=False)
+    assert (report.units_written, report.units_skipped, report.status) == (0, 8, "complete")
+    report = run_sweep(other, out=out, workers=1, overwrite=True, progress=False)
+    assert report.rows_written == 32
+    assert len(read_results(out)) == 32  # nothing of the old sweep is left
+
+
+def test_a_failing_plugin_fails_its_units_and_the_sweep_goes_on(map_file, tmp_path, layouts):
+    layouts(WrappedLayout("boom-48", _boom_at_48))
+    out = tmp_path / "out"
+    config = small_config(map_file, layouts=["boom-48"])
+    report = run_sweep(config, out=str(out), workers=2, progress=False)
+    assert report.status == "failed"
+    assert sorted(f["unit"] for f in report.failed) == [f"4K/va48/00000{k}" for k in range(4)]
+    assert all("ValueError: this plugin cannot do 48 bits" in f["error"] for f in report.failed)
+    assert sorted(inputs_of(read_results(str(out)))) == sorted(
+        expected_inputs(("boom-48",), va_bits=(39,)))
+    meta = json.loads((out / "_sweep.json").read_text())
+    assert meta["status"] == "failed" and len(meta["failed"]) == 4
+    assert "Traceback" in (out / "_sweep.log").read_text()
+
+    # --resume retries only the failed units (which fail again).
+    report = run_sweep(config, out=str(out), workers=2, resume=True, progress=False)
+    assert (report.units_skipped, report.units_written, len(report.failed)) == (4, 0, 4)
+
+
+def test_cli_lists_failed_units_and_fail_fast_stops(map_file, tmp_path, layouts):
+    layouts(WrappedLayout("boom-48", _boom_at_48))
+    config = tmp_path / "boom.toml"
+    config.write_text(
+        f'memory_maps = ["{map_file}"]\ngranules = ["4K"]\nva_bits = [39, 48]\n'
+        'layouts = ["boom-48"]\nunit_rows = 8\n[placement]\nkind = "stride"\nstep = "64M"\n'
+    )
+    result = CliRunner().invoke(main, ["run", str(config), "--out", str(tmp_path / "a"),
+                                       "--workers", "1"])
+    assert result.exit_code == 1
+    assert "4 units failed" in result.output
+    assert "4K/va48/000002: ValueError: this plugin cannot do 48 bits" in result.output
+    result = CliRunner().invoke(main, ["run", str(config), "--out", str(tmp_path / "b"),
+                                       "--workers", "1", "--fail-fast"])
+    assert result.exit_code == 1
+    assert "1 units failed" in result.output
+    assert "4 units written" in result.output  # the VA_BITS 39 units come first
+
+
+def test_a_killed_worker_is_detected_and_its_unit_retried(map_file, tmp_path, layouts):
+    layouts(WrappedLayout("kill-once", _kill_once(str(tmp_path / "killed"))))
+    out = tmp_path / "out"
+    report = run_sweep(small_config(map_file, layouts=["kill-once"]), out=str(out), workers=2,
+                       progress=False)
+    assert (tmp_path / "killed").exists()
+    assert report.status == "complete" and not report.failed
+    df = read_results(str(out))
+    assert sorted(inputs_of(df)) == sorted(expected_inputs(("kill-once",)))
+    assert "a worker was killed by the OS" in (out / "_sweep.log").read_text()
+
+
+def test_a_unit_that_always_kills_its_worker_is_failed_alone(map_file, tmp_path, layouts):
+    layouts(WrappedLayout("kill-39", _kill_at_39))
+    out = tmp_path / "out"
+    report = run_sweep(small_config(map_file, layouts=["kill-39"]), out=str(out), workers=2,
+                       progress=False)
+    assert report.status == "failed"
+    assert sorted(f["unit"] for f in report.failed) == [f"4K/va39/00000{k}" for k in range(4)]
+    assert all("killed" in f["error"] for f in report.failed)
+    # Every unit that does not kill its worker finished.
+    assert sorted(inputs_of(read_results(str(out)))) == sorted(
+        expected_inputs(("kill-39",), va_bits=(48,)))
+
+
+def test_dask_local_cluster_writes_the_same_dataset(map_file, tmp_path):
+    pytest.importorskip("distributed")
+    config = small_config(map_file, tag={"seed": 3})
+    run_sweep(config, out=str(tmp_path / "p"), workers=2, progress=False)
+    report = run_sweep(config, out=str(tmp_path / "d"), workers=2, executor="dask-local",
+                       dask_processes=False, progress=False)
+    assert report.status == "complete" and report.units_written == 8
+    assert sorted(p.relative_to(tmp_path / "d").as_posix()
+                  for p in (tmp_path / "d").rglob("part-*.parquet")) == sorted(
+        p.relative_to(tmp_path / "p").as_posix() for p in (tmp_path / "p").rglob("part-*.parquet"))
+    key = ["va_bits", "block_mappings", "idmap_pa"]
+    a = read_results(str(tmp_path / "p")).sort_values(key, ignore_index=True)
+    b = read_results(str(tmp_path / "d")).sort_values(key, ignore_index=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_dry_run_counts_without_running(map_file, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(f'memory_maps = ["{map_file}"]\ngranules = ["4K", "64K"]\n'
+                      'va_bits = [39, 48]\nlayouts = ["merged", "tagged"]\nunit_rows = 10\n'
+                      '[placement]\nkind = "stride"\nstep = "256M"\n')
+    result = CliRunner().invoke(main, ["run", str(config), "--dry-run", "--out",
+                                       str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    # 4 addresses x 2 granules x 2 VA_BITS x 2 layouts x 2 block settings; 16 rows per partition.
+    assert "configurations: 64" in result.output
+    assert "units:          8 " in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_plain_progress_lines_say_how_far():
+    bar = Progress(total=200, tty=False, interval=0)
+    bar.skip(50)
+    bar.advance(50)
+    bar.fail()
+    line = bar.line()
+    assert line.startswith("sweep:  50.0% 100/200 configurations, ")
+    assert line.endswith("1 failed units")
+
+
+# --- interruptions, in real processes -----------------------------------------------------------
+
+
+def _runner_script(tmp_path: Path, delay: float) -> Path:
+    script = tmp_path / "run_slow.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(TESTS)!r})\n"
+        "from test_driver import install_slow_layout\n"
+        f"install_slow_layout({delay})\n"
+        "from sweep.cli import main\n"
+        "main(sys.argv[1:], prog_name='sweep')\n"
+    )
+    return script
+
+
+def _slow_config(tmp_path: Path, map_file: Path) -> Path:
+    config = tmp_path / "slow.toml"
+    config.write_text(
+        f'name = "slow"\nmemory_maps = ["{map_file}"]\ngranules = ["4K", "16K"]\n'
+        'va_bits = [39, 48]\nlayouts = ["slow-merged"]\nunit_rows = 4\n'
+        '[placement]\nkind = "stride"\nstep = "64M"\n[tag]\nseed = 11\n'
+    )
+    return config  # 2 x 2 x 2 x 16 = 128 rows in 32 units
+
+
+def _start(script, config, out, *flags):
+    return subprocess.Popen(
+        [sys.executable, str(script), "run", str(config), "--out", str(out), "--workers", "2",
+         *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+
+
+def _wait_for_parts(out: Path, at_least: int, proc, timeout=60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = len(list(out.rglob("part-*.parquet")))
+        if n >= at_least:
+            return n
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    raise AssertionError("the sweep wrote too few parts in time")
+
+
+def _rows(out) -> pd.DataFrame:
+    df = read_results(str(out))
+    return df.sort_values(["granule", "va_bits", "block_mappings", "idmap_pa"], ignore_index=True)
+
+
+def test_sigkill_halfway_then_resume_gives_exactly_the_uninterrupted_rows(map_file, tmp_path):
+    script, config = _runner_script(tmp_path, 0.05), _slow_config(tmp_path, map_file)
+    killed = tmp_path / "killed"
+    proc = _start(script, config, killed)
+    _wait_for_parts(killed, 8, proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers, mid-write
+    proc.wait()
+    written = len(list(killed.rglob("part-*.parquet")))
+    assert 8 <= written < 32
+    assert json.loads((killed / "_sweep.json").read_text())["status"] == "running"
+
+    resumed = _start(script, config, killed, "--resume")
+    _, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err.decode()
+    assert f"{written} already done" in err.decode() or "already done" in err.decode()
+
+    whole = tmp_path / "whole"
+    install_slow_layout(0.0)
+    try:
+        from sweep.config import load_config
+
+        run_sweep(load_config(config), out=str(whole), workers=2, progress=False)
+    finally:
+        pm.unregister(name="slow")
+        reset()
+    a, b = _rows(killed), _rows(whole)
+    assert len(a) == 128 and not a.duplicated().any()
+    pd.testing.assert_frame_equal(a, b)
+    assert not list(killed.rglob(".*.tmp"))
+    meta = json.loads((killed / "_sweep.json").read_text())
+    assert meta["status"] == "complete" and len(meta["runs"]) == 2
+
+
+def test_ctrl_c_keeps_finished_units_and_resume_finishes(map_file, tmp_path):
+    script, config = _runner_script(tmp_path, 0.05), _slow_config(tmp_path, map_file)
+    out = tmp_path / "out"
+    proc = _start(script, config, out)
+    _wait_for_parts(out, 4, proc)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert "interrupted" in err.decode() and "Traceback" not in err.decode()
+    meta = json.loads((out / "_sweep.json").read_text())
+    assert meta["status"] == "interrupted"
+    done = len(list(out.rglob("part-*.parquet")))
+    assert meta["counts"]["units_done"] == done < 32
+    resumed = _start(script, config, out, "--resume")
+    _, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err.decode()
+    assert len(_rows(out)) == 128

@@ -1,0 +1,154 @@
+"""The Parquet store: atomic part files in hive partitions, readable whole by pandas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import sweep.store as store_module
+from sweep.builder import build_unit
+from sweep.columns import ROW_COLUMNS
+from sweep.model import MemoryMap
+from sweep.reference import compute_row
+from sweep.store import Store, read_results
+
+JUNO = MemoryMap("juno-like", [(0x8000_0000, 2 << 30)])
+TWO_BANKS = MemoryMap("two-banks", [(0x8000_0000, 2 << 30), (0x40_0000_0000, 2 << 30)])
+
+
+def _table(memory_map, granule, va_bits, layout, blocks, addresses):
+    return build_unit(memory_map, granule, va_bits, layout, blocks,
+                      np.array(addresses, dtype=np.uint64))
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """Three part files in three partitions, written through the store."""
+    store = Store(str(tmp_path / "ds"))
+    store.write_part("granule=4096/va_bits=39/part-000000.parquet",
+                     _table(JUNO, 4096, 39, "merged", False, [0x8008_0000, 0x9000_0000]))
+    store.write_part("granule=4096/va_bits=48/part-000000.parquet",
+                     _table(TWO_BANKS, 4096, 48, "high-only", True, [0x40_0008_0000]))
+    store.write_part("granule=65536/va_bits=42/part-000000.parquet",
+                     _table(JUNO, 65536, 42, "tagged", False, [0x8008_0000]))
+    store.write_meta({"name": "t"})
+    (tmp_path / "ds" / "_sweep.log").write_text("log\n")
+    return store
+
+
+def test_pandas_reads_the_whole_dataset_with_categories(dataset):
+    df = pd.read_parquet(dataset.root)
+    assert len(df) == 4
+    assert set(df.columns) == set(ROW_COLUMNS)
+    assert isinstance(df["memory_map"].dtype, pd.CategoricalDtype)
+    assert isinstance(df["layout"].dtype, pd.CategoricalDtype)
+    assert sorted(df["memory_map"].astype(str)) == ["juno-like", "juno-like", "juno-like",
+                                                    "two-banks"]
+    assert sorted(df["granule"].astype(int)) == [4096, 4096, 4096, 65536]
+
+
+def test_rows_are_the_reference_rows(dataset):
+    df = read_results(dataset.root)
+    for row in df.to_dict("records"):
+        memory_map = {"juno-like": JUNO, "two-banks": TWO_BANKS}[row["memory_map"]]
+        expected = compute_row(memory_map, row["granule"], row["va_bits"], row["layout"],
+                               row["block_mappings"], row["idmap_pa"], row["tag_random"])
+        for column, value in expected.items():
+            assert row[column] == value, column
+
+
+def test_read_results_gives_exact_dtypes_in_order(dataset):
+    df = read_results(dataset.root)
+    assert list(df.columns) == list(ROW_COLUMNS)
+    for column, dtype in ROW_COLUMNS.items():
+        assert str(df[column].dtype) == dtype, column
+
+
+def test_filters_are_pushed_down_to_partitions(dataset, tmp_path):
+    # A broken file in another partition is never opened when the filter prunes it.
+    bad = tmp_path / "ds" / "granule=65536" / "va_bits=42" / "part-000001.parquet"
+    bad.write_bytes(b"not parquet")
+    df = pd.read_parquet(dataset.root, filters=[("granule", "=", 4096), ("va_bits", "=", 48)])
+    assert len(df) == 1 and df["memory_map"].iloc[0] == "two-banks"
+    rows = read_results(dataset.root, filters=[("granule", "=", 4096),
+                                               ("idmap_pa", ">", 0x8008_0000)])
+    assert sorted(rows["idmap_pa"]) == [0x9000_0000, 0x40_0008_0000]
+    with pytest.raises(pa.ArrowInvalid):
+        pd.read_parquet(dataset.root)  # without the filter the broken file is read
+
+
+def test_part_files_are_zstd_and_hold_no_partition_columns(dataset):
+    path = f"{dataset.root}/granule=4096/va_bits=39/part-000000.parquet"
+    meta = pq.ParquetFile(path).metadata
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    names = pq.ParquetFile(path).schema_arrow.names
+    assert "granule" not in names and "va_bits" not in names
+    assert "idmap_pa" in names
+
+
+def test_row_groups_are_capped(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "ROW_GROUP_ROWS", 3)
+    store = Store(str(tmp_path / "ds"))
+    addresses = [0x8000_0000 + k * 0x10_0000 for k in range(7)]
+    store.write_part("granule=4096/va_bits=39/part-000000.parquet",
+                     _table(JUNO, 4096, 39, "merged", False, addresses))
+    meta = pq.ParquetFile(f"{store.root}/granule=4096/va_bits=39/part-000000.parquet").metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [3, 3, 1]
+
+
+def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    store = Store(str(tmp_path / "ds"))
+
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store_module.pq, "write_table", explode)
+    with pytest.raises(OSError):
+        store.write_part("granule=4096/va_bits=39/part-000000.parquet",
+                         _table(JUNO, 4096, 39, "merged", False, [0x8008_0000]))
+    assert store.parts() == set()
+    assert list((tmp_path / "ds").rglob("*.parquet")) == []
+
+
+def test_parts_ignores_temporaries_and_they_can_be_removed(dataset, tmp_path):
+    folder = tmp_path / "ds" / "granule=4096" / "va_bits=39"
+    (folder / ".part-000001.parquet.123.tmp").write_bytes(b"half")
+    assert dataset.parts() == {
+        "granule=4096/va_bits=39/part-000000.parquet",
+        "granule=4096/va_bits=48/part-000000.parquet",
+        "granule=65536/va_bits=42/part-000000.parquet",
+    }
+    assert dataset.remove_temporaries() == 1
+    assert not (folder / ".part-000001.parquet.123.tmp").exists()
+    assert len(pd.read_parquet(dataset.root)) == 4
+
+
+def test_clear_removes_only_the_sweep(dataset, tmp_path):
+    (tmp_path / "ds" / "notes.txt").write_text("mine")
+    assert dataset.has_results()
+    dataset.clear()
+    assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == ["notes.txt"]
+    assert not dataset.has_results()
+
+
+def test_meta_round_trips(dataset):
+    dataset.write_meta({"name": "x", "counts": {"units": 3}})
+    assert dataset.read_meta() == {"name": "x", "counts": {"units": 3}}
+    assert not [p for p in dataset.fs.get_file_info(
+        store_module.pafs.FileSelector(dataset.root)) if p.base_name.startswith(".")]
+
+
+def test_fsspec_urls_write_the_same_dataset(tmp_path):
+    pytest.importorskip("fsspec")
+    store = Store(f"memory://{tmp_path.name}/ds")
+    store.write_part("granule=4096/va_bits=39/part-000000.parquet",
+                     _table(JUNO, 4096, 39, "merged", False, [0x8008_0000]))
+    store.write_meta({"name": "m"})
+    assert store.parts() == {"granule=4096/va_bits=39/part-000000.parquet"}
+    assert store.read_meta() == {"name": "m"}
+    df = read_results(f"memory://{tmp_path.name}/ds")
+    assert list(df["idmap_pa"]) == [0x8008_0000]
+    assert df["va_bits"].dtype == np.int8
