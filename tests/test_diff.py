@@ -1,0 +1,101 @@
+"""sweep diff: two real runs compared row by row, checked against the scalar reference."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sweep.cli import main
+from sweep.diff import OUTPUT_COLUMNS, diff
+from sweep.errors import ValidationError
+from sweep.plugins import get_memory_maps
+from sweep.reference import compute_row
+from sweep.results import load
+
+BOARDS = "juno,amd-seattle,qemu-virt"
+
+
+def _run(directory: Path, *overrides: str) -> Path:
+    result = CliRunner().invoke(main, [
+        "run", "--out", str(directory), "--workers", "1", f"memory_maps={BOARDS}", *overrides])
+    assert result.exit_code == 0, result.output
+    return directory
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("diff")
+    return {
+        "merged": _run(base / "merged", "layouts=merged"),
+        "high-only": _run(base / "high-only", "layouts=high-only"),
+        "merged-4K": _run(base / "merged-4K", "layouts=merged", "granules=4K"),
+    }
+
+
+def test_a_run_against_itself_is_identical(runs):
+    result = diff(runs["merged"], runs["merged"])
+    assert result.identical and result.summary.empty
+    assert result.rows_a == result.rows_b == len(load(runs["merged"])) > 0
+    cli = CliRunner().invoke(main, ["diff", str(runs["merged"]), str(runs["merged"])])
+    assert cli.exit_code == 0 and "the runs agree on every compared column" in cli.output
+
+
+def test_two_layouts(runs):
+    """merged vs high-only, matched ignoring the layout, against the reference row by row."""
+    result = diff(runs["merged"], runs["high-only"], ignore=["layout"])
+    maps = get_memory_maps()
+    expected_rows, expected_columns = Counter(), Counter()
+    for r in load(runs["merged"]).astype({"memory_map": str, "layout": str}).itertuples():
+        config = dict(granule=r.granule, va_bits=r.va_bits, block_mappings=r.block_mappings,
+                      idmap_pa=r.idmap_pa)
+        a = compute_row(maps[r.memory_map], layout="merged", **config)
+        b = compute_row(maps[r.memory_map], layout="high-only", **config)
+        differs = [c for c in OUTPUT_COLUMNS if a[c] != b[c]]
+        expected_rows[r.memory_map] += bool(differs)
+        expected_columns.update((r.memory_map, c) for c in differs)
+    assert result.summary["changed"].to_dict() == {k: v for k, v in expected_rows.items() if v}
+    for (board, column), n in expected_columns.items():
+        assert result.summary.loc[board, column] == n
+    assert len(result.changed) == sum(expected_rows.values())
+    assert result.only_a == result.only_b == 0
+    # By hand (MODEL.md 3): Juno's idmap 0x8008_0000 is below 2^(V-1) at every VA_BITS, so
+    # merged takes the high window exactly as high-only does: no row of Juno changes. Seattle's
+    # idmap 0x80_0008_0000 is above 2^38: at VA_BITS 39 merged moves to the low window.
+    assert "juno" not in result.summary.index
+    seattle = result.changed[(result.changed.memory_map == "amd-seattle")
+                             & (result.changed.va_bits == 39)]
+    assert len(seattle) == 2  # blocks off and on
+    assert (seattle["hyp_va_min_a"] == 0).all() and (seattle["hyp_va_min_b"] == 1 << 38).all()
+
+
+def test_rows_only_in_one_run(runs):
+    result = diff(runs["merged"], runs["merged-4K"])
+    merged = load(runs["merged"])
+    assert result.only_a == int((merged.granule != 4096).sum()) > 0
+    assert result.only_b == 0 and result.changed.empty
+    per_board = merged[merged.granule != 4096].groupby("memory_map", observed=True).size()
+    assert result.summary["only_a"].to_dict() == per_board.to_dict()
+
+
+def test_cli_summary_and_exit_code(runs):
+    cli = CliRunner().invoke(main, ["diff", str(runs["merged"]), str(runs["high-only"]),
+                                    "--ignore", "layout", "--show", "3"])
+    assert cli.exit_code == 1
+    assert "per board: rows matched, only in A, only in B, changed" in cli.output
+    assert "amd-seattle" in cli.output and "first 3 differing rows:" in cli.output
+    assert "0x8000080000" in cli.output  # addresses are printed in hex
+
+
+def test_errors(runs, tmp_path):
+    with pytest.raises(ValidationError, match="only input columns can be ignored"):
+        diff(runs["merged"], runs["merged"], ignore=["margin"])
+    with pytest.raises(ValidationError, match="keep it"):
+        diff(runs["merged"], runs["merged"], ignore=["memory_map"])
+    with pytest.raises(ValidationError, match="several rows share one configuration"):
+        diff(runs["merged"], runs["merged"], ignore=["idmap_pa", "block_mappings"])
+    cli = CliRunner().invoke(main, ["diff", str(runs["merged"]), str(tmp_path / "none")])
+    assert cli.exit_code == 2 and "no such directory" in cli.output
+    assert "Traceback" not in cli.output
