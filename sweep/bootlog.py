@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from sweep.errors import ValidationError
 from sweep.model import Bank
 
-BOOT_OPTIONS = 'kvm-arm.mode=nvhe dyndbg="file arch/arm64/kvm/* +p"'
-"""Kernel command-line options that make KVM print its EL2 layout (``kvm_debug`` lines)."""
+BOOT_OPTIONS = 'nokaslr kvm-arm.mode=nvhe dyndbg="file arch/arm64/kvm/* +p"'
+"""Kernel command-line options that make KVM print its EL2 layout (``kvm_debug`` lines, in
+nVHE mode) and keep the linear map where the model puts it (no ``memstart_offset_seed``)."""
 
 
 class BootLogError(ValidationError):

@@ -68,8 +68,13 @@ class VerifyReport:
             f"layout:     {self.layout}",
             f"idmap_pa:   {self.idmap_pa:#x}",
             f"tag_random: {self.tag_random:#x} (the range start below bit VA_BITS - 1)",
-            "",
         ]
+        if self.boot.command_line is not None and "nokaslr" not in self.boot.command_line:
+            lines.append(
+                "note:       booted without nokaslr: a randomised linear map (KASLR) moves the"
+                " range, which the model does not follow"
+            )
+        lines.append("")
         header = ("field", "kernel", "model", "agree")
         rows = [header] + [
             (c.field, c.kernel, c.model, "yes" if c.agree else "NO") for c in self.checks

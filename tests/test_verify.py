@@ -243,3 +243,10 @@ def test_cli_user_mistakes_exit_2_with_one_line(tmp_path):
         assert result.exit_code == 2, (args, result.output)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert result.stderr.startswith("sweep: error: ")
+
+
+def test_boot_without_nokaslr_gets_a_note():
+    text = read("boot-4G").replace("earlycon nokaslr", "earlycon")
+    report = verify_boot(text)
+    assert "booted without nokaslr" in report.format()
+    assert "nokaslr" not in verify_boot(read("boot-4G")).format()
