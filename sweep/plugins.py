@@ -31,6 +31,7 @@ DEFAULT_PLUGINS = (
     "sweep_plugins.boards",
     "sweep_plugins.families",
 )
+_BUILTIN_ORDER = {name: i for i, name in enumerate(DEFAULT_PLUGINS)}
 ENTRY_POINT_GROUP = "sweep"
 ENV_PLUGINS = "SWEEP_PLUGINS"
 """Comma-separated plugin names to load (built-in module names or entry-point names)."""
@@ -96,8 +97,9 @@ def load_plugins() -> None:
     errors: dict[str, str] = {}
     found: set[str] = set()
     for name in list(_auto_loaded):  # loaded under an earlier SWEEP_PLUGINS
-        if not _is_wanted(name, wanted):
-            pm.unregister(name=name)
+        if not _is_wanted(name, wanted) or pm.get_plugin(name) is None:
+            if pm.get_plugin(name) is not None:
+                pm.unregister(name=name)
             _auto_loaded.discard(name)
     for module_name in DEFAULT_PLUGINS:
         if not _is_wanted(module_name, wanted):
@@ -198,7 +200,11 @@ def registry() -> Registry:
     reg = Registry(errors=dict(_load_errors))
     for hook_name, collect in _COLLECTORS.items():
         # One implementation at a time (not pm.hook.X()), so one plugin's failure is its own.
-        for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+        # Built-ins first, in DEFAULT_PLUGINS order, then the others as they were registered:
+        # a plugin reusing a built-in name gets the error, not the built-in.
+        impls = sorted(getattr(pm.hook, hook_name).get_hookimpls(),
+                       key=lambda impl: _BUILTIN_ORDER.get(impl.plugin_name, len(_BUILTIN_ORDER)))
+        for impl in impls:
             name = impl.plugin_name
             try:
                 impl.function(register=lambda *a, _c=collect, _n=name, **k: _c(reg, _n, *a, **k))

@@ -1,0 +1,346 @@
+"""Memory maps read from files: TOML, device tree blobs and source, /proc/iomem, boot logs.
+
+Expected banks are the facts stated beside the real inputs (their READMEs) or written by hand.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import sweep
+from sweep import fdt
+from sweep.loaders import detect_kind, load_memory_map, memory_map_from_boot_log
+from sweep.model import Bank, MemoryMap
+
+SHARED = Path(__file__).parents[2] / "shared"
+REALINPUTS = SHARED / "fixtures" / "realinputs"
+KERNELBOOT = SHARED / "fixtures" / "kernelboot"
+GiB = 1 << 30
+
+needs_realinputs = pytest.mark.skipif(
+    not REALINPUTS.is_dir(), reason=f"the shared real inputs are not here ({REALINPUTS})"
+)
+needs_kernelboot = pytest.mark.skipif(
+    not KERNELBOOT.is_dir(), reason=f"the shared kernel boot logs are not here ({KERNELBOOT})"
+)
+needs_dtc = pytest.mark.skipif(
+    shutil.which("dtc") is None, reason="dtc (device-tree-compiler) not installed"
+)
+
+VIRT_4G = (Bank(0x4000_0000, 4 * GiB),)
+VERSAL_4G = (Bank(0, 2 * GiB), Bank(0x8_0000_0000, 2 * GiB))
+
+
+def banks(memory_map: MemoryMap) -> tuple[Bank, ...]:
+    return tuple(sorted(memory_map.banks, key=lambda b: b.base))
+
+
+# --- a blob written by hand -------------------------------------------------------------------
+
+
+def memory_node(name: str, reg: bytes, **props: bytes) -> fdt.Node:
+    return fdt.Node(name, {"device_type": b"memory\0", "reg": reg, **props})
+
+
+def tree(*children: fdt.Node, address_cells: int = 2, size_cells: int = 2) -> fdt.Node:
+    root = fdt.Node("", {"#address-cells": fdt.cells(address_cells),
+                         "#size-cells": fdt.cells(size_cells), "model": b"test board\0"})
+    for child in children:
+        child.parent = root
+        root.children.append(child)
+        for grandchild in child.children:
+            grandchild.parent = child
+    return root
+
+
+def blob_of(memory_map_banks, **encode_args) -> bytes:
+    """A DTB with one memory node per bank (2/2 cells)."""
+    nodes = [memory_node(f"memory@{base:x}", fdt.cells(base, size, width=2))
+             for base, size in memory_map_banks]
+    return fdt.encode(tree(*nodes), **encode_args)
+
+
+# --- real inputs ------------------------------------------------------------------------------
+
+
+@needs_realinputs
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("virt-4G.dtb", VIRT_4G),
+        ("virt-4G-guest.dtb", VIRT_4G),
+        ("virt-4G.iomem", VIRT_4G),
+        ("versal-4G.dtb", VERSAL_4G),
+        ("versal-4G-guest.dtb", VERSAL_4G),
+        ("versal-4G.iomem", VERSAL_4G),
+    ],
+)
+def test_real_inputs_load_exactly(name, expected):
+    memory_map = load_memory_map(REALINPUTS / name)
+    assert banks(memory_map) == expected
+    assert memory_map.name == Path(name).stem
+
+
+@needs_realinputs
+def test_guest_blobs_carry_nop_tokens():
+    """What makes them hard: the kernel's FDT_NOPs (the fdt package stops on them)."""
+    data = (REALINPUTS / "virt-4G-guest.dtb").read_bytes()
+    _, _, off_struct, *_, size_struct = fdt.HEADER.unpack_from(data)
+    tokens, pos = [], off_struct
+    while True:  # walk tokens only, independently of fdt.parse
+        token = struct.unpack_from(">I", data, pos)[0]
+        tokens.append(token)
+        pos += 4
+        if token == fdt.FDT_BEGIN_NODE:
+            pos = (data.index(b"\0", pos) + 4) & ~3
+        elif token == fdt.FDT_PROP:
+            length = struct.unpack_from(">I", data, pos)[0]
+            pos = (pos + 8 + length + 3) & ~3
+        elif token == fdt.FDT_END:
+            break
+    assert tokens.count(fdt.FDT_NOP) > 0
+
+
+@needs_realinputs
+@pytest.mark.parametrize("name", ["virt-4G.dtb", "versal-4G-guest.dtb"])
+def test_unpacked_1mib_blob_reads_like_the_packed_one(tmp_path, name):
+    packed = (REALINPUTS / name).read_bytes()
+    unpacked = bytearray(packed) + bytes((1 << 20) - len(packed))
+    struct.pack_into(">I", unpacked, 4, 1 << 20)  # totalsize, as QEMU's dumpdtb writes it
+    path = tmp_path / name
+    path.write_bytes(bytes(unpacked))
+    assert len(path.read_bytes()) == 1 << 20
+    assert banks(load_memory_map(path)) == banks(load_memory_map(REALINPUTS / name))
+
+
+@needs_kernelboot
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("boot-512M.log", (Bank(0x4000_0000, 512 << 20),)),
+        ("boot-4G.log", VIRT_4G),
+        ("boot-16G.log", (Bank(0x4000_0000, 16 * GiB),)),
+        ("boot-trixie-4G.log", VIRT_4G),
+        ("boot-trixie-16k-4G-lpa2off.log", VIRT_4G),
+        ("boot-bullseye-4G-a57.log", VIRT_4G),
+        ("boot-versal-4G.log", VERSAL_4G),
+    ],
+)
+def test_kernel_boot_logs_load_exactly(name, expected):
+    assert banks(load_memory_map(KERNELBOOT / name)) == expected
+
+
+@needs_kernelboot
+def test_every_kernel_boot_log_is_covered():
+    assert {p.name for p in KERNELBOOT.glob("*.log")} <= {
+        "boot-512M.log", "boot-4G.log", "boot-16G.log", "boot-trixie-4G.log",
+        "boot-trixie-16k-4G-lpa2off.log", "boot-bullseye-4G-a57.log", "boot-versal-4G.log",
+    }
+
+
+# --- untidy blobs of our own ------------------------------------------------------------------
+
+
+def test_blob_with_nops_several_nodes_and_32bit_cells(tmp_path):
+    """NOPs before every token, memory nodes out of order with numa-node-id, 1/1 cells, a
+    non-empty reservation block and /reserved-memory entries that are not banks."""
+    reserved = fdt.Node("reserved-memory", {"#address-cells": fdt.cells(1),
+                                            "#size-cells": fdt.cells(1), "ranges": b""})
+    reserved.children = [
+        fdt.Node("linux,cma", {"size": fdt.cells(0x400_0000), "reusable": b""}),
+        fdt.Node("memory@90000000", {"reg": fdt.cells(0x9000_0000, 0x10_0000)}),
+    ]
+    root = tree(
+        memory_node("memory@c0000000", fdt.cells(0xC000_0000, 0x2000_0000),
+                    **{"numa-node-id": fdt.cells(1)}),
+        reserved,
+        memory_node("memory@80000000", fdt.cells(0x8000_0000, 0x4000_0000),
+                    **{"numa-node-id": fdt.cells(0)}),
+        address_cells=1, size_cells=1,
+    )
+    path = tmp_path / "board.dtb"
+    path.write_bytes(fdt.encode(root, reservations=[(0x8000_0000, 0x1_0000)], nops=True))
+    memory_map = load_memory_map(path)
+    assert banks(memory_map) == (Bank(0x8000_0000, 0x4000_0000), Bank(0xC000_0000, 0x2000_0000))
+    assert "test board" in memory_map.description
+
+
+def test_blob_node_kinds(tmp_path):
+    """device_type alone makes a memory node; a disabled one is skipped (as the kernel does);
+    linux,usable-memory wins over reg (kdump); one node may hold several reg tuples."""
+    root = tree(
+        fdt.Node("ram@100000000", {"device_type": b"memory\0",
+                                   "reg": fdt.cells(0x1_0000_0000, GiB, 0x2_0000_0000, GiB,
+                                                    width=2)}),
+        memory_node("memory@300000000", fdt.cells(0x3_0000_0000, GiB, width=2),
+                    status=b"disabled\0"),
+        memory_node("memory@40000000", fdt.cells(0x4000_0000, 4 * GiB, width=2),
+                    **{"linux,usable-memory": fdt.cells(0x4800_0000, GiB, width=2)}),
+    )
+    path = tmp_path / "kinds.dtb"
+    path.write_bytes(fdt.encode(root))
+    assert banks(load_memory_map(path)) == (
+        Bank(0x4800_0000, GiB), Bank(0x1_0000_0000, GiB), Bank(0x2_0000_0000, GiB))
+
+
+def test_memory_node_without_cells_takes_the_spec_defaults(tmp_path):
+    """Devicetree spec 2.3.5: no #address-cells/#size-cells means 2 and 1."""
+    root = fdt.Node("", {})
+    node = memory_node("memory@80000000", fdt.cells(0, 0x8000_0000, 0x4000_0000))
+    node.parent = root
+    root.children.append(node)
+    path = tmp_path / "defaults.dtb"
+    path.write_bytes(fdt.encode(root))
+    assert banks(load_memory_map(path)) == (Bank(0x8000_0000, 0x4000_0000),)
+
+
+def test_kind_is_told_by_content_not_suffix(tmp_path):
+    """/sys/firmware/fdt has no suffix, iomem copies are often .txt, TOML may be anything."""
+    (tmp_path / "fdt").write_bytes(blob_of([(0x8000_0000, 2 * GiB)]))
+    (tmp_path / "iomem.txt").write_text("80000000-ffffffff : System RAM\n")
+    (tmp_path / "board.cfg").write_text('[[banks]]\nbase = 0x8000_0000\nsize = "2G"\n')
+    (tmp_path / "dmesg").write_text(
+        "[    0.000000] Early memory node ranges\n"
+        "[    0.000000]   node   0: [mem 0x0000000080000000-0x00000000ffffffff]\n"
+        "[    0.000000] Initmem setup node 0 [mem 0x0000000080000000-0x00000000ffffffff]\n"
+    )
+    expected = (Bank(0x8000_0000, 2 * GiB),)
+    kinds = {}
+    for name in ("fdt", "iomem.txt", "board.cfg", "dmesg"):
+        memory_map = load_memory_map(tmp_path / name)
+        assert banks(memory_map) == expected, name
+        assert memory_map.name == Path(name).stem
+        kinds[name] = detect_kind((tmp_path / name).read_bytes())
+    assert kinds == {"fdt": "dtb", "iomem.txt": "iomem", "board.cfg": "toml", "dmesg": "bootlog"}
+
+
+def test_toml_memory_map(tmp_path):
+    path = tmp_path / "my-file.toml"
+    path.write_text(
+        'name = "my-board"\ndescription = "what it is"\nsource = "where"\n'
+        '[[banks]]\nbase = 0x8000_0000\nsize = "2G"\n'
+        '[[banks]]\nbase = "34G"\nsize = 0x1_8000_0000\n'
+    )
+    memory_map = load_memory_map(path)
+    assert memory_map.name == "my-board"
+    assert (memory_map.description, memory_map.source) == ("what it is", "where")
+    assert banks(memory_map) == (Bank(0x8000_0000, 2 * GiB), Bank(0x8_8000_0000, 6 * GiB))
+
+
+def test_iomem_reads_top_level_system_ram_only():
+    text = (
+        "00000000-3fffffff : System RAM\n"
+        "  00200000-01ffffff : Kernel code\n"
+        "  10000000-1fffffff : System RAM\n"  # indented: a child, not a bank
+        "40000000-4fffffff : reserved\n"
+        "80000000-bfffffff : System RAM\n"
+        "c0000000-ffffffff : System RAM\n"  # touching banks stay two raw banks
+    )
+    memory_map = sweep.loaders.memory_map_from_iomem(text, "x")
+    assert banks(memory_map) == (Bank(0, GiB), Bank(0x8000_0000, GiB), Bank(0xC000_0000, GiB))
+
+
+def test_boot_log_memory_part_for_other_modules():
+    text = (
+        "Booting Linux on physical CPU 0x0\n"
+        "Early memory node ranges\n"
+        "  node   0: [mem 0x0000000080000000-0x00000000bfffffff]\n"
+        "  node   1: [mem 0x0000000880000000-0x00000009ffffffff]\n"
+        "Initmem setup node 0 [mem 0x0000000080000000-0x00000000bfffffff]\n"
+        "  node   0: [mem 0x00000000c0000000-0x00000000cfffffff]\n"  # not in the block
+    )
+    memory_map = memory_map_from_boot_log(text, "numa")
+    assert memory_map.name == "numa"
+    assert banks(memory_map) == (Bank(0x8000_0000, GiB), Bank(0x8_8000_0000, 6 * GiB))
+
+
+@needs_dtc
+def test_dts_through_dtc(tmp_path):
+    path = tmp_path / "board.dts"
+    path.write_text(
+        "/dts-v1/;\n/ {\n\t#address-cells = <2>;\n\t#size-cells = <2>;\n"
+        "\tmemory@80000000 {\n\t\tdevice_type = \"memory\";\n"
+        "\t\treg = <0x0 0x80000000 0x0 0x80000000>, <0x8 0x80000000 0x1 0x80000000>;\n\t};\n};\n"
+    )
+    assert banks(load_memory_map(path)) == (
+        Bank(0x8000_0000, 2 * GiB), Bank(0x8_8000_0000, 6 * GiB))
+
+
+@needs_realinputs
+@needs_dtc
+def test_real_blob_round_trips_through_dtc(tmp_path):
+    """dtc's own reading of a real blob, written back as source, gives the same banks."""
+    import subprocess
+
+    for name in ("virt-4G-guest.dtb", "versal-4G-guest.dtb"):
+        dts = tmp_path / (Path(name).stem + ".dts")
+        subprocess.run(
+            ["dtc", "-q", "-I", "dtb", "-O", "dts", "-o", str(dts), str(REALINPUTS / name)],
+            check=True,
+        )
+        assert banks(load_memory_map(dts)) == banks(load_memory_map(REALINPUTS / name))
+
+
+# --- the same banks in three kinds give the same rows ---------------------------------------
+
+
+def _three_kinds(tmp_path: Path, name: str, bank_list: list[tuple[int, int]]) -> list[MemoryMap]:
+    toml = tmp_path / f"{name}.toml"
+    toml.write_text("".join(f"[[banks]]\nbase = {b:#x}\nsize = {s:#x}\n" for b, s in bank_list))
+    dtb = tmp_path / f"{name}.dtb"
+    dtb.write_bytes(blob_of(bank_list, nops=True))
+    iomem = tmp_path / f"{name}.iomem"
+    iomem.write_text("".join(f"{b:08x}-{b + s - 1:08x} : System RAM\n  {b:08x}-{b + 0xfff:08x} :"
+                             " reserved\n" for b, s in bank_list))
+    return [load_memory_map(p) for p in (toml, dtb, iomem)]
+
+
+@pytest.mark.parametrize(
+    "bank_list, idmap",
+    [
+        ([(0x8000_0000, 2 * GiB)], [0x8008_0000, 0xFFFF_F000]),  # MODEL.md example 1
+        ([(0x8000_0000, 2 * GiB), (0x40_0000_0000, 2 * GiB)], [0x8008_0000, 0x40_0008_0000]),
+        ([(0x80_0000_0000, 8 * GiB)], [0x80_0008_0000]),  # the seed's odd case
+    ],
+)
+def test_toml_dtb_and_iomem_give_identical_build_results(tmp_path, bank_list, idmap):
+    maps = _three_kinds(tmp_path, "board", bank_list)
+    assert {banks(m) for m in maps} == {tuple(Bank(b, s) for b, s in bank_list)}
+    rows = [
+        {"memory_map": "board", "granule": granule, "va_bits": va_bits, "layout": layout,
+         "block_mappings": blocks, "idmap_pa": pa}
+        for granule, va_bits in ((4096, 39), (4096, 48), (16384, 47), (65536, 42))
+        for layout in ("high-only", "merged", "tagged", "tagged-48")
+        for blocks in (False, True)
+        for pa in idmap
+    ]
+    configs = pd.DataFrame(rows)
+    results = [sweep.build(configs, {"board": m}) for m in maps]
+    pd.testing.assert_frame_equal(results[0], results[1])
+    pd.testing.assert_frame_equal(results[0], results[2])
+    example_1 = results[0][(results[0].layout == "merged") & (results[0].granule == 4096)
+                           & (results[0].va_bits == 39) & ~results[0].block_mappings]
+    if len(bank_list) == 1 and bank_list[0][0] == 0x8000_0000:
+        assert int(example_1.iloc[0].table_pages) == 1029  # MODEL.md section 7, example 1
+
+
+@needs_realinputs
+def test_real_dtb_and_iomem_give_identical_build_results():
+    for board in ("virt-4G", "versal-4G"):
+        maps = [load_memory_map(REALINPUTS / f"{board}{suffix}")
+                for suffix in (".dtb", "-guest.dtb", ".iomem")]
+        low = min(b.base for b in maps[0].banks)
+        configs = pd.DataFrame([
+            {"memory_map": board, "granule": g, "va_bits": v, "layout": layout,
+             "block_mappings": True, "idmap_pa": low + 0x80000}
+            for g, v in ((4096, 48), (16384, 47), (65536, 52))
+            for layout in ("merged", "tagged-48")
+        ])
+        results = [sweep.build(configs, {board: m}) for m in maps]
+        for other in results[1:]:
+            pd.testing.assert_frame_equal(results[0], other)
