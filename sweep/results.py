@@ -172,6 +172,11 @@ def load(
         if unknown:
             raise ValidationError(f"columns {unknown}: not columns of the results in {directory}")
         columns = list(columns)
+    else:
+        # Folder keys come last from pyarrow when the files do not hold them: row order instead.
+        names = data.schema.names
+        columns = [c for c in ROW_COLUMNS if c in names] + [c for c in names
+                                                             if c not in ROW_COLUMNS]
     table = data.to_table(columns=columns, filter=filter_expression(data.schema, **filters))
     return to_pandas(table)
 

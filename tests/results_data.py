@@ -1,8 +1,7 @@
 """A small, real sweep for the results tests (queries, report, diff, cookbook).
 
-Rows come from the scalar reference (MODEL.md's oracle), on memory maps taken from the worked
-examples, and are written the way the store lays a run out: hive folders ``granule=``/``va_bits=``
-whose files still hold every column, with ``_sweep.json`` beside them.
+The run is a real ``sweep run`` on memory maps taken from the worked examples; the tests check
+what it wrote against the scalar reference (MODEL.md's oracle), row by row.
 """
 
 from __future__ import annotations
@@ -11,25 +10,23 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from sweep.columns import ROW_COLUMNS
 from sweep.model import MemoryMap
-from sweep.reference import LAYOUTS, compute_row
+from sweep.reference import compute_row
 
 G = 1 << 30
 KCONFIG = {4096: [39, 48, 52], 16384: [36, 47, 48, 52], 65536: [42, 48, 52]}
 
 MAPS = {
     # MODEL.md 7.1 and 7.2
-    "juno": MemoryMap("juno", [(0x8000_0000, 2 * G)]),
-    "seattle": MemoryMap("seattle", [(0x80_0000_0000, 8 * G)]),
+    "juno-like": MemoryMap("juno-like", [(0x8000_0000, 2 * G)]),
+    "seattle-like": MemoryMap("seattle-like", [(0x80_0000_0000, 8 * G)]),
     # MODEL.md 7.3: the kernel in the high bank
     "two-banks": MemoryMap("two-banks", [(0x8000_0000, 2 * G), (0x40_0000_0000, 2 * G)]),
     # MODEL.md 7.5, NXP LX2160A
-    "lx2160a": MemoryMap(
-        "lx2160a",
+    "lx2160a-like": MemoryMap(
+        "lx2160a-like",
         [(0x8000_0000, 0xFBDF_FFFF - 0x8000_0000 + 1),
          (0x20_8000_0000, 0x23_7FFF_FFFF - 0x20_8000_0000 + 1)],
     ),
@@ -37,41 +34,44 @@ MAPS = {
     "far": MemoryMap("far", [(0x8000_0000, 2 * G), (1 << 48, 4 * G)]),
 }
 
-IDMAPS = {
-    "juno": [0x8008_0000, 0xFFF0_0000],
-    "seattle": [0x80_0008_0000, 0x81_0000_0000],
-    "two-banks": [0x8008_0000, 0x40_0008_0000],
-    "lx2160a": [0x81A2_4000, 0x22_0000_0000],
-    "far": [0x8008_0000, (1 << 48) + 0x8_0000],
-}
+
+def toml(memory_map: MemoryMap) -> str:
+    """A memory-map file (MODEL.md section 8) for ``memory_map``."""
+    banks = "".join(f"[[banks]]\nbase = {b.base:#x}\nsize = {b.size:#x}\n"
+                    for b in memory_map.banks)
+    return f'name = "{memory_map.name}"\n{banks}'
 
 
-def small_rows(maps: dict[str, MemoryMap] | None = None,
-               layouts: tuple[str, ...] = LAYOUTS, tag_random: int = 0) -> pd.DataFrame:
-    """Every board x Kconfig granule/VA_BITS x layout x block setting x idmap address."""
-    maps = MAPS if maps is None else maps
-    rows = []
-    for name, memory_map in maps.items():
-        for granule, choices in KCONFIG.items():
-            for va_bits in choices:
-                for layout in layouts:
-                    for blocks in (False, True):
-                        for idmap_pa in IDMAPS[name]:
-                            rows.append(compute_row(
-                                memory_map, granule, va_bits, layout, blocks, idmap_pa,
-                                tag_random,
-                            ))
-    frame = pd.DataFrame(rows)[list(ROW_COLUMNS)]
-    return frame.astype(ROW_COLUMNS)
+def run_small_sweep(directory: Path) -> Path:
+    """``sweep run``: the maps above, every Kconfig granule/VA_BITS, layout and block setting,
+    the idmap every 1 GiB of DRAM (MODEL.md section 8, ``stride``)."""
+    from click.testing import CliRunner
 
+    from sweep.cli import main
 
-def write_results(rows: pd.DataFrame, directory: Path, config: dict | None = None) -> Path:
-    """Write rows as a result directory: one part file per granule/VA_BITS folder."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for (granule, va_bits), part in rows.groupby(["granule", "va_bits"], observed=True):
-        folder = directory / f"granule={granule}" / f"va_bits={va_bits}"
-        folder.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False)
-        pq.write_table(table, folder / "part-0.parquet")
-    (directory / "_sweep.json").write_text(json.dumps({"name": "small", **(config or {})}))
+    maps_dir = directory.parent / f"{directory.name}-maps"
+    maps_dir.mkdir(parents=True, exist_ok=True)
+    for memory_map in MAPS.values():
+        (maps_dir / f"{memory_map.name}.toml").write_text(toml(memory_map))
+    config = directory.parent / f"{directory.name}.toml"
+    config.write_text(
+        'name = "small"\n'
+        f"memory_maps = {json.dumps(sorted(str(p) for p in maps_dir.glob('*.toml')))}\n"
+        'granules = ["4K", "16K", "64K"]\nva_bits = "kconfig"\n'
+        'layouts = ["high-only", "merged", "tagged", "tagged-48"]\n'
+        'block_mappings = [false, true]\n[placement]\nkind = "stride"\nstep = "1G"\n'
+    )
+    result = CliRunner().invoke(main, ["run", str(config), "--out", str(directory),
+                                       "--workers", "1"])
+    assert result.exit_code == 0, result.output
     return directory
+
+
+def reference_rows(configs: pd.DataFrame) -> pd.DataFrame:
+    """The scalar reference's row for every configuration (input columns) of ``configs``."""
+    rows = [
+        compute_row(MAPS[r.memory_map], r.granule, r.va_bits, r.layout, r.block_mappings,
+                    r.idmap_pa, r.tag_random)
+        for r in configs.astype({"memory_map": str, "layout": str}).itertuples()
+    ]
+    return pd.DataFrame(rows)[list(ROW_COLUMNS)].astype(ROW_COLUMNS)
