@@ -54,7 +54,7 @@ def _add(selected: dict[str, MemoryMap], origin: dict[str, str], memory_map: Mem
          spec: str, registered: dict[str, MemoryMap]) -> None:
     name = memory_map.name
     known = selected.get(name) or registered.get(name)
-    if known is not None and known.banks != memory_map.banks:
+    if known is not None and _sorted(known) != _sorted(memory_map):
         where = origin.get(name, "a built-in plugin")
         raise ValidationError(
             f"memory_maps: {spec!r} gives a map named {name!r} whose banks differ from the one"
@@ -102,6 +102,10 @@ def _resolve(spec: str, registered: dict[str, MemoryMap], families: dict[str, st
         f"memory_maps: {spec!r} is not a registered memory map, family:NAME, glob or existing"
         f" file ({hint})"
     )
+
+
+def _sorted(memory_map: MemoryMap) -> list[tuple[int, int]]:
+    return sorted((bank.base, bank.size) for bank in memory_map.banks)
 
 
 def _skipped(path: Path) -> bool:

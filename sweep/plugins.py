@@ -209,14 +209,16 @@ def registry() -> Registry:
             try:
                 impl.function(register=lambda *a, _c=collect, _n=name, **k: _c(reg, _n, *a, **k))
             except Exception as exc:
-                reg.errors[name] = f"{hook_name}: {exc}"
-                _report(name, f"{hook_name}: {exc}")
+                reason = str(exc) if isinstance(exc, PluginError) else f"{hook_name}: {exc}"
+                reg.errors[name] = reason
+                _report(name, reason)
     _registry = reg
     return reg
 
 
 def _bad(plugin: str, hook: str, message: str) -> PluginError:
-    return PluginError(f"plugin {plugin!r} ({hook}): {message}")
+    """Bad data from ``plugin``; the message starts with the hook (the caller names the plugin)."""
+    return PluginError(f"{hook}: {message}")
 
 
 def _add_granule(reg: Registry, plugin: str, granule: int) -> None:

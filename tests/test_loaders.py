@@ -344,3 +344,34 @@ def test_real_dtb_and_iomem_give_identical_build_results():
         results = [sweep.build(configs, {board: m}) for m in maps]
         for other in results[1:]:
             pd.testing.assert_frame_equal(results[0], other)
+
+
+# --- fixtures of our own: one board as source, blob (compiled by dtc) and TOML ----------------
+
+DATA = Path(__file__).with_name("data")
+
+
+def test_dtc_compiled_blob_with_memreserve_and_reserved_memory():
+    """dtc, not our writer, made numa-board.dtb: the reader agrees with another writer."""
+    memory_map = load_memory_map(DATA / "numa-board.dtb")
+    assert banks(memory_map) == banks(load_memory_map(DATA / "numa-board.toml"))
+    assert banks(memory_map) == (Bank(0x8000_0000, GiB), Bank(0xC000_0000, 512 << 20))
+    assert "test two-socket board" in memory_map.description
+
+
+@needs_dtc
+def test_dts_fixture_matches_its_blob():
+    assert banks(load_memory_map(DATA / "numa-board.dts")) == banks(
+        load_memory_map(DATA / "numa-board.dtb"))
+
+
+def test_directory_of_maps_in_every_kind_selects_one_map():
+    from sweep.memory_maps import select_memory_maps
+
+    selected = select_memory_maps(["data/"], base_dir=Path(__file__).parent)
+    assert list(selected) == ["numa-board"]
+    selected = select_memory_maps(["data/*.toml", "juno", "qemu-virt-1*", "family:single-bank"],
+                                  base_dir=Path(__file__).parent)
+    assert list(selected)[:6] == ["numa-board", "juno", "qemu-virt-128M", "qemu-virt-1G",
+                                  "qemu-virt-16G", "qemu-virt-128G"]
+    assert len(selected) == 6 + 22 and list(selected)[6] == "single-2^30"
