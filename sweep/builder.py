@@ -41,12 +41,16 @@ NO_LEVEL = 9  # "never": a level past 3
 _MAX_SHARED_DELTAS = 16  # above this many distinct deltas, the runtime tree is built per row
 
 
+_POWERS_OF_TWO = np.array([1 << k for k in range(63)], dtype=I64)
+
+
 def _bit_length(values: np.ndarray) -> np.ndarray:
-    """``int.bit_length`` of non-negative int64 values below 2^53 (exact through float64)."""
-    return np.frexp(values.astype(np.float64))[1].astype(I64)
+    """``int.bit_length`` of non-negative int64 values, elementwise."""
+    return np.searchsorted(_POWERS_OF_TWO, values, side="right").astype(I64)
 
 
-def _levels(bits: np.ndarray, granule: int) -> np.ndarray:
+def _levels(bits, granule: int):
+    """``ARM64_HW_PGTABLE_LEVELS(bits)`` for scalars or arrays."""
     return (bits - 4) // (granule.bit_length() - 4)
 
 
@@ -70,254 +74,256 @@ def build_group(
     """The section 2-6 columns (numpy arrays) of rows sharing everything but idmap and tag.
 
     ``idmap_pa`` is uint64 or int64, already aligned down to ``granule``; ``tag_random`` uint64.
+    Arrays come back in the row order given; some may be read-only broadcast views.
     """
-    n = len(idmap_pa)
-    g = granule
-    trimmed = memory_map.trimmed(g)
-    starts = np.array([s for s, _ in trimmed], dtype=I64)
-    ends = np.array([e for _, e in trimmed], dtype=I64)
+    group = _Group(memory_map, granule, va_bits, layout, bool(block_mappings), len(idmap_pa))
     idmap = np.asarray(idmap_pa).astype(I64, copy=False)
-    _check_inside(memory_map, g, idmap, starts, ends)
-
-    # Section 2: PHYS_OFFSET and clipping (arm64_memblock_init).
-    align = layout.memstart_align(g)
-    linear = I64(1) << (va_bits - 1)
-    phys_offset0 = starts[0] // align * align
-    kernel_high = idmap + g > phys_offset0 + linear
-    out: dict[str, np.ndarray] = {}
-    for name, dtype in ROW_COLUMNS.items():
-        if name not in INPUT_COLUMNS:
-            out[name] = np.empty(n, dtype=np.dtype(dtype))
-
-    def emit(rows, values: dict[str, np.ndarray]) -> None:
-        for name, value in values.items():
-            if rows is None:
-                out[name][:] = value
-            else:
-                out[name][rows] = value
-
+    group.check_inside(idmap)
+    kernel_high = idmap + granule > group.phys_offset0 + group.linear
     if not kernel_high.any():
-        _shared_clip(None, idmap, tag_random, starts, ends, phys_offset0, linear, align, g,
-                     va_bits, layout, block_mappings, emit)
+        group.clip_shared(None, idmap, tag_random)
     else:
         low_rows = np.flatnonzero(~kernel_high)
         if len(low_rows):
-            _shared_clip(low_rows, idmap[low_rows], tag_random[low_rows], starts, ends,
-                         phys_offset0, linear, align, g, va_bits, layout, block_mappings, emit)
+            group.clip_shared(low_rows, idmap[low_rows], tag_random[low_rows])
         high_rows = np.flatnonzero(kernel_high)
-        _per_row_clip(high_rows, idmap[high_rows], tag_random[high_rows], starts, ends,
-                      phys_offset0, linear, align, g, va_bits, layout, block_mappings, emit)
-    return out
+        group.clip_per_row(high_rows, idmap[high_rows], tag_random[high_rows])
+    return group.out
 
 
-def _check_inside(memory_map, g, idmap, starts, ends) -> None:
-    k = np.searchsorted(ends, idmap, side="right")
-    inside = k < len(ends)
-    inside[inside] = starts[k[inside]] <= idmap[inside]
-    if not inside.all():
-        bad = int(idmap[np.flatnonzero(~inside)[0]])
-        raise ValidationError(
-            f"memory map {memory_map.name!r}: idmap_pa {bad:#x} is outside every "
-            f"{granule_name(g)}-trimmed bank"
-        )
+class _Group:
+    """The state rows of one group share, and the output columns being filled.
 
-
-def _shared_clip(rows, idmap, tag_random, starts, ends, phys_offset0, linear, align, g,
-                 va_bits, layout, block_mappings, emit) -> None:
-    """Rows whose kernel ends at or below PHYS_OFFSET + L: one clip serves them all.
-
-    Step 1 cuts DRAM at PHYS_OFFSET + L, so step 2 (the kernel sits high) never applies.
+    Rows are handled in parts (kernel low or high; runs of equal ``delta``; equal tree
+    sizes): ``rows`` is ``None`` for "all rows, in order" or the row positions of a part.
     """
-    limit = phys_offset0 + linear
-    keep = starts < limit
-    s_c, e_c = starts[keep], np.minimum(ends[keep], limit)
-    clipped = int((ends - starts).sum() - (e_c - s_c).sum())
-    n = len(idmap)
-    _with_banks(rows, idmap, tag_random, s_c[:, None], e_c[:, None],
-                np.full(n, phys_offset0, dtype=I64), np.full(n, clipped, dtype=I64),
-                g, va_bits, layout, block_mappings, emit)
 
+    def __init__(self, memory_map, granule, va_bits, layout, block_mappings, n) -> None:
+        self.memory_map = memory_map
+        self.g = granule
+        self.va_bits = va_bits
+        self.layout = layout
+        self.blocks = block_mappings
+        self.n = n
+        trimmed = memory_map.trimmed(granule)
+        self.starts = np.array([s for s, _ in trimmed], dtype=I64)
+        self.ends = np.array([e for _, e in trimmed], dtype=I64)
+        # Section 2: PHYS_OFFSET before clipping (arm64_memblock_init).
+        self.align = layout.memstart_align(granule)
+        self.linear = 1 << (va_bits - 1)
+        self.phys_offset0 = int(self.starts[0]) // self.align * self.align
+        self.out: dict[str, np.ndarray] = {}
 
-def _per_row_clip(rows, idmap, tag_random, starts, ends, phys_offset0, linear, align, g,
-                  va_bits, layout, block_mappings, emit) -> None:
-    """Rows whose kernel sits high: each row clips DRAM at its own idmap page."""
-    limit = np.maximum(phys_offset0 + linear, idmap + g)  # step 1
-    s = starts[:, None]
-    e = np.minimum(ends[:, None], limit[None, :])
-    dram_end = np.where(s < limit[None, :], e, 0).max(axis=0)
-    high = dram_end > phys_offset0 + linear  # step 2
-    phys_offset = np.where(high, -((linear - dram_end) // align) * align, phys_offset0)
-    s = np.maximum(s, phys_offset[None, :])
-    total = int((ends - starts).sum())
-    kept = np.maximum(e - s, 0).sum(axis=0)
-    _with_banks(rows, idmap, tag_random, s, e, phys_offset, total - kept,
-                g, va_bits, layout, block_mappings, emit)
+    def emit(self, rows, values: dict[str, np.ndarray]) -> None:
+        for name, value in values.items():
+            if rows is None:
+                self.out[name] = np.broadcast_to(value, (self.n,))
+                continue
+            if name not in self.out:
+                self.out[name] = np.empty(self.n, dtype=np.dtype(ROW_COLUMNS[name]))
+            self.out[name][rows] = value
 
+    def check_inside(self, idmap: np.ndarray) -> None:
+        k = np.searchsorted(self.ends, idmap, side="right")
+        inside = k < len(self.ends)
+        inside[inside] = self.starts[k[inside]] <= idmap[inside]
+        if not inside.all():
+            bad = int(idmap[np.flatnonzero(~inside)[0]])
+            raise ValidationError(
+                f"memory map {self.memory_map.name!r}: idmap_pa {bad:#x} is outside every "
+                f"{granule_name(self.g)}-trimmed bank"
+            )
 
-def _with_banks(rows, idmap, tag_random, s, e, phys_offset, clipped, g, va_bits, layout,
-                block_mappings, emit) -> None:
-    """Rows with clipped banks ``[s, e)`` (shape (banks, 1) shared, or (banks, rows))."""
-    n = len(idmap)
-    valid = e > s
-    first_bank = np.argmax(valid, axis=0)
-    last_bank = valid.shape[0] - 1 - np.argmax(valid[::-1], axis=0)
-    cols = np.arange(s.shape[1])
-    dram_first = np.broadcast_to(s[first_bank, cols], (n,))
-    dram_last = np.broadcast_to(e[last_bank, cols] - 1, (n,))
-    idmap_va_bits = _bit_length(idmap + (g - 1))
-    res = layout.compute(
-        LayoutBatch(
-            granule=g, va_bits=va_bits, idmap_pa=idmap, idmap_va_bits=idmap_va_bits,
+    def clip_shared(self, rows, idmap, tag_random) -> None:
+        """Rows whose kernel ends at or below PHYS_OFFSET + L: one clip serves them all.
+
+        Step 1 cuts DRAM at PHYS_OFFSET + L, so step 2 (the kernel sits high) never applies.
+        """
+        limit = self.phys_offset0 + self.linear
+        keep = self.starts < limit
+        s, e = self.starts[keep], np.minimum(self.ends[keep], limit)
+        clipped = int((self.ends - self.starts).sum() - (e - s).sum())
+        self.with_banks(rows, idmap, tag_random, s[:, None], e[:, None],
+                        np.array([self.phys_offset0], dtype=I64), clipped)
+
+    def clip_per_row(self, rows, idmap, tag_random) -> None:
+        """Rows whose kernel sits high: each row clips DRAM at its own idmap page."""
+        limit = np.maximum(self.phys_offset0 + self.linear, idmap + self.g)  # step 1
+        s = self.starts[:, None]
+        e = np.minimum(self.ends[:, None], limit[None, :])
+        dram_end = np.where(s < limit[None, :], e, 0).max(axis=0)
+        high = dram_end > self.phys_offset0 + self.linear  # step 2: move PHYS_OFFSET up
+        round_up = -((self.linear - dram_end) // self.align) * self.align
+        phys_offset = np.where(high, round_up, self.phys_offset0)
+        s = np.maximum(s, phys_offset[None, :])
+        kept = np.maximum(e - s, 0).sum(axis=0)
+        clipped = int((self.ends - self.starts).sum()) - kept
+        self.with_banks(rows, idmap, tag_random, s, e, phys_offset, clipped)
+
+    def with_banks(self, rows, idmap, tag_random, s, e, phys_offset, clipped) -> None:
+        """Rows with clipped banks ``[s, e)``: shape (banks, 1) if shared, (banks, rows) if not.
+
+        ``phys_offset`` has one element per column of ``s``.
+        """
+        g, v = self.g, self.va_bits
+        valid = e > s
+        columns = np.arange(s.shape[1])
+        dram_first = s[np.argmax(valid, axis=0), columns]
+        dram_last = e[valid.shape[0] - 1 - np.argmax(valid[::-1], axis=0), columns] - 1
+        idmap_va_bits = _bit_length(idmap + (g - 1))
+        res = self.layout.compute(LayoutBatch(
+            granule=g, va_bits=v, idmap_pa=idmap, idmap_va_bits=idmap_va_bits,
             phys_offset=phys_offset, dram_first=dram_first, dram_last=dram_last,
             tag_random=tag_random,
-        )
-    )
-    delta = np.asarray(res.delta, dtype=I64)
-    common = {
-        "phys_offset": phys_offset,
-        "clipped_bytes": clipped,
-        "hyp_va_min": res.hyp_va_min,
-        "hyp_va_max": res.hyp_va_max,
-        "hyp_dram_last": dram_last + delta,
-        "idmap_va_bits": idmap_va_bits,
-        "idmap_extended": idmap_va_bits > va_bits,
-        "idmap_in_window": (res.hyp_va_min <= idmap) & (idmap <= res.hyp_va_max),
-    }
-    levels_runtime = _levels(np.int64(va_bits), g)
-    common["levels_runtime"] = np.full(n, levels_runtime, dtype=np.int8)
-    common["levels_idmap"] = _levels(np.maximum(idmap_va_bits, va_bits), g)
-    tree_bits = np.asarray(res.tree_va_bits, dtype=I64)
-    n_levels = _levels(tree_bits, g)
-    common["levels"] = n_levels
-    common["extra_levels"] = n_levels - levels_runtime
-    emit(rows, common)
+        ))
+        delta = np.asarray(res.delta, dtype=I64)
+        tree_bits = np.asarray(res.tree_va_bits, dtype=I64)
+        levels_runtime = _levels(v, g)
+        n_levels = _levels(tree_bits, g)
+        self.emit(rows, {
+            "phys_offset": phys_offset,
+            "clipped_bytes": clipped,
+            "hyp_va_min": res.hyp_va_min,
+            "hyp_va_max": res.hyp_va_max,
+            "hyp_dram_last": dram_last + delta,
+            "idmap_va_bits": idmap_va_bits,
+            "idmap_extended": idmap_va_bits > v,
+            "idmap_in_window": (res.hyp_va_min <= idmap) & (idmap <= res.hyp_va_max),
+            "levels_runtime": levels_runtime,
+            "levels_idmap": _levels(np.maximum(idmap_va_bits, v), g),
+            "levels": n_levels,
+            "extra_levels": n_levels - levels_runtime,
+        })
+        # The runtime tree depends on the banks and delta only: share it when both are.
+        if s.shape[1] == 1:
+            values, inverse = _few_unique(delta)
+            if values is not None:
+                for k, d in enumerate(values):
+                    sel = None if inverse is None else np.flatnonzero(inverse == k)
+                    self.by_tree_size(rows, sel, idmap, s, e, np.array([d]), tree_bits)
+                return
+            s = np.broadcast_to(s, (s.shape[0], len(idmap)))
+            e = np.broadcast_to(e, (e.shape[0], len(idmap)))
+        self.by_tree_size(rows, None, idmap, s, e, delta, tree_bits)
 
-    # The runtime tree depends on the banks and delta only: share it when both are shared.
-    if s.shape[1] == 1:
-        values, inverse = _few_unique(delta)
-        if values is not None:
-            for k, d in enumerate(values):
-                sel = None if len(values) == 1 else np.flatnonzero(inverse == k)
-                part = slice(None) if sel is None else sel
-                _tree(_subrows(rows, sel), idmap[part], s, e, np.array([d]), tree_bits[part],
-                      g, block_mappings, emit)
+    def by_tree_size(self, rows, sel, idmap, s, e, delta, tree_bits) -> None:
+        """Split ``rows[sel]`` by tree size, so that each part has one root level."""
+        if sel is not None:
+            rows = sel if rows is None else rows[sel]
+            idmap, tree_bits = idmap[sel], tree_bits[sel]
+            if s.shape[1] > 1:
+                s, e, delta = s[:, sel], e[:, sel], delta[sel]
+        bits = int(tree_bits[0])
+        if (tree_bits == bits).all():
+            self.tree(rows, idmap, s, e, delta, bits)
             return
-        s, e = np.broadcast_to(s, (s.shape[0], n)), np.broadcast_to(e, (e.shape[0], n))
-    _tree(rows, idmap, s, e, delta, tree_bits, g, block_mappings, emit)
+        for bits in np.unique(tree_bits):
+            part = np.flatnonzero(tree_bits == bits)
+            shared = s.shape[1] == 1
+            self.tree(part if rows is None else rows[part], idmap[part],
+                      s if shared else s[:, part], e if shared else e[:, part],
+                      delta if shared else delta[part], int(bits))
 
+    def tree(self, rows, idmap, s, e, delta, tree_bits: int) -> None:
+        """Overlap, margin and the merged tree of rows with one tree size, whose banks ``[s, e)``
+        and ``delta`` are shared (one column, one delta) or given per row."""
+        g = self.g
+        n = len(idmap)
+        valid = e > s
+        va_lo = s + delta  # runtime ranges [va_lo, va_hi), sorted and disjoint in VA
+        va_hi = e + delta
+        nbanks = s.shape[0]
+        idmap_end = idmap + g
 
-def _subrows(rows, sel):
-    if sel is None:
-        return rows
-    return sel if rows is None else rows[sel]
+        # Section 4: overlap and margin.
+        big = np.iinfo(I64).max
+        margin = np.full(n, big, dtype=I64)
+        inside = np.zeros(n, dtype=bool)
+        for b in range(nbanks):
+            lo, hi, ok = va_lo[b], va_hi[b], valid[b]
+            gap = np.maximum(np.maximum(lo - idmap_end, idmap - hi), 0)
+            margin = np.minimum(margin, np.where(ok, gap, big))
+            inside |= ok & (lo <= idmap) & (idmap < hi)  # ranges are granule-aligned
+        overlap = inside & (delta != 0)
+
+        # Section 5: the runtime ranges' distinct table entries per level; the idmap's walk.
+        root = 4 - _levels(tree_bits, g)
+        min_block = min_block_level(g)
+        tables = {root: 1}  # level -> tables whose entries are that level's descriptors
+        runtime_pages = 1
+        walking = np.ones(n, dtype=bool)
+        first_empty = np.full(n, NO_LEVEL, dtype=I64)
+        for level in range(root, 4):
+            shift = level_shift(level, g)
+            chunk = 1 << shift
+            first = va_lo >> shift
+            last = (va_hi - 1) >> shift
+            blocks = self.blocks and min_block <= level < 3
+            if blocks:
+                eligible = (delta & (chunk - 1)) == 0  # PA aligned as well as VA
+                full_lo = (va_lo + (chunk - 1)) >> shift
+                full_hi = va_hi >> shift
+            if level < 3:
+                count = last - first + 1
+                first_tab, last_tab = first, last
+                if blocks:
+                    count = count - np.where(eligible, np.maximum(full_hi - full_lo, 0), 0)
+                    first_tab = np.where(eligible & (first >= full_lo), last, first)
+                    last_tab = np.where(eligible & (last < full_hi), first, last)
+                has = valid & (count > 0)
+                distinct = 0
+                prev_last = -1
+                for b in range(nbanks):
+                    distinct = distinct + np.where(has[b], count[b] - (first_tab[b] == prev_last),
+                                                   0)
+                    prev_last = np.where(has[b], last_tab[b], prev_last)
+                tables[level + 1] = distinct
+                runtime_pages = runtime_pages + distinct
+
+            # The idmap's walk: a leaf stops it; an empty entry starts one new table per level.
+            index = idmap >> shift
+            touched = np.zeros(n, dtype=bool)
+            leaf = np.zeros(n, dtype=bool)
+            for b in range(nbanks):
+                hit = valid[b] & (first[b] <= index) & (index <= last[b])
+                touched |= hit
+                if level == 3:
+                    leaf |= hit
+                elif blocks:
+                    leaf |= hit & eligible & (full_lo[b] <= index) & (index < full_hi[b])
+            first_empty[walking & ~touched] = level
+            walking &= touched & ~leaf
+
+        counts = {level: 0 for level in range(-1, 4)}
+        for level, made in tables.items():
+            counts[level] = made + (first_empty < level) if level > root else made
+        table_pages = sum(counts.values())
+        root_entries = 1 << (tree_bits - level_shift(root, g))
+        self.emit(rows, {
+            "overlap": overlap,
+            "margin": margin,
+            "tables_lm1": counts[-1],
+            "tables_l0": counts[0],
+            "tables_l1": counts[1],
+            "tables_l2": counts[2],
+            "tables_l3": counts[3],
+            "table_pages": table_pages,
+            "table_bytes": root_entries * 8 + (table_pages - 1) * g,
+            "shared_tables": runtime_pages + (4 - root) - table_pages,
+        })
 
 
 def _few_unique(delta: np.ndarray):
-    """The distinct values of ``delta`` and each row's index among them, when there are few."""
-    first = delta[:1]
-    if (delta == first).all():
-        return first, None
+    """The distinct values of ``delta`` and each row's index among them, when there are few
+    (``inverse`` is None when there is one)."""
+    if (delta == delta[0]).all():
+        return delta[:1], None
+    if len(np.unique(delta[:4096])) > _MAX_SHARED_DELTAS:
+        return None, None
     values, inverse = np.unique(delta, return_inverse=True)
     if len(values) > _MAX_SHARED_DELTAS:
         return None, None
     return values, inverse
-
-
-def _tree(rows, idmap, s, e, delta, tree_bits, g, block_mappings, emit) -> None:
-    """Overlap, margin and the merged tree for rows whose banks ``[s, e)`` and ``delta`` are
-    either shared (one column, one delta) or per row."""
-    n = len(idmap)
-    valid = e > s
-    va_lo = s + delta  # runtime ranges [va_lo, va_hi), sorted and disjoint in VA
-    va_hi = e + delta
-    nbanks = s.shape[0]
-    idmap_end = idmap + g
-
-    # Section 4: overlap and margin.
-    big = np.iinfo(I64).max
-    margin = np.full(n, big, dtype=I64)
-    inside_any = np.zeros(n, dtype=bool)
-    for b in range(nbanks):
-        lo, hi, ok = va_lo[b], va_hi[b], valid[b]
-        gap = np.where(lo >= idmap_end, lo - idmap_end, np.where(hi <= idmap, idmap - hi, 0))
-        margin = np.minimum(margin, np.where(ok, gap, big))
-        inside_any |= ok & (lo <= idmap) & (idmap < hi)  # ranges are granule-aligned
-    overlap = inside_any & (delta != 0)
-
-    # Section 5: distinct table entries of the runtime ranges per level, and the idmap walk.
-    root = 4 - _levels(tree_bits, g)
-    top = int(root.min())
-    min_block = min_block_level(g)
-    distinct = {}  # level -> tables at level + 1 made by the runtime ranges
-    walk_done = np.zeros(n, dtype=bool)
-    first_empty = np.full(n, NO_LEVEL, dtype=I64)
-    for level in range(top, 4):
-        shift = level_shift(level, g)
-        chunk = I64(1) << shift
-        first = va_lo >> shift
-        last = (va_hi - 1) >> shift
-        blocks = block_mappings and min_block <= level < 3
-        if blocks:
-            eligible = (delta & (chunk - 1)) == 0  # PA aligned as well as VA
-            full_lo = (va_lo + (chunk - 1)) >> shift
-            full_hi = va_hi >> shift
-            full = np.where(eligible, np.maximum(full_hi - full_lo, 0), 0)
-        if level < 3:
-            count = last - first + 1
-            first_tab, last_tab = first, last
-            if blocks:
-                count = count - full
-                first_tab = np.where(~eligible | (first < full_lo), first, last)
-                last_tab = np.where(~eligible | (last >= full_hi), last, first)
-            has = valid & (count > 0)
-            total = np.zeros(np.broadcast_shapes(count.shape[1:], delta.shape), dtype=I64)
-            prev_last = np.full_like(total, -1)
-            for b in range(nbanks):
-                total += np.where(has[b], count[b] - (first_tab[b] == prev_last), 0)
-                prev_last = np.where(has[b], last_tab[b], prev_last)
-            distinct[level] = total
-
-        # The idmap's walk at this level: a leaf stops it, an empty entry starts new tables.
-        index = idmap >> shift
-        touched = np.zeros(n, dtype=bool)
-        leaf = np.zeros(n, dtype=bool)
-        for b in range(nbanks):
-            hit = valid[b] & (first[b] <= index) & (index <= last[b])
-            touched |= hit
-            if level == 3:
-                leaf |= hit
-            elif blocks:
-                leaf |= hit & eligible & (full_lo[b] <= index) & (index < full_hi[b])
-        active = (level >= root) & ~walk_done
-        stop = active & (leaf | ~touched)
-        first_empty = np.where(active & ~leaf & ~touched, level, first_empty)
-        walk_done |= stop
-
-    n_levels = 4 - root
-    counts = {}
-    runtime_pages = np.ones(n, dtype=I64)
-    for level in range(-1, 4):
-        made_by_runtime = distinct.get(level - 1, 0)
-        if level - 1 >= top:
-            runtime_pages = runtime_pages + np.where(level > root, made_by_runtime, 0)
-        counts[level] = np.where(
-            level == root, 1,
-            np.where(level > root, made_by_runtime + (first_empty < level), 0),
-        )
-    table_pages = sum(counts.values())
-    root_entries = I64(1) << (tree_bits - (g.bit_length() - 1 + (3 - root) * (g.bit_length() - 4)))
-    emit(rows, {
-        "overlap": overlap,
-        "margin": margin,
-        "tables_lm1": counts[-1],
-        "tables_l0": counts[0],
-        "tables_l1": counts[1],
-        "tables_l2": counts[2],
-        "tables_l3": counts[3],
-        "table_pages": table_pages,
-        "table_bytes": root_entries * 8 + (table_pages - 1) * g,
-        "shared_tables": runtime_pages + n_levels - table_pages,
-    })
 
 
 # --- The public entry points -----------------------------------------------------------------
@@ -353,7 +359,7 @@ def build_unit(
     }
     arrays = []
     for name, dtype in ROW_COLUMNS.items():
-        value = inputs[name] if name in inputs else columns[name].astype(dtype, copy=False)
+        value = inputs[name] if name in inputs else np.ascontiguousarray(columns[name], dtype)
         arrays.append(value if isinstance(value, pa.Array) else pa.array(value))
     return pa.Table.from_arrays(arrays, names=list(ROW_COLUMNS))
 

@@ -18,7 +18,9 @@ class LayoutBatch:
     """The inputs a layout may read, one array element per row (all arrays of equal length).
 
     Addresses are ``int64`` (every address of the model is below 2^52); ``tag_random`` is the raw
-    ``uint64`` the configuration carries.
+    ``uint64`` the configuration carries. ``idmap_pa``, ``idmap_va_bits`` and ``tag_random`` have
+    one element per row; ``phys_offset``, ``dram_first`` and ``dram_last`` have one per row or,
+    when the rows share the clipped DRAM, a single element (numpy broadcasting handles both).
     """
 
     granule: int
