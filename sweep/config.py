@@ -24,8 +24,9 @@ from sweep.model import VA_BITS_MAX, VA_BITS_MIN, granule_name, parse_granule, p
 DEFAULT_CONFIG = Path("configs") / "default.toml"
 """Where ``sweep run`` looks first when no config is given (relative to the working directory)."""
 
-DEFAULT_UNIT_ROWS = 1_000_000
-"""Rows per work unit, and so per part file (one row group): inside Parquet's 100k-1M sweet spot."""
+DEFAULT_UNIT_ROWS = 500_000
+"""Rows per work unit, and so per part file (one row group): inside Parquet's 100k-1M sweet spot,
+and small enough that a worker peaks near 300 MiB (``bench/bench_driver.py``)."""
 
 TOP_KEYS = (
     "name",
