@@ -178,3 +178,13 @@ def test_cli_explain_reads_a_memory_map_file(tmp_path):
     assert bad.exit_code == 2
     assert "neither a memory-map plugin name" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_cli_explain_built_in_board():
+    """The built-in Juno (2 GiB - 16 MiB at 2 GiB, 6 GiB at 34 GiB), MODEL.md 7.1's layout."""
+    result = CliRunner().invoke(main, [
+        "explain", "--map", "juno", "--granule", "4K", "--va-bits", "39", "--layout", "merged",
+        "--idmap", "0x8008_0000"])
+    assert result.exit_code == 0, result.output
+    assert "runtime bank 1 (PA 0x880000000-0x9ffffffff)" in result.output
+    assert "agrees: the tree above has" in result.output

@@ -6,8 +6,11 @@ are MODEL.md facts worked out by hand.
 
 from __future__ import annotations
 
+import ast
+import re
 import shutil
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -233,3 +236,63 @@ def test_every_named_query_returns_a_frame(df):
         answer = query(df)
         assert isinstance(answer, pd.DataFrame), name
         assert len(answer) > 0, name
+
+
+# --- the README's cookbook, run against a real default sweep ---------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def cookbook_blocks(text: str) -> list[str]:
+    """The ```python blocks of the README's "## Looking at results" section, in order."""
+    section = text.split("\n## Looking at results\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+@pytest.fixture(scope="module")
+def default_results(tmp_path_factory) -> Path:
+    """The real default sweep, in a folder named ``results`` as the cookbook expects."""
+    from click.testing import CliRunner
+
+    from sweep.cli import main
+
+    base = tmp_path_factory.mktemp("cookbook")
+    result = CliRunner().invoke(main, ["run", "--out", str(base / "results"), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    return base
+
+
+def test_cookbook_has_eight_to_ten_entries():
+    blocks = cookbook_blocks(README.read_text())
+    assert 8 <= len(blocks) <= 10
+    # Each is followed by the output pasted from its run.
+    section = README.read_text().split("\n## Looking at results\n", 1)[1]
+    assert section.count("```python\n") == section.count("```text\n") == len(blocks)
+
+
+def test_every_cookbook_query_runs(default_results, monkeypatch):
+    monkeypatch.chdir(default_results)
+    namespace: dict = {}
+    for code in cookbook_blocks(README.read_text()):
+        tree = ast.parse(code)
+        *body, last = tree.body
+        assert isinstance(last, ast.Expr), f"a cookbook block must end in an expression:\n{code}"
+        exec(compile(ast.Module(body, type_ignores=[]), "README.md", "exec"), namespace)
+        value = eval(compile(ast.Expression(last.value), "README.md", "eval"), namespace)
+        assert isinstance(value, (pd.DataFrame, pd.Series, int)), code
+
+
+def test_cli_query(run_dir):
+    from click.testing import CliRunner
+
+    from sweep.cli import main
+
+    runner = CliRunner()
+    got = runner.invoke(main, ["query", str(run_dir), "unrunnable-4x", "layout=merged"])
+    assert got.exit_code == 0, got.output
+    assert "far" in got.output and "high-only" not in got.output
+    none = runner.invoke(main, ["query", str(run_dir), "overlaps", "overlap=true",
+                                "memory_map=juno-like"])
+    assert none.exit_code == 0 and "overlaps: no rows" in none.output
+    bad = runner.invoke(main, ["query", str(run_dir), "overlaps", "board=juno"])
+    assert bad.exit_code == 2 and "filter 'board': not a column" in bad.output
