@@ -285,7 +285,11 @@ def _from_dts(path: Path) -> MemoryMap:
     if run.returncode != 0:
         message = run.stderr.decode("utf-8", "replace").strip().splitlines()
         first = next((m for m in message if "rror" in m), message[0] if message else "")
-        raise ValidationError(f"{origin}: dtc could not compile it: {first.strip()}")
+        hint = ""
+        if re.search(r"^\s*#\s*include\b", path.read_text("utf-8", "replace"), re.M):
+            hint = (" (#include needs the C preprocessor: run cpp -nostdinc -undef -x"
+                    " assembler-with-cpp first, as the kernel's Makefiles do)")
+        raise ValidationError(f"{origin}: dtc could not compile it: {first.strip()}{hint}")
     return _from_dtb(run.stdout, path, origin)
 
 

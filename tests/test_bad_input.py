@@ -338,3 +338,17 @@ def test_placements_accept_good_input():
 
 def test_at_least_25_kinds_of_bad_input():
     assert len(TOML_CASES + DTB_CASES + TEXT_CASES) >= 25
+
+
+@pytest.mark.skipif(shutil.which("dtc") is None, reason="dtc (device-tree-compiler) not installed")
+def test_dts_with_cpp_include_says_to_preprocess(tmp_path):
+    path = tmp_path / "board.dts"
+    path.write_text('/dts-v1/;\n#include <dt-bindings/gpio/gpio.h>\n/ { };\n')
+    with pytest.raises(ValidationError) as info:
+        load_memory_map(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: dtc could not compile it: Error: board.dts:2.")
+    assert message.endswith(
+        "syntax error (#include needs the C preprocessor: run cpp -nostdinc -undef -x"
+        " assembler-with-cpp first, as the kernel's Makefiles do)"
+    )
