@@ -39,6 +39,8 @@ MAX_RETRIES = 2
 """A unit whose worker is killed is retried this many times before it is recorded as failed."""
 PROGRESS_INTERVAL = 10.0
 """Seconds between plain progress lines when stderr is not a terminal."""
+LOG_PROGRESS_INTERVAL = 60.0
+"""Seconds between progress lines in ``_sweep.log`` (for reading a night's run the next day)."""
 
 
 @dataclass
@@ -452,7 +454,7 @@ class Progress:
         self.total, self.interval = total, interval
         self.tty = sys.stderr.isatty() if tty is None else tty
         self.done = self.skipped = self.failed = 0
-        self.started = self.last = time.monotonic()
+        self.started = self.last = self.last_logged = time.monotonic()
         self.bar = None
         if self.tty:
             from tqdm import tqdm
@@ -492,9 +494,13 @@ class Progress:
                 f"{self.failed} failed units")
 
     def tick(self) -> None:
-        if self.bar is None and time.monotonic() - self.last >= self.interval:
-            self.last = time.monotonic()
+        now = time.monotonic()
+        if self.bar is None and now - self.last >= self.interval:
+            self.last = now
             print(self.line(), file=sys.stderr, flush=True)
+        if now - self.last_logged >= LOG_PROGRESS_INTERVAL:
+            self.last_logged = now
+            log.info("%s", self.line().removeprefix("sweep: "))
 
     def close(self) -> None:
         if self.bar is not None:

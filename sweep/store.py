@@ -71,7 +71,8 @@ class Store:
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
 
     def __getstate__(self) -> dict:
-        return {"url": self.url}
+        # A worker (on Dask, maybe elsewhere) must not resolve a relative path from its own cwd.
+        return {"url": self.root if self.local else self.url}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["url"])
