@@ -303,6 +303,7 @@ def memory_map_from_iomem(text: str, name: str, origin: str | None = None) -> Me
     """
     origin = origin or name
     banks = []
+    hidden = True  # every address 0: read without root (kernel/resource.c hides them)
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -314,17 +315,18 @@ def memory_map_from_iomem(text: str, name: str, origin: str | None = None) -> Me
             )
         indent, start, end, what = match.groups()
         start, end = int(start, 16), int(end, 16)
-        if start == 0 and end == 0:
-            raise ValidationError(
-                f"{origin}: line {number}: addresses are all zero: /proc/iomem was read without"
-                " root (the kernel hides addresses from other users); read it as root"
-            )
+        hidden = hidden and start == end == 0
         if end < start:
             raise ValidationError(
                 f"{origin}: line {number}: range ends at {end:#x}, before its start {start:#x}"
             )
         if not indent and what.strip() == "System RAM":
             banks.append(_Located(start, end - start + 1, f"line {number}"))
+    if hidden:
+        raise ValidationError(
+            f"{origin}: line 1: addresses are all zero: /proc/iomem was read without root (the"
+            " kernel hides addresses from other users); read it as root"
+        )
     if not banks:
         raise ValidationError(f"{origin}: no top-level 'System RAM' line in this /proc/iomem dump")
     return _memory_map(origin, name, banks, f"System RAM of a /proc/iomem dump ({name})", origin)

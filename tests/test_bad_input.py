@@ -150,7 +150,8 @@ DTB_CASES = [
 TEXT_CASES = [
     ("iomem-bad-line", "board.iomem", "80000000-ffffffff : System RAM\nhello\n",
      "{path}: line 2: not a /proc/iomem line ('start-end : name'): 'hello'"),
-    ("iomem-not-root", "board.iomem", "00000000-00000000 : System RAM\n",
+    ("iomem-not-root", "board.iomem",
+     "00000000-00000000 : System RAM\n  00000000-00000000 : Kernel code\n",
      "{path}: line 1: addresses are all zero: /proc/iomem was read without root (the kernel"
      " hides addresses from other users); read it as root"),
     ("iomem-no-ram", "board.iomem", "09000000-09000fff : pl011@9000000\n",

@@ -375,3 +375,40 @@ def test_directory_of_maps_in_every_kind_selects_one_map():
     assert list(selected)[:6] == ["numa-board", "juno", "qemu-virt-128M", "qemu-virt-1G",
                                   "qemu-virt-16G", "qemu-virt-128G"]
     assert len(selected) == 6 + 22 and list(selected)[6] == "single-2^30"
+
+
+# --- any banks, any kind ----------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def bank_lists(draw):
+    """1 to 8 non-overlapping banks ending at or below 2^52, in any order."""
+    # even cuts: no bank is the single byte 0-0, which reads as an iomem dump made without root
+    cuts = sorted(2 * c for c in draw(st.sets(st.integers(0, (1 << 51) - 1), min_size=2,
+                                                max_size=16)))
+    pairs = [(cuts[i], cuts[i + 1] - cuts[i]) for i in range(0, len(cuts) - 1, 2)]
+    return draw(st.permutations(pairs))
+
+
+@settings(max_examples=60, deadline=None)
+@given(bank_list=bank_lists(), nops=st.booleans(), padding=st.sampled_from([None, 1 << 16]))
+def test_any_banks_read_the_same_from_every_kind(tmp_path_factory, bank_list, nops, padding):
+    folder = tmp_path_factory.mktemp("any")
+    expected = tuple(Bank(b, s) for b, s in sorted(bank_list))
+    one_node = memory_node("memory@0", b"".join(fdt.cells(b, s, width=2) for b, s in bank_list))
+    blobs = [blob_of(bank_list, nops=nops, totalsize=padding), fdt.encode(tree(one_node))]
+    iomem = "".join(f"{b:x}-{b + s - 1:x} : System RAM\n" for b, s in bank_list)
+    log = "Early memory node ranges\n" + "".join(
+        f"  node   0: [mem {b:#018x}-{b + s - 1:#018x}]\n" for b, s in bank_list)
+    toml = "".join(f"[[banks]]\nbase = {b}\nsize = {s:#x}\n" for b, s in bank_list)
+    files = {"a.dtb": blobs[0], "b.dtb": blobs[1], "c.iomem": iomem, "d.log": log, "e.toml": toml}
+    for name, content in files.items():
+        path = folder / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        assert tuple(sorted(load_memory_map(path).banks, key=lambda b: b.base)) == expected, name
