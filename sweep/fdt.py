@@ -176,7 +176,8 @@ def _read_structure(data: bytes, pos: int, end: int, strings: bytes, origin: str
 
 
 def memory_nodes(root: Node) -> list[Node]:
-    """Nodes that describe DRAM: named ``memory``/``memory@...`` or with ``device_type = "memory"``.
+    """Nodes that describe DRAM: ``device_type = "memory"``, or a child of the root named
+    ``memory``/``memory@...`` (deeper nodes of that name are on-chip RAMs or carve-outs).
 
     Skipped, as the kernel skips them (``early_init_dt_scan_memory`` in ``drivers/of/fdt.c``):
     nodes whose ``status`` is not ``okay``. Anything under ``/reserved-memory`` describes carve-outs
@@ -186,7 +187,7 @@ def memory_nodes(root: Node) -> list[Node]:
     for node in root.walk():
         if node.parent is None:
             continue
-        named = node.name == "memory" or node.name.startswith("memory@")
+        named = node.parent is root and (node.name == "memory" or node.name.startswith("memory@"))
         if not (named or node.string("device_type") == "memory"):
             continue
         if any(a.name == "reserved-memory" or a.name.startswith("reserved-memory@")

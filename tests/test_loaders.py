@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sweep
 from sweep import fdt
@@ -379,9 +381,6 @@ def test_directory_of_maps_in_every_kind_selects_one_map():
 
 # --- any banks, any kind ----------------------------------------------------------------------
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 
 @st.composite
 def bank_lists(draw):
@@ -412,3 +411,17 @@ def test_any_banks_read_the_same_from_every_kind(tmp_path_factory, bank_list, no
         else:
             path.write_text(content)
         assert tuple(sorted(load_memory_map(path).banks, key=lambda b: b.base)) == expected, name
+
+
+def test_only_root_children_count_by_name(tmp_path):
+    """A deeper node named memory@... (an on-chip SRAM) is not DRAM; device_type still counts."""
+    soc = fdt.Node("soc", {"#address-cells": fdt.cells(1), "#size-cells": fdt.cells(1)})
+    soc.children = [
+        fdt.Node("memory@10000000", {"reg": fdt.cells(0x1000_0000, 0x4_0000)}),
+        fdt.Node("dram@20000000", {"device_type": b"memory\0",
+                                   "reg": fdt.cells(0x2000_0000, 0x1000_0000)}),
+    ]
+    root = tree(fdt.Node("memory", {"reg": fdt.cells(0x8000_0000, GiB, width=2)}), soc)
+    path = tmp_path / "soc.dtb"
+    path.write_bytes(fdt.encode(root))
+    assert banks(load_memory_map(path)) == (Bank(0x2000_0000, 0x1000_0000), Bank(0x8000_0000, GiB))
