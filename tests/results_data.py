@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from sweep.columns import ROW_COLUMNS
 from sweep.model import MemoryMap
@@ -75,3 +76,17 @@ def reference_rows(configs: pd.DataFrame) -> pd.DataFrame:
         for r in configs.astype({"memory_map": str, "layout": str}).itertuples()
     ]
     return pd.DataFrame(rows)[list(ROW_COLUMNS)].astype(ROW_COLUMNS)
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> Path:
+    """The real default sweep (``configs/default.toml``), run once by the command line, in a
+    folder named ``results`` (as the README's cookbook expects)."""
+    from click.testing import CliRunner
+
+    from sweep.cli import main
+
+    out = tmp_path_factory.mktemp("default") / "results"
+    result = CliRunner().invoke(main, ["run", "--out", str(out), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    return out

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import results_data
 from click.testing import CliRunner
 from matplotlib import image as mpimg
 
@@ -27,21 +28,14 @@ from sweep.cli import main
 from sweep.errors import SweepError
 from sweep.report import write_report
 
+default_run = results_data.default_run  # the session's one default sweep
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--window-size=1280,1600", "--remote-debugging-port=0",
 ]
-
-
-@pytest.fixture(scope="module")
-def default_run(tmp_path_factory) -> Path:
-    """The real default sweep (configs/default.toml), run by the command line."""
-    out = tmp_path_factory.mktemp("default") / "results"
-    result = CliRunner().invoke(main, ["run", "--out", str(out), "--workers", "1"])
-    assert result.exit_code == 0, result.output
-    return out
 
 
 @pytest.fixture(scope="module")

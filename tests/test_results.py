@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import results_data
 from results_data import reference_rows, run_small_sweep
 
 from sweep import results
@@ -249,19 +250,6 @@ def cookbook_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
-@pytest.fixture(scope="module")
-def default_results(tmp_path_factory) -> Path:
-    """The real default sweep, in a folder named ``results`` as the cookbook expects."""
-    from click.testing import CliRunner
-
-    from sweep.cli import main
-
-    base = tmp_path_factory.mktemp("cookbook")
-    result = CliRunner().invoke(main, ["run", "--out", str(base / "results"), "--workers", "1"])
-    assert result.exit_code == 0, result.output
-    return base
-
-
 def test_cookbook_has_eight_to_ten_entries():
     blocks = cookbook_blocks(README.read_text())
     assert 8 <= len(blocks) <= 10
@@ -270,8 +258,11 @@ def test_cookbook_has_eight_to_ten_entries():
     assert section.count("```python\n") == section.count("```text\n") == len(blocks)
 
 
-def test_every_cookbook_query_runs(default_results, monkeypatch):
-    monkeypatch.chdir(default_results)
+default_run = results_data.default_run  # the session's one default sweep
+
+
+def test_every_cookbook_query_runs(default_run, monkeypatch):
+    monkeypatch.chdir(default_run.parent)
     namespace: dict = {}
     for code in cookbook_blocks(README.read_text()):
         tree = ast.parse(code)
