@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 
 from sweep.config import config_difference
 from sweep.errors import SweepError
-from sweep.executors import UnitResult, WorkerKilled, make_executor
+from sweep.executors import EXECUTORS, UnitResult, WorkerKilled, make_executor
 from sweep.store import DISK_BYTES_PER_ROW, MEMORY_BYTES_PER_ROW, Store
 from sweep.units import Plan, Unit, make_plan
 
@@ -90,7 +90,11 @@ def run_sweep(
     """
     if resume and overwrite:
         raise SweepError("--resume and --overwrite: choose one")
-    workers = workers or default_workers()
+    if executor not in EXECUTORS:
+        raise SweepError(f"--executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
+    if executor == "dask" and not scheduler:
+        raise SweepError("--executor dask: needs --scheduler tcp://host:8786")
+    workers = default_workers() if workers is None else workers
     if workers < 1:
         raise SweepError(f"--workers: {workers} must be at least 1")
     store = Store(out)

@@ -225,6 +225,9 @@ class DaskExecutor:
             self.cluster.close()
 
 
+EXECUTORS = ("processes", "dask", "dask-local")
+
+
 def make_executor(kind: str, plan: Plan, store: Store, workers: int,
                   scheduler: str | None = None, dask_processes: bool = True):
     """``processes`` (the default), ``dask`` (with ``scheduler``) or ``dask-local``."""

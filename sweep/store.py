@@ -130,8 +130,8 @@ class Store:
         return len(stale)
 
     def has_results(self) -> bool:
-        listing = self._listing()
-        return any(_is_part(rel) for rel in listing) or META_FILE in listing
+        """Whether any part file exists (a ``_sweep.json`` alone holds no results to lose)."""
+        return any(_is_part(rel) for rel in self._listing())
 
     def clear(self) -> None:
         """Remove this project's files only (partitions, ``_sweep.*``), for ``--overwrite``."""

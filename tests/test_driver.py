@@ -237,6 +237,20 @@ def test_existing_results_are_kept_unless_asked(map_file, tmp_path):
     assert len(read_results(out)) == 32  # nothing of the old sweep is left
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"resume": True, "overwrite": True}, "--resume and --overwrite: choose one"),
+        ({"workers": 0}, "--workers: 0 must be at least 1"),
+        ({"executor": "dask"}, "--executor dask: needs --scheduler tcp://host:8786"),
+        ({"executor": "threads"}, "--executor: 'threads' is not one of processes"),
+    ],
+)
+def test_bad_run_options_are_one_line(map_file, tmp_path, options, message):
+    with pytest.raises(SweepError, match=message):
+        run_sweep(small_config(map_file), out=str(tmp_path / "o"), progress=False, **options)
+
+
 def test_a_failing_plugin_fails_its_units_and_the_sweep_goes_on(map_file, tmp_path, layouts):
     layouts(WrappedLayout("boom-48", _boom_at_48))
     out = tmp_path / "out"
