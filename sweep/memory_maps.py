@@ -7,7 +7,8 @@ A spec is, tried in this order:
 - a glob over registered names (``qemu-virt-*``, ``single-2^4?``);
 - a path to a memory-map file of any kind ``sweep.load_memory_map`` reads, a directory of them
   (``configs/memory-maps/``), or a glob of such files (``boards/*.dtb``); relative paths are
-  taken from ``base_dir`` (the config file's folder) when given, else the working directory.
+  taken from ``base_dir`` (the config file's folder) when they exist there, else from the
+  working directory.
 
 Maps come back in the order the specs name them, each once. A spec that matches nothing is a
 one-line error that lists the nearest names.
@@ -81,20 +82,24 @@ def _resolve(spec: str, registered: dict[str, MemoryMap], families: dict[str, st
         if names:
             return [registered[n] for n in names]
     path = Path(spec).expanduser()
+    candidates = [path]
     if base_dir is not None and not path.is_absolute():
-        path = Path(base_dir) / path
-    if any(c in spec for c in GLOB_CHARS):
-        files = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+        # the config file's folder first, then the working directory (command-line overrides)
+        candidates.insert(0, Path(base_dir) / path)
+    is_glob = any(c in spec for c in GLOB_CHARS)
+    for candidate in candidates if is_glob else ():
+        files = sorted(Path(p) for p in glob.glob(str(candidate)) if Path(p).is_file())
         if files:
             return [load_memory_map(p) for p in files]
-    elif path.is_dir():
+    path = next((c for c in candidates if c.exists()), candidates[0])
+    if not is_glob and path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and not _skipped(p))
         if not files:
             raise ValidationError(
                 f"memory_maps: directory {str(path)!r} holds no memory-map files"
             )
         return [load_memory_map(p) for p in files]
-    elif path.exists() or "/" in spec or Path(spec).suffix in SUFFIX_KINDS:
+    if not is_glob and (path.exists() or "/" in spec or path.suffix in SUFFIX_KINDS):
         return [load_memory_map(path)]
     near = difflib.get_close_matches(spec, list(registered), n=5, cutoff=0.5)
     hint = f"near matches: {', '.join(near)}" if near else "see `sweep maps` for the names"

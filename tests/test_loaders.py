@@ -425,3 +425,21 @@ def test_only_root_children_count_by_name(tmp_path):
     path = tmp_path / "soc.dtb"
     path.write_bytes(fdt.encode(root))
     assert banks(load_memory_map(path)) == (Bank(0x2000_0000, 0x1000_0000), Bank(0x8000_0000, GiB))
+
+
+def test_relative_paths_try_the_config_folder_then_the_working_directory(tmp_path, monkeypatch):
+    from sweep.memory_maps import select_memory_maps
+
+    config_dir, work = tmp_path / "configs", tmp_path / "work"
+    (config_dir / "maps").mkdir(parents=True)
+    (work / "maps").mkdir(parents=True)
+    (config_dir / "maps" / "a.toml").write_text('[[banks]]\nbase = 0\nsize = "1G"\n')
+    (work / "maps" / "b.iomem").write_text("80000000-bfffffff : System RAM\n")
+    monkeypatch.chdir(work)
+    assert list(select_memory_maps(["maps/a.toml"], base_dir=config_dir)) == ["a"]
+    assert list(select_memory_maps(["maps/b.iomem"], base_dir=config_dir)) == ["b"]
+    assert list(select_memory_maps(["maps/"], base_dir=config_dir)) == ["a"]
+    assert list(select_memory_maps(["maps/*.iomem"], base_dir=config_dir)) == ["b"]
+    with pytest.raises(sweep.ValidationError) as info:
+        select_memory_maps(["maps/c.dtb"], base_dir=config_dir)
+    assert str(info.value) == f"{config_dir / 'maps' / 'c.dtb'}: no such memory-map file"
