@@ -122,8 +122,13 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
         if dtype is None:
             continue
         if dtype == "category":
-            values = frame[column].astype("string").astype(object)
-            frame[column] = pd.Categorical(values, categories=sorted(set(values.dropna())))
+            values = frame[column]
+            if not isinstance(values.dtype, pd.CategoricalDtype):
+                values = values.astype(str).astype("category")
+            values = values.cat.remove_unused_categories()
+            categories = [str(c) for c in values.cat.categories]
+            values = values.cat.rename_categories(categories)
+            frame[column] = values.cat.reorder_categories(sorted(categories))
         elif str(frame[column].dtype) != dtype:
             frame[column] = frame[column].astype(dtype)
     return frame
