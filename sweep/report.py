@@ -140,8 +140,9 @@ def figure_levels(df: pd.DataFrame) -> str:
         ax.set_title(str(layout))
     axes[0][0].set_ylabel("rows")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[lv]) for lv in all_levels]
-    fig.legend(handles, [f"{lv} levels" for lv in all_levels], loc="upper right")
-    fig.suptitle("level count of the merged HYP tree")
+    fig.legend(handles, [f"{lv} levels" for lv in all_levels], loc="upper center",
+               ncol=len(all_levels), bbox_to_anchor=(0.5, -0.06))
+    fig.suptitle("level count of the merged HYP tree", y=1.02)
     return _png(fig)
 
 
@@ -210,7 +211,7 @@ def render(directory: str | Path, n_worst: int = 25) -> str:
     worst = results.worst_cases(df, n_worst)
     title = f"va-sweep report: {meta.get('name', Path(directory).name)}"
     facts = (
-        f"{len(df):,} rows; {df['memory_map'].nunique()} boards; layouts "
+        f"{len(df):,} rows; {df['memory_map'].nunique()} board(s); layouts "
         f"{', '.join(map(str, df['layout'].unique()))}; {int(df['overlap'].sum()):,} rows overlap; "
         f"{int((df['extra_levels'] > 0).sum()):,} need an extra level; "
         f"{len(unrunnable):,} configurations 4.x kernels could not run."

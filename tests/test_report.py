@@ -197,7 +197,7 @@ def test_page_is_self_contained(default_run, report_page):
     assert page.count('src="data:image/png;base64,') == 4
     assert "http://" not in page and "https://" not in page and "<script" not in page
     df = results.load(default_run)
-    assert f"{len(df):,} rows; {df['memory_map'].nunique()} boards" in page
+    assert f"{len(df):,} rows; {df['memory_map'].nunique()} board(s)" in page
     assert f"{int(df['overlap'].sum()):,} rows overlap" in page
     assert f"{int((df['extra_levels'] > 0).sum()):,} need an extra level" in page
 
