@@ -17,6 +17,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from sweep.errors import ValidationError
+from sweep.layouts import Layout as LayoutPlugin
 from sweep.model import (
     MemoryMap,
     bank_containing,
@@ -27,7 +28,15 @@ from sweep.model import (
     memstart_align,
     parse_granule,
 )
-from sweep.reference import LAYOUTS, Tree, build_tree, clip_dram, hyp_layout, round_down
+from sweep.reference import (
+    LAYOUTS,
+    Layout,
+    Tree,
+    build_tree,
+    clip_dram,
+    hyp_layout,
+    round_down,
+)
 from sweep.results import HEX_COLUMNS
 
 UNITS = "KMGTPE"
@@ -101,6 +110,33 @@ def builder_row(
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.iloc[0].items()}
 
 
+def plugin_layout(
+    plugin: LayoutPlugin, banks: list[tuple[int, int]], phys_offset: int, idmap_pa: int,
+    idmap_va_bits: int, granule: int, va_bits: int, tag_random: int,
+) -> Layout:
+    """A layout plugin's answer for one row, in the reference's terms (the scalar reference
+    knows only the built-in four; the tree is built the same way whatever the layout)."""
+    import numpy as np
+
+    from sweep.layouts import LayoutBatch
+
+    def one(value: int, dtype=np.int64) -> np.ndarray:
+        return np.array([value], dtype=dtype)
+
+    result = plugin.compute(LayoutBatch(
+        granule=granule, va_bits=va_bits, idmap_pa=one(idmap_pa),
+        idmap_va_bits=one(idmap_va_bits), phys_offset=one(phys_offset),
+        dram_first=one(banks[0][0]), dram_last=one(banks[-1][1] - 1),
+        tag_random=one(tag_random, np.uint64),
+    ))
+
+    def first(values) -> int:
+        return int(np.asarray(values).reshape(-1)[0])
+
+    return Layout(first(result.delta), first(result.hyp_va_min), first(result.hyp_va_max),
+                  first(result.tree_va_bits))
+
+
 def explain(
     memory_map: MemoryMap, granule: int | str, va_bits: int, layout: str, block_mappings: bool,
     idmap_pa: int, tag_random: int = 0,
@@ -108,11 +144,14 @@ def explain(
     """Build the configuration's tree with the scalar reference and its row with the builder."""
     granule = parse_granule(granule)
     va_bits = check_va_bits(va_bits)
+    plugin = None
     if layout not in LAYOUTS:
-        raise ValidationError(
-            f"--layout {layout!r}: explain draws the tree of the built-in layouts only "
-            f"({', '.join(LAYOUTS)})"
-        )
+        from sweep.plugins import get_layouts
+
+        plugin = get_layouts().get(layout)
+        if plugin is None:
+            known = ", ".join(sorted({*LAYOUTS, *get_layouts()}))
+            raise ValidationError(f"--layout {layout!r}: not a layout ({known})")
     trimmed = memory_map.trimmed(granule)
     idmap_pa = round_down(idmap_pa, granule)
     if bank_containing(trimmed, idmap_pa) is None:
@@ -121,11 +160,14 @@ def explain(
             f"{granule_name(granule)}-trimmed bank"
         )
     # The same steps, in the same order, as sweep.reference.compute_row (MODEL.md 2, 3, 5).
-    phys_offset, banks, _clipped = clip_dram(
-        trimmed, idmap_pa, granule, va_bits, memstart_align(granule, layout)
-    )
+    align = plugin.memstart_align(granule) if plugin else memstart_align(granule, layout)
+    phys_offset, banks, _clipped = clip_dram(trimmed, idmap_pa, granule, va_bits, align)
     idmap_va_bits = (idmap_pa + granule - 1).bit_length()
-    lay = hyp_layout(layout, banks, phys_offset, idmap_pa, idmap_va_bits, va_bits, tag_random)
+    if plugin is None:
+        lay = hyp_layout(layout, banks, phys_offset, idmap_pa, idmap_va_bits, va_bits, tag_random)
+    else:
+        lay = plugin_layout(plugin, banks, phys_offset, idmap_pa, idmap_va_bits, granule,
+                            va_bits, tag_random)
     runtime = [(s + lay.delta, e + lay.delta, s) for s, e in banks]
     tree = build_tree(runtime, idmap_pa, granule, lay.tree_va_bits, block_mappings)
     mappings = [

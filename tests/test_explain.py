@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -154,7 +155,7 @@ def test_size_text_is_ptdumps():
 
 
 def test_errors():
-    with pytest.raises(ValidationError, match="built-in layouts"):
+    with pytest.raises(ValidationError, match="not a layout"):
         explain(JUNO, "4K", 39, "no-such-layout", False, 0x8008_0000)
     with pytest.raises(ValidationError, match="outside every 4K-trimmed bank"):
         explain(JUNO, "4K", 39, "merged", False, 0x1_0000_0000)
@@ -188,3 +189,75 @@ def test_cli_explain_built_in_board():
     assert result.exit_code == 0, result.output
     assert "runtime bank 1 (PA 0x880000000-0x9ffffffff)" in result.output
     assert "agrees: the tree above has" in result.output
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_built_in_layouts_through_the_plugin_path(case):
+    """The plugin path (LayoutBatch of one row) gives what the reference's hyp_layout gives."""
+    from sweep.explain import plugin_layout
+    from sweep.model import memstart_align
+    from sweep.plugins import get_layouts
+    from sweep.reference import clip_dram, hyp_layout
+
+    memory_map, granule, va_bits, layout, idmap_pa, tag_random = case
+    g = int(granule[:-1]) << 10
+    phys_offset, banks, _ = clip_dram(memory_map.trimmed(g), idmap_pa, g, va_bits,
+                                      memstart_align(g, layout))
+    idmap_va_bits = (idmap_pa + g - 1).bit_length()
+    for name in ("high-only", "merged", "tagged", "tagged-48"):
+        assert plugin_layout(get_layouts()[name], banks, phys_offset, idmap_pa, idmap_va_bits,
+                             g, va_bits, tag_random) == hyp_layout(
+            name, banks, phys_offset, idmap_pa, idmap_va_bits, va_bits, tag_random)
+
+
+class LowAlways:
+    """A test layout: always the low half [0, 2^(V-1)), aliases p - PHYS_OFFSET."""
+
+    name = "test-low-always"
+    source = "tests/test_explain.py (not a kernel's)"
+    description = "low half, always"
+
+    def memstart_align(self, granule):
+        return 1 << 30
+
+    def compute(self, batch):
+        from sweep.layouts import LayoutResult
+
+        n = len(batch.idmap_pa)
+        half = 1 << (batch.va_bits - 1)
+        return LayoutResult(
+            delta=-batch.phys_offset * np.ones(n, dtype=np.int64),
+            hyp_va_min=np.zeros(n, dtype=np.int64),
+            hyp_va_max=np.full(n, half - 1, dtype=np.int64),
+            tree_va_bits=np.maximum(batch.idmap_va_bits, batch.va_bits),
+        )
+
+
+@pytest.fixture
+def low_always():
+    from sweep import hookimpl
+    from sweep import plugins as sweep_plugins
+
+    class Plugin:
+        @hookimpl
+        def register_layouts(register):
+            register(LowAlways())
+
+    sweep_plugins.pm.register(Plugin, name="test-explain-layouts")
+    sweep_plugins.reset()
+    yield
+    sweep_plugins.pm.unregister(name="test-explain-layouts")
+    sweep_plugins.reset()
+
+
+@pytest.mark.parametrize("blocks", [False, True], ids=["blocks-off", "blocks-on"])
+def test_a_plugin_layout_is_explained(low_always, blocks):
+    """MODEL.md 7.3: with the kernel in the high bank, merged takes the low half, so a layout that
+    always does must draw the same tree; its row is the builder's."""
+    mine = explain(TWO_BANKS, "4K", 39, "test-low-always", blocks, 0x40_0008_0000)
+    merged = explain(TWO_BANKS, "4K", 39, "merged", blocks, 0x40_0008_0000)
+    assert tree_lines(mine) == tree_lines(merged)
+    assert mine.row == _builder(TWO_BANKS, "4K", 39, "test-low-always", blocks, 0x40_0008_0000, 0)
+    assert render(mine).rstrip().endswith("as the builder's row says")
+    with pytest.raises(ValidationError, match="not a layout"):
+        explain(TWO_BANKS, "4K", 39, "no-such-layout", blocks, 0x40_0008_0000)
