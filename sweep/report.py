@@ -102,12 +102,15 @@ def figure_overlaps(df: pd.DataFrame) -> str:
     share = table["overlap_share"].unstack("layout") * 100
     counts = table["overlaps"].unstack("layout")
     fig, ax = plt.subplots(figsize=(2.0 + 1.3 * share.shape[1], _height(share.shape[0])))
-    image = ax.imshow(share.to_numpy(dtype=float), aspect="auto", cmap="Reds", vmin=0, vmax=100)
+    # Scaled to the largest share, so that 0.5% on one board still shows against 0 elsewhere.
+    top = float(np.nanmax(share.to_numpy(dtype=float))) if share.size else 0.0
+    image = ax.imshow(share.to_numpy(dtype=float), aspect="auto", cmap="Reds", vmin=0,
+                      vmax=top if top > 0 else 1.0)
     text = share.copy().astype(object)
     for i in range(share.shape[0]):
         for j in range(share.shape[1]):
             if pd.notna(share.iat[i, j]):
-                text.iat[i, j] = f"{share.iat[i, j]:.0f}% ({int(counts.iat[i, j])})"
+                text.iat[i, j] = f"{share.iat[i, j]:.2g}% ({int(counts.iat[i, j])})"
     _cell_text(ax, share, text, image)
     _matrix_axes(ax, share, "layout")
     ax.set_title("rows with overlap, % (count)")
