@@ -102,10 +102,12 @@ def diff(dir_a: str | Path, dir_b: str | Path, ignore: Sequence[str] = ()) -> Di
         b = _load(dir_b, columns, keys, unit)
         out.rows_a += len(a)
         out.rows_b += len(b)
-        joined = a.merge(b, on=keys, how="outer", suffixes=("_a", "_b"), indicator=True)
+        # Which configurations are in which run: keys only (an outer join of whole rows would
+        # turn integer columns with gaps into floats). Then the outputs, on an inner join.
+        joined = a[keys].merge(b[keys], on=keys, how="outer", indicator=True)
         out.only_a += int((joined["_merge"] == "left_only").sum())
         out.only_b += int((joined["_merge"] == "right_only").sum())
-        both = joined[joined["_merge"] == "both"].drop(columns="_merge")
+        both = a.merge(b, on=keys, how="inner", suffixes=("_a", "_b"))
         differs = pd.DataFrame(
             {c: (both[f"{c}_a"] != both[f"{c}_b"]).to_numpy() for c in compared},
             index=both.index,
