@@ -99,7 +99,8 @@ def run_cli(config: Path, out: Path, workers: int) -> dict:
 
 
 def builder_and_writer(config: Path, folder: Path, limit_rows: int) -> tuple[float, float, int]:
-    """Rows/s of the builder alone and of pyarrow writing its tables alone, on one core."""
+    """Rows/s of the builder alone and of pyarrow writing its tables alone, on one core, over
+    units spread evenly through the sweep (layouts and clipping paths differ in cost)."""
     import pyarrow.parquet as pq
 
     from sweep.config import load_config
@@ -109,7 +110,10 @@ def builder_and_writer(config: Path, folder: Path, limit_rows: int) -> tuple[flo
     plan = make_plan(load_config(config), base_dir=str(config.parent))
     build_s = write_s = 0.0
     rows = 0
-    for unit in plan.units():
+    every = max(1, plan.n_units * plan.unit_rows // limit_rows)
+    for index, unit in enumerate(plan.units()):
+        if index % every:
+            continue
         started = time.perf_counter()
         table = unit_table(plan, unit)
         build_s += time.perf_counter() - started
@@ -139,6 +143,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-driver-") as tmp:
         folder = Path(tmp)
         config = write_inputs(folder, configs, unit_rows)
+        print(f"load average before: {os.getloadavg()[0]:.2f} (other work on the machine slows "
+              "every figure)")
         print(f"stride sweep: {configs:,} configurations (2 banks, 4K, VA_BITS 39/48, 4 layouts,"
               f" 2 block settings), {unit_rows:,} rows per unit, {os.cpu_count()} CPUs")
         print(f"{'run':<28}{'seconds':>9}{'configs/s':>14}{'RSS tree':>12}{'PSS tree':>12}"
