@@ -151,10 +151,10 @@ def report_command(directory: str, out: str) -> None:
 @click.argument("filters", nargs=-1)
 def query_command(directory: str, name: str, filters: tuple[str, ...]) -> None:
     """Print a named query of sweep.results over DIRECTORY; FILTERS are column=value[,value]."""
-    from sweep.results import QUERIES, load, parse_filters
+    from sweep.results import QUERIES, for_people, load, parse_filters
 
     answer = QUERIES[name](load(directory, **parse_filters(filters)))
-    click.echo(answer.to_string() if len(answer) else f"{name}: no rows")
+    click.echo(for_people(answer).to_string() if len(answer) else f"{name}: no rows")
 
 
 @main.command("explain")

@@ -24,7 +24,6 @@ from matplotlib.colors import LogNorm  # noqa: E402
 
 from sweep import results  # noqa: E402
 from sweep.errors import ValidationError  # noqa: E402
-from sweep.model import granule_name  # noqa: E402
 
 REPORT_COLUMNS = sorted(
     set(results.WORST_CASE_COLUMNS) | {"levels", "idmap_pa"},
@@ -32,7 +31,6 @@ REPORT_COLUMNS = sorted(
 )
 """The columns the report reads: everything else stays on disk."""
 
-HEX_COLUMNS = results.HEX_COLUMNS
 
 
 def human_bytes(nbytes: float) -> str:
@@ -171,14 +169,9 @@ def figure_margins(df: pd.DataFrame) -> str:
 
 
 def _html_table(frame: pd.DataFrame) -> str:
-    shown = frame.copy()
-    for column in shown.columns:
-        if column in HEX_COLUMNS:
-            shown[column] = [f"{int(v):#x}" for v in shown[column]]
-        elif column == "granule":
-            shown[column] = [granule_name(int(v)) for v in shown[column]]
-        elif column == "table_bytes":
-            shown[column] = [f"{int(v):,}" for v in shown[column]]
+    shown = results.for_people(frame)
+    if "table_bytes" in shown:
+        shown["table_bytes"] = [f"{int(v):,}" for v in shown["table_bytes"]]
     return shown.to_html(index=False, border=0, classes="rows", escape=True)
 
 

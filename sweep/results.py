@@ -196,6 +196,17 @@ def partitions(directory: str | Path) -> list[tuple[int, int]]:
     return sorted(found)
 
 
+def for_people(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy with addresses in hex and granules as ``4K``: how the command line prints."""
+    shown = frame.copy()
+    for column in shown.columns:
+        if column in HEX_COLUMNS or column == "lowest_idmap_pa":
+            shown[column] = [f"{int(v):#x}" for v in shown[column]]
+        elif column == "granule":
+            shown[column] = [granule_name(int(v)) for v in shown[column]]
+    return shown
+
+
 # --- named queries: each takes rows (a DataFrame from ``load``) and returns a small frame ------
 
 
