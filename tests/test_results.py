@@ -230,6 +230,9 @@ def test_worst_cases(df, rows):
     assert worst["overlap"].tolist()[:min(5, n_overlap)] == [True] * min(5, n_overlap)
     after = worst[~worst["overlap"]]
     assert after["extra_levels"].is_monotonic_decreasing
+    shown = results.for_people(worst)
+    assert shown["idmap_pa"].iloc[0] in ("0x4000000000", "0x4040000000")
+    assert shown["granule"].iloc[0] == "4K" and shown["margin"].iloc[0] == "0x0"
 
 
 def test_every_named_query_returns_a_frame(df):
@@ -282,6 +285,7 @@ def test_cli_query(run_dir):
     got = runner.invoke(main, ["query", str(run_dir), "unrunnable-4x", "layout=merged"])
     assert got.exit_code == 0, got.output
     assert "far" in got.output and "high-only" not in got.output
+    assert "0x1000000000000" in got.output  # lowest_idmap_pa = 2^48, in hex
     none = runner.invoke(main, ["query", str(run_dir), "overlaps", "overlap=true",
                                 "memory_map=juno-like"])
     assert none.exit_code == 0 and "overlaps: no rows" in none.output
