@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from sweep.config import config_difference
 from sweep.errors import SweepError
 from sweep.executors import EXECUTORS, UnitResult, WorkerKilled, make_executor
-from sweep.store import DISK_BYTES_PER_ROW, MEMORY_BYTES_PER_ROW, Store
+from sweep.store import DISK_BYTES_PER_PART, DISK_BYTES_PER_ROW, MEMORY_BYTES_PER_ROW, Store
 from sweep.units import Plan, Unit, make_plan
 
 log = logging.getLogger("sweep.driver")
@@ -540,7 +540,8 @@ def describe_plan(plan: Plan) -> str:
         f"configurations: {rows:,}",
         f"units:          {plan.n_units:,} (up to {plan.unit_rows:,} rows each, a part file each)",
         f"estimated size: {rows:,} rows, {_bytes(rows * MEMORY_BYTES_PER_ROW)} in memory, "
-        f"about {_bytes(rows * DISK_BYTES_PER_ROW)} on disk (zstd)",
+        f"about {_bytes(rows * DISK_BYTES_PER_ROW + plan.n_units * DISK_BYTES_PER_PART)} on "
+        "disk (zstd)",
     ]
     for failure in plan.failures:
         lines.append(f"would fail:     {failure['unit']}: {failure['error']}")

@@ -40,9 +40,12 @@ COMPRESSION = "zstd"
 _DTYPE_BYTES = {"category": 4, "bool": 1, "int8": 1, "int32": 4, "int64": 8, "uint64": 8}
 MEMORY_BYTES_PER_ROW = sum(_DTYPE_BYTES[d] for d in ROW_COLUMNS.values())
 """Bytes of one row as Arrow holds it (dictionary indices for the string columns)."""
-DISK_BYTES_PER_ROW = 12
-"""Bytes of one row in a zstd part file, measured on stride sweeps (``bench/bench_driver.py``
-prints the figure of each run): most columns are constant or smooth along a unit."""
+DISK_BYTES_PER_ROW = 13
+"""Bytes of one row in a zstd part file, measured on a stride sweep with random tags
+(``bench/bench_driver.py`` prints it; about 3 with ``tag.seed = 0``): most columns are constant
+or smooth along a unit, ``tag_random`` is not."""
+DISK_BYTES_PER_PART = 8 << 10
+"""A part file's own overhead (footer, schema, statistics), which dominates small units."""
 
 
 def _filesystem(url: str) -> tuple[pafs.FileSystem, str]:

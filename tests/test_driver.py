@@ -453,3 +453,21 @@ def test_ctrl_c_keeps_finished_units_and_resume_finishes(map_file, tmp_path):
     _, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err.decode()
     assert len(_rows(out)) == 128
+
+
+def test_a_map_whose_placement_fails_is_recorded_and_the_others_run(map_file, tmp_path):
+    tiny = tmp_path / "tiny.toml"
+    tiny.write_text('name = "tiny"\n[[banks]]\nbase = 0x8000_0000\nsize = "64K"\n')
+    config = small_config(map_file, memory_maps=[str(map_file), str(tiny)],
+                          placement={"kind": "kernel-load"})
+    out = tmp_path / "out"
+    report = run_sweep(config, out=str(out), workers=1, progress=False)
+    # kernel-load puts the idmap at base + 0x80000, beyond tiny's 64 KiB.
+    assert report.status == "failed"
+    assert [f["unit"] for f in report.failed] == ["plan:tiny:4K"]
+    assert "too small" in report.failed[0]["error"]
+    df = read_results(str(out))
+    assert sorted(inputs_of(df)) == sorted(
+        ("t1g", 4096, v, "merged", b, 0x8008_0000) for v in (39, 48) for b in (False, True))
+    with pytest.raises(SweepError, match="tiny.*too small"):
+        make_plan(small_config(tiny, placement={"kind": "kernel-load"}))
