@@ -404,12 +404,13 @@ def _rows(out) -> pd.DataFrame:
 
 
 def test_sigkill_halfway_then_resume_gives_exactly_the_uninterrupted_rows(map_file, tmp_path):
-    script, config = _runner_script(tmp_path, 0.05), _slow_config(tmp_path, map_file)
+    script, config = _runner_script(tmp_path, 0.1), _slow_config(tmp_path, map_file)
     killed = tmp_path / "killed"
     proc = _start(script, config, killed)
     _wait_for_parts(killed, 8, proc)
     os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers, mid-write
     proc.wait()
+    time.sleep(0.2)  # the workers die with the parent; let the kernel finish them
     written = len(list(killed.rglob("part-*.parquet")))
     assert 8 <= written < 32
     assert json.loads((killed / "_sweep.json").read_text())["status"] == "running"
@@ -417,7 +418,7 @@ def test_sigkill_halfway_then_resume_gives_exactly_the_uninterrupted_rows(map_fi
     resumed = _start(script, config, killed, "--resume")
     _, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err.decode()
-    assert f"{written} already done" in err.decode() or "already done" in err.decode()
+    assert f"{written} already done" in err.decode()
 
     whole = tmp_path / "whole"
     install_slow_layout(0.0)
@@ -437,7 +438,7 @@ def test_sigkill_halfway_then_resume_gives_exactly_the_uninterrupted_rows(map_fi
 
 
 def test_ctrl_c_keeps_finished_units_and_resume_finishes(map_file, tmp_path):
-    script, config = _runner_script(tmp_path, 0.05), _slow_config(tmp_path, map_file)
+    script, config = _runner_script(tmp_path, 0.1), _slow_config(tmp_path, map_file)
     out = tmp_path / "out"
     proc = _start(script, config, out)
     _wait_for_parts(out, 4, proc)
