@@ -472,3 +472,13 @@ def test_a_map_whose_placement_fails_is_recorded_and_the_others_run(map_file, tm
         ("t1g", 4096, v, "merged", b, 0x8008_0000) for v in (39, 48) for b in (False, True))
     with pytest.raises(SweepError, match="tiny.*too small"):
         make_plan(small_config(tiny, placement={"kind": "kernel-load"}))
+
+
+def test_dask_scheduler_address_runs_the_same_units(map_file, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        report = run_sweep(small_config(map_file), out=str(tmp_path / "d"), workers=1,
+                           executor="dask", scheduler=cluster.scheduler_address, progress=False)
+    assert report.status == "complete" and report.units_written == 8
+    assert sorted(inputs_of(read_results(str(tmp_path / "d")))) == sorted(expected_inputs())
