@@ -491,7 +491,7 @@ class Progress:
         rate = self.done / elapsed
         finished = self.done + self.skipped
         remaining = max(self.total - finished, 0)
-        eta = _duration(remaining / rate) if rate > 0 else "?"
+        eta = _duration(remaining / rate) if rate > 0 else ("0:00:00" if not remaining else "?")
         percent = 100.0 * finished / self.total if self.total else 100.0
         return (f"sweep: {percent:5.1f}% {finished:,}/{self.total:,} configurations, "
                 f"{rate:,.0f}/s, elapsed {_duration(elapsed)}, ETA {eta}, "
