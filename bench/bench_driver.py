@@ -2,10 +2,11 @@
 
 Prints, for a stride sweep of N configurations (default 10^7; ``--configs 1e8`` for the bar run):
 end-to-end configurations per second of ``sweep run`` with 1 and 2 workers and the scaling
-ratio; peak memory of the whole process tree, sampled from /proc every 50 ms (the sum of RSS,
-which counts pages the forked workers share once per process, the sum of PSS, which does not,
-and the RSS of the largest process); then, on one core in this process, the builder alone over
-the same units and pyarrow writing the same tables alone, so the driver's own cost is visible.
+ratio; peak memory of the whole process tree, sampled from /proc (every 50 ms the sum of RSS,
+which counts pages the forked workers share once per process, and the RSS of the largest
+process; every 0.5 s the sum of PSS, which counts shared pages once); then, on one core in
+this process, the builder alone over the same units and pyarrow writing the same tables alone,
+so the driver's own cost is visible.
 The machine's other load shows in every figure: run it on a quiet machine.
 
     python3 bench/bench_driver.py                  # 10^7, 1 and 2 workers (~1 minute)
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -61,19 +63,18 @@ def _tree(pid: int) -> list[int]:
     return pids
 
 
-def _memory(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) of one process in bytes; PSS shares the pages forked workers share."""
-    rss = pss = 0
+def _memory(pid: int, field: str) -> int:
+    """``VmRSS`` from /proc/PID/status (cheap), or ``Pss`` from smaps_rollup (which walks the
+    page tables under the process's mmap lock, so it is sampled less often)."""
+    path = f"/proc/{pid}/status" if field == "VmRSS" else f"/proc/{pid}/smaps_rollup"
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("Rss:"):
-                    rss = int(line.split()[1]) * 1024
-                elif line.startswith("Pss:"):
-                    pss = int(line.split()[1]) * 1024
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return rss, pss
+    return 0
 
 
 def run_cli(config: Path, out: Path, workers: int) -> dict:
@@ -83,18 +84,25 @@ def run_cli(config: Path, out: Path, workers: int) -> dict:
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak_tree = peak_pss = peak_one = 0
+    samples = 0
     while proc.poll() is None:
-        sizes = [_memory(p) for p in _tree(proc.pid)]
-        peak_tree = max(peak_tree, sum(r for r, _ in sizes))
-        peak_pss = max(peak_pss, sum(p for _, p in sizes))
-        peak_one = max(peak_one, max((r for r, _ in sizes), default=0))
+        tree = _tree(proc.pid)
+        sizes = [_memory(p, "VmRSS") for p in tree]
+        peak_tree, peak_one = max(peak_tree, sum(sizes)), max(peak_one, max(sizes, default=0))
+        if samples % 10 == 0:
+            peak_pss = max(peak_pss, sum(_memory(p, "Pss") for p in tree))
+        samples += 1
         time.sleep(0.05)
     seconds = time.perf_counter() - started
     out_text, err_text = proc.communicate()
     if proc.returncode:
         raise SystemExit(f"sweep run failed ({proc.returncode}):\n{err_text.decode()}")
     disk = sum(p.stat().st_size for p in out.rglob("*.parquet"))
-    return {"seconds": seconds, "peak_tree": peak_tree, "peak_pss": peak_pss,
+    # The driver's own clock: from the pool's start to the last unit, without interpreter
+    # start-up, imports and planning.
+    match = re.search(r" in ([0-9.]+) s -> ", err_text.decode())
+    return {"seconds": seconds, "run_seconds": float(match.group(1)) if match else seconds,
+            "peak_tree": peak_tree, "peak_pss": peak_pss,
             "peak_one": peak_one, "disk": disk}
 
 
@@ -149,23 +157,28 @@ def main() -> None:
               f" 2 block settings), {unit_rows:,} rows per unit, {os.cpu_count()} CPUs")
         print(f"{'run':<28}{'seconds':>9}{'configs/s':>14}{'RSS tree':>12}{'PSS tree':>12}"
               f"{'largest':>12}{'bytes/row':>11}")
-        rates = {}
+        rates, run_rates = {}, {}
         for workers in args.workers:
             r = run_cli(config, folder / "out", workers)
             rates[workers] = configs / r["seconds"]
+            run_rates[workers] = configs / r["run_seconds"]
             print(f"{'sweep run --workers ' + str(workers):<28}{r['seconds']:>9.1f}"
                   f"{rates[workers]:>14,.0f}{r['peak_tree'] / 2**20:>8,.0f} MiB"
                   f"{r['peak_pss'] / 2**20:>8,.0f} MiB{r['peak_one'] / 2**20:>8,.0f} MiB"
                   f"{r['disk'] / configs:>11.2f}")
         if 1 in rates and 2 in rates:
-            print(f"scaling, 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+            print(f"scaling, 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x end to end, "
+                  f"{run_rates[2] / run_rates[1]:.2f}x on the driver's clock "
+                  f"({run_rates[1]:,.0f} and {run_rates[2]:,.0f} configs/s without start-up)")
         build, write, rows = builder_and_writer(config, folder, int(args.alone_rows))
         per_row = 1 / build + 1 / write
         print(f"one core, {rows:,} rows: builder alone {build:,.0f} rows/s, pyarrow write alone "
               f"{write:,.0f} rows/s, both {1 / per_row:,.0f} rows/s")
         if 1 in rates:
-            print(f"driver overhead at 1 worker: {100 * (1 - rates[1] * per_row):.0f}% of the "
-                  "end-to-end time (process start, planning, placements, scheduling)")
+            print(f"time beyond building and writing, 1 worker: "
+                  f"{100 * (1 - rates[1] * per_row):.0f}% end to end (start-up, imports, plugins,"
+                  f" planning), {100 * (1 - run_rates[1] * per_row):.0f}% on the driver's clock "
+                  "(worker processes, placements, tags, scheduling)")
 
 
 if __name__ == "__main__":
