@@ -43,6 +43,7 @@ class HighOnly:
     name: str = "high-only"
     source: str = "arch/arm64/include/asm/kvm_mmu.h (Linux 4.6/4.7, HYP_PAGE_OFFSET_MASK)"
     description: str = "the linear map's top half, masked to VA_BITS: window [2^(V-1), 2^V)"
+    uses_tag_random: bool = False
 
     def memstart_align(self, granule: int) -> int:
         return 1 << 30
@@ -59,6 +60,7 @@ class Merged:
     name: str = "merged"
     source: str = "arch/arm64/kernel/cpufeature.c hyp_offset_low (Linux 4.8-4.16); seed patch"
     description: str = "low half [0, 2^(V-1)) when the idmap is above 2^(V-1) - 1, else high half"
+    uses_tag_random: bool = False
 
     def memstart_align(self, granule: int) -> int:
         return 1 << 30
@@ -78,6 +80,7 @@ class Tagged:
     name: str = "tagged"
     source: str = "arch/arm64/kvm/va_layout.c kvm_compute_layout (Linux 4.17-6.8)"
     description: str = "random-tagged alias window sized to the DRAM span (tag_lsb bits)"
+    uses_tag_random: bool = True
     tree_floor: int = 0
 
     def memstart_align(self, granule: int) -> int:

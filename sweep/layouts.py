@@ -47,7 +47,11 @@ class LayoutResult:
 
 @runtime_checkable
 class Layout(Protocol):
-    """A HYP VA layout algorithm; every layout names the kernel source it models."""
+    """A HYP VA layout algorithm; every layout names the kernel source it models.
+
+    Optional attribute ``uses_tag_random`` (default False): the layout inserts random tag bits,
+    so a sweep with a ``[tag] seed`` gives its rows a ``tag_random`` (MODEL.md section 8).
+    """
 
     name: str
     source: str

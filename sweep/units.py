@@ -62,7 +62,8 @@ def tag_random(seed: int, memory_map: str, granule: int, va_bits: int, idmap_pa:
     """``tag_random`` per row (MODEL.md section 8 ``[tag]``): 0 for seed 0, otherwise a hash of
     the seed, the map's name, granule, VA_BITS and idmap address, whatever the order or worker.
 
-    Every row gets it; layouts other than ``tagged``/``tagged-48`` ignore it.
+    ``unit_table`` asks for it only for layouts that insert a random tag
+    (``Layout.uses_tag_random``); the other layouts' rows hold 0.
     """
     idmap = np.asarray(idmap_pa, dtype=np.uint64)
     if seed == 0:
@@ -293,12 +294,16 @@ def unit_table(plan: Plan, unit: Unit) -> pa.Table:
 
     layouts = registry().layouts
     seed = plan.config["tag"]["seed"]
+    # MODEL.md section 8: only rows of a layout that inserts a random tag get tag_random.
+    uses_tag = {name: getattr(layout, "uses_tag_random", False)
+                for name, layout in layouts.items()}
     tables = []
     for seg in unit.segments:
         addresses = _cached_placements(plan, seg.memory_map, unit.granule)
         for start in range(seg.start, seg.stop, BUILD_BATCH_ROWS):
             idmap = addresses[start:min(start + BUILD_BATCH_ROWS, seg.stop)]
-            tags = tag_random(seed, seg.memory_map, unit.granule, unit.va_bits, idmap)
+            tags = tag_random(seed if uses_tag[seg.layout] else 0, seg.memory_map,
+                              unit.granule, unit.va_bits, idmap)
             tables.append(build_unit(plan.memory_maps[seg.memory_map], unit.granule,
                                      unit.va_bits, seg.layout, seg.block_mappings, idmap, tags,
                                      layouts=layouts))

@@ -193,26 +193,31 @@ def test_tag_random_is_a_function_of_its_inputs_only():
 
 def test_a_run_writes_every_row_of_the_model(map_file, tmp_path):
     out = tmp_path / "out"
-    report = run_sweep(small_config(map_file, tag={"seed": 5}), out=str(out), workers=2,
-                       progress=False)
+    layouts = ["merged", "tagged"]
+    report = run_sweep(small_config(map_file, layouts=layouts, tag={"seed": 5}), out=str(out),
+                       workers=2, progress=False)
     assert report.status == "complete"
-    assert (report.units_written, report.rows_written) == (8, 64)
+    assert (report.units_written, report.rows_written) == (16, 128)
     df = read_results(str(out))
-    assert sorted(inputs_of(df)) == sorted(expected_inputs())
+    assert sorted(inputs_of(df)) == sorted(expected_inputs(layouts))
+    # MODEL.md section 8: only the tagged layout's rows get a tag_random.
+    assert (df.loc[df["layout"] == "merged", "tag_random"] == 0).all()
+    assert (df.loc[df["layout"] == "tagged", "tag_random"] != 0).all()
     # Spot checks against the scalar reference, tags included.
     from sweep.model import MemoryMap
 
     t1g = MemoryMap("t1g", [(0x8000_0000, GIB)])
-    for row in df.sample(6, random_state=1).to_dict("records"):
+    for row in df[df["layout"] == "tagged"].sample(6, random_state=1).to_dict("records"):
         assert row["tag_random"] == tag_random(5, "t1g", 4096, row["va_bits"],
                                                np.array([row["idmap_pa"]], np.uint64))[0]
-        expected = compute_row(t1g, 4096, row["va_bits"], "merged", row["block_mappings"],
+    for row in df.sample(12, random_state=1).to_dict("records"):
+        expected = compute_row(t1g, 4096, row["va_bits"], row["layout"], row["block_mappings"],
                                row["idmap_pa"], row["tag_random"])
         assert {k: row[k] for k in expected} == expected
     meta = json.loads((out / "_sweep.json").read_text())
     assert meta["status"] == "complete"
     assert meta["config"]["tag"] == {"seed": 5}
-    assert meta["counts"]["rows_done"] == 64 and meta["counts"]["units_done"] == 8
+    assert meta["counts"]["rows_done"] == 128 and meta["counts"]["units_done"] == 16
     assert meta["package"]["name"] == "va-sweep"
     assert "sweep_plugins.placements" in {p["name"] for p in meta["plugins"]}
     assert meta["started"] <= meta["finished"]
