@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from sweep.errors import ValidationError
 
@@ -85,9 +85,8 @@ def memstart_align(granule: int, layout: str) -> int:
     return 1 << 29 if (granule == 65536 and layout == "tagged-48") else 1 << 30
 
 
-@dataclass(frozen=True)
-class Bank:
-    """One DRAM bank: ``size`` bytes from ``base``."""
+class Bank(NamedTuple):
+    """One DRAM bank: ``size`` bytes from ``base``; a named tuple, so ``(base, size)`` equals it."""
 
     base: int
     size: int
@@ -115,7 +114,7 @@ class MemoryMap:
         self.name = name
         self.description = description
         self.source = source
-        self.banks: tuple[Bank, ...] = tuple(_as_bank(name, i, b) for i, b in enumerate(banks))
+        self.banks: list[Bank] = [_as_bank(name, i, b) for i, b in enumerate(banks)]
         if not self.banks:
             raise ValidationError(f"memory map {name!r}: has no banks")
         ordered = sorted(self.banks, key=lambda b: b.base)
@@ -154,7 +153,7 @@ class MemoryMap:
         return isinstance(other, MemoryMap) and (self.name, self.banks) == (other.name, other.banks)
 
     def __hash__(self) -> int:
-        return hash((self.name, self.banks))
+        return hash((self.name, tuple(self.banks)))
 
 
 def _fmt(bank: Bank) -> str:

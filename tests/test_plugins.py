@@ -100,7 +100,7 @@ def test_hook_register_memory_maps(test_plugins):
 
     test_plugins("test-boards", register_memory_maps=register_memory_maps)
     reg = sweep_plugins.registry()
-    assert reg.memory_maps["test-board"].banks == (Bank(0x8000_0000, 2 * GiB),)
+    assert reg.memory_maps["test-board"].banks == [Bank(0x8000_0000, 2 * GiB)]
     assert reg.families["test-board"] == "test"
     assert reg.owner[("map", "test-board")] == "test-boards"
     assert reg.owner[("map", "juno")] == "sweep_plugins.boards"
@@ -278,7 +278,7 @@ def on_path(installed_plugins):
 
 def test_installed_entry_point_plugin_is_discovered_and_broken_ones_do_not_stop_it(on_path):
     reg = sweep_plugins.registry()
-    assert reg.memory_maps["ep-board"].banks == (Bank(0x8000_0000, 2 * GiB),)
+    assert reg.memory_maps["ep-board"].banks == [Bank(0x8000_0000, 2 * GiB)]
     assert reg.families["ep-board"] == "ep"
     # the broken one sorts first and the bad-data one last: neither stops the others
     assert reg.errors["aaa-broken"] == (
