@@ -8,9 +8,8 @@ variants (``rpi4-1G``, ``rpi4-2G``, ``rpi4-4G``). Adding a board is adding a fil
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from sweep import hookimpl
 from sweep.loaders import load_memory_map

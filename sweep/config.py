@@ -12,11 +12,10 @@ from __future__ import annotations
 import copy
 import json
 import os
+import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from sweep.errors import ValidationError
 from sweep.model import VA_BITS_MAX, VA_BITS_MIN, granule_name, parse_granule, parse_size

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sweep.config import config_difference
 from sweep.errors import SweepError
@@ -298,7 +298,7 @@ def _check_existing(store: Store, plan: Plan, resume: bool, overwrite: bool) -> 
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _initial_meta(plan: Plan, previous: dict | None, source: str, executor: str, workers: int,
