@@ -3,7 +3,7 @@
 Built-ins are the modules in ``DEFAULT_PLUGINS``; third-party plugins come from the entry-point
 group ``sweep``. ``SWEEP_PLUGINS`` (comma-separated names) limits which load, for reproducible
 runs. Loading is lazy and happens once; a plugin that fails to import or registers bad data is
-reported by name in ``plugin_errors()`` and the others still load.
+reported by name (``registry().errors``, ``sweep plugins``) and the others still load.
 """
 
 from __future__ import annotations
