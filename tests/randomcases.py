@@ -22,11 +22,12 @@ def _address(rng: random.Random) -> int:
 
 
 def _span(rng: random.Random) -> int:
-    kind = rng.randrange(3)
-    if kind == 0:
+    """A bank size or gap: a few pages, a power of two, anything up to 2^45, or (1 in 10) huge."""
+    kind = rng.randrange(10)
+    if kind < 3:
         return rng.randint(1, 64) << 12
-    k = rng.randint(12, 45)
-    return 1 << k if kind == 1 else rng.randint(1, 1 << k)
+    k = rng.randint(46, 51) if kind == 9 else rng.randint(12, 45)
+    return 1 << k if kind < 6 else rng.randint(1, 1 << k)
 
 
 def random_memory_map(rng: random.Random, name: str, max_banks: int = 8) -> MemoryMap:

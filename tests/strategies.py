@@ -24,6 +24,7 @@ SPANS = st.one_of(
     st.integers(1, 64).map(lambda k: k << 12),  # a few pages
     st.integers(12, 45).map(lambda k: 1 << k),  # a power of two: whole blocks and tables
     st.integers(12, 45).flatmap(lambda k: st.integers(1, 1 << k)),  # anything up to 2^45
+    st.integers(46, 51).flatmap(lambda k: st.integers(1, 1 << k)),  # huge: up to 2^51
 )
 
 
