@@ -1,7 +1,7 @@
 """Reading a sweep's results back: ``load`` with filters pushed down, and the named queries.
 
-A result directory is a hive-partitioned Parquet dataset (``granule=``/``va_bits=`` folders, every
-column of ``sweep.columns.ROW_COLUMNS`` also stored in the files) with ``_sweep.json`` beside it.
+A result directory is the store's hive-partitioned Parquet dataset (``granule=``/``va_bits=``
+folders; see :mod:`sweep.store`) with ``_sweep.json`` beside it.
 ``load`` hands filters to pyarrow so a question about one granule reads one folder; the named
 queries answer the morning-after questions (which boards and kernels overlap, where an extra level
 appears, how big the tables get) as small DataFrames.
@@ -22,17 +22,13 @@ import pyarrow.dataset as ds
 from sweep.columns import INPUT_COLUMNS, ROW_COLUMNS
 from sweep.errors import ValidationError
 from sweep.model import granule_name, parse_granule
-
-PARTITION_COLUMNS = ("granule", "va_bits")
-"""The folder keys of a result directory (hive flavour), also real columns in every file."""
+from sweep.store import META_FILE, open_dataset
 
 LEGACY_LAYOUTS = ("high-only", "merged", "tagged")
 """Layouts whose kernels build the idmap with 4.x ``head.S``: at most one extra level, so a row
 with ``extra_levels > 1`` under one of them is a configuration those kernels could not run."""
 
 CATEGORY_COLUMNS = tuple(c for c, t in ROW_COLUMNS.items() if t == "category")
-
-METADATA_FILE = "_sweep.json"
 
 HEX_COLUMNS = (
     "idmap_pa", "tag_random", "phys_offset", "clipped_bytes", "hyp_va_min", "hyp_va_max",
@@ -41,27 +37,12 @@ HEX_COLUMNS = (
 """Columns people read in hex: addresses, and byte counts compared with addresses."""
 
 
-def _arrow_type(dtype: str) -> pa.DataType:
-    if dtype == "category":
-        return pa.dictionary(pa.int32(), pa.string())
-    return pa.from_numpy_dtype(np.dtype(dtype))
-
-
-def _partitioning() -> ds.Partitioning:
-    fields = [(c, _arrow_type(ROW_COLUMNS[c])) for c in PARTITION_COLUMNS]
-    return ds.partitioning(pa.schema(fields), flavor="hive")
-
-
 def dataset(directory: str | Path) -> ds.Dataset:
     """The result directory as a pyarrow dataset; names starting with ``_`` or ``.`` are skipped."""
-    path = Path(directory)
-    if not path.is_dir():
+    if "://" not in str(directory) and not Path(directory).is_dir():
         raise ValidationError(f"results {str(directory)!r}: no such directory")
     try:
-        data = ds.dataset(
-            path, format="parquet", partitioning=_partitioning(),
-            ignore_prefixes=[".", "_"],
-        )
+        data = open_dataset(str(directory))
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise ValidationError(
             f"results {str(directory)!r}: not a Parquet dataset ({exc})"
@@ -73,7 +54,7 @@ def dataset(directory: str | Path) -> ds.Dataset:
 
 def metadata(directory: str | Path) -> dict:
     """The sweep's own metadata (``_sweep.json``), or ``{}`` when the run wrote none."""
-    path = Path(directory) / METADATA_FILE
+    path = Path(directory) / META_FILE
     if not path.is_file():
         return {}
     try:

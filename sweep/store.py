@@ -203,6 +203,18 @@ def _is_part(rel: str) -> bool:
     )
 
 
+def open_dataset(url: str) -> ds.Dataset:
+    """The dataset at ``url`` (a folder or an fsspec URL) with typed folder keys; names
+    starting with ``.`` or ``_`` (temporaries, ``_sweep.json``) are not data."""
+    store = Store(url)
+    partitioning = ds.partitioning(
+        pa.schema([(c, pa.from_numpy_dtype(ROW_COLUMNS[c])) for c in PARTITION_COLUMNS]),
+        flavor="hive",
+    )
+    return ds.dataset(store.root, filesystem=store.fs, format="parquet",
+                      partitioning=partitioning, ignore_prefixes=[".", "_"])
+
+
 def read_results(
     path: str,
     filters: Iterable | None = None,
@@ -213,12 +225,7 @@ def read_results(
 
     ``pandas.read_parquet(path)`` also works; it gives ``granule`` and ``va_bits`` as categories.
     """
-    store = Store(path)
-    partitioning = ds.partitioning(
-        pa.schema([("granule", pa.int32()), ("va_bits", pa.int8())]), flavor="hive"
-    )
-    dataset = ds.dataset(store.root, filesystem=store.fs, format="parquet",
-                         partitioning=partitioning, ignore_prefixes=[".", "_"])
+    dataset = open_dataset(path)
     expression = pq.filters_to_expression(filters) if filters else None
     wanted = [c for c in ROW_COLUMNS if columns is None or c in columns]
     extra = [c for c in dataset.schema.names if c not in ROW_COLUMNS and
