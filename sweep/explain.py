@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import pairwise
-from pathlib import Path
 
 from sweep.errors import ValidationError
 from sweep.layouts import Layout as LayoutPlugin
@@ -74,23 +73,19 @@ class Explanation:
 
 
 def resolve_memory_map(name_or_path: str) -> MemoryMap:
-    """A memory map by plugin name, or read from a file (TOML, DTB, iomem, boot log)."""
-    from sweep.plugins import get_memory_maps
+    """One memory map, by registered name or from a file (TOML, DTB, iomem, boot log), through
+    the same selector a sweep config's ``memory_maps`` uses."""
+    from sweep.memory_maps import select_memory_maps
 
-    maps = get_memory_maps()
-    if name_or_path in maps:
-        return maps[name_or_path]
-    path = Path(name_or_path)
-    if path.is_file():
-        from sweep import load_memory_map
-
-        return load_memory_map(path)
-    names = sorted(maps)
-    known = ", ".join(names[:8]) + (f", ... {len(names)} in all" if len(names) > 8 else "")
-    known = known or "none registered"
-    raise ValidationError(
-        f"--map {name_or_path!r}: neither a memory-map plugin name ({known}) nor a file"
-    )
+    try:
+        maps = select_memory_maps([name_or_path])
+    except ValidationError as exc:
+        raise ValidationError(f"--map: {exc}") from None
+    if len(maps) != 1:
+        raise ValidationError(
+            f"--map {name_or_path!r}: selects {len(maps)} memory maps; name one"
+        )
+    return next(iter(maps.values()))
 
 
 def builder_row(
