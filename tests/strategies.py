@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hypothesis import strategies as st
+from randomcases import fits
 
 from sweep.model import PA_LIMIT, MemoryMap
 
@@ -50,7 +51,7 @@ def memory_maps(draw, max_banks: int = 8) -> MemoryMap:
 def configurations(draw, max_banks: int = 8):
     """(memory map, config dict) with an idmap address inside a trimmed bank."""
     granule = draw(st.sampled_from([4096, 16384, 65536]))
-    mm = draw(memory_maps(max_banks).filter(lambda m: _has_room(m, granule)))
+    mm = draw(memory_maps(max_banks).filter(lambda m: fits(m, granule)))
     trimmed = mm.trimmed(granule)
     start, end = draw(st.sampled_from(trimmed))
     where = draw(st.sampled_from(["start", "end", "any", "any"]))
@@ -75,11 +76,3 @@ def configurations(draw, max_banks: int = 8):
         idmap_pa=idmap,
         tag_random=draw(st.one_of(st.just(0), st.integers(0, (1 << 64) - 1))),
     )
-
-
-def _has_room(mm: MemoryMap, granule: int) -> bool:
-    try:
-        mm.trimmed(granule)
-    except ValueError:
-        return False
-    return True
