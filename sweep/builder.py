@@ -401,7 +401,10 @@ def build(
         layout_obj = _lookup_layout(lay, layouts)
         _check_scalars(g, v)
         idmap = _aligned_idmap(idmap_raw[positions], g)
-        columns = build_group(memory_maps[m], g, v, layout_obj, bool(b), idmap, tags[positions])
+        memory_map = memory_maps[m]
+        if not isinstance(memory_map, MemoryMap):  # plain banks: [(base, size), ...]
+            memory_map = MemoryMap(m, memory_map)
+        columns = build_group(memory_map, g, v, layout_obj, bool(b), idmap, tags[positions])
         out["idmap_pa"][positions] = idmap
         for name, value in columns.items():
             out[name][positions] = value

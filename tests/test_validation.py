@@ -131,3 +131,13 @@ def test_parse_size_and_granule():
         parse_size("two gigs")
     with pytest.raises(ValidationError, match="granule: '8K' is not one of 4K, 16K, 64K"):
         parse_granule("8K")
+
+
+def test_build_takes_plain_banks_for_a_map():
+    # MODEL.md example 1 (Juno-like, merged, blocks on): 3 tables, 12 KiB.
+    out = build(config(block_mappings=True), {"juno": [(0x8000_0000, 2 * G)]})
+    assert (out["table_pages"].item(), out["table_bytes"].item()) == (3, 12_288)
+    with pytest.raises(ValidationError) as excinfo:
+        build(config(), {"juno": [(0x8000_0000, 0)]})
+    assert one_line(excinfo) == (
+        "memory map 'juno': bank 0 at 0x80000000 has size 0, must be above 0")
