@@ -117,7 +117,9 @@ class _Group:
     def emit(self, rows, values: dict[str, np.ndarray]) -> None:
         for name, value in values.items():
             if rows is None:
-                self.out[name] = np.broadcast_to(value, (self.n,))
+                if np.shape(value) != (self.n,):
+                    value = np.broadcast_to(value, (self.n,))
+                self.out[name] = value
                 continue
             if name not in self.out:
                 self.out[name] = np.empty(self.n, dtype=np.dtype(ROW_COLUMNS[name]))
