@@ -16,26 +16,13 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from sweep.errors import ValidationError
-from sweep.layouts import Layout as LayoutPlugin
 from sweep.model import (
     MemoryMap,
-    bank_containing,
-    check_va_bits,
     granule_name,
     level_shift,
     levels,
-    memstart_align,
-    parse_granule,
 )
-from sweep.reference import (
-    LAYOUTS,
-    Layout,
-    Tree,
-    build_tree,
-    clip_dram,
-    hyp_layout,
-    round_down,
-)
+from sweep.reference import LAYOUTS, Tree, build_tree, prepare
 from sweep.results import HEX_COLUMNS
 
 UNITS = "KMGTPE"
@@ -105,40 +92,11 @@ def builder_row(
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.iloc[0].items()}
 
 
-def plugin_layout(
-    plugin: LayoutPlugin, banks: list[tuple[int, int]], phys_offset: int, idmap_pa: int,
-    idmap_va_bits: int, granule: int, va_bits: int, tag_random: int,
-) -> Layout:
-    """A layout plugin's answer for one row, in the reference's terms (the scalar reference
-    knows only the built-in four; the tree is built the same way whatever the layout)."""
-    import numpy as np
-
-    from sweep.layouts import LayoutBatch
-
-    def one(value: int, dtype=np.int64) -> np.ndarray:
-        return np.array([value], dtype=dtype)
-
-    result = plugin.compute(LayoutBatch(
-        granule=granule, va_bits=va_bits, idmap_pa=one(idmap_pa),
-        idmap_va_bits=one(idmap_va_bits), phys_offset=one(phys_offset),
-        dram_first=one(banks[0][0]), dram_last=one(banks[-1][1] - 1),
-        tag_random=one(tag_random, np.uint64),
-    ))
-
-    def first(values) -> int:
-        return int(np.asarray(values).reshape(-1)[0])
-
-    return Layout(first(result.delta), first(result.hyp_va_min), first(result.hyp_va_max),
-                  first(result.tree_va_bits))
-
-
 def explain(
     memory_map: MemoryMap, granule: int | str, va_bits: int, layout: str, block_mappings: bool,
     idmap_pa: int, tag_random: int = 0,
 ) -> Explanation:
     """Build the configuration's tree with the scalar reference and its row with the builder."""
-    granule = parse_granule(granule)
-    va_bits = check_va_bits(va_bits)
     plugin = None
     if layout not in LAYOUTS:
         from sweep.plugins import get_layouts
@@ -147,35 +105,23 @@ def explain(
         if plugin is None:
             known = ", ".join(sorted({*LAYOUTS, *get_layouts()}))
             raise ValidationError(f"--layout {layout!r}: not a layout ({known})")
-    trimmed = memory_map.trimmed(granule)
-    idmap_pa = round_down(idmap_pa, granule)
-    if bank_containing(trimmed, idmap_pa) is None:
-        raise ValidationError(
-            f"memory map {memory_map.name!r}: idmap {idmap_pa:#x} is outside every "
-            f"{granule_name(granule)}-trimmed bank"
-        )
-    # The same steps, in the same order, as sweep.reference.compute_row (MODEL.md 2, 3, 5).
-    align = plugin.memstart_align(granule) if plugin else memstart_align(granule, layout)
-    phys_offset, banks, _clipped = clip_dram(trimmed, idmap_pa, granule, va_bits, align)
-    idmap_va_bits = (idmap_pa + granule - 1).bit_length()
-    if plugin is None:
-        lay = hyp_layout(layout, banks, phys_offset, idmap_pa, idmap_va_bits, va_bits, tag_random)
-    else:
-        lay = plugin_layout(plugin, banks, phys_offset, idmap_pa, idmap_va_bits, granule,
-                            va_bits, tag_random)
-    runtime = [(s + lay.delta, e + lay.delta, s) for s, e in banks]
-    tree = build_tree(runtime, idmap_pa, granule, lay.tree_va_bits, block_mappings)
+    # The reference's own steps (MODEL.md 1 to 3), then its tree (MODEL.md 5).
+    c = prepare(memory_map, granule, va_bits, layout, block_mappings, idmap_pa, tag_random,
+                layout_plugin=plugin)
+    runtime = c.runtime
+    tree = build_tree(runtime, c.idmap_pa, c.granule, c.hyp.tree_va_bits, block_mappings)
     mappings = [
         Mapping(f"runtime bank {i} (PA {pa:#x}-{pa + va_end - va - 1:#x})", va, va_end, pa)
         for i, (va, va_end, pa) in enumerate(runtime)
     ]
-    mappings.append(Mapping("idmap page (VA == PA)", idmap_pa, idmap_pa + granule, idmap_pa))
+    mappings.append(
+        Mapping("idmap page (VA == PA)", c.idmap_pa, c.idmap_pa + c.granule, c.idmap_pa))
     row = builder_row(
-        memory_map, granule, va_bits, layout, block_mappings, idmap_pa, tag_random
+        memory_map, c.granule, c.va_bits, layout, block_mappings, c.idmap_pa, tag_random
     )
     return Explanation(
-        memory_map, granule, va_bits, layout, bool(block_mappings), idmap_pa, tag_random,
-        phys_offset, lay.delta, tree, mappings, row,
+        memory_map, c.granule, c.va_bits, layout, bool(block_mappings), c.idmap_pa, tag_random,
+        c.phys_offset, c.hyp.delta, tree, mappings, row,
     )
 
 

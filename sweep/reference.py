@@ -242,6 +242,93 @@ def build_tree(
 # --- Sections 4 to 6: one row ----------------------------------------------------------------
 
 
+@dataclass
+class Configuration:
+    """One configuration taken through MODEL.md sections 1 to 3: what its row is computed from."""
+
+    memory_map: MemoryMap
+    granule: int
+    va_bits: int
+    layout: str
+    block_mappings: bool
+    idmap_pa: int
+    tag_random: int
+    phys_offset: int
+    banks: list[tuple[int, int]]
+    """The clipped DRAM banks ``(start, end)``."""
+    clipped_bytes: int
+    idmap_va_bits: int
+    hyp: Layout
+
+    @property
+    def runtime(self) -> list[tuple[int, int, int]]:
+        """The runtime mappings ``(va, va_end, pa)``: every clipped bank's HYP alias."""
+        return [(s + self.hyp.delta, e + self.hyp.delta, s) for s, e in self.banks]
+
+
+def prepare(
+    memory_map: MemoryMap,
+    granule: int | str,
+    va_bits: int,
+    layout: str,
+    block_mappings: bool,
+    idmap_pa: int,
+    tag_random: int = 0,
+    layout_plugin=None,
+) -> Configuration:
+    """Check the inputs (section 1), clip DRAM (section 2) and apply the layout (section 3).
+
+    ``layout_plugin`` (a ``sweep.layouts.Layout``) stands in for a layout this module does not
+    know, asked about this one row; the built-in four are computed here from their formulas.
+    """
+    granule = parse_granule(granule)
+    v = check_va_bits(va_bits)
+    if layout_plugin is None and layout not in LAYOUTS:
+        raise ValidationError(f"layout: {layout!r} is not one of {', '.join(LAYOUTS)}")
+    trimmed = memory_map.trimmed(granule)
+    idmap_pa = round_down(idmap_pa, granule)
+    if bank_containing(trimmed, idmap_pa) is None:
+        raise ValidationError(
+            f"memory map {memory_map.name!r}: idmap_pa {idmap_pa:#x} is outside every "
+            f"{granule_name(granule)}-trimmed bank"
+        )
+    align = (memstart_align(granule, layout) if layout_plugin is None
+             else layout_plugin.memstart_align(granule))
+    phys_offset, banks, clipped_bytes = clip_dram(trimmed, idmap_pa, granule, v, align)
+    idmap_va_bits = (idmap_pa + granule - 1).bit_length()
+    if layout_plugin is None:
+        hyp = hyp_layout(layout, banks, phys_offset, idmap_pa, idmap_va_bits, v, tag_random)
+    else:
+        hyp = _plugin_layout(layout_plugin, banks, phys_offset, idmap_pa, idmap_va_bits,
+                             granule, v, tag_random)
+    return Configuration(memory_map, granule, v, layout, bool(block_mappings), idmap_pa,
+                         tag_random, phys_offset, banks, clipped_bytes, idmap_va_bits, hyp)
+
+
+def _plugin_layout(plugin, banks, phys_offset, idmap_pa, idmap_va_bits, granule, va_bits,
+                   tag_random) -> Layout:
+    """A layout plugin's answer for one row, as this module's ``Layout``."""
+    import numpy as np
+
+    from sweep.layouts import LayoutBatch
+
+    def one(value: int, dtype=np.int64) -> np.ndarray:
+        return np.array([value], dtype=dtype)
+
+    result = plugin.compute(LayoutBatch(
+        granule=granule, va_bits=va_bits, idmap_pa=one(idmap_pa),
+        idmap_va_bits=one(idmap_va_bits), phys_offset=one(phys_offset),
+        dram_first=one(banks[0][0]), dram_last=one(banks[-1][1] - 1),
+        tag_random=one(tag_random, np.uint64),
+    ))
+
+    def first(values) -> int:
+        return int(np.asarray(values).reshape(-1)[0])
+
+    return Layout(first(result.delta), first(result.hyp_va_min), first(result.hyp_va_max),
+                  first(result.tree_va_bits))
+
+
 def compute_row(
     memory_map: MemoryMap,
     granule: int | str,
@@ -252,26 +339,11 @@ def compute_row(
     tag_random: int = 0,
 ) -> dict:
     """Every section 6 column of one configuration, in plain Python ints and bools."""
-    granule = parse_granule(granule)
-    v = check_va_bits(va_bits)
-    if layout not in LAYOUTS:
-        raise ValidationError(f"layout: {layout!r} is not one of {', '.join(LAYOUTS)}")
-    trimmed = memory_map.trimmed(granule)
-    idmap_pa = round_down(idmap_pa, granule)
-    if bank_containing(trimmed, idmap_pa) is None:
-        raise ValidationError(
-            f"memory map {memory_map.name!r}: idmap_pa {idmap_pa:#x} is outside every "
-            f"{granule_name(granule)}-trimmed bank"
-        )
-
-    phys_offset, banks, clipped_bytes = clip_dram(
-        trimmed, idmap_pa, granule, v, memstart_align(granule, layout)
-    )
-    idmap_va_bits = (idmap_pa + granule - 1).bit_length()
-    lay = hyp_layout(layout, banks, phys_offset, idmap_pa, idmap_va_bits, v, tag_random)
+    c = prepare(memory_map, granule, va_bits, layout, block_mappings, idmap_pa, tag_random)
+    granule, v, idmap_pa, lay = c.granule, c.va_bits, c.idmap_pa, c.hyp
 
     # Section 4: overlap, window, margin.
-    runtime = [(s + lay.delta, e + lay.delta, s) for s, e in banks]
+    runtime = c.runtime
     idmap_lo, idmap_hi = idmap_pa, idmap_pa + granule
     # A VA of the idmap page also claimed by a runtime mapping of another PA (delta != 0).
     overlap = any(a < idmap_hi and idmap_lo < e and a != pa for a, e, pa in runtime)
@@ -306,15 +378,15 @@ def compute_row(
         "block_mappings": bool(block_mappings),
         "idmap_pa": idmap_pa,
         "tag_random": tag_random,
-        "phys_offset": phys_offset,
-        "clipped_bytes": clipped_bytes,
+        "phys_offset": c.phys_offset,
+        "clipped_bytes": c.clipped_bytes,
         "hyp_va_min": lay.hyp_va_min,
         "hyp_va_max": lay.hyp_va_max,
-        "hyp_dram_last": banks[-1][1] - 1 + lay.delta,
-        "idmap_va_bits": idmap_va_bits,
-        "idmap_extended": idmap_va_bits > v,
+        "hyp_dram_last": c.banks[-1][1] - 1 + lay.delta,
+        "idmap_va_bits": c.idmap_va_bits,
+        "idmap_extended": c.idmap_va_bits > v,
         "levels_runtime": levels_runtime,
-        "levels_idmap": levels(max(v, idmap_va_bits), granule),
+        "levels_idmap": levels(max(v, c.idmap_va_bits), granule),
         "levels": n_levels,
         "extra_levels": n_levels - levels_runtime,
         "overlap": overlap,

@@ -193,21 +193,14 @@ def test_cli_explain_built_in_board():
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_built_in_layouts_through_the_plugin_path(case):
-    """The plugin path (LayoutBatch of one row) gives what the reference's hyp_layout gives."""
-    from sweep.explain import plugin_layout
-    from sweep.model import memstart_align
+    """The plugin path (a LayoutBatch of one row) gives what the reference's formulas give."""
     from sweep.plugins import get_layouts
-    from sweep.reference import clip_dram, hyp_layout
+    from sweep.reference import prepare
 
     memory_map, granule, va_bits, layout, idmap_pa, tag_random = case
-    g = int(granule[:-1]) << 10
-    phys_offset, banks, _ = clip_dram(memory_map.trimmed(g), idmap_pa, g, va_bits,
-                                      memstart_align(g, layout))
-    idmap_va_bits = (idmap_pa + g - 1).bit_length()
     for name in ("high-only", "merged", "tagged", "tagged-48"):
-        assert plugin_layout(get_layouts()[name], banks, phys_offset, idmap_pa, idmap_va_bits,
-                             g, va_bits, tag_random) == hyp_layout(
-            name, banks, phys_offset, idmap_pa, idmap_va_bits, va_bits, tag_random)
+        args = (memory_map, granule, va_bits, name, False, idmap_pa, tag_random)
+        assert prepare(*args, layout_plugin=get_layouts()[name]) == prepare(*args)
 
 
 class LowAlways:
