@@ -10,10 +10,9 @@ messages on, the HYP tree's input size, the idmap page and the HYP VA range. Tim
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sweep.errors import ValidationError
-from sweep.model import Bank
 
 BOOT_OPTIONS = 'nokaslr kvm-arm.mode=nvhe dyndbg="file arch/arm64/kvm/* +p"'
 """Kernel command-line options that make KVM print its EL2 layout (``kvm_debug`` lines, in
@@ -35,7 +34,6 @@ _RELEASE_RE = re.compile(r"Linux version (\S+)")
 # mm/mm_init.c (mm/page_alloc.c before 6.5), free_area_init(): pr_info("Early memory node
 # ranges\n") then pr_info("  node %3d: [mem %#018Lx-%#018Lx]\n", nid, start, end - 1).
 _NODES_HEADER = "Early memory node ranges"
-_NODE_RE = re.compile(r"node\s+(\d+):\s+\[mem\s+(0x[0-9a-fA-F]+)-(0x[0-9a-fA-F]+)\]")
 # mm/percpu.c, pcpu_dump_alloc_info(): "pcpu-alloc: s%zu r%zu d%zu u%zu alloc=%zu*%zu" where
 # the last figure is the allocation atom, PAGE_SIZE on arm64 (pcpu_embed_first_chunk).
 _PCPU_ATOM_RE = re.compile(r"pcpu-alloc: .*\balloc=\d+\*(\d+)")
@@ -56,7 +54,8 @@ class BootLog:
     release: str | None = None
     machine: str | None = None
     command_line: str | None = None
-    banks: list[Bank] = field(default_factory=list)
+    has_memory_nodes: bool = False
+    """The ``Early memory node ranges`` block is there (``sweep.loaders`` reads its banks)."""
     el2_va_bits: int | None = None
     idmap_pa: int | None = None
     hyp_va_start: int | None = None
@@ -93,21 +92,10 @@ def parse_boot_log(text: str) -> BootLog:
             "times); keep the lines of one boot only"
         )
     log.release = releases[0] if releases else None
-    in_nodes = False
     for line in lines:
         if _NODES_HEADER in line:
-            in_nodes = not log.banks  # only the first block: memory hotplug may print more
-            continue
-        if in_nodes:
-            m = _NODE_RE.search(line)
-            if m:
-                start, last = int(m.group(2), 16), int(m.group(3), 16)
-                if last < start:
-                    raise BootLogError(f"boot log: node range {m.group(0)!r} ends before it starts")
-                log.banks.append(Bank(start, last - start + 1))
-                continue
-            in_nodes = False
-        if (m := _EL2_BITS_RE.search(line)) and log.el2_va_bits is None:
+            log.has_memory_nodes = True
+        elif (m := _EL2_BITS_RE.search(line)) and log.el2_va_bits is None:
             log.el2_va_bits = int(m.group(1))
         elif (m := _IDMAP_RE.search(line)) and log.idmap_pa is None:
             log.idmap_pa = int(m.group(1), 16)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweep.bootlog import BOOT_OPTIONS, BootLog, BootLogError, parse_boot_log
+from sweep.loaders import memory_map_from_boot_log
 from sweep.model import MemoryMap, granule_name, levels, parse_granule
 
 # What VA_BITS a kernel can run with, per granule: arch/arm64/Kconfig (ARM64_VA_BITS_*), plus
@@ -94,7 +95,7 @@ class VerifyReport:
 
 def missing_kvm_lines_message(boot: BootLog) -> str | None:
     """Why the log cannot be checked, in one line naming the boot options to add; None if it can."""
-    if not boot.banks:
+    if not boot.has_memory_nodes:
         return (
             "the log has no 'Early memory node ranges' lines: copy the console (or `dmesg`) "
             "from its first line"
@@ -158,45 +159,31 @@ def model_row(
     layout: str,
     idmap_pa: int,
     tag_random: int,
-    engine: str = "auto",
+    engine: str = "builder",
 ) -> dict:
-    """The model's row, from the vectorized builder when it is there, else the scalar reference.
-
-    ``engine``: ``"builder"``, ``"reference"`` or ``"auto"``. Block mappings are on (as
-    ``kvm_pgtable`` maps on 6.x); no compared field depends on them.
+    """The model's row from the vectorized builder, or with ``engine="reference"`` the scalar
+    reference (the tests hold the two equal). Block mappings are on (as ``kvm_pgtable`` maps on
+    6.x); no compared field depends on them.
     """
-    if engine in ("auto", "builder"):
-        try:
-            from sweep.builder import build
-        except ImportError:
-            if engine == "builder":
-                raise
-        else:
-            import pandas as pd
+    if engine == "reference":
+        from sweep.reference import compute_row
 
-            config = {
-                "memory_map": memory_map.name,
-                "granule": granule,
-                "va_bits": va_bits,
-                "layout": layout,
-                "block_mappings": True,
-                "idmap_pa": idmap_pa,
-                "tag_random": tag_random,
-            }
-            out = build(pd.DataFrame([config]), {memory_map.name: memory_map})
-            return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.iloc[0].items()}
-    from sweep.reference import compute_row
+        return compute_row(memory_map, granule, va_bits, layout, True, idmap_pa, tag_random)
+    import pandas as pd
 
-    return compute_row(memory_map, granule, va_bits, layout, True, idmap_pa, tag_random)
+    from sweep.builder import build
 
-
-def _memory_map(log_text: str, boot: BootLog, name: str) -> MemoryMap:
-    """The DRAM as ``sweep.load_memory_map`` reads it from a boot log (the same parser)."""
-    try:
-        from sweep.loaders import memory_map_from_boot_log
-    except ImportError:
-        return MemoryMap(name, boot.banks, source=f"boot log of {boot.release}")
-    return memory_map_from_boot_log(log_text, name)
+    config = {
+        "memory_map": memory_map.name,
+        "granule": granule,
+        "va_bits": va_bits,
+        "layout": layout,
+        "block_mappings": True,
+        "idmap_pa": idmap_pa,
+        "tag_random": tag_random,
+    }
+    out = build(pd.DataFrame([config]), {memory_map.name: memory_map})
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.iloc[0].items()}
 
 
 def verify_boot(
@@ -205,7 +192,7 @@ def verify_boot(
     va_bits: int | None = None,
     layout: str = DEFAULT_LAYOUT,
     name: str = "boot-log",
-    engine: str = "auto",
+    engine: str = "builder",
 ) -> VerifyReport:
     """Compare one boot log with the model, field by field (see the module docstring).
 
@@ -216,7 +203,7 @@ def verify_boot(
     problem = missing_kvm_lines_message(boot)
     if problem:
         raise BootLogError(f"{name}: {problem}")
-    memory_map = _memory_map(log_text, boot, name)
+    memory_map = memory_map_from_boot_log(log_text, name)
 
     if granule is None:
         granule, granule_source = _infer_granule(boot)
