@@ -203,8 +203,11 @@ def diff_command(dir_a: str, dir_b: str, ignore: str, show: int) -> None:
 @click.option(
     "--va-bits", type=int, default=None, help="VA_BITS the kernel ran with (default: from the log)."
 )
-@click.option("--layout", default="tagged-48", show_default=True, help="HYP VA layout to check.")
-def verify_boot_command(log: str, granule: str | None, va_bits: int | None, layout: str) -> None:
+@click.option("--layout", default=None,
+              help="HYP VA layout to check (default: the kernel release's; tagged-48 from 6.9).")
+def verify_boot_command(
+    log: str, granule: str | None, va_bits: int | None, layout: str | None
+) -> None:
     """Compare a kernel boot LOG (console or dmesg) with the model; exit 0 only if all agree."""
     from sweep.verify import verify_boot_file
 

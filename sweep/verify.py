@@ -10,6 +10,7 @@ DRAM byte) and the idmap page's alignment.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,27 @@ from sweep.model import MemoryMap, granule_name, levels, parse_granule
 VA_BITS_CHOICES = {4096: (39, 48, 52), 16384: (36, 47, 48, 52), 65536: (42, 48, 52)}
 
 DEFAULT_LAYOUT = "tagged-48"
+"""The layout checked when the log names no kernel release to choose by."""
+
+LAYOUT_SINCE = (
+    (6, 9, "tagged-48", "6.9 and later"),
+    (4, 17, "tagged", "4.17 to 6.8"),
+    (4, 8, "merged", "4.8 to 4.16"),
+    (0, 0, "high-only", "up to 4.7"),
+)
+"""Each built-in layout's first Linux release (MODEL.md section 3), newest first."""
+
+
+def layout_for_release(release: str | None) -> tuple[str, str]:
+    """The built-in layout of the kernel that printed the log, and why it was chosen."""
+    match = re.match(r"(\d+)\.(\d+)", release or "")
+    if not match:
+        return DEFAULT_LAYOUT, "assumed: the log names no kernel release"
+    version = (int(match.group(1)), int(match.group(2)))
+    for major, minor, layout, span in LAYOUT_SINCE:
+        if version >= (major, minor):
+            return layout, f"Linux {version[0]}.{version[1]}; {layout} is {span}"
+    raise AssertionError("LAYOUT_SINCE ends with (0, 0)")
 
 
 @dataclass(frozen=True)
@@ -45,6 +67,7 @@ class VerifyReport:
     va_bits: int
     va_bits_source: str
     layout: str
+    layout_source: str
     idmap_pa: int
     tag_random: int
     row: dict
@@ -66,7 +89,7 @@ class VerifyReport:
             f"memory:     {banks}",
             f"granule:    {granule_name(self.granule)} ({self.granule_source})",
             f"VA_BITS:    {self.va_bits} ({self.va_bits_source})",
-            f"layout:     {self.layout}",
+            f"layout:     {self.layout} ({self.layout_source})",
             f"idmap_pa:   {self.idmap_pa:#x}",
             f"tag_random: {self.tag_random:#x} (the range start below bit VA_BITS - 1)",
         ]
@@ -190,13 +213,14 @@ def verify_boot(
     log_text: str,
     granule: int | str | None = None,
     va_bits: int | None = None,
-    layout: str = DEFAULT_LAYOUT,
+    layout: str | None = None,
     name: str = "boot-log",
     engine: str = "builder",
 ) -> VerifyReport:
     """Compare one boot log with the model, field by field (see the module docstring).
 
-    ``granule`` and ``va_bits`` default to what the log shows. A log that lacks the lines
+    ``granule``, ``va_bits`` and ``layout`` default to what the log shows (the layout by the
+    kernel release, ``layout_for_release``). A log that lacks the lines
     raises ``BootLogError`` whose message names the boot options to add.
     """
     boot = parse_boot_log(log_text)
@@ -214,6 +238,10 @@ def verify_boot(
         va_bits, va_bits_source = _infer_va_bits(boot)
     else:
         va_bits_source = "given"
+    if layout is None:
+        layout, layout_source = layout_for_release(boot.release)
+    else:
+        layout_source = "given"
     start, end = boot.hyp_va_start, boot.hyp_va_end
     tag_random = recover_tag_random(start, va_bits)
     row = model_row(memory_map, granule, va_bits, layout, boot.idmap_pa, tag_random, engine)
@@ -264,6 +292,7 @@ def verify_boot(
         va_bits=va_bits,
         va_bits_source=va_bits_source,
         layout=layout,
+        layout_source=layout_source,
         idmap_pa=row["idmap_pa"],
         tag_random=tag_random,
         row=row,

@@ -16,7 +16,7 @@ from sweep.bootlog import BootLogError, parse_boot_log
 from sweep.cli import main
 from sweep.errors import SweepError
 from sweep.loaders import load_memory_map
-from sweep.verify import verify_boot, verify_boot_file
+from sweep.verify import layout_for_release, verify_boot, verify_boot_file
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "kernelboot"
 G = 1 << 30
@@ -254,3 +254,24 @@ def test_boot_without_nokaslr_gets_a_note():
     report = verify_boot(text)
     assert "booted without nokaslr" in report.format()
     assert "nokaslr" not in verify_boot(read("boot-4G")).format()
+
+
+@pytest.mark.parametrize(
+    ("release", "layout"),
+    [("6.12.117+deb13-arm64", "tagged-48"), ("6.9.0", "tagged-48"), ("6.8.12-arm64", "tagged"),
+     ("5.10.0-32-arm64", "tagged"), ("4.17.0", "tagged"), ("4.16.18", "merged"),
+     ("4.8.0", "merged"), ("4.7.10", "high-only"), (None, "tagged-48")],
+)
+def test_layout_follows_the_kernel_release(release, layout):
+    assert layout_for_release(release)[0] == layout
+
+
+def test_a_4x_release_is_checked_with_its_layout():
+    # The same 6.1 console claiming to be 4.14: merged puts the aliases in the high half with
+    # delta = 2^47 - PHYS_OFFSET, so the printed start (a tagged one) no longer agrees.
+    text = read("boot-4G").replace("Linux version 6.1.0-56-arm64", "Linux version 4.14.0-arm64")
+    report = verify_boot(text)
+    assert report.layout == "merged"
+    assert report.row["hyp_va_min"] == 1 << 47
+    assert "HYP VA start" in report.disagreeing()
+    assert verify_boot(text, layout="tagged-48").agree
