@@ -22,7 +22,7 @@ from sweep.model import (
     level_shift,
     levels,
 )
-from sweep.reference import LAYOUTS, Tree, build_tree, prepare
+from sweep.reference import LAYOUTS, Configuration, Tree, build_tree, prepare
 from sweep.results import HEX_COLUMNS
 
 UNITS = "KMGTPE"
@@ -40,17 +40,10 @@ class Mapping:
 
 @dataclass
 class Explanation:
-    """A configuration's tree (reference), its mappings, and its row (builder)."""
+    """A configuration (reference, MODEL.md 1 to 3), its tree and mappings, and its row
+    (builder)."""
 
-    memory_map: MemoryMap
-    granule: int
-    va_bits: int
-    layout: str
-    block_mappings: bool
-    idmap_pa: int
-    tag_random: int
-    phys_offset: int
-    delta: int
+    config: Configuration
     tree: Tree
     mappings: list[Mapping]
     row: dict
@@ -119,10 +112,7 @@ def explain(
     row = builder_row(
         memory_map, c.granule, c.va_bits, layout, block_mappings, c.idmap_pa, tag_random
     )
-    return Explanation(
-        memory_map, c.granule, c.va_bits, layout, bool(block_mappings), c.idmap_pa, tag_random,
-        c.phys_offset, c.hyp.delta, tree, mappings, row,
-    )
+    return Explanation(c, tree, mappings, row)
 
 
 # --- printing ---------------------------------------------------------------------------------
@@ -247,17 +237,18 @@ def _value_text(column: str, value: object) -> str:
 
 def render(explanation: Explanation) -> str:
     """The whole explanation as text: configuration, tree, builder row, agreement check."""
-    e = explanation
+    e, c = explanation, explanation.config
     tree = e.tree
-    n_levels = levels(tree.tree_va_bits, e.granule)
-    root_entries = 1 << (tree.tree_va_bits - level_shift(tree.root_level, e.granule))
+    n_levels = levels(tree.tree_va_bits, c.granule)
+    root_entries = 1 << (tree.tree_va_bits - level_shift(tree.root_level, c.granule))
+    delta = c.hyp.delta
     out = [
-        f"{e.memory_map.name}: {granule_name(e.granule)} granule, VA_BITS {e.va_bits}, "
-        f"layout {e.layout}, block mappings {'on' if e.block_mappings else 'off'}, "
-        f"idmap {e.idmap_pa:#x}",
+        f"{c.memory_map.name}: {granule_name(c.granule)} granule, VA_BITS {c.va_bits}, "
+        f"layout {c.layout}, block mappings {'on' if c.block_mappings else 'off'}, "
+        f"idmap {c.idmap_pa:#x}",
         f"HYP tree: {tree.tree_va_bits}-bit input, {n_levels} levels, root at L{tree.root_level} "
-        f"with {root_entries} entries; PHYS_OFFSET {e.phys_offset:#x}, hyp(p) = p "
-        f"{'+' if e.delta >= 0 else '-'} {abs(e.delta):#x}",
+        f"with {root_entries} entries; PHYS_OFFSET {c.phys_offset:#x}, hyp(p) = p "
+        f"{'+' if delta >= 0 else '-'} {abs(delta):#x}",
         "mappings, in the order they are made:",
         *(f"  0x{m.va:016x}-0x{m.va_end:016x} -> PA 0x{m.pa:x}: {m.name}" for m in e.mappings),
         "",

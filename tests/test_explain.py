@@ -95,8 +95,8 @@ def test_every_table_is_covered_by_its_runs(case, blocks):
     # Every runtime byte sits under exactly one leaf; the idmap page adds its own page only when
     # no runtime mapping already covers its VA (the walk stops at a valid leaf, MODEL.md 5).
     runtime = e.mappings[:-1]
-    covered = any(m.va <= e.idmap_pa < m.va_end for m in runtime)
-    expected = sum(m.va_end - m.va for m in runtime) + (0 if covered else e.granule)
+    covered = any(m.va <= e.config.idmap_pa < m.va_end for m in runtime)
+    expected = sum(m.va_end - m.va for m in runtime) + (0 if covered else e.config.granule)
     assert leaf_bytes == expected
 
 
