@@ -422,6 +422,24 @@ def build(
     return pd.DataFrame({name: frame[name] for name in ROW_COLUMNS}, index=configs.index)
 
 
+def build_row(
+    memory_map: MemoryMap,
+    granule: int,
+    va_bits: int,
+    layout: str,
+    block_mappings: bool,
+    idmap_pa: int,
+    tag_random: int = 0,
+) -> dict:
+    """One configuration through ``build``, as plain Python values (for explain, verify-boot)."""
+    config = pd.DataFrame([{
+        "memory_map": memory_map.name, "granule": granule, "va_bits": va_bits, "layout": layout,
+        "block_mappings": block_mappings, "idmap_pa": idmap_pa, "tag_random": tag_random,
+    }]).astype({"idmap_pa": "uint64", "tag_random": "uint64"})
+    out = build(config, {memory_map.name: memory_map})
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.iloc[0].items()}
+
+
 def _lookup_layout(name: str, layouts: Mapping[str, Layout]) -> Layout:
     if name not in layouts:
         raise ValidationError(f"layout: {name!r} is not one of {', '.join(sorted(layouts))}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
+from sweep.builder import build_row
 from sweep.errors import ValidationError
 from sweep.model import (
     MemoryMap,
@@ -68,23 +69,6 @@ def resolve_memory_map(name_or_path: str) -> MemoryMap:
     return next(iter(maps.values()))
 
 
-def builder_row(
-    memory_map: MemoryMap, granule: int, va_bits: int, layout: str, block_mappings: bool,
-    idmap_pa: int, tag_random: int = 0,
-) -> dict:
-    """The row ``sweep.build`` computes for one configuration, as plain Python values."""
-    import pandas as pd
-
-    from sweep.builder import build
-
-    config = pd.DataFrame([{
-        "memory_map": memory_map.name, "granule": granule, "va_bits": va_bits, "layout": layout,
-        "block_mappings": block_mappings, "idmap_pa": idmap_pa, "tag_random": tag_random,
-    }]).astype({"idmap_pa": "uint64", "tag_random": "uint64"})
-    out = build(config, {memory_map.name: memory_map})
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.iloc[0].items()}
-
-
 def explain(
     memory_map: MemoryMap, granule: int | str, va_bits: int, layout: str, block_mappings: bool,
     idmap_pa: int, tag_random: int = 0,
@@ -109,7 +93,7 @@ def explain(
     ]
     mappings.append(
         Mapping("idmap page (VA == PA)", c.idmap_pa, c.idmap_pa + c.granule, c.idmap_pa))
-    row = builder_row(
+    row = build_row(
         memory_map, c.granule, c.va_bits, layout, block_mappings, c.idmap_pa, tag_random
     )
     return Explanation(c, tree, mappings, row)

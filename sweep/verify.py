@@ -192,21 +192,9 @@ def model_row(
         from sweep.reference import compute_row
 
         return compute_row(memory_map, granule, va_bits, layout, True, idmap_pa, tag_random)
-    import pandas as pd
+    from sweep.builder import build_row
 
-    from sweep.builder import build
-
-    config = {
-        "memory_map": memory_map.name,
-        "granule": granule,
-        "va_bits": va_bits,
-        "layout": layout,
-        "block_mappings": True,
-        "idmap_pa": idmap_pa,
-        "tag_random": tag_random,
-    }
-    out = build(pd.DataFrame([config]), {memory_map.name: memory_map})
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.iloc[0].items()}
+    return build_row(memory_map, granule, va_bits, layout, True, idmap_pa, tag_random)
 
 
 def verify_boot(

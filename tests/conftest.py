@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 
+from sweep.builder import build_row
 from sweep.model import MemoryMap
 from sweep.reference import compute_row
 
@@ -14,11 +14,7 @@ def _via_reference(memory_map: MemoryMap, **config) -> dict:
 
 
 def _via_builder(memory_map: MemoryMap, **config) -> dict:
-    from sweep.builder import build
-
-    row = {"memory_map": memory_map.name, "tag_random": 0, **config}
-    out = build(pd.DataFrame([row]), {memory_map.name: memory_map})
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.iloc[0].items()}
+    return build_row(memory_map, **config)
 
 
 @pytest.fixture(params=["reference", "builder"])
