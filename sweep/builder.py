@@ -28,9 +28,8 @@ from sweep.layouts import Layout, LayoutBatch
 from sweep.model import (
     GRANULES,
     PA_LIMIT,
-    VA_BITS_MAX,
-    VA_BITS_MIN,
     MemoryMap,
+    check_va_bits,
     granule_name,
     level_shift,
     min_block_level,
@@ -449,8 +448,7 @@ def _lookup_layout(name: str, layouts: Mapping[str, Layout]) -> Layout:
 def _check_scalars(granule: int, va_bits: int) -> None:
     if granule not in GRANULES:
         raise ValidationError(f"granule: {granule!r} is not one of 4096, 16384, 65536")
-    if not VA_BITS_MIN <= va_bits <= VA_BITS_MAX:
-        raise ValidationError(f"va_bits: {va_bits!r} is outside {VA_BITS_MIN}..{VA_BITS_MAX}")
+    check_va_bits(int(va_bits))
 
 
 def _aligned_idmap(idmap: np.ndarray, granule: int) -> np.ndarray:
