@@ -25,8 +25,10 @@ G = 1 << 30
 MAPS = {
     1: MemoryMap("juno-1", [(0x8000_0000, 2 * G)]),
     2: MemoryMap("juno-2", [(0x8000_0000, 2 * G - (16 << 20)), (0x8_8000_0000, 6 * G)]),
-    8: MemoryMap("eight", [(0x8000_0000 + i * 0x10_0000_0000 + i * (3 << 20), G + i * (5 << 20))
-                           for i in range(8)]),
+    8: MemoryMap(
+        "eight",
+        [(0x8000_0000 + i * 0x10_0000_0000 + i * (3 << 20), G + i * (5 << 20)) for i in range(8)],
+    ),
 }
 
 
@@ -61,19 +63,24 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(2026)
     sizes = [10**4, 10**5] if args.quick else [10**4, 10**5, 10**6]
-    print(f"layout={args.layout} granule={args.granule} va_bits={args.va_bits} "
-          f"blocks={args.blocks} tags={'0' if args.no_tags else 'random'} "
-          f"pid={os.getpid()} (one process, one core)")
-    print(f"{'banks':>5} {'rows':>9} {'build cfg/s':>13} {'reference cfg/s':>16} "
-          f"{'ratio':>8} {'peak B/row':>11}")
+    print(
+        f"layout={args.layout} granule={args.granule} va_bits={args.va_bits} "
+        f"blocks={args.blocks} tags={'0' if args.no_tags else 'random'} "
+        f"pid={os.getpid()} (one process, one core)"
+    )
+    print(
+        f"{'banks':>5} {'rows':>9} {'build cfg/s':>13} {'reference cfg/s':>16} "
+        f"{'ratio':>8} {'peak B/row':>11}"
+    )
     for nbanks, memory_map in MAPS.items():
         for n in sizes:
             idmap = idmap_addresses(memory_map, args.granule, n, rng)
             tags = None if args.no_tags else rng.integers(0, 2**63, n).astype(np.uint64)
 
             def run(idmap=idmap, tags=tags, memory_map=memory_map):
-                return build_unit(memory_map, args.granule, args.va_bits, args.layout,
-                                  args.blocks, idmap, tags)
+                return build_unit(
+                    memory_map, args.granule, args.va_bits, args.layout, args.blocks, idmap, tags
+                )
 
             run()  # warm: plugin loading, first-call allocations
             seconds = best_of(run, 3 if n < 10**6 else 2)
@@ -85,12 +92,21 @@ def main() -> None:
             sample = min(args.sample, n)
             start = time.perf_counter()
             for i in range(sample):
-                compute_row(memory_map, args.granule, args.va_bits, args.layout, args.blocks,
-                            int(idmap[i]), 0 if tags is None else int(tags[i]))
+                compute_row(
+                    memory_map,
+                    args.granule,
+                    args.va_bits,
+                    args.layout,
+                    args.blocks,
+                    int(idmap[i]),
+                    0 if tags is None else int(tags[i]),
+                )
             ref_rate = sample / (time.perf_counter() - start)
             rate = n / seconds
-            print(f"{nbanks:>5} {n:>9,} {rate:>13,.0f} {ref_rate:>16,.0f} "
-                  f"{rate / ref_rate:>7,.0f}x {peak / n:>11,.0f}")
+            print(
+                f"{nbanks:>5} {n:>9,} {rate:>13,.0f} {ref_rate:>16,.0f} "
+                f"{rate / ref_rate:>7,.0f}x {peak / n:>11,.0f}"
+            )
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def write_inputs(folder: Path, configs: int, unit_rows: int) -> Path:
     config.write_text(
         'name = "bench"\nmemory_maps = ["bench-map.toml"]\ngranules = ["4K"]\n'
         'va_bits = [39, 48]\nlayouts = ["high-only", "merged", "tagged", "tagged-48"]\n'
-        f'block_mappings = [false, true]\nunit_rows = {unit_rows}\n'
+        f"block_mappings = [false, true]\nunit_rows = {unit_rows}\n"
         f'[placement]\nkind = "stride"\nstep = {STEP}\n[tag]\nseed = 1\n'
     )
     return config
@@ -79,8 +79,18 @@ def _memory(pid: int, field: str) -> int:
 
 def run_cli(config: Path, out: Path, workers: int) -> dict:
     """``sweep run`` in a subprocess; wall time and peak RSS of its process tree."""
-    command = [sys.executable, "-m", "sweep.cli", "run", str(config), "--out", str(out),
-               "--workers", str(workers), "--overwrite"]
+    command = [
+        sys.executable,
+        "-m",
+        "sweep.cli",
+        "run",
+        str(config),
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        "--overwrite",
+    ]
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak_tree = peak_pss = peak_one = 0
@@ -101,9 +111,14 @@ def run_cli(config: Path, out: Path, workers: int) -> dict:
     # The driver's own clock: from the pool's start to the last unit, without interpreter
     # start-up, imports and planning.
     match = re.search(r" in ([0-9.]+) s -> ", err_text.decode())
-    return {"seconds": seconds, "run_seconds": float(match.group(1)) if match else seconds,
-            "peak_tree": peak_tree, "peak_pss": peak_pss,
-            "peak_one": peak_one, "disk": disk}
+    return {
+        "seconds": seconds,
+        "run_seconds": float(match.group(1)) if match else seconds,
+        "peak_tree": peak_tree,
+        "peak_pss": peak_pss,
+        "peak_one": peak_one,
+        "disk": disk,
+    }
 
 
 def builder_and_writer(config: Path, folder: Path, limit_rows: int) -> tuple[float, float, int]:
@@ -127,9 +142,12 @@ def builder_and_writer(config: Path, folder: Path, limit_rows: int) -> tuple[flo
         build_s += time.perf_counter() - started
         started = time.perf_counter()
         # A new file each time, as the driver writes (overwriting one file is cheaper).
-        pq.write_table(table.drop_columns(["granule", "va_bits"]),
-                       folder / f"alone-{index}.parquet",
-                       compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
+        pq.write_table(
+            table.drop_columns(["granule", "va_bits"]),
+            folder / f"alone-{index}.parquet",
+            compression=COMPRESSION,
+            row_group_size=ROW_GROUP_ROWS,
+        )
         write_s += time.perf_counter() - started
         rows += unit.rows
         if rows >= limit_rows:
@@ -141,10 +159,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", type=float, default=1e7)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--unit-rows", type=int, default=None,
-                        help="rows per unit (default: the config default)")
-    parser.add_argument("--alone-rows", type=float, default=4e6,
-                        help="rows for the builder-alone and pyarrow-alone figures")
+    parser.add_argument(
+        "--unit-rows", type=int, default=None, help="rows per unit (default: the config default)"
+    )
+    parser.add_argument(
+        "--alone-rows",
+        type=float,
+        default=4e6,
+        help="rows for the builder-alone and pyarrow-alone figures",
+    )
     args = parser.parse_args()
     from sweep.config import DEFAULT_UNIT_ROWS
 
@@ -153,34 +176,48 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-driver-") as tmp:
         folder = Path(tmp)
         config = write_inputs(folder, configs, unit_rows)
-        print(f"load average before: {os.getloadavg()[0]:.2f} (other work on the machine slows "
-              "every figure)")
-        print(f"stride sweep: {configs:,} configurations (2 banks, 4K, VA_BITS 39/48, 4 layouts,"
-              f" 2 block settings), {unit_rows:,} rows per unit, {os.cpu_count()} CPUs")
-        print(f"{'run':<28}{'seconds':>9}{'configs/s':>14}{'RSS tree':>12}{'PSS tree':>12}"
-              f"{'largest':>12}{'bytes/row':>11}")
+        print(
+            f"load average before: {os.getloadavg()[0]:.2f} (other work on the machine slows "
+            "every figure)"
+        )
+        print(
+            f"stride sweep: {configs:,} configurations (2 banks, 4K, VA_BITS 39/48, 4 layouts,"
+            f" 2 block settings), {unit_rows:,} rows per unit, {os.cpu_count()} CPUs"
+        )
+        print(
+            f"{'run':<28}{'seconds':>9}{'configs/s':>14}{'RSS tree':>12}{'PSS tree':>12}"
+            f"{'largest':>12}{'bytes/row':>11}"
+        )
         rates, run_rates = {}, {}
         for workers in args.workers:
             r = run_cli(config, folder / "out", workers)
             rates[workers] = configs / r["seconds"]
             run_rates[workers] = configs / r["run_seconds"]
-            print(f"{'sweep run --workers ' + str(workers):<28}{r['seconds']:>9.1f}"
-                  f"{rates[workers]:>14,.0f}{r['peak_tree'] / 2**20:>8,.0f} MiB"
-                  f"{r['peak_pss'] / 2**20:>8,.0f} MiB{r['peak_one'] / 2**20:>8,.0f} MiB"
-                  f"{r['disk'] / configs:>11.2f}")
+            print(
+                f"{'sweep run --workers ' + str(workers):<28}{r['seconds']:>9.1f}"
+                f"{rates[workers]:>14,.0f}{r['peak_tree'] / 2**20:>8,.0f} MiB"
+                f"{r['peak_pss'] / 2**20:>8,.0f} MiB{r['peak_one'] / 2**20:>8,.0f} MiB"
+                f"{r['disk'] / configs:>11.2f}"
+            )
         if 1 in rates and 2 in rates:
-            print(f"scaling, 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x end to end, "
-                  f"{run_rates[2] / run_rates[1]:.2f}x on the driver's clock "
-                  f"({run_rates[1]:,.0f} and {run_rates[2]:,.0f} configs/s without start-up)")
+            print(
+                f"scaling, 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x end to end, "
+                f"{run_rates[2] / run_rates[1]:.2f}x on the driver's clock "
+                f"({run_rates[1]:,.0f} and {run_rates[2]:,.0f} configs/s without start-up)"
+            )
         build, write, rows = builder_and_writer(config, folder, int(args.alone_rows))
         per_row = 1 / build + 1 / write
-        print(f"one core, {rows:,} rows: builder alone {build:,.0f} rows/s, pyarrow write alone "
-              f"{write:,.0f} rows/s, both {1 / per_row:,.0f} rows/s")
+        print(
+            f"one core, {rows:,} rows: builder alone {build:,.0f} rows/s, pyarrow write alone "
+            f"{write:,.0f} rows/s, both {1 / per_row:,.0f} rows/s"
+        )
         if 1 in rates:
-            print(f"time beyond building and writing, 1 worker: "
-                  f"{100 * (1 - rates[1] * per_row):.0f}% end to end (start-up, imports, plugins,"
-                  f" planning), {100 * (1 - run_rates[1] * per_row):.0f}% on the driver's clock "
-                  "(worker processes, placements, tags, scheduling)")
+            print(
+                f"time beyond building and writing, 1 worker: "
+                f"{100 * (1 - rates[1] * per_row):.0f}% end to end (start-up, imports, plugins,"
+                f" planning), {100 * (1 - run_rates[1] * per_row):.0f}% on the driver's clock "
+                "(worker processes, placements, tags, scheduling)"
+            )
 
 
 if __name__ == "__main__":

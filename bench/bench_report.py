@@ -30,8 +30,11 @@ def main() -> None:
         directory = Path(args.dir) if args.dir else Path(tmp) / "results"
         if not args.dir:
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "sweep.cli", "run", *args.run_args, "--out",
-                            str(directory)], check=True, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [sys.executable, "-m", "sweep.cli", "run", *args.run_args, "--out", str(directory)],
+                check=True,
+                stderr=subprocess.DEVNULL,
+            )
             print(f"sweep run:            {time.perf_counter() - started:7.2f} s")
 
         from sweep import report, results
@@ -50,11 +53,16 @@ def main() -> None:
 
         out = Path(tmp) / "report.html"
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "sweep.cli", "report", str(directory), "--out",
-                        str(out)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "sweep.cli", "report", str(directory), "--out", str(out)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         elapsed = time.perf_counter() - started
-        print(f"sweep report (whole command): {elapsed:.2f} s, page {out.stat().st_size:,} bytes"
-              f" ({'under' if elapsed < 30 else 'OVER'} the 30 s bar)")
+        print(
+            f"sweep report (whole command): {elapsed:.2f} s, page {out.stat().st_size:,} bytes"
+            f" ({'under' if elapsed < 30 else 'OVER'} the 30 s bar)"
+        )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,9 @@ def _check_params(kind: str, params: Mapping, context: Mapping, granule: int) ->
             )
 
 
-def kernel_load(banks: Sequence[tuple[int, int]], granule: int, params: Mapping,
-                context: Mapping) -> np.ndarray:
+def kernel_load(
+    banks: Sequence[tuple[int, int]], granule: int, params: Mapping, context: Mapping
+) -> np.ndarray:
     """The lowest trimmed bank's base + ``TEXT_OFFSET``, where pre-5.8 kernels were loaded."""
     _check_params("kernel-load", params, context, granule)
     start, end = min(banks)
@@ -61,14 +62,15 @@ def kernel_load(banks: Sequence[tuple[int, int]], granule: int, params: Mapping,
     return np.array([address], dtype=np.uint64)
 
 
-def stride(banks: Sequence[tuple[int, int]], granule: int, params: Mapping,
-           context: Mapping) -> np.ndarray:
+def stride(
+    banks: Sequence[tuple[int, int]], granule: int, params: Mapping, context: Mapping
+) -> np.ndarray:
     """In every trimmed bank ``[b, e)``, each ``b + k * step < e``."""
     _check_params("stride", params, context, granule)
     where = _where(context, granule)
     if "step" not in params:
         raise ValidationError(
-            f"{where}: placement.step: missing (stride needs step = \"2M\" or similar)"
+            f'{where}: placement.step: missing (stride needs step = "2M" or similar)'
         )
     try:
         step = parse_size(params["step"], "placement.step")
@@ -84,13 +86,12 @@ def stride(banks: Sequence[tuple[int, int]], granule: int, params: Mapping,
             f"{where}: placement.step: {params['step']!r} gives {count} addresses, more than"
             f" {MAX_ADDRESSES}; use a larger step"
         )
-    return np.concatenate(
-        [np.arange(start, end, step, dtype=np.uint64) for start, end in banks]
-    )
+    return np.concatenate([np.arange(start, end, step, dtype=np.uint64) for start, end in banks])
 
 
-def random_addresses(banks: Sequence[tuple[int, int]], granule: int, params: Mapping,
-                     context: Mapping) -> np.ndarray:
+def random_addresses(
+    banks: Sequence[tuple[int, int]], granule: int, params: Mapping, context: Mapping
+) -> np.ndarray:
     """``count`` addresses uniform over the trimmed banks' bytes, reproducible from ``seed``.
 
     The stream is seeded by SHA-256 of (seed, memory map name, granule), not Python's ``hash()``
@@ -126,8 +127,9 @@ def random_addresses(banks: Sequence[tuple[int, int]], granule: int, params: Map
     return starts[index] + offsets - (ends_cumulative[index] - sizes[index])
 
 
-def listed(banks: Sequence[tuple[int, int]], granule: int, params: Mapping,
-           context: Mapping) -> np.ndarray:
+def listed(
+    banks: Sequence[tuple[int, int]], granule: int, params: Mapping, context: Mapping
+) -> np.ndarray:
     """The ``addresses`` given; each must lie in a trimmed bank once aligned down to the granule."""
     _check_params("list", params, context, granule)
     where = _where(context, granule)

@@ -144,8 +144,15 @@ class _Group:
         keep = self.starts < limit
         s, e = self.starts[keep], np.minimum(self.ends[keep], limit)
         clipped = int((self.ends - self.starts).sum() - (e - s).sum())
-        self.with_banks(rows, idmap, tag_random, s[:, None], e[:, None],
-                        np.array([self.phys_offset0], dtype=I64), clipped)
+        self.with_banks(
+            rows,
+            idmap,
+            tag_random,
+            s[:, None],
+            e[:, None],
+            np.array([self.phys_offset0], dtype=I64),
+            clipped,
+        )
 
     def clip_per_row(self, rows, idmap, tag_random) -> None:
         """Rows whose kernel sits high: each row clips DRAM at its own idmap page."""
@@ -172,29 +179,39 @@ class _Group:
         dram_first = s[np.argmax(valid, axis=0), columns]
         dram_last = e[valid.shape[0] - 1 - np.argmax(valid[::-1], axis=0), columns] - 1
         idmap_va_bits = _bit_length(idmap + (g - 1))
-        res = self.layout.compute(LayoutBatch(
-            granule=g, va_bits=v, idmap_pa=idmap, idmap_va_bits=idmap_va_bits,
-            phys_offset=phys_offset, dram_first=dram_first, dram_last=dram_last,
-            tag_random=tag_random,
-        ))
+        res = self.layout.compute(
+            LayoutBatch(
+                granule=g,
+                va_bits=v,
+                idmap_pa=idmap,
+                idmap_va_bits=idmap_va_bits,
+                phys_offset=phys_offset,
+                dram_first=dram_first,
+                dram_last=dram_last,
+                tag_random=tag_random,
+            )
+        )
         delta = np.asarray(res.delta, dtype=I64)
         tree_bits = np.asarray(res.tree_va_bits, dtype=I64)
         levels_runtime = _levels(v, g)
         n_levels = _levels(tree_bits, g)
-        self.emit(rows, {
-            "phys_offset": phys_offset,
-            "clipped_bytes": clipped,
-            "hyp_va_min": res.hyp_va_min,
-            "hyp_va_max": res.hyp_va_max,
-            "hyp_dram_last": dram_last + delta,
-            "idmap_va_bits": idmap_va_bits,
-            "idmap_extended": idmap_va_bits > v,
-            "idmap_in_window": (res.hyp_va_min <= idmap) & (idmap <= res.hyp_va_max),
-            "levels_runtime": levels_runtime,
-            "levels_idmap": _levels(np.maximum(idmap_va_bits, v), g),
-            "levels": n_levels,
-            "extra_levels": n_levels - levels_runtime,
-        })
+        self.emit(
+            rows,
+            {
+                "phys_offset": phys_offset,
+                "clipped_bytes": clipped,
+                "hyp_va_min": res.hyp_va_min,
+                "hyp_va_max": res.hyp_va_max,
+                "hyp_dram_last": dram_last + delta,
+                "idmap_va_bits": idmap_va_bits,
+                "idmap_extended": idmap_va_bits > v,
+                "idmap_in_window": (res.hyp_va_min <= idmap) & (idmap <= res.hyp_va_max),
+                "levels_runtime": levels_runtime,
+                "levels_idmap": _levels(np.maximum(idmap_va_bits, v), g),
+                "levels": n_levels,
+                "extra_levels": n_levels - levels_runtime,
+            },
+        )
         # The runtime tree depends on the banks and delta only: share it when both are.
         if s.shape[1] == 1:
             values, inverse = _few_unique(delta)
@@ -221,9 +238,14 @@ class _Group:
         for bits in np.unique(tree_bits):
             part = np.flatnonzero(tree_bits == bits)
             shared = s.shape[1] == 1
-            self.tree(part if rows is None else rows[part], idmap[part],
-                      s if shared else s[:, part], e if shared else e[:, part],
-                      delta if shared else delta[part], int(bits))
+            self.tree(
+                part if rows is None else rows[part],
+                idmap[part],
+                s if shared else s[:, part],
+                e if shared else e[:, part],
+                delta if shared else delta[part],
+                int(bits),
+            )
 
     def tree(self, rows, idmap, s, e, delta, tree_bits: int) -> None:
         """Overlap, margin and the merged tree of rows with one tree size, whose banks ``[s, e)``
@@ -275,8 +297,9 @@ class _Group:
                 distinct = 0
                 prev_last = -1
                 for b in range(nbanks):
-                    distinct = distinct + np.where(has[b], count[b] - (first_tab[b] == prev_last),
-                                                   0)
+                    distinct = distinct + np.where(
+                        has[b], count[b] - (first_tab[b] == prev_last), 0
+                    )
                     prev_last = np.where(has[b], last_tab[b], prev_last)
                 tables[level + 1] = distinct
                 runtime_pages = runtime_pages + distinct
@@ -300,18 +323,21 @@ class _Group:
             counts[level] = made + (first_empty < level) if level > root else made
         table_pages = sum(counts.values())
         root_entries = 1 << (tree_bits - level_shift(root, g))
-        self.emit(rows, {
-            "overlap": overlap,
-            "margin": margin,
-            "tables_lm1": counts[-1],
-            "tables_l0": counts[0],
-            "tables_l1": counts[1],
-            "tables_l2": counts[2],
-            "tables_l3": counts[3],
-            "table_pages": table_pages,
-            "table_bytes": root_entries * 8 + (table_pages - 1) * g,
-            "shared_tables": runtime_pages + (4 - root) - table_pages,
-        })
+        self.emit(
+            rows,
+            {
+                "overlap": overlap,
+                "margin": margin,
+                "tables_lm1": counts[-1],
+                "tables_l0": counts[0],
+                "tables_l1": counts[1],
+                "tables_l2": counts[2],
+                "tables_l3": counts[3],
+                "table_pages": table_pages,
+                "table_bytes": root_entries * 8 + (table_pages - 1) * g,
+                "shared_tables": runtime_pages + (4 - root) - table_pages,
+            },
+        )
 
 
 def _few_unique(delta: np.ndarray):
@@ -346,11 +372,13 @@ def build_unit(
     idmap = _aligned_idmap(np.asarray(idmap_pa), granule)
     n = len(idmap)
     tags = _tags(tag_random, n)
-    columns = build_group(memory_map, granule, va_bits, layout_obj, bool(block_mappings),
-                          idmap, tags)
+    columns = build_group(
+        memory_map, granule, va_bits, layout_obj, bool(block_mappings), idmap, tags
+    )
     inputs = {
         "memory_map": pa.DictionaryArray.from_arrays(
-            np.zeros(n, dtype=np.int32), pa.array([memory_map.name])),
+            np.zeros(n, dtype=np.int32), pa.array([memory_map.name])
+        ),
         "granule": np.full(n, granule, dtype=np.int32),
         "va_bits": np.full(n, va_bits, dtype=np.int8),
         "layout": pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int32), pa.array([layout])),
@@ -377,8 +405,9 @@ def build(
     layouts = _resolve_layouts(layouts)
     n = len(configs)
     idmap_raw = _int_column(configs, "idmap_pa")
-    tags = _tags(_int_column(configs, "tag_random", unsigned64=True)
-                 if "tag_random" in configs else None, n)
+    tags = _tags(
+        _int_column(configs, "tag_random", unsigned64=True) if "tag_random" in configs else None, n
+    )
     granules = _int_column(configs, "granule")
     va_bits = _int_column(configs, "va_bits")
     blocks = configs["block_mappings"].to_numpy()
@@ -389,10 +418,14 @@ def build(
     map_names = configs["memory_map"].astype(str).to_numpy()
     layout_names = configs["layout"].astype(str).to_numpy()
 
-    out = {name: np.empty(n, dtype=np.dtype(dt)) for name, dt in ROW_COLUMNS.items()
-           if dt != "category"}
-    keys = pd.DataFrame({"m": map_names, "g": granules, "v": va_bits, "l": layout_names,
-                         "b": blocks})
+    out = {
+        name: np.empty(n, dtype=np.dtype(dt))
+        for name, dt in ROW_COLUMNS.items()
+        if dt != "category"
+    }
+    keys = pd.DataFrame(
+        {"m": map_names, "g": granules, "v": va_bits, "l": layout_names, "b": blocks}
+    )
     for (m, g, v, lay, b), positions in keys.groupby(
         ["m", "g", "v", "l", "b"], sort=False
     ).indices.items():
@@ -431,10 +464,19 @@ def build_row(
     tag_random: int = 0,
 ) -> dict:
     """One configuration through ``build``, as plain Python values (for explain, verify-boot)."""
-    config = pd.DataFrame([{
-        "memory_map": memory_map.name, "granule": granule, "va_bits": va_bits, "layout": layout,
-        "block_mappings": block_mappings, "idmap_pa": idmap_pa, "tag_random": tag_random,
-    }]).astype({"idmap_pa": "uint64", "tag_random": "uint64"})
+    config = pd.DataFrame(
+        [
+            {
+                "memory_map": memory_map.name,
+                "granule": granule,
+                "va_bits": va_bits,
+                "layout": layout,
+                "block_mappings": block_mappings,
+                "idmap_pa": idmap_pa,
+                "tag_random": tag_random,
+            }
+        ]
+    ).astype({"idmap_pa": "uint64", "tag_random": "uint64"})
     out = build(config, {memory_map.name: memory_map})
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.iloc[0].items()}
 

@@ -78,19 +78,36 @@ def _size_text(size: int) -> str:
 
 @main.command("run", context_settings={"ignore_unknown_options": False})
 @click.argument("args", nargs=-1, metavar="[CONFIG] [KEY=VALUE]...")
-@click.option("--out", default="results", show_default=True,
-              help="Dataset folder (or fsspec URL such as s3://bucket/sweep).")
+@click.option(
+    "--out",
+    default="results",
+    show_default=True,
+    help="Dataset folder (or fsspec URL such as s3://bucket/sweep).",
+)
 @click.option("--workers", type=int, default=None, help="Worker processes [default: CPUs].")
 @click.option("--resume", is_flag=True, help="Run only the units with no part file yet.")
 @click.option("--overwrite", is_flag=True, help="Replace the sweep already in --out.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed unit.")
 @click.option("--dry-run", is_flag=True, help="Print counts and sizes; run nothing.")
-@click.option("--executor", type=click.Choice(["processes", "dask", "dask-local"]),
-              default="processes", show_default=True, help="Where units run.")
+@click.option(
+    "--executor",
+    type=click.Choice(["processes", "dask", "dask-local"]),
+    default="processes",
+    show_default=True,
+    help="Where units run.",
+)
 @click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786).")
-def run_command(args: tuple[str, ...], out: str, workers: int | None, resume: bool,
-                overwrite: bool, fail_fast: bool, dry_run: bool, executor: str,
-                scheduler: str | None) -> None:
+def run_command(
+    args: tuple[str, ...],
+    out: str,
+    workers: int | None,
+    resume: bool,
+    overwrite: bool,
+    fail_fast: bool,
+    dry_run: bool,
+    executor: str,
+    scheduler: str | None,
+) -> None:
     """Run a sweep CONFIG (default configs/default.toml) into a Parquet dataset.
 
     KEY=VALUE overrides change the config for this run: granules=4K,64K
@@ -111,13 +128,24 @@ def run_command(args: tuple[str, ...], out: str, workers: int | None, resume: bo
 
         click.echo(describe_plan(make_plan(config, os.path.dirname(source) or None)))
         return
-    report = run_sweep(config, out=out, workers=workers, resume=resume, overwrite=overwrite,
-                       fail_fast=fail_fast, executor=executor, scheduler=scheduler,
-                       config_source=source)
-    click.echo(f"sweep {report.status}: {report.units_written:,} units written "
-               f"({report.rows_written:,} rows, {report.bytes_written:,} bytes), "
-               f"{report.units_skipped:,} already done, {len(report.failed)} failed, "
-               f"in {report.seconds:.1f} s -> {out}", err=True)
+    report = run_sweep(
+        config,
+        out=out,
+        workers=workers,
+        resume=resume,
+        overwrite=overwrite,
+        fail_fast=fail_fast,
+        executor=executor,
+        scheduler=scheduler,
+        config_source=source,
+    )
+    click.echo(
+        f"sweep {report.status}: {report.units_written:,} units written "
+        f"({report.rows_written:,} rows, {report.bytes_written:,} bytes), "
+        f"{report.units_skipped:,} already done, {len(report.failed)} failed, "
+        f"in {report.seconds:.1f} s -> {out}",
+        err=True,
+    )
     if report.failed:
         click.echo(f"sweep: {len(report.failed)} units failed:", err=True)
         for failure in report.failed:
@@ -134,8 +162,13 @@ def run_command(args: tuple[str, ...], out: str, workers: int | None, resume: bo
 
 @main.command("report")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--out", default="report.html", show_default=True, type=click.Path(dir_okay=False),
-              help="HTML file to write (one self-contained page).")
+@click.option(
+    "--out",
+    default="report.html",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="HTML file to write (one self-contained page).",
+)
 def report_command(directory: str, out: str) -> None:
     """Write an HTML report (figures and worst cases) of the results in DIRECTORY."""
     from sweep.report import write_report
@@ -145,9 +178,21 @@ def report_command(directory: str, out: str) -> None:
 
 @main.command("query")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.argument("name", type=click.Choice(
-    ["overlaps", "extra-levels", "unrunnable-4x", "level-counts", "table-size",
-     "table-bytes-by-board", "margin-distribution", "worst-cases"]))
+@click.argument(
+    "name",
+    type=click.Choice(
+        [
+            "overlaps",
+            "extra-levels",
+            "unrunnable-4x",
+            "level-counts",
+            "table-size",
+            "table-bytes-by-board",
+            "margin-distribution",
+            "worst-cases",
+        ]
+    ),
+)
 @click.argument("filters", nargs=-1)
 def query_command(directory: str, name: str, filters: tuple[str, ...]) -> None:
     """Print a named query of sweep.results over DIRECTORY; FILTERS are column=value[,value]."""
@@ -162,22 +207,43 @@ def query_command(directory: str, name: str, filters: tuple[str, ...]) -> None:
 @click.option("--granule", required=True, help="4K, 16K or 64K.")
 @click.option("--va-bits", type=int, required=True, help="VA_BITS the kernel runs with.")
 @click.option("--layout", required=True, help="HYP VA layout (high-only, merged, tagged, ...).")
-@click.option("--blocks/--no-blocks", default=False, show_default=True,
-              help="Let the table builder use block mappings.")
+@click.option(
+    "--blocks/--no-blocks",
+    default=False,
+    show_default=True,
+    help="Let the table builder use block mappings.",
+)
 @click.option("--idmap", required=True, help="Physical address of the idmap page (0x...).")
-@click.option("--tag-random", default="0", show_default=True,
-              help="Random tag bits for the tagged layouts.")
-def explain_command(map_name: str, granule: str, va_bits: int, layout: str, blocks: bool,
-                    idmap: str, tag_random: str) -> None:
+@click.option(
+    "--tag-random", default="0", show_default=True, help="Random tag bits for the tagged layouts."
+)
+def explain_command(
+    map_name: str,
+    granule: str,
+    va_bits: int,
+    layout: str,
+    blocks: bool,
+    idmap: str,
+    tag_random: str,
+) -> None:
     """Print one configuration's HYP page tables the way ptdump does, then its row."""
     from sweep.explain import explain, render, resolve_memory_map
     from sweep.model import parse_size
 
     memory_map = resolve_memory_map(map_name)
-    click.echo(render(explain(
-        memory_map, granule, va_bits, layout, blocks, parse_size(idmap, "--idmap"),
-        parse_size(tag_random, "--tag-random"),
-    )))
+    click.echo(
+        render(
+            explain(
+                memory_map,
+                granule,
+                va_bits,
+                layout,
+                blocks,
+                parse_size(idmap, "--idmap"),
+                parse_size(tag_random, "--tag-random"),
+            )
+        )
+    )
 
 
 @main.command("diff")
@@ -203,8 +269,11 @@ def diff_command(dir_a: str, dir_b: str, ignore: str, show: int) -> None:
 @click.option(
     "--va-bits", type=int, default=None, help="VA_BITS the kernel ran with (default: from the log)."
 )
-@click.option("--layout", default=None,
-              help="HYP VA layout to check (default: the kernel release's; tagged-48 from 6.9).")
+@click.option(
+    "--layout",
+    default=None,
+    help="HYP VA layout to check (default: the kernel release's; tagged-48 from 6.9).",
+)
 def verify_boot_command(
     log: str, granule: str | None, va_bits: int | None, layout: str | None
 ) -> None:

@@ -126,8 +126,9 @@ def diff(dir_a: str | Path, dir_b: str | Path, ignore: Sequence[str] = ()) -> Di
     return out
 
 
-def _summary(board_rows: list[pd.DataFrame], changed_parts: list, compared: list[str]
-             ) -> pd.DataFrame:
+def _summary(
+    board_rows: list[pd.DataFrame], changed_parts: list, compared: list[str]
+) -> pd.DataFrame:
     """Per board: rows in both runs, rows only in one, rows changed, and rows changed per
     column (only the columns that changed somewhere)."""
     sides = {"both": "rows", "left_only": "only_a", "right_only": "only_b"}
@@ -143,7 +144,8 @@ def _summary(board_rows: list[pd.DataFrame], changed_parts: list, compared: list
     for part, flags in changed_parts:
         boards = part["memory_map"].to_numpy()
         summary.loc[:, "changed"] = summary["changed"].add(
-            flags.any(axis=1).groupby(boards).sum(), fill_value=0)
+            flags.any(axis=1).groupby(boards).sum(), fill_value=0
+        )
         per_column = flags.groupby(boards).sum()
         for column in compared:
             summary.loc[:, column] = summary[column].add(per_column[column], fill_value=0)
@@ -165,8 +167,11 @@ def format_diff(result: Diff, dir_a: str, dir_b: str, show: int = 10) -> str:
         lines.append("the runs agree on every compared column")
         return "\n".join(lines)
     if not result.summary.empty:
-        lines += ["", "per board: rows matched, only in A, only in B, changed; then per column:",
-                  result.summary.to_string()]
+        lines += [
+            "",
+            "per board: rows matched, only in A, only in B, changed; then per column:",
+            result.summary.to_string(),
+        ]
     if show and not result.changed.empty:
         first = result.changed.head(show)
         columns = list(result.keys)

@@ -106,8 +106,9 @@ def run_sweep(
     started = _now()
     meta = _initial_meta(plan, previous, config_source, executor, workers, started)
     store.write_meta(meta)
-    report = RunReport(str(out), "running", plan.configurations, plan.n_units,
-                       failed=list(plan.failures))
+    report = RunReport(
+        str(out), "running", plan.configurations, plan.n_units, failed=list(plan.failures)
+    )
 
     handlers = _start_logging(store, multiprocess=(executor == "processes"))
     ex = None
@@ -116,9 +117,16 @@ def run_sweep(
     try:
         for failure in plan.failures:
             log.error("%s failed: %s", failure["unit"], failure["error"])
-        log.info("sweep %r: %d configurations in %d units to %s, %s with %d workers%s",
-                 plan.config["name"], plan.configurations, plan.n_units, out, executor, workers,
-                 f", resuming ({len(done)} part files on disk)" if resume else "")
+        log.info(
+            "sweep %r: %d configurations in %d units to %s, %s with %d workers%s",
+            plan.config["name"],
+            plan.configurations,
+            plan.n_units,
+            out,
+            executor,
+            workers,
+            f", resuming ({len(done)} part files on disk)" if resume else "",
+        )
         ex = make_executor(executor, plan, store, workers, scheduler, dask_processes)
         bar = Progress(plan.configurations, tty=progress)
         report.status = _schedule(plan, ex, done, report, bar, fail_fast)
@@ -130,21 +138,32 @@ def run_sweep(
         report.seconds = time.perf_counter() - clock
         if bar is not None:
             bar.close()
-        log.info("sweep %s: %d units written (%d rows, %d bytes), %d already done, %d failed, "
-                 "in %.1f s", report.status, report.units_written, report.rows_written,
-                 report.bytes_written, report.units_skipped, len(report.failed), report.seconds)
+        log.info(
+            "sweep %s: %d units written (%d rows, %d bytes), %d already done, %d failed, in %.1f s",
+            report.status,
+            report.units_written,
+            report.rows_written,
+            report.bytes_written,
+            report.units_skipped,
+            len(report.failed),
+            report.seconds,
+        )
         meta.update(_final_meta(report, started))
-        meta["runs"][-1].update(finished=_now(), status=report.status,
-                                units_written=report.units_written,
-                                rows_written=report.rows_written)
+        meta["runs"][-1].update(
+            finished=_now(),
+            status=report.status,
+            units_written=report.units_written,
+            rows_written=report.rows_written,
+        )
         store.write_meta(meta)
         _stop_logging(handlers)
         store.upload_log()
     return report
 
 
-def _schedule(plan: Plan, ex, done: set[str], report: RunReport, bar: Progress,
-              fail_fast: bool) -> str:
+def _schedule(
+    plan: Plan, ex, done: set[str], report: RunReport, bar: Progress, fail_fast: bool
+) -> str:
     """The scheduling loop; returns the run's status."""
     units = plan.units()
     retry: deque[Unit] = deque()
@@ -187,8 +206,11 @@ def _schedule(plan: Plan, ex, done: set[str], report: RunReport, bar: Progress,
                     if isinstance(outcome, WorkerKilled):
                         lost.append(unit)
                     elif isinstance(outcome, Exception) or outcome.error:
-                        error = (outcome.error if isinstance(outcome, UnitResult)
-                                 else f"{type(outcome).__name__}: {outcome}")
+                        error = (
+                            outcome.error
+                            if isinstance(outcome, UnitResult)
+                            else f"{type(outcome).__name__}: {outcome}"
+                        )
                         _fail(report, unit, error)
                         bar.fail()
                         if fail_fast and not stopping:
@@ -203,23 +225,33 @@ def _schedule(plan: Plan, ex, done: set[str], report: RunReport, bar: Progress,
                     lost += list(in_flight.values())  # the whole pool went down with it
                     in_flight.clear()
                     _requeue(lost, kills, retry, report, bar)
-                    log.warning("a worker was killed by the OS; rebuilding the pool and retrying "
-                                "%s", ", ".join(u.id for u in lost))
+                    log.warning(
+                        "a worker was killed by the OS; rebuilding the pool and retrying %s",
+                        ", ".join(u.id for u in lost),
+                    )
                     ex.restart()
                 elif lost:
                     for unit in lost:
-                        _fail(report, unit, "its worker was killed (SIGKILL or out of memory) "
-                                            "on every try")
+                        _fail(
+                            report,
+                            unit,
+                            "its worker was killed (SIGKILL or out of memory) on every try",
+                        )
                         bar.fail()
                 bar.tick()
             except KeyboardInterrupt:
                 if not stopping:
                     stopping = interrupted = True
-                    log.warning("interrupted: waiting for %d running units (interrupt again to "
-                                "abandon them); every finished unit is kept", len(in_flight))
+                    log.warning(
+                        "interrupted: waiting for %d running units (interrupt again to "
+                        "abandon them); every finished unit is kept",
+                        len(in_flight),
+                    )
                     if bar.tty:
-                        bar.note("interrupted: finishing running units; press Ctrl-C again to "
-                                 "abandon them")
+                        bar.note(
+                            "interrupted: finishing running units; press Ctrl-C again to "
+                            "abandon them"
+                        )
                 else:
                     log.warning("interrupted again: abandoning %d running units", len(in_flight))
                     ex.shutdown(abandon=True)
@@ -238,8 +270,11 @@ def _requeue(lost: list[Unit], kills: Counter, retry: deque, report: RunReport, 
     for unit in lost:
         kills[unit.id] += 1
         if kills[unit.id] > MAX_RETRIES:
-            _fail(report, unit, f"its worker was killed (SIGKILL or out of memory) "
-                                f"{kills[unit.id]} times")
+            _fail(
+                report,
+                unit,
+                f"its worker was killed (SIGKILL or out of memory) {kills[unit.id]} times",
+            )
             bar.fail()
         else:
             retry.append(unit)
@@ -281,16 +316,21 @@ def _check_existing(store: Store, plan: Plan, resume: bool, overwrite: bool) -> 
             "use --resume to finish it or --overwrite to replace it"
         )
     if previous is None or "config" not in previous:
-        raise SweepError(f"--resume: {store.url} has part files but no _sweep.json to check the "
-                         "config against; use --overwrite")
+        raise SweepError(
+            f"--resume: {store.url} has part files but no _sweep.json to check the "
+            "config against; use --overwrite"
+        )
     difference = config_difference(previous["config"], plan.config)
     if difference:
-        raise SweepError(f"--resume: {store.url} holds a sweep of another config: "
-                         + "; ".join(difference))
+        raise SweepError(
+            f"--resume: {store.url} holds a sweep of another config: " + "; ".join(difference)
+        )
     difference = config_difference(previous.get("plan", {}), plan.fingerprint())
     if difference:
-        raise SweepError(f"--resume: {store.url} was run when the plugins gave other inputs: "
-                         + "; ".join(difference))
+        raise SweepError(
+            f"--resume: {store.url} was run when the plugins gave other inputs: "
+            + "; ".join(difference)
+        )
     return previous
 
 
@@ -301,16 +341,24 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _initial_meta(plan: Plan, previous: dict | None, source: str, executor: str, workers: int,
-                  started: str) -> dict:
+def _initial_meta(
+    plan: Plan, previous: dict | None, source: str, executor: str, workers: int, started: str
+) -> dict:
     import numpy
     import pyarrow
 
     import sweep
 
     runs = list(previous.get("runs", [])) if previous else []
-    runs.append({"started": started, "finished": None, "status": "running",
-                 "executor": executor, "workers": workers})
+    runs.append(
+        {
+            "started": started,
+            "finished": None,
+            "status": "running",
+            "executor": executor,
+            "workers": workers,
+        }
+    )
     return {
         "name": plan.config["name"],
         "status": "running",
@@ -321,8 +369,11 @@ def _initial_meta(plan: Plan, previous: dict | None, source: str, executor: str,
         "plan": plan.fingerprint(),
         "package": {"name": "va-sweep", "version": sweep.__version__},
         "plugins": plugin_versions(),
-        "versions": {"python": sys.version.split()[0], "numpy": numpy.__version__,
-                     "pyarrow": pyarrow.__version__},
+        "versions": {
+            "python": sys.version.split()[0],
+            "numpy": numpy.__version__,
+            "pyarrow": pyarrow.__version__,
+        },
         "runs": runs,
         "counts": {},
         "failed": [],
@@ -453,8 +504,9 @@ class Progress:
     Rows a resumed run finds already done count toward the total but not the rate.
     """
 
-    def __init__(self, total: int, tty: bool | None = None,
-                 interval: float = PROGRESS_INTERVAL) -> None:
+    def __init__(
+        self, total: int, tty: bool | None = None, interval: float = PROGRESS_INTERVAL
+    ) -> None:
         self.total, self.interval = total, interval
         self.tty = sys.stderr.isatty() if tty is None else tty
         self.done = self.skipped = self.failed = 0
@@ -464,8 +516,15 @@ class Progress:
             from tqdm import tqdm
 
             tqdm.monitor_interval = 0  # no monitor thread: the pool may be re-forked
-            self.bar = tqdm(total=total, unit="cfg", unit_scale=True, smoothing=0.05,
-                            dynamic_ncols=True, file=sys.stderr, desc="sweep")
+            self.bar = tqdm(
+                total=total,
+                unit="cfg",
+                unit_scale=True,
+                smoothing=0.05,
+                dynamic_ncols=True,
+                file=sys.stderr,
+                desc="sweep",
+            )
 
     def skip(self, rows: int) -> None:
         self.skipped += rows
@@ -493,9 +552,11 @@ class Progress:
         remaining = max(self.total - finished, 0)
         eta = _duration(remaining / rate) if rate > 0 else ("0:00:00" if not remaining else "?")
         percent = 100.0 * finished / self.total if self.total else 100.0
-        return (f"sweep: {percent:5.1f}% {finished:,}/{self.total:,} configurations, "
-                f"{rate:,.0f}/s, elapsed {_duration(elapsed)}, ETA {eta}, "
-                f"{self.failed} failed units")
+        return (
+            f"sweep: {percent:5.1f}% {finished:,}/{self.total:,} configurations, "
+            f"{rate:,.0f}/s, elapsed {_duration(elapsed)}, ETA {eta}, "
+            f"{self.failed} failed units"
+        )
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -527,8 +588,9 @@ def describe_plan(plan: Plan) -> str:
 
     cfg = plan.config
     rows = plan.configurations
-    va = "; ".join(f"{granule_name(g)}: {','.join(map(str, plan.va_bits[g]))}"
-                   for g in cfg["granules"])
+    va = "; ".join(
+        f"{granule_name(g)}: {','.join(map(str, plan.va_bits[g]))}" for g in cfg["granules"]
+    )
     lines = [
         f"sweep {cfg['name']!r}",
         f"memory maps:    {len(plan.memory_maps)}",

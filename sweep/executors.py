@@ -75,13 +75,21 @@ def run_unit(unit: Unit, plan: Plan | None = None, store: Store | None = None) -
         table = unit_table(plan, unit)
         nbytes = store.write_part(unit.path, table)
     except Exception as exc:
-        log.error("unit %s failed on %s: %s: %s", unit.id, worker, type(exc).__name__, exc,
-                  exc_info=True)
-        return UnitResult(unit.id, unit.path, unit.rows, error=f"{type(exc).__name__}: {exc}",
-                          worker=worker)
+        log.error(
+            "unit %s failed on %s: %s: %s", unit.id, worker, type(exc).__name__, exc, exc_info=True
+        )
+        return UnitResult(
+            unit.id, unit.path, unit.rows, error=f"{type(exc).__name__}: {exc}", worker=worker
+        )
     seconds = time.perf_counter() - started
-    log.info("unit %s: %d rows, %d bytes in %.2f s on %s", unit.describe(), unit.rows, nbytes,
-             seconds, worker)
+    log.info(
+        "unit %s: %d rows, %d bytes in %.2f s on %s",
+        unit.describe(),
+        unit.rows,
+        nbytes,
+        seconds,
+        worker,
+    )
     return UnitResult(unit.id, unit.path, unit.rows, nbytes, seconds, worker=worker)
 
 
@@ -115,7 +123,9 @@ class ProcessExecutor:
 
     def _start(self) -> None:
         self.pool = cf.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=self.context, initializer=init_worker,
+            max_workers=self.workers,
+            mp_context=self.context,
+            initializer=init_worker,
             initargs=(self.plan, self.store),
         )
         # Fork every worker now, before the driver starts any thread of its own.
@@ -167,8 +177,14 @@ class DaskExecutor:
 
     restart_on_kill = False
 
-    def __init__(self, plan: Plan, store: Store, workers: int, scheduler: str | None = None,
-                 processes: bool = True) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        store: Store,
+        workers: int,
+        scheduler: str | None = None,
+        processes: bool = True,
+    ) -> None:
         try:
             from distributed import Client, LocalCluster
         except ImportError:
@@ -183,8 +199,9 @@ class DaskExecutor:
             except (OSError, TimeoutError) as exc:
                 raise SweepError(f"--scheduler {scheduler}: cannot connect: {exc}") from None
         else:
-            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
-                                        processes=processes, dashboard_address=None)
+            self.cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=None
+            )
             self.client = Client(self.cluster)
         self.workers = max(1, len(self.client.scheduler_info().get("workers", {})) or workers)
         self._plan_future = self.client.scatter(plan, broadcast=True, hash=False)
@@ -192,8 +209,14 @@ class DaskExecutor:
 
     def submit(self, unit: Unit):
         self._attempt += 1
-        return self.client.submit(_dask_run_unit, self._plan_future, self.store, unit,
-                                  key=f"sweep-unit-{unit.id}-{self._attempt}", pure=False)
+        return self.client.submit(
+            _dask_run_unit,
+            self._plan_future,
+            self.store,
+            unit,
+            key=f"sweep-unit-{unit.id}-{self._attempt}",
+            pure=False,
+        )
 
     @staticmethod
     def wait(futures: set, timeout: float) -> tuple[set, set]:
@@ -228,8 +251,14 @@ class DaskExecutor:
 EXECUTORS = ("processes", "dask", "dask-local")
 
 
-def make_executor(kind: str, plan: Plan, store: Store, workers: int,
-                  scheduler: str | None = None, dask_processes: bool = True):
+def make_executor(
+    kind: str,
+    plan: Plan,
+    store: Store,
+    workers: int,
+    scheduler: str | None = None,
+    dask_processes: bool = True,
+):
     """``processes`` (the default), ``dask`` (with ``scheduler``) or ``dask-local``."""
     if kind == "processes":
         return ProcessExecutor(plan, store, workers)

@@ -29,6 +29,7 @@ from sweep.results import HEX_COLUMNS
 UNITS = "KMGTPE"
 """ptdump's size units: the size is printed in KiB, then scaled while it divides by 1024."""
 
+
 @dataclass(frozen=True)
 class Mapping:
     """One call that put something in the tree: a runtime bank's alias, or the idmap page."""
@@ -63,15 +64,18 @@ def resolve_memory_map(name_or_path: str) -> MemoryMap:
     except ValidationError as exc:
         raise ValidationError(f"--map: {exc}") from None
     if len(maps) != 1:
-        raise ValidationError(
-            f"--map {name_or_path!r}: selects {len(maps)} memory maps; name one"
-        )
+        raise ValidationError(f"--map {name_or_path!r}: selects {len(maps)} memory maps; name one")
     return next(iter(maps.values()))
 
 
 def explain(
-    memory_map: MemoryMap, granule: int | str, va_bits: int, layout: str, block_mappings: bool,
-    idmap_pa: int, tag_random: int = 0,
+    memory_map: MemoryMap,
+    granule: int | str,
+    va_bits: int,
+    layout: str,
+    block_mappings: bool,
+    idmap_pa: int,
+    tag_random: int = 0,
 ) -> Explanation:
     """Build the configuration's tree with the scalar reference and its row with the builder."""
     plugin = None
@@ -83,8 +87,16 @@ def explain(
             known = ", ".join(sorted({*LAYOUTS, *get_layouts()}))
             raise ValidationError(f"--layout {layout!r}: not a layout ({known})")
     # The reference's own steps (MODEL.md 1 to 3), then its tree (MODEL.md 5).
-    c = prepare(memory_map, granule, va_bits, layout, block_mappings, idmap_pa, tag_random,
-                layout_plugin=plugin)
+    c = prepare(
+        memory_map,
+        granule,
+        va_bits,
+        layout,
+        block_mappings,
+        idmap_pa,
+        tag_random,
+        layout_plugin=plugin,
+    )
     runtime = c.runtime
     tree = build_tree(runtime, c.idmap_pa, c.granule, c.hyp.tree_va_bits, block_mappings)
     mappings = [
@@ -92,7 +104,8 @@ def explain(
         for i, (va, va_end, pa) in enumerate(runtime)
     ]
     mappings.append(
-        Mapping("idmap page (VA == PA)", c.idmap_pa, c.idmap_pa + c.granule, c.idmap_pa))
+        Mapping("idmap page (VA == PA)", c.idmap_pa, c.idmap_pa + c.granule, c.idmap_pa)
+    )
     row = build_row(
         memory_map, c.granule, c.va_bits, layout, block_mappings, c.idmap_pa, tag_random
     )
@@ -204,8 +217,10 @@ def tree_lines(explanation: Explanation) -> list[str]:
         parent_shift = level_shift(level - 1, granule) if level > root else tree.tree_va_bits
         for p, q, lo, hi in groups:
             va, va_end = p << parent_shift, q << parent_shift
-            what = "root table" if level == root else (
-                f"{q - p} alike L{level} tables" if q - p > 1 else f"L{level} table"
+            what = (
+                "root table"
+                if level == root
+                else (f"{q - p} alike L{level} tables" if q - p > 1 else f"L{level} table")
             )
             lines.append(f"---[ {what} 0x{va:016x}-0x{va_end:016x} ]---")
             for run in _entry_runs(tree, level, lo, hi, cuts, mappings):
@@ -253,10 +268,9 @@ def agreement(explanation: Explanation) -> str:
     names = {-1: "tables_lm1", 0: "tables_l0", 1: "tables_l1", 2: "tables_l2", 3: "tables_l3"}
     wrong = [
         f"{names[lv]}: tree {counts[lv]}, builder {explanation.row[names[lv]]}"
-        for lv in names if counts[lv] != explanation.row[names[lv]]
+        for lv in names
+        if counts[lv] != explanation.row[names[lv]]
     ]
     if wrong:
         return "DISAGREE: the reference tree and the builder's row differ: " + "; ".join(wrong)
-    return (
-        f"agrees: the tree above has {sum(counts.values())} tables, as the builder's row says"
-    )
+    return f"agrees: the tree above has {sum(counts.values())} tables, as the builder's row says"

@@ -74,8 +74,18 @@ def parse(data: bytes, origin: str) -> Node:
             f"{origin}: not a flattened device tree: {len(data)} bytes, shorter than its"
             " 40-byte header"
         )
-    (magic, totalsize, off_struct, off_strings, off_rsvmap, version, last_comp, _cpu,
-     size_strings, size_struct) = HEADER.unpack_from(data)
+    (
+        magic,
+        totalsize,
+        off_struct,
+        off_strings,
+        off_rsvmap,
+        version,
+        last_comp,
+        _cpu,
+        size_strings,
+        size_struct,
+    ) = HEADER.unpack_from(data)
     if magic != FDT_MAGIC:
         raise ValidationError(
             f"{origin}: not a flattened device tree: magic {magic:#010x}, expected"
@@ -190,8 +200,10 @@ def memory_nodes(root: Node) -> list[Node]:
         named = node.parent is root and (node.name == "memory" or node.name.startswith("memory@"))
         if not (named or node.string("device_type") == "memory"):
             continue
-        if any(a.name == "reserved-memory" or a.name.startswith("reserved-memory@")
-               for a in _ancestors(node)):
+        if any(
+            a.name == "reserved-memory" or a.name.startswith("reserved-memory@")
+            for a in _ancestors(node)
+        ):
             continue
         status = node.string("status")
         if status is not None and status not in ("okay", "ok"):
@@ -228,8 +240,10 @@ def reg_entries(node: Node, origin: str) -> list[tuple[int, int]]:
     prop = "linux,usable-memory" if "linux,usable-memory" in node.properties else "reg"
     reg = node.properties.get(prop)
     if reg is None:
-        raise ValidationError(f"{where}: memory node has no reg property (firmware fills it in"
-                              " at boot? read the blob from the running board, /sys/firmware/fdt)")
+        raise ValidationError(
+            f"{where}: memory node has no reg property (firmware fills it in"
+            " at boot? read the blob from the running board, /sys/firmware/fdt)"
+        )
     stride = 4 * (address_cells + size_cells)
     if not reg or len(reg) % stride:
         raise ValidationError(
@@ -247,8 +261,12 @@ def reg_entries(node: Node, origin: str) -> list[tuple[int, int]]:
 # --- writer: small blobs for tests and for exporting a memory map ---------------------------
 
 
-def encode(root: Node, reservations: Sequence[tuple[int, int]] = (), nops: bool = False,
-           totalsize: int | None = None) -> bytes:
+def encode(
+    root: Node,
+    reservations: Sequence[tuple[int, int]] = (),
+    nops: bool = False,
+    totalsize: int | None = None,
+) -> bytes:
     """A version-17 blob of ``root``; ``nops`` puts an ``FDT_NOP`` before every token (as a
     running kernel leaves them), ``totalsize`` pads with zeros (as QEMU's 1 MiB blobs)."""
     strings = bytearray()
@@ -286,8 +304,18 @@ def encode(root: Node, reservations: Sequence[tuple[int, int]] = (), nops: bool 
     off_strings = off_struct + len(struct_block)
     size = off_strings + len(strings)
     total = max(size, totalsize or 0)
-    header = HEADER.pack(FDT_MAGIC, total, off_struct, off_strings, off_rsvmap, 17, 16, 0,
-                         len(strings), len(struct_block))
+    header = HEADER.pack(
+        FDT_MAGIC,
+        total,
+        off_struct,
+        off_strings,
+        off_rsvmap,
+        17,
+        16,
+        0,
+        len(strings),
+        len(struct_block),
+    )
     blob = header + b"\0" * (off_rsvmap - HEADER.size) + rsvmap + struct_block + strings
     return blob + b"\0" * (total - len(blob))
 

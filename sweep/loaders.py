@@ -146,8 +146,9 @@ def _text(data: bytes, origin: str, kind: str) -> str:
 # --- checks shared by every kind --------------------------------------------------------------
 
 
-def _memory_map(origin: str, name: str, banks: Sequence[_Located], description: str = "",
-                source: str = "") -> MemoryMap:
+def _memory_map(
+    origin: str, name: str, banks: Sequence[_Located], description: str = "", source: str = ""
+) -> MemoryMap:
     """Check the raw banks against MODEL.md section 1, naming where each came from."""
     if not banks:
         raise ValidationError(f"{origin}: no DRAM banks found")
@@ -170,8 +171,9 @@ def _memory_map(origin: str, name: str, banks: Sequence[_Located], description: 
                 f" [{prev.base:#x}-{prev.base + prev.size - 1:#x}] ({prev.where})"
             )
     try:
-        return MemoryMap(name, [Bank(b.base, b.size) for b in banks], description=description,
-                         source=source)
+        return MemoryMap(
+            name, [Bank(b.base, b.size) for b in banks], description=description, source=source
+        )
     except ValidationError as exc:
         raise ValidationError(f"{origin}: {exc}") from None
 
@@ -185,8 +187,11 @@ def _from_toml(text: str, path: Path) -> MemoryMap:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValidationError(f"{origin}: TOML syntax error: {exc}") from None
-    header_lines = [i + 1 for i, line in enumerate(text.splitlines())
-                    if re.match(r"\s*\[\[\s*banks\s*\]\]", line)]
+    header_lines = [
+        i + 1
+        for i, line in enumerate(text.splitlines())
+        if re.match(r"\s*\[\[\s*banks\s*\]\]", line)
+    ]
     unknown = sorted(set(doc) - TOML_KEYS)
     if unknown:
         raise ValidationError(
@@ -249,9 +254,7 @@ def _from_dtb(data: bytes, path: Path, origin: str | None = None) -> MemoryMap:
     root = fdt.parse(data, origin)
     nodes = fdt.memory_nodes(root)
     if not nodes:
-        raise ValidationError(
-            f"{origin}: device tree has no memory node (device_type = \"memory\")"
-        )
+        raise ValidationError(f'{origin}: device tree has no memory node (device_type = "memory")')
     banks = []
     for node in nodes:
         entries = fdt.reg_entries(node, origin)
@@ -277,8 +280,12 @@ def _from_dts(path: Path) -> MemoryMap:
             " device-tree-compiler), or compile it yourself with dtc -I dts -O dtb"
         )
     try:
-        run = subprocess.run([dtc, "-q", "-I", "dts", "-O", "dtb", "-o", "-", path.name],
-                             cwd=path.parent, capture_output=True, timeout=60)
+        run = subprocess.run(
+            [dtc, "-q", "-I", "dts", "-O", "dtb", "-o", "-", path.name],
+            cwd=path.parent,
+            capture_output=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ValidationError(f"{origin}: dtc failed: {exc}") from None
     if run.returncode != 0:
@@ -286,8 +293,10 @@ def _from_dts(path: Path) -> MemoryMap:
         first = next((m for m in message if "rror" in m), message[0] if message else "")
         hint = ""
         if re.search(r"^\s*#\s*include\b", path.read_text("utf-8", "replace"), re.M):
-            hint = (" (#include needs the C preprocessor: run cpp -nostdinc -undef -x"
-                    " assembler-with-cpp first, as the kernel's Makefiles do)")
+            hint = (
+                " (#include needs the C preprocessor: run cpp -nostdinc -undef -x"
+                " assembler-with-cpp first, as the kernel's Makefiles do)"
+            )
         raise ValidationError(f"{origin}: dtc could not compile it: {first.strip()}{hint}")
     return _from_dtb(run.stdout, path, origin)
 

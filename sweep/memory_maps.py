@@ -51,8 +51,13 @@ def select_memory_maps(
     return selected
 
 
-def _add(selected: dict[str, MemoryMap], origin: dict[str, str], memory_map: MemoryMap,
-         spec: str, registered: dict[str, MemoryMap]) -> None:
+def _add(
+    selected: dict[str, MemoryMap],
+    origin: dict[str, str],
+    memory_map: MemoryMap,
+    spec: str,
+    registered: dict[str, MemoryMap],
+) -> None:
     name = memory_map.name
     known = selected.get(name) or registered.get(name)
     if known is not None and _sorted(known) != _sorted(memory_map):
@@ -66,10 +71,11 @@ def _add(selected: dict[str, MemoryMap], origin: dict[str, str], memory_map: Mem
         origin[name] = repr(spec)
 
 
-def _resolve(spec: str, registered: dict[str, MemoryMap], families: dict[str, str],
-             base_dir: Path | None) -> list[MemoryMap]:
+def _resolve(
+    spec: str, registered: dict[str, MemoryMap], families: dict[str, str], base_dir: Path | None
+) -> list[MemoryMap]:
     if spec.startswith("family:"):
-        family = spec[len("family:"):]
+        family = spec[len("family:") :]
         members = [m for name, m in registered.items() if families.get(name) == family]
         if not members:
             known = ", ".join(sorted(set(families.values()))) or "none"
@@ -95,9 +101,7 @@ def _resolve(spec: str, registered: dict[str, MemoryMap], families: dict[str, st
     if not is_glob and path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and not _skipped(p))
         if not files:
-            raise ValidationError(
-                f"memory_maps: directory {str(path)!r} holds no memory-map files"
-            )
+            raise ValidationError(f"memory_maps: directory {str(path)!r} holds no memory-map files")
         return [load_memory_map(p) for p in files]
     if not is_glob and (path.exists() or "/" in spec or path.suffix in SUFFIX_KINDS):
         return [load_memory_map(path)]

@@ -54,8 +54,10 @@ def granule_name(granule: int) -> str:
 
 
 def check_va_bits(va_bits: int) -> int:
-    if isinstance(va_bits, bool) or not isinstance(va_bits, int) or not (
-        VA_BITS_MIN <= va_bits <= VA_BITS_MAX
+    if (
+        isinstance(va_bits, bool)
+        or not isinstance(va_bits, int)
+        or not (VA_BITS_MIN <= va_bits <= VA_BITS_MAX)
     ):
         raise ValidationError(f"va_bits: {va_bits!r} is outside {VA_BITS_MIN}..{VA_BITS_MAX}")
     return va_bits

@@ -166,13 +166,30 @@ def plugin_info() -> list[dict[str, object]]:
             "registered", "", getattr(plugin, "__file__", "") or repr(plugin)
         )
         hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
-        rows.append({"name": name, "kind": source.kind, "version": source.version,
-                     "distribution": source.distribution, "path": source.path, "hooks": hooks,
-                     "error": reg.errors.get(name, "")})
+        rows.append(
+            {
+                "name": name,
+                "kind": source.kind,
+                "version": source.version,
+                "distribution": source.distribution,
+                "path": source.path,
+                "hooks": hooks,
+                "error": reg.errors.get(name, ""),
+            }
+        )
     for name, reason in sorted(reg.errors.items()):
         if pm.get_plugin(name) is None:
-            rows.append({"name": name, "kind": "not loaded", "version": "", "distribution": "",
-                         "path": "", "hooks": [], "error": reason})
+            rows.append(
+                {
+                    "name": name,
+                    "kind": "not loaded",
+                    "version": "",
+                    "distribution": "",
+                    "path": "",
+                    "hooks": [],
+                    "error": reason,
+                }
+            )
     return rows
 
 
@@ -202,8 +219,10 @@ def registry() -> Registry:
         # One implementation at a time (not pm.hook.X()), so one plugin's failure is its own.
         # Built-ins first, in DEFAULT_PLUGINS order, then the others as they were registered:
         # a plugin reusing a built-in name gets the error, not the built-in.
-        impls = sorted(getattr(pm.hook, hook_name).get_hookimpls(),
-                       key=lambda impl: _BUILTIN_ORDER.get(impl.plugin_name, len(_BUILTIN_ORDER)))
+        impls = sorted(
+            getattr(pm.hook, hook_name).get_hookimpls(),
+            key=lambda impl: _BUILTIN_ORDER.get(impl.plugin_name, len(_BUILTIN_ORDER)),
+        )
         for impl in impls:
             name = impl.plugin_name
             try:

@@ -292,21 +292,38 @@ def prepare(
             f"memory map {memory_map.name!r}: idmap_pa {idmap_pa:#x} is outside every "
             f"{granule_name(granule)}-trimmed bank"
         )
-    align = (memstart_align(granule, layout) if layout_plugin is None
-             else layout_plugin.memstart_align(granule))
+    align = (
+        memstart_align(granule, layout)
+        if layout_plugin is None
+        else layout_plugin.memstart_align(granule)
+    )
     phys_offset, banks, clipped_bytes = clip_dram(trimmed, idmap_pa, granule, v, align)
     idmap_va_bits = (idmap_pa + granule - 1).bit_length()
     if layout_plugin is None:
         hyp = hyp_layout(layout, banks, phys_offset, idmap_pa, idmap_va_bits, v, tag_random)
     else:
-        hyp = _plugin_layout(layout_plugin, banks, phys_offset, idmap_pa, idmap_va_bits,
-                             granule, v, tag_random)
-    return Configuration(memory_map, granule, v, layout, bool(block_mappings), idmap_pa,
-                         tag_random, phys_offset, banks, clipped_bytes, idmap_va_bits, hyp)
+        hyp = _plugin_layout(
+            layout_plugin, banks, phys_offset, idmap_pa, idmap_va_bits, granule, v, tag_random
+        )
+    return Configuration(
+        memory_map,
+        granule,
+        v,
+        layout,
+        bool(block_mappings),
+        idmap_pa,
+        tag_random,
+        phys_offset,
+        banks,
+        clipped_bytes,
+        idmap_va_bits,
+        hyp,
+    )
 
 
-def _plugin_layout(plugin, banks, phys_offset, idmap_pa, idmap_va_bits, granule, va_bits,
-                   tag_random) -> Layout:
+def _plugin_layout(
+    plugin, banks, phys_offset, idmap_pa, idmap_va_bits, granule, va_bits, tag_random
+) -> Layout:
     """A layout plugin's answer for one row, as this module's ``Layout``."""
     import numpy as np
 
@@ -315,18 +332,28 @@ def _plugin_layout(plugin, banks, phys_offset, idmap_pa, idmap_va_bits, granule,
     def one(value: int, dtype=np.int64) -> np.ndarray:
         return np.array([value], dtype=dtype)
 
-    result = plugin.compute(LayoutBatch(
-        granule=granule, va_bits=va_bits, idmap_pa=one(idmap_pa),
-        idmap_va_bits=one(idmap_va_bits), phys_offset=one(phys_offset),
-        dram_first=one(banks[0][0]), dram_last=one(banks[-1][1] - 1),
-        tag_random=one(tag_random, np.uint64),
-    ))
+    result = plugin.compute(
+        LayoutBatch(
+            granule=granule,
+            va_bits=va_bits,
+            idmap_pa=one(idmap_pa),
+            idmap_va_bits=one(idmap_va_bits),
+            phys_offset=one(phys_offset),
+            dram_first=one(banks[0][0]),
+            dram_last=one(banks[-1][1] - 1),
+            tag_random=one(tag_random, np.uint64),
+        )
+    )
 
     def first(values) -> int:
         return int(np.asarray(values).reshape(-1)[0])
 
-    return Layout(first(result.delta), first(result.hyp_va_min), first(result.hyp_va_max),
-                  first(result.tree_va_bits))
+    return Layout(
+        first(result.delta),
+        first(result.hyp_va_min),
+        first(result.hyp_va_max),
+        first(result.tree_va_bits),
+    )
 
 
 def compute_row(

@@ -32,7 +32,6 @@ REPORT_COLUMNS = sorted(
 """The columns the report reads: everything else stays on disk."""
 
 
-
 def human_bytes(nbytes: float) -> str:
     """``4214784`` -> ``"4.0M"``: short enough to print inside a heatmap cell."""
     value = float(nbytes)
@@ -65,8 +64,7 @@ def _cell_text(ax: plt.Axes, matrix: pd.DataFrame, text: pd.DataFrame, image=Non
 
 
 def _matrix_axes(ax: plt.Axes, matrix: pd.DataFrame, xlabel: str) -> None:
-    ax.set_xticks(range(matrix.shape[1]), [str(c) for c in matrix.columns], rotation=45,
-                  ha="right")
+    ax.set_xticks(range(matrix.shape[1]), [str(c) for c in matrix.columns], rotation=45, ha="right")
     ax.set_yticks(range(matrix.shape[0]), [str(r) for r in matrix.index])
     ax.set_xlabel(xlabel)
 
@@ -79,13 +77,18 @@ def figure_table_bytes(df: pd.DataFrame) -> str:
     """Heatmap: the largest HYP table size per board and granule/VA_BITS, blocks off and on."""
     settings = sorted(df["block_mappings"].unique())
     boards = df["memory_map"].nunique()
-    fig, axes = plt.subplots(len(settings), 1, figsize=(10, _height(boards) * len(settings)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(settings), 1, figsize=(10, _height(boards) * len(settings)), squeeze=False
+    )
     for ax, blocks in zip(axes[:, 0], settings, strict=True):
         matrix = results.table_bytes_by_board(df, block_mappings=bool(blocks)).astype(float)
         values = matrix.to_numpy()
-        image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis",
-                          norm=LogNorm(vmin=np.nanmin(values), vmax=np.nanmax(values)))
+        image = ax.imshow(
+            np.ma.masked_invalid(values),
+            aspect="auto",
+            cmap="viridis",
+            norm=LogNorm(vmin=np.nanmin(values), vmax=np.nanmax(values)),
+        )
         _cell_text(ax, matrix, matrix.map(human_bytes), image)
         _matrix_axes(ax, matrix, "granule/VA_BITS")
         ax.tick_params(axis="x", labelrotation=0)
@@ -102,8 +105,13 @@ def figure_overlaps(df: pd.DataFrame) -> str:
     fig, ax = plt.subplots(figsize=(2.0 + 1.3 * share.shape[1], _height(share.shape[0])))
     # Scaled to the largest share, so that 0.5% on one board still shows against 0 elsewhere.
     top = float(np.nanmax(share.to_numpy(dtype=float))) if share.size else 0.0
-    image = ax.imshow(share.to_numpy(dtype=float), aspect="auto", cmap="Reds", vmin=0,
-                      vmax=top if top > 0 else 1.0)
+    image = ax.imshow(
+        share.to_numpy(dtype=float),
+        aspect="auto",
+        cmap="Reds",
+        vmin=0,
+        vmax=top if top > 0 else 1.0,
+    )
     text = share.copy().astype(object)
     for i in range(share.shape[0]):
         for j in range(share.shape[1]):
@@ -121,28 +129,39 @@ def figure_levels(df: pd.DataFrame) -> str:
     counts = results.level_counts(df)
     pairs = list(zip(counts.granule, counts.va_bits, strict=True))
     counts["config"] = [results.config_label(g, v) for g, v in pairs]
-    order = [results.config_label(g, v) for g, v in
-             sorted({(int(g), int(v)) for g, v in pairs})]
+    order = [results.config_label(g, v) for g, v in sorted({(int(g), int(v)) for g, v in pairs})]
     layouts = [str(x) for x in counts["layout"].unique()]
     all_levels = sorted(counts["levels"].unique())
     colours = dict(zip(all_levels, plt.get_cmap("tab10").colors, strict=False))
-    fig, axes = plt.subplots(1, len(layouts), figsize=(3.6 * len(layouts), 3.6), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(
+        1, len(layouts), figsize=(3.6 * len(layouts), 3.6), squeeze=False, sharey=True
+    )
     for ax, layout in zip(axes[0], layouts, strict=True):
-        part = counts[counts["layout"] == layout].pivot_table(
-            index="config", columns="levels", values="rows", aggfunc="sum", observed=True
-        ).reindex(order).fillna(0)
+        part = (
+            counts[counts["layout"] == layout]
+            .pivot_table(
+                index="config", columns="levels", values="rows", aggfunc="sum", observed=True
+            )
+            .reindex(order)
+            .fillna(0)
+        )
         bottom = np.zeros(len(part))
         for lv in part.columns:
-            ax.bar(range(len(part)), part[lv], bottom=bottom, color=colours[lv],
-                   label=f"{lv} levels")
+            ax.bar(
+                range(len(part)), part[lv], bottom=bottom, color=colours[lv], label=f"{lv} levels"
+            )
             bottom += part[lv].to_numpy()
         ax.set_xticks(range(len(part)), part.index, rotation=60, ha="right", fontsize=8)
         ax.set_title(str(layout))
     axes[0][0].set_ylabel("rows")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[lv]) for lv in all_levels]
-    fig.legend(handles, [f"{lv} levels" for lv in all_levels], loc="upper center",
-               ncol=len(all_levels), bbox_to_anchor=(0.5, -0.06))
+    fig.legend(
+        handles,
+        [f"{lv} levels" for lv in all_levels],
+        loc="upper center",
+        ncol=len(all_levels),
+        bbox_to_anchor=(0.5, -0.06),
+    )
     fig.suptitle("level count of the merged HYP tree", y=1.02)
     return _png(fig)
 
@@ -155,8 +174,12 @@ def figure_margins(df: pd.DataFrame) -> str:
     width = 0.8 / max(1, len(layouts))
     for i, layout in enumerate(layouts):
         part = dist[dist["layout"] == layout]
-        ax.bar(part["margin_bits"] + (i - (len(layouts) - 1) / 2) * width, part["rows"],
-               width=width, label=str(layout))
+        ax.bar(
+            part["margin_bits"] + (i - (len(layouts) - 1) / 2) * width,
+            part["rows"],
+            width=width,
+            label=str(layout),
+        )
     ticks = sorted(dist["margin_bits"].unique())
     labels = dist.drop_duplicates("margin_bits").set_index("margin_bits")["from"]
     ax.set_xticks(ticks, [labels[t] for t in ticks], rotation=60, fontsize=8)
@@ -194,14 +217,28 @@ def render(directory: str | Path, n_worst: int = 25) -> str:
         raise ValidationError(f"results {str(directory)!r}: no rows to report on")
     meta = results.metadata(directory)
     figures = [
-        ("Table size", "The largest HYP page-table footprint (table_bytes) of each board at each "
-         "granule and VA_BITS, over every layout and idmap address.", figure_table_bytes(df)),
-        ("Overlaps", "Share of rows where the idmap page shares a VA with a runtime mapping of "
-         "another PA.", figure_overlaps(df)),
-        ("Level counts", "How many levels the merged tree needs; more than the runtime mappings "
-         "alone is an extra level.", figure_levels(df)),
-        ("Margin distribution", "Distance in VA between the idmap page and the nearest runtime "
-         "mapping.", figure_margins(df)),
+        (
+            "Table size",
+            "The largest HYP page-table footprint (table_bytes) of each board at each "
+            "granule and VA_BITS, over every layout and idmap address.",
+            figure_table_bytes(df),
+        ),
+        (
+            "Overlaps",
+            "Share of rows where the idmap page shares a VA with a runtime mapping of another PA.",
+            figure_overlaps(df),
+        ),
+        (
+            "Level counts",
+            "How many levels the merged tree needs; more than the runtime mappings "
+            "alone is an extra level.",
+            figure_levels(df),
+        ),
+        (
+            "Margin distribution",
+            "Distance in VA between the idmap page and the nearest runtime mapping.",
+            figure_margins(df),
+        ),
     ]
     unrunnable = results.unrunnable_4x(df)
     worst = results.worst_cases(df, n_worst)
@@ -213,9 +250,11 @@ def render(directory: str | Path, n_worst: int = 25) -> str:
         f"{len(unrunnable):,} configurations 4.x kernels could not run."
     )
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>", f'<p class="facts">{html.escape(facts)}</p>',
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="facts">{html.escape(facts)}</p>',
     ]
     for heading, caption, png in figures:
         parts += [

@@ -31,8 +31,14 @@ with ``extra_levels > 1`` under one of them is a configuration those kernels cou
 CATEGORY_COLUMNS = tuple(c for c, t in ROW_COLUMNS.items() if t == "category")
 
 HEX_COLUMNS = (
-    "idmap_pa", "tag_random", "phys_offset", "clipped_bytes", "hyp_va_min", "hyp_va_max",
-    "margin", "hyp_dram_last",
+    "idmap_pa",
+    "tag_random",
+    "phys_offset",
+    "clipped_bytes",
+    "hyp_va_min",
+    "hyp_va_max",
+    "margin",
+    "hyp_dram_last",
 )
 """Columns people read in hex: addresses, and byte counts compared with addresses."""
 
@@ -161,8 +167,9 @@ def load(
     else:
         # Folder keys come last from pyarrow when the files do not hold them: row order instead.
         names = data.schema.names
-        columns = [c for c in ROW_COLUMNS if c in names] + [c for c in names
-                                                             if c not in ROW_COLUMNS]
+        columns = [c for c in ROW_COLUMNS if c in names] + [
+            c for c in names if c not in ROW_COLUMNS
+        ]
     table = data.to_table(columns=columns, filter=filter_expression(data.schema, **filters))
     return to_pandas(table)
 
@@ -255,8 +262,9 @@ def table_size(df: pd.DataFrame) -> pd.DataFrame:
         mean_bytes=("table_bytes", "mean"),
         max_bytes=("table_bytes", "max"),
     )
-    largest = df.loc[grouped["table_bytes"].idxmax(), ["granule", "va_bits", "block_mappings",
-                                                       "memory_map"]]
+    largest = df.loc[
+        grouped["table_bytes"].idxmax(), ["granule", "va_bits", "block_mappings", "memory_map"]
+    ]
     largest = largest.set_index(["granule", "va_bits", "block_mappings"])["memory_map"]
     out["largest_board"] = largest.astype(str)
     return out
@@ -271,8 +279,10 @@ def table_bytes_by_board(df: pd.DataFrame, block_mappings: bool | None = None) -
     """Board x granule/VA_BITS: the largest ``table_bytes`` (the report's heatmap)."""
     if block_mappings is not None:
         df = df[df["block_mappings"] == block_mappings]
-    out = _group(df, ["memory_map", "granule", "va_bits"])["table_bytes"].max().unstack(
-        ["granule", "va_bits"]
+    out = (
+        _group(df, ["memory_map", "granule", "va_bits"])["table_bytes"]
+        .max()
+        .unstack(["granule", "va_bits"])
     )
     out = out.sort_index(axis=1)
     out.columns = [config_label(g, v) for g, v in out.columns]
@@ -313,7 +323,12 @@ def margin_distribution(df: pd.DataFrame) -> pd.DataFrame:
 
 
 WORST_CASE_COLUMNS = [
-    *INPUT_COLUMNS, "overlap", "idmap_in_window", "margin", "levels", "extra_levels",
+    *INPUT_COLUMNS,
+    "overlap",
+    "idmap_in_window",
+    "margin",
+    "levels",
+    "extra_levels",
     "table_bytes",
 ]
 

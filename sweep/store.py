@@ -96,8 +96,13 @@ class Store:
         temp = posixpath.join(folder, f".{name}.{os.getpid()}.tmp")
         self.fs.create_dir(folder, recursive=True)
         try:
-            pq.write_table(table, temp, filesystem=self.fs, compression=COMPRESSION,
-                           row_group_size=ROW_GROUP_ROWS)
+            pq.write_table(
+                table,
+                temp,
+                filesystem=self.fs,
+                compression=COMPRESSION,
+                row_group_size=ROW_GROUP_ROWS,
+            )
             self.fs.move(temp, final)
         except BaseException:
             try:
@@ -120,14 +125,18 @@ class Store:
         selector = pafs.FileSelector(self.root, recursive=True)
         root = self.root.rstrip("/") + "/"
         return [
-            f.path[len(root):] for f in self.fs.get_file_info(selector)
+            f.path[len(root) :]
+            for f in self.fs.get_file_info(selector)
             if f.type == pafs.FileType.File
         ]
 
     def remove_temporaries(self) -> int:
         """Delete part files a killed writer left under their temporary ``.`` name."""
-        stale = [rel for rel in self._listing()
-                 if posixpath.basename(rel).startswith(".part-") and rel.endswith(".tmp")]
+        stale = [
+            rel
+            for rel in self._listing()
+            if posixpath.basename(rel).startswith(".part-") and rel.endswith(".tmp")
+        ]
         for rel in stale:
             self.fs.delete_file(self._abs(rel))
         return len(stale)
@@ -186,9 +195,10 @@ class Store:
     def upload_log(self) -> None:
         if self.local or not hasattr(self, "_local_log"):
             return
-        with open(self._local_log, "rb") as src, self.fs.open_output_stream(
-            self._abs(LOG_FILE)
-        ) as dst:
+        with (
+            open(self._local_log, "rb") as src,
+            self.fs.open_output_stream(self._abs(LOG_FILE)) as dst,
+        ):
             dst.write(src.read())
 
 
@@ -211,8 +221,13 @@ def open_dataset(url: str) -> ds.Dataset:
         pa.schema([(c, pa.from_numpy_dtype(ROW_COLUMNS[c])) for c in PARTITION_COLUMNS]),
         flavor="hive",
     )
-    return ds.dataset(store.root, filesystem=store.fs, format="parquet",
-                      partitioning=partitioning, ignore_prefixes=[".", "_"])
+    return ds.dataset(
+        store.root,
+        filesystem=store.fs,
+        format="parquet",
+        partitioning=partitioning,
+        ignore_prefixes=[".", "_"],
+    )
 
 
 def read_results(
@@ -228,7 +243,10 @@ def read_results(
     dataset = open_dataset(path)
     expression = pq.filters_to_expression(filters) if filters else None
     wanted = [c for c in ROW_COLUMNS if columns is None or c in columns]
-    extra = [c for c in dataset.schema.names if c not in ROW_COLUMNS and
-             (columns is None or c in columns)]
+    extra = [
+        c
+        for c in dataset.schema.names
+        if c not in ROW_COLUMNS and (columns is None or c in columns)
+    ]
     table = dataset.to_table(columns=wanted + extra, filter=expression)
     return table.to_pandas()

@@ -57,8 +57,9 @@ def name_digest(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
 
 
-def tag_random(seed: int, memory_map: str, granule: int, va_bits: int, idmap_pa: np.ndarray
-               ) -> np.ndarray:
+def tag_random(
+    seed: int, memory_map: str, granule: int, va_bits: int, idmap_pa: np.ndarray
+) -> np.ndarray:
     """``tag_random`` per row (MODEL.md section 8 ``[tag]``): 0 for seed 0, otherwise a hash of
     the seed, the map's name, granule, VA_BITS and idmap address, whatever the order or worker.
 
@@ -147,9 +148,11 @@ class Unit:
 
     def describe(self) -> str:
         first, last = self.segments[0], self.segments[-1]
-        return (f"{self.id} ({self.rows} rows: {first.memory_map} {first.layout} "
-                f"blocks={first.block_mappings} [{first.start}..] .. {last.memory_map} "
-                f"{last.layout} blocks={last.block_mappings} [..{last.stop}))")
+        return (
+            f"{self.id} ({self.rows} rows: {first.memory_map} {first.layout} "
+            f"blocks={first.block_mappings} [{first.start}..] .. {last.memory_map} "
+            f"{last.layout} blocks={last.block_mappings} [..{last.stop}))"
+        )
 
 
 @dataclass
@@ -251,11 +254,13 @@ def make_plan(config: dict, base_dir: str | None = None) -> Plan:
                 counts[(name, granule)] = len(placements(memory_map, granule, config["placement"]))
             except Exception as exc:  # one map's failure is its own; the others still run
                 first_error = first_error or exc
-                failures.append({
-                    "unit": f"plan:{name}:{granule_name(granule)}",
-                    "error": f"placement {config['placement']['kind']!r}: "
-                             f"{type(exc).__name__}: {exc}",
-                })
+                failures.append(
+                    {
+                        "unit": f"plan:{name}:{granule_name(granule)}",
+                        "error": f"placement {config['placement']['kind']!r}: "
+                        f"{type(exc).__name__}: {exc}",
+                    }
+                )
     if failures and not counts:
         if isinstance(first_error, SweepError):
             raise first_error
@@ -295,19 +300,31 @@ def unit_table(plan: Plan, unit: Unit) -> pa.Table:
     layouts = registry().layouts
     seed = plan.config["tag"]["seed"]
     # MODEL.md section 8: only rows of a layout that inserts a random tag get tag_random.
-    uses_tag = {name: getattr(layout, "uses_tag_random", False)
-                for name, layout in layouts.items()}
+    uses_tag = {name: getattr(layout, "uses_tag_random", False) for name, layout in layouts.items()}
     tables = []
     for seg in unit.segments:
         addresses = _cached_placements(plan, seg.memory_map, unit.granule)
         for start in range(seg.start, seg.stop, BUILD_BATCH_ROWS):
-            idmap = addresses[start:min(start + BUILD_BATCH_ROWS, seg.stop)]
-            tags = tag_random(seed if uses_tag[seg.layout] else 0, seg.memory_map,
-                              unit.granule, unit.va_bits, idmap)
-            tables.append(build_unit(plan.memory_maps[seg.memory_map], unit.granule,
-                                     unit.va_bits, seg.layout, seg.block_mappings, idmap, tags,
-                                     layouts=layouts))
+            idmap = addresses[start : min(start + BUILD_BATCH_ROWS, seg.stop)]
+            tags = tag_random(
+                seed if uses_tag[seg.layout] else 0,
+                seg.memory_map,
+                unit.granule,
+                unit.va_bits,
+                idmap,
+            )
+            tables.append(
+                build_unit(
+                    plan.memory_maps[seg.memory_map],
+                    unit.granule,
+                    unit.va_bits,
+                    seg.layout,
+                    seg.block_mappings,
+                    idmap,
+                    tags,
+                    layouts=layouts,
+                )
+            )
     if len(tables) == 1:
         return tables[0]
     return pa.concat_tables(tables).unify_dictionaries()
-

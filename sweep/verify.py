@@ -108,9 +108,7 @@ class VerifyReport:
             cells = (cell.ljust(w) for cell, w in zip(r, widths, strict=True))
             lines.append("  ".join(cells).rstrip())
         verdict = (
-            "all fields agree"
-            if self.agree
-            else "DISAGREE on: " + ", ".join(self.disagreeing())
+            "all fields agree" if self.agree else "DISAGREE on: " + ", ".join(self.disagreeing())
         )
         lines += ["", verdict]
         return "\n".join(lines)

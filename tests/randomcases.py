@@ -55,8 +55,12 @@ def random_configs(seed: int, rows: int, maps: int = 200, rows_per_group: int = 
         mm = memory_maps[rng.choice(names)]
         granule = rng.choice(GRANULES)
         trimmed = mm.trimmed(granule)
-        common = dict(memory_map=mm.name, granule=granule, layout=rng.choice(LAYOUTS),
-                      block_mappings=rng.random() < 0.5)
+        common = dict(
+            memory_map=mm.name,
+            granule=granule,
+            layout=rng.choice(LAYOUTS),
+            block_mappings=rng.random() < 0.5,
+        )
         start, end = rng.choice(trimmed)
         probe = rng.randrange(start, end)
         near = min(max(probe.bit_length() + rng.randint(-1, 1), 32), 52)
@@ -64,8 +68,9 @@ def random_configs(seed: int, rows: int, maps: int = 200, rows_per_group: int = 
         for _ in range(rows_per_group):
             start, end = rng.choice(trimmed)
             where = rng.randrange(4)
-            idmap = start if where == 0 else end - granule if where == 1 else rng.randrange(
-                start, end)
+            idmap = (
+                start if where == 0 else end - granule if where == 1 else rng.randrange(start, end)
+            )
             tag = 0 if rng.random() < 0.5 else rng.getrandbits(64)
             configs.append({**common, "idmap_pa": idmap, "tag_random": tag})
     return memory_maps, configs[:rows]

@@ -28,8 +28,10 @@ MAPS = {
     # MODEL.md 7.5, NXP LX2160A
     "lx2160a-like": MemoryMap(
         "lx2160a-like",
-        [(0x8000_0000, 0xFBDF_FFFF - 0x8000_0000 + 1),
-         (0x20_8000_0000, 0x23_7FFF_FFFF - 0x20_8000_0000 + 1)],
+        [
+            (0x8000_0000, 0xFBDF_FFFF - 0x8000_0000 + 1),
+            (0x20_8000_0000, 0x23_7FFF_FFFF - 0x20_8000_0000 + 1),
+        ],
     ),
     # DRAM above 2^48: the idmap needs 49 VA bits, two levels more than VA_BITS 39 or 36 give
     "far": MemoryMap("far", [(0x8000_0000, 2 * G), (1 << 48, 4 * G)]),
@@ -38,8 +40,9 @@ MAPS = {
 
 def toml(memory_map: MemoryMap) -> str:
     """A memory-map file (MODEL.md section 8) for ``memory_map``."""
-    banks = "".join(f"[[banks]]\nbase = {b.base:#x}\nsize = {b.size:#x}\n"
-                    for b in memory_map.banks)
+    banks = "".join(
+        f"[[banks]]\nbase = {b.base:#x}\nsize = {b.size:#x}\n" for b in memory_map.banks
+    )
     return f'name = "{memory_map.name}"\n{banks}'
 
 
@@ -62,8 +65,9 @@ def run_small_sweep(directory: Path) -> Path:
         'layouts = ["high-only", "merged", "tagged", "tagged-48"]\n'
         'block_mappings = [false, true]\n[placement]\nkind = "stride"\nstep = "1G"\n'
     )
-    result = CliRunner().invoke(main, ["run", str(config), "--out", str(directory),
-                                       "--workers", "1"])
+    result = CliRunner().invoke(
+        main, ["run", str(config), "--out", str(directory), "--workers", "1"]
+    )
     assert result.exit_code == 0, result.output
     return directory
 
@@ -71,8 +75,15 @@ def run_small_sweep(directory: Path) -> Path:
 def reference_rows(configs: pd.DataFrame) -> pd.DataFrame:
     """The scalar reference's row for every configuration (input columns) of ``configs``."""
     rows = [
-        compute_row(MAPS[r.memory_map], r.granule, r.va_bits, r.layout, r.block_mappings,
-                    r.idmap_pa, r.tag_random)
+        compute_row(
+            MAPS[r.memory_map],
+            r.granule,
+            r.va_bits,
+            r.layout,
+            r.block_mappings,
+            r.idmap_pa,
+            r.tag_random,
+        )
         for r in configs.astype({"memory_map": str, "layout": str}).itertuples()
     ]
     return pd.DataFrame(rows)[list(ROW_COLUMNS)].astype(ROW_COLUMNS)

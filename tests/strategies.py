@@ -15,8 +15,23 @@ def addresses(draw, limit: int = PA_LIMIT) -> int:
     """An address with a bias towards the alignments that change the tree (pages, blocks)."""
     bits = draw(st.integers(12, 52))
     value = draw(st.integers(0, (1 << bits) - 1))
-    align = draw(st.sampled_from([1, 1 << 12, 1 << 14, 1 << 16, 1 << 21, 1 << 25, 1 << 29,
-                                  1 << 30, 1 << 36, 1 << 39, 1 << 42]))
+    align = draw(
+        st.sampled_from(
+            [
+                1,
+                1 << 12,
+                1 << 14,
+                1 << 16,
+                1 << 21,
+                1 << 25,
+                1 << 29,
+                1 << 30,
+                1 << 36,
+                1 << 39,
+                1 << 42,
+            ]
+        )
+    )
     jitter = draw(st.sampled_from([0, 0, 0, 1 << 12, -(1 << 12), 1 << 16]))
     return min(max(value // align * align + jitter, 0), limit - 1)
 
@@ -64,10 +79,13 @@ def configurations(draw, max_banks: int = 8):
     # VA_BITS near the idmap's own bit length puts the idmap at the edges that matter:
     # around 2^(V-1) (the window halves) and 2^V (the extra level).
     near = idmap.bit_length() + draw(st.integers(-1, 1))
-    va_bits = draw(st.one_of(
-        st.sampled_from([36, 39, 42, 47, 48, 52]), st.integers(32, 52),
-        st.just(min(max(near, 32), 52)),
-    ))
+    va_bits = draw(
+        st.one_of(
+            st.sampled_from([36, 39, 42, 47, 48, 52]),
+            st.integers(32, 52),
+            st.just(min(max(near, 32), 52)),
+        )
+    )
     return mm, dict(
         granule=granule,
         va_bits=va_bits,

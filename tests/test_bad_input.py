@@ -22,8 +22,9 @@ GiB = 1 << 30
 
 
 def _blob(*nodes: fdt.Node, address_cells: int = 2, size_cells: int = 2, **encode_args) -> bytes:
-    root = fdt.Node("", {"#address-cells": fdt.cells(address_cells),
-                         "#size-cells": fdt.cells(size_cells)})
+    root = fdt.Node(
+        "", {"#address-cells": fdt.cells(address_cells), "#size-cells": fdt.cells(size_cells)}
+    )
     for node in nodes:
         node.parent = root
         root.children.append(node)
@@ -68,117 +69,268 @@ def _bad_string_offset() -> bytes:
 
 
 TOML_CASES = [
-    ("toml-syntax", "board.toml", 'name = "x"\nbase 0x8000\n',
-     r"{path}: TOML syntax error: .*\(at line 2, column \d+\)"),
-    ("toml-unknown-key", "board.toml", 'name = "x"\nbank = 1\n',
-     "{path}: line 2: unknown key 'bank' (a memory map has banks, description, name, platform,"
-     " source)"),
-    ("toml-no-banks", "board.toml", 'name = "x"\n',
-     "{path}: no [[banks]] tables: a memory map needs at least one bank"),
-    ("toml-no-size", "board.toml", "[[banks]]\nbase = 0x8000_0000\n",
-     "{path}: line 1 (bank 0): bank has no size"),
-    ("toml-no-base", "board.toml",
-     '[[banks]]\nbase = 0x8000_0000\nsize = "1G"\n[[banks]]\nsize = "1G"\n',
-     "{path}: line 4 (bank 1): bank has no base"),
-    ("toml-size-zero", "board.toml", "[[banks]]\nbase = 0x8000_0000\nsize = 0\n",
-     "{path}: line 1 (bank 0): bank at 0x80000000 has size 0, must be above 0"),
-    ("toml-bad-size", "board.toml", '[[banks]]\nbase = 0x8000_0000\nsize = "2Q"\n',
-     "{path}: line 1 (bank 0): size: expected an integer or a size string like '2G', got '2Q'"),
-    ("toml-overlap", "board.toml",
-     '[[banks]]\nbase = 0x8000_0000\nsize = "2G"\n\n[[banks]]\nbase = 0xC000_0000\nsize = "1G"\n',
-     "{path}: line 5 (bank 1): bank [0xc0000000-0xffffffff] overlaps [0x80000000-0xffffffff]"
-     " (line 1 (bank 0))"),
-    ("toml-past-2^52", "board.toml", '[[banks]]\nbase = 0xF_FFFF_C000_0000\nsize = "2G"\n',
-     "{path}: line 1 (bank 0): bank [0xfffffc0000000-0x1000003fffffff] ends past 2^52, the"
-     " largest arm64 physical address"),
-    ("toml-name-type", "board.toml", 'name = 7\n[[banks]]\nbase = 0\nsize = "1G"\n',
-     "{path}: line 1: name must be a string, got 7"),
-    ("toml-bank-key", "board.toml", '[[banks]]\nbase = 0\nsise = "1G"\n',
-     "{path}: line 1 (bank 0): unknown key 'sise' (a bank has base and size)"),
-    ("toml-negative-base", "board.toml", '[[banks]]\nbase = -4096\nsize = "1G"\n',
-     "{path}: line 1 (bank 0): base -0x1000 is negative"),
-    ("toml-banks-not-tables", "board.toml", "banks = [1, 2]\n",
-     "{path}: line 1: banks must be [[banks]] tables with base and size"),
-    ("toml-not-utf8", "board.toml", b'name = "caf\xe9"\n[[banks]]\n',
-     "{path}: line 1: not UTF-8 text, so not a memory-map TOML file"),
+    (
+        "toml-syntax",
+        "board.toml",
+        'name = "x"\nbase 0x8000\n',
+        r"{path}: TOML syntax error: .*\(at line 2, column \d+\)",
+    ),
+    (
+        "toml-unknown-key",
+        "board.toml",
+        'name = "x"\nbank = 1\n',
+        "{path}: line 2: unknown key 'bank' (a memory map has banks, description, name, platform,"
+        " source)",
+    ),
+    (
+        "toml-no-banks",
+        "board.toml",
+        'name = "x"\n',
+        "{path}: no [[banks]] tables: a memory map needs at least one bank",
+    ),
+    (
+        "toml-no-size",
+        "board.toml",
+        "[[banks]]\nbase = 0x8000_0000\n",
+        "{path}: line 1 (bank 0): bank has no size",
+    ),
+    (
+        "toml-no-base",
+        "board.toml",
+        '[[banks]]\nbase = 0x8000_0000\nsize = "1G"\n[[banks]]\nsize = "1G"\n',
+        "{path}: line 4 (bank 1): bank has no base",
+    ),
+    (
+        "toml-size-zero",
+        "board.toml",
+        "[[banks]]\nbase = 0x8000_0000\nsize = 0\n",
+        "{path}: line 1 (bank 0): bank at 0x80000000 has size 0, must be above 0",
+    ),
+    (
+        "toml-bad-size",
+        "board.toml",
+        '[[banks]]\nbase = 0x8000_0000\nsize = "2Q"\n',
+        "{path}: line 1 (bank 0): size: expected an integer or a size string like '2G', got '2Q'",
+    ),
+    (
+        "toml-overlap",
+        "board.toml",
+        '[[banks]]\nbase = 0x8000_0000\nsize = "2G"\n\n[[banks]]\nbase = 0xC000_0000\nsize = "1G"\n',
+        "{path}: line 5 (bank 1): bank [0xc0000000-0xffffffff] overlaps [0x80000000-0xffffffff]"
+        " (line 1 (bank 0))",
+    ),
+    (
+        "toml-past-2^52",
+        "board.toml",
+        '[[banks]]\nbase = 0xF_FFFF_C000_0000\nsize = "2G"\n',
+        "{path}: line 1 (bank 0): bank [0xfffffc0000000-0x1000003fffffff] ends past 2^52, the"
+        " largest arm64 physical address",
+    ),
+    (
+        "toml-name-type",
+        "board.toml",
+        'name = 7\n[[banks]]\nbase = 0\nsize = "1G"\n',
+        "{path}: line 1: name must be a string, got 7",
+    ),
+    (
+        "toml-bank-key",
+        "board.toml",
+        '[[banks]]\nbase = 0\nsise = "1G"\n',
+        "{path}: line 1 (bank 0): unknown key 'sise' (a bank has base and size)",
+    ),
+    (
+        "toml-negative-base",
+        "board.toml",
+        '[[banks]]\nbase = -4096\nsize = "1G"\n',
+        "{path}: line 1 (bank 0): base -0x1000 is negative",
+    ),
+    (
+        "toml-banks-not-tables",
+        "board.toml",
+        "banks = [1, 2]\n",
+        "{path}: line 1: banks must be [[banks]] tables with base and size",
+    ),
+    (
+        "toml-not-utf8",
+        "board.toml",
+        b'name = "caf\xe9"\n[[banks]]\n',
+        "{path}: line 1: not UTF-8 text, so not a memory-map TOML file",
+    ),
 ]
 
 DTB_CASES = [
-    ("dtb-is-text", "board.dtb", "80000000-ffffffff : System RAM\n",
-     "{path}: named as a flattened device tree blob (.dtb), but its content is a /proc/iomem dump"),
-    ("dtb-bad-magic", "board.dtb", b"\xff\xfe" + bytes(62),
-     "{path}: not a flattened device tree: magic 0xfffe0000, expected 0xd00dfeed"),
-    ("dtb-truncated", "board.dtb", lambda: _good_blob()[:100],
-     "{path}: truncated device tree: header totalsize is 219 bytes, file has 100"),
-    ("dtb-no-memory", "board.dtb", lambda: _blob(fdt.Node("chosen", {"bootargs": b"x\0"})),
-     '{path}: device tree has no memory node (device_type = "memory")'),
-    ("dtb-missing-reg", "board.dtb", lambda: _blob(_memory("memory@80000000", None)),
-     "{path}: node /memory@80000000: memory node has no reg property (firmware fills it in at"
-     " boot? read the blob from the running board, /sys/firmware/fdt)"),
-    ("dtb-reg-length", "board.dtb",
-     lambda: _blob(_memory("memory@80000000", fdt.cells(0, 0x8000_0000, 0x1000))),
-     "{path}: node /memory@80000000: reg is 12 bytes, not a non-empty multiple of 16"
-     " (#address-cells 2 + #size-cells 2 of /)"),
-    ("dtb-size-zero", "board.dtb", lambda: _blob(_memory("memory@0", fdt.cells(0, 0, width=2))),
-     "{path}: node /memory@0: size 0 (firmware fills it in at boot? read the blob from the"
-     " running board, /sys/firmware/fdt)"),
-    ("dtb-unknown-token", "board.dtb", _unknown_token,
-     "{path}: structure block (offset 0x38): unknown token 0x7 (expected 1, 2, 3, 4 or 9)"),
-    ("dtb-overlap", "board.dtb", lambda: _blob(
-        _memory("memory@80000000", fdt.cells(0x8000_0000, 2 * GiB, width=2)),
-        _memory("memory@c0000000", fdt.cells(0xC000_0000, GiB, width=2))),
-     "{path}: node /memory@c0000000: bank [0xc0000000-0xffffffff] overlaps"
-     " [0x80000000-0xffffffff] (node /memory@80000000)"),
-    ("dtb-past-2^52", "board.dtb",
-     lambda: _blob(_memory("memory@f000000000000",
-                           fdt.cells(0xF_0000_0000_0000, (1 << 48) + GiB, width=2))),
-     "{path}: node /memory@f000000000000: bank [0xf000000000000-0x1000003fffffff] ends past"
-     " 2^52, the largest arm64 physical address"),
-    ("dtb-version", "board.dtb", lambda: _patched(_good_blob(), 20, 15),
-     "{path}: device tree version 15 (compatible with 16) is not supported: only versions 16 and"
-     " 17 of the format are read"),
-    ("dtb-string-offset", "board.dtb", _bad_string_offset,
-     "{path}: node / (offset 0x40): property name offset 0x7fff is past the strings block"),
-    ("dtb-no-end", "board.dtb", _no_end_token,
-     "{path}: structure block (offset 0xb0): runs past the end of the structure block (no"
-     " FDT_END)"),
-    ("dtb-cells", "board.dtb", lambda: _blob(_memory("memory@0", fdt.cells(0, 0)), size_cells=0),
-     "{path}: node /memory@0: parent / has #address-cells 2 and #size-cells 0; memory needs both"
-     " above 0"),
+    (
+        "dtb-is-text",
+        "board.dtb",
+        "80000000-ffffffff : System RAM\n",
+        "{path}: named as a flattened device tree blob (.dtb), but its content is a /proc/iomem dump",
+    ),
+    (
+        "dtb-bad-magic",
+        "board.dtb",
+        b"\xff\xfe" + bytes(62),
+        "{path}: not a flattened device tree: magic 0xfffe0000, expected 0xd00dfeed",
+    ),
+    (
+        "dtb-truncated",
+        "board.dtb",
+        lambda: _good_blob()[:100],
+        "{path}: truncated device tree: header totalsize is 219 bytes, file has 100",
+    ),
+    (
+        "dtb-no-memory",
+        "board.dtb",
+        lambda: _blob(fdt.Node("chosen", {"bootargs": b"x\0"})),
+        '{path}: device tree has no memory node (device_type = "memory")',
+    ),
+    (
+        "dtb-missing-reg",
+        "board.dtb",
+        lambda: _blob(_memory("memory@80000000", None)),
+        "{path}: node /memory@80000000: memory node has no reg property (firmware fills it in at"
+        " boot? read the blob from the running board, /sys/firmware/fdt)",
+    ),
+    (
+        "dtb-reg-length",
+        "board.dtb",
+        lambda: _blob(_memory("memory@80000000", fdt.cells(0, 0x8000_0000, 0x1000))),
+        "{path}: node /memory@80000000: reg is 12 bytes, not a non-empty multiple of 16"
+        " (#address-cells 2 + #size-cells 2 of /)",
+    ),
+    (
+        "dtb-size-zero",
+        "board.dtb",
+        lambda: _blob(_memory("memory@0", fdt.cells(0, 0, width=2))),
+        "{path}: node /memory@0: size 0 (firmware fills it in at boot? read the blob from the"
+        " running board, /sys/firmware/fdt)",
+    ),
+    (
+        "dtb-unknown-token",
+        "board.dtb",
+        _unknown_token,
+        "{path}: structure block (offset 0x38): unknown token 0x7 (expected 1, 2, 3, 4 or 9)",
+    ),
+    (
+        "dtb-overlap",
+        "board.dtb",
+        lambda: _blob(
+            _memory("memory@80000000", fdt.cells(0x8000_0000, 2 * GiB, width=2)),
+            _memory("memory@c0000000", fdt.cells(0xC000_0000, GiB, width=2)),
+        ),
+        "{path}: node /memory@c0000000: bank [0xc0000000-0xffffffff] overlaps"
+        " [0x80000000-0xffffffff] (node /memory@80000000)",
+    ),
+    (
+        "dtb-past-2^52",
+        "board.dtb",
+        lambda: _blob(
+            _memory("memory@f000000000000", fdt.cells(0xF_0000_0000_0000, (1 << 48) + GiB, width=2))
+        ),
+        "{path}: node /memory@f000000000000: bank [0xf000000000000-0x1000003fffffff] ends past"
+        " 2^52, the largest arm64 physical address",
+    ),
+    (
+        "dtb-version",
+        "board.dtb",
+        lambda: _patched(_good_blob(), 20, 15),
+        "{path}: device tree version 15 (compatible with 16) is not supported: only versions 16 and"
+        " 17 of the format are read",
+    ),
+    (
+        "dtb-string-offset",
+        "board.dtb",
+        _bad_string_offset,
+        "{path}: node / (offset 0x40): property name offset 0x7fff is past the strings block",
+    ),
+    (
+        "dtb-no-end",
+        "board.dtb",
+        _no_end_token,
+        "{path}: structure block (offset 0xb0): runs past the end of the structure block (no"
+        " FDT_END)",
+    ),
+    (
+        "dtb-cells",
+        "board.dtb",
+        lambda: _blob(_memory("memory@0", fdt.cells(0, 0)), size_cells=0),
+        "{path}: node /memory@0: parent / has #address-cells 2 and #size-cells 0; memory needs both"
+        " above 0",
+    ),
 ]
 
 TEXT_CASES = [
-    ("iomem-bad-line", "board.iomem", "80000000-ffffffff : System RAM\nhello\n",
-     "{path}: line 2: not a /proc/iomem line ('start-end : name'): 'hello'"),
-    ("iomem-not-root", "board.iomem",
-     "00000000-00000000 : System RAM\n  00000000-00000000 : Kernel code\n",
-     "{path}: line 1: addresses are all zero: /proc/iomem was read without root (the kernel"
-     " hides addresses from other users); read it as root"),
-    ("iomem-no-ram", "board.iomem", "09000000-09000fff : pl011@9000000\n",
-     "{path}: no top-level 'System RAM' line in this /proc/iomem dump"),
-    ("iomem-reversed", "board.iomem", "ffffffff-80000000 : System RAM\n",
-     "{path}: line 1: range ends at 0x80000000, before its start 0xffffffff"),
-    ("iomem-overlap", "board.iomem",
-     "80000000-ffffffff : System RAM\nc0000000-13fffffff : System RAM\n",
-     "{path}: line 2: bank [0xc0000000-0x13fffffff] overlaps [0x80000000-0xffffffff] (line 1)"),
-    ("bootlog-no-nodes", "boot.log", "[    0.000000] Early memory node ranges\n[    0.1] next\n",
-     "{path}: line 1: 'Early memory node ranges' is not followed by 'node N: [mem A-B]' lines"),
-    ("bootlog-two-boots", "boot.log",
-     "Early memory node ranges\n  node   0: [mem 0x40000000-0x7fffffff]\nreboot\n"
-     "Early memory node ranges\n  node   0: [mem 0x40000000-0xbfffffff]\n",
-     "{path}: line 5: this log holds several boots with different memory (first at line 2);"
-     " split it into one log per boot"),
-    ("bootlog-no-header", "boot.log", "  node   0: [mem 0x40000000-0x7fffffff]\n",
-     "{path}: no 'Early memory node ranges' in this boot log (boot with loglevel=7 or higher to"
-     " see it)"),
-    ("log-is-toml", "boot.log", '[[banks]]\nbase = 0\nsize = "1G"\n',
-     "{path}: named as a kernel boot log (.log), but its content is a memory-map TOML file"),
-    ("unknown-kind", "board.txt", "just some notes\nabout a board\n",
-     "{path}: unknown kind of memory-map file: not TOML, a device tree (blob or source), a"
-     " /proc/iomem dump or a kernel boot log"),
-    ("binary-unknown", "board.bin", bytes(range(256)),
-     "{path}: unknown kind of memory-map file: not TOML, a device tree (blob or source), a"
-     " /proc/iomem dump or a kernel boot log"),
+    (
+        "iomem-bad-line",
+        "board.iomem",
+        "80000000-ffffffff : System RAM\nhello\n",
+        "{path}: line 2: not a /proc/iomem line ('start-end : name'): 'hello'",
+    ),
+    (
+        "iomem-not-root",
+        "board.iomem",
+        "00000000-00000000 : System RAM\n  00000000-00000000 : Kernel code\n",
+        "{path}: line 1: addresses are all zero: /proc/iomem was read without root (the kernel"
+        " hides addresses from other users); read it as root",
+    ),
+    (
+        "iomem-no-ram",
+        "board.iomem",
+        "09000000-09000fff : pl011@9000000\n",
+        "{path}: no top-level 'System RAM' line in this /proc/iomem dump",
+    ),
+    (
+        "iomem-reversed",
+        "board.iomem",
+        "ffffffff-80000000 : System RAM\n",
+        "{path}: line 1: range ends at 0x80000000, before its start 0xffffffff",
+    ),
+    (
+        "iomem-overlap",
+        "board.iomem",
+        "80000000-ffffffff : System RAM\nc0000000-13fffffff : System RAM\n",
+        "{path}: line 2: bank [0xc0000000-0x13fffffff] overlaps [0x80000000-0xffffffff] (line 1)",
+    ),
+    (
+        "bootlog-no-nodes",
+        "boot.log",
+        "[    0.000000] Early memory node ranges\n[    0.1] next\n",
+        "{path}: line 1: 'Early memory node ranges' is not followed by 'node N: [mem A-B]' lines",
+    ),
+    (
+        "bootlog-two-boots",
+        "boot.log",
+        "Early memory node ranges\n  node   0: [mem 0x40000000-0x7fffffff]\nreboot\n"
+        "Early memory node ranges\n  node   0: [mem 0x40000000-0xbfffffff]\n",
+        "{path}: line 5: this log holds several boots with different memory (first at line 2);"
+        " split it into one log per boot",
+    ),
+    (
+        "bootlog-no-header",
+        "boot.log",
+        "  node   0: [mem 0x40000000-0x7fffffff]\n",
+        "{path}: no 'Early memory node ranges' in this boot log (boot with loglevel=7 or higher to"
+        " see it)",
+    ),
+    (
+        "log-is-toml",
+        "boot.log",
+        '[[banks]]\nbase = 0\nsize = "1G"\n',
+        "{path}: named as a kernel boot log (.log), but its content is a memory-map TOML file",
+    ),
+    (
+        "unknown-kind",
+        "board.txt",
+        "just some notes\nabout a board\n",
+        "{path}: unknown kind of memory-map file: not TOML, a device tree (blob or source), a"
+        " /proc/iomem dump or a kernel boot log",
+    ),
+    (
+        "binary-unknown",
+        "board.bin",
+        bytes(range(256)),
+        "{path}: unknown kind of memory-map file: not TOML, a device tree (blob or source), a"
+        " /proc/iomem dump or a kernel boot log",
+    ),
 ]
 
 
@@ -291,37 +443,82 @@ CONTEXT = {"memory_map": "juno", "granule": 4096}
 @pytest.mark.parametrize(
     "fn, banks, params, expected",
     [
-        pytest.param(placements.stride, BANKS, {"kind": "stride"},
-                     "memory map 'juno' at 4K: placement.step: missing (stride needs step = \"2M\""
-                     " or similar)", id="stride-no-step"),
-        pytest.param(placements.stride, BANKS, {"kind": "stride", "step": 1000},
-                     "memory map 'juno' at 4K: placement.step: 1000 is not a positive multiple of"
-                     " 4K", id="stride-step-not-4K"),
-        pytest.param(placements.stride, BANKS, {"kind": "stride", "step": "2Q"},
-                     "memory map 'juno' at 4K: placement.step: expected an integer or a size"
-                     " string like '2G', got '2Q'", id="stride-step-syntax"),
-        pytest.param(placements.stride, BANKS, {"kind": "stride", "step": 4096, "count": 3},
-                     "memory map 'juno' at 4K: placement.count: not a key of placement kind"
-                     " 'stride' (it takes step)", id="placement-unknown-key"),
-        pytest.param(placements.random_addresses, BANKS, {"kind": "random", "seed": 1},
-                     "memory map 'juno' at 4K: placement.count: missing (random needs count and"
-                     " seed)", id="random-no-count"),
-        pytest.param(placements.random_addresses, BANKS, {"kind": "random", "count": 0},
-                     "memory map 'juno' at 4K: placement.count: expected an integer 1..134217728,"
-                     " got 0", id="random-count-zero"),
-        pytest.param(placements.random_addresses, BANKS, {"kind": "random", "count": 5, "seed": -1},
-                     "memory map 'juno' at 4K: placement.seed: expected an integer >= 0, got -1",
-                     id="random-seed-negative"),
-        pytest.param(placements.listed, BANKS, {"kind": "list", "addresses": [0x8000_0000, 0x10]},
-                     "memory map 'juno' at 4K: placement.addresses[1]: 16 (0x0 aligned) is not"
-                     " inside any trimmed bank", id="list-outside"),
-        pytest.param(placements.listed, BANKS, {"kind": "list", "addresses": []},
-                     "memory map 'juno' at 4K: placement.addresses: expected a non-empty list of"
-                     " addresses, got []", id="list-empty"),
-        pytest.param(placements.kernel_load, [(0x8000_0000, 0x8004_0000)], {"kind": "kernel-load"},
-                     "memory map 'juno' at 4K: placement kernel-load: the lowest bank"
-                     " [0x80000000-0x8003ffff] is too small to hold a page at base + 0x80000",
-                     id="kernel-load-small-bank"),
+        pytest.param(
+            placements.stride,
+            BANKS,
+            {"kind": "stride"},
+            "memory map 'juno' at 4K: placement.step: missing (stride needs step = \"2M\""
+            " or similar)",
+            id="stride-no-step",
+        ),
+        pytest.param(
+            placements.stride,
+            BANKS,
+            {"kind": "stride", "step": 1000},
+            "memory map 'juno' at 4K: placement.step: 1000 is not a positive multiple of 4K",
+            id="stride-step-not-4K",
+        ),
+        pytest.param(
+            placements.stride,
+            BANKS,
+            {"kind": "stride", "step": "2Q"},
+            "memory map 'juno' at 4K: placement.step: expected an integer or a size"
+            " string like '2G', got '2Q'",
+            id="stride-step-syntax",
+        ),
+        pytest.param(
+            placements.stride,
+            BANKS,
+            {"kind": "stride", "step": 4096, "count": 3},
+            "memory map 'juno' at 4K: placement.count: not a key of placement kind"
+            " 'stride' (it takes step)",
+            id="placement-unknown-key",
+        ),
+        pytest.param(
+            placements.random_addresses,
+            BANKS,
+            {"kind": "random", "seed": 1},
+            "memory map 'juno' at 4K: placement.count: missing (random needs count and seed)",
+            id="random-no-count",
+        ),
+        pytest.param(
+            placements.random_addresses,
+            BANKS,
+            {"kind": "random", "count": 0},
+            "memory map 'juno' at 4K: placement.count: expected an integer 1..134217728, got 0",
+            id="random-count-zero",
+        ),
+        pytest.param(
+            placements.random_addresses,
+            BANKS,
+            {"kind": "random", "count": 5, "seed": -1},
+            "memory map 'juno' at 4K: placement.seed: expected an integer >= 0, got -1",
+            id="random-seed-negative",
+        ),
+        pytest.param(
+            placements.listed,
+            BANKS,
+            {"kind": "list", "addresses": [0x8000_0000, 0x10]},
+            "memory map 'juno' at 4K: placement.addresses[1]: 16 (0x0 aligned) is not"
+            " inside any trimmed bank",
+            id="list-outside",
+        ),
+        pytest.param(
+            placements.listed,
+            BANKS,
+            {"kind": "list", "addresses": []},
+            "memory map 'juno' at 4K: placement.addresses: expected a non-empty list of"
+            " addresses, got []",
+            id="list-empty",
+        ),
+        pytest.param(
+            placements.kernel_load,
+            [(0x8000_0000, 0x8004_0000)],
+            {"kind": "kernel-load"},
+            "memory map 'juno' at 4K: placement kernel-load: the lowest bank"
+            " [0x80000000-0x8003ffff] is too small to hold a page at base + 0x80000",
+            id="kernel-load-small-bank",
+        ),
     ],
 )
 def test_bad_placement(fn, banks, params, expected):
@@ -333,7 +530,9 @@ def test_bad_placement(fn, banks, params, expected):
 def test_placements_accept_good_input():
     """The same functions, given good parameters, do not raise (the errors above are real)."""
     assert placements.stride(BANKS, 4096, {"kind": "stride", "step": "1G"}, CONTEXT).tolist() == [
-        0x8000_0000, 0xC000_0000]
+        0x8000_0000,
+        0xC000_0000,
+    ]
     assert placements.kernel_load(BANKS, 4096, {"kind": "kernel-load"}, CONTEXT).dtype == np.uint64
 
 
@@ -344,7 +543,7 @@ def test_at_least_25_kinds_of_bad_input():
 @pytest.mark.skipif(shutil.which("dtc") is None, reason="dtc (device-tree-compiler) not installed")
 def test_dts_with_cpp_include_says_to_preprocess(tmp_path):
     path = tmp_path / "board.dts"
-    path.write_text('/dts-v1/;\n#include <dt-bindings/gpio/gpio.h>\n/ { };\n')
+    path.write_text("/dts-v1/;\n#include <dt-bindings/gpio/gpio.h>\n/ { };\n")
     with pytest.raises(ValidationError) as info:
         load_memory_map(path)
     message = str(info.value)

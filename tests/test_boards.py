@@ -129,10 +129,17 @@ def test_random_family_is_reproducible_across_processes():
     here = [repr(m) for m in families.random_memory_maps(seed=3, count=4)]
     assert [repr(m) for m in families.random_memory_maps(seed=3, count=2)] == here[:2]
     assert here != [repr(m) for m in families.random_memory_maps(seed=4, count=4)]
-    code = ("from sweep_plugins.families import random_memory_maps as r;"
-            "print('\\n'.join(repr(m) for m in r(3, 4)))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONHASHSEED": "12345", "PATH": "/usr/bin:/bin"})
+    code = (
+        "from sweep_plugins.families import random_memory_maps as r;"
+        "print('\\n'.join(repr(m) for m in r(3, 4)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "12345", "PATH": "/usr/bin:/bin"},
+    )
     assert out.stdout.splitlines() == here
 
 

@@ -58,9 +58,17 @@ def test_override_values(text, value):
 def test_overrides_reach_tables_and_become_lists():
     cfg = load_config(
         DEFAULT,
-        ["granules=4K,64K", "va_bits=48", "layouts=tagged", "block_mappings=true",
-         "placement.kind=stride", "placement.step=2M", "tag.seed=7", "memory_maps=juno",
-         "unit_rows=1000"],
+        [
+            "granules=4K,64K",
+            "va_bits=48",
+            "layouts=tagged",
+            "block_mappings=true",
+            "placement.kind=stride",
+            "placement.step=2M",
+            "tag.seed=7",
+            "memory_maps=juno",
+            "unit_rows=1000",
+        ],
     )
     assert cfg["granules"] == [4096, 65536]
     assert cfg["va_bits"] == [48]
@@ -132,8 +140,7 @@ def test_name_defaults_to_the_file_stem(tmp_path):
 
 def test_difference_names_each_changed_key():
     old = validate_config({"memory_maps": ["juno"], "granules": ["4K"]})
-    new = validate_config({"memory_maps": ["juno"], "granules": ["4K", "64K"],
-                           "tag": {"seed": 3}})
+    new = validate_config({"memory_maps": ["juno"], "granules": ["4K", "64K"], "tag": {"seed": 3}})
     assert config_difference(old, new) == [
         "granules: [4096] -> [4096, 65536]",
         "tag.seed: 0 -> 3",

@@ -19,8 +19,10 @@ BOARDS = "juno,amd-seattle,qemu-virt"
 
 
 def _run(directory: Path, *overrides: str) -> Path:
-    result = CliRunner().invoke(main, [
-        "run", "--out", str(directory), "--workers", "1", f"memory_maps={BOARDS}", *overrides])
+    result = CliRunner().invoke(
+        main,
+        ["run", "--out", str(directory), "--workers", "1", f"memory_maps={BOARDS}", *overrides],
+    )
     assert result.exit_code == 0, result.output
     return directory
 
@@ -49,8 +51,12 @@ def test_two_layouts(runs):
     maps = get_memory_maps()
     expected_rows, expected_columns = Counter(), Counter()
     for r in load(runs["merged"]).astype({"memory_map": str, "layout": str}).itertuples():
-        config = dict(granule=r.granule, va_bits=r.va_bits, block_mappings=r.block_mappings,
-                      idmap_pa=r.idmap_pa)
+        config = dict(
+            granule=r.granule,
+            va_bits=r.va_bits,
+            block_mappings=r.block_mappings,
+            idmap_pa=r.idmap_pa,
+        )
         a = compute_row(maps[r.memory_map], layout="merged", **config)
         b = compute_row(maps[r.memory_map], layout="high-only", **config)
         differs = [c for c in OUTPUT_COLUMNS if a[c] != b[c]]
@@ -65,8 +71,9 @@ def test_two_layouts(runs):
     # merged takes the high window exactly as high-only does: no row of Juno changes. Seattle's
     # idmap 0x80_0008_0000 is above 2^38: at VA_BITS 39 merged moves to the low window.
     assert "juno" not in result.summary.index
-    seattle = result.changed[(result.changed.memory_map == "amd-seattle")
-                             & (result.changed.va_bits == 39)]
+    seattle = result.changed[
+        (result.changed.memory_map == "amd-seattle") & (result.changed.va_bits == 39)
+    ]
     assert len(seattle) == 2  # blocks off and on
     assert (seattle["hyp_va_min_a"] == 0).all() and (seattle["hyp_va_min_b"] == 1 << 38).all()
 
@@ -81,8 +88,10 @@ def test_rows_only_in_one_run(runs):
 
 
 def test_cli_summary_and_exit_code(runs):
-    cli = CliRunner().invoke(main, ["diff", str(runs["merged"]), str(runs["high-only"]),
-                                    "--ignore", "layout", "--show", "3"])
+    cli = CliRunner().invoke(
+        main,
+        ["diff", str(runs["merged"]), str(runs["high-only"]), "--ignore", "layout", "--show", "3"],
+    )
     assert cli.exit_code == 1
     assert "per board: rows matched, only in A, only in B, changed" in cli.output
     assert "amd-seattle" in cli.output and "first 3 differing rows:" in cli.output

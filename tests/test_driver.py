@@ -58,8 +58,10 @@ def small_config(map_file, **changes) -> dict:
 
 
 def expected_inputs(layouts=("merged",), va_bits=(39, 48)) -> set:
-    return {("t1g", 4096, v, lay, b, a)
-            for v, lay, b, a in product(va_bits, layouts, (False, True), ADDRESSES)}
+    return {
+        ("t1g", 4096, v, lay, b, a)
+        for v, lay, b, a in product(va_bits, layouts, (False, True), ADDRESSES)
+    }
 
 
 def inputs_of(df: pd.DataFrame) -> list:
@@ -128,6 +130,7 @@ def _kill_once(marker):
         if not os.path.exists(marker):
             Path(marker).write_text("killed")
             os.kill(os.getpid(), signal.SIGKILL)
+
     return before
 
 
@@ -149,13 +152,23 @@ def test_units_cover_the_product_once_in_a_stable_order(map_file):
     for unit in units:
         assert 0 < unit.rows <= 8
         for seg in unit.segments:
-            seen += [(seg.memory_map, unit.granule, unit.va_bits, seg.layout, seg.block_mappings,
-                      ADDRESSES[k]) for k in range(seg.start, seg.stop)]
+            seen += [
+                (
+                    seg.memory_map,
+                    unit.granule,
+                    unit.va_bits,
+                    seg.layout,
+                    seg.block_mappings,
+                    ADDRESSES[k],
+                )
+                for k in range(seg.start, seg.stop)
+            ]
     assert len(seen) == len(set(seen)) == 128
     assert set(seen) == expected_inputs(("merged", "tagged"))
     again = list(make_plan(config).units())
-    assert [(u.id, u.path, u.segments) for u in again] == [(u.id, u.path, u.segments)
-                                                             for u in units]
+    assert [(u.id, u.path, u.segments) for u in again] == [
+        (u.id, u.path, u.segments) for u in units
+    ]
     assert units[0].path == "granule=4096/va_bits=39/part-000000.parquet"
     assert units[-1].id == "4K/va48/000007"
 
@@ -178,13 +191,18 @@ def test_tag_random_is_a_function_of_its_inputs_only():
     idmap = np.array(ADDRESSES, dtype=np.uint64)
     assert not tag_random(0, "t1g", 4096, 48, idmap).any()
     whole = tag_random(7, "t1g", 4096, 48, idmap)
-    pieces = np.concatenate([tag_random(7, "t1g", 4096, 48, idmap[i:i + 3])
-                             for i in range(0, 16, 3)])
+    pieces = np.concatenate(
+        [tag_random(7, "t1g", 4096, 48, idmap[i : i + 3]) for i in range(0, 16, 3)]
+    )
     assert (whole == pieces).all()
     assert (tag_random(7, "t1g", 4096, 48, idmap[::-1]) == whole[::-1]).all()
     assert len(set(whole.tolist())) == 16
-    for other in [tag_random(8, "t1g", 4096, 48, idmap), tag_random(7, "t1h", 4096, 48, idmap),
-                  tag_random(7, "t1g", 16384, 48, idmap), tag_random(7, "t1g", 4096, 47, idmap)]:
+    for other in [
+        tag_random(8, "t1g", 4096, 48, idmap),
+        tag_random(7, "t1h", 4096, 48, idmap),
+        tag_random(7, "t1g", 16384, 48, idmap),
+        tag_random(7, "t1g", 4096, 47, idmap),
+    ]:
         assert (other != whole).all()
 
 
@@ -194,8 +212,12 @@ def test_tag_random_is_a_function_of_its_inputs_only():
 def test_a_run_writes_every_row_of_the_model(map_file, tmp_path):
     out = tmp_path / "out"
     layouts = ["merged", "tagged"]
-    report = run_sweep(small_config(map_file, layouts=layouts, tag={"seed": 5}), out=str(out),
-                       workers=2, progress=False)
+    report = run_sweep(
+        small_config(map_file, layouts=layouts, tag={"seed": 5}),
+        out=str(out),
+        workers=2,
+        progress=False,
+    )
     assert report.status == "complete"
     assert (report.units_written, report.rows_written) == (16, 128)
     df = read_results(str(out))
@@ -208,11 +230,20 @@ def test_a_run_writes_every_row_of_the_model(map_file, tmp_path):
 
     t1g = MemoryMap("t1g", [(0x8000_0000, GIB)])
     for row in df[df["layout"] == "tagged"].sample(6, random_state=1).to_dict("records"):
-        assert row["tag_random"] == tag_random(5, "t1g", 4096, row["va_bits"],
-                                               np.array([row["idmap_pa"]], np.uint64))[0]
+        assert (
+            row["tag_random"]
+            == tag_random(5, "t1g", 4096, row["va_bits"], np.array([row["idmap_pa"]], np.uint64))[0]
+        )
     for row in df.sample(12, random_state=1).to_dict("records"):
-        expected = compute_row(t1g, 4096, row["va_bits"], row["layout"], row["block_mappings"],
-                               row["idmap_pa"], row["tag_random"])
+        expected = compute_row(
+            t1g,
+            4096,
+            row["va_bits"],
+            row["layout"],
+            row["block_mappings"],
+            row["idmap_pa"],
+            row["tag_random"],
+        )
         assert {k: row[k] for k in expected} == expected
     meta = json.loads((out / "_sweep.json").read_text())
     assert meta["status"] == "complete"
@@ -265,7 +296,8 @@ def test_a_failing_plugin_fails_its_units_and_the_sweep_goes_on(map_file, tmp_pa
     assert sorted(f["unit"] for f in report.failed) == [f"4K/va48/00000{k}" for k in range(4)]
     assert all("ValueError: this plugin cannot do 48 bits" in f["error"] for f in report.failed)
     assert sorted(inputs_of(read_results(str(out)))) == sorted(
-        expected_inputs(("boom-48",), va_bits=(39,)))
+        expected_inputs(("boom-48",), va_bits=(39,))
+    )
     meta = json.loads((out / "_sweep.json").read_text())
     assert meta["status"] == "failed" and len(meta["failed"]) == 4
     assert "Traceback" in (out / "_sweep.log").read_text()
@@ -282,13 +314,15 @@ def test_cli_lists_failed_units_and_fail_fast_stops(map_file, tmp_path, layouts)
         f'memory_maps = ["{map_file}"]\ngranules = ["4K"]\nva_bits = [39, 48]\n'
         'layouts = ["boom-48"]\nunit_rows = 8\n[placement]\nkind = "stride"\nstep = "64M"\n'
     )
-    result = CliRunner().invoke(main, ["run", str(config), "--out", str(tmp_path / "a"),
-                                       "--workers", "1"])
+    result = CliRunner().invoke(
+        main, ["run", str(config), "--out", str(tmp_path / "a"), "--workers", "1"]
+    )
     assert result.exit_code == 1
     assert "4 units failed" in result.output
     assert "4K/va48/000002: ValueError: this plugin cannot do 48 bits" in result.output
-    result = CliRunner().invoke(main, ["run", str(config), "--out", str(tmp_path / "b"),
-                                       "--workers", "1", "--fail-fast"])
+    result = CliRunner().invoke(
+        main, ["run", str(config), "--out", str(tmp_path / "b"), "--workers", "1", "--fail-fast"]
+    )
     assert result.exit_code == 1
     assert "1 units failed" in result.output
     assert "4 units written" in result.output  # the VA_BITS 39 units come first
@@ -297,8 +331,9 @@ def test_cli_lists_failed_units_and_fail_fast_stops(map_file, tmp_path, layouts)
 def test_a_killed_worker_is_detected_and_its_unit_retried(map_file, tmp_path, layouts):
     layouts(WrappedLayout("kill-once", _kill_once(str(tmp_path / "killed"))))
     out = tmp_path / "out"
-    report = run_sweep(small_config(map_file, layouts=["kill-once"]), out=str(out), workers=2,
-                       progress=False)
+    report = run_sweep(
+        small_config(map_file, layouts=["kill-once"]), out=str(out), workers=2, progress=False
+    )
     assert (tmp_path / "killed").exists()
     assert report.status == "complete" and not report.failed
     df = read_results(str(out))
@@ -309,26 +344,36 @@ def test_a_killed_worker_is_detected_and_its_unit_retried(map_file, tmp_path, la
 def test_a_unit_that_always_kills_its_worker_is_failed_alone(map_file, tmp_path, layouts):
     layouts(WrappedLayout("kill-39", _kill_at_39))
     out = tmp_path / "out"
-    report = run_sweep(small_config(map_file, layouts=["kill-39"]), out=str(out), workers=2,
-                       progress=False)
+    report = run_sweep(
+        small_config(map_file, layouts=["kill-39"]), out=str(out), workers=2, progress=False
+    )
     assert report.status == "failed"
     assert sorted(f["unit"] for f in report.failed) == [f"4K/va39/00000{k}" for k in range(4)]
     assert all("killed" in f["error"] for f in report.failed)
     # Every unit that does not kill its worker finished.
     assert sorted(inputs_of(read_results(str(out)))) == sorted(
-        expected_inputs(("kill-39",), va_bits=(48,)))
+        expected_inputs(("kill-39",), va_bits=(48,))
+    )
 
 
 def test_dask_local_cluster_writes_the_same_dataset(map_file, tmp_path):
     pytest.importorskip("distributed")
     config = small_config(map_file, tag={"seed": 3})
     run_sweep(config, out=str(tmp_path / "p"), workers=2, progress=False)
-    report = run_sweep(config, out=str(tmp_path / "d"), workers=2, executor="dask-local",
-                       dask_processes=False, progress=False)
+    report = run_sweep(
+        config,
+        out=str(tmp_path / "d"),
+        workers=2,
+        executor="dask-local",
+        dask_processes=False,
+        progress=False,
+    )
     assert report.status == "complete" and report.units_written == 8
-    assert sorted(p.relative_to(tmp_path / "d").as_posix()
-                  for p in (tmp_path / "d").rglob("part-*.parquet")) == sorted(
-        p.relative_to(tmp_path / "p").as_posix() for p in (tmp_path / "p").rglob("part-*.parquet"))
+    assert sorted(
+        p.relative_to(tmp_path / "d").as_posix() for p in (tmp_path / "d").rglob("part-*.parquet")
+    ) == sorted(
+        p.relative_to(tmp_path / "p").as_posix() for p in (tmp_path / "p").rglob("part-*.parquet")
+    )
     key = ["va_bits", "block_mappings", "idmap_pa"]
     a = read_results(str(tmp_path / "p")).sort_values(key, ignore_index=True)
     b = read_results(str(tmp_path / "d")).sort_values(key, ignore_index=True)
@@ -337,11 +382,14 @@ def test_dask_local_cluster_writes_the_same_dataset(map_file, tmp_path):
 
 def test_dry_run_counts_without_running(map_file, tmp_path):
     config = tmp_path / "c.toml"
-    config.write_text(f'memory_maps = ["{map_file}"]\ngranules = ["4K", "64K"]\n'
-                      'va_bits = [39, 48]\nlayouts = ["merged", "tagged"]\nunit_rows = 10\n'
-                      '[placement]\nkind = "stride"\nstep = "256M"\n')
-    result = CliRunner().invoke(main, ["run", str(config), "--dry-run", "--out",
-                                       str(tmp_path / "o")])
+    config.write_text(
+        f'memory_maps = ["{map_file}"]\ngranules = ["4K", "64K"]\n'
+        'va_bits = [39, 48]\nlayouts = ["merged", "tagged"]\nunit_rows = 10\n'
+        '[placement]\nkind = "stride"\nstep = "256M"\n'
+    )
+    result = CliRunner().invoke(
+        main, ["run", str(config), "--dry-run", "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 0, result.output
     # 4 addresses x 2 granules x 2 VA_BITS x 2 layouts x 2 block settings; 16 rows per partition.
     assert "configurations: 64" in result.output
@@ -387,8 +435,20 @@ def _slow_config(tmp_path: Path, map_file: Path) -> Path:
 
 def _start(script, config, out, *flags):
     return subprocess.Popen(
-        [sys.executable, str(script), "run", str(config), "--out", str(out), "--workers", "2",
-         *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        [
+            sys.executable,
+            str(script),
+            "run",
+            str(config),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            *flags,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
 
 
@@ -464,8 +524,9 @@ def test_ctrl_c_keeps_finished_units_and_resume_finishes(map_file, tmp_path):
 def test_a_map_whose_placement_fails_is_recorded_and_the_others_run(map_file, tmp_path):
     tiny = tmp_path / "tiny.toml"
     tiny.write_text('name = "tiny"\n[[banks]]\nbase = 0x8000_0000\nsize = "64K"\n')
-    config = small_config(map_file, memory_maps=[str(map_file), str(tiny)],
-                          placement={"kind": "kernel-load"})
+    config = small_config(
+        map_file, memory_maps=[str(map_file), str(tiny)], placement={"kind": "kernel-load"}
+    )
     out = tmp_path / "out"
     report = run_sweep(config, out=str(out), workers=1, progress=False)
     # kernel-load puts the idmap at base + 0x80000, beyond tiny's 64 KiB.
@@ -474,16 +535,24 @@ def test_a_map_whose_placement_fails_is_recorded_and_the_others_run(map_file, tm
     assert "too small" in report.failed[0]["error"]
     df = read_results(str(out))
     assert sorted(inputs_of(df)) == sorted(
-        ("t1g", 4096, v, "merged", b, 0x8008_0000) for v in (39, 48) for b in (False, True))
+        ("t1g", 4096, v, "merged", b, 0x8008_0000) for v in (39, 48) for b in (False, True)
+    )
     with pytest.raises(SweepError, match="tiny.*too small"):
         make_plan(small_config(tiny, placement={"kind": "kernel-load"}))
 
 
 def test_dask_scheduler_address_runs_the_same_units(map_file, tmp_path):
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
-        report = run_sweep(small_config(map_file), out=str(tmp_path / "d"), workers=1,
-                           executor="dask", scheduler=cluster.scheduler_address, progress=False)
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        report = run_sweep(
+            small_config(map_file),
+            out=str(tmp_path / "d"),
+            workers=1,
+            executor="dask",
+            scheduler=cluster.scheduler_address,
+            progress=False,
+        )
     assert report.status == "complete" and report.units_written == 8
     assert sorted(inputs_of(read_results(str(tmp_path / "d")))) == sorted(expected_inputs())

@@ -11,8 +11,16 @@ import pytest
 from sweep.model import MemoryMap
 
 K, M, G = 1 << 10, 1 << 20, 1 << 30
-COUNTS = ("tables_lm1", "tables_l0", "tables_l1", "tables_l2", "tables_l3", "table_pages",
-          "table_bytes", "shared_tables")
+COUNTS = (
+    "tables_lm1",
+    "tables_l0",
+    "tables_l1",
+    "tables_l2",
+    "tables_l3",
+    "table_pages",
+    "table_bytes",
+    "shared_tables",
+)
 
 
 def check(row: dict, expected: dict) -> None:
@@ -30,11 +38,21 @@ CASES = {
     # Off: 1 GiB / 32 MiB = 32 level-3 tables, + 1 for the idmap (root entry 64, empty).
     # On: 32 MiB blocks (delta aligned), only the idmap's level-3 table.
     "16K-V36-merged": dict(
-        banks=[(0x8000_0000, 1 * G)], granule=16 * K, va_bits=36, layout="merged",
+        banks=[(0x8000_0000, 1 * G)],
+        granule=16 * K,
+        va_bits=36,
+        layout="merged",
         idmap_pa=0x8008_0000,
-        common=dict(levels=2, levels_runtime=2, hyp_va_min=1 << 35, hyp_va_max=(1 << 36) - 1,
-                    margin=(1 << 35) - (0x8008_0000 + 16 * K), overlap=False,
-                    idmap_in_window=False, idmap_va_bits=32),
+        common=dict(
+            levels=2,
+            levels_runtime=2,
+            hyp_va_min=1 << 35,
+            hyp_va_max=(1 << 36) - 1,
+            margin=(1 << 35) - (0x8008_0000 + 16 * K),
+            overlap=False,
+            idmap_in_window=False,
+            idmap_va_bits=32,
+        ),
         off=counts(0, 0, 0, 1, 33, 34, 2048 * 8 + 33 * 16 * K, 1),
         on=counts(0, 0, 0, 1, 1, 2, 2048 * 8 + 16 * K, 1),
     ),
@@ -43,8 +61,11 @@ CASES = {
     # Off: runtime touches root entries 4096 and 4097 -> 2 level-3 tables, idmap (entry 4) +1.
     # On: 4096 is a whole aligned block, 4097 a partial one -> 1 table, idmap +1.
     "64K-V42-straddle": dict(
-        banks=[(0x8000_0000, 512 * M + 64 * K)], granule=64 * K, va_bits=42,
-        layout="high-only", idmap_pa=0x8008_0000,
+        banks=[(0x8000_0000, 512 * M + 64 * K)],
+        granule=64 * K,
+        va_bits=42,
+        layout="high-only",
+        idmap_pa=0x8008_0000,
         common=dict(levels=2, phys_offset=0x8000_0000, hyp_va_min=1 << 41),
         off=counts(0, 0, 0, 1, 3, 4, 8192 * 8 + 3 * 64 * K, 1),
         on=counts(0, 0, 0, 1, 2, 3, 8192 * 8 + 2 * 64 * K, 1),
@@ -57,11 +78,20 @@ CASES = {
     # idmap (level-0 entry 0, empty) adds 3.
     # On: bank 2 is one whole 2 MiB block, so only E0 needs a level-3 table: 4 + 3.
     "4K-V48-shared-tables": dict(
-        banks=[(0x4000_0000, 1 * M), (0x4020_0000, 2 * M)], granule=4 * K, va_bits=48,
-        layout="tagged", idmap_pa=0x4028_0000,
-        common=dict(levels=4, hyp_va_min=1 << 47, hyp_va_max=(1 << 47) + (1 << 22) - 1,
-                    hyp_dram_last=(1 << 47) + 0x3F_FFFF, margin=0x7FFF_BFD7_F000,
-                    overlap=False, idmap_in_window=False),
+        banks=[(0x4000_0000, 1 * M), (0x4020_0000, 2 * M)],
+        granule=4 * K,
+        va_bits=48,
+        layout="tagged",
+        idmap_pa=0x4028_0000,
+        common=dict(
+            levels=4,
+            hyp_va_min=1 << 47,
+            hyp_va_max=(1 << 47) + (1 << 22) - 1,
+            hyp_dram_last=(1 << 47) + 0x3F_FFFF,
+            margin=0x7FFF_BFD7_F000,
+            overlap=False,
+            idmap_in_window=False,
+        ),
         off=counts(0, 1, 2, 2, 3, 8, 512 * 8 + 7 * 4 * K, 1),
         on=counts(0, 1, 2, 2, 2, 7, 512 * 8 + 6 * 4 * K, 1),
     ),
@@ -70,10 +100,19 @@ CASES = {
     # Off: runtime 1 (root) + 1 + 1 + 2 + 1024 = 1029; idmap (root entry 0, empty) adds 4.
     # On: two 1 GiB blocks at level 1: runtime 3 tables; idmap adds 4.
     "4K-V52-five-levels": dict(
-        banks=[(0x8000_0000, 2 * G)], granule=4 * K, va_bits=52, layout="tagged-48",
+        banks=[(0x8000_0000, 2 * G)],
+        granule=4 * K,
+        va_bits=52,
+        layout="tagged-48",
         idmap_pa=0x8008_0000,
-        common=dict(levels=5, levels_runtime=5, levels_idmap=5, extra_levels=0,
-                    hyp_va_min=1 << 51, hyp_va_max=(1 << 51) + (1 << 31) - 1),
+        common=dict(
+            levels=5,
+            levels_runtime=5,
+            levels_idmap=5,
+            extra_levels=0,
+            hyp_va_min=1 << 51,
+            hyp_va_max=(1 << 51) + (1 << 31) - 1,
+        ),
         off=counts(1, 2, 2, 3, 1025, 1033, 16 * 8 + 1032 * 4 * K, 1),
         on=counts(1, 2, 2, 1, 1, 7, 16 * 8 + 6 * 4 * K, 1),
     ),
@@ -82,7 +121,10 @@ CASES = {
     # Off: 64 MiB = 2 root entries -> 2 level-3 tables; the idmap meets its page. Shared:
     # 3 + 2 - 3 = 2. On: two 32 MiB blocks; the idmap meets a block.
     "16K-delta-zero": dict(
-        banks=[(1 << 35, 64 * M)], granule=16 * K, va_bits=36, layout="high-only",
+        banks=[(1 << 35, 64 * M)],
+        granule=16 * K,
+        va_bits=36,
+        layout="high-only",
         idmap_pa=(1 << 35) + 0x8_0000,
         common=dict(phys_offset=1 << 35, overlap=False, margin=0, idmap_in_window=True),
         off=counts(0, 0, 0, 1, 2, 3, 2048 * 8 + 2 * 16 * K, 2),
@@ -93,10 +135,12 @@ CASES = {
     # high half, delta = 2^38 - 2^31: aliases [2^38, +2G) and [0x7f_8000_0000, 2^39).
     # Off: 4 level-1 entries -> 4 + 1 level-2 tables, 2048 + 1 level-3. On: 4 blocks.
     "4K-clip-top": dict(
-        banks=[(0x8000_0000, 2 * G), (1 << 38, 4 * G)], granule=4 * K, va_bits=39,
-        layout="merged", idmap_pa=0x8008_0000,
-        common=dict(clipped_bytes=2 * G, phys_offset=0x8000_0000,
-                    hyp_dram_last=(1 << 39) - 1),
+        banks=[(0x8000_0000, 2 * G), (1 << 38, 4 * G)],
+        granule=4 * K,
+        va_bits=39,
+        layout="merged",
+        idmap_pa=0x8008_0000,
+        common=dict(clipped_bytes=2 * G, phys_offset=0x8000_0000, hyp_dram_last=(1 << 39) - 1),
         off=counts(0, 0, 1, 5, 2049, 2055, 4 * K + 2054 * 4 * K, 1),
         on=counts(0, 0, 1, 1, 1, 3, 3 * 4 * K, 1),
     ),
@@ -107,13 +151,26 @@ CASES = {
     # merged, low half: delta = -0x40_4000_0000, alias [0x3f_c000_0000, 0x3f_c008_1000).
     # Runtime 1 + 1 + 1 + 1 tables; the idmap (level-0 entry 1, empty) adds 3. No whole block.
     "4K-kernel-high": dict(
-        banks=[(0x8000_0000, 2 * G), (0x80_0000_0000, 2 * G)], granule=4 * K, va_bits=39,
-        layout="merged", idmap_pa=0x80_0008_0000,
-        common=dict(phys_offset=0x40_4000_0000, clipped_bytes=4 * G - 0x8_1000,
-                    idmap_va_bits=40, idmap_extended=True, levels_runtime=3, levels_idmap=4,
-                    levels=4, extra_levels=1, hyp_va_min=0, hyp_va_max=(1 << 38) - 1,
-                    margin=0x80_0008_0000 - 0x3F_C008_1000, overlap=False,
-                    idmap_in_window=False),
+        banks=[(0x8000_0000, 2 * G), (0x80_0000_0000, 2 * G)],
+        granule=4 * K,
+        va_bits=39,
+        layout="merged",
+        idmap_pa=0x80_0008_0000,
+        common=dict(
+            phys_offset=0x40_4000_0000,
+            clipped_bytes=4 * G - 0x8_1000,
+            idmap_va_bits=40,
+            idmap_extended=True,
+            levels_runtime=3,
+            levels_idmap=4,
+            levels=4,
+            extra_levels=1,
+            hyp_va_min=0,
+            hyp_va_max=(1 << 38) - 1,
+            margin=0x80_0008_0000 - 0x3F_C008_1000,
+            overlap=False,
+            idmap_in_window=False,
+        ),
         off=counts(0, 1, 2, 2, 2, 7, 2 * 8 + 6 * 4 * K, 1),
         on=counts(0, 1, 2, 2, 2, 7, 2 * 8 + 6 * 4 * K, 1),
     ),
@@ -123,11 +180,22 @@ CASES = {
     # per entry), 1024 entries. Off: runtime 1 + 1 + 2, idmap (root entry 1023) + 2.
     # On: two 512 MiB blocks at level 2: runtime 2, idmap + 2.
     "64K-top-of-2^52": dict(
-        banks=[((1 << 52) - G, G)], granule=64 * K, va_bits=52, layout="tagged-48",
+        banks=[((1 << 52) - G, G)],
+        granule=64 * K,
+        va_bits=52,
+        layout="tagged-48",
         idmap_pa=(1 << 52) - 64 * K,
-        common=dict(phys_offset=(1 << 52) - G, idmap_va_bits=52, idmap_extended=False,
-                    levels=3, hyp_va_min=0, hyp_va_max=G - 1, margin=0xF_FFFF_BFFF_0000,
-                    idmap_in_window=False, overlap=False),
+        common=dict(
+            phys_offset=(1 << 52) - G,
+            idmap_va_bits=52,
+            idmap_extended=False,
+            levels=3,
+            hyp_va_min=0,
+            hyp_va_max=G - 1,
+            margin=0xF_FFFF_BFFF_0000,
+            idmap_in_window=False,
+            overlap=False,
+        ),
         off=counts(0, 0, 1, 2, 3, 6, 1024 * 8 + 5 * 64 * K, 1),
         on=counts(0, 0, 1, 2, 1, 4, 1024 * 8 + 3 * 64 * K, 1),
     ),
@@ -139,8 +207,12 @@ CASES = {
 def test_hand_computed(compute, name, block_mappings):
     case = CASES[name]
     row = compute(
-        MemoryMap(name, case["banks"]), granule=case["granule"], va_bits=case["va_bits"],
-        layout=case["layout"], block_mappings=block_mappings, idmap_pa=case["idmap_pa"],
+        MemoryMap(name, case["banks"]),
+        granule=case["granule"],
+        va_bits=case["va_bits"],
+        layout=case["layout"],
+        block_mappings=block_mappings,
+        idmap_pa=case["idmap_pa"],
     )
     check(row, case["common"])
     check(row, case["on" if block_mappings else "off"])
@@ -154,23 +226,49 @@ ACROSS_HALF = MemoryMap("across-2^38", [(0x3F_C000_0000, 2 * G)])
 def test_merged_idmap_just_below_half(compute):
     # idmap 2^38 - 4K is not above 2^38 - 1: high half, delta = 2^38 - PHYS_OFFSET = 1 GiB,
     # aliases [2^38, 2^38 + 2G). The idmap page ends exactly where they start: touching.
-    row = compute(ACROSS_HALF, granule=4096, va_bits=39, layout="merged", block_mappings=False,
-                  idmap_pa=(1 << 38) - 4096)
+    row = compute(
+        ACROSS_HALF,
+        granule=4096,
+        va_bits=39,
+        layout="merged",
+        block_mappings=False,
+        idmap_pa=(1 << 38) - 4096,
+    )
     check(row, dict(hyp_va_min=1 << 38, overlap=False, idmap_in_window=False, margin=0))
 
 
 def test_merged_idmap_at_half(compute):
     # idmap 2^38 is above 2^38 - 1: low half, delta = -PHYS_OFFSET, aliases [0, 2G).
-    row = compute(ACROSS_HALF, granule=4096, va_bits=39, layout="merged", block_mappings=False,
-                  idmap_pa=1 << 38)
-    check(row, dict(hyp_va_min=0, hyp_va_max=(1 << 38) - 1, overlap=False,
-                    idmap_in_window=False, margin=(1 << 38) - 2 * G))
+    row = compute(
+        ACROSS_HALF,
+        granule=4096,
+        va_bits=39,
+        layout="merged",
+        block_mappings=False,
+        idmap_pa=1 << 38,
+    )
+    check(
+        row,
+        dict(
+            hyp_va_min=0,
+            hyp_va_max=(1 << 38) - 1,
+            overlap=False,
+            idmap_in_window=False,
+            margin=(1 << 38) - 2 * G,
+        ),
+    )
 
 
 def test_high_only_idmap_at_half_overlaps(compute):
     # high-only keeps the high half: VA 2^38 is the alias of PA 0x3f_c000_0000, not the idmap's.
-    row = compute(ACROSS_HALF, granule=4096, va_bits=39, layout="high-only",
-                  block_mappings=False, idmap_pa=1 << 38)
+    row = compute(
+        ACROSS_HALF,
+        granule=4096,
+        va_bits=39,
+        layout="high-only",
+        block_mappings=False,
+        idmap_pa=1 << 38,
+    )
     check(row, dict(overlap=True, idmap_in_window=True, margin=0))
 
 
@@ -181,14 +279,20 @@ def test_high_only_idmap_at_half_overlaps(compute):
 )
 def test_extra_level_at_2_pow_v(compute, idmap_pa, bits, extended, n_levels):
     mm = MemoryMap("across-2^39", [(0x7F_C000_0000, 2 * G)])
-    row = compute(mm, granule=4096, va_bits=39, layout="merged", block_mappings=True,
-                  idmap_pa=idmap_pa)
-    check(row, dict(idmap_va_bits=bits, idmap_extended=extended, levels=n_levels,
-                    extra_levels=n_levels - 3))
+    row = compute(
+        mm, granule=4096, va_bits=39, layout="merged", block_mappings=True, idmap_pa=idmap_pa
+    )
+    check(
+        row,
+        dict(
+            idmap_va_bits=bits, idmap_extended=extended, levels=n_levels, extra_levels=n_levels - 3
+        ),
+    )
 
 
 def test_idmap_is_aligned_down_to_the_granule(compute):
     mm = MemoryMap("one", [(0x8000_0000, 2 * G)])
-    row = compute(mm, granule=65536, va_bits=48, layout="tagged", block_mappings=False,
-                  idmap_pa=0x8008_1234)
+    row = compute(
+        mm, granule=65536, va_bits=48, layout="tagged", block_mappings=False, idmap_pa=0x8008_1234
+    )
     assert row["idmap_pa"] == 0x8008_0000

@@ -20,8 +20,13 @@ JUNO = MemoryMap("juno", [(0x8000_0000, 2 * G)])
 SEATTLE = MemoryMap("seattle", [(0x80_0000_0000, 8 * G)])
 TWO_BANKS = MemoryMap("two-banks", [(0x8000_0000, 2 * G), (0x40_0000_0000, 2 * G)])
 FAR = MemoryMap("far", [(0x8000_0000, 2 * G), (1 << 48, 4 * G)])
-LX2160A = MemoryMap("lx2160a", [(0x8000_0000, 0xFBDF_FFFF - 0x8000_0000 + 1),
-                                (0x20_8000_0000, 0x23_7FFF_FFFF - 0x20_8000_0000 + 1)])
+LX2160A = MemoryMap(
+    "lx2160a",
+    [
+        (0x8000_0000, 0xFBDF_FFFF - 0x8000_0000 + 1),
+        (0x20_8000_0000, 0x23_7FFF_FFFF - 0x20_8000_0000 + 1),
+    ],
+)
 
 CASES = [
     (JUNO, "4K", 39, "merged", 0x8008_0000, 0),
@@ -36,19 +41,23 @@ CASES = [
     (FAR, "64K", 52, "high-only", 0x8008_0000, 0),
 ]
 IDS = [f"{m.name}-{g}-{v}-{lay}" for m, g, v, lay, _i, _t in CASES]
-LEVEL_COLUMNS = {-1: "tables_lm1", 0: "tables_l0", 1: "tables_l1", 2: "tables_l2",
-                 3: "tables_l3"}
+LEVEL_COLUMNS = {-1: "tables_lm1", 0: "tables_l0", 1: "tables_l1", 2: "tables_l2", 3: "tables_l3"}
 
 
 def _builder(memory_map, granule, va_bits, layout, blocks, idmap_pa, tag_random) -> dict:
     from sweep import build
 
-    configs = pd.DataFrame({
-        "memory_map": [memory_map.name], "granule": [int(granule[:-1]) << 10],
-        "va_bits": [va_bits], "layout": [layout], "block_mappings": [blocks],
-        "idmap_pa": pd.array([idmap_pa], dtype="uint64"),
-        "tag_random": pd.array([tag_random], dtype="uint64"),
-    })
+    configs = pd.DataFrame(
+        {
+            "memory_map": [memory_map.name],
+            "granule": [int(granule[:-1]) << 10],
+            "va_bits": [va_bits],
+            "layout": [layout],
+            "block_mappings": [blocks],
+            "idmap_pa": pd.array([idmap_pa], dtype="uint64"),
+            "tag_random": pd.array([tag_random], dtype="uint64"),
+        }
+    )
     out = build(configs, {memory_map.name: memory_map})
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.iloc[0].items()}
 
@@ -131,9 +140,11 @@ def test_juno_blocks_on_prints_model_example_1():
 def test_overlap_is_shown_on_the_leaf():
     """MODEL.md 7.3 high-only: the idmap VA is a page of bank 0 (PA 0x8008_0000): overlap."""
     text = "\n".join(tree_lines(explain(TWO_BANKS, "4K", 39, "high-only", False, 0x40_0008_0000)))
-    assert ("0x0000004000080000-0x0000004000081000         4K L3  PAGE   PA 0x80080000: "
-            "runtime bank 0 (PA 0x80000000-0xffffffff); also holds the idmap page (VA == PA) "
-            "(OVERLAP)") in text
+    assert (
+        "0x0000004000080000-0x0000004000081000         4K L3  PAGE   PA 0x80080000: "
+        "runtime bank 0 (PA 0x80000000-0xffffffff); also holds the idmap page (VA == PA) "
+        "(OVERLAP)"
+    ) in text
     # 1024 L3 tables of bank 1 are alike: printed once, as ptdump collapses a run.
     assert "---[ 1024 alike L3 tables 0x0000007f80000000-0x0000008000000000 ]---" in text
 
@@ -167,15 +178,42 @@ def test_cli_explain_reads_a_memory_map_file(tmp_path):
     toml = tmp_path / "board.toml"
     toml.write_text('name = "board"\n[[banks]]\nbase = 0x8000_0000\nsize = "2G"\n')
     runner = CliRunner()
-    result = runner.invoke(main, [
-        "explain", "--map", str(toml), "--granule", "4K", "--va-bits", "39", "--layout",
-        "merged", "--blocks", "--idmap", "0x8008_0000"])
+    result = runner.invoke(
+        main,
+        [
+            "explain",
+            "--map",
+            str(toml),
+            "--granule",
+            "4K",
+            "--va-bits",
+            "39",
+            "--layout",
+            "merged",
+            "--blocks",
+            "--idmap",
+            "0x8008_0000",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "table_bytes      12288" in result.output
     assert "agrees: the tree above has 3 tables" in result.output
-    bad = runner.invoke(main, [
-        "explain", "--map", str(tmp_path / "missing.toml"), "--granule", "4K", "--va-bits",
-        "39", "--layout", "merged", "--idmap", "0x8008_0000"])
+    bad = runner.invoke(
+        main,
+        [
+            "explain",
+            "--map",
+            str(tmp_path / "missing.toml"),
+            "--granule",
+            "4K",
+            "--va-bits",
+            "39",
+            "--layout",
+            "merged",
+            "--idmap",
+            "0x8008_0000",
+        ],
+    )
     assert bad.exit_code == 2
     assert "missing.toml" in bad.output and "--map: " in bad.output
     assert "Traceback" not in bad.output
@@ -183,9 +221,22 @@ def test_cli_explain_reads_a_memory_map_file(tmp_path):
 
 def test_cli_explain_built_in_board():
     """The built-in Juno (2 GiB - 16 MiB at 2 GiB, 6 GiB at 34 GiB), MODEL.md 7.1's layout."""
-    result = CliRunner().invoke(main, [
-        "explain", "--map", "juno", "--granule", "4K", "--va-bits", "39", "--layout", "merged",
-        "--idmap", "0x8008_0000"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            "--map",
+            "juno",
+            "--granule",
+            "4K",
+            "--va-bits",
+            "39",
+            "--layout",
+            "merged",
+            "--idmap",
+            "0x8008_0000",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "runtime bank 1 (PA 0x880000000-0x9ffffffff)" in result.output
     assert "agrees: the tree above has" in result.output

@@ -50,8 +50,14 @@ def memory_node(name: str, reg: bytes, **props: bytes) -> fdt.Node:
 
 
 def tree(*children: fdt.Node, address_cells: int = 2, size_cells: int = 2) -> fdt.Node:
-    root = fdt.Node("", {"#address-cells": fdt.cells(address_cells),
-                         "#size-cells": fdt.cells(size_cells), "model": b"test board\0"})
+    root = fdt.Node(
+        "",
+        {
+            "#address-cells": fdt.cells(address_cells),
+            "#size-cells": fdt.cells(size_cells),
+            "model": b"test board\0",
+        },
+    )
     for child in children:
         child.parent = root
         root.children.append(child)
@@ -62,8 +68,10 @@ def tree(*children: fdt.Node, address_cells: int = 2, size_cells: int = 2) -> fd
 
 def blob_of(memory_map_banks, **encode_args) -> bytes:
     """A DTB with one memory node per bank (2/2 cells)."""
-    nodes = [memory_node(f"memory@{base:x}", fdt.cells(base, size, width=2))
-             for base, size in memory_map_banks]
+    nodes = [
+        memory_node(f"memory@{base:x}", fdt.cells(base, size, width=2))
+        for base, size in memory_map_banks
+    ]
     return fdt.encode(tree(*nodes), **encode_args)
 
 
@@ -140,8 +148,13 @@ def test_kernel_boot_logs_load_exactly(name, expected):
 @needs_kernelboot
 def test_every_kernel_boot_log_is_covered():
     assert {p.name for p in KERNELBOOT.glob("*.log")} <= {
-        "boot-512M.log", "boot-4G.log", "boot-16G.log", "boot-trixie-4G.log",
-        "boot-trixie-16k-4G-lpa2off.log", "boot-bullseye-4G-a57.log", "boot-versal-4G.log",
+        "boot-512M.log",
+        "boot-4G.log",
+        "boot-16G.log",
+        "boot-trixie-4G.log",
+        "boot-trixie-16k-4G-lpa2off.log",
+        "boot-bullseye-4G-a57.log",
+        "boot-versal-4G.log",
     }
 
 
@@ -151,19 +164,24 @@ def test_every_kernel_boot_log_is_covered():
 def test_blob_with_nops_several_nodes_and_32bit_cells(tmp_path):
     """NOPs before every token, memory nodes out of order with numa-node-id, 1/1 cells, a
     non-empty reservation block and /reserved-memory entries that are not banks."""
-    reserved = fdt.Node("reserved-memory", {"#address-cells": fdt.cells(1),
-                                            "#size-cells": fdt.cells(1), "ranges": b""})
+    reserved = fdt.Node(
+        "reserved-memory",
+        {"#address-cells": fdt.cells(1), "#size-cells": fdt.cells(1), "ranges": b""},
+    )
     reserved.children = [
         fdt.Node("linux,cma", {"size": fdt.cells(0x400_0000), "reusable": b""}),
         fdt.Node("memory@90000000", {"reg": fdt.cells(0x9000_0000, 0x10_0000)}),
     ]
     root = tree(
-        memory_node("memory@c0000000", fdt.cells(0xC000_0000, 0x2000_0000),
-                    **{"numa-node-id": fdt.cells(1)}),
+        memory_node(
+            "memory@c0000000", fdt.cells(0xC000_0000, 0x2000_0000), **{"numa-node-id": fdt.cells(1)}
+        ),
         reserved,
-        memory_node("memory@80000000", fdt.cells(0x8000_0000, 0x4000_0000),
-                    **{"numa-node-id": fdt.cells(0)}),
-        address_cells=1, size_cells=1,
+        memory_node(
+            "memory@80000000", fdt.cells(0x8000_0000, 0x4000_0000), **{"numa-node-id": fdt.cells(0)}
+        ),
+        address_cells=1,
+        size_cells=1,
     )
     path = tmp_path / "board.dtb"
     path.write_bytes(fdt.encode(root, reservations=[(0x8000_0000, 0x1_0000)], nops=True))
@@ -176,18 +194,29 @@ def test_blob_node_kinds(tmp_path):
     """device_type alone makes a memory node; a disabled one is skipped (as the kernel does);
     linux,usable-memory wins over reg (kdump); one node may hold several reg tuples."""
     root = tree(
-        fdt.Node("ram@100000000", {"device_type": b"memory\0",
-                                   "reg": fdt.cells(0x1_0000_0000, GiB, 0x2_0000_0000, GiB,
-                                                    width=2)}),
-        memory_node("memory@300000000", fdt.cells(0x3_0000_0000, GiB, width=2),
-                    status=b"disabled\0"),
-        memory_node("memory@40000000", fdt.cells(0x4000_0000, 4 * GiB, width=2),
-                    **{"linux,usable-memory": fdt.cells(0x4800_0000, GiB, width=2)}),
+        fdt.Node(
+            "ram@100000000",
+            {
+                "device_type": b"memory\0",
+                "reg": fdt.cells(0x1_0000_0000, GiB, 0x2_0000_0000, GiB, width=2),
+            },
+        ),
+        memory_node(
+            "memory@300000000", fdt.cells(0x3_0000_0000, GiB, width=2), status=b"disabled\0"
+        ),
+        memory_node(
+            "memory@40000000",
+            fdt.cells(0x4000_0000, 4 * GiB, width=2),
+            **{"linux,usable-memory": fdt.cells(0x4800_0000, GiB, width=2)},
+        ),
     )
     path = tmp_path / "kinds.dtb"
     path.write_bytes(fdt.encode(root))
     assert banks(load_memory_map(path)) == (
-        Bank(0x4800_0000, GiB), Bank(0x1_0000_0000, GiB), Bank(0x2_0000_0000, GiB))
+        Bank(0x4800_0000, GiB),
+        Bank(0x1_0000_0000, GiB),
+        Bank(0x2_0000_0000, GiB),
+    )
 
 
 def test_memory_node_without_cells_takes_the_spec_defaults(tmp_path):
@@ -266,11 +295,13 @@ def test_dts_through_dtc(tmp_path):
     path = tmp_path / "board.dts"
     path.write_text(
         "/dts-v1/;\n/ {\n\t#address-cells = <2>;\n\t#size-cells = <2>;\n"
-        "\tmemory@80000000 {\n\t\tdevice_type = \"memory\";\n"
+        '\tmemory@80000000 {\n\t\tdevice_type = "memory";\n'
         "\t\treg = <0x0 0x80000000 0x0 0x80000000>, <0x8 0x80000000 0x1 0x80000000>;\n\t};\n};\n"
     )
     assert banks(load_memory_map(path)) == (
-        Bank(0x8000_0000, 2 * GiB), Bank(0x8_8000_0000, 6 * GiB))
+        Bank(0x8000_0000, 2 * GiB),
+        Bank(0x8_8000_0000, 6 * GiB),
+    )
 
 
 @needs_realinputs
@@ -297,8 +328,12 @@ def _three_kinds(tmp_path: Path, name: str, bank_list: list[tuple[int, int]]) ->
     dtb = tmp_path / f"{name}.dtb"
     dtb.write_bytes(blob_of(bank_list, nops=True))
     iomem = tmp_path / f"{name}.iomem"
-    iomem.write_text("".join(f"{b:08x}-{b + s - 1:08x} : System RAM\n  {b:08x}-{b + 0xfff:08x} :"
-                             " reserved\n" for b, s in bank_list))
+    iomem.write_text(
+        "".join(
+            f"{b:08x}-{b + s - 1:08x} : System RAM\n  {b:08x}-{b + 0xFFF:08x} : reserved\n"
+            for b, s in bank_list
+        )
+    )
     return [load_memory_map(p) for p in (toml, dtb, iomem)]
 
 
@@ -314,8 +349,14 @@ def test_toml_dtb_and_iomem_give_identical_build_results(tmp_path, bank_list, id
     maps = _three_kinds(tmp_path, "board", bank_list)
     assert {banks(m) for m in maps} == {tuple(Bank(b, s) for b, s in bank_list)}
     rows = [
-        {"memory_map": "board", "granule": granule, "va_bits": va_bits, "layout": layout,
-         "block_mappings": blocks, "idmap_pa": pa}
+        {
+            "memory_map": "board",
+            "granule": granule,
+            "va_bits": va_bits,
+            "layout": layout,
+            "block_mappings": blocks,
+            "idmap_pa": pa,
+        }
         for granule, va_bits in ((4096, 39), (4096, 48), (16384, 47), (65536, 42))
         for layout in ("high-only", "merged", "tagged", "tagged-48")
         for blocks in (False, True)
@@ -325,8 +366,12 @@ def test_toml_dtb_and_iomem_give_identical_build_results(tmp_path, bank_list, id
     results = [sweep.build(configs, {"board": m}) for m in maps]
     pd.testing.assert_frame_equal(results[0], results[1])
     pd.testing.assert_frame_equal(results[0], results[2])
-    example_1 = results[0][(results[0].layout == "merged") & (results[0].granule == 4096)
-                           & (results[0].va_bits == 39) & ~results[0].block_mappings]
+    example_1 = results[0][
+        (results[0].layout == "merged")
+        & (results[0].granule == 4096)
+        & (results[0].va_bits == 39)
+        & ~results[0].block_mappings
+    ]
     if len(bank_list) == 1 and bank_list[0][0] == 0x8000_0000:
         assert int(example_1.iloc[0].table_pages) == 1029  # MODEL.md section 7, example 1
 
@@ -334,15 +379,25 @@ def test_toml_dtb_and_iomem_give_identical_build_results(tmp_path, bank_list, id
 @needs_realinputs
 def test_real_dtb_and_iomem_give_identical_build_results():
     for board in ("virt-4G", "versal-4G"):
-        maps = [load_memory_map(REALINPUTS / f"{board}{suffix}")
-                for suffix in (".dtb", "-guest.dtb", ".iomem")]
+        maps = [
+            load_memory_map(REALINPUTS / f"{board}{suffix}")
+            for suffix in (".dtb", "-guest.dtb", ".iomem")
+        ]
         low = min(b.base for b in maps[0].banks)
-        configs = pd.DataFrame([
-            {"memory_map": board, "granule": g, "va_bits": v, "layout": layout,
-             "block_mappings": True, "idmap_pa": low + 0x80000}
-            for g, v in ((4096, 48), (16384, 47), (65536, 52))
-            for layout in ("merged", "tagged-48")
-        ])
+        configs = pd.DataFrame(
+            [
+                {
+                    "memory_map": board,
+                    "granule": g,
+                    "va_bits": v,
+                    "layout": layout,
+                    "block_mappings": True,
+                    "idmap_pa": low + 0x80000,
+                }
+                for g, v in ((4096, 48), (16384, 47), (65536, 52))
+                for layout in ("merged", "tagged-48")
+            ]
+        )
         results = [sweep.build(configs, {board: m}) for m in maps]
         for other in results[1:]:
             pd.testing.assert_frame_equal(results[0], other)
@@ -364,7 +419,8 @@ def test_dtc_compiled_blob_with_memreserve_and_reserved_memory():
 @needs_dtc
 def test_dts_fixture_matches_its_blob():
     assert banks(load_memory_map(DATA / "numa-board.dts")) == banks(
-        load_memory_map(DATA / "numa-board.dtb"))
+        load_memory_map(DATA / "numa-board.dtb")
+    )
 
 
 def test_directory_of_maps_in_every_kind_selects_one_map():
@@ -372,10 +428,18 @@ def test_directory_of_maps_in_every_kind_selects_one_map():
 
     selected = select_memory_maps(["data/"], base_dir=Path(__file__).parent)
     assert list(selected) == ["numa-board"]
-    selected = select_memory_maps(["data/*.toml", "juno", "qemu-virt-1*", "family:single-bank"],
-                                  base_dir=Path(__file__).parent)
-    assert list(selected)[:6] == ["numa-board", "juno", "qemu-virt-128M", "qemu-virt-1G",
-                                  "qemu-virt-16G", "qemu-virt-128G"]
+    selected = select_memory_maps(
+        ["data/*.toml", "juno", "qemu-virt-1*", "family:single-bank"],
+        base_dir=Path(__file__).parent,
+    )
+    assert list(selected)[:6] == [
+        "numa-board",
+        "juno",
+        "qemu-virt-128M",
+        "qemu-virt-1G",
+        "qemu-virt-16G",
+        "qemu-virt-128G",
+    ]
     assert len(selected) == 6 + 22 and list(selected)[6] == "single-2^30"
 
 
@@ -386,8 +450,9 @@ def test_directory_of_maps_in_every_kind_selects_one_map():
 def bank_lists(draw):
     """1 to 8 non-overlapping banks ending at or below 2^52, in any order."""
     # even cuts: no bank is the single byte 0-0, which reads as an iomem dump made without root
-    cuts = sorted(2 * c for c in draw(st.sets(st.integers(0, (1 << 51) - 1), min_size=2,
-                                                max_size=16)))
+    cuts = sorted(
+        2 * c for c in draw(st.sets(st.integers(0, (1 << 51) - 1), min_size=2, max_size=16))
+    )
     pairs = [(cuts[i], cuts[i + 1] - cuts[i]) for i in range(0, len(cuts) - 1, 2)]
     return draw(st.permutations(pairs))
 
@@ -401,7 +466,8 @@ def test_any_banks_read_the_same_from_every_kind(tmp_path_factory, bank_list, no
     blobs = [blob_of(bank_list, nops=nops, totalsize=padding), fdt.encode(tree(one_node))]
     iomem = "".join(f"{b:x}-{b + s - 1:x} : System RAM\n" for b, s in bank_list)
     log = "Early memory node ranges\n" + "".join(
-        f"  node   0: [mem {b:#018x}-{b + s - 1:#018x}]\n" for b, s in bank_list)
+        f"  node   0: [mem {b:#018x}-{b + s - 1:#018x}]\n" for b, s in bank_list
+    )
     toml = "".join(f"[[banks]]\nbase = {b}\nsize = {s:#x}\n" for b, s in bank_list)
     files = {"a.dtb": blobs[0], "b.dtb": blobs[1], "c.iomem": iomem, "d.log": log, "e.toml": toml}
     for name, content in files.items():
@@ -418,8 +484,10 @@ def test_only_root_children_count_by_name(tmp_path):
     soc = fdt.Node("soc", {"#address-cells": fdt.cells(1), "#size-cells": fdt.cells(1)})
     soc.children = [
         fdt.Node("memory@10000000", {"reg": fdt.cells(0x1000_0000, 0x4_0000)}),
-        fdt.Node("dram@20000000", {"device_type": b"memory\0",
-                                   "reg": fdt.cells(0x2000_0000, 0x1000_0000)}),
+        fdt.Node(
+            "dram@20000000",
+            {"device_type": b"memory\0", "reg": fdt.cells(0x2000_0000, 0x1000_0000)},
+        ),
     ]
     root = tree(fdt.Node("memory", {"reg": fdt.cells(0x8000_0000, GiB, width=2)}), soc)
     path = tmp_path / "soc.dtb"

@@ -26,8 +26,11 @@ from sweep.model import Bank, MemoryMap
 from sweep_plugins import placements
 
 README = Path(__file__).parents[1] / "README.md"
-HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
-               if hasattr(fn, "sweep_spec"))
+HOOKS = sorted(
+    name
+    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+    if hasattr(fn, "sweep_spec")
+)
 GiB = 1 << 30
 
 
@@ -56,8 +59,13 @@ def test_plugins():
 
 
 def test_hooks_are_the_expected_ones():
-    assert HOOKS == ["register_granules", "register_layouts", "register_memory_maps",
-                     "register_placements", "register_va_bits"]
+    assert HOOKS == [
+        "register_granules",
+        "register_layouts",
+        "register_memory_maps",
+        "register_placements",
+        "register_va_bits",
+    ]
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -78,16 +86,17 @@ def test_hook_register_granules(test_plugins):
     assert set(sweep_plugins.registry().granules) == {4096, 16384, 65536}
     test_plugins("odd-granule", register_granules=lambda register: register(8192))
     reg = sweep_plugins.registry()
-    assert reg.errors["odd-granule"] == (
-        "register_granules: 8192 is not one of 4096, 16384, 65536"
-    )
+    assert reg.errors["odd-granule"] == ("register_granules: 8192 is not one of 4096, 16384, 65536")
     assert set(reg.granules) == {4096, 16384, 65536}
 
 
 def test_hook_register_va_bits(test_plugins):
     # MODEL.md section 8: Linux's choices per granule.
     assert sweep_plugins.kconfig_va_bits() == {
-        "4K": [39, 48, 52], "16K": [36, 47, 48, 52], "64K": [42, 48, 52]}
+        "4K": [39, 48, 52],
+        "16K": [36, 47, 48, 52],
+        "64K": [42, 48, 52],
+    }
     test_plugins("more-va-bits", register_va_bits=lambda register: register(4096, [40, 39]))
     assert sweep_plugins.kconfig_va_bits()["4K"] == [39, 40, 48, 52]
     test_plugins("bad-va-bits", register_va_bits=lambda register: register(4096, [60]))
@@ -105,11 +114,16 @@ def test_hook_register_memory_maps(test_plugins):
     assert reg.owner[("map", "test-board")] == "test-boards"
     assert reg.owner[("map", "juno")] == "sweep_plugins.boards"
 
-    test_plugins("clash", register_memory_maps=lambda register: register(
-        MemoryMap("juno", [(0, GiB)])))
+    test_plugins(
+        "clash", register_memory_maps=lambda register: register(MemoryMap("juno", [(0, GiB)]))
+    )
     test_plugins("not-a-map", register_memory_maps=lambda register: register((0, GiB)))
-    test_plugins("overlapping", register_memory_maps=lambda register: register(
-        MemoryMap("bad", [(0, 2 * GiB), (GiB, GiB)])))
+    test_plugins(
+        "overlapping",
+        register_memory_maps=lambda register: register(
+            MemoryMap("bad", [(0, 2 * GiB), (GiB, GiB)])
+        ),
+    )
     errors = sweep_plugins.registry().errors
     assert errors["clash"].endswith("memory map 'juno' already comes from 'sweep_plugins.boards'")
     assert errors["not-a-map"].endswith("expected a MemoryMap, got (0, 1073741824)")
@@ -137,13 +151,22 @@ def test_hook_register_layouts(test_plugins):
 
 def test_hook_register_placements(test_plugins):
     assert set(sweep_plugins.get_placements()) == {"kernel-load", "stride", "random", "list"}
-    test_plugins("every-gig", register_placements=lambda register: register(
-        "every-gig", lambda banks, granule, params, context: np.arange(
-            banks[0][0], banks[-1][1], GiB, dtype=np.uint64)))
+    test_plugins(
+        "every-gig",
+        register_placements=lambda register: register(
+            "every-gig",
+            lambda banks, granule, params, context: np.arange(
+                banks[0][0], banks[-1][1], GiB, dtype=np.uint64
+            ),
+        ),
+    )
     fn = sweep_plugins.get_placements()["every-gig"]
-    assert fn([(0x8000_0000, 0x1_8000_0000)], 4096, {}, {}).tolist() == [0x8000_0000, 0xC000_0000,
-                                                                          0x1_0000_0000,
-                                                                          0x1_4000_0000]
+    assert fn([(0x8000_0000, 0x1_8000_0000)], 4096, {}, {}).tolist() == [
+        0x8000_0000,
+        0xC000_0000,
+        0x1_0000_0000,
+        0x1_4000_0000,
+    ]
     test_plugins("bad-kind", register_placements=lambda register: register(3, None))
     errors = sweep_plugins.registry().errors
     assert "expected register(kind: str, fn: callable)" in errors["bad-kind"]
@@ -157,15 +180,17 @@ CONTEXT = {"memory_map": "juno", "granule": 4096}
 
 def test_kernel_load_is_lowest_bank_plus_text_offset():
     assert placements.kernel_load(JUNO[::-1], 4096, {"kind": "kernel-load"}, CONTEXT).tolist() == [
-        0x8008_0000]
+        0x8008_0000
+    ]
 
 
 def test_stride_walks_every_bank():
     out = placements.stride(JUNO, 4096, {"kind": "stride", "step": "2G"}, CONTEXT).tolist()
     assert out == [0x8000_0000, 0x8_8000_0000, 0x9_0000_0000, 0x9_8000_0000]
     # b + k*step < e: a bank shorter than one step still gives its base
-    assert placements.stride([(0x1000, 0x3000)], 4096, {"kind": "stride", "step": 0x1000},
-                             CONTEXT).tolist() == [0x1000, 0x2000]
+    assert placements.stride(
+        [(0x1000, 0x3000)], 4096, {"kind": "stride", "step": 0x1000}, CONTEXT
+    ).tolist() == [0x1000, 0x2000]
 
 
 def test_random_placement_is_reproducible_and_inside_the_banks():
@@ -194,10 +219,16 @@ def test_random_placement_is_the_same_in_another_process():
         print(random_addresses(banks, 4096, {"kind": "random", "count": 5, "seed": 5},
                                {"memory_map": "juno", "granule": 4096}).tolist())
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONHASHSEED": "999", "PATH": "/usr/bin:/bin"})
-    here = placements.random_addresses(JUNO, 4096, {"kind": "random", "count": 5, "seed": 5},
-                                       CONTEXT).tolist()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "999", "PATH": "/usr/bin:/bin"},
+    )
+    here = placements.random_addresses(
+        JUNO, 4096, {"kind": "random", "count": 5, "seed": 5}, CONTEXT
+    ).tolist()
     assert out.stdout.strip() == str(here)
 
 
@@ -209,21 +240,21 @@ def test_list_placement_aligns_and_checks():
 
 # --- discovery --------------------------------------------------------------------------------
 
-GOOD_PLUGIN = '''
+GOOD_PLUGIN = """
 from sweep import MemoryMap, hookimpl
 
 @hookimpl
 def register_memory_maps(register):
     register(MemoryMap("ep-board", [(0x8000_0000, 1 << 31)], source="entry point test"),
              family="ep")
-'''
-BAD_DATA_PLUGIN = '''
+"""
+BAD_DATA_PLUGIN = """
 from sweep import hookimpl
 
 @hookimpl
 def register_memory_maps(register):
     register("not a memory map")
-'''
+"""
 BROKEN_PLUGIN = "import sweep_no_such_module_anywhere\n"
 
 
@@ -232,7 +263,8 @@ def installed_plugins(tmp_path_factory):
     """A plugin distribution built and installed into a temp dir with pip, as a user would."""
     source = tmp_path_factory.mktemp("src")
     target = tmp_path_factory.mktemp("site")
-    (source / "pyproject.toml").write_text(textwrap.dedent("""
+    (source / "pyproject.toml").write_text(
+        textwrap.dedent("""
         [build-system]
         requires = ["setuptools>=61"]
         build-backend = "setuptools.build_meta"
@@ -248,14 +280,27 @@ def installed_plugins(tmp_path_factory):
 
         [tool.setuptools]
         py-modules = ["sweep_test_boards", "sweep_test_broken", "sweep_test_bad_data"]
-    """))
+    """)
+    )
     (source / "sweep_test_boards.py").write_text(GOOD_PLUGIN)
     (source / "sweep_test_broken.py").write_text(BROKEN_PLUGIN)
     (source / "sweep_test_bad_data.py").write_text(BAD_DATA_PLUGIN)
     run = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(source)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     return target
@@ -336,8 +381,10 @@ def test_cli_maps_shows_banks_family_and_source(tmp_path):
     lines = out.output.splitlines()
     assert lines[0].startswith("juno  [board]  ARM Juno")
     assert lines[1] == "    source: torvalds/linux/arch/arm64/boot/dts/arm/juno-base.dtsi"
-    assert lines[2:4] == ["    0x000080000000-0x0000feffffff  2032M",
-                          "    0x000880000000-0x0009ffffffff  6G"]
+    assert lines[2:4] == [
+        "    0x000080000000-0x0000feffffff  2032M",
+        "    0x000880000000-0x0009ffffffff  6G",
+    ]
     assert lines[4].startswith("mine  [file]")
     assert lines[-1] == "    0x000080000000-0x0000ffffffff  2G"
 

@@ -71,8 +71,9 @@ def test_invariant_idmap_outside_runtime_needs_a_full_walk(bulk):
 
 
 def test_invariant_no_overlap_below_2_pow_v_for_split_layouts(bulk):
-    below = bulk["idmap_pa"].to_numpy() < (np.uint64(1) << bulk["va_bits"].to_numpy().astype(
-        np.uint64))
+    below = bulk["idmap_pa"].to_numpy() < (
+        np.uint64(1) << bulk["va_bits"].to_numpy().astype(np.uint64)
+    )
     split = bulk["layout"].isin(["merged", "tagged", "tagged-48"]).to_numpy()
     assert not bulk["overlap"].to_numpy()[below & split].any()
     assert (below & split).sum() > 1000  # the check saw real rows
@@ -81,5 +82,7 @@ def test_invariant_no_overlap_below_2_pow_v_for_split_layouts(bulk):
 def test_invariant_levels(bulk):
     assert (bulk["extra_levels"] == bulk["levels"] - bulk["levels_runtime"]).all()
     assert (bulk["idmap_extended"] == (bulk["idmap_va_bits"] > bulk["va_bits"])).all()
-    assert (bulk["table_pages"] == bulk[["tables_lm1", "tables_l0", "tables_l1", "tables_l2",
-                                         "tables_l3"]].sum(axis=1)).all()
+    assert (
+        bulk["table_pages"]
+        == bulk[["tables_lm1", "tables_l0", "tables_l1", "tables_l2", "tables_l3"]].sum(axis=1)
+    ).all()

@@ -32,9 +32,16 @@ default_run = results_data.default_run  # the session's one default sweep
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--window-size=1280,1600", "--remote-debugging-port=0",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1600",
+    "--remote-debugging-port=0",
 ]
 
 
@@ -54,7 +61,8 @@ class Browser:
         websocket = pytest.importorskip("websocket", reason="websocket-client is not installed")
         self.process = subprocess.Popen(
             [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
@@ -105,16 +113,21 @@ class Browser:
             if method == "Runtime.exceptionThrown":
                 errors.append(params["exceptionDetails"].get("text", "exception"))
             elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
-                errors.append(" ".join(str(a.get("value", a.get("description")))
-                                       for a in params["args"]))
+                errors.append(
+                    " ".join(str(a.get("value", a.get("description"))) for a in params["args"])
+                )
             elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
                 errors.append(params["entry"]["text"])
         return errors
 
     def screenshot(self, clip: dict) -> np.ndarray:
         """Pixels of a page region (page coordinates), whether or not it is scrolled into view."""
-        data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
-                         clip={**clip, "scale": 1})["data"]
+        data = self.call(
+            "Page.captureScreenshot",
+            format="png",
+            captureBeyondViewport=True,
+            clip={**clip, "scale": 1},
+        )["data"]
         return mpimg.imread(io.BytesIO(base64.b64decode(data)), format="png")
 
     def close(self) -> None:
@@ -160,32 +173,42 @@ def test_default_report_renders_in_chromium(default_run, report_page, browser):
     assert browser.evaluate("document.title") == "va-sweep report: default"
     figures = _figures(browser)
     assert [f["alt"] for f in figures] == [
-        "Table size", "Overlaps", "Level counts", "Margin distribution"]
+        "Table size",
+        "Overlaps",
+        "Level counts",
+        "Margin distribution",
+    ]
     for figure in figures:
         assert figure["complete"] and figure["w"] > 0 and figure["h"] > 0, figure
-        pixels = browser.screenshot({"x": figure["x"], "y": figure["y"],
-                                     "width": figure["cw"], "height": figure["ch"]})
+        pixels = browser.screenshot(
+            {"x": figure["x"], "y": figure["y"], "width": figure["cw"], "height": figure["ch"]}
+        )
         assert _is_drawn(pixels), f"figure {figure['alt']!r} is blank on screen"
     assert browser.console_errors() == []
     # The worst-cases table is there, with as many rows as the query gives.
     worst = results.worst_cases(results.load(default_run), 25)
     assert browser.evaluate("document.querySelectorAll('table.rows')[0].rows.length") == (
-        len(worst) + 1)
+        len(worst) + 1
+    )
 
 
 def test_checker_sees_a_broken_figure_and_a_console_error(browser, tmp_path):
     """The checks above can fail: a page with a broken image and an error is caught."""
     bad = tmp_path / "bad.html"
-    bad.write_text('<!DOCTYPE html><html><head><title>bad</title></head><body>'
-                   '<img alt="broken" src="data:image/png;base64,iVBORw0KGgoAAAA=">'
-                   '<script>console.error("figure failed")</script></body></html>')
+    bad.write_text(
+        "<!DOCTYPE html><html><head><title>bad</title></head><body>"
+        '<img alt="broken" src="data:image/png;base64,iVBORw0KGgoAAAA=">'
+        '<script>console.error("figure failed")</script></body></html>'
+    )
     browser.open(bad)
     (figure,) = _figures(browser)
     assert figure["w"] == 0
     assert "figure failed" in browser.console_errors()
     blank = tmp_path / "blank.html"
-    blank.write_text('<!DOCTYPE html><html><body style="margin:0;background:#fff">'
-                     '<div style="width:300px;height:200px"></div></body></html>')
+    blank.write_text(
+        '<!DOCTYPE html><html><body style="margin:0;background:#fff">'
+        '<div style="width:300px;height:200px"></div></body></html>'
+    )
     browser.open(blank)
     assert not _is_drawn(browser.screenshot({"x": 0, "y": 0, "width": 300, "height": 200}))
 
@@ -203,8 +226,9 @@ def test_page_is_self_contained(default_run, report_page):
 
 
 def test_report_errors(tmp_path):
-    missing = CliRunner().invoke(main, ["report", str(tmp_path / "none"), "--out",
-                                        str(tmp_path / "r.html")])
+    missing = CliRunner().invoke(
+        main, ["report", str(tmp_path / "none"), "--out", str(tmp_path / "r.html")]
+    )
     assert missing.exit_code == 2
     assert "no such directory" in missing.output and "Traceback" not in missing.output
     assert not (tmp_path / "r.html").exists()

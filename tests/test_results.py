@@ -55,25 +55,34 @@ def test_load_restores_dtypes_and_categories(df, rows):
     assert {c: str(t) for c, t in df.dtypes.items()} == ROW_COLUMNS
     assert list(df.columns) == list(ROW_COLUMNS)
     assert list(df["memory_map"].cat.categories) == sorted(
-        ["juno-like", "seattle-like", "two-banks", "lx2160a-like", "far"])
+        ["juno-like", "seattle-like", "two-banks", "lx2160a-like", "far"]
+    )
     assert list(df["layout"].cat.categories) == ["high-only", "merged", "tagged", "tagged-48"]
     # What the run wrote is what the reference computes, row by row.
     pd.testing.assert_frame_equal(
         df.astype({"memory_map": str, "layout": str}).reset_index(drop=True),
-        rows.astype({"memory_map": str, "layout": str}))
+        rows.astype({"memory_map": str, "layout": str}),
+    )
 
 
-@pytest.mark.parametrize("filters, keep", [
-    ({"granule": "4K"}, lambda r: r.granule == 4096),
-    ({"granule": 16384, "va_bits": 36}, lambda r: (r.granule == 16384) & (r.va_bits == 36)),
-    ({"layout": "merged"}, lambda r: r.layout == "merged"),
-    ({"layout": ["merged", "tagged"], "block_mappings": True},
-     lambda r: r.layout.isin(["merged", "tagged"]) & r.block_mappings),
-    ({"memory_map": ["juno-like", "far"], "granule": ["4K", "64K"]},
-     lambda r: r.memory_map.isin(["juno-like", "far"]) & r.granule.isin([4096, 65536])),
-    ({"overlap": True}, lambda r: r.overlap),
-    ({"idmap_pa": 0x40_0000_0000}, lambda r: r.idmap_pa == 0x40_0000_0000),
-])
+@pytest.mark.parametrize(
+    "filters, keep",
+    [
+        ({"granule": "4K"}, lambda r: r.granule == 4096),
+        ({"granule": 16384, "va_bits": 36}, lambda r: (r.granule == 16384) & (r.va_bits == 36)),
+        ({"layout": "merged"}, lambda r: r.layout == "merged"),
+        (
+            {"layout": ["merged", "tagged"], "block_mappings": True},
+            lambda r: r.layout.isin(["merged", "tagged"]) & r.block_mappings,
+        ),
+        (
+            {"memory_map": ["juno-like", "far"], "granule": ["4K", "64K"]},
+            lambda r: r.memory_map.isin(["juno-like", "far"]) & r.granule.isin([4096, 65536]),
+        ),
+        ({"overlap": True}, lambda r: r.overlap),
+        ({"idmap_pa": 0x40_0000_0000}, lambda r: r.idmap_pa == 0x40_0000_0000),
+    ],
+)
 def test_load_filters(run_dir, rows, filters, keep):
     got = results.load(run_dir, **filters)
     expected = rows[keep(rows)]
@@ -96,8 +105,16 @@ def test_load_columns_and_partitions(run_dir):
     got = results.load(run_dir, columns=["memory_map", "table_bytes"], va_bits=52)
     assert list(got.columns) == ["memory_map", "table_bytes"]
     assert results.partitions(run_dir) == [
-        (4096, 39), (4096, 48), (4096, 52), (16384, 36), (16384, 47), (16384, 48), (16384, 52),
-        (65536, 42), (65536, 48), (65536, 52),
+        (4096, 39),
+        (4096, 48),
+        (4096, 52),
+        (16384, 36),
+        (16384, 47),
+        (16384, 48),
+        (16384, 52),
+        (65536, 42),
+        (65536, 48),
+        (65536, 52),
     ]
     assert results.metadata(run_dir)["name"] == "small"
     assert results.metadata(run_dir / "granule=4096") == {}
@@ -117,9 +134,9 @@ def test_load_errors(run_dir, tmp_path):
 
 
 def test_parse_filters():
-    assert results.parse_filters(["granule=4K,64K", "layout=merged", "overlap=true",
-                                  "idmap_pa=0x8008_0000"]) == {
-        "granule": [4096, 65536], "layout": "merged", "overlap": True, "idmap_pa": 0x8008_0000}
+    assert results.parse_filters(
+        ["granule=4K,64K", "layout=merged", "overlap=true", "idmap_pa=0x8008_0000"]
+    ) == {"granule": [4096, 65536], "layout": "merged", "overlap": True, "idmap_pa": 0x8008_0000}
     with pytest.raises(ValidationError, match="expected column=value"):
         results.parse_filters(["granule"])
     with pytest.raises(ValidationError, match="expected true or false"):
@@ -143,7 +160,8 @@ def test_overlaps(df, rows):
     assert got.loc[("two-banks", "merged"), "overlaps"] == 0
     matrix = results.overlap_matrix(df)
     assert matrix.loc["two-banks", "high-only"] == pytest.approx(
-        overlaps[("two-banks", "high-only")] / counts[("two-banks", "high-only")])
+        overlaps[("two-banks", "high-only")] / counts[("two-banks", "high-only")]
+    )
 
 
 def test_extra_levels_and_unrunnable(df, rows):
@@ -164,7 +182,8 @@ def test_extra_levels_and_unrunnable(df, rows):
     # By hand: the 'far' idmap at 2^48 and above needs 49 bits: levels(49) at 4K is
     # (49 - 4) // 9 = 5 against levels(39) = 3; at 16K (49 - 4) // 11 = 4 against levels(36) = 2.
     assert set(unrunnable.index) == {
-        ("far", g, v, layout) for g, v in ((4096, 39), (16384, 36))
+        ("far", g, v, layout)
+        for g, v in ((4096, 39), (16384, 36))
         for layout in ("high-only", "merged", "tagged")
     }
     assert (unrunnable["max_extra_levels"] == 2).all()
@@ -174,7 +193,8 @@ def test_extra_levels_and_unrunnable(df, rows):
 def test_level_counts(df, rows):
     got = results.level_counts(df)
     expected = Counter(
-        (r["granule"], r["va_bits"], r["layout"], r["levels"]) for r in _records(rows))
+        (r["granule"], r["va_bits"], r["layout"], r["levels"]) for r in _records(rows)
+    )
     assert {tuple(k): v for *k, v in got.itertuples(index=False)} == dict(expected)
 
 
@@ -193,12 +213,27 @@ def test_table_size(df, rows):
         assert got.loc[key, "largest_board"] in largest
     by_board = results.table_bytes_by_board(df, block_mappings=True)
     assert list(by_board.columns) == [
-        "4K/39", "4K/48", "4K/52", "16K/36", "16K/47", "16K/48", "16K/52",
-        "64K/42", "64K/48", "64K/52"]
+        "4K/39",
+        "4K/48",
+        "4K/52",
+        "16K/36",
+        "16K/47",
+        "16K/48",
+        "16K/52",
+        "64K/42",
+        "64K/48",
+        "64K/52",
+    ]
     # MODEL.md 7.1, blocks on: two 1 GiB blocks need 3 tables, 12 288 bytes; the other idmap
     # address and the layouts cannot do better than the root plus one table path.
-    juno = [r["table_bytes"] for r in _records(rows) if r["memory_map"] == "juno-like"
-            and r["granule"] == 4096 and r["va_bits"] == 39 and r["block_mappings"]]
+    juno = [
+        r["table_bytes"]
+        for r in _records(rows)
+        if r["memory_map"] == "juno-like"
+        and r["granule"] == 4096
+        and r["va_bits"] == 39
+        and r["block_mappings"]
+    ]
     assert by_board.loc["juno-like", "4K/39"] == max(juno)
     assert 12_288 in juno
 
@@ -210,12 +245,17 @@ def test_margin_distribution(df, rows):
     assert {(lay, k): n for lay, k, n, _ in got.itertuples(index=False)} == dict(expected)
     assert got[got.margin_bits == 0]["from"].eq("0").all()
     # By hand: 0x8_0000 = 2^19 falls in bucket 20, which starts at 512K; 2^30 in bucket 31.
-    tiny = pd.DataFrame({"layout": ["merged"] * 3,
-                         "margin": pd.array([0, 0x8_0000, 1 << 30], dtype="uint64")})
+    tiny = pd.DataFrame(
+        {"layout": ["merged"] * 3, "margin": pd.array([0, 0x8_0000, 1 << 30], dtype="uint64")}
+    )
     assert results.margin_distribution(tiny)[["margin_bits", "from"]].values.tolist() == [
-        [0, "0"], [20, "512K"], [31, "1G"]]
-    assert results.margin_bits(pd.Series([0, 1, 4095, 4096, (1 << 52) - 1], dtype="uint64")
-                               ).tolist() == [0, 1, 12, 13, 52]
+        [0, "0"],
+        [20, "512K"],
+        [31, "1G"],
+    ]
+    assert results.margin_bits(
+        pd.Series([0, 1, 4095, 4096, (1 << 52) - 1], dtype="uint64")
+    ).tolist() == [0, 1, 12, 13, 52]
 
 
 def test_worst_cases(df, rows):
@@ -227,7 +267,7 @@ def test_worst_cases(df, rows):
     first = worst.iloc[0]
     assert bool(first["overlap"]) and first["memory_map"] == "two-banks"
     assert first["idmap_pa"] in (0x40_0000_0000, 0x40_4000_0000) and first["margin"] == 0
-    assert worst["overlap"].tolist()[:min(5, n_overlap)] == [True] * min(5, n_overlap)
+    assert worst["overlap"].tolist()[: min(5, n_overlap)] == [True] * min(5, n_overlap)
     after = worst[~worst["overlap"]]
     assert after["extra_levels"].is_monotonic_decreasing
     shown = results.for_people(worst)
@@ -286,8 +326,9 @@ def test_cli_query(run_dir):
     assert got.exit_code == 0, got.output
     assert "far" in got.output and "high-only" not in got.output
     assert "0x1000000000000" in got.output  # lowest_idmap_pa = 2^48, in hex
-    none = runner.invoke(main, ["query", str(run_dir), "overlaps", "overlap=true",
-                                "memory_map=juno-like"])
+    none = runner.invoke(
+        main, ["query", str(run_dir), "overlaps", "overlap=true", "memory_map=juno-like"]
+    )
     assert none.exit_code == 0 and "overlaps: no rows" in none.output
     bad = runner.invoke(main, ["query", str(run_dir), "overlaps", "board=juno"])
     assert bad.exit_code == 2 and "filter 'board': not a column" in bad.output

@@ -20,20 +20,27 @@ TWO_BANKS = MemoryMap("two-banks", [(0x8000_0000, 2 << 30), (0x40_0000_0000, 2 <
 
 
 def _table(memory_map, granule, va_bits, layout, blocks, addresses):
-    return build_unit(memory_map, granule, va_bits, layout, blocks,
-                      np.array(addresses, dtype=np.uint64))
+    return build_unit(
+        memory_map, granule, va_bits, layout, blocks, np.array(addresses, dtype=np.uint64)
+    )
 
 
 @pytest.fixture
 def dataset(tmp_path):
     """Three part files in three partitions, written through the store."""
     store = Store(str(tmp_path / "ds"))
-    store.write_part("granule=4096/va_bits=39/part-000000.parquet",
-                     _table(JUNO, 4096, 39, "merged", False, [0x8008_0000, 0x9000_0000]))
-    store.write_part("granule=4096/va_bits=48/part-000000.parquet",
-                     _table(TWO_BANKS, 4096, 48, "high-only", True, [0x40_0008_0000]))
-    store.write_part("granule=65536/va_bits=42/part-000000.parquet",
-                     _table(JUNO, 65536, 42, "tagged", False, [0x8008_0000]))
+    store.write_part(
+        "granule=4096/va_bits=39/part-000000.parquet",
+        _table(JUNO, 4096, 39, "merged", False, [0x8008_0000, 0x9000_0000]),
+    )
+    store.write_part(
+        "granule=4096/va_bits=48/part-000000.parquet",
+        _table(TWO_BANKS, 4096, 48, "high-only", True, [0x40_0008_0000]),
+    )
+    store.write_part(
+        "granule=65536/va_bits=42/part-000000.parquet",
+        _table(JUNO, 65536, 42, "tagged", False, [0x8008_0000]),
+    )
     store.write_meta({"name": "t"})
     (tmp_path / "ds" / "_sweep.log").write_text("log\n")
     return store
@@ -45,8 +52,12 @@ def test_pandas_reads_the_whole_dataset_with_categories(dataset):
     assert set(df.columns) == set(ROW_COLUMNS)
     assert isinstance(df["memory_map"].dtype, pd.CategoricalDtype)
     assert isinstance(df["layout"].dtype, pd.CategoricalDtype)
-    assert sorted(df["memory_map"].astype(str)) == ["juno-like", "juno-like", "juno-like",
-                                                    "two-banks"]
+    assert sorted(df["memory_map"].astype(str)) == [
+        "juno-like",
+        "juno-like",
+        "juno-like",
+        "two-banks",
+    ]
     assert sorted(df["granule"].astype(int)) == [4096, 4096, 4096, 65536]
 
 
@@ -54,8 +65,15 @@ def test_rows_are_the_reference_rows(dataset):
     df = read_results(dataset.root)
     for row in df.to_dict("records"):
         memory_map = {"juno-like": JUNO, "two-banks": TWO_BANKS}[row["memory_map"]]
-        expected = compute_row(memory_map, row["granule"], row["va_bits"], row["layout"],
-                               row["block_mappings"], row["idmap_pa"], row["tag_random"])
+        expected = compute_row(
+            memory_map,
+            row["granule"],
+            row["va_bits"],
+            row["layout"],
+            row["block_mappings"],
+            row["idmap_pa"],
+            row["tag_random"],
+        )
         for column, value in expected.items():
             assert row[column] == value, column
 
@@ -73,8 +91,9 @@ def test_filters_are_pushed_down_to_partitions(dataset, tmp_path):
     bad.write_bytes(b"not parquet")
     df = pd.read_parquet(dataset.root, filters=[("granule", "=", 4096), ("va_bits", "=", 48)])
     assert len(df) == 1 and df["memory_map"].iloc[0] == "two-banks"
-    rows = read_results(dataset.root, filters=[("granule", "=", 4096),
-                                               ("idmap_pa", ">", 0x8008_0000)])
+    rows = read_results(
+        dataset.root, filters=[("granule", "=", 4096), ("idmap_pa", ">", 0x8008_0000)]
+    )
     assert sorted(rows["idmap_pa"]) == [0x9000_0000, 0x40_0008_0000]
     with pytest.raises(pa.ArrowInvalid):
         pd.read_parquet(dataset.root)  # without the filter the broken file is read
@@ -93,8 +112,10 @@ def test_row_groups_are_capped(tmp_path, monkeypatch):
     monkeypatch.setattr(store_module, "ROW_GROUP_ROWS", 3)
     store = Store(str(tmp_path / "ds"))
     addresses = [0x8000_0000 + k * 0x10_0000 for k in range(7)]
-    store.write_part("granule=4096/va_bits=39/part-000000.parquet",
-                     _table(JUNO, 4096, 39, "merged", False, addresses))
+    store.write_part(
+        "granule=4096/va_bits=39/part-000000.parquet",
+        _table(JUNO, 4096, 39, "merged", False, addresses),
+    )
     meta = pq.ParquetFile(f"{store.root}/granule=4096/va_bits=39/part-000000.parquet").metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [3, 3, 1]
 
@@ -107,8 +128,10 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(store_module.pq, "write_table", explode)
     with pytest.raises(OSError):
-        store.write_part("granule=4096/va_bits=39/part-000000.parquet",
-                         _table(JUNO, 4096, 39, "merged", False, [0x8008_0000]))
+        store.write_part(
+            "granule=4096/va_bits=39/part-000000.parquet",
+            _table(JUNO, 4096, 39, "merged", False, [0x8008_0000]),
+        )
     assert store.parts() == set()
     assert list((tmp_path / "ds").rglob("*.parquet")) == []
 
@@ -137,15 +160,20 @@ def test_clear_removes_only_the_sweep(dataset, tmp_path):
 def test_meta_round_trips(dataset):
     dataset.write_meta({"name": "x", "counts": {"units": 3}})
     assert dataset.read_meta() == {"name": "x", "counts": {"units": 3}}
-    assert not [p for p in dataset.fs.get_file_info(
-        store_module.pafs.FileSelector(dataset.root)) if p.base_name.startswith(".")]
+    assert not [
+        p
+        for p in dataset.fs.get_file_info(store_module.pafs.FileSelector(dataset.root))
+        if p.base_name.startswith(".")
+    ]
 
 
 def test_fsspec_urls_write_the_same_dataset(tmp_path):
     pytest.importorskip("fsspec")
     store = Store(f"memory://{tmp_path.name}/ds")
-    store.write_part("granule=4096/va_bits=39/part-000000.parquet",
-                     _table(JUNO, 4096, 39, "merged", False, [0x8008_0000]))
+    store.write_part(
+        "granule=4096/va_bits=39/part-000000.parquet",
+        _table(JUNO, 4096, 39, "merged", False, [0x8008_0000]),
+    )
     store.write_meta({"name": "m"})
     assert store.parts() == {"granule=4096/va_bits=39/part-000000.parquet"}
     assert store.read_meta() == {"name": "m"}

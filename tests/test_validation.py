@@ -25,11 +25,16 @@ def one_line(excinfo) -> str:
 @pytest.mark.parametrize(
     ("banks", "expected"),
     [
-        ([(0x8000_0000, 2 * G), (0xC000_0000, G)],
-         "memory map 'bad': bank [0xc0000000-0xffffffff] overlaps bank [0x80000000-0xffffffff]"),
+        (
+            [(0x8000_0000, 2 * G), (0xC000_0000, G)],
+            "memory map 'bad': bank [0xc0000000-0xffffffff] overlaps bank [0x80000000-0xffffffff]",
+        ),
         ([(0x8000_0000, 0)], "memory map 'bad': bank 0 at 0x80000000 has size 0, must be above 0"),
-        ([((1 << 52) - G, 2 * G)], "memory map 'bad': bank [0xfffffc0000000-0x1000003fffffff] "
-                                   "ends above 2^52 (0x10000040000000 > 0x10000000000000)"),
+        (
+            [((1 << 52) - G, 2 * G)],
+            "memory map 'bad': bank [0xfffffc0000000-0x1000003fffffff] "
+            "ends above 2^52 (0x10000040000000 > 0x10000000000000)",
+        ),
         ([(-4096, 8192)], "memory map 'bad': bank 0 base -0x1000 is negative"),
         ([(0x8000_0000,)], "memory map 'bad': bank 0 must be (base, size), got (2147483648,)"),
         ([("0x8000", 4096)], "memory map 'bad': bank 0 base must be an integer, got '0x8000'"),
@@ -60,8 +65,14 @@ def test_trimming_drops_and_merges():
 
 
 def config(**overrides):
-    row = dict(memory_map="juno", granule=4096, va_bits=39, layout="merged",
-               block_mappings=False, idmap_pa=0x8008_0000)
+    row = dict(
+        memory_map="juno",
+        granule=4096,
+        va_bits=39,
+        layout="merged",
+        block_mappings=False,
+        idmap_pa=0x8008_0000,
+    )
     row.update(overrides)
     return pd.DataFrame([row])
 
@@ -69,8 +80,10 @@ def config(**overrides):
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (dict(idmap_pa=0x1_0000_0000),
-         "memory map 'juno': idmap_pa 0x100000000 is outside every 4K-trimmed bank"),
+        (
+            dict(idmap_pa=0x1_0000_0000),
+            "memory map 'juno': idmap_pa 0x100000000 is outside every 4K-trimmed bank",
+        ),
         (dict(va_bits=31), "va_bits: 31 is outside 32..52"),
         (dict(va_bits=53), "va_bits: 53 is outside 32..52"),
         (dict(granule=8192), "granule: 8192 is not one of 4096, 16384, 65536"),
@@ -80,8 +93,17 @@ def config(**overrides):
         (dict(idmap_pa=-1), "idmap_pa: -1 is negative"),
         (dict(block_mappings=2), "block_mappings: values must be true/false (or 0/1)"),
     ],
-    ids=["idmap-outside", "va-bits-low", "va-bits-high", "granule", "layout", "map-name",
-         "idmap-2^52", "idmap-negative", "blocks"],
+    ids=[
+        "idmap-outside",
+        "va-bits-low",
+        "va-bits-high",
+        "granule",
+        "layout",
+        "map-name",
+        "idmap-2^52",
+        "idmap-negative",
+        "blocks",
+    ],
 )
 def test_bad_configuration(overrides, expected):
     with pytest.raises(ValidationError) as excinfo:
@@ -103,8 +125,14 @@ def test_reference_rejects_the_same():
 
 
 def test_build_keeps_order_index_and_dtypes():
-    frame = pd.concat([config(idmap_pa=0x8010_0000, layout="tagged"), config(), config(
-        granule=65536, idmap_pa=0x8001_2345)], ignore_index=True)
+    frame = pd.concat(
+        [
+            config(idmap_pa=0x8010_0000, layout="tagged"),
+            config(),
+            config(granule=65536, idmap_pa=0x8001_2345),
+        ],
+        ignore_index=True,
+    )
     frame.index = [30, 10, 20]
     out = build(frame, {"juno": JUNO})
     assert list(out.index) == [30, 10, 20]
@@ -140,4 +168,5 @@ def test_build_takes_plain_banks_for_a_map():
     with pytest.raises(ValidationError) as excinfo:
         build(config(), {"juno": [(0x8000_0000, 0)]})
     assert one_line(excinfo) == (
-        "memory map 'juno': bank 0 at 0x80000000 has size 0, must be above 0")
+        "memory map 'juno': bank 0 at 0x80000000 has size 0, must be above 0"
+    )

@@ -56,7 +56,11 @@ def test_fixture_agrees_on_every_field(name):
     assert [(b.base, b.size) for b in report.memory_map.banks] == banks
     assert report.memory_map.name == name
     assert [c.field for c in report.checks] == [
-        "VA_BITS", "EL2 levels", "IDMAP page", "HYP VA start", "HYP VA end"
+        "VA_BITS",
+        "EL2 levels",
+        "IDMAP page",
+        "HYP VA start",
+        "HYP VA end",
     ]
     assert report.agree, report.format()
     assert report.row["levels"] == n_levels
@@ -181,8 +185,11 @@ def test_vhe_log_says_why():
 
 def test_log_without_memory_lines():
     lines = read("boot-4G").splitlines()
-    no_block = "\n".join(line for line in lines if "node   0: [mem" not in line
-                         and "Early memory node ranges" not in line)
+    no_block = "\n".join(
+        line
+        for line in lines
+        if "node   0: [mem" not in line and "Early memory node ranges" not in line
+    )
     with pytest.raises(BootLogError, match="first line"):
         verify_boot(no_block)
     no_nodes = "\n".join(line for line in lines if "node   0: [mem" not in line)
@@ -216,8 +223,9 @@ def test_cli_agreeing_log_exits_0():
     result = invoke(str(FIXTURES / "boot-trixie-16k-4G-lpa2off.log"))
     assert result.exit_code == 0, result.output
     assert "granule:    16K" in result.output
-    assert re.search(r"HYP VA end\s+0x60d9ffffffff\s+0x60d9ffffffff \(hyp_dram_last\)\s+yes",
-                     result.output)
+    assert re.search(
+        r"HYP VA end\s+0x60d9ffffffff\s+0x60d9ffffffff \(hyp_dram_last\)\s+yes", result.output
+    )
     assert result.output.rstrip().endswith("all fields agree")
 
 
@@ -231,8 +239,9 @@ def test_cli_disagreeing_log_exits_1(tmp_path):
 
 
 def test_cli_options_override_the_log():
-    result = invoke(str(FIXTURES / "boot-4G.log"), "--granule", "4K", "--va-bits", "48",
-                    "--layout", "tagged")
+    result = invoke(
+        str(FIXTURES / "boot-4G.log"), "--granule", "4K", "--va-bits", "48", "--layout", "tagged"
+    )
     assert result.exit_code == 0, result.output
     assert "VA_BITS:    48 (given)" in result.output
 
@@ -240,9 +249,12 @@ def test_cli_options_override_the_log():
 def test_cli_user_mistakes_exit_2_with_one_line(tmp_path):
     path = tmp_path / "nokvm.log"
     path.write_text(without_kvm_layout(read("boot-4G")))
-    for args in ([str(path)], [str(tmp_path / "missing.log")],
-                 [str(FIXTURES / "boot-4G.log"), "--granule", "8K"],
-                 [str(FIXTURES / "boot-4G.log"), "--layout", "nonesuch"]):
+    for args in (
+        [str(path)],
+        [str(tmp_path / "missing.log")],
+        [str(FIXTURES / "boot-4G.log"), "--granule", "8K"],
+        [str(FIXTURES / "boot-4G.log"), "--layout", "nonesuch"],
+    ):
         result = CliRunner().invoke(main, ["verify-boot", *args])
         assert result.exit_code == 2, (args, result.output)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -258,9 +270,17 @@ def test_boot_without_nokaslr_gets_a_note():
 
 @pytest.mark.parametrize(
     ("release", "layout"),
-    [("6.12.117+deb13-arm64", "tagged-48"), ("6.9.0", "tagged-48"), ("6.8.12-arm64", "tagged"),
-     ("5.10.0-32-arm64", "tagged"), ("4.17.0", "tagged"), ("4.16.18", "merged"),
-     ("4.8.0", "merged"), ("4.7.10", "high-only"), (None, "tagged-48")],
+    [
+        ("6.12.117+deb13-arm64", "tagged-48"),
+        ("6.9.0", "tagged-48"),
+        ("6.8.12-arm64", "tagged"),
+        ("5.10.0-32-arm64", "tagged"),
+        ("4.17.0", "tagged"),
+        ("4.16.18", "merged"),
+        ("4.8.0", "merged"),
+        ("4.7.10", "high-only"),
+        (None, "tagged-48"),
+    ],
 )
 def test_layout_follows_the_kernel_release(release, layout):
     assert layout_for_release(release)[0] == layout

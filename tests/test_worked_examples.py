@@ -17,9 +17,17 @@ EXAMPLES = [
         0x8008_0000,
         "merged",
         dict(
-            phys_offset=0x8000_0000, hyp_va_min=0x40_0000_0000, hyp_va_max=0x7F_FFFF_FFFF,
-            idmap_va_bits=32, levels=3, idmap_extended=False, extra_levels=0, overlap=False,
-            idmap_in_window=False, margin=0x3F_7FF7_F000, clipped_bytes=0,
+            phys_offset=0x8000_0000,
+            hyp_va_min=0x40_0000_0000,
+            hyp_va_max=0x7F_FFFF_FFFF,
+            idmap_va_bits=32,
+            levels=3,
+            idmap_extended=False,
+            extra_levels=0,
+            overlap=False,
+            idmap_in_window=False,
+            margin=0x3F_7FF7_F000,
+            clipped_bytes=0,
         ),
         (0, 1, 3, 1025, 1029, 4_214_784, 1),
         (0, 1, 1, 1, 3, 12_288, 1),
@@ -30,9 +38,18 @@ EXAMPLES = [
         0x80_0008_0000,
         "merged",
         dict(
-            phys_offset=0x80_0000_0000, hyp_va_min=0, hyp_va_max=0x3F_FFFF_FFFF,
-            idmap_va_bits=40, idmap_extended=True, levels=4, levels_runtime=3, levels_idmap=4,
-            extra_levels=1, overlap=False, idmap_in_window=False, margin=0x7E_0008_0000,
+            phys_offset=0x80_0000_0000,
+            hyp_va_min=0,
+            hyp_va_max=0x3F_FFFF_FFFF,
+            idmap_va_bits=40,
+            idmap_extended=True,
+            levels=4,
+            levels_runtime=3,
+            levels_idmap=4,
+            extra_levels=1,
+            overlap=False,
+            idmap_in_window=False,
+            margin=0x7E_0008_0000,
         ),
         (1, 2, 9, 4097, 4109, 16_826_384, 1),
         (1, 2, 1, 1, 5, 16_400, 1),
@@ -52,8 +69,12 @@ EXAMPLES = [
         0x40_0008_0000,
         "merged",
         dict(
-            phys_offset=0x8000_0000, hyp_va_min=0, hyp_va_max=0x3F_FFFF_FFFF, overlap=False,
-            idmap_in_window=False, margin=0x8_0000,
+            phys_offset=0x8000_0000,
+            hyp_va_min=0,
+            hyp_va_max=0x3F_FFFF_FFFF,
+            overlap=False,
+            idmap_in_window=False,
+            margin=0x8_0000,
         ),
         (0, 1, 5, 2049, 2055, 8_417_280, 1),
         (0, 1, 1, 1, 3, 12_288, 1),
@@ -70,7 +91,12 @@ EXAMPLES = [
 ]
 
 COUNT_COLUMNS = (
-    "tables_l0", "tables_l1", "tables_l2", "tables_l3", "table_pages", "table_bytes",
+    "tables_l0",
+    "tables_l1",
+    "tables_l2",
+    "tables_l3",
+    "table_pages",
+    "table_bytes",
     "shared_tables",
 )
 
@@ -80,8 +106,12 @@ COUNT_COLUMNS = (
 def test_worked_example(compute, example, block_mappings):
     name, banks, idmap_pa, layout, common, off, on = example
     row = compute(
-        MemoryMap(name, banks), granule=4096, va_bits=39, layout=layout,
-        block_mappings=block_mappings, idmap_pa=idmap_pa,
+        MemoryMap(name, banks),
+        granule=4096,
+        va_bits=39,
+        layout=layout,
+        block_mappings=block_mappings,
+        idmap_pa=idmap_pa,
     )
     for column, value in common.items():
         assert row[column] == value, column
@@ -94,13 +124,20 @@ def test_example_5_lx2160a_tagged(compute):
     """NXP LX2160A: tag_lsb = 38 = V - 1, so no random bits even with tag_random set."""
     lx2160a = MemoryMap(
         "lx2160a",
-        [(0x8000_0000, 0xFBDF_FFFF - 0x8000_0000 + 1),
-         (0x20_8000_0000, 0x23_7FFF_FFFF - 0x20_8000_0000 + 1)],
+        [
+            (0x8000_0000, 0xFBDF_FFFF - 0x8000_0000 + 1),
+            (0x20_8000_0000, 0x23_7FFF_FFFF - 0x20_8000_0000 + 1),
+        ],
     )
     for tag_random in (0, (1 << 64) - 1):
         row = compute(
-            lx2160a, granule=4096, va_bits=39, layout="tagged", block_mappings=False,
-            idmap_pa=0x81A2_4000, tag_random=tag_random,
+            lx2160a,
+            granule=4096,
+            va_bits=39,
+            layout="tagged",
+            block_mappings=False,
+            idmap_pa=0x81A2_4000,
+            tag_random=tag_random,
         )
         assert row["hyp_va_min"] == 0x40_0000_0000
         assert row["hyp_dram_last"] == 0x62_FFFF_FFFF
