@@ -115,7 +115,8 @@ TOML_CASES = [
     (
         "toml-overlap",
         "board.toml",
-        '[[banks]]\nbase = 0x8000_0000\nsize = "2G"\n\n[[banks]]\nbase = 0xC000_0000\nsize = "1G"\n',
+        '[[banks]]\nbase = 0x8000_0000\nsize = "2G"\n\n'
+        '[[banks]]\nbase = 0xC000_0000\nsize = "1G"\n',
         "{path}: line 5 (bank 1): bank [0xc0000000-0xffffffff] overlaps [0x80000000-0xffffffff]"
         " (line 1 (bank 0))",
     ),
@@ -163,7 +164,8 @@ DTB_CASES = [
         "dtb-is-text",
         "board.dtb",
         "80000000-ffffffff : System RAM\n",
-        "{path}: named as a flattened device tree blob (.dtb), but its content is a /proc/iomem dump",
+        "{path}: named as a flattened device tree blob (.dtb), "
+        "but its content is a /proc/iomem dump",
     ),
     (
         "dtb-bad-magic",
