@@ -14,6 +14,7 @@ import json
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +28,6 @@ DEFAULT_UNIT_ROWS = 500_000
 """Rows per work unit, and so per part file (one row group): inside Parquet's 100k-1M sweet spot,
 and small enough that a worker peaks near 300 MiB (``bench/bench_driver.py``)."""
 
-TOP_KEYS = (
-    "name",
-    "description",
-    "memory_maps",
-    "granules",
-    "va_bits",
-    "layouts",
-    "block_mappings",
-    "placement",
-    "tag",
-    "unit_rows",
-)
-LIST_KEYS = ("memory_maps", "granules", "layouts", "block_mappings")
 TABLE_KEYS = ("placement", "tag")
 
 
@@ -112,124 +100,207 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
     return out
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> dict:
+def load_config(
+    path: str | os.PathLike | None = None, overrides: Iterable[str] = ()
+) -> SweepConfig:
     """Read, override and validate a sweep config; the result is what ``_sweep.json`` records."""
     path = find_default_config() if path is None else Path(path)
     raw = apply_overrides(read_config_file(path), overrides)
     return validate_config(raw, source=str(path))
 
 
-def validate_config(raw: Mapping[str, Any], source: str = "config") -> dict:
-    """Check every key's type and value; return the normalised config (granules as bytes etc.).
+@dataclass(frozen=True)
+class SweepConfig:
+    """A validated sweep config (MODEL.md section 8): what a plan is made from.
+
+    Frozen, so a plan cannot change under a running sweep; ``as_dict`` is the form recorded in
+    ``_sweep.json`` and compared by ``--resume``.
+    """
+
+    name: str
+    description: str
+    memory_maps: tuple[str, ...]
+    granules: tuple[int, ...]
+    va_bits: str | tuple[int, ...]
+    """``"kconfig"`` (the granule plugins' Kconfig choices) or VA_BITS used at every granule."""
+    layouts: tuple[str, ...]
+    block_mappings: tuple[bool, ...]
+    placement: dict[str, Any]
+    """The ``[placement]`` table as given: ``kind`` and the placement plugin's parameters."""
+    tag_seed: int
+    unit_rows: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form, with the TOML file's keys (``tag = {seed = ...}``)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "memory_maps": list(self.memory_maps),
+            "granules": list(self.granules),
+            "va_bits": self.va_bits if isinstance(self.va_bits, str) else list(self.va_bits),
+            "layouts": list(self.layouts),
+            "block_mappings": list(self.block_mappings),
+            "placement": copy.deepcopy(self.placement),
+            "tag": {"seed": self.tag_seed},
+            "unit_rows": self.unit_rows,
+        }
+
+
+@dataclass
+class _Checking:
+    """What the per-key validators share: where the config came from, the plugins' registry,
+    and the keys already checked (``va_bits = "kconfig"`` needs the granules)."""
+
+    source: str
+    registry: Any
+    done: dict[str, Any]
+
+    def bad(self, key: str, rule: str) -> ValidationError:
+        return ValidationError(f"{self.source}: {key}: {rule}")
+
+
+def _check_name(value: Any, c: _Checking) -> str:
+    value = Path(c.source).stem if value is None else value
+    if not isinstance(value, str) or not value:
+        raise c.bad("name", f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _check_description(value: Any, c: _Checking) -> str:
+    value = "" if value is None else value
+    if not isinstance(value, str):
+        raise c.bad("description", f"expected a string, got {value!r}")
+    return value
+
+
+def _check_memory_maps(value: Any, c: _Checking) -> tuple[str, ...]:
+    maps = _as_list(value)
+    if not maps or not all(isinstance(m, str) and m for m in maps):
+        raise c.bad("memory_maps", "expected a list of map names, globs or paths, e.g. ['juno']")
+    return tuple(maps)
+
+
+def _check_granules(value: Any, c: _Checking) -> tuple[int, ...]:
+    granules: list[int] = []
+    for item in _as_list(["4K", "16K", "64K"] if value is None else value):
+        try:
+            granule = parse_granule(item)
+        except ValidationError:
+            raise c.bad("granules", f"{item!r} is not one of 4K, 16K, 64K") from None
+        if granule not in c.registry.granules:
+            raise c.bad("granules", f"{granule_name(granule)} is not registered by any plugin")
+        if granule not in granules:
+            granules.append(granule)
+    if not granules:
+        raise c.bad("granules", "the list is empty")
+    return tuple(granules)
+
+
+def _check_va_bits(value: Any, c: _Checking) -> str | tuple[int, ...]:
+    if value is None or value == "kconfig":
+        missing = [granule_name(g) for g in c.done["granules"] if not c.registry.va_bits.get(g)]
+        if missing:
+            raise c.bad("va_bits", f"'kconfig' but no plugin registers VA_BITS for {missing[0]}")
+        return "kconfig"
+    values = _as_list(value)
+    if not values or not all(
+        isinstance(v, int) and not isinstance(v, bool) and VA_BITS_MIN <= v <= VA_BITS_MAX
+        for v in values
+    ):
+        raise c.bad(
+            "va_bits",
+            f"expected 'kconfig' or a list of integers {VA_BITS_MIN}..{VA_BITS_MAX}, got {value!r}",
+        )
+    return tuple(sorted(set(values)))
+
+
+def _check_layouts(value: Any, c: _Checking) -> tuple[str, ...]:
+    known = c.registry.layouts
+    layouts = _as_list(list(known) if value in (None, "all") else value)
+    for layout in layouts:
+        if layout not in known:
+            names = ", ".join(known) or "none registered"
+            raise c.bad("layouts", f"{layout!r} is not a registered layout (known: {names})")
+    if not layouts:
+        raise c.bad("layouts", "the list is empty")
+    return tuple(dict.fromkeys(layouts))
+
+
+def _check_block_mappings(value: Any, c: _Checking) -> tuple[bool, ...]:
+    blocks = _as_list([False, True] if value is None else value)
+    if not blocks or not all(isinstance(b, bool) for b in blocks):
+        raise c.bad("block_mappings", f"expected a list of true/false, got {value!r}")
+    return tuple(dict.fromkeys(blocks))
+
+
+def _check_placement(value: Any, c: _Checking) -> dict[str, Any]:
+    placement = {"kind": "kernel-load"} if value is None else value
+    if not isinstance(placement, dict):
+        raise c.bad("placement", f"expected a table with kind = ..., got {placement!r}")
+    kind = placement.get("kind")
+    if kind not in c.registry.placements:
+        known = ", ".join(c.registry.placements) or "none registered"
+        raise c.bad("placement.kind", f"{kind!r} is not a registered placement (known: {known})")
+    if "step" in placement:
+        step = parse_size(placement["step"], f"{c.source}: placement.step")
+        if step <= 0 or step % 4096:
+            raise c.bad("placement.step", f"{placement['step']!r} is not a positive multiple of 4K")
+    return _jsonable(dict(placement), f"{c.source}: placement")
+
+
+def _check_tag(value: Any, c: _Checking) -> int:
+    tag = {} if value is None else value
+    if not isinstance(tag, dict):
+        raise c.bad("tag", f"expected a table with seed = ..., got {tag!r}")
+    for key in tag:
+        if key != "seed":
+            raise c.bad(f"tag.{key}", "unknown key (known: seed)")
+    seed = tag.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
+        raise c.bad("tag.seed", f"expected an integer 0..2^64-1, got {seed!r}")
+    return seed
+
+
+def _check_unit_rows(value: Any, c: _Checking) -> int:
+    rows = DEFAULT_UNIT_ROWS if value is None else value
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise c.bad("unit_rows", f"expected a positive integer, got {rows!r}")
+    return rows
+
+
+_VALIDATORS = {
+    "name": _check_name,
+    "description": _check_description,
+    "memory_maps": _check_memory_maps,
+    "granules": _check_granules,
+    "va_bits": _check_va_bits,
+    "layouts": _check_layouts,
+    "block_mappings": _check_block_mappings,
+    "placement": _check_placement,
+    "tag": _check_tag,
+    "unit_rows": _check_unit_rows,
+}
+"""One validator per top-level key, in the order they run (``va_bits`` needs ``granules``)."""
+
+TOP_KEYS = tuple(_VALIDATORS)
+
+
+def validate_config(raw: Mapping[str, Any], source: str = "config") -> SweepConfig:
+    """Check every key's type and value; the normalised config (granules as bytes etc.).
 
     Checks that need the plugins (layout names, placement kinds, granules registered) are made
     here too, so a typo stops the run before any file is written.
     """
     from sweep.plugins import registry
 
-    reg = registry()
-
-    def bad(key: str, rule: str) -> ValidationError:
-        return ValidationError(f"{source}: {key}: {rule}")
-
-    unknown = [k for k in raw if k not in TOP_KEYS]
+    checking = _Checking(source, registry(), {})
+    unknown = [k for k in raw if k not in _VALIDATORS]
     if unknown:
-        raise bad(unknown[0], f"unknown key (known: {', '.join(TOP_KEYS)})")
-
-    cfg: dict[str, Any] = {}
-    name = raw.get("name", Path(source).stem)
-    if not isinstance(name, str) or not name:
-        raise bad("name", f"expected a non-empty string, got {name!r}")
-    cfg["name"] = name
-    description = raw.get("description", "")
-    if not isinstance(description, str):
-        raise bad("description", f"expected a string, got {description!r}")
-    cfg["description"] = description
-
-    maps = _as_list(raw.get("memory_maps"))
-    if not maps or not all(isinstance(m, str) and m for m in maps):
-        raise bad("memory_maps", "expected a list of map names, globs or paths, e.g. ['juno-r2']")
-    cfg["memory_maps"] = maps
-
-    granules = []
-    for value in _as_list(raw.get("granules", ["4K", "16K", "64K"])):
-        try:
-            granule = parse_granule(value)
-        except ValidationError:
-            raise bad("granules", f"{value!r} is not one of 4K, 16K, 64K") from None
-        if granule not in reg.granules:
-            raise bad("granules", f"{granule_name(granule)} is not registered by any plugin")
-        if granule not in granules:
-            granules.append(granule)
-    if not granules:
-        raise bad("granules", "the list is empty")
-    cfg["granules"] = granules
-
-    va_bits = raw.get("va_bits", "kconfig")
-    if va_bits == "kconfig":
-        missing = [granule_name(g) for g in granules if not reg.va_bits.get(g)]
-        if missing:
-            raise bad("va_bits", f"'kconfig' but no plugin registers VA_BITS for {missing[0]}")
-    else:
-        values = _as_list(va_bits)
-        if not values or not all(
-            isinstance(v, int) and not isinstance(v, bool) and VA_BITS_MIN <= v <= VA_BITS_MAX
-            for v in values
-        ):
-            raise bad(
-                "va_bits",
-                f"expected 'kconfig' or a list of integers {VA_BITS_MIN}..{VA_BITS_MAX}, "
-                f"got {va_bits!r}",
-            )
-        va_bits = sorted(set(values))
-    cfg["va_bits"] = va_bits
-
-    layouts = raw.get("layouts", "all")
-    if layouts == "all":
-        layouts = list(reg.layouts)
-    layouts = _as_list(layouts)
-    for layout in layouts:
-        if layout not in reg.layouts:
-            known = ", ".join(reg.layouts) or "none registered"
-            raise bad("layouts", f"{layout!r} is not a registered layout (known: {known})")
-    if not layouts:
-        raise bad("layouts", "the list is empty")
-    cfg["layouts"] = list(dict.fromkeys(layouts))
-
-    blocks = _as_list(raw.get("block_mappings", [False, True]))
-    if not blocks or not all(isinstance(b, bool) for b in blocks):
-        raise bad("block_mappings", f"expected a list of true/false, got {raw['block_mappings']!r}")
-    cfg["block_mappings"] = list(dict.fromkeys(blocks))
-
-    placement = raw.get("placement", {"kind": "kernel-load"})
-    if not isinstance(placement, dict):
-        raise bad("placement", f"expected a table with kind = ..., got {placement!r}")
-    kind = placement.get("kind")
-    if kind not in reg.placements:
-        known = ", ".join(reg.placements) or "none registered"
-        raise bad("placement.kind", f"{kind!r} is not a registered placement (known: {known})")
-    if "step" in placement:
-        step = parse_size(placement["step"], f"{source}: placement.step")
-        if step <= 0 or step % 4096:
-            raise bad("placement.step", f"{placement['step']!r} is not a positive multiple of 4K")
-    cfg["placement"] = _jsonable(dict(placement), f"{source}: placement")
-
-    tag = raw.get("tag", {})
-    if not isinstance(tag, dict):
-        raise bad("tag", f"expected a table with seed = ..., got {tag!r}")
-    for key in tag:
-        if key != "seed":
-            raise bad(f"tag.{key}", "unknown key (known: seed)")
-    seed = tag.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
-        raise bad("tag.seed", f"expected an integer 0..2^64-1, got {seed!r}")
-    cfg["tag"] = {"seed": seed}
-
-    unit_rows = raw.get("unit_rows", DEFAULT_UNIT_ROWS)
-    if isinstance(unit_rows, bool) or not isinstance(unit_rows, int) or unit_rows < 1:
-        raise bad("unit_rows", f"expected a positive integer, got {unit_rows!r}")
-    cfg["unit_rows"] = unit_rows
-    return cfg
+        raise checking.bad(unknown[0], f"unknown key (known: {', '.join(TOP_KEYS)})")
+    for key, check in _VALIDATORS.items():
+        checking.done[key] = check(raw.get(key), checking)
+    done = checking.done
+    return SweepConfig(**{k: v for k, v in done.items() if k != "tag"}, tag_seed=done["tag"])
 
 
 def _as_list(value: Any) -> list:

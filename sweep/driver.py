@@ -119,7 +119,7 @@ def run_sweep(
             log.error("%s failed: %s", failure["unit"], failure["error"])
         log.info(
             "sweep %r: %d configurations in %d units to %s, %s with %d workers%s",
-            plan.config["name"],
+            plan.config.name,
             plan.configurations,
             plan.n_units,
             out,
@@ -320,7 +320,7 @@ def _check_existing(store: Store, plan: Plan, resume: bool, overwrite: bool) -> 
             f"--resume: {store.url} has part files but no _sweep.json to check the "
             "config against; use --overwrite"
         )
-    difference = config_difference(previous["config"], plan.config)
+    difference = config_difference(previous["config"], plan.config.as_dict())
     if difference:
         raise SweepError(
             f"--resume: {store.url} holds a sweep of another config: " + "; ".join(difference)
@@ -360,12 +360,12 @@ def _initial_meta(
         }
     )
     return {
-        "name": plan.config["name"],
+        "name": plan.config.name,
         "status": "running",
         "started": previous.get("started", started) if previous else started,
         "finished": None,
         "config_source": source,
-        "config": plan.config,
+        "config": plan.config.as_dict(),
         "plan": plan.fingerprint(),
         "package": {"name": "va-sweep", "version": sweep.__version__},
         "plugins": plugin_versions(),
@@ -589,16 +589,16 @@ def describe_plan(plan: Plan) -> str:
     cfg = plan.config
     rows = plan.configurations
     va = "; ".join(
-        f"{granule_name(g)}: {','.join(map(str, plan.va_bits[g]))}" for g in cfg["granules"]
+        f"{granule_name(g)}: {','.join(map(str, plan.va_bits[g]))}" for g in cfg.granules
     )
     lines = [
-        f"sweep {cfg['name']!r}",
+        f"sweep {cfg.name!r}",
         f"memory maps:    {len(plan.memory_maps)}",
-        f"granules:       {', '.join(granule_name(g) for g in cfg['granules'])}",
-        f"va_bits:        {cfg['va_bits'] if isinstance(cfg['va_bits'], str) else 'list'} ({va})",
-        f"layouts:        {', '.join(cfg['layouts'])}",
-        f"block_mappings: {', '.join(str(b).lower() for b in cfg['block_mappings'])}",
-        f"placement:      {', '.join(f'{k}={v}' for k, v in cfg['placement'].items())}",
+        f"granules:       {', '.join(granule_name(g) for g in cfg.granules)}",
+        f"va_bits:        {cfg.va_bits if isinstance(cfg.va_bits, str) else 'list'} ({va})",
+        f"layouts:        {', '.join(cfg.layouts)}",
+        f"block_mappings: {', '.join(str(b).lower() for b in cfg.block_mappings)}",
+        f"placement:      {', '.join(f'{k}={v}' for k, v in cfg.placement.items())}",
         f"configurations: {rows:,}",
         f"units:          {plan.n_units:,} (up to {plan.unit_rows:,} rows each, a part file each)",
         f"estimated size: {rows:,} rows, {_bytes(rows * MEMORY_BYTES_PER_ROW)} in memory, "

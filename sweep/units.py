@@ -171,16 +171,16 @@ class Plan:
 
     @property
     def unit_rows(self) -> int:
-        return self.config["unit_rows"]
+        return self.config.unit_rows
 
     def partitions(self) -> Iterator[tuple[int, int]]:
-        for granule in self.config["granules"]:
+        for granule in self.config.granules:
             for va_bits in self.va_bits[granule]:
                 yield granule, va_bits
 
     def partition_rows(self, granule: int) -> int:
         per_map = sum(self.counts.get((name, granule), 0) for name in self.memory_maps)
-        return per_map * len(self.config["layouts"]) * len(self.config["block_mappings"])
+        return per_map * len(self.config.layouts) * len(self.config.block_mappings)
 
     @property
     def configurations(self) -> int:
@@ -199,8 +199,8 @@ class Plan:
         index, room, current = 0, self.unit_rows, []
         for name in self.memory_maps:
             n = self.counts.get((name, granule), 0)
-            for layout in self.config["layouts"]:
-                for block in self.config["block_mappings"]:
+            for layout in self.config.layouts:
+                for block in self.config.block_mappings:
                     start = 0
                     while start < n:
                         take = min(room, n - start)
@@ -240,24 +240,24 @@ def make_plan(config: dict, base_dir: str | None = None) -> Plan:
     from sweep.plugins import pm, registry
 
     reg = registry()
-    maps = select_memory_maps(config["memory_maps"], base_dir)
-    if config["va_bits"] == "kconfig":
-        va_bits = {g: sorted(reg.va_bits[g]) for g in config["granules"]}
+    maps = select_memory_maps(config.memory_maps, base_dir)
+    if config.va_bits == "kconfig":
+        va_bits = {g: sorted(reg.va_bits[g]) for g in config.granules}
     else:
-        va_bits = {g: list(config["va_bits"]) for g in config["granules"]}
+        va_bits = {g: list(config.va_bits) for g in config.granules}
     counts: dict[tuple[str, int], int] = {}
     failures: list[dict] = []
     first_error: Exception | None = None
     for name, memory_map in maps.items():
-        for granule in config["granules"]:
+        for granule in config.granules:
             try:
-                counts[(name, granule)] = len(placements(memory_map, granule, config["placement"]))
+                counts[(name, granule)] = len(placements(memory_map, granule, config.placement))
             except Exception as exc:  # one map's failure is its own; the others still run
                 first_error = first_error or exc
                 failures.append(
                     {
                         "unit": f"plan:{name}:{granule_name(granule)}",
-                        "error": f"placement {config['placement']['kind']!r}: "
+                        "error": f"placement {config.placement['kind']!r}: "
                         f"{type(exc).__name__}: {exc}",
                     }
                 )
@@ -281,11 +281,11 @@ _PLACEMENT_CACHE_SIZE = 2
 
 def _cached_placements(plan: Plan, name: str, granule: int) -> np.ndarray:
     """Consecutive units share a map and granule: keep the last few placement arrays."""
-    key = (name, granule, repr(sorted(plan.config["placement"].items())))
+    key = (name, granule, repr(sorted(plan.config.placement.items())))
     if key in _PLACEMENT_CACHE:
         _PLACEMENT_CACHE.move_to_end(key)
         return _PLACEMENT_CACHE[key]
-    addresses = placements(plan.memory_maps[name], granule, plan.config["placement"])
+    addresses = placements(plan.memory_maps[name], granule, plan.config.placement)
     _PLACEMENT_CACHE[key] = addresses
     while len(_PLACEMENT_CACHE) > _PLACEMENT_CACHE_SIZE:
         _PLACEMENT_CACHE.popitem(last=False)
@@ -298,7 +298,7 @@ def unit_table(plan: Plan, unit: Unit) -> pa.Table:
     from sweep.plugins import registry
 
     layouts = registry().layouts
-    seed = plan.config["tag"]["seed"]
+    seed = plan.config.tag_seed
     # MODEL.md section 8: only rows of a layout that inserts a random tag get tag_random.
     uses_tag = {name: getattr(layout, "uses_tag_random", False) for name, layout in layouts.items()}
     tables = []

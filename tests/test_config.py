@@ -21,18 +21,18 @@ DEFAULT = ROOT / "configs" / "default.toml"
 
 def test_default_config_is_the_documented_sweep():
     cfg = load_config(DEFAULT)
-    assert cfg["memory_maps"] == ["family:board"]
-    assert cfg["granules"] == [4096, 16384, 65536]
-    assert cfg["va_bits"] == "kconfig"
-    assert cfg["layouts"] == ["high-only", "merged", "tagged", "tagged-48"]
-    assert cfg["block_mappings"] == [False, True]
-    assert cfg["placement"] == {"kind": "kernel-load"}
-    assert cfg["tag"] == {"seed": 0}
+    assert cfg.memory_maps == ("family:board",)
+    assert cfg.granules == (4096, 16384, 65536)
+    assert cfg.va_bits == "kconfig"
+    assert cfg.layouts == ("high-only", "merged", "tagged", "tagged-48")
+    assert cfg.block_mappings == (False, True)
+    assert cfg.placement == {"kind": "kernel-load"}
+    assert cfg.tag_seed == 0
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
 def test_every_example_config_validates(path):
-    assert load_config(path)["name"]
+    assert load_config(path).name
 
 
 @pytest.mark.parametrize(
@@ -70,14 +70,14 @@ def test_overrides_reach_tables_and_become_lists():
             "unit_rows=1000",
         ],
     )
-    assert cfg["granules"] == [4096, 65536]
-    assert cfg["va_bits"] == [48]
-    assert cfg["layouts"] == ["tagged"]
-    assert cfg["block_mappings"] == [True]
-    assert cfg["placement"] == {"kind": "stride", "step": "2M"}
-    assert cfg["tag"] == {"seed": 7}
-    assert cfg["memory_maps"] == ["juno"]
-    assert cfg["unit_rows"] == 1000
+    assert cfg.granules == (4096, 65536)
+    assert cfg.va_bits == (48,)
+    assert cfg.layouts == ("tagged",)
+    assert cfg.block_mappings == (True,)
+    assert cfg.placement == {"kind": "stride", "step": "2M"}
+    assert cfg.tag_seed == 7
+    assert cfg.memory_maps == ("juno",)
+    assert cfg.unit_rows == 1000
 
 
 def test_overrides_do_not_touch_the_original():
@@ -132,17 +132,17 @@ def test_name_defaults_to_the_file_stem(tmp_path):
     path = tmp_path / "my-sweep.toml"
     path.write_text('memory_maps = ["juno"]\n')
     cfg = load_config(path)
-    assert cfg["name"] == "my-sweep"
+    assert cfg.name == "my-sweep"
     # Everything else takes the defaults of MODEL.md section 8.
-    assert cfg["granules"] == [4096, 16384, 65536]
-    assert cfg["block_mappings"] == [False, True]
+    assert cfg.granules == (4096, 16384, 65536)
+    assert cfg.block_mappings == (False, True)
 
 
 def test_difference_names_each_changed_key():
     old = validate_config({"memory_maps": ["juno"], "granules": ["4K"]})
     new = validate_config({"memory_maps": ["juno"], "granules": ["4K", "64K"], "tag": {"seed": 3}})
-    assert config_difference(old, new) == [
+    assert config_difference(old.as_dict(), new.as_dict()) == [
         "granules: [4096] -> [4096, 65536]",
         "tag.seed: 0 -> 3",
     ]
-    assert config_difference(old, old) == []
+    assert config_difference(old.as_dict(), old.as_dict()) == []
