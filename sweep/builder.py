@@ -10,8 +10,9 @@ How the merged tree is counted without building it (MODEL.md section 5): an entr
 ancestors are all non-blocks (coverage, alignment and block levels only grow downwards), so
 every such entry is reached. Tables at level ``l + 1`` are therefore the distinct non-block
 entries touched at level ``l``; ranges are sorted and disjoint, so two ranges can only share
-their boundary entries, and distinct = sum - adjacent duplicates. The idmap walk stops at the
-first leaf on its path or creates one table per level below the first empty entry.
+their boundary entries, and distinct = sum - adjacent duplicates. The idmap walk stops at a
+page on its path or creates one table per level below the first empty entry or block (a block
+is replaced by a table, as the kernel's ``hyp_map_walker`` does).
 """
 
 from __future__ import annotations
@@ -304,19 +305,21 @@ class _Group:
                 tables[level + 1] = distinct
                 runtime_pages = runtime_pages + distinct
 
-            # The idmap's walk: a leaf stops it; an empty entry starts one new table per level.
+            # The idmap's walk: a page stops it; an empty entry, or a block (replaced by an
+            # empty table, as hyp_map_walker does), starts one new table per level below.
             index = idmap >> shift
             touched = np.zeros(n, dtype=bool)
             leaf = np.zeros(n, dtype=bool)
+            block = np.zeros(n, dtype=bool)
             for b in range(nbanks):
                 hit = valid[b] & (first[b] <= index) & (index <= last[b])
                 touched |= hit
                 if level == 3:
                     leaf |= hit
                 elif blocks:
-                    leaf |= hit & eligible & (full_lo[b] <= index) & (index < full_hi[b])
-            first_empty[walking & ~touched] = level
-            walking &= touched & ~leaf
+                    block |= hit & eligible & (full_lo[b] <= index) & (index < full_hi[b])
+            first_empty[walking & (~touched | block)] = level
+            walking &= touched & ~leaf & ~block
 
         counts = {level: 0 for level in range(-1, 4)}
         for level, made in tables.items():

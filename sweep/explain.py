@@ -131,6 +131,9 @@ def _cuts(tree: Tree, level: int, mappings: list[Mapping]) -> list[int]:
     for intervals in (tree.tables[level], tree.leaves[level]):
         for lo, hi in intervals.runs:
             cuts.update((lo, hi))
+    for split_level, entry in tree.split:
+        if split_level == level:
+            cuts.update((entry, entry + 1))  # a replaced block is a run of its own
     for m in mappings:
         # entry e meets [va, va_end) iff va // chunk <= e <= (va_end - 1) // chunk
         cuts.update((m.va // chunk, (m.va_end - 1) // chunk + 1))
@@ -139,7 +142,7 @@ def _cuts(tree: Tree, level: int, mappings: list[Mapping]) -> list[int]:
 
 def _kind(tree: Tree, level: int, entry: int) -> str:
     if entry in tree.tables[level]:
-        return "TABLE"
+        return "SPLIT" if (level, entry) in tree.split else "TABLE"
     if entry in tree.leaves[level]:
         return "PAGE" if level == 3 else "BLK"
     return ""
@@ -161,11 +164,21 @@ def _entry_runs(
         behind = [m for m in mappings if m.va < b * chunk and a * chunk < m.va_end]
         if not kind:
             behind = []
+        elif _under_split(tree, level, a):
+            behind = behind[-1:]  # the idmap's own tables: the runtime block above is gone
         if runs and runs[-1][2] == kind and runs[-1][3] == behind and runs[-1][1] == a:
             runs[-1] = (runs[-1][0], b, kind, behind)
         else:
             runs.append((a, b, kind, behind))
     return runs
+
+
+def _under_split(tree: Tree, level: int, entry: int) -> bool:
+    """Whether a level-``level`` entry lies below a block the idmap's walk replaced."""
+    va = entry << level_shift(level, tree.granule)
+    return any(
+        lv < level and va >> level_shift(lv, tree.granule) == index for lv, index in tree.split
+    )
 
 
 def _run_line(tree: Tree, level: int, run: tuple[int, int, str, list[Mapping]]) -> str:
@@ -179,8 +192,17 @@ def _run_line(tree: Tree, level: int, run: tuple[int, int, str, list[Mapping]]) 
     if kind == "TABLE":
         names = "; ".join(m.name for m in behind)
         return line + f"TABLE  {count} x L{level + 1} table{'s' if count > 1 else ''}: {names}"
+    if kind == "SPLIT":
+        # hyp_map_walker: a page cannot fill the block, so an empty table replaces it.
+        idmap, blocks = behind[-1], [m for m in behind[:-1] if m.va <= va < m.va_end]
+        was = blocks[0].name if blocks else "a runtime mapping"
+        return line + (
+            f"TABLE  1 x L{level + 1} table: {idmap.name}; replaces the BLK of {was}, "
+            "whose other pages are no longer mapped"
+        )
     # A leaf belongs to the first call that reached it: runtime banks (disjoint in VA) come
-    # before the idmap page, whose walk stops at a leaf it meets (MODEL.md section 5).
+    # before the idmap page, whose walk stops at a page it meets (MODEL.md section 5); below a
+    # block it replaced, only the idmap's page is mapped.
     owner, *also = behind
     pa = va - owner.va + owner.pa
     text = line + f"{kind:<5s}  PA 0x{pa:x}: {owner.name}"

@@ -146,6 +146,16 @@ class IntervalSet:
         merged.append((lo, hi))
         self.runs = sorted(merged)
 
+    def remove(self, x: int) -> None:
+        """Take one integer out (a run containing it is cut in two)."""
+        runs = []
+        for a, b in self.runs:
+            if a <= x < b:
+                runs += [r for r in ((a, x), (x + 1, b)) if r[0] < r[1]]
+            else:
+                runs.append((a, b))
+        self.runs = runs
+
     def __contains__(self, x: int) -> bool:
         return any(a <= x < b for a, b in self.runs)
 
@@ -162,6 +172,8 @@ class Tree:
     block_mappings: bool
     tables: dict[int, IntervalSet] = field(default_factory=dict)
     leaves: dict[int, IntervalSet] = field(default_factory=dict)
+    split: list[tuple[int, int]] = field(default_factory=list)
+    """(level, entry) of each block the idmap's walk replaced by a table."""
 
     def __post_init__(self) -> None:
         self.root_level = 4 - levels(self.tree_va_bits, self.granule)
@@ -203,12 +215,16 @@ class Tree:
                 self._map(lo, hi, delta, level + 1)
 
     def map_idmap_page(self, idmap_pa: int) -> None:
-        """Map the idmap page VA == PA; stop at a valid leaf (the model's rule, simpler than
-        kvm_pgtable, which would split a block)."""
+        """Map the idmap page VA == PA as ``hyp_map_walker`` does (MODEL.md section 5): a page
+        already there stops the walk; a block at level l is replaced by a new, empty table and
+        the walk goes on down, creating one table at each level l + 1 to 3."""
         for level in range(self.root_level, 4):
             index = idmap_pa >> level_shift(level, self.granule)
             if index in self.leaves[level]:
-                return
+                if level == 3:
+                    return  # a page: nothing is created or replaced
+                self.leaves[level].remove(index)  # a block: the rest of it is no longer mapped
+                self.split.append((level, index))
             if level == 3:
                 self.leaves[3].add(index, index + 1)
                 return

@@ -119,7 +119,9 @@ CASES = {
     # delta == 0 at 16K: PHYS_OFFSET = 2^35 = 2^(V-1) under high-only. The idmap page is mapped
     # to itself by the runtime: no overlap, margin 0, in the window, and it adds no table.
     # Off: 64 MiB = 2 root entries -> 2 level-3 tables; the idmap meets its page. Shared:
-    # 3 + 2 - 3 = 2. On: two 32 MiB blocks; the idmap meets a block.
+    # 3 + 2 - 3 = 2. On: two 32 MiB blocks at level 2; the idmap meets one, which becomes a
+    # table (MODEL.md 5): 3 - 2 = 1 new level-3 table. T(runtime) 1, T(idmap) 2, T(both) 2:
+    # shared 1 + 2 - 2 = 1.
     "16K-delta-zero": dict(
         banks=[(1 << 35, 64 * M)],
         granule=16 * K,
@@ -128,7 +130,7 @@ CASES = {
         idmap_pa=(1 << 35) + 0x8_0000,
         common=dict(phys_offset=1 << 35, overlap=False, margin=0, idmap_in_window=True),
         off=counts(0, 0, 0, 1, 2, 3, 2048 * 8 + 2 * 16 * K, 2),
-        on=counts(0, 0, 0, 1, 0, 1, 2048 * 8, 2),
+        on=counts(0, 0, 0, 1, 1, 2, 2048 * 8 + 16 * K, 1),
     ),
     # Clipping from the top: 4K V=39, L = 2^38, PHYS_OFFSET 0x8000_0000; the second bank
     # [2^38, 2^38 + 4 GiB) is cut at PHYS_OFFSET + L = 0x40_8000_0000: 2 GiB dropped. merged,
@@ -198,6 +200,142 @@ CASES = {
         ),
         off=counts(0, 0, 1, 2, 3, 6, 1024 * 8 + 5 * 64 * K, 1),
         on=counts(0, 0, 1, 2, 1, 4, 1024 * 8 + 3 * 64 * K, 1),
+    ),
+    # --- The idmap meets a runtime block (MODEL.md section 5, as hyp_map_walker does): the block
+    # becomes a new, empty table and the walk goes down, creating 3 - l tables (block at level
+    # l). A page stops the walk. All high-only (delta = 2^(V-1) - PHYS_OFFSET, window
+    # [2^(V-1), 2^V - 1], in it), margin 0. T(idmap) = levels. Blocks at level 1 exist at 4K
+    # only (16K and 64K: KVM_PGTABLE_MIN_BLOCK_LEVEL is 2).
+    #
+    # 4K, V=48, block at level 1, delta == 0: 4 levels, root L0 (512 entries). One bank
+    # [2^47, 2^47 + 1G), PHYS_OFFSET = 2^47 so delta = 0; idmap 2^47 + 2M.
+    # On: L0 entry 256 -> 1 L1 table; its entry is a whole aligned 1G block. Runtime 2 tables.
+    # The idmap replaces the block: + 1 L2 + 1 L3 table -> 1/1/1/1 = 4 pages; shared 2 + 4 - 4.
+    # Off: 1 L1, 1 L2, 512 L3 -> 515; the idmap meets its own page: 515; shared 515 + 4 - 515.
+    "4K-L1-block-delta-zero": dict(
+        banks=[(1 << 47, 1 * G)],
+        granule=4 * K,
+        va_bits=48,
+        layout="high-only",
+        idmap_pa=(1 << 47) + 2 * M,
+        common=dict(phys_offset=1 << 47, overlap=False, margin=0, idmap_in_window=True),
+        off=counts(0, 1, 1, 1, 512, 515, 512 * 8 + 514 * 4 * K, 4),
+        on=counts(0, 1, 1, 1, 1, 4, 512 * 8 + 3 * 4 * K, 2),
+    ),
+    # 4K, V=48, block at level 1, overlap: banks [1G, 2G) and [2^47, 2^47 + 512M); PHYS_OFFSET
+    # 1G, delta = 2^47 - 1G: aliases [2^47, 2^47 + 1G) (PA 1G) and [2^48 - 1G, 2^48 - 512M)
+    # (PA 2^47). The idmap 2^47 + 2M lies in bank 0's alias with PA 1G + 2M: overlap.
+    # On: bank 0: L0 entry 256 -> L1 table, one 1G block. bank 1: L0 entry 511 -> L1 table,
+    # partial 1G -> L2 table, 256 2M blocks. Runtime 1 + 2 + 1 = 4. The idmap replaces bank 0's
+    # block: + 1 L2 + 1 L3 -> 0/1/2/2/1 = 6; shared 4 + 4 - 6 = 2.
+    # Off: bank 0: L1, L2, 512 L3; bank 1: L1, L2, 256 L3 -> 1 + 2 + 2 + 768 = 773; the idmap
+    # meets bank 0's page (another PA) and stops: 773; shared 773 + 4 - 773 = 4.
+    "4K-L1-block-overlap": dict(
+        banks=[(1 * G, 1 * G), (1 << 47, 512 * M)],
+        granule=4 * K,
+        va_bits=48,
+        layout="high-only",
+        idmap_pa=(1 << 47) + 2 * M,
+        common=dict(phys_offset=1 * G, overlap=True, margin=0, idmap_in_window=True),
+        off=counts(0, 1, 2, 2, 768, 773, 773 * 4 * K, 4),
+        on=counts(0, 1, 2, 2, 1, 6, 6 * 4 * K, 2),
+    ),
+    # 4K, V=39, block at level 2, delta == 0: 3 levels, root L1. Bank [2^38 + 2M, 2^38 + 8M),
+    # PHYS_OFFSET = 2^38 (rounded down to 1G), delta 0; idmap 2^38 + 4M + 4K.
+    # On: L1 entry 256 is partial -> 1 L2 table; L2 entries 1..3 are 2M blocks. Runtime 2. The
+    # idmap replaces block 2: + 1 L3 -> 1/1/1 = 3; shared 2 + 3 - 3 = 2.
+    # Off: 1 L2, 3 L3 -> 5; the idmap meets its page: 5; shared 5 + 3 - 5 = 3.
+    "4K-L2-block-delta-zero": dict(
+        banks=[((1 << 38) + 2 * M, 6 * M)],
+        granule=4 * K,
+        va_bits=39,
+        layout="high-only",
+        idmap_pa=(1 << 38) + 4 * M + 4 * K,
+        common=dict(phys_offset=1 << 38, overlap=False, margin=0, idmap_in_window=True),
+        off=counts(0, 0, 1, 1, 3, 5, 5 * 4 * K, 3),
+        on=counts(0, 0, 1, 1, 1, 3, 3 * 4 * K, 2),
+    ),
+    # 4K, V=39, block at level 2, overlap: banks [2G, 2G + 6M) and [2^38, 2^38 + 8M);
+    # PHYS_OFFSET 2G, delta = 2^38 - 2G: aliases [2^38, 2^38 + 6M) (PA 2G) and
+    # [2^39 - 2G, 2^39 - 2G + 8M) (PA 2^38). The idmap 2^38 + 2M + 4K is in bank 0's alias.
+    # On: 2 L2 tables (L1 entries 256, 510), 3 + 4 2M blocks. Runtime 3. The idmap replaces
+    # bank 0's second block: + 1 L3 -> 1/2/1 = 4; shared 3 + 3 - 4 = 2.
+    # Off: 2 L2, 3 + 4 L3 -> 10; the idmap meets a page and stops: 10; shared 10 + 3 - 10 = 3.
+    "4K-L2-block-overlap": dict(
+        banks=[(2 * G, 6 * M), (1 << 38, 8 * M)],
+        granule=4 * K,
+        va_bits=39,
+        layout="high-only",
+        idmap_pa=(1 << 38) + 2 * M + 4 * K,
+        common=dict(phys_offset=2 * G, overlap=True, margin=0, idmap_in_window=True),
+        off=counts(0, 0, 1, 2, 7, 10, 10 * 4 * K, 3),
+        on=counts(0, 0, 1, 2, 1, 4, 4 * 4 * K, 2),
+    ),
+    # 16K, V=47, block at level 2, delta == 0: levels(47) = 43//11 = 3, root L1 with
+    # 2^(47-36) = 2048 entries (64G each), L2 entries 32M. Bank [2^46, 2^46 + 64M), PHYS_OFFSET
+    # 2^46, delta 0; idmap 2^46 + 32M + 16K.
+    # On: L1 entry 1024 -> 1 L2 table, 2 blocks. Runtime 2. The idmap replaces block 1: + 1 L3
+    # -> 1/1/1 = 3; table_bytes 2048 * 8 + 2 * 16K; shared 2 + 3 - 3 = 2.
+    # Off: 1 L2, 2 L3 (32M each) -> 4; the idmap meets its page; shared 4 + 3 - 4 = 3.
+    "16K-L2-block-delta-zero": dict(
+        banks=[(1 << 46, 64 * M)],
+        granule=16 * K,
+        va_bits=47,
+        layout="high-only",
+        idmap_pa=(1 << 46) + 32 * M + 16 * K,
+        common=dict(phys_offset=1 << 46, overlap=False, margin=0, idmap_in_window=True),
+        off=counts(0, 0, 1, 1, 2, 4, 2048 * 8 + 3 * 16 * K, 3),
+        on=counts(0, 0, 1, 1, 1, 3, 2048 * 8 + 2 * 16 * K, 2),
+    ),
+    # 16K, V=36, block at level 2, overlap: 2 levels, root L2 (2048 entries of 32M). Banks
+    # [2G, 2G + 64M) and [2^35, 2^35 + 64M); PHYS_OFFSET 2G, delta 2^35 - 2G: aliases
+    # [2^35, 2^35 + 64M) (PA 2G) and [2^36 - 2G, +64M) (PA 2^35). idmap 2^35 + 32M + 16K lies
+    # in bank 0's alias (PA 2G + 32M + 16K): overlap.
+    # On: 2 + 2 root blocks, runtime 1 (the root). The idmap replaces a root block: + 1 L3 ->
+    # 1/1 = 2, table_bytes 2048 * 8 + 16K; shared 1 + 2 - 2 = 1.
+    # Off: 4 L3 tables -> 5; the idmap meets a page: 5; shared 5 + 2 - 5 = 2.
+    "16K-L2-block-overlap": dict(
+        banks=[(2 * G, 64 * M), (1 << 35, 64 * M)],
+        granule=16 * K,
+        va_bits=36,
+        layout="high-only",
+        idmap_pa=(1 << 35) + 32 * M + 16 * K,
+        common=dict(phys_offset=2 * G, overlap=True, margin=0, idmap_in_window=True),
+        off=counts(0, 0, 0, 1, 4, 5, 2048 * 8 + 4 * 16 * K, 2),
+        on=counts(0, 0, 0, 1, 1, 2, 2048 * 8 + 16 * K, 1),
+    ),
+    # 64K, V=48, block at level 2, delta == 0: levels(48) = 44//13 = 3, root L1 with
+    # 2^(48-42) = 64 entries, L2 entries 512M. Bank [2^47, 2^47 + 1G), PHYS_OFFSET 2^47 (1G
+    # aligned: high-only), delta 0; idmap 2^47 + 512M + 64K.
+    # On: L1 entry 32 -> 1 L2 table, 2 blocks: runtime 2. The idmap replaces block 1: + 1 L3 ->
+    # 1/1/1 = 3, table_bytes 64 * 8 + 2 * 64K; shared 2 + 3 - 3 = 2.
+    # Off: 1 L2, 2 L3 -> 4; the idmap meets its page; shared 4 + 3 - 4 = 3.
+    "64K-L2-block-delta-zero": dict(
+        banks=[(1 << 47, 1 * G)],
+        granule=64 * K,
+        va_bits=48,
+        layout="high-only",
+        idmap_pa=(1 << 47) + 512 * M + 64 * K,
+        common=dict(phys_offset=1 << 47, overlap=False, margin=0, idmap_in_window=True),
+        off=counts(0, 0, 1, 1, 2, 4, 64 * 8 + 3 * 64 * K, 3),
+        on=counts(0, 0, 1, 1, 1, 3, 64 * 8 + 2 * 64 * K, 2),
+    ),
+    # 64K, V=42, block at level 2, overlap: 2 levels, root L2 (8192 entries of 512M). Banks
+    # [2G, 3G) and [2^41, 2^41 + 1G); PHYS_OFFSET 2G, delta 2^41 - 2G: aliases [2^41, 2^41 + 1G)
+    # (PA 2G) and [2^42 - 2G, 2^42 - 1G) (PA 2^41). idmap 2^41 + 512M + 64K is in bank 0's
+    # alias (PA 2G + 512M + 64K): overlap.
+    # On: 2 + 2 root blocks, runtime 1. The idmap replaces one: + 1 L3 -> 1/1 = 2,
+    # table_bytes 8192 * 8 + 64K; shared 1 + 2 - 2 = 1.
+    # Off: 4 L3 -> 5, the idmap meets a page: 5; shared 5 + 2 - 5 = 2.
+    "64K-L2-block-overlap": dict(
+        banks=[(2 * G, 1 * G), (1 << 41, 1 * G)],
+        granule=64 * K,
+        va_bits=42,
+        layout="high-only",
+        idmap_pa=(1 << 41) + 512 * M + 64 * K,
+        common=dict(phys_offset=2 * G, overlap=True, margin=0, idmap_in_window=True),
+        off=counts(0, 0, 0, 1, 4, 5, 8192 * 8 + 4 * 64 * K, 2),
+        on=counts(0, 0, 0, 1, 1, 2, 8192 * 8 + 64 * K, 1),
     ),
 }
 

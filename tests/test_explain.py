@@ -102,10 +102,13 @@ def test_every_table_is_covered_by_its_runs(case, blocks):
             if kind in ("BLK", "PAGE"):
                 leaf_bytes += hi - lo
     # Every runtime byte sits under exactly one leaf; the idmap page adds its own page only when
-    # no runtime mapping already covers its VA (the walk stops at a valid leaf, MODEL.md 5).
+    # no runtime page already covers its VA (a page stops its walk, MODEL.md 5); a runtime
+    # block it meets is replaced by a table: that block's bytes are no longer mapped.
     runtime = e.mappings[:-1]
     covered = any(m.va <= e.config.idmap_pa < m.va_end for m in runtime)
-    expected = sum(m.va_end - m.va for m in runtime) + (0 if covered else e.config.granule)
+    split = sum(1 << level_shift(level, e.config.granule) for level, _i in e.tree.split)
+    expected = sum(m.va_end - m.va for m in runtime) - split
+    expected += e.config.granule if split or not covered else 0
     assert leaf_bytes == expected
 
 
@@ -152,9 +155,36 @@ def test_overlap_is_shown_on_the_leaf():
 def test_delta_zero_is_not_an_overlap():
     """MODEL.md 7.4: PHYS_OFFSET = 2^38 under high-only maps the idmap page to itself."""
     one = MemoryMap("one", [(0x40_0000_0000, 2 * G)])
-    text = "\n".join(tree_lines(explain(one, "4K", 39, "high-only", True, 0x40_0008_0000)))
-    assert "BLK    PA 0x4000000000: runtime bank 0" in text
+    text = "\n".join(tree_lines(explain(one, "4K", 39, "high-only", False, 0x40_0008_0000)))
+    assert "PAGE   PA 0x4000080000: runtime bank 0" in text
     assert "(same PA)" in text and "OVERLAP" not in text
+    # Blocks on: the idmap meets the block of its own PA and still replaces it (7.4).
+    text = "\n".join(tree_lines(explain(one, "4K", 39, "high-only", True, 0x40_0008_0000)))
+    assert "TABLE  1 x L2 table: idmap page (VA == PA); replaces the BLK of runtime bank 0" in text
+
+
+def test_a_block_met_by_the_idmap_is_drawn_replaced_by_a_table():
+    """MODEL.md 7.3 high-only, blocks on: the idmap VA 0x40_0008_0000 lies in bank 0's 1 GiB
+    block at L1; the kernel replaces it with an empty table and walks down: 0/1/1/1."""
+    lines = tree_lines(explain(TWO_BANKS, "4K", 39, "high-only", True, 0x40_0008_0000))
+    text = "\n".join(lines)
+    assert (
+        "0x0000004000000000-0x0000004040000000         1G L1  TABLE  1 x L2 table: idmap page "
+        "(VA == PA); replaces the BLK of runtime bank 0 (PA 0x80000000-0xffffffff), whose other "
+        "pages are no longer mapped"
+    ) in text
+    # The rest of bank 0 (its second GiB) is still a block.
+    assert (
+        "0x0000004040000000-0x0000004080000000         1G L1  BLK    PA 0xc0000000: "
+        "runtime bank 0 (PA 0x80000000-0xffffffff)"
+    ) in text
+    assert "=== L2: 1 table ===" in text and "=== L3: 1 table ===" in text
+    # Below the replaced block only the idmap's page is mapped, with its own PA.
+    assert (
+        "0x0000004000080000-0x0000004000081000         4K L3  PAGE   PA 0x4000080000: "
+        "idmap page (VA == PA)"
+    ) in text
+    assert "0x0000004000000000-0x0000004000200000         2M L2  TABLE  1 x L3 table: " in text
 
 
 def test_size_text_is_ptdumps():
