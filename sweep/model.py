@@ -79,14 +79,6 @@ def min_block_level(granule: int) -> int:
     return 1 if granule == 4096 else 2
 
 
-def memstart_align(granule: int, layout: str) -> int:
-    """``ARM64_MEMSTART_ALIGN``: 1 GiB, but 512 MiB at 64K from 5.12 (only ``tagged-48``).
-
-    ``arch/arm64/include/asm/kernel-pgtable.h``: ``2^max(ARM64_MEMSTART_SHIFT, SECTION_SIZE_BITS)``.
-    """
-    return 1 << 29 if (granule == 65536 and layout == "tagged-48") else 1 << 30
-
-
 class Bank(NamedTuple):
     """One DRAM bank: ``size`` bytes from ``base``; a named tuple, so ``(base, size)`` equals it."""
 

@@ -18,7 +18,6 @@ from sweep.model import (
     granule_name,
     level_shift,
     levels,
-    memstart_align,
     min_block_level,
     parse_granule,
 )
@@ -27,6 +26,14 @@ LAYOUTS = ("high-only", "merged", "tagged", "tagged-48")
 """The four layouts MODEL.md section 3 defines; the reference knows these and no others."""
 
 MASK64 = (1 << 64) - 1
+
+
+def memstart_align(granule: int, layout: str) -> int:
+    """``ARM64_MEMSTART_ALIGN``: 1 GiB, but 512 MiB at 64K from 5.12 (only ``tagged-48``).
+
+    ``arch/arm64/include/asm/kernel-pgtable.h``: ``2^max(ARM64_MEMSTART_SHIFT, SECTION_SIZE_BITS)``.
+    """
+    return 1 << 29 if (granule == 65536 and layout == "tagged-48") else 1 << 30
 
 
 def round_down(x: int, align: int) -> int:
