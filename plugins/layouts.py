@@ -22,6 +22,11 @@ def bit_length(values: np.ndarray) -> np.ndarray:
     return np.frexp(values.astype(np.float64))[1].astype(np.int64)
 
 
+def _half(batch: LayoutBatch) -> np.ndarray:
+    """``2^(V-1)`` per row: half the VA space, the linear map's size."""
+    return np.left_shift(1, batch.va_bits - 1, dtype=np.int64)
+
+
 def _tree_va_bits(batch: LayoutBatch, floor: int = 0) -> np.ndarray:
     return np.maximum(np.maximum(batch.idmap_va_bits, batch.va_bits), floor)
 
@@ -49,7 +54,7 @@ class HighOnly:
         return 1 << 30
 
     def compute(self, batch: LayoutBatch) -> LayoutResult:
-        half = 1 << (batch.va_bits - 1)
+        half = _half(batch)
         return _result(batch, half - batch.phys_offset, half, 2 * half - 1)
 
 
@@ -66,7 +71,7 @@ class Merged:
         return 1 << 30
 
     def compute(self, batch: LayoutBatch) -> LayoutResult:
-        half = 1 << (batch.va_bits - 1)
+        half = _half(batch)
         low = batch.idmap_pa > half - 1
         base = np.where(low, 0, half)
         return _result(batch, base - batch.phys_offset, base, base + half - 1)
@@ -88,7 +93,7 @@ class Tagged:
 
     def compute(self, batch: LayoutBatch) -> LayoutResult:
         v = batch.va_bits
-        half = np.int64(1 << (v - 1))
+        half = _half(batch)
         offset_first = batch.dram_first - batch.phys_offset
         tag_lsb = bit_length(offset_first ^ (batch.dram_last - batch.phys_offset))
         va_mask = (np.int64(1) << tag_lsb) - 1

@@ -21,7 +21,7 @@ __all__ = [
 def __getattr__(name: str):
     # Lazy, so that importing sweep (e.g. in a plugin) does not import pandas and the builder.
     if name == "build":
-        from sweep.builder import build
+        from sweep.api import build
 
         return build
     if name == "load_memory_map":

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
-from sweep.builder import build_row
+from sweep.api import build_row
 from sweep.errors import ValidationError
 from sweep.model import (
     MemoryMap,

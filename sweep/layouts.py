@@ -1,13 +1,15 @@
 """What a HYP VA layout is: the interface layout plugins implement (MODEL.md section 3).
 
-A layout sees one group of rows that share memory map, granule and VA_BITS, as numpy arrays,
-and returns for each row the alias offset ``delta`` (``hyp(p) = p + delta``), the window it
-reserves and the HYP tree's input-address size. The builder does the rest.
+A layout is called once per batch with every row of the batch that uses it, as numpy arrays
+(each row with its own memory map, granule and VA_BITS), and returns for each row the alias
+offset ``delta`` (``hyp(p) = p + delta``), the window it reserves and the HYP tree's
+input-address size. The builder does the rest.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -15,16 +17,14 @@ import numpy as np
 
 @dataclass(frozen=True)
 class LayoutBatch:
-    """The inputs a layout may read, one array element per row (all arrays of equal length).
+    """The inputs a layout may read: one element per row in every array (all of one length).
 
-    Addresses are ``int64`` (every address of the model is below 2^52); ``tag_random`` is the raw
-    ``uint64`` the configuration carries. ``idmap_pa``, ``idmap_va_bits`` and ``tag_random`` have
-    one element per row; ``phys_offset``, ``dram_first`` and ``dram_last`` have one per row or,
-    when the rows share the clipped DRAM, a single element (numpy broadcasting handles both).
+    Addresses, ``granule`` and ``va_bits`` are ``int64`` (every address of the model is below
+    2^52); ``tag_random`` is the raw ``uint64`` the configuration carries.
     """
 
-    granule: int
-    va_bits: int
+    granule: np.ndarray
+    va_bits: np.ndarray
     idmap_pa: np.ndarray
     idmap_va_bits: np.ndarray
     phys_offset: np.ndarray
@@ -37,7 +37,8 @@ class LayoutBatch:
 
 @dataclass(frozen=True)
 class LayoutResult:
-    """Per row: ``delta`` (int64, ``hyp(p) - p``), the window (uint64) and ``tree_va_bits``."""
+    """Per row: ``delta`` (int64, ``hyp(p) - p``), the window and ``tree_va_bits`` (int64
+    arrays of the batch's length, or anything numpy broadcasts to it)."""
 
     delta: np.ndarray
     hyp_va_min: np.ndarray
@@ -58,9 +59,37 @@ class Layout(Protocol):
     description: str
 
     def memstart_align(self, granule: int) -> int:
-        """``ARM64_MEMSTART_ALIGN`` (bytes) of the kernels this layout models."""
+        """``ARM64_MEMSTART_ALIGN`` (bytes) of the kernels this layout models, at one granule."""
         ...
 
     def compute(self, batch: LayoutBatch) -> LayoutResult:
         """Aliases, window and tree size for every row of ``batch``."""
         ...
+
+
+def compute_layouts(
+    layouts: Sequence[Layout], layout_index: np.ndarray, batch: LayoutBatch
+) -> LayoutResult:
+    """MODEL.md section 3 for a batch of rows of several layouts: each layout is called once,
+    with its own rows (all of them, without a copy, when the batch has one layout)."""
+    n = len(batch.idmap_pa)
+    result = {f.name: np.empty(n, dtype=np.int64) for f in fields(LayoutResult)}
+    for k, layout in enumerate(layouts):
+        rows = np.flatnonzero(layout_index == k)
+        if len(rows) == n:
+            return _per_row(layout.compute(batch), n)
+        if len(rows):
+            part = LayoutBatch(**{f.name: getattr(batch, f.name)[rows] for f in fields(batch)})
+            for name, values in vars(_per_row(layout.compute(part), len(rows))).items():
+                result[name][rows] = values
+    return LayoutResult(**result)
+
+
+def _per_row(result: LayoutResult, n: int) -> LayoutResult:
+    """A plugin's result as int64 arrays of ``n`` rows (it may broadcast shared values)."""
+    return LayoutResult(
+        **{
+            f.name: np.broadcast_to(np.asarray(getattr(result, f.name), dtype=np.int64), (n,))
+            for f in fields(LayoutResult)
+        }
+    )

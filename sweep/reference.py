@@ -357,8 +357,8 @@ def _plugin_layout(
 
     result = plugin.compute(
         LayoutBatch(
-            granule=granule,
-            va_bits=va_bits,
+            granule=one(granule),
+            va_bits=one(va_bits),
             idmap_pa=one(idmap_pa),
             idmap_va_bits=one(idmap_va_bits),
             phys_offset=one(phys_offset),

@@ -318,11 +318,10 @@ def unit_table(plan: Plan, unit: Unit) -> pa.Table:
                     plan.memory_maps[seg.memory_map],
                     unit.granule,
                     unit.va_bits,
-                    seg.layout,
+                    layouts[seg.layout],
                     seg.block_mappings,
                     idmap,
                     tags,
-                    layouts=layouts,
                 )
             )
     if len(tables) == 1:

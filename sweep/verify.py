@@ -190,7 +190,7 @@ def model_row(
         from sweep.reference import compute_row
 
         return compute_row(memory_map, granule, va_bits, layout, True, idmap_pa, tag_random)
-    from sweep.builder import build_row
+    from sweep.api import build_row
 
     return build_row(memory_map, granule, va_bits, layout, True, idmap_pa, tag_random)
 

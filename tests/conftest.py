@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sweep.builder import build_row
+from sweep.api import build_row
 from sweep.model import MemoryMap
 from sweep.reference import compute_row
 

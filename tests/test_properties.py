@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from randomcases import random_configs
 from strategies import configurations
 
-from sweep.builder import build
+from sweep import build
 from sweep.columns import ROW_COLUMNS
 from sweep.reference import compute_row
 

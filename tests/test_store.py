@@ -12,6 +12,7 @@ import sweep.store as store_module
 from sweep.builder import build_unit
 from sweep.columns import ROW_COLUMNS
 from sweep.model import MemoryMap
+from sweep.plugins import get_layouts
 from sweep.reference import compute_row
 from sweep.store import Store, read_results
 
@@ -21,7 +22,12 @@ TWO_BANKS = MemoryMap("two-banks", [(0x8000_0000, 2 << 30), (0x40_0000_0000, 2 <
 
 def _table(memory_map, granule, va_bits, layout, blocks, addresses):
     return build_unit(
-        memory_map, granule, va_bits, layout, blocks, np.array(addresses, dtype=np.uint64)
+        memory_map,
+        granule,
+        va_bits,
+        get_layouts()[layout],
+        blocks,
+        np.array(addresses, dtype=np.uint64),
     )
 
 

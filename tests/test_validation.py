@@ -11,6 +11,9 @@ from sweep import Bank, MemoryMap, ValidationError, build
 from sweep.builder import build_unit
 from sweep.model import parse_granule, parse_size
 from sweep.reference import compute_row
+from sweep_plugins.layouts import Merged
+
+MERGED = Merged()
 
 G = 1 << 30
 JUNO = MemoryMap("juno", [(0x8000_0000, 2 * G)])
@@ -145,7 +148,7 @@ def test_build_keeps_order_index_and_dtypes():
 
 
 def test_build_unit_table_schema():
-    table = build_unit(JUNO, 4096, 39, "merged", True, np.array([0x8008_0000], dtype=np.uint64))
+    table = build_unit(JUNO, 4096, 39, MERGED, True, np.array([0x8008_0000], dtype=np.uint64))
     assert table.column("table_pages").to_pylist() == [3]  # MODEL.md example 1, blocks on
     assert table.schema.field("layout").type == pa.dictionary(pa.int32(), pa.string())
 

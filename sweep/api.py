@@ -1,0 +1,127 @@
+"""The Python interface of MODEL.md section 8: ``sweep.build`` on pandas frames, by names.
+
+Here names become objects: a row's ``memory_map`` is looked up among the maps given, its
+``layout`` among the layouts given (the registered plugins' by default); then the builder
+computes on codes. Categorical columns are read and written through their codes, so no step
+costs a Python object per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from sweep.banks import TrimmedBanks
+from sweep.builder import Rows, compute_columns
+from sweep.columns import INPUT_COLUMNS, ROW_COLUMNS
+from sweep.errors import ValidationError
+from sweep.layouts import Layout
+from sweep.model import Bank, MemoryMap
+
+
+def build(
+    configs: pd.DataFrame,
+    memory_maps: Mapping[str, MemoryMap | Sequence[Bank | tuple[int, int]]],
+    layouts: Mapping[str, Layout] | None = None,
+) -> pd.DataFrame:
+    """One result row per configuration row, same order and index (MODEL.md section 8)."""
+    missing = [c for c in INPUT_COLUMNS if c not in configs.columns and c != "tag_random"]
+    if missing:
+        raise ValidationError(f"configs: missing column(s) {', '.join(missing)}")
+    if layouts is None:
+        from sweep.plugins import get_layouts  # the registry loads plugins: only when needed
+
+        layouts = get_layouts()
+    map_codes, map_names = _codes(configs["memory_map"])
+    maps = [_memory_map(name, memory_maps) for name in map_names]
+    layout_codes, layout_names = _codes(configs["layout"])
+    chosen = [_layout(name, layouts) for name in layout_names]
+    tags = _integers(configs, "tag_random") if "tag_random" in configs else None
+    rows = Rows.of(
+        maps,
+        map_codes,
+        _integers(configs, "granule"),
+        _integers(configs, "va_bits"),
+        chosen,
+        layout_codes,
+        configs["block_mappings"].to_numpy(),
+        _integers(configs, "idmap_pa"),
+        tags,
+    )
+    columns = compute_columns(TrimmedBanks.of(maps), chosen, rows)
+    inputs = {
+        "memory_map": pd.Categorical.from_codes(map_codes, map_names),
+        "granule": rows.granule.astype(np.int32),
+        "va_bits": rows.va_bits.astype(np.int8),
+        "layout": pd.Categorical.from_codes(layout_codes, layout_names),
+        "block_mappings": np.ascontiguousarray(rows.block_mappings),
+        "idmap_pa": rows.idmap_pa.view(np.uint64),
+        "tag_random": np.ascontiguousarray(rows.tag_random),
+    }
+    frame = {name: inputs[name] if name in inputs else columns[name] for name in ROW_COLUMNS}
+    return pd.DataFrame(frame, index=configs.index, copy=False)
+
+
+def build_row(
+    memory_map: MemoryMap,
+    granule: int,
+    va_bits: int,
+    layout: str,
+    block_mappings: bool,
+    idmap_pa: int,
+    tag_random: int = 0,
+    layouts: Mapping[str, Layout] | None = None,
+) -> dict:
+    """One configuration through ``build``, as plain Python values (for explain, verify-boot)."""
+    config = pd.DataFrame(
+        {
+            "memory_map": [memory_map.name],
+            "granule": [granule],
+            "va_bits": [va_bits],
+            "layout": [layout],
+            "block_mappings": [block_mappings],
+            "idmap_pa": np.array([idmap_pa], dtype=np.uint64),
+            "tag_random": np.array([tag_random], dtype=np.uint64),
+        }
+    )
+    out = build(config, {memory_map.name: memory_map}, layouts)
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.iloc[0].items()}
+
+
+def _codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Integer codes and the names they stand for: a categorical's own, else factorized."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes, names = column.cat.codes.to_numpy(), column.cat.categories
+    else:
+        codes, names = pd.factorize(column, use_na_sentinel=True)
+    if (codes < 0).any():
+        raise ValidationError(f"{column.name}: missing value in row {int(np.argmax(codes < 0))}")
+    return codes, [str(name) for name in names]
+
+
+def _memory_map(name: str, memory_maps: Mapping) -> MemoryMap:
+    if name not in memory_maps:
+        raise ValidationError(f"memory_map: {name!r} is not among the memory maps given")
+    memory_map = memory_maps[name]
+    if not isinstance(memory_map, MemoryMap):  # plain banks: [(base, size), ...]
+        memory_map = MemoryMap(name, memory_map)
+    return memory_map
+
+
+def _layout(name: str, layouts: Mapping[str, Layout]) -> Layout:
+    if name not in layouts:
+        raise ValidationError(f"layout: {name!r} is not one of {', '.join(sorted(layouts))}")
+    return layouts[name]
+
+
+def _integers(configs: pd.DataFrame, name: str) -> np.ndarray:
+    column = configs[name]
+    values = column.to_numpy()
+    if values.dtype.kind in "iu":
+        return values
+    try:  # object columns of Python ints (e.g. above 2^63)
+        return np.array([int(x) for x in values], dtype=np.uint64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValidationError(f"{name}: expected integers, got dtype {column.dtype}") from None
