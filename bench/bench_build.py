@@ -1,48 +1,108 @@
-"""Configurations per second of the vectorized builder against the scalar reference.
+"""The builder's rate on mixed batches against one group of as many rows, measured in one run.
 
-Prints one table: for memory maps of 1, 2 and 8 banks and batches of 10^4, 10^5, 10^6 rows
-(one work unit: the rows share map, granule, VA_BITS, layout and blocks, and differ in the
-idmap address and the random tag), the builder's rate on one core, the reference's rate on a
-sample measured in the same run, their ratio, and the builder's peak memory per row.
+Prints, for one process on one core:
+1. ``sweep.build`` on a mixed batch (24 groups: maps x granules x layouts x blocks, rows in
+   random order) against ``sweep.build`` on one group of as many rows, and the numpy core
+   (``compute_columns`` on rows already checked) on the mixed rows alone;
+2. ``build_table`` on many maps with a few rows each (the shape of a board corpus at its
+   kernel-load addresses) against ``build_table`` on one map of as many rows;
+3. the peak RSS of the process.
 
-    python bench/bench_build.py [--quick] [--layout tagged-48] [--no-tags]
+    nice python bench/bench_build.py [--rows 1000000] [--maps 2000] [--per-map 13]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import resource
 import time
-import tracemalloc
 
 import numpy as np
+import pandas as pd
 
-from sweep.builder import build_unit
+import sweep
+from sweep.banks import TrimmedBanks
+from sweep.builder import Rows, build_table, compute_columns
 from sweep.model import MemoryMap
-from sweep.reference import compute_row
+from sweep.plugins import get_layouts
 
 G = 1 << 30
-MAPS = {
-    1: MemoryMap("juno-1", [(0x8000_0000, 2 * G)]),
-    2: MemoryMap("juno-2", [(0x8000_0000, 2 * G - (16 << 20)), (0x8_8000_0000, 6 * G)]),
-    8: MemoryMap(
+MAPS = [
+    MemoryMap("juno-2", [(0x8000_0000, 2 * G - (16 << 20)), (0x8_8000_0000, 6 * G)]),
+    MemoryMap(
         "eight",
         [(0x8000_0000 + i * 0x10_0000_0000 + i * (3 << 20), G + i * (5 << 20)) for i in range(8)],
     ),
-}
+]
+BY_NAME = {m.name: m for m in MAPS}
+GRANULES = (4096, 16384, 65536)
 
 
-def idmap_addresses(memory_map: MemoryMap, granule: int, n: int, rng) -> np.ndarray:
-    """n addresses uniform over the trimmed banks (the "random" placement)."""
-    banks = np.array(memory_map.trimmed(granule), dtype=np.int64)
-    sizes = banks[:, 1] - banks[:, 0]
-    offsets = rng.integers(0, sizes.sum(), n)
-    which = np.searchsorted(np.cumsum(sizes), offsets, side="right")
-    before = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    return (banks[which, 0] + offsets - before[which]).astype(np.uint64)
+def random_addresses(memory_map: MemoryMap, granule, n: int, rng) -> np.ndarray:
+    """``n`` addresses uniform over each row's trimmed banks (the "random" placement)."""
+    granule = np.broadcast_to(granule, (n,))
+    out = np.empty(n, dtype=np.uint64)
+    for g in np.unique(granule):
+        rows = np.flatnonzero(granule == g)
+        banks = np.array(memory_map.trimmed(int(g)), dtype=np.int64)
+        sizes = banks[:, 1] - banks[:, 0]
+        offsets = rng.integers(0, sizes.sum(), len(rows))
+        which = np.searchsorted(np.cumsum(sizes), offsets, side="right")
+        before = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        out[rows] = banks[which, 0] + offsets - before[which]
+    return out
 
 
-def best_of(fn, repeat: int) -> float:
+def mixed_frame(n: int, rng) -> pd.DataFrame:
+    """24 groups (2 maps x 3 granules x 4 layouts; blocks and VA_BITS vary), random order."""
+    layouts = sorted(get_layouts())
+    groups = [(m, g, lay) for m in range(2) for g in GRANULES for lay in layouts]
+    group = rng.integers(0, len(groups), n)
+    map_index = np.array([m for m, _, _ in groups])[group]
+    granule = np.array([g for _, g, _ in groups])[group]
+    layout = np.array([lay for _, _, lay in groups], dtype=object)[group]
+    idmap = np.empty(n, dtype=np.uint64)
+    for m, memory_map in enumerate(MAPS):
+        rows = np.flatnonzero(map_index == m)
+        idmap[rows] = random_addresses(memory_map, granule[rows], len(rows), rng)
+    return pd.DataFrame(
+        {
+            "memory_map": pd.Categorical.from_codes(map_index, [m.name for m in MAPS]),
+            "granule": granule.astype(np.int32),
+            "va_bits": np.where(group % 2, 48, 39).astype(np.int8),
+            "layout": pd.Categorical(layout),
+            "block_mappings": group % 3 == 0,
+            "idmap_pa": idmap,
+            "tag_random": rng.integers(0, 2**63, n).astype(np.uint64),
+        }
+    )
+
+
+def one_group_frame(n: int, rng) -> pd.DataFrame:
+    frame = mixed_frame(n, rng)
+    for column in ("memory_map", "granule", "va_bits", "layout", "block_mappings"):
+        frame[column] = frame[column].iloc[:1].repeat(n).to_numpy()
+    memory_map = MAPS[0] if frame["memory_map"].iloc[0] == MAPS[0].name else MAPS[1]
+    frame["idmap_pa"] = random_addresses(memory_map, int(frame["granule"].iloc[0]), n, rng)
+    frame["memory_map"] = frame["memory_map"].astype("category")
+    frame["layout"] = frame["layout"].astype("category")
+    return frame
+
+
+def many_maps(count: int, rng) -> list[MemoryMap]:
+    """Board-like maps: 1 to 4 banks of 256 MiB to 16 GiB from 2 GiB up, some touching."""
+    maps = []
+    for i in range(count):
+        base, banks = int(rng.integers(1, 64)) << 31, []
+        for _ in range(int(rng.integers(1, 5))):
+            size = int(rng.integers(1, 64)) << 28
+            banks.append((base, size))
+            base += size + (0 if rng.random() < 0.2 else int(rng.integers(1, 64)) << 30)
+        maps.append(MemoryMap(f"board-{i}", banks))
+    return maps
+
+
+def best_of(fn, repeat: int = 3) -> float:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -51,62 +111,66 @@ def best_of(fn, repeat: int) -> float:
     return min(times)
 
 
+def line(label: str, rows: int, seconds: float, base: float | None = None) -> float:
+    rate = rows / seconds
+    ratio = f"{rate / base:6.2f}x" if base else ""
+    print(f"  {label:<44} {rows:>10,} rows {seconds:8.3f} s {rate / 1e6:7.2f} M rows/s {ratio}")
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10^4 and 10^5 rows only")
-    parser.add_argument("--layout", default="tagged-48")
-    parser.add_argument("--granule", type=int, default=4096)
-    parser.add_argument("--va-bits", type=int, default=39)
-    parser.add_argument("--blocks", action="store_true")
-    parser.add_argument("--no-tags", action="store_true", help="tag_random = 0 for every row")
-    parser.add_argument("--sample", type=int, default=2000, help="rows for the reference")
+    parser.add_argument("--rows", type=int, default=10**6)
+    parser.add_argument("--maps", type=int, default=2000)
+    parser.add_argument("--per-map", type=int, default=13, help="rows per map (placements)")
     args = parser.parse_args()
     rng = np.random.default_rng(2026)
-    sizes = [10**4, 10**5] if args.quick else [10**4, 10**5, 10**6]
-    print(
-        f"layout={args.layout} granule={args.granule} va_bits={args.va_bits} "
-        f"blocks={args.blocks} tags={'0' if args.no_tags else 'random'} "
-        f"pid={os.getpid()} (one process, one core)"
+    layouts = get_layouts()
+    print(f"one process, one core; rows={args.rows:,} maps={args.maps} per-map={args.per_map}")
+
+    print("1. sweep.build: one group vs 24 groups in random order; the numpy core alone")
+    one = one_group_frame(args.rows, rng)
+    mixed = mixed_frame(args.rows, rng)
+    base = line("sweep.build, one group", args.rows, best_of(lambda: sweep.build(one, BY_NAME)))
+    line("sweep.build, 24 groups mixed", args.rows, best_of(lambda: sweep.build(mixed, BY_NAME)), base)
+    chosen = [layouts[name] for name in mixed["layout"].cat.categories]
+    rows = Rows.of(
+        MAPS,
+        mixed["memory_map"].cat.codes.to_numpy(),
+        mixed["granule"].to_numpy(),
+        mixed["va_bits"].to_numpy(),
+        chosen,
+        mixed["layout"].cat.codes.to_numpy(),
+        mixed["block_mappings"].to_numpy(),
+        mixed["idmap_pa"].to_numpy(),
+        mixed["tag_random"].to_numpy(),
     )
-    print(
-        f"{'banks':>5} {'rows':>9} {'build cfg/s':>13} {'reference cfg/s':>16} "
-        f"{'ratio':>8} {'peak B/row':>11}"
-    )
-    for nbanks, memory_map in MAPS.items():
-        for n in sizes:
-            idmap = idmap_addresses(memory_map, args.granule, n, rng)
-            tags = None if args.no_tags else rng.integers(0, 2**63, n).astype(np.uint64)
+    banks = TrimmedBanks.of(MAPS)
+    seconds = best_of(lambda: compute_columns(banks, chosen, rows))
+    line("numpy core (compute_columns), 24 groups", args.rows, seconds, base)
 
-            def run(idmap=idmap, tags=tags, memory_map=memory_map):
-                return build_unit(
-                    memory_map, args.granule, args.va_bits, args.layout, args.blocks, idmap, tags
-                )
+    n = args.maps * args.per_map
+    print(f"2. build_table: {args.maps:,} maps x {args.per_map} rows vs one map of {n:,} rows")
+    maps = many_maps(args.maps, rng)
+    map_index = np.repeat(np.arange(args.maps), args.per_map)
+    idmap = np.concatenate([random_addresses(m, 4096, args.per_map, rng) for m in maps])
+    tagged = [layouts["tagged"]]
 
-            run()  # warm: plugin loading, first-call allocations
-            seconds = best_of(run, 3 if n < 10**6 else 2)
-            tracemalloc.start()
-            run()
-            peak = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
+    def corpus():
+        return build_table(maps, map_index, 4096, 48, tagged, 0, True, idmap)
 
-            sample = min(args.sample, n)
-            start = time.perf_counter()
-            for i in range(sample):
-                compute_row(
-                    memory_map,
-                    args.granule,
-                    args.va_bits,
-                    args.layout,
-                    args.blocks,
-                    int(idmap[i]),
-                    0 if tags is None else int(tags[i]),
-                )
-            ref_rate = sample / (time.perf_counter() - start)
-            rate = n / seconds
-            print(
-                f"{nbanks:>5} {n:>9,} {rate:>13,.0f} {ref_rate:>16,.0f} "
-                f"{rate / ref_rate:>7,.0f}x {peak / n:>11,.0f}"
-            )
+    single = random_addresses(maps[0], 4096, n, rng)
+
+    def one_map():
+        return build_table(maps[:1], 0, 4096, 48, tagged, 0, True, single)
+
+    base = line("build_table, one map", n, best_of(one_map))
+    line(f"build_table, {args.maps:,} maps", n, best_of(corpus), base)
+    start = time.perf_counter()
+    TrimmedBanks.of(maps)
+    print(f"  (of which trimming {args.maps:,} maps: {time.perf_counter() - start:.4f} s)")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"3. peak RSS of this process: {peak:,.0f} MiB")
 
 
 if __name__ == "__main__":
