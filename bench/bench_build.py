@@ -132,7 +132,12 @@ def main() -> None:
     one = one_group_frame(args.rows, rng)
     mixed = mixed_frame(args.rows, rng)
     base = line("sweep.build, one group", args.rows, best_of(lambda: sweep.build(one, BY_NAME)))
-    line("sweep.build, 24 groups mixed", args.rows, best_of(lambda: sweep.build(mixed, BY_NAME)), base)
+    line(
+        "sweep.build, 24 groups mixed",
+        args.rows,
+        best_of(lambda: sweep.build(mixed, BY_NAME)),
+        base,
+    )
     chosen = [layouts[name] for name in mixed["layout"].cat.categories]
     rows = Rows.of(
         MAPS,

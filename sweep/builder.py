@@ -13,11 +13,11 @@ Where each column is computed (one function per MODEL.md section):
 | trimmed banks, ``idmap_pa`` inside one | 1 | ``sweep.banks.TrimmedBanks`` |
 | ``phys_offset``, ``clipped_bytes`` | 2 | ``sweep.clip.clip_dram`` |
 | ``idmap_va_bits`` | 2 | ``_columns`` (``bit_length``) |
-| ``hyp_va_min``, ``hyp_va_max``, ``delta``, ``tree_va_bits`` | 3 | ``sweep.layouts.compute_layouts`` |
+| ``hyp_va_min``, ``hyp_va_max`` (and ``delta``, ``tree_va_bits``) | 3 | ``compute_layouts`` |
 | ``hyp_dram_last`` | 3 | ``_columns`` |
 | ``overlap``, ``idmap_in_window``, ``margin`` | 4 | ``sweep.overlap`` |
-| ``levels*``, ``extra_levels``, ``idmap_extended`` | 5 | ``sweep.tables.level_columns`` |
-| ``tables_*``, ``table_pages``, ``table_bytes``, ``shared_tables`` | 5 | ``sweep.tables.table_columns`` |
+| ``levels*``, ``extra_levels``, ``idmap_extended`` | 5 | ``tables.level_columns`` |
+| ``tables_*``, ``table_pages``, ``table_bytes``, ``shared_tables`` | 5 | ``tables.table_columns`` |
 """
 
 from __future__ import annotations
