@@ -1,9 +1,10 @@
 """The result store: a hive-style Parquet dataset, one part file per work unit.
 
 Written the way long-running writers do it: each part is written under a name starting with
-``.`` and renamed into place once closed (readers skip ``.`` and ``_`` names, so a crash leaves
-no half file visible), no writer is held open across units, and the sweep's own records sit
-beside the data in ``_sweep.json`` and ``_sweep.log``. A unit is done when its part file exists.
+``.``, flushed to disk and renamed into place (readers skip ``.`` and ``_`` names, so a crash
+leaves no half file visible), no writer is held open across units, and the sweep's own records
+sit beside the data in ``_sweep.json``, ``_sweep.log`` and ``_manifest.json``. A part file is
+not believed because it exists: :mod:`sweep.manifest` checks it against its recorded checksum.
 
 Partitions are ``granule=<bytes>/va_bits=<bits>``. Those two live in the folder names only:
 pyarrow's hive discovery (which ``pandas.read_parquet`` uses) reads folder keys as dictionaries
@@ -14,11 +15,13 @@ Paths may be fsspec URLs (``s3://bucket/sweep``) where fsspec and its backend ar
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -36,6 +39,11 @@ LOG_FILE = "_sweep.log"
 ROW_GROUP_ROWS = 1_000_000
 """At most this many rows per row group (Parquet readers do best with 100k to 1M)."""
 COMPRESSION = "zstd"
+MANIFEST_FILE = "_manifest.json"
+LOCK_FILE = "_sweep.lock"
+OWN_FILES = (META_FILE, LOG_FILE, MANIFEST_FILE, LOCK_FILE)
+"""The files a sweep keeps at its root beside the partition folders."""
+TEMP_SUFFIX = ".tmp"
 
 _DTYPE_BYTES = {"category": 4, "bool": 1, "int8": 1, "int32": 4, "int64": 8, "uint64": 8}
 MEMORY_BYTES_PER_ROW = sum(_DTYPE_BYTES[d] for d in ROW_COLUMNS.values())
@@ -46,6 +54,11 @@ DISK_BYTES_PER_ROW = 13
 or smooth along a unit, ``tag_random`` is not."""
 DISK_BYTES_PER_PART = 8 << 10
 """A part file's own overhead (footer, schema, statistics), which dominates small units."""
+
+
+def writer_options() -> dict[str, Any]:
+    """Parquet writer settings of every part file (zstd, row groups up to 1M rows)."""
+    return {"compression": COMPRESSION, "row_group_size": ROW_GROUP_ROWS}
 
 
 def _filesystem(url: str) -> tuple[pafs.FileSystem, str]:
@@ -83,37 +96,63 @@ class Store:
     def _abs(self, rel: str) -> str:
         return posixpath.join(self.root, rel)
 
-    # --- parts -------------------------------------------------------------------------------
+    # --- writing, atomically and durably ---------------------------------------------------
 
-    def write_part(self, rel: str, table: pa.Table) -> int:
-        """Write one unit's rows to ``rel`` (zstd, row groups up to 1M), atomically by rename.
-
-        Returns the bytes written.
-        """
-        table = table.drop_columns([c for c in PARTITION_COLUMNS if c in table.column_names])
+    def write_bytes(self, rel: str, data: bytes | pa.Buffer) -> None:
+        """Replace ``rel`` with ``data`` atomically: written under a hidden temporary name,
+        flushed to disk (``fsync``), renamed into place, and the folder flushed after, so a
+        crash or a power cut leaves the old file or the new one, never a torn one."""
         final = self._abs(rel)
         folder, name = posixpath.split(final)
-        temp = posixpath.join(folder, f".{name}.{os.getpid()}.tmp")
-        self.fs.create_dir(folder, recursive=True)
-        try:
-            pq.write_table(
-                table,
-                temp,
-                filesystem=self.fs,
-                compression=COMPRESSION,
-                row_group_size=ROW_GROUP_ROWS,
-            )
-            self.fs.move(temp, final)
-        except BaseException:
+        temp = posixpath.join(folder, f".{name}.{os.getpid()}{TEMP_SUFFIX}")
+        if not self.local:
+            self.fs.create_dir(folder, recursive=True)
             try:
-                self.fs.delete_file(temp)
-            except OSError:
-                pass
+                with self.fs.open_output_stream(temp) as f:
+                    f.write(data)
+                self.fs.move(temp, final)
+            except BaseException:
+                _quietly(self.fs.delete_file, temp)
+                raise
+            return
+        created = _make_dirs(folder, self.root)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(memoryview(data))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, final)
+        except BaseException:
+            _quietly(os.unlink, temp)
             raise
-        return self.fs.get_file_info(final).size
+        for path in [folder, *created]:
+            _fsync_dir(path)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self._abs(rel)) as f:
+            return f.read()
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.get_file_info(self._abs(rel)).type == pafs.FileType.File
+
+    # --- parts -------------------------------------------------------------------------------
+
+    def write_part(self, rel: str, table: pa.Table) -> PartInfo:
+        """Write one unit's rows to ``rel`` (see :func:`writer_options`), atomically and durably.
+
+        Returns its row count, size and SHA-256, for the manifest that later proves it whole.
+        """
+        table = table.drop_columns([c for c in PARTITION_COLUMNS if c in table.column_names])
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, **writer_options())
+        data = sink.getvalue()
+        digest = hashlib.sha256(memoryview(data)).hexdigest()
+        self.write_bytes(rel, data)
+        return PartInfo(rows=table.num_rows, bytes=data.size, sha256=digest)
 
     def parts(self) -> set[str]:
-        """Relative paths of every finished part file (temporary ``.`` files excluded)."""
+        """Relative paths of every part file on disk (temporary ``.`` files excluded)."""
         return {rel for rel in self._listing() if _is_part(rel)}
 
     def _listing(self) -> list[str]:
@@ -130,20 +169,36 @@ class Store:
             if f.type == pafs.FileType.File
         ]
 
-    def remove_temporaries(self) -> int:
-        """Delete part files a killed writer left under their temporary ``.`` name."""
-        stale = [
-            rel
-            for rel in self._listing()
-            if posixpath.basename(rel).startswith(".part-") and rel.endswith(".tmp")
-        ]
+    def remove_temporaries(self) -> list[str]:
+        """Delete the temporary files a killed or failed run of ours left (parts, ``_sweep.json``,
+        the manifest); called only under the folder's lock, so no live run owns them."""
+        stale = [rel for rel in self._listing() if _is_temporary(rel)]
         for rel in stale:
-            self.fs.delete_file(self._abs(rel))
-        return len(stale)
+            _quietly(self.fs.delete_file, self._abs(rel))
+        return stale
 
     def has_results(self) -> bool:
         """Whether any part file exists (a ``_sweep.json`` alone holds no results to lose)."""
         return any(_is_part(rel) for rel in self._listing())
+
+    def foreign_file(self) -> str | None:
+        """A file or folder at the top of the root that no sweep writes, or None: ``--out``
+        into a folder holding other things is refused rather than mixed with them."""
+        info = self.fs.get_file_info(self.root)
+        if info.type != pafs.FileType.Directory:
+            return None
+        for entry in sorted(
+            self.fs.get_file_info(pafs.FileSelector(self.root)), key=lambda e: e.path
+        ):
+            base = posixpath.basename(entry.path)
+            ours = (
+                base.startswith("granule=")
+                if entry.type == pafs.FileType.Directory
+                else base in OWN_FILES or _is_temporary(base)
+            )
+            if not ours:
+                return base
+        return None
 
     def clear(self) -> None:
         """Remove this project's files only (partitions, ``_sweep.*``), for ``--overwrite``."""
@@ -154,28 +209,31 @@ class Store:
             base = posixpath.basename(entry.path)
             if entry.type == pafs.FileType.Directory and base.startswith("granule="):
                 self.fs.delete_dir(entry.path)
-            elif base in (META_FILE, LOG_FILE):
+            elif base in (META_FILE, LOG_FILE, MANIFEST_FILE):
                 self.fs.delete_file(entry.path)
 
     # --- _sweep.json and _sweep.log ----------------------------------------------------------
 
-    def read_meta(self) -> dict | None:
-        path = self._abs(META_FILE)
+    def read_json(self, name: str) -> dict | None:
+        """``name`` (``_sweep.json``, the manifest) parsed, or None when it does not exist."""
+        path = self._abs(name)
         if self.fs.get_file_info(path).type == pafs.FileType.NotFound:
             return None
         with self.fs.open_input_stream(path) as f:
             try:
                 return json.loads(f.read().decode())
             except ValueError as exc:
-                raise SweepError(f"{self.url}/{META_FILE}: not valid JSON ({exc})") from None
+                raise SweepError(f"{self.url}/{name}: not valid JSON ({exc})") from None
+
+    def write_json(self, name: str, value: dict[str, Any]) -> None:
+        """Replace ``name`` atomically (a crash leaves the old one or the new one)."""
+        self.write_bytes(name, (json.dumps(value, indent=1, sort_keys=False) + "\n").encode())
+
+    def read_meta(self) -> dict | None:
+        return self.read_json(META_FILE)
 
     def write_meta(self, meta: dict[str, Any]) -> None:
-        """Replace ``_sweep.json`` atomically (a crash leaves the old one or the new one)."""
-        self.fs.create_dir(self.root, recursive=True)
-        temp = self._abs(f".{META_FILE}.{os.getpid()}.tmp")
-        with self.fs.open_output_stream(temp) as f:
-            f.write((json.dumps(meta, indent=2, sort_keys=False) + "\n").encode())
-        self.fs.move(temp, self._abs(META_FILE))
+        self.write_json(META_FILE, meta)
 
     def log_path(self) -> str:
         """A local file the log handler appends to; for a remote store, copied up by
@@ -200,6 +258,48 @@ class Store:
             self.fs.open_output_stream(self._abs(LOG_FILE)) as dst,
         ):
             dst.write(src.read())
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """What a written part holds: the manifest's entry for it."""
+
+    rows: int
+    bytes: int
+    sha256: str
+
+
+def _make_dirs(folder: str, root: str) -> list[str]:
+    """``os.makedirs``, returning the parents of each folder it created (to be flushed)."""
+    missing = []
+    path = folder
+    while not os.path.isdir(path) and path not in ("", "/"):
+        missing.append(path)
+        path = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    return [os.path.dirname(p) for p in missing]
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except OSError:
+        pass
+
+
+def _is_temporary(rel: str) -> bool:
+    base = posixpath.basename(rel)
+    return base.startswith((".part-", f".{META_FILE}.", f".{MANIFEST_FILE}.")) and base.endswith(
+        TEMP_SUFFIX
+    )
 
 
 def _is_part(rel: str) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -145,13 +148,21 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
 def test_parts_ignores_temporaries_and_they_can_be_removed(dataset, tmp_path):
     folder = tmp_path / "ds" / "granule=4096" / "va_bits=39"
     (folder / ".part-000001.parquet.123.tmp").write_bytes(b"half")
+    (tmp_path / "ds" / "._sweep.json.77.tmp").write_text("{")
+    (tmp_path / "ds" / "._manifest.json.78.tmp").write_text("{")
+    (tmp_path / "ds" / ".notes.tmp").write_text("not ours")
     assert dataset.parts() == {
         "granule=4096/va_bits=39/part-000000.parquet",
         "granule=4096/va_bits=48/part-000000.parquet",
         "granule=65536/va_bits=42/part-000000.parquet",
     }
-    assert dataset.remove_temporaries() == 1
+    assert sorted(dataset.remove_temporaries()) == [
+        "._manifest.json.78.tmp",
+        "._sweep.json.77.tmp",
+        "granule=4096/va_bits=39/.part-000001.parquet.123.tmp",
+    ]
     assert not (folder / ".part-000001.parquet.123.tmp").exists()
+    assert (tmp_path / "ds" / ".notes.tmp").exists()
     assert len(pd.read_parquet(dataset.root)) == 4
 
 
@@ -186,3 +197,55 @@ def test_fsspec_urls_write_the_same_dataset(tmp_path):
     df = read_results(f"memory://{tmp_path.name}/ds")
     assert list(df["idmap_pa"]) == [0x8008_0000]
     assert df["va_bits"].dtype == np.int8
+
+
+def test_a_part_reports_the_rows_size_and_sha256_of_its_file(tmp_path):
+    store = Store(str(tmp_path / "ds"))
+    rel = "granule=4096/va_bits=39/part-000000.parquet"
+    info = store.write_part(rel, _table(JUNO, 4096, 39, "merged", False, [0x8008_0000] * 3))
+    data = (tmp_path / "ds" / rel).read_bytes()
+    assert info.rows == 3 == pq.ParquetFile(tmp_path / "ds" / rel).metadata.num_rows
+    assert info.bytes == len(data)
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_part_is_flushed_before_its_rename_and_its_folders_after(tmp_path, monkeypatch):
+    """A power cut after the rename must not leave a named but empty file: the data, then the
+    new name in each folder it created, reach the disk."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("rename", dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(store_module.os, "fsync", fsync)
+    monkeypatch.setattr(store_module.os, "replace", replace)
+    store = Store(str(tmp_path / "ds"))
+    rel = "granule=4096/va_bits=39/part-000000.parquet"
+    store.write_part(rel, _table(JUNO, 4096, 39, "merged", False, [0x8008_0000]))
+    root = str(tmp_path / "ds")
+    final = f"{root}/{rel}"
+    assert events[0][0] == "fsync" and events[0][1].startswith(f"{root}/granule=4096/va_bits=39/.")
+    assert events[1] == ("rename", final)
+    assert set(events[2:]) == {
+        ("fsync", f"{root}/granule=4096/va_bits=39"),
+        ("fsync", f"{root}/granule=4096"),
+        ("fsync", root),
+        ("fsync", str(tmp_path)),  # the dataset's folder was new too
+    }
+
+
+def test_a_folder_of_other_files_is_named_by_one_of_them(tmp_path):
+    (tmp_path / "ds").mkdir()
+    store = Store(str(tmp_path / "ds"))
+    assert store.foreign_file() is None
+    (tmp_path / "ds" / "_sweep.json").write_text("{}")
+    (tmp_path / "ds" / "granule=4096").mkdir()
+    assert store.foreign_file() is None
+    (tmp_path / "ds" / "notes.txt").write_text("mine")
+    assert store.foreign_file() == "notes.txt"
