@@ -97,6 +97,11 @@ def _size_text(size: int) -> str:
     help="Where units run.",
 )
 @click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786).")
+@click.option(
+    "--allow-version-change",
+    is_flag=True,
+    help="--resume a sweep written by other versions of the code or plugins.",
+)
 def run_command(
     args: tuple[str, ...],
     out: str,
@@ -107,6 +112,7 @@ def run_command(
     dry_run: bool,
     executor: str,
     scheduler: str | None,
+    allow_version_change: bool,
 ) -> None:
     """Run a sweep CONFIG (default configs/default.toml) into a Parquet dataset.
 
@@ -114,7 +120,7 @@ def run_command(
     placement.kind=stride placement.step=2M tag.seed=7. Exits 1 listing failed units.
     """
     from sweep.config import find_default_config, load_config
-    from sweep.driver import describe_plan, run_sweep
+    from sweep.driver import RunOptions, describe_plan, run_sweep
     from sweep.units import make_plan
 
     overrides = [a for a in args if "=" in a]
@@ -128,8 +134,7 @@ def run_command(
 
         click.echo(describe_plan(make_plan(config, os.path.dirname(source) or None)))
         return
-    report = run_sweep(
-        config,
+    options = RunOptions(
         out=out,
         workers=workers,
         resume=resume,
@@ -138,7 +143,17 @@ def run_command(
         executor=executor,
         scheduler=scheduler,
         config_source=source,
+        allow_version_change=allow_version_change,
     )
+    report = run_sweep(config, options)
+    if report.status == "stopped":
+        click.echo(
+            f"sweep: error: output {out}: {report.reason}; stopped, keeping the "
+            f"{report.units_written + report.units_skipped:,} units done; make room, then "
+            "run again with --resume",
+            err=True,
+        )
+        sys.exit(1)
     click.echo(
         f"sweep {report.status}: {report.units_written:,} units written "
         f"({report.rows_written:,} rows, {report.bytes_written:,} bytes), "
@@ -155,6 +170,20 @@ def run_command(
         sys.exit(130)
     if not report.ok:
         sys.exit(1)
+
+
+@main.command("verify")
+@click.argument("directory")
+def verify_command(directory: str) -> None:
+    """Check every part file of the sweep in DIRECTORY against its manifest (size, SHA-256,
+    Parquet footer, rows), writing nothing; exit 1 naming each bad part."""
+    from sweep.manifest import verify_dataset
+
+    checked, problems = verify_dataset(directory)
+    for rel, problem in problems:
+        click.echo(f"{rel}: {problem}")
+    click.echo(f"{checked} part files checked, {len(problems)} problems in {directory}")
+    sys.exit(1 if problems else 0)
 
 
 # --- results: report, explain, diff (sweep.results, sweep.report, sweep.explain) -------------

@@ -9,6 +9,7 @@ scheduling loop needs: ``submit(unit)``, ``wait(futures, timeout)``, ``restart()
 from __future__ import annotations
 
 import concurrent.futures as cf
+import errno
 import logging
 import multiprocessing
 import os
@@ -19,6 +20,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from sweep.errors import SweepError
+from sweep.lock import close_inherited
+from sweep.progress import worker_logging
 from sweep.store import Store
 from sweep.units import Plan, Unit, unit_table
 
@@ -27,7 +30,10 @@ log = logging.getLogger("sweep.worker")
 
 @dataclass
 class UnitResult:
-    """What a worker reports for one unit: rows and bytes written, or the error it raised."""
+    """What a worker reports for one unit: rows, bytes and checksum written, or its error.
+
+    ``fatal`` marks an error of the output itself (disk full, quota, read-only): the sweep stops.
+    """
 
     unit_id: str
     path: str
@@ -36,10 +42,20 @@ class UnitResult:
     seconds: float = 0.0
     error: str | None = None
     worker: str = ""
+    sha256: str = ""
+    fatal: bool = False
 
 
 class WorkerKilled(Exception):
     """The process running a unit died without reporting (SIGKILL, the OOM killer)."""
+
+
+OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+"""Errors that no retry fixes: every later unit would fail alike, so the sweep stops at once."""
+
+
+def output_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS
 
 
 # --- the worker side ---------------------------------------------------------------------------
@@ -73,24 +89,39 @@ def run_unit(unit: Unit, plan: Plan | None = None, store: Store | None = None) -
     started = time.perf_counter()
     try:
         table = unit_table(plan, unit)
-        nbytes = store.write_part(unit.path, table)
+        if table.num_rows != unit.rows:
+            raise RuntimeError(f"built {table.num_rows} rows for a unit of {unit.rows}")
+        info = store.write_part(unit.path, table)
     except Exception as exc:
+        fatal = output_error(exc)
         log.error(
-            "unit %s failed on %s: %s: %s", unit.id, worker, type(exc).__name__, exc, exc_info=True
+            "unit %s failed on %s: %s: %s",
+            unit.id,
+            worker,
+            type(exc).__name__,
+            exc,
+            exc_info=not fatal,
         )
         return UnitResult(
-            unit.id, unit.path, unit.rows, error=f"{type(exc).__name__}: {exc}", worker=worker
+            unit.id,
+            unit.path,
+            unit.rows,
+            error=f"{type(exc).__name__}: {exc}",
+            worker=worker,
+            fatal=fatal,
         )
     seconds = time.perf_counter() - started
     log.info(
         "unit %s: %d rows, %d bytes in %.2f s on %s",
         unit.describe(),
         unit.rows,
-        nbytes,
+        info.bytes,
         seconds,
         worker,
     )
-    return UnitResult(unit.id, unit.path, unit.rows, nbytes, seconds, worker=worker)
+    return UnitResult(
+        unit.id, unit.path, unit.rows, info.bytes, seconds, worker=worker, sha256=info.sha256
+    )
 
 
 def _ping() -> int:
@@ -105,12 +136,43 @@ def _dask_run_unit(plan: Plan, store: Store, unit: Unit) -> UnitResult:
 
 # --- local processes ---------------------------------------------------------------------------
 
+STOP_GRACE = 5.0
+"""Seconds a pool's workers get to exit (after SIGTERM, or after their last unit) before SIGKILL."""
+
+
+def _init_pool_worker(plan: Plan, store: Store) -> None:
+    """A forked pool worker: SIGTERM kills it (the driver's handler, inherited by a pool forked
+    mid-run, would turn it into KeyboardInterrupt and keep it alive, blocked), Ctrl-C is left to
+    the driver (which lets running units finish), it holds no copy of the folder's lock, logs
+    to ``_sweep.log`` alone, and dies with the driver."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    close_inherited()
+    worker_logging()
+    _die_with_parent()
+    init_worker(plan, store, ignore_sigint=True)
+
+
+def _die_with_parent() -> None:
+    """Linux's PR_SET_PDEATHSIG: SIGKILL this worker when the driver dies, however it dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # not Linux: the worker notices the closed queue instead
+        pass
+    if os.getppid() == 1:  # the driver died before the call above
+        os._exit(1)
+
 
 class ProcessExecutor:
     """A ``fork`` process pool (explicit context; forked before the pool's own manager thread).
 
-    Under fork the workers inherit the plugins, the plan and the log handler; a worker that dies
-    breaks the pool (``BrokenProcessPool``), and the driver rebuilds it with :meth:`restart`.
+    Under fork the workers inherit the plugins and the plan; a worker that dies breaks the pool
+    (``BrokenProcessPool``), and the driver rebuilds it with :meth:`restart`, which never waits
+    on a worker that may be blocked: every old worker is terminated, joined with a bound, and
+    killed if it is still there.
     """
 
     restart_on_kill = True
@@ -119,20 +181,31 @@ class ProcessExecutor:
         self.plan, self.store, self.workers = plan, store, workers
         self.context = multiprocessing.get_context("fork")
         self.pool: cf.ProcessPoolExecutor | None = None
+        self.processes: list = []
         self._start()
 
     def _start(self) -> None:
         self.pool = cf.ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=self.context,
-            initializer=init_worker,
+            initializer=_init_pool_worker,
             initargs=(self.plan, self.store),
         )
         # Fork every worker now, before the driver starts any thread of its own.
         self.pool.submit(_ping).result()
+        self.processes = list(self.pool._processes.values())
+
+    def pids(self) -> list[int]:
+        """The live workers' process ids."""
+        return [p.pid for p in self.processes if p.is_alive()]
 
     def submit(self, unit: Unit) -> cf.Future:
-        return self.pool.submit(run_unit, unit)
+        try:
+            return self.pool.submit(run_unit, unit)
+        except BrokenProcessPool as exc:  # a worker died while idle: the driver rebuilds it
+            future: cf.Future = cf.Future()
+            future.set_exception(exc)
+            return future
 
     @staticmethod
     def wait(futures: set, timeout: float) -> tuple[set, set]:
@@ -154,14 +227,29 @@ class ProcessExecutor:
         self._start()
 
     def shutdown(self, abandon: bool = False) -> None:
+        """Stop the pool: after its last unit (``abandon=False``: idle workers exit by
+        themselves), or at once. Bounded either way."""
         if self.pool is None:
             return
-        if abandon:
-            for process in list(getattr(self.pool, "_processes", {}).values()):
-                if process.is_alive():
-                    process.terminate()
-        self.pool.shutdown(wait=True, cancel_futures=abandon)
-        self.pool = None
+        pool, processes, self.pool = self.pool, self.processes, None
+        pool.shutdown(wait=False, cancel_futures=True)
+        if not abandon:
+            _join(processes, STOP_GRACE)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        _join(processes, STOP_GRACE)
+        for process in processes:
+            if process.is_alive():
+                log.warning("worker pid %d ignored SIGTERM; killing it", process.pid)
+                process.kill()
+        _join(processes, STOP_GRACE)
+
+
+def _join(processes: list, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
 
 
 # --- Dask ------------------------------------------------------------------------------------

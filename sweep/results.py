@@ -9,7 +9,6 @@ appears, how big the tables get) as small DataFrames.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -21,8 +20,9 @@ import pyarrow.dataset as ds
 
 from sweep.columns import INPUT_COLUMNS, ROW_COLUMNS
 from sweep.errors import ValidationError
+from sweep.metadata import read_meta
 from sweep.model import granule_name, parse_granule
-from sweep.store import META_FILE, open_dataset
+from sweep.store import open_dataset
 
 LEGACY_LAYOUTS = ("high-only", "merged", "tagged")
 """Layouts whose kernels build the idmap with 4.x ``head.S``: at most one extra level, so a row
@@ -60,13 +60,7 @@ def dataset(directory: str | Path) -> ds.Dataset:
 
 def metadata(directory: str | Path) -> dict:
     """The sweep's own metadata (``_sweep.json``), or ``{}`` when the run wrote none."""
-    path = Path(directory) / META_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    return read_meta(str(directory))
 
 
 def _filter_value(column: str, value: object) -> object:

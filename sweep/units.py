@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 
 MASK64 = (1 << 64) - 1
 
+ALGORITHM_VERSION = 1
+"""The version of what decides which rows a part holds besides the config: the ``tag_random``
+hash and the unit order. Change it with either: ``--resume`` refuses to mix parts of two
+versions (``_sweep.json`` records it)."""
+
 
 # --- tag_random: a reproducible function of (seed, memory map, granule, VA_BITS, idmap) --------
 

@@ -24,7 +24,7 @@ from sweep.errors import SweepError
 from sweep.plugins import pm, reset
 from sweep.reference import compute_row
 from sweep.store import read_results
-from sweep.units import _splitmix64, _splitmix64_int, make_plan, tag_random
+from sweep.units import ALGORITHM_VERSION, _splitmix64, _splitmix64_int, make_plan, tag_random
 from sweep_plugins.layouts import Merged
 
 TESTS = Path(__file__).resolve().parent
@@ -401,9 +401,9 @@ def test_plain_progress_lines_say_how_far():
     bar = Progress(total=200, tty=False, interval=0)
     bar.skip(50)
     bar.advance(50)
-    bar.fail()
+    bar.fail(20)  # a failed unit's configurations are finished too: a run with failures ends
     line = bar.line()
-    assert line.startswith("sweep:  50.0% 100/200 configurations, ")
+    assert line.startswith("sweep:  60.0% 120/200 configurations, ")
     assert line.endswith("1 failed units")
 
 
@@ -479,11 +479,15 @@ def test_sigkill_halfway_then_resume_gives_exactly_the_uninterrupted_rows(map_fi
     written = len(list(killed.rglob("part-*.parquet")))
     assert 8 <= written < 32
     assert json.loads((killed / "_sweep.json").read_text())["status"] == "running"
+    # Only parts the manifest vouches for count as done; a part written after its last update
+    # is written again.
+    recorded = json.loads((killed / "_manifest.json").read_text())["parts"]
+    assert set(recorded) <= {p.relative_to(killed).as_posix() for p in killed.rglob("part-*")}
 
     resumed = _start(script, config, killed, "--resume")
     _, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err.decode()
-    assert f"{written} already done" in err.decode()
+    assert f"{len(recorded)} already done" in err.decode()
 
     whole = tmp_path / "whole"
     install_slow_layout(0.0)
@@ -499,7 +503,9 @@ def test_sigkill_halfway_then_resume_gives_exactly_the_uninterrupted_rows(map_fi
     pd.testing.assert_frame_equal(a, b)
     assert not list(killed.rglob(".*.tmp"))
     meta = json.loads((killed / "_sweep.json").read_text())
-    assert meta["status"] == "complete" and len(meta["runs"]) == 2
+    assert meta["status"] == "complete"
+    assert [run["status"] for run in meta["runs"]] == ["killed", "complete"]
+    assert meta["runs"][1]["versions"]["algorithm"] == ALGORITHM_VERSION
 
 
 def test_ctrl_c_keeps_finished_units_and_resume_finishes(map_file, tmp_path):
@@ -556,3 +562,164 @@ def test_dask_scheduler_address_runs_the_same_units(map_file, tmp_path):
         )
     assert report.status == "complete" and report.units_written == 8
     assert sorted(inputs_of(read_results(str(tmp_path / "d")))) == sorted(expected_inputs())
+
+
+# --- one sweep per folder, the folder's own, verified parts, versions ---------------------------
+
+
+def test_a_second_run_on_a_locked_folder_is_refused_naming_the_holder(map_file, tmp_path):
+    import socket
+
+    from sweep.lock import FolderLock
+    from sweep.store import Store
+
+    out = tmp_path / "out"
+    with FolderLock(Store(str(out))):
+        with pytest.raises(SweepError) as refused:
+            run_sweep(small_config(map_file), out=str(out), workers=1, progress=False)
+    message = str(refused.value)
+    assert "\n" not in message and "another sweep is running there" in message
+    assert f"pid {os.getpid()} on host {socket.gethostname()}" in message
+    assert not list(out.rglob("*.parquet"))  # nothing written, nothing removed
+    report = run_sweep(small_config(map_file), out=str(out), workers=1, progress=False)
+    assert report.status == "complete"  # released: the next run gets it
+
+
+def test_a_dead_holders_lock_is_taken_over(map_file, tmp_path):
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from sweep.lock import FolderLock\n"
+            "from sweep.store import Store\n"
+            f"FolderLock(Store({str(out)!r})).acquire()\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert holder.stdout.readline() == b"locked\n"
+    with pytest.raises(SweepError, match=f"pid {holder.pid} on host"):
+        run_sweep(small_config(map_file), out=str(out), workers=1, progress=False)
+    holder.kill()
+    holder.wait()
+    report = run_sweep(small_config(map_file), out=str(out), workers=1, progress=False)
+    assert report.status == "complete"
+
+
+def test_a_folder_that_is_not_a_sweep_is_refused_naming_a_file(map_file, tmp_path):
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"\xff\xd8")
+    result = CliRunner().invoke(main, ["run", "--out", str(out), f"memory_maps={map_file}"])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1
+    assert "not empty and not a sweep (it holds 'holiday.jpg')" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["holiday.jpg"]
+
+
+def test_an_unwritable_out_is_one_line_before_any_work(map_file, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "out"
+    result = CliRunner().invoke(main, ["run", "--out", str(out), f"memory_maps={map_file}"])
+    assert result.exit_code == 2
+    assert result.output == f"sweep: error: output {out}: cannot write there (Not a directory)\n"
+
+
+def test_workers_are_capped_at_the_units_to_run(map_file, tmp_path, caplog):
+    report = run_sweep(small_config(map_file), out=str(tmp_path / "o"), workers=50, progress=False)
+    assert report.status == "complete"
+    meta = json.loads((tmp_path / "o" / "_sweep.json").read_text())
+    cap = min(8, 4 * len(os.sched_getaffinity(0)))  # 8 units
+    assert meta["runs"][-1]["workers"] == cap
+    assert f"--workers 50: capped at {cap}" in (tmp_path / "o" / "_sweep.log").read_text()
+
+
+def test_resume_rewrites_damaged_parts_naming_them(map_file, tmp_path):
+    out = tmp_path / "out"
+    config = small_config(map_file, tag={"seed": 9})
+    run_sweep(config, out=str(out), workers=2, progress=False)
+    whole = _rows(out)
+    parts = sorted(out.rglob("part-*.parquet"))
+    assert len(parts) == 8
+    truncated, garbled, emptied = parts[1], parts[4], parts[6]
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    data = bytearray(garbled.read_bytes())
+    data[len(data) // 3] ^= 0x01  # one bit, somewhere in the data pages
+    garbled.write_bytes(bytes(data))
+    emptied.write_bytes(b"")
+    result = CliRunner().invoke(main, ["verify", str(out)])
+    assert result.exit_code == 1
+    bad = {line.split(":")[0] for line in result.output.splitlines()[:-1]}
+    assert bad == {p.relative_to(out).as_posix() for p in (truncated, garbled, emptied)}
+    assert result.output.splitlines()[-1] == f"8 part files checked, 3 problems in {out}"
+
+    report = run_sweep(config, out=str(out), workers=2, resume=True, progress=False)
+    assert (report.units_written, report.units_skipped) == (3, 5)
+    log = (out / "_sweep.log").read_text()
+    for part in (truncated, garbled, emptied):
+        assert f"part {part.relative_to(out).as_posix()}: " in log
+    pd.testing.assert_frame_equal(_rows(out), whole)
+    assert CliRunner().invoke(main, ["verify", str(out)]).exit_code == 0
+
+
+def test_resume_refuses_other_code_versions_unless_allowed(map_file, tmp_path):
+    out = tmp_path / "out"
+    config = small_config(map_file)
+    run_sweep(config, out=str(out), workers=1, progress=False)
+    meta_path = out / "_sweep.json"
+    meta = json.loads(meta_path.read_text())
+    meta["versions"]["pyarrow"] = "1.0.0"
+    meta["versions"]["algorithm"] = 0
+    meta_path.write_text(json.dumps(meta))
+    import pyarrow
+
+    with pytest.raises(SweepError) as refused:
+        run_sweep(config, out=str(out), workers=1, resume=True, progress=False)
+    assert f"pyarrow: 1.0.0 -> {pyarrow.__version__}" in str(refused.value)
+    assert f"algorithm: 0 -> {ALGORITHM_VERSION}" in str(refused.value)
+    report = run_sweep(
+        config, out=str(out), workers=1, resume=True, allow_version_change=True, progress=False
+    )
+    assert report.status == "complete"
+    runs = json.loads(meta_path.read_text())["runs"]
+    assert [r["status"] for r in runs] == ["complete", "complete"]
+    assert all(r["versions"]["pyarrow"] == pyarrow.__version__ for r in runs)
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT", "EROFS"])
+def test_a_full_output_stops_at_once_keeping_what_is_done(map_file, tmp_path, monkeypatch, code):
+    import errno
+
+    from sweep.store import Store
+
+    real = Store.write_bytes
+    out = tmp_path / "out"
+
+    def write_bytes(self, rel, data):
+        if "part-000002" in rel:  # the third unit of each partition finds the disk full
+            raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+        return real(self, rel, data)
+
+    monkeypatch.setattr(Store, "write_bytes", write_bytes)  # the forked workers inherit it
+    args = ["run", "--out", str(out), "--workers", "1", f"memory_maps={map_file}"]
+    args += ["granules=4K", "va_bits=39,48", "layouts=merged", "unit_rows=8"]
+    args += ["placement.kind=stride", "placement.step=64M"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines == [
+        f"sweep: error: output {out}: OSError: [Errno {getattr(errno, code)}] "
+        f"{os.strerror(getattr(errno, code))} (writing "
+        "granule=4096/va_bits=39/part-000002.parquet); stopped, keeping the 2 units done; "
+        "make room, then run again with --resume"
+    ]
+    assert len(list(out.rglob("part-*.parquet"))) == 2  # nothing after the full disk
+    meta = json.loads((out / "_sweep.json").read_text())
+    assert meta["status"] == meta["runs"][-1]["status"] == "stopped"
+    monkeypatch.undo()
+    result = CliRunner().invoke(main, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert len(read_results(str(out))) == 64
