@@ -1,7 +1,8 @@
 """Real boards as built-in memory maps, one TOML file each under ``plugins/boards/``.
 
-The facts come from ``platforms.csv`` of the project's fixtures (Linux DTS files, U-Boot and EDK2
-platform files, QEMU's ``hw/arm/virt.c``); each file names its source. Where the firmware fills
+The facts come from the board table ``tests/data/platforms/platforms.csv`` (Linux DTS files,
+U-Boot and EDK2 platform files, QEMU's ``hw/arm/virt.c``; ``tests/test_boards.py`` holds every
+file to it); each file names its source. Where the firmware fills
 the size in at boot, a file states the typical size it assumes and why, or the board has several
 variants (``rpi4-1G``, ``rpi4-2G``, ``rpi4-4G``). Adding a board is adding a file: no Python.
 """

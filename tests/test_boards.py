@@ -15,12 +15,8 @@ from sweep.model import PA_LIMIT, Bank
 from sweep.plugins import registry
 from sweep_plugins import boards, families
 
-PLATFORMS_CSV = Path(__file__).parents[2] / "shared" / "fixtures" / "platforms" / "platforms.csv"
+PLATFORMS_CSV = Path(__file__).with_name("data") / "platforms" / "platforms.csv"
 GiB = 1 << 30
-
-needs_csv = pytest.mark.skipif(
-    not PLATFORMS_CSV.is_file(), reason=f"the shared platforms table is not here ({PLATFORMS_CSV})"
-)
 
 
 def _csv_platforms() -> dict[str, list[dict[str, str]]]:
@@ -38,14 +34,12 @@ def _variants() -> dict[str, list[str]]:
     return by_platform
 
 
-@needs_csv
 def test_every_csv_platform_is_a_built_in_board():
     variants = _variants()
     assert set(_csv_platforms()) == set(variants)
 
 
-@needs_csv
-@pytest.mark.parametrize("platform", sorted(_csv_platforms()) if PLATFORMS_CSV.is_file() else [])
+@pytest.mark.parametrize("platform", sorted(_csv_platforms()))
 def test_board_banks_match_the_csv(platform):
     """Every variant has the CSV's bases, in order; one variant has every size the CSV gives
     (a size of 0 is firmware-filled: the variant chooses it)."""

@@ -1,7 +1,7 @@
-"""``sweep verify-boot`` against the real consoles in ../shared/fixtures/kernelboot/.
+"""``sweep verify-boot`` against the real consoles in tests/data/kernelboot/.
 
-What each fixture must give (kernel release, page size, VA_BITS, DRAM) is what its README says
-about how it was booted; the HYP VA range is what the kernel printed.
+What each console must give (kernel release, page size, VA_BITS, DRAM) is how
+``tools/boot-kernels`` booted it (its README); the HYP VA range is what the kernel printed.
 """
 
 from __future__ import annotations
@@ -18,21 +18,22 @@ from sweep.errors import SweepError
 from sweep.loaders import load_memory_map
 from sweep.verify import layout_for_release, verify_boot, verify_boot_file
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "kernelboot"
+FIXTURES = Path(__file__).with_name("data") / "kernelboot"
 G = 1 << 30
 
-# name: (release, granule, va_bits, EL2 levels, banks) from the fixtures' README.
+# name: (release, granule, va_bits, EL2 levels, banks), as tests/data/kernelboot/README.md says
+# they were booted: QEMU virt puts RAM at 1 GiB (hw/arm/virt.c); xlnx-versal-virt 2 GiB at 0 and
+# the rest at 32 GiB; 6.12 on -cpu max has LPA2 (52 bits, 5 levels at 4K); a 16K 52-bit kernel
+# without LPA2 runs with 47 bits, while EL2 keeps 48 (4 levels).
 EXPECTED = {
-    "boot-512M": ("6.1.0-56-arm64", 4096, 48, 4, [(G, 512 << 20)]),
-    "boot-4G": ("6.1.0-56-arm64", 4096, 48, 4, [(G, 4 * G)]),
-    "boot-16G": ("6.1.0-56-arm64", 4096, 48, 4, [(G, 16 * G)]),
-    "boot-trixie-4G": ("6.12.117+deb13-arm64", 4096, 52, 5, [(G, 4 * G)]),
-    "boot-trixie-16k-4G-lpa2off": ("6.12.117+deb13-arm64-16k", 16384, 47, 4, [(G, 4 * G)]),
-    "boot-bullseye-4G-a57": ("5.10.0-32-arm64", 4096, 48, 4, [(G, 4 * G)]),
-    "boot-versal-4G": ("6.1.0-56-arm64", 4096, 48, 4, [(0, 2 * G), (32 * G, 2 * G)]),
+    "6.1-virt-512M": ("6.1.0-57-arm64", 4096, 48, 4, [(G, 512 << 20)]),
+    "6.1-virt-3G": ("6.1.0-57-arm64", 4096, 48, 4, [(G, 3 * G)]),
+    "6.1-virt-6G": ("6.1.0-57-arm64", 4096, 48, 4, [(G, 6 * G)]),
+    "6.1-versal-4G": ("6.1.0-57-arm64", 4096, 48, 4, [(0, 2 * G), (32 * G, 2 * G)]),
+    "6.12-virt-2G-lpa2": ("6.12.117+deb12-arm64", 4096, 52, 5, [(G, 2 * G)]),
+    "6.12-16k-virt-2G-lpa2off": ("6.12.117+deb12-arm64-16k", 16384, 47, 4, [(G, 2 * G)]),
+    "6.12-16k-virt-2G-lpa2": ("6.12.117+deb12-arm64-16k", 16384, 52, 4, [(G, 2 * G)]),
 }
-
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"no fixtures at {FIXTURES}")
 
 
 def read(name: str) -> str:
@@ -86,15 +87,16 @@ def test_banks_agree_with_load_memory_map(name, tmp_path):
     assert [(b.base, b.size) for b in via_loader.banks] == EXPECTED[name][4]
 
 
-def test_hand_computed_range_of_the_4g_boot():
-    # 4 GiB at 1 GiB, V = 48: PHYS_OFFSET 1 GiB, lin(p) = 2^64 - 2^47 + (p - 1 GiB);
-    # lin(first) ^ lin(last) = 0xffff_ffff -> tag_lsb = 32; msb = bit 47 (idmap low);
-    # tag = bit 47 | (START & bits 46..32) = 0xe62a_0000_0000, aliases 0xe62a_0000_0000 + offset.
-    report = verify_boot(read("boot-4G"))
-    assert report.tag_random == 0x662A_0000_0000
-    assert report.row["hyp_va_min"] == 0xE62A_0000_0000
-    assert report.row["hyp_va_max"] == 0xE62A_FFFF_FFFF
-    assert report.row["hyp_dram_last"] == 0xE62A_FFFF_FFFF
+def test_hand_computed_range_of_the_3g_boot():
+    # 3 GiB at 1 GiB, V = 48: PHYS_OFFSET 1 GiB, lin(p) = 2^64 - 2^47 + (p - 1 GiB);
+    # lin(first) ^ lin(last) = 0xbfff_ffff -> tag_lsb = 32; msb = bit 47 (idmap low);
+    # tag = bit 47 | (START & bits 46..32) = 0x9dfb_0000_0000, window up to tag | 0xffff_ffff,
+    # and the last DRAM byte at tag + 0xbfff_ffff: the END the kernel printed.
+    report = verify_boot(read("6.1-virt-3G"))
+    assert report.tag_random == 0x1DFB_0000_0000
+    assert report.row["hyp_va_min"] == 0x9DFB_0000_0000
+    assert report.row["hyp_va_max"] == 0x9DFB_FFFF_FFFF
+    assert report.row["hyp_dram_last"] == 0x9DFB_BFFF_FFFF
 
 
 # --- one-bit edits -------------------------------------------------------------------------
@@ -105,31 +107,31 @@ def disagreeing(text: str, **kwargs) -> list[str]:
 
 
 def test_start_edited_below_tag_lsb_disagrees_on_start():
-    log = parse_boot_log(read("boot-4G"))
-    for bit in (0, 12, 31):  # tag_lsb is 32 for 4 GiB: these bits are the DRAM offset
-        text = with_range(read("boot-4G"), log.hyp_va_start ^ (1 << bit), log.hyp_va_end)
+    log = parse_boot_log(read("6.1-virt-3G"))
+    for bit in (0, 12, 31):  # tag_lsb is 32 for 3 GiB: these bits are the DRAM offset
+        text = with_range(read("6.1-virt-3G"), log.hyp_va_start ^ (1 << bit), log.hyp_va_end)
         assert disagreeing(text) == ["HYP VA start"], bit
 
 
 def test_end_edited_disagrees_on_end():
-    log = parse_boot_log(read("boot-versal-4G"))
+    log = parse_boot_log(read("6.1-versal-4G"))
     for bit in range(48):
-        text = with_range(read("boot-versal-4G"), log.hyp_va_start, log.hyp_va_end ^ (1 << bit))
+        text = with_range(read("6.1-versal-4G"), log.hyp_va_start, log.hyp_va_end ^ (1 << bit))
         assert disagreeing(text) == ["HYP VA end"], bit
 
 
 def test_start_edited_in_the_random_tag_disagrees_on_end():
     # Bits 46..32 of START are the random tag the model takes from START itself, so a flipped
     # tag bit moves the model's whole range: START then matches and END (same tag) does not.
-    log = parse_boot_log(read("boot-4G"))
+    log = parse_boot_log(read("6.1-virt-3G"))
     for bit in (32, 40, 46):
-        text = with_range(read("boot-4G"), log.hyp_va_start ^ (1 << bit), log.hyp_va_end)
+        text = with_range(read("6.1-virt-3G"), log.hyp_va_start ^ (1 << bit), log.hyp_va_end)
         assert disagreeing(text) == ["HYP VA end"], bit
 
 
 def test_start_edited_in_its_top_bit():
-    log = parse_boot_log(read("boot-4G"))
-    text = with_range(read("boot-4G"), log.hyp_va_start ^ (1 << 47), log.hyp_va_end)
+    log = parse_boot_log(read("6.1-virt-3G"))
+    text = with_range(read("6.1-virt-3G"), log.hyp_va_start ^ (1 << 47), log.hyp_va_end)
     # Given VA_BITS, bit 47 is the tag's msb: START is wrong.
     assert "HYP VA start" in disagreeing(text, va_bits=48)
     # Inferred, the top bit says VA_BITS = 47, which no 4K kernel runs with.
@@ -149,13 +151,13 @@ def test_any_one_bit_edit_of_the_range_is_caught(name):
 
 
 def test_el2_bits_edited_disagrees_on_levels():
-    text = read("boot-4G").replace("Using 48-bit virtual", "Using 39-bit virtual")
+    text = read("6.1-virt-3G").replace("Using 48-bit virtual", "Using 39-bit virtual")
     assert disagreeing(text) == ["EL2 levels"]
 
 
 def test_wrong_granule_shows_on_the_idmap_page():
     # 0x40eed000 is not 16K-aligned: a 16K model puts the idmap page at 0x40eec000.
-    assert "IDMAP page" in disagreeing(read("boot-4G"), granule="16K")
+    assert "IDMAP page" in disagreeing(read("6.1-virt-3G"), granule="16K")
 
 
 # --- logs that cannot be checked -----------------------------------------------------------
@@ -168,7 +170,7 @@ def without_kvm_layout(text: str) -> str:
 
 def test_log_without_kvm_lines_names_the_boot_options():
     with pytest.raises(BootLogError) as info:
-        verify_boot(without_kvm_layout(read("boot-512M")), name="board")
+        verify_boot(without_kvm_layout(read("6.1-virt-512M")), name="board")
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("board: ")
@@ -176,7 +178,7 @@ def test_log_without_kvm_lines_names_the_boot_options():
 
 
 def test_vhe_log_says_why():
-    text = without_kvm_layout(read("boot-4G")).replace(
+    text = without_kvm_layout(read("6.1-virt-3G")).replace(
         "Hyp mode initialized successfully", "VHE mode initialized successfully"
     )
     with pytest.raises(BootLogError, match="VHE mode"):
@@ -184,7 +186,7 @@ def test_vhe_log_says_why():
 
 
 def test_log_without_memory_lines():
-    lines = read("boot-4G").splitlines()
+    lines = read("6.1-virt-3G").splitlines()
     no_block = "\n".join(
         line
         for line in lines
@@ -199,11 +201,11 @@ def test_log_without_memory_lines():
 
 def test_two_boots_in_one_log_are_refused():
     with pytest.raises(BootLogError, match="2 boots"):
-        verify_boot(read("boot-4G") + read("boot-16G"))
+        verify_boot(read("6.1-virt-3G") + read("6.1-virt-6G"))
 
 
 def test_dmesg_without_timestamps_and_crlf_console_read_the_same():
-    text = read("boot-trixie-4G")
+    text = read("6.12-virt-2G-lpa2")
     plain = re.sub(r"(?m)^\[\s*\d+\.\d+\] ", "", text)
     crlf = text.replace("\n", "\r\n")
     expected = parse_boot_log(text)
@@ -220,19 +222,19 @@ def invoke(*args: str):
 
 
 def test_cli_agreeing_log_exits_0():
-    result = invoke(str(FIXTURES / "boot-trixie-16k-4G-lpa2off.log"))
+    result = invoke(str(FIXTURES / "6.12-16k-virt-2G-lpa2off.log"))
     assert result.exit_code == 0, result.output
     assert "granule:    16K" in result.output
     assert re.search(
-        r"HYP VA end\s+0x60d9ffffffff\s+0x60d9ffffffff \(hyp_dram_last\)\s+yes", result.output
+        r"HYP VA end\s+0x5a75ffffffff\s+0x5a75ffffffff \(hyp_dram_last\)\s+yes", result.output
     )
     assert result.output.rstrip().endswith("all fields agree")
 
 
 def test_cli_disagreeing_log_exits_1(tmp_path):
-    log = parse_boot_log(read("boot-16G"))
+    log = parse_boot_log(read("6.1-virt-6G"))
     path = tmp_path / "edited.log"
-    path.write_text(with_range(read("boot-16G"), log.hyp_va_start, log.hyp_va_end ^ 1))
+    path.write_text(with_range(read("6.1-virt-6G"), log.hyp_va_start, log.hyp_va_end ^ 1))
     result = invoke(str(path))
     assert result.exit_code == 1
     assert "DISAGREE on: HYP VA end" in result.output
@@ -240,7 +242,7 @@ def test_cli_disagreeing_log_exits_1(tmp_path):
 
 def test_cli_options_override_the_log():
     result = invoke(
-        str(FIXTURES / "boot-4G.log"), "--granule", "4K", "--va-bits", "48", "--layout", "tagged"
+        str(FIXTURES / "6.1-virt-3G.log"), "--granule", "4K", "--va-bits", "48", "--layout", "tagged"
     )
     assert result.exit_code == 0, result.output
     assert "VA_BITS:    48 (given)" in result.output
@@ -248,12 +250,12 @@ def test_cli_options_override_the_log():
 
 def test_cli_user_mistakes_exit_2_with_one_line(tmp_path):
     path = tmp_path / "nokvm.log"
-    path.write_text(without_kvm_layout(read("boot-4G")))
+    path.write_text(without_kvm_layout(read("6.1-virt-3G")))
     for args in (
         [str(path)],
         [str(tmp_path / "missing.log")],
-        [str(FIXTURES / "boot-4G.log"), "--granule", "8K"],
-        [str(FIXTURES / "boot-4G.log"), "--layout", "nonesuch"],
+        [str(FIXTURES / "6.1-virt-3G.log"), "--granule", "8K"],
+        [str(FIXTURES / "6.1-virt-3G.log"), "--layout", "nonesuch"],
     ):
         result = CliRunner().invoke(main, ["verify-boot", *args])
         assert result.exit_code == 2, (args, result.output)
@@ -262,10 +264,10 @@ def test_cli_user_mistakes_exit_2_with_one_line(tmp_path):
 
 
 def test_boot_without_nokaslr_gets_a_note():
-    text = read("boot-4G").replace("earlycon nokaslr", "earlycon")
+    text = read("6.1-virt-3G").replace("earlycon nokaslr", "earlycon")
     report = verify_boot(text)
     assert "booted without nokaslr" in report.format()
-    assert "nokaslr" not in verify_boot(read("boot-4G")).format()
+    assert "nokaslr" not in verify_boot(read("6.1-virt-3G")).format()
 
 
 @pytest.mark.parametrize(
@@ -289,7 +291,7 @@ def test_layout_follows_the_kernel_release(release, layout):
 def test_a_4x_release_is_checked_with_its_layout():
     # The same 6.1 console claiming to be 4.14: merged puts the aliases in the high half with
     # delta = 2^47 - PHYS_OFFSET, so the printed start (a tagged one) no longer agrees.
-    text = read("boot-4G").replace("Linux version 6.1.0-56-arm64", "Linux version 4.14.0-arm64")
+    text = read("6.1-virt-3G").replace("Linux version 6.1.0-57-arm64", "Linux version 4.14.0-arm64")
     report = verify_boot(text)
     assert report.layout == "merged"
     assert report.row["hyp_va_min"] == 1 << 47
