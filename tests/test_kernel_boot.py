@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from sweep.loaders import load_memory_map
 from sweep.verify import verify_boot_file
 
 pytestmark = pytest.mark.kernel
@@ -48,9 +49,29 @@ def boots(tmp_path_factory) -> dict[str, dict]:
     )
     if proc.returncode == 3:
         reason = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        pytest.skip(f"QEMU cannot be installed here: {reason}")
+        pytest.skip(f"QEMU cannot be installed here (Debian package qemu-system-arm): {reason}")
     assert proc.returncode in (0, 1), f"tools/boot-kernels failed:\n{proc.stderr}"
     return {entry["name"]: entry for entry in json.loads((out / "boots.json").read_text())}
+
+
+def test_fresh_guest_inputs_load_as_the_machines_place_dram(tmp_path):
+    """``--inputs`` (what made tests/data/realinputs/) again: QEMU's blobs and the guest's
+    /sys/firmware/fdt and /proc/iomem give the banks QEMU's sources place."""
+    proc = subprocess.run(
+        [sys.executable, str(TOOL), "--inputs", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if proc.returncode == 3:
+        reason = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        pytest.skip(f"QEMU cannot be installed here (Debian package qemu-system-arm): {reason}")
+    assert proc.returncode == 0, proc.stderr
+    expected = {"virt-4G": [(G, 4 * G)], "versal-4G": [(0, 2 * G), (32 * G, 2 * G)]}
+    for board, banks in expected.items():
+        for suffix in (".dtb", "-guest.dtb", ".iomem"):
+            memory_map = load_memory_map(tmp_path / f"{board}{suffix}")
+            assert sorted((b.base, b.size) for b in memory_map.banks) == banks, board + suffix
 
 
 def test_the_tool_plans_every_expected_boot():

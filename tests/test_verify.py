@@ -242,7 +242,13 @@ def test_cli_disagreeing_log_exits_1(tmp_path):
 
 def test_cli_options_override_the_log():
     result = invoke(
-        str(FIXTURES / "6.1-virt-3G.log"), "--granule", "4K", "--va-bits", "48", "--layout", "tagged"
+        str(FIXTURES / "6.1-virt-3G.log"),
+        "--granule",
+        "4K",
+        "--va-bits",
+        "48",
+        "--layout",
+        "tagged",
     )
     assert result.exit_code == 0, result.output
     assert "VA_BITS:    48 (given)" in result.output
