@@ -73,6 +73,23 @@ def _size_text(size: int) -> str:
     return f"{size:#x} bytes"
 
 
+@main.command("columns")
+@click.argument("names", nargs=-1)
+def columns_command(names: tuple[str, ...]) -> None:
+    """Every column of a result row (or the NAMES given): dtype, docs/model.md section, meaning."""
+    from sweep.columns import SCHEMA
+
+    chosen = [c for c in SCHEMA if not names or c.name in names]
+    unknown = sorted(set(names) - {c.name for c in SCHEMA})
+    if unknown:
+        raise SweepError(f"columns: no column {', '.join(unknown)} (sweep columns lists them)")
+    width = max(len(c.name) for c in chosen)
+    click.echo(f"{'column':<{width}}  {'dtype':<8}  section  meaning")
+    for c in chosen:
+        added = " [added by va-sweep]" if c.kind == "extra" else ""
+        click.echo(f"{c.name:<{width}}  {c.dtype:<8}  {c.section:>7}  {c.meaning}{added}")
+
+
 # --- run (sweep.config, sweep.driver, sweep.store) -------------------------------------------
 
 

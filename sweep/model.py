@@ -11,9 +11,14 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from sweep.errors import ValidationError
-
-GRANULES = (4096, 16384, 65536)
-"""Translation granules arm64 supports (bytes)."""
+from sweep.kconfig import (  # noqa: F401 (re-exported: the model's vocabulary)
+    GRANULE_LIST,
+    GRANULES,
+    granule_name,
+    level_shift,
+    levels,
+    min_block_level,
+)
 
 VA_BITS_MIN, VA_BITS_MAX = 32, 52
 PA_LIMIT = 1 << 52
@@ -43,14 +48,10 @@ def parse_granule(value: int | str) -> int:
     try:
         granule = parse_size(value, "granule")
     except ValidationError:
-        raise ValidationError(f"granule: {value!r} is not one of 4K, 16K, 64K") from None
+        raise ValidationError(f"granule: {value!r} is not one of {GRANULE_LIST}") from None
     if granule not in GRANULES:
-        raise ValidationError(f"granule: {value!r} is not one of 4K, 16K, 64K")
+        raise ValidationError(f"granule: {value!r} is not one of {GRANULE_LIST}")
     return granule
-
-
-def granule_name(granule: int) -> str:
-    return f"{granule >> 10}K"
 
 
 def check_va_bits(va_bits: int) -> int:
@@ -61,22 +62,6 @@ def check_va_bits(va_bits: int) -> int:
     ):
         raise ValidationError(f"va_bits: {va_bits!r} is outside {VA_BITS_MIN}..{VA_BITS_MAX}")
     return va_bits
-
-
-def levels(input_bits: int, granule: int) -> int:
-    """Number of translation levels for an input-address size (``ARM64_HW_PGTABLE_LEVELS``)."""
-    return (input_bits - 4) // (granule.bit_length() - 1 - 3)
-
-
-def level_shift(level: int, granule: int) -> int:
-    """log2 of the bytes one entry maps at ``level`` (``ARM64_HW_PGTABLE_LEVEL_SHIFT``)."""
-    g = granule.bit_length() - 1
-    return g + (3 - level) * (g - 3)
-
-
-def min_block_level(granule: int) -> int:
-    """Lowest level that may hold a block (``KVM_PGTABLE_MIN_BLOCK_LEVEL``): 1 at 4K, else 2."""
-    return 1 if granule == 4096 else 2
 
 
 class Bank(NamedTuple):

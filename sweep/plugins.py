@@ -19,8 +19,9 @@ import pluggy
 
 from sweep import hookspecs
 from sweep.errors import PluginError, SweepError
+from sweep.kconfig import GRANULE_LIST, GRANULES, granule_name
 from sweep.layouts import Layout
-from sweep.model import GRANULES, MemoryMap, check_va_bits, granule_name
+from sweep.model import MemoryMap, check_va_bits
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ def _add_granule(reg: Registry, plugin: str, granule: int) -> None:
 
 def _add_va_bits(reg: Registry, plugin: str, granule: int, va_bits: list[int]) -> None:
     if granule not in GRANULES:
-        raise _bad(plugin, "register_va_bits", f"granule {granule!r} is not one of 4K, 16K, 64K")
+        raise _bad(plugin, "register_va_bits", f"granule {granule!r} is not one of {GRANULE_LIST}")
     try:
         choices = [check_va_bits(v) for v in va_bits]
     except SweepError as exc:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from sweep.columns import INPUT_COLUMNS, ROW_COLUMNS
+from sweep.columns import HEX_COLUMNS, INPUT_COLUMNS, ROW_COLUMNS  # noqa: F401 (HEX_COLUMNS re-exported)
 from sweep.errors import ValidationError
 from sweep.metadata import read_meta
 from sweep.model import granule_name, parse_granule
@@ -29,18 +29,6 @@ LEGACY_LAYOUTS = ("high-only", "merged", "tagged")
 with ``extra_levels > 1`` under one of them is a configuration those kernels could not run."""
 
 CATEGORY_COLUMNS = tuple(c for c, t in ROW_COLUMNS.items() if t == "category")
-
-HEX_COLUMNS = (
-    "idmap_pa",
-    "tag_random",
-    "phys_offset",
-    "clipped_bytes",
-    "hyp_va_min",
-    "hyp_va_max",
-    "margin",
-    "hyp_dram_last",
-)
-"""Columns people read in hex: addresses, and byte counts compared with addresses."""
 
 
 def dataset(directory: str | Path) -> ds.Dataset:

@@ -15,12 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweep.bootlog import BOOT_OPTIONS, BootLog, BootLogError, parse_boot_log
+from sweep.kconfig import VA_BITS_CHOICES, granule_name, levels
 from sweep.loaders import memory_map_from_boot_log
-from sweep.model import MemoryMap, granule_name, levels, parse_granule
-
-# What VA_BITS a kernel can run with, per granule: arch/arm64/Kconfig (ARM64_VA_BITS_*), plus
-# vabits_actual of a 52-bit kernel on a CPU without LPA2/LVA (48, or 47 at 16K: MODEL.md §8).
-VA_BITS_CHOICES = {4096: (39, 48, 52), 16384: (36, 47, 48, 52), 65536: (42, 48, 52)}
+from sweep.model import MemoryMap, parse_granule
 
 DEFAULT_LAYOUT = "tagged-48"
 """The layout checked when the log names no kernel release to choose by."""

@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 
 from sweep.columns import ROW_COLUMNS
+from sweep.kconfig import VA_BITS_CHOICES
 from sweep.model import MemoryMap
 from sweep.reference import compute_row
 
 G = 1 << 30
-KCONFIG = {4096: [39, 48, 52], 16384: [36, 47, 48, 52], 65536: [42, 48, 52]}
+KCONFIG = {g: list(v) for g, v in VA_BITS_CHOICES.items()}
 
 MAPS = {
     # MODEL.md 7.1 and 7.2
