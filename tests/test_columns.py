@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -112,3 +114,16 @@ def test_bit_length_is_python_s_on_every_power_edge():
 def test_granule_names():
     assert [kconfig.granule_name(g) for g in kconfig.GRANULES] == ["4K", "16K", "64K"]
     assert kconfig.GRANULE_LIST == "4K, 16K, 64K"
+
+
+def test_docs_model_defines_every_column_with_its_dtype_and_section():
+    """docs/model.md's tables name each column with the dtype a row has (the schema's) and, in
+    section 6's table, with the section that defines it."""
+    text = (Path(__file__).parents[1] / "docs" / "model.md").read_text()
+    for column in SCHEMA:
+        dtype = "category (string)" if column.dtype == "category" else column.dtype
+        row = rf"^\| [^|]*`{column.name}`[^|]*\| {re.escape(dtype)} \|"
+        assert re.search(row, text, re.M), f"docs/model.md: no table row for {column.name}"
+        if column.kind != "input":
+            listed = rf"^\| `{column.name}` \| {column.dtype} \| {column.section}\b"
+            assert re.search(listed, text, re.M), f"docs/model.md section 6: {column.name}"
