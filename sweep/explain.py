@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from sweep.api import build_row
+from sweep.columns import HEX_COLUMNS, TABLE_COLUMNS
 from sweep.errors import ValidationError
 from sweep.model import (
     MemoryMap,
@@ -24,7 +25,6 @@ from sweep.model import (
     levels,
 )
 from sweep.reference import LAYOUTS, Configuration, Tree, build_tree, prepare
-from sweep.results import HEX_COLUMNS
 
 UNITS = "KMGTPE"
 """ptdump's size units: the size is printed in KiB, then scaled while it divides by 1024."""
@@ -287,7 +287,7 @@ def render(explanation: Explanation) -> str:
 def agreement(explanation: Explanation) -> str:
     """Compare the reference tree's tables per level with the builder row's columns."""
     counts = explanation.tables_per_level()
-    names = {-1: "tables_lm1", 0: "tables_l0", 1: "tables_l1", 2: "tables_l2", 3: "tables_l3"}
+    names = TABLE_COLUMNS
     wrong = [
         f"{names[lv]}: tree {counts[lv]}, builder {explanation.row[names[lv]]}"
         for lv in names

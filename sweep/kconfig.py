@@ -32,14 +32,16 @@ def granule_name(granule: int) -> str:
     return GRANULE_NAMES.get(granule, f"{granule >> 10}K")
 
 
-def page_shift(granule: int) -> int:
-    """``PAGE_SHIFT``: log2 of the granule (12, 14, 16)."""
-    return granule.bit_length() - 1
+def page_shift(granule):
+    """``PAGE_SHIFT``: log2 of the granule (12, 14, 16), for an int or a numpy array."""
+    if isinstance(granule, np.ndarray):
+        return bit_length(granule) - 1
+    return int(granule).bit_length() - 1
 
 
-def levels(input_bits, granule: int):
+def levels(input_bits, granule):
     """``ARM64_HW_PGTABLE_LEVELS(input_bits)`` = ``(bits - 4) // (PAGE_SHIFT - 3)``
-    (``arch/arm64/include/asm/pgtable-hwdef.h``), for an int or a numpy array of bits."""
+    (``arch/arm64/include/asm/pgtable-hwdef.h``), for ints or numpy arrays."""
     return (input_bits - 4) // (page_shift(granule) - 3)
 
 

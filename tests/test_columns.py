@@ -92,6 +92,7 @@ def test_hex_columns_are_the_address_like_uint64_columns():
 def test_levels_as_the_kernel_documents_them(bits, granule, expected):
     assert kconfig.levels(bits, granule) == expected
     assert kconfig.levels(np.array([bits]), granule).tolist() == [expected]
+    assert kconfig.levels(np.array([bits]), np.array([granule])).tolist() == [expected]
 
 
 def test_level_shift_and_block_level():

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from sweep.cli import main
+from sweep.columns import TABLE_COLUMNS
 from sweep.errors import ValidationError
 from sweep.explain import explain, render, size_text, tree_lines
 from sweep.model import MemoryMap, level_shift
@@ -41,7 +42,7 @@ CASES = [
     (FAR, "64K", 52, "high-only", 0x8008_0000, 0),
 ]
 IDS = [f"{m.name}-{g}-{v}-{lay}" for m, g, v, lay, _i, _t in CASES]
-LEVEL_COLUMNS = {-1: "tables_lm1", 0: "tables_l0", 1: "tables_l1", 2: "tables_l2", 3: "tables_l3"}
+LEVEL_COLUMNS = TABLE_COLUMNS
 
 
 def _builder(memory_map, granule, va_bits, layout, blocks, idmap_pa, tag_random) -> dict:
