@@ -21,8 +21,17 @@ HEADER = struct.Struct(">10I")
 """magic, totalsize, off_dt_struct, off_dt_strings, off_mem_rsvmap, version,
 last_comp_version, boot_cpuid_phys, size_dt_strings, size_dt_struct (spec 5.2)."""
 
-DEFAULT_ADDRESS_CELLS, DEFAULT_SIZE_CELLS = 2, 1
-"""Spec 2.3.5: a node without ``#address-cells``/``#size-cells`` gets 2 and 1 for its children."""
+ROOT_ADDRESS_CELLS, ROOT_SIZE_CELLS = 1, 1
+"""What Linux assumes when the root has no ``#address-cells``/``#size-cells``:
+``OF_ROOT_NODE_ADDR_CELLS_DEFAULT`` and ``OF_ROOT_NODE_SIZE_CELLS_DEFAULT`` of
+``drivers/of/of_private.h`` (2 only on SPARC), read by ``early_init_dt_scan_root``."""
+FDT_MAX_DEPTH = 64
+"""``drivers/of/fdt.c``: the deepest nesting the kernel unflattens; deeper blobs are refused."""
+NAME_CHARS, PATH_PARTS = 32, 4
+"""Error lines show at most this much of a node name and of a path (names may be 4 KiB long)."""
+FIRMWARE_HINT = (
+    "firmware fills it in at boot? read the blob from the running board, /sys/firmware/fdt"
+)
 
 
 @dataclass
@@ -37,30 +46,38 @@ class Node:
 
     @property
     def path(self) -> str:
-        if self.parent is None:
-            return "/"
-        parent = self.parent.path
-        return f"{parent}{self.name}" if parent == "/" else f"{parent}/{self.name}"
+        names, node = [], self
+        while node.parent is not None:
+            names.append(node.name)
+            node = node.parent
+        return "/" + "/".join(reversed(names))
+
+    @property
+    def short_path(self) -> str:
+        """The path cut for an error line: long names and deep paths are elided."""
+        names = [_short_name(n) for n in self.path.strip("/").split("/")]
+        if len(names) > PATH_PARTS:
+            names = [names[0], f"...({len(names) - PATH_PARTS + 1} more)", *names[-2:]]
+        return "/" + "/".join(names)
 
     def walk(self) -> Iterator[Node]:
-        yield self
-        for child in self.children:
-            yield from child.walk()
+        """Every node below and including this one, in blob order (iteratively: any depth)."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
 
     def string(self, prop: str) -> str | None:
-        """A string property without its NUL, or None when absent."""
+        """A string property up to its first NUL (as ``strcmp`` reads it), or None when absent."""
         value = self.properties.get(prop)
         if value is None:
             return None
         return value.split(b"\0", 1)[0].decode("utf-8", "replace")
 
-    def cells(self, prop: str, default: int) -> int:
-        value = self.properties.get(prop)
-        if value is None:
-            return default
-        if len(value) != 4:
-            raise ValueError(f"{prop} is {len(value)} bytes, must be one 32-bit cell")
-        return struct.unpack(">I", value)[0]
+
+def _short_name(name: str) -> str:
+    return name if len(name) <= NAME_CHARS else name[: NAME_CHARS - 3] + "..."
 
 
 def is_fdt(data: bytes) -> bool:
@@ -122,11 +139,13 @@ def parse(data: bytes, origin: str) -> Node:
 
 
 def _read_structure(data: bytes, pos: int, end: int, strings: bytes, origin: str) -> Node:
+    """One pass over the tokens, keeping the open nodes on a stack (no recursion)."""
     root: Node | None = None
     node: Node | None = None
+    depth = 0
 
     def fail(offset: int, message: str) -> ValidationError:
-        where = f"node {node.path}" if node is not None else "structure block"
+        where = f"node {node.short_path}" if node is not None else "structure block"
         return ValidationError(f"{origin}: {where} (offset {offset:#x}): {message}")
 
     def word(offset: int) -> int:
@@ -148,11 +167,18 @@ def _read_structure(data: bytes, pos: int, end: int, strings: bytes, origin: str
             pos = (nul + 1 + 3) & ~3
             if root is None:
                 if name:
-                    raise fail(at, f"the root node must have an empty name, not {name!r}")
+                    raise fail(at, f"the root node must have an empty name, not {name[:32]!r}")
                 root = node = Node("")
             elif node is None:
                 raise fail(at, "a second root node after the first one ended")
             else:
+                depth += 1
+                if depth >= FDT_MAX_DEPTH:
+                    raise fail(
+                        at,
+                        f"nodes nested deeper than {FDT_MAX_DEPTH} levels (FDT_MAX_DEPTH of"
+                        " drivers/of/fdt.c)",
+                    )
                 child = Node(name, parent=node)
                 node.children.append(child)
                 node = child
@@ -160,6 +186,7 @@ def _read_structure(data: bytes, pos: int, end: int, strings: bytes, origin: str
             if node is None:
                 raise fail(at, "FDT_END_NODE without a node to end")
             node = node.parent
+            depth -= 1
         elif token == FDT_PROP:
             if node is None:
                 raise fail(at, "property outside any node")
@@ -185,77 +212,112 @@ def _read_structure(data: bytes, pos: int, end: int, strings: bytes, origin: str
             raise fail(at, f"unknown token {token:#x} (expected 1, 2, 3, 4 or 9)")
 
 
-def memory_nodes(root: Node) -> list[Node]:
-    """Nodes that describe DRAM: ``device_type = "memory"``, or a child of the root named
-    ``memory``/``memory@...`` (deeper nodes of that name are on-chip RAMs or carve-outs).
+# --- memory, as Linux reads it ----------------------------------------------------------------
 
-    Skipped, as the kernel skips them (``early_init_dt_scan_memory`` in ``drivers/of/fdt.c``):
-    nodes whose ``status`` is not ``okay``. Anything under ``/reserved-memory`` describes carve-outs
-    of DRAM, not banks, and is never a memory node here.
+
+@dataclass(frozen=True)
+class Entry:
+    """One (base, size) entry Linux would hand to memblock, and where it was read."""
+
+    base: int
+    size: int
+    where: str
+
+
+@dataclass
+class MemoryScan:
+    """What ``scan_memory`` found: the entries, and one line per thing Linux skips."""
+
+    entries: list[Entry] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    memory_nodes: int = 0
+
+
+def root_cells(root: Node, origin: str) -> tuple[int, int]:
+    """``#address-cells`` and ``#size-cells`` of the root, as ``early_init_dt_scan_root`` reads
+    them: the first cell of the property, 1 and 1 when absent."""
+    out = []
+    for prop, default in (("#address-cells", ROOT_ADDRESS_CELLS), ("#size-cells", ROOT_SIZE_CELLS)):
+        value = root.properties.get(prop)
+        if value is None:
+            out.append(default)
+        elif len(value) < 4:
+            raise ValidationError(
+                f"{origin}: node /: {prop} is {len(value)} bytes, must be a 32-bit cell"
+            )
+        else:
+            out.append(int.from_bytes(value[:4], "big"))
+    return out[0], out[1]
+
+
+def scan_memory(root: Node, origin: str) -> MemoryScan:
+    """The DRAM entries of a tree, read as Linux 6.x reads them (``early_init_dt_scan_memory``,
+    ``drivers/of/fdt.c``).
+
+    Only children of the root count, and only those whose ``device_type`` is ``"memory"``
+    (a ``memory@`` name alone does not); a ``status`` other than ``okay``/``ok`` skips the node;
+    ``linux,usable-memory`` is read instead of ``reg`` when present; entries are read with the
+    root's cells while a whole entry remains (trailing partial cells are ignored) and entries of
+    size 0 are skipped. Each skip the kernel makes silently is noted in ``skipped``.
     """
-    found = []
+    address_cells, size_cells = root_cells(root, origin)
+    stride = address_cells + size_cells
+    scan = MemoryScan()
     for node in root.walk():
         if node.parent is None:
             continue
-        named = node.parent is root and (node.name == "memory" or node.name.startswith("memory@"))
-        if not (named or node.string("device_type") == "memory"):
+        memory_type = node.string("device_type") == "memory"
+        if node.parent is not root:
+            if memory_type:
+                scan.skipped.append(
+                    f'node {node.short_path}: device_type = "memory" below the root\'s children:'
+                    " skipped (Linux reads only children of the root)"
+                )
             continue
-        if any(
-            a.name == "reserved-memory" or a.name.startswith("reserved-memory@")
-            for a in _ancestors(node)
-        ):
+        if not memory_type:
+            if node.name == "memory" or node.name.startswith("memory@"):
+                scan.skipped.append(
+                    f'node {node.short_path}: no device_type = "memory": skipped (Linux does not'
+                    " go by the name)"
+                )
             continue
+        scan.memory_nodes += 1
         status = node.string("status")
         if status is not None and status not in ("okay", "ok"):
+            scan.skipped.append(
+                f"node {node.short_path}: status {status[:NAME_CHARS]!r}: skipped (not okay)"
+            )
             continue
-        found.append(node)
-    return found
+        prop = "linux,usable-memory" if "linux,usable-memory" in node.properties else "reg"
+        value = node.properties.get(prop)
+        if not value:
+            what = "no reg property" if value is None else f"{prop} is empty"
+            scan.skipped.append(f"node {node.short_path}: {what} ({FIRMWARE_HINT})")
+            continue
+        cells = len(value) // 4
+        whole = cells // stride if stride else 0
+        if len(value) != 4 * whole * stride:
+            scan.skipped.append(
+                f"node {node.short_path}: {prop} has {len(value) - 4 * whole * stride} trailing"
+                f" byte(s) short of a whole entry ({stride} cells): ignored"
+            )
+        for index in range(whole):
+            at = 4 * index * stride
+            base = _number(value[at : at + 4 * address_cells])
+            size = _number(value[at + 4 * address_cells : at + 4 * stride])
+            where = f"node {node.short_path}" + (f" {prop} entry {index}" if whole > 1 else "")
+            if prop != "reg" and whole == 1:
+                where += f" ({prop})"
+            if size == 0:
+                scan.skipped.append(f"{where}: size 0: skipped ({FIRMWARE_HINT})")
+                continue
+            scan.entries.append(Entry(base, size, where))
+    return scan
 
 
-def _ancestors(node: Node) -> Iterator[Node]:
-    while node.parent is not None:
-        node = node.parent
-        yield node
-
-
-def reg_entries(node: Node, origin: str) -> list[tuple[int, int]]:
-    """``(address, size)`` pairs of a memory node, decoded with its parent's cell counts.
-
-    ``linux,usable-memory`` wins over ``reg`` when present, as in the kernel (kdump kernels get
-    their memory that way; ``early_init_dt_scan_memory``, ``drivers/of/fdt.c``).
-    """
-    where = f"{origin}: node {node.path}"
-    parent = node.parent
-    assert parent is not None
-    try:
-        address_cells = parent.cells("#address-cells", DEFAULT_ADDRESS_CELLS)
-        size_cells = parent.cells("#size-cells", DEFAULT_SIZE_CELLS)
-    except ValueError as exc:
-        raise ValidationError(f"{origin}: node {parent.path}: {exc}") from None
-    if size_cells == 0 or address_cells == 0:
-        raise ValidationError(
-            f"{where}: parent {parent.path} has #address-cells {address_cells} and #size-cells"
-            f" {size_cells}; memory needs both above 0"
-        )
-    prop = "linux,usable-memory" if "linux,usable-memory" in node.properties else "reg"
-    reg = node.properties.get(prop)
-    if reg is None:
-        raise ValidationError(
-            f"{where}: memory node has no reg property (firmware fills it in"
-            " at boot? read the blob from the running board, /sys/firmware/fdt)"
-        )
-    stride = 4 * (address_cells + size_cells)
-    if not reg or len(reg) % stride:
-        raise ValidationError(
-            f"{where}: {prop} is {len(reg)} bytes, not a non-empty multiple of {stride}"
-            f" (#address-cells {address_cells} + #size-cells {size_cells} of {parent.path})"
-        )
-    entries = []
-    for at in range(0, len(reg), stride):
-        address = int.from_bytes(reg[at : at + 4 * address_cells], "big")
-        size = int.from_bytes(reg[at + 4 * address_cells : at + stride], "big")
-        entries.append((address, size))
-    return entries
+def _number(cells: bytes) -> int:
+    """``of_read_number``: big-endian cells folded into a u64 (higher cells shift out)."""
+    return int.from_bytes(cells, "big") & ((1 << 64) - 1)
 
 
 # --- writer: small blobs for tests and for exporting a memory map ---------------------------
@@ -281,7 +343,7 @@ def encode(
     def pad() -> None:
         struct_block.extend(b"\0" * (-len(struct_block) % 4))
 
-    def put(node: Node) -> None:
+    def begin(node: Node) -> None:
         emit(FDT_BEGIN_NODE)
         struct_block.extend(node.name.encode() + b"\0")
         pad()
@@ -292,11 +354,16 @@ def encode(
             emit(FDT_PROP, len(value), offsets[name])
             struct_block.extend(value)
             pad()
-        for child in node.children:
-            put(child)
-        emit(FDT_END_NODE)
 
-    put(root)
+    stack: list[Node | None] = [root]  # None: end the node begun before (no recursion)
+    while stack:
+        node = stack.pop()
+        if node is None:
+            emit(FDT_END_NODE)
+            continue
+        begin(node)
+        stack.append(None)
+        stack.extend(reversed(node.children))
     emit(FDT_END)
     rsvmap = b"".join(struct.pack(">QQ", a, s) for a, s in (*reservations, (0, 0)))
     off_rsvmap = HEADER.size + (-HEADER.size % 8)

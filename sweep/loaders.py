@@ -16,6 +16,7 @@ node, and the rule.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import subprocess
@@ -50,6 +51,8 @@ TOML_KEYS = {"name", "description", "source", "platform", "banks"}
 """``platform``: optional, the board as the source table names it (the built-in boards use it)."""
 BANK_KEYS = {"base", "size"}
 MAX_FILE_BYTES = 64 << 20
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -250,24 +253,22 @@ def _key_line(text: str, key: str) -> int:
 
 
 def _from_dtb(data: bytes, path: Path, origin: str | None = None) -> MemoryMap:
+    """The banks Linux would add to memblock from this blob (``fdt.scan_memory``); each node or
+    entry it skips is one warning line, and a blob left with no bank is an error."""
     origin = origin or str(path)
     root = fdt.parse(data, origin)
-    nodes = fdt.memory_nodes(root)
-    if not nodes:
-        raise ValidationError(f'{origin}: device tree has no memory node (device_type = "memory")')
-    banks = []
-    for node in nodes:
-        entries = fdt.reg_entries(node, origin)
-        for index, (base, size) in enumerate(entries):
-            where = f"node {node.path}" + (f" reg entry {index}" if len(entries) > 1 else "")
-            if size == 0:
-                raise ValidationError(
-                    f"{origin}: {where}: size 0 (firmware fills it in at boot? read the blob from"
-                    " the running board, /sys/firmware/fdt)"
-                )
-            banks.append(_Located(base, size, where))
+    scan = fdt.scan_memory(root, origin)
+    for line in scan.skipped:
+        log.warning("%s: %s", origin, line)
+    if not scan.entries:
+        if scan.skipped:
+            raise ValidationError(f"{origin}: no DRAM bank left: {scan.skipped[0]}")
+        raise ValidationError(
+            f'{origin}: device tree has no memory node (device_type = "memory" in a child of /)'
+        )
+    banks = [_Located(e.base, e.size, e.where) for e in scan.entries]
     model = root.string("model") or root.string("compatible") or ""
-    description = f"memory nodes of {path.name}" + (f" ({model})" if model else "")
+    description = f"memory nodes of {path.name}" + (f" ({model[:80]})" if model else "")
     return _memory_map(origin, path.stem, banks, description, str(path))
 
 

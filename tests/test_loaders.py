@@ -209,15 +209,19 @@ def test_blob_node_kinds(tmp_path):
     )
 
 
-def test_memory_node_without_cells_takes_the_spec_defaults(tmp_path):
-    """Devicetree spec 2.3.5: no #address-cells/#size-cells means 2 and 1."""
+def test_root_without_cells_takes_the_kernels_defaults(tmp_path):
+    """drivers/of/of_private.h: OF_ROOT_NODE_ADDR_CELLS_DEFAULT and OF_ROOT_NODE_SIZE_CELLS_DEFAULT
+    are 1 and 1 (2 only on SPARC), so a root without them reads reg as (1 cell, 1 cell)."""
     root = fdt.Node("", {})
-    node = memory_node("memory@80000000", fdt.cells(0, 0x8000_0000, 0x4000_0000))
+    node = memory_node("memory@80000000", fdt.cells(0x8000_0000, 0x4000_0000, 0xC000_0000, 0x1000))
     node.parent = root
     root.children.append(node)
     path = tmp_path / "defaults.dtb"
     path.write_bytes(fdt.encode(root))
-    assert banks(load_memory_map(path)) == (Bank(0x8000_0000, 0x4000_0000),)
+    assert banks(load_memory_map(path)) == (
+        Bank(0x8000_0000, 0x4000_0000),
+        Bank(0xC000_0000, 0x1000),
+    )
 
 
 def test_kind_is_told_by_content_not_suffix(tmp_path):
@@ -465,22 +469,6 @@ def test_any_banks_read_the_same_from_every_kind(tmp_path_factory, bank_list, no
         assert tuple(sorted(load_memory_map(path).banks, key=lambda b: b.base)) == expected, name
 
 
-def test_only_root_children_count_by_name(tmp_path):
-    """A deeper node named memory@... (an on-chip SRAM) is not DRAM; device_type still counts."""
-    soc = fdt.Node("soc", {"#address-cells": fdt.cells(1), "#size-cells": fdt.cells(1)})
-    soc.children = [
-        fdt.Node("memory@10000000", {"reg": fdt.cells(0x1000_0000, 0x4_0000)}),
-        fdt.Node(
-            "dram@20000000",
-            {"device_type": b"memory\0", "reg": fdt.cells(0x2000_0000, 0x1000_0000)},
-        ),
-    ]
-    root = tree(fdt.Node("memory", {"reg": fdt.cells(0x8000_0000, GiB, width=2)}), soc)
-    path = tmp_path / "soc.dtb"
-    path.write_bytes(fdt.encode(root))
-    assert banks(load_memory_map(path)) == (Bank(0x2000_0000, 0x1000_0000), Bank(0x8000_0000, GiB))
-
-
 def test_relative_paths_try_the_config_folder_then_the_working_directory(tmp_path, monkeypatch):
     from sweep.memory_maps import select_memory_maps
 
@@ -497,3 +485,157 @@ def test_relative_paths_try_the_config_folder_then_the_working_directory(tmp_pat
     with pytest.raises(sweep.ValidationError) as info:
         select_memory_maps(["maps/c.dtb"], base_dir=config_dir)
     assert str(info.value) == f"{config_dir / 'maps' / 'c.dtb'}: no such memory-map file"
+
+
+# --- device trees read as Linux 6.x reads them (drivers/of/fdt.c, early_init_dt_scan_memory) ---
+
+
+def _load_with_warnings(tmp_path, root: fdt.Node, caplog) -> tuple[tuple[Bank, ...], list[str]]:
+    path = tmp_path / "linux.dtb"
+    path.write_bytes(fdt.encode(root))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sweep.loaders"):
+        memory_map = load_memory_map(path)
+    prefix = f"{path}: "
+    lines = [r.getMessage() for r in caplog.records]
+    assert all(line.startswith(prefix) and "\n" not in line for line in lines), lines
+    return banks(memory_map), [line.removeprefix(prefix) for line in lines]
+
+
+def test_linux_reads_only_root_children_with_device_type_memory(tmp_path, caplog):
+    """fdt_for_each_subnode(node, fdt, 0) visits the root's children only, and the test is
+    strcmp(device_type, "memory"): a memory@ name without it, an SRAM named memory@ deeper down
+    and a device_type = "memory" node under /soc add nothing."""
+    soc = fdt.Node("soc", {"#address-cells": fdt.cells(1), "#size-cells": fdt.cells(1)})
+    soc.children = [
+        fdt.Node("memory@10000000", {"reg": fdt.cells(0x1000_0000, 0x4_0000)}),
+        fdt.Node(
+            "dram@20000000",
+            {"device_type": b"memory\0", "reg": fdt.cells(0x2000_0000, 0x1000_0000)},
+        ),
+    ]
+    root = tree(
+        fdt.Node("memory@0", {"reg": fdt.cells(0, GiB, width=2)}),
+        fdt.Node("sram@1", {"device_type": b"memory-sram\0", "reg": fdt.cells(1, 1, width=2)}),
+        memory_node("ram@80000000", fdt.cells(0x8000_0000, GiB, width=2)),
+        soc,
+    )
+    found, warnings = _load_with_warnings(tmp_path, root, caplog)
+    assert found == (Bank(0x8000_0000, GiB),)
+    assert warnings == [
+        'node /memory@0: no device_type = "memory": skipped (Linux does not go by the name)',
+        'node /soc/dram@20000000: device_type = "memory" below the root\'s children: skipped'
+        " (Linux reads only children of the root)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "status, kept",
+    [
+        (None, True),
+        (b"okay\0", True),
+        (b"ok\0", True),
+        (b"disabled\0", False),
+        (b"fail\0", False),
+        (b"okay-ish\0", False),
+    ],
+)
+def test_status_other_than_okay_or_ok_is_skipped(tmp_path, caplog, status, kept):
+    """of_fdt_device_is_available: no status, or strcmp equal to "ok" or "okay"."""
+    extra = {} if status is None else {"status": status}
+    root = tree(
+        memory_node("memory@40000000", fdt.cells(0x4000_0000, GiB, width=2)),
+        memory_node("memory@100000000", fdt.cells(0x1_0000_0000, GiB, width=2), **extra),
+    )
+    found, warnings = _load_with_warnings(tmp_path, root, caplog)
+    second = (Bank(0x1_0000_0000, GiB),) if kept else ()
+    assert found == (Bank(0x4000_0000, GiB), *second)
+    if not kept:
+        assert warnings == [
+            f"node /memory@100000000: status {status[:-1].decode()!r}: skipped (not okay)"
+        ]
+
+
+def test_usable_memory_replaces_reg_and_size_zero_entries_are_skipped(tmp_path, caplog):
+    """reg = of_get_flat_dt_prop(node, "linux,usable-memory") first, then "reg"; and in the entry
+    loop `if (size == 0) continue;`."""
+    root = tree(
+        memory_node(
+            "memory@40000000",
+            fdt.cells(0x4000_0000, 8 * GiB, width=2),
+            **{"linux,usable-memory": fdt.cells(0x5000_0000, GiB, 0x9000_0000, 0, width=2)},
+        ),
+        memory_node("memory@300000000", fdt.cells(0x3_0000_0000, 0, 0x4_0000_0000, GiB, width=2)),
+    )
+    found, warnings = _load_with_warnings(tmp_path, root, caplog)
+    assert found == (Bank(0x5000_0000, GiB), Bank(0x4_0000_0000, GiB))
+    hint = "(firmware fills it in at boot? read the blob from the running board, /sys/firmware/fdt)"
+    assert warnings == [
+        f"node /memory@40000000 linux,usable-memory entry 1: size 0: skipped {hint}",
+        f"node /memory@300000000 reg entry 0: size 0: skipped {hint}",
+    ]
+
+
+def test_trailing_partial_cells_are_ignored(tmp_path, caplog):
+    """`while ((endp - reg) >= (dt_root_addr_cells + dt_root_size_cells))`: what is left after
+    the last whole entry (here one cell and two stray bytes, with 2/1 cells) is never read."""
+    raw = fdt.cells(0, 0x8000_0000, GiB) + fdt.cells(0x1) + b"\xab\xcd"
+    root = tree(memory_node("memory@80000000", raw), address_cells=2, size_cells=1)
+    found, warnings = _load_with_warnings(tmp_path, root, caplog)
+    assert found == (Bank(0x8000_0000, GiB),)
+    assert warnings == [
+        "node /memory@80000000: reg has 6 trailing byte(s) short of a whole entry (3 cells):"
+        " ignored"
+    ]
+
+
+def test_a_blob_nested_100000_deep_is_one_line_and_stops_at_fdt_max_depth():
+    """Nothing recursive: the reader stops at the 64th level (FDT_MAX_DEPTH, drivers/of/fdt.c),
+    so the error names the offset of that node's FDT_BEGIN_NODE, not the 100,000th."""
+    import time
+
+    struct_block = bytearray(struct.pack(">II", fdt.FDT_BEGIN_NODE, 0))  # the root, name ""
+    for _ in range(100_000):
+        struct_block += struct.pack(">I4s", fdt.FDT_BEGIN_NODE, b"n\0\0\0")
+    struct_block += struct.pack(">I", fdt.FDT_END_NODE) * 100_001 + struct.pack(">I", fdt.FDT_END)
+    off_rsvmap, off_struct = 40, 56
+    total = off_struct + len(struct_block)
+    header = fdt.HEADER.pack(
+        fdt.FDT_MAGIC, total, off_struct, total, off_rsvmap, 17, 16, 0, 0, len(struct_block)
+    )
+    blob = header + bytes(16) + bytes(struct_block)
+    start = time.perf_counter()
+    with pytest.raises(sweep.ValidationError) as info:
+        fdt.parse(blob, "deep.dtb")
+    seconds = time.perf_counter() - start
+    message = str(info.value)
+    # root at 56 (8 bytes), then each level 8 bytes: level 64 begins at 56 + 8 + 63 * 8
+    assert message == (
+        f"deep.dtb: node /n/...(60 more)/n/n (offset {56 + 8 + 63 * 8:#x}): nodes nested deeper"
+        " than 64 levels (FDT_MAX_DEPTH of drivers/of/fdt.c)"
+    )
+    print(f"100,000-deep blob ({len(blob)} bytes): one line in {seconds * 1000:.1f} ms")
+
+
+def test_error_lines_stay_short_with_4k_node_names(tmp_path):
+    """A 4 KiB node name shows as its first 29 characters and '...'."""
+    name = "memory@" + "8" * 4096
+    root = tree(memory_node(name, fdt.cells(0x8000_0000, 0, width=2)))
+    path = tmp_path / "long.dtb"
+    path.write_bytes(fdt.encode(root))
+    with pytest.raises(sweep.ValidationError) as info:
+        load_memory_map(path)
+    message = str(info.value).removeprefix(f"{path}: ")
+    assert message.startswith("no DRAM bank left: node /memory@8888888888888888888888...: size 0")
+    assert len(message) < 200
+
+
+def test_a_blob_with_every_node_skipped_names_the_first_reason(tmp_path):
+    root = tree(memory_node("memory@0", fdt.cells(0, GiB, width=2), status=b"disabled\0"))
+    path = tmp_path / "off.dtb"
+    path.write_bytes(fdt.encode(root))
+    with pytest.raises(sweep.ValidationError) as info:
+        load_memory_map(path)
+    assert str(info.value) == (
+        f"{path}: no DRAM bank left: node /memory@0: status 'disabled': skipped (not okay)"
+    )
