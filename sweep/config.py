@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.errors import ValidationError
+from sweep.inputfiles import decode_text, load_toml, origin_of, read_input
 from sweep.model import VA_BITS_MAX, VA_BITS_MIN, granule_name, parse_granule, parse_size
 
 DEFAULT_CONFIG = Path("configs") / "default.toml"
@@ -41,17 +42,22 @@ def find_default_config() -> Path:
     raise ValidationError(f"config: no CONFIG given and {DEFAULT_CONFIG} not found")
 
 
+MAX_CONFIG_BYTES = 16 << 20
+"""A config is a few lines; more than this is a wrong file (``/dev/zero``, a dataset)."""
+
+
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """The raw TOML table of a config file; a missing file or bad TOML is one line naming it."""
-    path = Path(path)
+    """The raw TOML table of a config file (``-``: standard input); a missing file, anything
+    but a regular file, non-UTF-8 text or bad TOML is one line naming it."""
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ValidationError(f"config {path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValidationError(f"config {path}: invalid TOML: {exc}") from None
+        data = read_input(path, "config", MAX_CONFIG_BYTES)
+        origin = origin_of(path)
+        text = decode_text(data, origin, "a TOML config")
+        return load_toml(text, origin)
+    except ValidationError as exc:
+        message = str(exc).replace(": TOML syntax error: ", ": invalid TOML: ", 1)
+        message = message.replace(": no such config", ": cannot read: no such file", 1)
+        raise ValidationError(f"config {message}") from None
 
 
 def parse_value(text: str) -> Any:
@@ -70,7 +76,7 @@ _NOT_TOML = object()
 def _toml_literal(text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):  # too deep for tomllib: not a literal
         return _NOT_TOML
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from sweep import fdt
 from sweep.errors import ValidationError
+from sweep.inputfiles import decode_text, load_toml, origin_of, read_input
 from sweep.model import PA_LIMIT, Bank, MemoryMap, parse_size
 
 KINDS = ("toml", "dtb", "dts", "iomem", "bootlog")
@@ -65,21 +66,12 @@ class _Located:
 
 
 def load_memory_map(path: str | Path) -> MemoryMap:
-    """Read a memory map from a file of any supported kind, told apart by its content."""
-    path = Path(path)
-    origin = str(path)
-    try:
-        if path.is_dir():
-            raise ValidationError(f"{origin}: is a directory, not a memory-map file")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ValidationError(
-                f"{origin}: {path.stat().st_size} bytes is too large for a memory-map file"
-            )
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ValidationError(f"{origin}: no such memory-map file") from None
-    except OSError as exc:
-        raise ValidationError(f"{origin}: cannot read: {exc.strerror or exc}") from None
+    """Read a memory map from a file of any supported kind, told apart by its content.
+
+    ``-`` reads standard input (the map is named ``stdin`` unless its content names it)."""
+    origin = origin_of(path)
+    data = read_input(path, "memory-map file", MAX_FILE_BYTES)
+    path = Path("stdin") if origin == "<stdin>" else Path(path)
     kind = detect_kind(data)
     claimed = SUFFIX_KINDS.get(path.suffix.lower())
     if claimed and kind and kind != claimed:
@@ -94,12 +86,12 @@ def load_memory_map(path: str | Path) -> MemoryMap:
             " a /proc/iomem dump or a kernel boot log"
         )
     if kind == "dtb":
-        return _from_dtb(data, path)
-    text = _text(data, origin, kind)
+        return _from_dtb(data, path, origin)
+    text = decode_text(data, origin, KIND_NAMES[kind])
     if kind == "toml":
-        return _from_toml(text, path)
+        return _from_toml(text, path, origin)
     if kind == "dts":
-        return _from_dts(path)
+        return _from_dts(path, origin, data)
     if kind == "iomem":
         return memory_map_from_iomem(text, path.stem, origin=origin)
     return memory_map_from_boot_log(text, path.stem, origin=origin)
@@ -124,7 +116,7 @@ def detect_kind(data: bytes) -> str | None:
     try:
         if set(tomllib.loads(text)) & TOML_KEYS:
             return "toml"
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):  # _from_toml says which, in one line
         pass
     if _EARLY_RANGES in text or _NODE_RANGE.search(text):
         return "bootlog"
@@ -134,16 +126,6 @@ def detect_kind(data: bytes) -> str | None:
     if _TOML_HINT.search(text):
         return "toml"
     return None
-
-
-def _text(data: bytes, origin: str, kind: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ValidationError(
-            f"{origin}: line {line}: not UTF-8 text, so not {KIND_NAMES[kind]}"
-        ) from None
 
 
 # --- checks shared by every kind --------------------------------------------------------------
@@ -184,12 +166,8 @@ def _memory_map(
 # --- TOML ---------------------------------------------------------------------------------------
 
 
-def _from_toml(text: str, path: Path) -> MemoryMap:
-    origin = str(path)
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValidationError(f"{origin}: TOML syntax error: {exc}") from None
+def _from_toml(text: str, path: Path, origin: str) -> MemoryMap:
+    doc = load_toml(text, origin)
     header_lines = [
         i + 1
         for i, line in enumerate(text.splitlines())
@@ -252,10 +230,9 @@ def _key_line(text: str, key: str) -> int:
 # --- device trees ---------------------------------------------------------------------------
 
 
-def _from_dtb(data: bytes, path: Path, origin: str | None = None) -> MemoryMap:
+def _from_dtb(data: bytes, path: Path, origin: str) -> MemoryMap:
     """The banks Linux would add to memblock from this blob (``fdt.scan_memory``); each node or
     entry it skips is one warning line, and a blob left with no bank is an error."""
-    origin = origin or str(path)
     root = fdt.parse(data, origin)
     scan = fdt.scan_memory(root, origin)
     for line in scan.skipped:
@@ -269,11 +246,12 @@ def _from_dtb(data: bytes, path: Path, origin: str | None = None) -> MemoryMap:
     banks = [_Located(e.base, e.size, e.where) for e in scan.entries]
     model = root.string("model") or root.string("compatible") or ""
     description = f"memory nodes of {path.name}" + (f" ({model[:80]})" if model else "")
-    return _memory_map(origin, path.stem, banks, description, str(path))
+    return _memory_map(origin, path.stem, banks, description, origin)
 
 
-def _from_dts(path: Path) -> MemoryMap:
-    origin = str(path)
+def _from_dts(path: Path, origin: str, data: bytes) -> MemoryMap:
+    """Compiled by dtc: the file itself (so that its messages name it), or ``data`` from stdin."""
+    stdin = origin == "<stdin>"
     dtc = shutil.which("dtc")
     if dtc is None:
         raise ValidationError(
@@ -282,8 +260,9 @@ def _from_dts(path: Path) -> MemoryMap:
         )
     try:
         run = subprocess.run(
-            [dtc, "-q", "-I", "dts", "-O", "dtb", "-o", "-", path.name],
-            cwd=path.parent,
+            [dtc, "-q", "-I", "dts", "-O", "dtb", "-o", "-", "-" if stdin else path.name],
+            cwd=None if stdin else path.parent,
+            input=data if stdin else None,
             capture_output=True,
             timeout=60,
         )
@@ -293,7 +272,7 @@ def _from_dts(path: Path) -> MemoryMap:
         message = run.stderr.decode("utf-8", "replace").strip().splitlines()
         first = next((m for m in message if "rror" in m), message[0] if message else "")
         hint = ""
-        if re.search(r"^\s*#\s*include\b", path.read_text("utf-8", "replace"), re.M):
+        if re.search(rb"^\s*#\s*include\b", data, re.M):
             hint = (
                 " (#include needs the C preprocessor: run cpp -nostdinc -undef -x"
                 " assembler-with-cpp first, as the kernel's Makefiles do)"

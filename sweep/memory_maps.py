@@ -8,7 +8,7 @@ A spec is, tried in this order:
 - a path to a memory-map file of any kind ``sweep.load_memory_map`` reads, a directory of them
   (``configs/memory-maps/``), or a glob of such files (``boards/*.dtb``); relative paths are
   taken from ``base_dir`` (the config file's folder) when they exist there, else from the
-  working directory.
+  working directory; ``-`` reads one map from standard input.
 
 Maps come back in the order the specs name them, each once. A spec that matches nothing is a
 one-line error that lists the nearest names.
@@ -19,12 +19,14 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import glob
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from sweep.errors import ValidationError
+from sweep.inputfiles import STDIN
 from sweep.loaders import SUFFIX_KINDS, load_memory_map
 from sweep.model import MemoryMap
+from sweep.plugins import Registry, registry
 
 GLOB_CHARS = "*?["
 SKIPPED_IN_DIRECTORIES = ("README*", "*.md", ".*", "_*")
@@ -32,12 +34,13 @@ SKIPPED_IN_DIRECTORIES = ("README*", "*.md", ".*", "_*")
 
 
 def select_memory_maps(
-    specs: Iterable[str] | str, base_dir: Path | None = None
+    specs: Iterable[str] | str, base_dir: Path | None = None, catalog: Registry | None = None
 ) -> dict[str, MemoryMap]:
-    """The maps ``specs`` select, by name, in order (see the module docstring for the forms)."""
-    from sweep.plugins import registry
+    """The maps ``specs`` select, by name, in order (see the module docstring for the forms).
 
-    reg = registry()
+    ``catalog`` is the plugin registry, looked up once by the caller that turns a config into a
+    plan; without it the loaded plugins' registry is used."""
+    reg = catalog if catalog is not None else registry()
     if isinstance(specs, str):
         specs = [specs]
     selected: dict[str, MemoryMap] = {}
@@ -56,7 +59,7 @@ def _add(
     origin: dict[str, str],
     memory_map: MemoryMap,
     spec: str,
-    registered: dict[str, MemoryMap],
+    registered: Mapping[str, MemoryMap],
 ) -> None:
     name = memory_map.name
     known = selected.get(name) or registered.get(name)
@@ -72,45 +75,67 @@ def _add(
 
 
 def _resolve(
-    spec: str, registered: dict[str, MemoryMap], families: dict[str, str], base_dir: Path | None
+    spec: str,
+    registered: Mapping[str, MemoryMap],
+    families: Mapping[str, str],
+    base_dir: Path | None,
 ) -> list[MemoryMap]:
+    """The maps of one spec, trying each form of the module docstring in turn."""
     if spec.startswith("family:"):
-        family = spec[len("family:") :]
-        members = [m for name, m in registered.items() if families.get(name) == family]
-        if not members:
-            known = ", ".join(sorted(set(families.values()))) or "none"
-            raise ValidationError(f"memory_maps: family {family!r} has no maps (families: {known})")
-        return members
+        return _family(spec.removeprefix("family:"), registered, families)
     if spec in registered:
         return [registered[spec]]
-    if any(c in spec for c in GLOB_CHARS):
-        names = fnmatch.filter(registered, spec)
-        if names:
-            return [registered[n] for n in names]
-    path = Path(spec).expanduser()
-    candidates = [path]
-    if base_dir is not None and not path.is_absolute():
-        # the config file's folder first, then the working directory (command-line overrides)
-        candidates.insert(0, Path(base_dir) / path)
     is_glob = any(c in spec for c in GLOB_CHARS)
-    for candidate in candidates if is_glob else ():
-        files = sorted(Path(p) for p in glob.glob(str(candidate)) if Path(p).is_file())
-        if files:
-            return [load_memory_map(p) for p in files]
-    path = next((c for c in candidates if c.exists()), candidates[0])
-    if not is_glob and path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and not _skipped(p))
-        if not files:
-            raise ValidationError(f"memory_maps: directory {str(path)!r} holds no memory-map files")
+    names = fnmatch.filter(registered, spec) if is_glob else []
+    if names:
+        return [registered[n] for n in names]
+    if spec == STDIN:
+        return [load_memory_map(STDIN)]
+    files = _files(spec, base_dir, is_glob)
+    if files is not None:
         return [load_memory_map(p) for p in files]
-    if not is_glob and (path.exists() or "/" in spec or path.suffix in SUFFIX_KINDS):
-        return [load_memory_map(path)]
     near = difflib.get_close_matches(spec, list(registered), n=5, cutoff=0.5)
     hint = f"near matches: {', '.join(near)}" if near else "see `sweep maps` for the names"
     raise ValidationError(
         f"memory_maps: {spec!r} is not a registered memory map, family:NAME, glob or existing"
         f" file ({hint})"
     )
+
+
+def _family(
+    family: str, registered: Mapping[str, MemoryMap], families: Mapping[str, str]
+) -> list[MemoryMap]:
+    members = [m for name, m in registered.items() if families.get(name) == family]
+    if not members:
+        known = ", ".join(sorted(set(families.values()))) or "none"
+        raise ValidationError(f"memory_maps: family {family!r} has no maps (families: {known})")
+    return members
+
+
+def _files(spec: str, base_dir: Path | None, is_glob: bool) -> list[Path] | None:
+    """The memory-map files a path spec names, or None when it names none (so: not a path).
+
+    A relative path is tried in the config file's folder first, then in the working directory
+    (where command-line overrides are meant)."""
+    path = Path(spec).expanduser()
+    candidates = [path]
+    if base_dir is not None and not path.is_absolute():
+        candidates.insert(0, Path(base_dir) / path)
+    if is_glob:
+        for candidate in candidates:
+            files = sorted(Path(p) for p in glob.glob(str(candidate)) if Path(p).is_file())
+            if files:
+                return files
+        return None
+    path = next((c for c in candidates if c.exists()), candidates[0])
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not _skipped(p))
+        if not files:
+            raise ValidationError(f"memory_maps: directory {str(path)!r} holds no memory-map files")
+        return files
+    if path.exists() or "/" in spec or path.suffix in SUFFIX_KINDS:
+        return [path]  # load_memory_map names what is wrong with it (missing, a FIFO, ...)
+    return None
 
 
 def _sorted(memory_map: MemoryMap) -> list[tuple[int, int]]:

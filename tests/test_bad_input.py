@@ -5,9 +5,12 @@ Each case states the whole message it expects, with ``{path}`` for the file writ
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -554,3 +557,99 @@ def test_dts_with_cpp_include_says_to_preprocess(tmp_path):
         "syntax error (#include needs the C preprocessor: run cpp -nostdinc -undef -x"
         " assembler-with-cpp first, as the kernel's Makefiles do)"
     )
+
+
+# --- inputs that are not regular files, or not text --------------------------------------------
+
+DEEP_TOML = "a = " + "[" * 500 + "]" * 500 + "\n"
+
+
+def _sweep(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """The real CLI in its own process, so that a hang is a failed test, not a stuck suite."""
+    return subprocess.run(
+        [sys.executable, "-m", "sweep.cli", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "board.toml"
+    os.mkfifo(path)  # no writer ever opens it: reading it would block forever
+    return path
+
+
+@pytest.mark.parametrize("command", [["maps"], ["run", "--dry-run"]], ids=["map", "config"])
+@pytest.mark.parametrize("target", ["fifo", "/dev/zero"])
+def test_fifos_and_devices_are_one_line_not_a_hang(command, target, fifo):
+    """/dev/zero never ends and a FIFO without a writer never starts: both are refused."""
+    path = str(fifo) if target == "fifo" else target
+    run = _sweep(*command, path)
+    kind = "a FIFO" if target == "fifo" else "a character device"
+    what = "memory-map file" if command == ["maps"] else "config"
+    prefix = "sweep: error: " + ("config " if what == "config" else "")
+    assert run.returncode != 0
+    assert run.stderr.decode().strip().splitlines() == [
+        f"{prefix}{path}: is {kind}, not a regular file (a {what} is read from a regular file,"
+        " or from standard input as -)"
+    ]
+
+
+def test_stdin_on_purpose_for_a_map_and_a_config():
+    toml = b'name = "piped"\n[[banks]]\nbase = 0x8000_0000\nsize = "2G"\n'
+    run = _sweep("maps", "-", stdin=toml)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.decode().splitlines()[0].startswith("piped  [file]")
+    config = b'memory_maps = ["juno"]\ngranules = ["4K"]\nva_bits = [48]\n'
+    run = _sweep("run", "--dry-run", "-", stdin=config)
+    assert run.returncode == 0, run.stderr
+
+
+def test_size_limit_is_checked_while_reading(tmp_path, monkeypatch):
+    from sweep import loaders
+
+    monkeypatch.setattr(loaders, "MAX_FILE_BYTES", 1 << 20)
+    path = tmp_path / "huge.iomem"
+    path.write_bytes(b"80000000-ffffffff : System RAM\n" * 40_000)  # 1.2 MiB
+    with pytest.raises(ValidationError) as info:
+        load_memory_map(path)
+    assert str(info.value) == f"{path}: more than 1 MiB: too large for a memory-map file"
+
+
+def test_config_directory_non_utf8_and_deep_toml(tmp_path):
+    from sweep.config import read_config_file
+
+    with pytest.raises(ValidationError) as info:
+        read_config_file(tmp_path)
+    assert str(info.value) == f"config {tmp_path}: is a directory, not a config"
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b'name = "ok"\ndescription = "caf\xe9"\n')
+    with pytest.raises(ValidationError) as info:
+        read_config_file(latin)
+    assert str(info.value) == f"config {latin}: line 2: not UTF-8 text, so not a TOML config"
+    deep = tmp_path / "deep.toml"
+    deep.write_text(DEEP_TOML)
+    with pytest.raises(ValidationError) as info:
+        read_config_file(deep)
+    assert str(info.value) == (
+        f"config {deep}: TOML nested too deeply (arrays or inline tables hundreds of levels deep)"
+    )
+
+
+def test_memory_map_toml_nested_500_deep(tmp_path):
+    path = tmp_path / "deep.toml"
+    path.write_text(DEEP_TOML)
+    with pytest.raises(ValidationError) as info:
+        load_memory_map(path)
+    assert str(info.value) == (
+        f"{path}: TOML nested too deeply (arrays or inline tables hundreds of levels deep)"
+    )
+
+
+def test_an_override_nested_500_deep_is_a_string_not_a_traceback():
+    from sweep.config import parse_value
+
+    assert parse_value("[" * 500 + "]" * 500) == "[" * 500 + "]" * 500
