@@ -241,9 +241,20 @@ def _bad(plugin: str, hook: str, message: str) -> PluginError:
     return PluginError(f"{hook}: {message}")
 
 
+def _claim(reg: Registry, plugin: str, hook: str, kind: str, key: object, shown: str) -> None:
+    """The one duplicate-name policy of every kind: the first registration of a name wins and a
+    second one, from any plugin, is refused and reported under that plugin's name. Built-ins
+    register first, so a plugin can never silently replace one."""
+    other = reg.owner.get((kind, key))
+    if other is not None:
+        raise _bad(plugin, hook, f"{shown} already comes from {other!r}")
+    reg.owner[(kind, key)] = plugin
+
+
 def _add_granule(reg: Registry, plugin: str, granule: int) -> None:
     if granule not in GRANULES:
         raise _bad(plugin, "register_granules", f"{granule!r} is not one of 4096, 16384, 65536")
+    _claim(reg, plugin, "register_granules", "granule", granule, f"granule {granule_name(granule)}")
     reg.granules[granule] = plugin
 
 
@@ -254,8 +265,9 @@ def _add_va_bits(reg: Registry, plugin: str, granule: int, va_bits: list[int]) -
         choices = [check_va_bits(v) for v in va_bits]
     except SweepError as exc:
         raise _bad(plugin, "register_va_bits", str(exc)) from None
-    merged = reg.va_bits.setdefault(granule, [])
-    merged.extend(v for v in choices if v not in merged)
+    shown = f"VA_BITS of granule {granule_name(granule)}"
+    _claim(reg, plugin, "register_va_bits", "va_bits", granule, shown)
+    reg.va_bits[granule] = list(dict.fromkeys(choices))
 
 
 def _add_memory_map(
@@ -263,17 +275,11 @@ def _add_memory_map(
 ) -> None:
     if not isinstance(memory_map, MemoryMap):
         raise _bad(plugin, "register_memory_maps", f"expected a MemoryMap, got {memory_map!r}")
-    if memory_map.name in reg.memory_maps:
-        other = reg.owner[("map", memory_map.name)]
-        raise _bad(
-            plugin,
-            "register_memory_maps",
-            f"memory map {memory_map.name!r} already comes from {other!r}",
-        )
-    reg.memory_maps[memory_map.name] = memory_map
-    reg.owner[("map", memory_map.name)] = plugin
+    name = memory_map.name
+    _claim(reg, plugin, "register_memory_maps", "map", name, f"memory map {name!r}")
+    reg.memory_maps[name] = memory_map
     if family:
-        reg.families[memory_map.name] = family
+        reg.families[name] = family
 
 
 def _add_layout(reg: Registry, plugin: str, layout: Layout) -> None:
@@ -284,20 +290,15 @@ def _add_layout(reg: Registry, plugin: str, layout: Layout) -> None:
             f"{layout!r} must have name, source (its kernel source), description, "
             "memstart_align() and compute()",
         )
-    if layout.name in reg.layouts:
-        other = reg.owner[("layout", layout.name)]
-        raise _bad(
-            plugin, "register_layouts", f"layout {layout.name!r} already comes from {other!r}"
-        )
+    _claim(reg, plugin, "register_layouts", "layout", layout.name, f"layout {layout.name!r}")
     reg.layouts[layout.name] = layout
-    reg.owner[("layout", layout.name)] = plugin
 
 
 def _add_placement(reg: Registry, plugin: str, kind: str, fn: Callable) -> None:
     if not isinstance(kind, str) or not callable(fn):
         raise _bad(plugin, "register_placements", "expected register(kind: str, fn: callable)")
+    _claim(reg, plugin, "register_placements", "placement", kind, f"placement {kind!r}")
     reg.placements[kind] = fn
-    reg.owner[("placement", kind)] = plugin
 
 
 _COLLECTORS = {

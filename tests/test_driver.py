@@ -100,19 +100,18 @@ def install_layouts(layouts, name="test-layouts"):
 
 
 @pytest.fixture
-def layouts():
-    """Register test layouts for one test (the fork pool's workers inherit them)."""
-    names = []
+def layouts(add_plugin):
+    """Register test layouts for one test (conftest's add_plugin; fork workers inherit them)."""
+    count = iter(range(1000))
 
     def add(*wrapped):
-        name = f"test-layouts-{len(names)}"
-        install_layouts(wrapped, name)
-        names.append(name)
+        def register_layouts(register):
+            for layout in wrapped:
+                register(layout)
 
-    yield add
-    for name in names:
-        pm.unregister(name=name)
-    reset()
+        add_plugin(f"test-layouts-{next(count)}", register_layouts=register_layouts)
+
+    return add
 
 
 def _boom_at_48(batch):

@@ -309,20 +309,8 @@ class LowAlways:
 
 
 @pytest.fixture
-def low_always():
-    from sweep import hookimpl
-    from sweep import plugins as sweep_plugins
-
-    class Plugin:
-        @hookimpl
-        def register_layouts(register):
-            register(LowAlways())
-
-    sweep_plugins.pm.register(Plugin, name="test-explain-layouts")
-    sweep_plugins.reset()
-    yield
-    sweep_plugins.pm.unregister(name="test-explain-layouts")
-    sweep_plugins.reset()
+def low_always(add_plugin):
+    add_plugin("test-explain-layouts", register_layouts=lambda register: register(LowAlways()))
 
 
 @pytest.mark.parametrize("blocks", [False, True], ids=["blocks-off", "blocks-on"])

@@ -1,6 +1,7 @@
 """The plugin layer: every hook tested and documented, discovery, broken plugins, the CLI.
 
-Test plugins are registered under a name and unregistered after (the ``test_plugins`` fixture);
+Test plugins are registered under a name and unregistered after (the ``add_plugin`` fixture of
+conftest.py);
 installed third-party plugins are kept out by the same fixture.
 """
 
@@ -11,14 +12,13 @@ import inspect
 import subprocess
 import sys
 import textwrap
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from sweep import hookimpl, hookspecs
+from sweep import hookspecs
 from sweep import plugins as sweep_plugins
 from sweep.cli import main
 from sweep.errors import PluginError
@@ -32,27 +32,6 @@ HOOKS = sorted(
     if hasattr(fn, "sweep_spec")
 )
 GiB = 1 << 30
-
-
-@pytest.fixture
-def test_plugins():
-    """``add(name, **hooks)`` registers a plugin of hook functions; all are removed after."""
-    added = []
-
-    def add(name: str, **hooks):
-        module = types.ModuleType(name)
-        for hook_name, fn in hooks.items():
-            setattr(module, hook_name, hookimpl(fn))
-        sweep_plugins.pm.register(module, name=name)
-        added.append(name)
-        sweep_plugins.reset()
-        return module
-
-    yield add
-    for name in added:
-        if sweep_plugins.pm.get_plugin(name) is not None:
-            sweep_plugins.pm.unregister(name=name)
-    sweep_plugins.reset()
 
 
 # --- every hook: tested and documented --------------------------------------------------------
@@ -82,43 +61,43 @@ def test_every_hook_is_documented_with_its_signature(hook):
     assert fn.__doc__ and "register(" in fn.__doc__
 
 
-def test_hook_register_granules(test_plugins):
+def test_hook_register_granules(add_plugin):
     assert set(sweep_plugins.registry().granules) == {4096, 16384, 65536}
-    test_plugins("odd-granule", register_granules=lambda register: register(8192))
+    add_plugin("odd-granule", register_granules=lambda register: register(8192))
     reg = sweep_plugins.registry()
     assert reg.errors["odd-granule"] == ("register_granules: 8192 is not one of 4096, 16384, 65536")
     assert set(reg.granules) == {4096, 16384, 65536}
 
 
-def test_hook_register_va_bits(test_plugins):
+def test_hook_register_va_bits(add_plugin):
     # MODEL.md section 8: Linux's choices per granule.
     assert sweep_plugins.kconfig_va_bits() == {
         "4K": [39, 48, 52],
         "16K": [36, 47, 48, 52],
         "64K": [42, 48, 52],
     }
-    test_plugins("more-va-bits", register_va_bits=lambda register: register(4096, [40, 39]))
-    assert sweep_plugins.kconfig_va_bits()["4K"] == [39, 40, 48, 52]
-    test_plugins("bad-va-bits", register_va_bits=lambda register: register(4096, [60]))
+    add_plugin("more-va-bits", register_va_bits=lambda register: register(4096, [40, 39]))
+    assert sweep_plugins.kconfig_va_bits()["4K"] == [39, 48, 52]  # refused: 4K has its choices
+    add_plugin("bad-va-bits", register_va_bits=lambda register: register(4096, [60]))
     assert "va_bits: 60 is outside 32..52" in sweep_plugins.registry().errors["bad-va-bits"]
 
 
-def test_hook_register_memory_maps(test_plugins):
+def test_hook_register_memory_maps(add_plugin):
     def register_memory_maps(register):
         register(MemoryMap("test-board", [(0x8000_0000, 2 * GiB)]), family="test")
 
-    test_plugins("test-boards", register_memory_maps=register_memory_maps)
+    add_plugin("test-boards", register_memory_maps=register_memory_maps)
     reg = sweep_plugins.registry()
     assert reg.memory_maps["test-board"].banks == [Bank(0x8000_0000, 2 * GiB)]
     assert reg.families["test-board"] == "test"
     assert reg.owner[("map", "test-board")] == "test-boards"
     assert reg.owner[("map", "juno")] == "sweep_plugins.boards"
 
-    test_plugins(
+    add_plugin(
         "clash", register_memory_maps=lambda register: register(MemoryMap("juno", [(0, GiB)]))
     )
-    test_plugins("not-a-map", register_memory_maps=lambda register: register((0, GiB)))
-    test_plugins(
+    add_plugin("not-a-map", register_memory_maps=lambda register: register((0, GiB)))
+    add_plugin(
         "overlapping",
         register_memory_maps=lambda register: register(
             MemoryMap("bad", [(0, 2 * GiB), (GiB, GiB)])
@@ -134,7 +113,7 @@ def test_hook_register_memory_maps(test_plugins):
     assert sweep_plugins.registry().memory_maps["juno"].banks[0].base == 0x8000_0000
 
 
-def test_hook_register_layouts(test_plugins):
+def test_hook_register_layouts(add_plugin):
     assert {"high-only", "merged", "tagged", "tagged-48"} <= set(sweep_plugins.get_layouts())
     builtin = sweep_plugins.get_layouts()["merged"]
 
@@ -143,15 +122,15 @@ def test_hook_register_layouts(test_plugins):
         memstart_align = builtin.memstart_align
         compute = builtin.compute
 
-    test_plugins("sourceless", register_layouts=lambda register: register(NoSource()))
+    add_plugin("sourceless", register_layouts=lambda register: register(NoSource()))
     reg = sweep_plugins.registry()
     assert "no-source" not in reg.layouts
     assert "must have name, source (its kernel source)" in reg.errors["sourceless"]
 
 
-def test_hook_register_placements(test_plugins):
+def test_hook_register_placements(add_plugin):
     assert set(sweep_plugins.get_placements()) == {"kernel-load", "stride", "random", "list"}
-    test_plugins(
+    add_plugin(
         "every-gig",
         register_placements=lambda register: register(
             "every-gig",
@@ -167,9 +146,78 @@ def test_hook_register_placements(test_plugins):
         0x1_0000_0000,
         0x1_4000_0000,
     ]
-    test_plugins("bad-kind", register_placements=lambda register: register(3, None))
+    add_plugin("bad-kind", register_placements=lambda register: register(3, None))
     errors = sweep_plugins.registry().errors
     assert "expected register(kind: str, fn: callable)" in errors["bad-kind"]
+
+
+def test_va_bits_of_a_granule_no_built_in_registers(add_plugin, monkeypatch):
+    monkeypatch.setenv(sweep_plugins.ENV_PLUGINS, "layouts")  # no built-in granules plugin
+    add_plugin("own-va-bits", register_va_bits=lambda register: register(4096, [40, 39, 40]))
+    assert sweep_plugins.kconfig_va_bits() == {"4K": [39, 40]}
+    assert sweep_plugins.registry().owner[("va_bits", 4096)] == "own-va-bits"
+
+
+DUPLICATES = {
+    # kind: (hook, what the plugin registers again, its error, how to see the built-in kept)
+    "granule": (
+        "register_granules",
+        lambda register: register(16384),
+        "register_granules: granule 16K already comes from 'sweep_plugins.granules'",
+        lambda reg: reg.granules[16384] == "sweep_plugins.granules",
+    ),
+    "va_bits": (
+        "register_va_bits",
+        lambda register: register(65536, [42]),
+        "register_va_bits: VA_BITS of granule 64K already comes from 'sweep_plugins.granules'",
+        lambda reg: reg.va_bits[65536] == [42, 48, 52],
+    ),
+    "memory map": (
+        "register_memory_maps",
+        lambda register: register(MemoryMap("qemu-virt-1G", [(0, GiB)])),
+        "register_memory_maps: memory map 'qemu-virt-1G' already comes from"
+        " 'sweep_plugins.families'",
+        lambda reg: reg.memory_maps["qemu-virt-1G"].banks == [Bank(0x4000_0000, GiB)],
+    ),
+    "layout": (
+        "register_layouts",
+        lambda register: register(sweep_plugins.get_layouts()["merged"]),
+        "register_layouts: layout 'merged' already comes from 'sweep_plugins.layouts'",
+        lambda reg: reg.owner[("layout", "merged")] == "sweep_plugins.layouts",
+    ),
+    "placement": (
+        "register_placements",
+        lambda register: register("stride", lambda banks, granule, params, context: None),
+        "register_placements: placement 'stride' already comes from 'sweep_plugins.placements'",
+        lambda reg: reg.placements["stride"] is placements.stride,
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(DUPLICATES))
+def test_a_second_registration_of_a_name_is_refused_for_every_kind(add_plugin, kind):
+    """One policy (sweep.plugins._claim): the built-in keeps its name, the newcomer is refused
+    and reported under its own plugin name, for granules, VA_BITS, maps, layouts, placements."""
+    hook, again, error, kept = DUPLICATES[kind]
+    add_plugin("again", **{hook: again})
+    reg = sweep_plugins.registry()
+    assert reg.errors["again"] == error
+    assert kept(reg)
+    info = {row["name"]: row for row in sweep_plugins.plugin_info()}
+    assert info["again"]["error"] == error
+
+
+def test_one_plugin_registering_a_name_twice_is_refused_too(add_plugin):
+    def twice(register):
+        register(MemoryMap("twice", [(0, GiB)]))
+        register(MemoryMap("twice", [(0, 2 * GiB)]))
+
+    add_plugin("twice", register_memory_maps=twice)
+    reg = sweep_plugins.registry()
+    assert reg.errors["twice"] == (
+        "register_memory_maps: memory map 'twice' already comes from 'twice'"
+    )
+    assert reg.memory_maps["twice"].banks == [Bank(0, GiB)]
 
 
 # --- the built-in placements (MODEL.md section 8) -------------------------------------------
@@ -396,3 +444,68 @@ def test_cli_maps_error_is_one_line():
         "sweep: error: memory_maps: 'junoo' is not a registered memory map, family:NAME, glob or"
         " existing file (near matches: juno)"
     ]
+
+
+# --- random memory maps: pinned, so that a change of algorithm fails here ----------------------
+
+PINNED_RANDOM_MAPS = {
+    # (seed, index): banks of random-<seed>-<index>, pinned on 2026-12-02 from the algorithm in
+    # families.random_memory_maps' docstring (re-derived step by step by _random_map_by_hand)
+    (1, 0): [
+        (0x60_0000, 0xE0_0000),
+        (0x140_0000, 0x80_0000),
+        (0x2C0_0000, 0x7B60_0000),
+        (0x7E20_0000, 0x7BC0_0000),
+        (0x16F_8480_0000, 0x840_0000),
+        (0x338_3760_0000, 0x340_0000),
+        (0x2_1CE8_A580_0000, 0x100_0000_0000),
+        (0x2_5FDD_E740_0000, 0x5340_0000),
+    ],
+    (0, 2): [(0x6C0_0000, 0x1440_0000), (0x1B00_0000, 0x12_5560_0000)],
+    (7, 3): [
+        (0x20_0000, 0x3_4B20_0000),
+        (0xA_81E0_0000, 0x77_99E0_0000),
+        (0x101_5580_0000, 0xCC00_0000),
+        (0x25A_F200_0000, 0x40_0000),
+        (0xABB_EEA0_0000, 0x100_0000_0000),
+        (0x25A3_4340_0000, 0x300_0000),
+        (0x32D2_D660_0000, 0x21E0_0000),
+        (0x9_CC2C_4B20_0000, 0x16_2D80_0000),
+    ],
+}
+
+
+def _random_map_by_hand(seed: int, index: int) -> list[tuple[int, int]]:
+    """The docstring's recipe, drawn one call at a time from random.Random (whose algorithm is
+    fixed for a string seed): a count 1..8, then per draw an exponent 21..51 and a base in
+    [2^e, 2^(e+1)) cut to 2 MiB; then per distinct base, in order, an exponent 21..40 and a size
+    in [2^e, 2^(e+1)), at most 1 TiB and the gap to the next base (2^52 for the last), cut to
+    2 MiB and at least 2 MiB."""
+    import random
+
+    mib2 = 2 << 20
+    rng = random.Random(f"sweep.random-memory-map:{seed}:{index}")
+    draws = rng.randint(1, 8)
+    bases = set()
+    for _ in range(draws):
+        e = rng.randint(21, 51)
+        bases.add(rng.randrange(2**e, 2 ** (e + 1)) // mib2 * mib2)
+    ordered = sorted(bases)
+    ends = ordered[1:] + [2**52]
+    out = []
+    for base, end in zip(ordered, ends, strict=True):
+        e = rng.randint(21, 40)
+        size = min(rng.randrange(2**e, 2 ** (e + 1)), 2**40, end - base)
+        out.append((base, max(size - size % mib2, mib2)))
+    return out
+
+
+@pytest.mark.parametrize("seed, index", list(PINNED_RANDOM_MAPS))
+def test_random_memory_maps_are_pinned(seed, index):
+    from sweep_plugins.families import random_memory_maps
+
+    pinned = PINNED_RANDOM_MAPS[(seed, index)]
+    assert _random_map_by_hand(seed, index) == pinned
+    memory_map = random_memory_maps(seed, index + 1)[index]
+    assert memory_map.name == f"random-{seed}-{index}"
+    assert [(b.base, b.size) for b in memory_map.banks] == pinned
