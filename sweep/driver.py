@@ -191,11 +191,14 @@ def _finish(store: Store, manifest: Manifest, report: RunReport, meta: dict | No
     )
     try:
         write_guarded(manifest.flush, store, True)
-        if meta is not None:
-            write_guarded(store.write_meta, finish_meta(meta, report))
+    except OutputFull as exc:  # the parts it misses are written again by --resume
+        report.status, report.reason = "stopped", report.reason or str(exc)
+    if meta is None:
+        return
+    try:
+        write_guarded(store.write_meta, finish_meta(meta, report))
     except OutputFull as exc:
-        if report.status != "stopped":
-            report.status, report.reason = "stopped", str(exc)
+        report.status, report.reason = "stopped", report.reason or str(exc)
 
 
 def _workers(options: RunOptions, units_to_run: int) -> int:
@@ -286,7 +289,7 @@ def _whole_parts(store: Store, manifest: Manifest) -> dict[str, int]:
     whole, bad = manifest.sort_parts(store)
     for rel, reason in bad.items():
         log.warning("part %s: %s; writing it again", rel, reason)
-        store.fs.delete_file(store._abs(rel))
+        store.delete(rel)
     manifest.forget([rel for rel in list(manifest.parts) if rel not in whole])
     return whole
 

@@ -133,6 +133,9 @@ class Store:
         with self.fs.open_input_stream(self._abs(rel)) as f:
             return f.read()
 
+    def delete(self, rel: str) -> None:
+        self.fs.delete_file(self._abs(rel))
+
     def exists(self, rel: str) -> bool:
         return self.fs.get_file_info(self._abs(rel)).type == pafs.FileType.File
 

@@ -246,18 +246,37 @@ def test_every_damaged_part_is_found_and_resume_rewrites_it(trial, tmp_path):
 # --- a full disk --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 256 KiB tmpfs (root only, where the kernel lets this process mount)."""
-    mount = tmp_path / "tmpfs"
+def _tmpfs(mount: Path, options: str) -> Path:
+    """A tmpfs at ``mount`` (root only, where the kernel lets this process mount one)."""
     mount.mkdir()
     made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True
     )
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    return mount
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 256 KiB tmpfs."""
+    yield _tmpfs(tmp_path / "tmpfs", "size=256k")
+    subprocess.run(["umount", "-l", str(tmp_path / "tmpfs")], check=False)
+
+
+def test_a_read_only_out_is_one_line_before_any_work(trial, tmp_path):
+    script, config, _ = trial
+    mount = _tmpfs(tmp_path / "ro", "ro,size=64k")
+    try:
+        proc = _start(script, config, mount / "out")
+        code, err = _finish(proc, {"hangs": 0})
+        assert code == 2
+        assert (
+            err == f"sweep: error: output {mount / 'out'}: cannot write there "
+            "(Read-only file system)\n"
+        )
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_stops_in_one_line_and_resume_finishes(trial, small_tmpfs):
