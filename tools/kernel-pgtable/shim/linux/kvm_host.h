@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+#include "../kshim.h"
+#include <asm/pgtable-hwdef.h>
