@@ -280,13 +280,16 @@ BUILD_BATCH_ROWS = 1 << 17
 """Rows the builder is given at once: its scratch arrays (up to ~1 KiB a row on the per-row
 clipping path) stay near 130 MiB whatever ``unit_rows`` is; only the finished columns add up."""
 
-_PLACEMENT_CACHE: OrderedDict[tuple[str, int, str], np.ndarray] = OrderedDict()
+_PLACEMENT_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
 _PLACEMENT_CACHE_SIZE = 2
 
 
 def _cached_placements(plan: Plan, name: str, granule: int) -> np.ndarray:
-    """Consecutive units share a map and granule: keep the last few placement arrays."""
-    key = (name, granule, repr(sorted(plan.config.placement.items())))
+    """Consecutive units share a map and granule: keep the last few placement arrays. The key
+    holds the map's banks, not only its name: a long-lived worker (Dask, a notebook) may run
+    plans whose maps share a name (two files called board.toml)."""
+    banks = tuple((b.base, b.size) for b in plan.memory_maps[name].banks)
+    key = (name, banks, granule, repr(sorted(plan.config.placement.items())))
     if key in _PLACEMENT_CACHE:
         _PLACEMENT_CACHE.move_to_end(key)
         return _PLACEMENT_CACHE[key]

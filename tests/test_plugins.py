@@ -509,3 +509,23 @@ def test_random_memory_maps_are_pinned(seed, index):
     memory_map = random_memory_maps(seed, index + 1)[index]
     assert memory_map.name == f"random-{seed}-{index}"
     assert [(b.base, b.size) for b in memory_map.banks] == pinned
+
+
+def test_placement_cache_tells_maps_of_one_name_apart(tmp_path):
+    """Two plans in one process (a Dask worker, a notebook), each with a map named "board" but
+    other banks: kernel-load is each lowest bank + 0x80000 (MODEL.md section 8), never the
+    other plan's cached address."""
+    from sweep.config import validate_config
+    from sweep.units import _cached_placements, make_plan
+
+    found = []
+    for base in (0x8000_0000, 0x4000_0000):
+        folder = tmp_path / f"{base:x}"
+        folder.mkdir()
+        (folder / "board.toml").write_text(f'[[banks]]\nbase = {base:#x}\nsize = "1G"\n')
+        config = validate_config(
+            {"memory_maps": ["board.toml"], "granules": ["4K"], "va_bits": [48]}, "c"
+        )
+        plan = make_plan(config, str(folder))
+        found.append(_cached_placements(plan, "board", 4096).tolist())
+    assert found == [[0x8008_0000], [0x4008_0000]]
