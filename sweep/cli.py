@@ -56,7 +56,7 @@ def maps_command(specs: tuple[str, ...]) -> None:
     from sweep.plugins import registry
 
     reg = registry()
-    maps = select_memory_maps(list(specs)) if specs else reg.memory_maps
+    maps = select_memory_maps(list(specs), catalog=reg) if specs else reg.memory_maps
     for name, memory_map in maps.items():
         family = reg.families.get(name, "file" if name not in reg.memory_maps else "")
         click.echo(f"{name}  [{family or '-'}]  {memory_map.description}".rstrip())

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pluggy
 
-from sweep import hookspecs
+from sweep import __version__, hookspecs
 from sweep.errors import PluginError, SweepError
 from sweep.kconfig import GRANULE_LIST, GRANULES, granule_name
 from sweep.layouts import Layout
@@ -148,8 +148,6 @@ def load_plugins() -> None:
 
 
 def _sweep_version() -> str:
-    from sweep import __version__
-
     return __version__
 
 

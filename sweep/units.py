@@ -82,12 +82,15 @@ def tag_random(
 # --- memory maps and placements ----------------------------------------------------------------
 
 
-def select_memory_maps(specs: list[str], base_dir: str | None = None) -> dict[str, MemoryMap]:
+def select_memory_maps(
+    specs: list[str], base_dir: str | None = None, catalog=None
+) -> dict[str, MemoryMap]:
     """The maps a config's ``memory_maps`` names, in order (names, globs, ``family:NAME``,
-    files relative to the config's folder), by way of the plugins' selector."""
+    files relative to the config's folder), by way of the plugins' selector (``catalog``: the
+    registry the caller already looked up)."""
     from sweep.memory_maps import select_memory_maps as select
 
-    out = dict(select(specs, base_dir=Path(base_dir) if base_dir else None))
+    out = dict(select(specs, base_dir=Path(base_dir) if base_dir else None, catalog=catalog))
     if not out:
         raise ValidationError(f"memory_maps: {specs!r} selects no memory map")
     return out
@@ -245,7 +248,7 @@ def make_plan(config: dict, base_dir: str | None = None) -> Plan:
     from sweep.plugins import pm, registry
 
     reg = registry()
-    maps = select_memory_maps(config.memory_maps, base_dir)
+    maps = select_memory_maps(config.memory_maps, base_dir, catalog=reg)
     if config.va_bits == "kconfig":
         va_bits = {g: sorted(reg.va_bits[g]) for g in config.granules}
     else:
