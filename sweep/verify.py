@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweep.bootlog import BOOT_OPTIONS, BootLog, BootLogError, parse_boot_log
+from sweep.errors import ValidationError
+from sweep.inputfiles import read_input
 from sweep.kconfig import VA_BITS_CHOICES, granule_name, levels
-from sweep.loaders import memory_map_from_boot_log
+from sweep.loaders import MAX_FILE_BYTES, memory_map_from_boot_log
 from sweep.model import MemoryMap, parse_granule
 
 DEFAULT_LAYOUT = "tagged-48"
@@ -285,9 +287,9 @@ def verify_boot(
 
 def verify_boot_file(path: str | Path, **kwargs) -> VerifyReport:
     """``verify_boot`` on a file; the memory map is named after the file's stem."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise BootLogError(f"{path}: cannot read the boot log ({exc.strerror})") from None
-    return verify_boot(text, name=path.stem, **kwargs)
+    try:  # a regular file (or - for stdin) of bounded size: /dev/zero or a FIFO is one line
+        data = read_input(path, "boot log", MAX_FILE_BYTES)
+    except ValidationError as exc:
+        raise BootLogError(str(exc)) from None
+    text = data.decode("utf-8", errors="replace")
+    return verify_boot(text, name="stdin" if str(path) == "-" else Path(path).stem, **kwargs)

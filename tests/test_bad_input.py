@@ -582,14 +582,16 @@ def fifo(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("command", [["maps"], ["run", "--dry-run"]], ids=["map", "config"])
+@pytest.mark.parametrize(
+    "command", [["maps"], ["run", "--dry-run"], ["verify-boot"]], ids=["map", "config", "log"]
+)
 @pytest.mark.parametrize("target", ["fifo", "/dev/zero"])
 def test_fifos_and_devices_are_one_line_not_a_hang(command, target, fifo):
     """/dev/zero never ends and a FIFO without a writer never starts: both are refused."""
     path = str(fifo) if target == "fifo" else target
     run = _sweep(*command, path)
     kind = "a FIFO" if target == "fifo" else "a character device"
-    what = "memory-map file" if command == ["maps"] else "config"
+    what = {"maps": "memory-map file", "run": "config", "verify-boot": "boot log"}[command[0]]
     prefix = "sweep: error: " + ("config " if what == "config" else "")
     assert run.returncode != 0
     assert run.stderr.decode().strip().splitlines() == [
