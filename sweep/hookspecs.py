@@ -2,7 +2,10 @@
 
 Plugins contribute many things, so each hook receives a ``register`` callback (as in llm's
 ``register_models`` and tox's ``tox_register_tox_env``): the host checks each item as it
-arrives and can name the plugin in an error. A plugin writes::
+arrives and can name the plugin in an error. Every name (a granule, a granule's VA_BITS, a
+map, a layout, a placement kind) is registered once: built-ins go first, and a later
+registration of a taken name is refused and reported under the plugin that made it. A plugin
+writes::
 
     from sweep import hookimpl
 
