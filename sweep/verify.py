@@ -2,10 +2,12 @@
 
 From a boot log (``sweep.bootlog``) this takes the DRAM banks, the idmap page and the random tag
 bits (the bits of the ``HYP VA range`` start between ``tag_lsb`` and ``VA_BITS - 2``, which the
-kernel draws at every boot), builds the model's row for that configuration, and compares what
-the kernel printed and the model did not take from it: the HYP tree's level count, the range
-start (bit ``VA_BITS - 1`` and the low ``tag_lsb`` bits), the range end (the alias of the last
-DRAM byte) and the idmap page's alignment.
+kernel draws at every boot) as inputs, builds the model's row for that configuration, and
+compares only what the kernel printed and the model did not take from it: the HYP tree's level
+count, the range start (bit ``VA_BITS - 1`` and the low ``tag_lsb`` bits) and the range end (the
+alias of the last DRAM byte). A ``--va-bits`` or ``--granule`` given on the command line is
+checked against what the log shows (VA_BITS from the range start; the page size, and the idmap
+page being one page of it), never silently preferred.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class VerifyReport:
     layout: str
     layout_source: str
     idmap_pa: int
+    """The log's ``IDMAP page`` (an input, aligned down to the granule as the model takes it)."""
     tag_random: int
     row: dict
     checks: list[FieldCheck] = field(default_factory=list)
@@ -89,7 +92,12 @@ class VerifyReport:
             f"granule:    {granule_name(self.granule)} ({self.granule_source})",
             f"VA_BITS:    {self.va_bits} ({self.va_bits_source})",
             f"layout:     {self.layout} ({self.layout_source})",
-            f"idmap_pa:   {self.idmap_pa:#x}",
+            f"idmap_pa:   {self.idmap_pa:#x} (input: the log's IDMAP page"
+            + (
+                f" {self.boot.idmap_pa:#x}, aligned down to the granule)"
+                if self.boot.idmap_pa != self.idmap_pa
+                else ")"
+            ),
             f"tag_random: {self.tag_random:#x} (the range start below bit VA_BITS - 1)",
         ]
         if self.boot.command_line is not None and "nokaslr" not in self.boot.command_line:
@@ -163,6 +171,44 @@ def _infer_va_bits(boot: BootLog) -> tuple[int, str]:
     )
 
 
+def _granule_check(boot: BootLog, granule: int, source: str) -> FieldCheck | None:
+    """The page size against the log: the size it shows (when the granule was given) and the
+    IDMAP page, which the kernel prints page-aligned. None when there is nothing to check."""
+    shown = boot.page_size if source == "given" else None
+    aligned = boot.idmap_pa % granule == 0
+    if shown is None and aligned:
+        return None
+    facts = []
+    if shown is not None:
+        facts.append(f"{granule_name(shown)} ({boot.page_size_source})")
+    if not aligned:
+        facts.append(f"IDMAP page {boot.idmap_pa:#x} is not {granule_name(granule)}-aligned")
+    return FieldCheck(
+        "granule",
+        "; ".join(facts),
+        f"{granule_name(granule)} ({source})",
+        aligned and shown in (None, granule),
+    )
+
+
+def _va_bits_check(boot: BootLog, va_bits: int, source: str, granule: int) -> FieldCheck | None:
+    """VA_BITS against the log: a given value against what the range start says (None when the
+    log cannot tell), an inferred one against the VA_BITS Linux can be built with."""
+    if not source.startswith("given"):
+        choices = VA_BITS_CHOICES[granule]
+        return FieldCheck(
+            "VA_BITS",
+            f"{va_bits}",
+            f"one of {', '.join(map(str, choices))} at {granule_name(granule)}",
+            va_bits in choices,
+        )
+    try:
+        shown, why = _infer_va_bits(boot)
+    except BootLogError:
+        return None
+    return FieldCheck("VA_BITS", f"{shown} ({why})", f"{va_bits} (given)", shown == va_bits)
+
+
 def recover_tag_random(start: int, va_bits: int) -> int:
     """The random tag bits, as a raw ``tag_random``: the range start below bit ``VA_BITS - 1``.
 
@@ -218,11 +264,14 @@ def verify_boot(
         granule, granule_source = _infer_granule(boot)
     else:
         granule, granule_source = parse_granule(granule), "given"
-    inferred_va_bits = va_bits is None
     if va_bits is None:
         va_bits, va_bits_source = _infer_va_bits(boot)
     else:
         va_bits_source = "given"
+        try:
+            _infer_va_bits(boot)
+        except BootLogError:
+            va_bits_source = "given; the log cannot tell"
     if layout is None:
         layout, layout_source = layout_for_release(boot.release)
     else:
@@ -231,17 +280,14 @@ def verify_boot(
     tag_random = recover_tag_random(start, va_bits)
     row = model_row(memory_map, granule, va_bits, layout, boot.idmap_pa, tag_random, engine)
 
-    checks = []
-    if inferred_va_bits:
-        choices = VA_BITS_CHOICES[granule]
-        checks.append(
-            FieldCheck(
-                "VA_BITS",
-                f"{va_bits}",
-                f"one of {', '.join(map(str, choices))} at {granule_name(granule)}",
-                va_bits in choices,
-            )
+    checks = [
+        check
+        for check in (
+            _granule_check(boot, granule, granule_source),
+            _va_bits_check(boot, va_bits, va_bits_source, granule),
         )
+        if check is not None
+    ]
     el2_levels = levels(boot.el2_va_bits, granule)
     checks += [
         FieldCheck(
@@ -249,12 +295,6 @@ def verify_boot(
             f"{el2_levels} ({boot.el2_va_bits}-bit EL2 VA)",
             f"{row['levels']} (levels)",
             el2_levels == row["levels"],
-        ),
-        FieldCheck(
-            "IDMAP page",
-            f"{boot.idmap_pa:#x}",
-            f"{row['idmap_pa']:#x} (idmap_pa)",
-            boot.idmap_pa == row["idmap_pa"],
         ),
         FieldCheck(
             "HYP VA start",

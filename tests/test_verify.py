@@ -16,7 +16,7 @@ from sweep.bootlog import BootLogError, parse_boot_log
 from sweep.cli import main
 from sweep.errors import SweepError
 from sweep.loaders import load_memory_map
-from sweep.verify import layout_for_release, verify_boot, verify_boot_file
+from sweep.verify import FieldCheck, layout_for_release, verify_boot, verify_boot_file
 
 FIXTURES = Path(__file__).with_name("data") / "kernelboot"
 G = 1 << 30
@@ -56,13 +56,14 @@ def test_fixture_agrees_on_every_field(name):
     assert (report.granule, report.va_bits) == (granule, va_bits)
     assert [(b.base, b.size) for b in report.memory_map.banks] == banks
     assert report.memory_map.name == name
+    # The IDMAP page is an input (read from the log), not a compared field.
     assert [c.field for c in report.checks] == [
         "VA_BITS",
         "EL2 levels",
-        "IDMAP page",
         "HYP VA start",
         "HYP VA end",
     ]
+    assert report.idmap_pa == report.boot.idmap_pa
     assert report.agree, report.format()
     assert report.row["levels"] == n_levels
     assert report.row["hyp_va_min"] == report.boot.hyp_va_start
@@ -155,9 +156,62 @@ def test_el2_bits_edited_disagrees_on_levels():
     assert disagreeing(text) == ["EL2 levels"]
 
 
-def test_wrong_granule_shows_on_the_idmap_page():
-    # 0x40eed000 is not 16K-aligned: a 16K model puts the idmap page at 0x40eec000.
-    assert "IDMAP page" in disagreeing(read("6.1-virt-3G"), granule="16K")
+def test_wrong_granule_disagrees_with_the_log():
+    # The log's pcpu-alloc atom says 4K, and its IDMAP page 0x40eed000 is not 16K-aligned.
+    report = verify_boot(read("6.1-virt-3G"), granule="16K")
+    assert report.disagreeing() == ["granule"]
+    check = report.checks[0]
+    assert check.kernel == "4K (pcpu-alloc atom); IDMAP page 0x40eed000 is not 16K-aligned"
+    assert check.model == "16K (given)"
+    # The model still takes the page the kernel's would be: aligned down, said so.
+    assert report.idmap_pa == 0x40EEC000
+    assert "idmap_pa:   0x40eec000 (input: the log's IDMAP page 0x40eed000, aligned down" in (
+        report.format()
+    )
+
+
+def test_given_granule_that_the_log_confirms_is_checked():
+    report = verify_boot(read("6.1-virt-3G"), granule="4K")
+    assert report.checks[0] == FieldCheck("granule", "4K (pcpu-alloc atom)", "4K (given)", True)
+    assert report.agree
+
+
+def test_the_idmap_page_is_shown_as_an_input_not_a_check():
+    text = verify_boot(read("6.1-virt-3G")).format()
+    assert "idmap_pa:   0x40eed000 (input: the log's IDMAP page)" in text
+    assert not re.search(r"^IDMAP page", text, re.MULTILINE)
+
+
+def test_given_va_bits_that_contradicts_the_log_disagrees():
+    # The 3 GiB boot's range start 0x9dfb00000000 has bit 47 set (the idmap is low): VA_BITS 48.
+    report = verify_boot(read("6.1-virt-3G"), va_bits=39)
+    assert "VA_BITS" in report.disagreeing()
+    check = next(c for c in report.checks if c.field == "VA_BITS")
+    assert check.kernel == "48 (top bit of the range start; the idmap is low)"
+    assert check.model == "39 (given)"
+    assert not check.agree
+    result = invoke(str(FIXTURES / "6.1-virt-3G.log"), "--va-bits", "39")
+    assert result.exit_code == 1
+    assert re.search(r"^VA_BITS\s+48 \(top bit .*\)\s+39 \(given\)\s+NO$", result.output, re.M)
+
+
+def test_given_va_bits_that_the_log_confirms_agrees():
+    report = verify_boot(read("6.12-virt-2G-lpa2"), va_bits=52)
+    check = next(c for c in report.checks if c.field == "VA_BITS")
+    assert check == FieldCheck(
+        "VA_BITS", "52 (the log says '52-bit Virtual Addressing (LPA2)')", "52 (given)", True
+    )
+    assert report.agree
+
+
+def test_given_va_bits_where_the_log_cannot_tell():
+    # A range start whose top bit is below the idmap page: the log cannot tell VA_BITS, so the
+    # given value is used, said so, and not claimed as checked.
+    log = parse_boot_log(read("6.1-virt-3G"))
+    text = with_range(read("6.1-virt-3G"), 0x1000, log.hyp_va_end)
+    report = verify_boot(text, va_bits=48)
+    assert report.va_bits_source == "given; the log cannot tell"
+    assert "VA_BITS" not in [c.field for c in report.checks]
 
 
 # --- logs that cannot be checked -----------------------------------------------------------
