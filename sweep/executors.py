@@ -136,6 +136,8 @@ def _dask_run_unit(plan: Plan, store: Store, unit: Unit) -> UnitResult:
 
 # --- local processes ---------------------------------------------------------------------------
 
+MAX_STARTS = 5
+"""Tries at starting a pool whose new workers keep being killed, before the run gives up."""
 STOP_GRACE = 5.0
 """Seconds a pool's workers get to exit (after SIGTERM, or after their last unit) before SIGKILL."""
 
@@ -191,9 +193,22 @@ class ProcessExecutor:
             initializer=_init_pool_worker,
             initargs=(self.plan, self.store),
         )
+        self.processes = []
         # Fork every worker now, before the driver starts any thread of its own.
-        self.pool.submit(_ping).result()
+        ping = self.pool.submit(_ping)
         self.processes = list(self.pool._processes.values())
+        ping.result()
+
+    def _start_again(self) -> None:
+        """A new pool; a worker killed while it starts (as the old one's were) means another."""
+        for _ in range(MAX_STARTS):
+            try:
+                self._start()
+                return
+            except BrokenProcessPool:
+                log.warning("a new worker was killed as the pool started; starting it again")
+                self.shutdown(abandon=True)
+        raise SweepError(f"the process pool could not be started {MAX_STARTS} times running")
 
     def pids(self) -> list[int]:
         """The live workers' process ids."""
@@ -224,7 +239,7 @@ class ProcessExecutor:
 
     def restart(self) -> None:
         self.shutdown(abandon=True)
-        self._start()
+        self._start_again()
 
     def shutdown(self, abandon: bool = False) -> None:
         """Stop the pool: after its last unit (``abandon=False``: idle workers exit by
@@ -240,8 +255,10 @@ class ProcessExecutor:
                 process.terminate()
         _join(processes, STOP_GRACE)
         for process in processes:
+            # is_alive() can say yes for a moment while the pool's own thread reaps the process
+            process.join(0.1)
             if process.is_alive():
-                log.warning("worker pid %d ignored SIGTERM; killing it", process.pid)
+                log.info("worker pid %d outlived SIGTERM; killing it", process.pid)
                 process.kill()
         _join(processes, STOP_GRACE)
 
