@@ -108,10 +108,9 @@ def columns_command(names: tuple[str, ...]) -> None:
 @click.option("--dry-run", is_flag=True, help="Print counts and sizes; run nothing.")
 @click.option(
     "--executor",
-    type=click.Choice(["processes", "dask", "dask-local"]),
     default="processes",
     show_default=True,
-    help="Where units run.",
+    help="Where units run: processes, dask (with --scheduler) or dask-local.",
 )
 @click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786).")
 @click.option(

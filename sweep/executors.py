@@ -1,9 +1,10 @@
-"""Where units run: a local process pool, or Dask distributed for more than one machine.
+"""Where units run: a local process pool here, Dask distributed (:mod:`sweep.executors_dask`)
+for more than one machine; :data:`EXECUTORS` names them all.
 
 Both run the same task, :func:`run_unit`, which builds a unit's rows and writes its part file,
 so a dataset is the same whichever executor wrote it. Both offer the small surface the driver's
-scheduling loop needs: ``submit(unit)``, ``wait(futures, timeout)``, ``restart()``,
-``shutdown(abandon)``.
+scheduling loop needs: ``submit(unit)``, ``wait(futures, timeout)``, ``outcome(future)``,
+``restart()``, ``shutdown(abandon)``.
 """
 
 from __future__ import annotations
@@ -126,12 +127,6 @@ def run_unit(unit: Unit, plan: Plan | None = None, store: Store | None = None) -
 
 def _ping() -> int:
     return os.getpid()
-
-
-def _dask_run_unit(plan: Plan, store: Store, unit: Unit) -> UnitResult:
-    if _STATE.get("plan") is not plan:
-        init_worker(plan, store, ignore_sigint=False)
-    return run_unit(unit, plan, store)
 
 
 # --- local processes ---------------------------------------------------------------------------
@@ -269,91 +264,8 @@ def _join(processes: list, seconds: float) -> None:
         process.join(max(0.0, deadline - time.monotonic()))
 
 
-# --- Dask ------------------------------------------------------------------------------------
-
-
-class DaskExecutor:
-    """Dask distributed: a scheduler at ``scheduler`` (``tcp://host:8786``) or a LocalCluster.
-
-    The plan is scattered to every worker once; each task loads the plugins by name on first use.
-    Dask reschedules a task whose worker died; after its allowed failures it raises
-    ``KilledWorker``, which the driver records as the unit's failure.
-    """
-
-    restart_on_kill = False
-
-    def __init__(
-        self,
-        plan: Plan,
-        store: Store,
-        workers: int,
-        scheduler: str | None = None,
-        processes: bool = True,
-    ) -> None:
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError:
-            raise SweepError(
-                "executor dask: needs dask distributed (pip install 'va-sweep[dask]')"
-            ) from None
-        self.plan, self.store = plan, store
-        self.cluster = None
-        if scheduler:
-            try:
-                self.client = Client(scheduler, timeout="10s")
-            except (OSError, TimeoutError) as exc:
-                raise SweepError(f"--scheduler {scheduler}: cannot connect: {exc}") from None
-        else:
-            self.cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=None
-            )
-            self.client = Client(self.cluster)
-        self.workers = max(1, len(self.client.scheduler_info().get("workers", {})) or workers)
-        self._plan_future = self.client.scatter(plan, broadcast=True, hash=False)
-        self._attempt = 0
-
-    def submit(self, unit: Unit):
-        self._attempt += 1
-        return self.client.submit(
-            _dask_run_unit,
-            self._plan_future,
-            self.store,
-            unit,
-            key=f"sweep-unit-{unit.id}-{self._attempt}",
-            pure=False,
-        )
-
-    @staticmethod
-    def wait(futures: set, timeout: float) -> tuple[set, set]:
-        from distributed import wait
-
-        try:
-            done, pending = wait(list(futures), timeout=timeout, return_when="FIRST_COMPLETED")
-        except TimeoutError:
-            return set(), set(futures)
-        return set(done), set(pending)
-
-    @staticmethod
-    def outcome(future) -> UnitResult | Exception:
-        from distributed import KilledWorker
-
-        try:
-            return future.result()
-        except KilledWorker as exc:
-            return WorkerKilled(str(exc))
-        except Exception as exc:  # a failure outside run_unit's own guard (e.g. unpickling)
-            return exc
-
-    def restart(self) -> None:
-        """Dask replaces dead workers itself."""
-
-    def shutdown(self, abandon: bool = False) -> None:
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-
-
 EXECUTORS = ("processes", "dask", "dask-local")
+"""Every executor's name: the command line's choices and the driver's check."""
 
 
 def make_executor(
@@ -367,10 +279,12 @@ def make_executor(
     """``processes`` (the default), ``dask`` (with ``scheduler``) or ``dask-local``."""
     if kind == "processes":
         return ProcessExecutor(plan, store, workers)
+    if kind not in EXECUTORS:
+        raise SweepError(f"--executor: {kind!r} is not one of {', '.join(EXECUTORS)}")
+    from sweep.executors_dask import DaskExecutor
+
     if kind == "dask":
         if not scheduler:
             raise SweepError("--executor dask: needs --scheduler tcp://host:8786")
         return DaskExecutor(plan, store, workers, scheduler=scheduler)
-    if kind == "dask-local":
-        return DaskExecutor(plan, store, workers, processes=dask_processes)
-    raise SweepError(f"--executor: {kind!r} is not one of processes, dask, dask-local")
+    return DaskExecutor(plan, store, workers, processes=dask_processes)
