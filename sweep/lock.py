@@ -5,7 +5,7 @@ dies, however it dies, so a run after a crash (``--resume``) takes over a stale 
 getting it, while a second run beside a live one is refused with the holder's pid and host
 (written into the file). Forked workers close their copy of the descriptor
 (:func:`close_inherited`), so only the driver holds it and an orphaned worker never does.
-URL stores have no flock: there the lock is a lease (not here yet), and this one is a no-op.
+URL stores have no flock: there the lock is a lease (:mod:`sweep.lease`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import socket
 from datetime import UTC, datetime
 
 from sweep.errors import SweepError
+from sweep.lease import Lease, url_lease
 from sweep.store import LOCK_FILE, Store
 
 _HELD: set[int] = set()
@@ -30,9 +31,11 @@ class FolderLock:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.fd: int | None = None
+        self.lease: Lease | None = None
 
     def acquire(self) -> FolderLock:
         if not self.store.local:
+            self.lease = url_lease(self.store).acquire()
             return self
         path = os.path.join(self.store.root, LOCK_FILE)
         try:
@@ -73,6 +76,9 @@ class FolderLock:
         return self
 
     def release(self) -> None:
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
         if self.fd is None:
             return
         _HELD.discard(self.fd)

@@ -159,9 +159,9 @@ class Scheduler:
                 ", ".join(u.id for u in lost),
             )
             self.ex.restart()
-        else:
-            for unit in lost:
-                self._fail(unit, "its worker was killed (SIGKILL or out of memory) on every try")
+        elif lost:  # Dask replaces the worker itself; the unit is retried as above
+            self._requeue(lost)
+            log.warning("a worker was lost; retrying %s", ", ".join(u.id for u in lost))
         write_guarded(self.manifest.flush, self.store)
         self.bar.tick()
         return True
