@@ -70,6 +70,8 @@ def init_worker(plan: Plan, store: Store, ignore_sigint: bool = True) -> None:
     if ignore_sigint:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     load_plugins_by_name(plan.plugins)
+    if not store.local:  # a forked copy of the parent's fsspec client is not fork-safe
+        store = Store(store.url)
     _STATE["plan"], _STATE["store"] = plan, store
 
 
