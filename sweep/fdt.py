@@ -230,7 +230,6 @@ class MemoryScan:
 
     entries: list[Entry] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    memory_nodes: int = 0
 
 
 def root_cells(root: Node, origin: str) -> tuple[int, int]:
@@ -281,7 +280,6 @@ def scan_memory(root: Node, origin: str) -> MemoryScan:
                     " go by the name)"
                 )
             continue
-        scan.memory_nodes += 1
         status = node.string("status")
         if status is not None and status not in ("okay", "ok"):
             scan.skipped.append(
