@@ -130,7 +130,7 @@ def run_command(
     scheduler: str | None,
     allow_version_change: bool,
 ) -> None:
-    """Run a sweep CONFIG (default configs/default.toml) into a Parquet dataset.
+    """Run a sweep CONFIG (default: the packaged sweep/default.toml) into a Parquet dataset.
 
     KEY=VALUE overrides change the config for this run: granules=4K,64K
     placement.kind=stride placement.step=2M tag.seed=7. Exits 1 listing failed units.

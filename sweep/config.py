@@ -22,8 +22,9 @@ from sweep.errors import ValidationError
 from sweep.inputfiles import decode_text, load_toml, origin_of, read_input
 from sweep.model import VA_BITS_MAX, VA_BITS_MIN, granule_name, parse_granule, parse_size
 
-DEFAULT_CONFIG = Path("configs") / "default.toml"
-"""Where ``sweep run`` looks first when no config is given (relative to the working directory)."""
+DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
+"""The sweep ``sweep run`` runs when no config is given: package data, so that it is there
+after ``pip install .`` whatever the working directory (``configs/`` holds more examples)."""
 
 DEFAULT_UNIT_ROWS = 500_000
 """Rows per work unit, and so per part file (one row group): inside Parquet's 100k-1M sweet spot,
@@ -33,13 +34,12 @@ TABLE_KEYS = ("placement", "tag")
 
 
 def find_default_config() -> Path:
-    """``configs/default.toml`` in the working directory, else the one beside the package source."""
-    if DEFAULT_CONFIG.is_file():
-        return DEFAULT_CONFIG
-    beside = Path(__file__).resolve().parent.parent / DEFAULT_CONFIG
-    if beside.is_file():
-        return beside
-    raise ValidationError(f"config: no CONFIG given and {DEFAULT_CONFIG} not found")
+    """The default config shipped inside the package (``sweep/default.toml``)."""
+    if not DEFAULT_CONFIG.is_file():
+        raise ValidationError(
+            f"config: no CONFIG given and the packaged {DEFAULT_CONFIG} is missing"
+        )
+    return DEFAULT_CONFIG
 
 
 MAX_CONFIG_BYTES = 16 << 20

@@ -92,7 +92,7 @@ def reference_rows(configs: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory) -> Path:
-    """The real default sweep (``configs/default.toml``), run once by the command line, in a
+    """The real default sweep (``sweep/default.toml``), run once by the command line, in a
     folder named ``results`` (as the README's cookbook expects)."""
     from click.testing import CliRunner
 

@@ -16,7 +16,7 @@ from sweep.config import (
 from sweep.errors import ValidationError
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT = ROOT / "configs" / "default.toml"
+DEFAULT = ROOT / "sweep" / "default.toml"
 
 
 def test_default_config_is_the_documented_sweep():
