@@ -21,7 +21,7 @@ class _Group(click.Group):
             sys.exit(2)
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="va-sweep")
 def main() -> None:
     """Sweep arm64 kernel configurations for KVM's EL2 idmap/runtime overlap and table size."""
@@ -258,7 +258,9 @@ def query_command(directory: str, name: str, filters: tuple[str, ...]) -> None:
     show_default=True,
     help="Let the table builder use block mappings.",
 )
-@click.option("--idmap", required=True, help="Physical address of the idmap page (0x...).")
+@click.option(
+    "--idmap", required=True, help="Physical address of the idmap page (0x40eed000 or 40eed000)."
+)
 @click.option(
     "--tag-random", default="0", show_default=True, help="Random tag bits for the tagged layouts."
 )
@@ -273,7 +275,7 @@ def explain_command(
 ) -> None:
     """Print one configuration's HYP page tables the way ptdump does, then its row."""
     from sweep.explain import explain, render, resolve_memory_map
-    from sweep.model import parse_size
+    from sweep.model import parse_address
 
     memory_map = resolve_memory_map(map_name)
     click.echo(
@@ -284,8 +286,8 @@ def explain_command(
                 va_bits,
                 layout,
                 blocks,
-                parse_size(idmap, "--idmap"),
-                parse_size(tag_random, "--tag-random"),
+                parse_address(idmap, "--idmap"),
+                parse_address(tag_random, "--tag-random"),
             )
         )
     )

@@ -32,6 +32,10 @@ and small enough that a worker peaks near 300 MiB (``bench/bench_driver.py``).""
 
 TABLE_KEYS = ("placement", "tag")
 
+ADDRESS_KEYS = ("placement.addresses",)
+"""Override keys whose values are addresses: kept as typed (``40eed000`` is hex, as the kernel
+prints it; ``40000000`` is refused as ambiguous), never read as TOML's decimal integers."""
+
 
 def find_default_config() -> Path:
     """The default config shipped inside the package (``sweep/default.toml``)."""
@@ -102,8 +106,17 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise ValidationError(f"override {key!r}: {part!r} is not a table")
-        target[parts[-1]] = parse_value(value)
+        if key in ADDRESS_KEYS:
+            items = [v.strip() for v in value.split(",") if v.strip()]
+            target[parts[-1]] = items if "," in value else value.strip()
+        else:
+            target[parts[-1]] = parse_value(value)
     return out
+
+
+def overridden_keys(overrides: Iterable[str]) -> dict[str, str]:
+    """Dotted key -> the ``key=value`` text that set it last, so errors name the override."""
+    return {item.partition("=")[0].strip(): item for item in overrides}
 
 
 def load_config(
@@ -111,8 +124,9 @@ def load_config(
 ) -> SweepConfig:
     """Read, override and validate a sweep config; the result is what ``_sweep.json`` records."""
     path = find_default_config() if path is None else Path(path)
+    overrides = list(overrides)
     raw = apply_overrides(read_config_file(path), overrides)
-    return validate_config(raw, source=str(path))
+    return validate_config(raw, source=str(path), overridden=overridden_keys(overrides))
 
 
 @dataclass(frozen=True)
@@ -160,9 +174,18 @@ class _Checking:
     source: str
     registry: Any
     done: dict[str, Any]
+    overridden: Mapping[str, str]
+    """Dotted key -> the override that set it: an error about it names the override."""
+
+    def origin(self, key: str) -> str:
+        """The config file, or the override (``override 'granules=8K'``) that set ``key``."""
+        for dotted, item in self.overridden.items():
+            if key == dotted or key.startswith(dotted + ".") or dotted.startswith(key + "."):
+                return f"override {item!r}"
+        return self.source
 
     def bad(self, key: str, rule: str) -> ValidationError:
-        return ValidationError(f"{self.source}: {key}: {rule}")
+        return ValidationError(f"{self.origin(key)}: {key}: {rule}")
 
 
 def _check_name(value: Any, c: _Checking) -> str:
@@ -248,10 +271,10 @@ def _check_placement(value: Any, c: _Checking) -> dict[str, Any]:
         known = ", ".join(c.registry.placements) or "none registered"
         raise c.bad("placement.kind", f"{kind!r} is not a registered placement (known: {known})")
     if "step" in placement:
-        step = parse_size(placement["step"], f"{c.source}: placement.step")
+        step = parse_size(placement["step"], f"{c.origin('placement.step')}: placement.step")
         if step <= 0 or step % 4096:
             raise c.bad("placement.step", f"{placement['step']!r} is not a positive multiple of 4K")
-    return _jsonable(dict(placement), f"{c.source}: placement")
+    return _jsonable(dict(placement), f"{c.origin('placement')}: placement")
 
 
 def _check_tag(value: Any, c: _Checking) -> int:
@@ -291,7 +314,9 @@ _VALIDATORS = {
 TOP_KEYS = tuple(_VALIDATORS)
 
 
-def validate_config(raw: Mapping[str, Any], source: str = "config") -> SweepConfig:
+def validate_config(
+    raw: Mapping[str, Any], source: str = "config", overridden: Mapping[str, str] | None = None
+) -> SweepConfig:
     """Check every key's type and value; the normalised config (granules as bytes etc.).
 
     Checks that need the plugins (layout names, placement kinds, granules registered) are made
@@ -299,7 +324,7 @@ def validate_config(raw: Mapping[str, Any], source: str = "config") -> SweepConf
     """
     from sweep.plugins import registry
 
-    checking = _Checking(source, registry(), {})
+    checking = _Checking(source, registry(), {}, overridden or {})
     unknown = [k for k in raw if k not in _VALIDATORS]
     if unknown:
         raise checking.bad(unknown[0], f"unknown key (known: {', '.join(TOP_KEYS)})")

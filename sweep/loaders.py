@@ -28,7 +28,7 @@ from pathlib import Path
 from sweep import fdt
 from sweep.errors import ValidationError
 from sweep.inputfiles import decode_text, load_toml, origin_of, read_input
-from sweep.model import PA_LIMIT, Bank, MemoryMap, parse_size
+from sweep.model import PA_LIMIT, Bank, MemoryMap, parse_address, parse_size
 
 KINDS = ("toml", "dtb", "dts", "iomem", "bootlog")
 KIND_NAMES = {
@@ -74,6 +74,9 @@ def load_memory_map(path: str | Path) -> MemoryMap:
     path = Path("stdin") if origin == "<stdin>" else Path(path)
     kind = detect_kind(data)
     claimed = SUFFIX_KINDS.get(path.suffix.lower())
+    if not data.strip():
+        what = KIND_NAMES[claimed] if claimed else "a memory map"
+        raise ValidationError(f"{origin}: the file is empty (expected {what})")
     if claimed and kind and kind != claimed:
         raise ValidationError(
             f"{origin}: named as {KIND_NAMES[claimed]} ({path.suffix}), but its content is"
@@ -209,7 +212,7 @@ def _from_toml(text: str, path: Path, origin: str) -> MemoryMap:
             if key not in table:
                 raise ValidationError(f"{origin}: {where}: bank has no {key}")
         try:
-            base = parse_size(table["base"], "base")
+            base = parse_address(table["base"], "base")
             size = parse_size(table["size"], "size")
         except ValidationError as exc:
             raise ValidationError(f"{origin}: {where}: {exc}") from None
@@ -290,6 +293,8 @@ def memory_map_from_iomem(text: str, name: str, origin: str | None = None) -> Me
     Ranges are inclusive (``A-B`` holds ``B - A + 1`` bytes, ``kernel/resource.c``).
     """
     origin = origin or name
+    if not text.strip():
+        raise ValidationError(f"{origin}: the /proc/iomem dump is empty")
     banks = []
     hidden = True  # every address 0: read without root (kernel/resource.c hides them)
     for number, line in enumerate(text.splitlines(), 1):

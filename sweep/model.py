@@ -43,6 +43,31 @@ def parse_size(value: int | str, what: str = "size") -> int:
     raise ValidationError(f"{what}: expected an integer or a size string like '2G', got {value!r}")
 
 
+_HEX_DIGITS = re.compile(r"^[0-9a-fA-F_]*[a-fA-F][0-9a-fA-F_]*$")
+
+
+def parse_address(value: int | str, what: str = "address") -> int:
+    """Read an address: an integer, ``0x...``, a size string (``"2G"``), or hex digits as the
+    kernel prints them (``"40eed000"``, read as hex). A string of decimal digits alone is
+    ambiguous (``40000000`` in a kernel log is hex) and is refused, saying how to write it."""
+    if isinstance(value, str):
+        text = value.strip()
+        if _HEX_DIGITS.match(text):
+            return int(text.replace("_", ""), 16)
+        if text.replace("_", "").isdigit() and int(text.replace("_", "")) > 9:
+            raise ValidationError(
+                f"{what}: {value!r} could be hex (as the kernel prints addresses) or decimal;"
+                f" write 0x{text} for hex, or a size such as 1G"
+            )
+    try:
+        return parse_size(value, what)
+    except ValidationError:
+        raise ValidationError(
+            f"{what}: expected an address such as 0x40eed000 (or 40eed000, as the kernel prints"
+            f" it), got {value!r}"
+        ) from None
+
+
 def parse_granule(value: int | str) -> int:
     """A granule as bytes, from ``4096``, ``"4K"``, ``"16K"`` or ``"64K"``."""
     try:

@@ -276,10 +276,18 @@ def render(directory: str | Path, n_worst: int = 25) -> str:
 
 
 def write_report(directory: str | Path, out: str | Path) -> Path:
-    """Render and write the page; it is written whole or not at all."""
-    page = render(directory)
+    """Render and write the page; it is written whole or not at all.
+
+    The folder it goes in is checked first, so a typo costs no rendering and is one line."""
     out = Path(out)
+    if not out.parent.is_dir():
+        raise ValidationError(f"--out {str(out)!r}: no folder {str(out.parent)!r} to write it in")
+    page = render(directory)
     partial = out.with_name(f".{out.name}.partial")
-    partial.write_text(page, encoding="utf-8")
-    partial.replace(out)
+    try:
+        partial.write_text(page, encoding="utf-8")
+        partial.replace(out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise ValidationError(f"--out {str(out)!r}: cannot write: {exc.strerror or exc}") from None
     return out

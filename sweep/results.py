@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 from sweep.columns import HEX_COLUMNS, INPUT_COLUMNS, ROW_COLUMNS  # noqa: F401 (HEX_COLUMNS re-exported)
 from sweep.errors import ValidationError
 from sweep.metadata import read_meta
-from sweep.model import granule_name, parse_granule
+from sweep.model import granule_name, parse_address, parse_granule
 from sweep.store import open_dataset
 
 LEGACY_LAYOUTS = ("high-only", "merged", "tagged")
@@ -112,6 +112,8 @@ def _typed(column: str, text: str) -> object:
         return lowered in ("true", "1", "on")
     if column == "granule":
         return parse_granule(text)
+    if column in HEX_COLUMNS:
+        return parse_address(text, f"filter {column}")
     if dtype is not None and dtype != "category":
         try:
             return int(text.replace("_", ""), 0)
