@@ -375,7 +375,9 @@ def test_directory_is_not_a_file(tmp_path):
     assert str(info.value) == f"{tmp_path}: is a directory, not a memory-map file"
 
 
-@pytest.mark.skipif(shutil.which("dtc") is None, reason="dtc (device-tree-compiler) not installed")
+@pytest.mark.skipif(
+    shutil.which("dtc") is None, reason="dtc is not installed (Debian package device-tree-compiler)"
+)
 def test_dts_syntax_error_names_file_and_line(tmp_path):
     path = tmp_path / "board.dts"
     path.write_text("/dts-v1/;\n/ {\n\tmemory@0 {\n\t\treg = <0 0\n\t};\n};\n")
@@ -545,7 +547,9 @@ def test_at_least_25_kinds_of_bad_input():
     assert len(TOML_CASES + DTB_CASES + TEXT_CASES) >= 25
 
 
-@pytest.mark.skipif(shutil.which("dtc") is None, reason="dtc (device-tree-compiler) not installed")
+@pytest.mark.skipif(
+    shutil.which("dtc") is None, reason="dtc is not installed (Debian package device-tree-compiler)"
+)
 def test_dts_with_cpp_include_says_to_preprocess(tmp_path):
     path = tmp_path / "board.dts"
     path.write_text("/dts-v1/;\n#include <dt-bindings/gpio/gpio.h>\n/ { };\n")

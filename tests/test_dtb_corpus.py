@@ -36,7 +36,7 @@ MISSING = "MISSING"
 def corpus() -> dict[str, list[Path]]:
     """Series -> its .dtb files, fetched once into the cache by tools/fetch-dtbs."""
     if shutil.which("fdtget") is None:
-        pytest.skip("fdtget is not installed (apt-get install device-tree-compiler)")
+        pytest.skip("fdtget is not installed (Debian package device-tree-compiler)")
     run = subprocess.run([str(FETCH)], capture_output=True, text=True, timeout=1800)
     if run.returncode != 0:
         pytest.skip(f"tools/fetch-dtbs failed (exit {run.returncode}): {run.stderr.strip()[-300:]}")

@@ -144,7 +144,7 @@ class Browser:
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not os.path.exists(CHROMIUM):
-        pytest.skip("chromium is not installed (`apt-get install -y chromium`; .ci/run does it)")
+        pytest.skip("chromium is not installed (Debian package chromium; .ci/run installs it)")
     b = Browser(tmp_path_factory.mktemp("chromium-profile"))
     yield b
     b.close()
