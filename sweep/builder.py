@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from sweep import overlap, tables
@@ -199,6 +200,21 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
     )
     delta = layout.delta
     va_start, va_end, valid = dram.start + delta, dram.end + delta, dram.valid  # section 4
+    near = overlap.nearest(va_start, va_end, valid, idmap)
+    root = tables.root_level(layout.tree_va_bits, granule)  # section 5
+    runtime = _per_runtime_tree(
+        tables.runtime_tables,
+        (
+            rows.map_index * 3 + code,
+            rows.block_mappings,
+            root,
+            delta,
+            dram.dram_first,
+            dram.dram_last,
+        ),
+        (va_start, va_end, valid, delta, granule, root, rows.block_mappings),
+    )
+    walk = tables.idmap_walk(near, idmap, delta, granule, root, rows.block_mappings)
     return {
         "phys_offset": dram.phys_offset,
         "clipped_bytes": dram.clipped_bytes,
@@ -206,21 +222,37 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
         "hyp_va_max": layout.hyp_va_max,
         "hyp_dram_last": dram.dram_last + delta,
         "idmap_va_bits": idmap_va_bits,
-        "overlap": overlap.overlap(va_start, va_end, valid, idmap, delta),
+        "overlap": overlap.overlap(near, idmap, granule, delta),
         "idmap_in_window": overlap.idmap_in_window(idmap, layout.hyp_va_min, layout.hyp_va_max),
-        "margin": overlap.margin(va_start, va_end, valid, idmap, granule),
+        "margin": overlap.margin(near, idmap, granule),
         **tables.level_columns(va_bits, idmap_va_bits, layout.tree_va_bits, granule),
-        **tables.table_columns(
-            va_start,
-            va_end,
-            valid,
-            delta,
-            idmap,
-            granule,
-            layout.tree_va_bits,
-            rows.block_mappings,
-        ),
+        **tables.table_columns(runtime, walk, root, granule, layout.tree_va_bits),
     }
+
+
+def _per_runtime_tree(count, keys: tuple, arrays: tuple) -> dict:
+    """``count(*arrays)`` (arrays whose last axis is the rows) computed once per distinct
+    runtime tree: rows with equal ``keys`` (map and granule, blocks, root level, delta, clipped
+    DRAM) have the same runtime ranges, so a work unit or a board corpus counts each tree once.
+
+    Rows are told apart by a 64-bit hash of their keys, then checked equal to their
+    representative key by key; when most rows differ (random tags), all rows are counted.
+    """
+    n = len(keys[0])
+    mixed = np.zeros(n, dtype=np.uint64)
+    for key in keys:
+        mixed ^= np.asarray(key).astype(I64, copy=False).view(np.uint64)
+        mixed *= np.uint64(0x9E37_79B9_7F4A_7C15)
+        mixed ^= mixed >> np.uint64(29)
+    inverse, distinct = pd.factorize(mixed)
+    if 2 * len(distinct) > n:
+        return count(*arrays)
+    first = np.empty(len(distinct), dtype=I64)
+    first[inverse[::-1]] = np.arange(n - 1, -1, -1)
+    if not all((np.asarray(key)[first][inverse] == key).all() for key in keys):
+        return count(*arrays)  # a hash collision: never seen, but then count every row
+    counts = count(*(values[..., first] for values in arrays))
+    return {level: values[inverse] for level, values in counts.items()}
 
 
 # --- Checking the inputs (section 1) ----------------------------------------------------------

@@ -22,20 +22,11 @@ class ClippedDram:
     clipped_bytes: np.ndarray
     start: np.ndarray
     end: np.ndarray
-
-    @property
-    def valid(self) -> np.ndarray:
-        return self.end > self.start
-
-    @property
-    def dram_first(self) -> np.ndarray:
-        """Lowest clipped DRAM byte (``memblock_start_of_DRAM()``)."""
-        return np.where(self.valid, self.start, np.iinfo(I64).max).min(axis=0)
-
-    @property
-    def dram_last(self) -> np.ndarray:
-        """Highest clipped DRAM byte (``high_memory - 1``)."""
-        return np.where(self.valid, self.end, 0).max(axis=0) - 1
+    valid: np.ndarray
+    dram_first: np.ndarray
+    """Lowest clipped DRAM byte (``memblock_start_of_DRAM()``)."""
+    dram_last: np.ndarray
+    """Highest clipped DRAM byte (``high_memory - 1``)."""
 
 
 def clip_dram(
@@ -62,5 +53,14 @@ def clip_dram(
     high = dram_end > phys_offset + linear
     phys_offset = np.where(high, -((linear - dram_end) // align) * align, phys_offset)
     start = np.maximum(start, phys_offset)
-    kept = np.maximum(end - start, 0).sum(axis=0)
-    return ClippedDram(phys_offset, total - kept, start, end)
+    valid = end > start
+    kept = np.where(valid, end - start, 0).sum(axis=0)
+    return ClippedDram(
+        phys_offset,
+        total - kept,
+        start,
+        end,
+        valid,
+        np.where(valid, start, np.iinfo(I64).max).min(axis=0),
+        np.where(valid, end, 0).max(axis=0) - 1,
+    )

@@ -1,35 +1,56 @@
 """MODEL.md section 4: overlap, window and margin of the idmap page, for every row at once.
 
 The runtime mappings are ``[start + delta, end + delta)`` for every clipped bank (``(banks,
-rows)`` arrays, a bank that clipping emptied has ``end <= start``), the idmap page
-``[idmap_pa, idmap_pa + granule)`` with VA == PA.
+rows)`` arrays; a bank that clipping emptied has ``end <= start``), sorted and disjoint in VA
+since one ``delta`` moves them all; the idmap page is ``[idmap_pa, idmap_pa + granule)``, VA == PA.
+Only the two mappings nearest the page matter: the last that starts at or below it and the
+first that starts above it (any other is further away, behind one of them).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 I64 = np.int64
+NONE_BELOW = -(1 << 62)
+"""Where the mapping below is when there is none: further than any VA (all are below 2^52)."""
+NONE_ABOVE = 1 << 62
 
 
-def margin(
-    va_start: np.ndarray, va_end: np.ndarray, valid: np.ndarray, idmap_pa: np.ndarray, granule
-) -> np.ndarray:
+@dataclass(frozen=True)
+class Nearest:
+    """Per row: the runtime mapping that starts at or below the idmap page (``below_start``,
+    ``below_end``) and the start of the first one above it."""
+
+    below_start: np.ndarray
+    below_end: np.ndarray
+    above_start: np.ndarray
+
+
+def nearest(va_start: np.ndarray, va_end: np.ndarray, valid: np.ndarray, idmap_pa) -> Nearest:
+    at_or_below = valid & (va_start <= idmap_pa)
+    above = valid & ~at_or_below
+    return Nearest(
+        np.where(at_or_below, va_start, NONE_BELOW).max(axis=0),
+        np.where(at_or_below, va_end, NONE_BELOW).max(axis=0),  # ends are sorted as starts are
+        np.where(above, va_start, NONE_ABOVE).min(axis=0),
+    )
+
+
+def margin(near: Nearest, idmap_pa: np.ndarray, granule: np.ndarray) -> np.ndarray:
     """The smallest VA gap between the idmap page and any runtime mapping (0 when they touch
     or intersect)."""
-    gap = np.maximum(np.maximum(va_start - (idmap_pa + granule), idmap_pa - va_end), 0)
-    return np.where(valid, gap, np.iinfo(I64).max).min(axis=0)
+    below = idmap_pa - near.below_end
+    above = near.above_start - (idmap_pa + granule)
+    return np.maximum(np.minimum(below, above), 0)
 
 
-def overlap(
-    va_start: np.ndarray, va_end: np.ndarray, valid: np.ndarray, idmap_pa: np.ndarray, delta
-) -> np.ndarray:
-    """A runtime mapping with another PA (``delta != 0``) claims a VA of the idmap page.
-
-    Ranges are granule-aligned, so "claims a VA of the page" is "holds the page's first byte".
-    """
-    inside = (valid & (va_start <= idmap_pa) & (idmap_pa < va_end)).any(axis=0)
-    return inside & (delta != 0)
+def overlap(near: Nearest, idmap_pa, granule, delta: np.ndarray) -> np.ndarray:
+    """A runtime mapping with another PA (``delta != 0``) claims a VA of the idmap page."""
+    meets = (near.below_end > idmap_pa) | (near.above_start < idmap_pa + granule)
+    return meets & (delta != 0)
 
 
 def idmap_in_window(idmap_pa: np.ndarray, hyp_va_min, hyp_va_max) -> np.ndarray:

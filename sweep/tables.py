@@ -1,21 +1,26 @@
 """MODEL.md section 5: level counts and the merged tree's tables, counted without building it.
 
-Every row has its own granule, tree size, block setting, ``delta`` and banks (``(banks, rows)``
-arrays of runtime VA ranges, sorted and disjoint, a bank that clipping emptied has
+Every row has its own granule, tree size, block setting, ``delta`` and runtime VA ranges
+(``(banks, rows)`` arrays, sorted and disjoint; a bank that clipping emptied has
 ``end <= start``), so the loops here run over levels only; each step is numpy over all rows.
 
-How the tree is counted: an entry at level ``l < 3`` touched by a runtime range is a table
-unless it is a block; a non-block entry's ancestors are all non-blocks (coverage, alignment and
-block levels only grow downwards), so every such entry is reached. Tables at level ``l + 1`` are
-therefore the distinct non-block entries touched at level ``l``; ranges are sorted and disjoint,
-so two ranges can only share their boundary entries, and distinct = sum - adjacent duplicates.
-The idmap's walk (``hyp_map_walker``) goes down through tables; a page stops it; a block at level
-``l``, or an empty entry, makes it create one table at each level ``l + 1`` to 3.
+The runtime ranges: an entry at level ``l < 3`` they touch is a table unless it is a block; a
+non-block entry's ancestors are all non-blocks (coverage, alignment and block levels only grow
+downwards), so every such entry is reached. Tables at level ``l + 1`` are therefore the distinct
+non-block entries touched at level ``l``; ranges are sorted and disjoint, so two ranges can only
+share their boundary entries, and distinct = sum - adjacent duplicates.
+
+The idmap page then walks down from the root (``hyp_map_walker``): through tables; a page stops
+it; a block at level ``l`` (replaced by an empty table) or an empty entry makes it create one
+table at each level ``l + 1`` to 3. Only the runtime ranges nearest the page can touch its
+entries (``sweep.overlap.Nearest``).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from sweep.overlap import Nearest
 
 I64 = np.int64
 NEVER = 9  # a level past 3: "the idmap creates no table"
@@ -51,54 +56,91 @@ def level_columns(
     }
 
 
-def table_columns(
+def _shift(level: int, granule: np.ndarray) -> np.ndarray:
+    """``shift(l) = g + (3 - l) * b`` per row, at most 63: above a row's root, all VAs (below
+    2^52) are in entry 0."""
+    g = page_shift(granule)
+    return np.minimum(g + (3 - level) * (g - 3), 63)
+
+
+def _blocks(level: int, granule, shift, delta, block_mappings) -> np.ndarray:
+    """Whether level ``level`` may hold blocks of these rows' runtime ranges: blocks on, a block
+    level (``KVM_PGTABLE_MIN_BLOCK_LEVEL``: 1 at 4K, 2 above), PA aligned as VA is."""
+    min_block = np.where(granule == 4096, 1, 2)
+    aligned = (delta & ((np.int64(1) << shift) - 1)) == 0
+    return block_mappings & (level >= min_block) & (level < 3) & aligned
+
+
+def runtime_tables(
     va_start: np.ndarray,
     va_end: np.ndarray,
     valid: np.ndarray,
     delta: np.ndarray,
-    idmap_pa: np.ndarray,
     granule: np.ndarray,
-    tree_va_bits: np.ndarray,
+    root: np.ndarray,
     block_mappings: np.ndarray,
-) -> dict[str, np.ndarray]:
-    """``tables_lm1`` .. ``tables_l3``, ``table_pages``, ``table_bytes``, ``shared_tables``."""
-    g = page_shift(granule)
-    b = g - 3
-    root = 4 - (tree_va_bits - 4) // b
-    min_block = np.where(g == 12, 1, 2)  # KVM_PGTABLE_MIN_BLOCK_LEVEL
-    runtime = {}  # level -> tables of that level's descriptors the runtime ranges need
-    first_new = np.full(len(idmap_pa), NEVER, dtype=I64)  # the idmap's tables go below this
-    walking = np.ones(len(idmap_pa), dtype=bool)
-    for level in range(int(root.min()), 3):
-        active = level >= root
-        shift = np.minimum(g + (3 - level) * b, 63)  # above the root, every VA is in entry 0
+) -> dict[int, np.ndarray]:
+    """Level -> tables of that level's descriptors the runtime ranges need below the root."""
+    tables = {}
+    for level in range(int(root.min(initial=3)), 3):
+        shift = _shift(level, granule)
+        blocks = _blocks(level, granule, shift, delta, block_mappings) & (level >= root)
         first = va_start >> shift
         last = (va_end - 1) >> shift
-        index = idmap_pa >> shift
-        # Whole entries of a range are blocks when blocks are on here and PA is aligned too.
-        blocks = active & block_mappings & (level >= min_block) & (delta & ((1 << shift) - 1) == 0)
-        full_lo = (va_start + ((1 << shift) - 1)) >> shift
+        full_lo = (va_start + ((np.int64(1) << shift) - 1)) >> shift  # whole entries
         full_hi = va_end >> shift
         count = last - first + 1 - np.where(blocks, np.maximum(full_hi - full_lo, 0), 0)
         first_table = np.where(blocks & (first >= full_lo), last, first)
         last_table = np.where(blocks & (last < full_hi), first, last)
         has = valid & (count > 0)
         shared = has[1:] & has[:-1] & (first_table[1:] == last_table[:-1])
-        runtime[level + 1] = np.where(has, count, 0).sum(axis=0) - shared.sum(axis=0)
+        distinct = np.where(has, count, 0).sum(axis=0) - shared.sum(axis=0)
+        tables[level + 1] = np.where(level >= root, distinct, 0)
+    return tables
 
-        hit = valid & (first <= index) & (index <= last)
-        block = blocks & (hit & (full_lo <= index) & (index < full_hi)).any(axis=0)
-        stops = walking & active & (block | ~hit.any(axis=0))
+
+def idmap_walk(
+    near: Nearest,
+    idmap_pa: np.ndarray,
+    delta: np.ndarray,
+    granule: np.ndarray,
+    root: np.ndarray,
+    block_mappings: np.ndarray,
+) -> np.ndarray:
+    """The level below which the idmap page creates one table per level (``NEVER``: none)."""
+    first_new = np.full(len(idmap_pa), NEVER, dtype=I64)
+    walking = np.ones(len(idmap_pa), dtype=bool)
+    for level in range(int(root.min(initial=3)), 3):
+        shift = _shift(level, granule)
+        entry_start = (idmap_pa >> shift) << shift
+        entry_end = entry_start + (np.int64(1) << shift)
+        touched = (near.below_end > entry_start) | (near.above_start < entry_end)
+        block = (
+            _blocks(level, granule, shift, delta, block_mappings)
+            & (near.below_start <= entry_start)
+            & (entry_end <= near.below_end)
+        )
+        stops = walking & (level >= root) & (block | ~touched)
         first_new[stops] = level
         walking &= ~stops
+    return first_new
 
+
+def table_columns(
+    runtime: dict[int, np.ndarray],
+    first_new: np.ndarray,
+    root: np.ndarray,
+    granule: np.ndarray,
+    tree_va_bits: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """``tables_lm1`` .. ``tables_l3``, ``table_pages``, ``table_bytes``, ``shared_tables``."""
     tables = {}
     for level in range(-1, 4):
         below_root = runtime.get(level, 0) + (first_new < level)
         tables[level] = np.where(level == root, 1, np.where(level > root, below_root, 0))
     table_pages = sum(tables.values())
-    runtime_pages = 1 + sum(np.where(level > root, n, 0) for level, n in runtime.items())
-    root_entries = np.left_shift(1, tree_va_bits - (g + (3 - root) * b), dtype=I64)
+    runtime_pages = 1 + sum(runtime.values())
+    root_entries = np.left_shift(1, tree_va_bits - _shift(root, granule), dtype=I64)
     return {
         "tables_lm1": tables[-1],
         "tables_l0": tables[0],
@@ -109,3 +151,8 @@ def table_columns(
         "table_bytes": root_entries * 8 + (table_pages - 1) * granule,
         "shared_tables": runtime_pages + (4 - root) - table_pages,
     }
+
+
+def root_level(tree_va_bits: np.ndarray, granule: np.ndarray) -> np.ndarray:
+    """The root's level ``s = 4 - levels(tree_va_bits)``."""
+    return 4 - levels(tree_va_bits, granule)

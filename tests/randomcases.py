@@ -41,8 +41,12 @@ def random_memory_map(rng: random.Random, name: str, max_banks: int = 8) -> Memo
     return MemoryMap(name, banks or [(PA_LIMIT - (1 << 30), 1 << 30)])
 
 
-def random_configs(seed: int, rows: int, maps: int = 200, rows_per_group: int = 8):
-    """``(memory_maps, list of config dicts)``: groups of rows sharing map/granule/VA/layout."""
+def random_configs(
+    seed: int, rows: int, maps: int = 200, rows_per_group: int = 8, shuffle: bool = True
+):
+    """``(memory_maps, list of config dicts)``: groups of rows sharing map/granule/VA/layout,
+    in random order (``shuffle``) so that one batch mixes them all; a fifth of the groups put
+    the idmap where a runtime block may hold it (``block_cases``)."""
     rng = random.Random(seed)
     memory_maps = {}
     while len(memory_maps) < maps:
@@ -73,6 +77,60 @@ def random_configs(seed: int, rows: int, maps: int = 200, rows_per_group: int = 
             )
             tag = 0 if rng.random() < 0.5 else rng.getrandbits(64)
             configs.append({**common, "idmap_pa": idmap, "tag_random": tag})
+    block_maps, block_configs = block_cases(rng, rows // 5, seed)
+    memory_maps.update(block_maps)
+    configs = configs[: rows - len(block_configs)] + block_configs
+    if shuffle:
+        rng.shuffle(configs)
+    return memory_maps, configs
+
+
+def block_cases(rng: random.Random, rows: int, seed: int = 0):
+    """Configurations whose idmap lands inside a runtime mapping, often one held by blocks
+    (MODEL.md section 5: the idmap's walk meets a block, or a page).
+
+    As in MODEL.md examples 3 and 4: under ``high-only`` the alias of a DRAM byte ``p`` is
+    ``2^(V-1) + p - PHYS_OFFSET``, so a bank at ``2^(V-1)`` and up holds idmap pages whose VA
+    is the alias of the low bank (example 3), or of itself when PHYS_OFFSET is ``2^(V-1)``
+    (``delta`` 0, example 4). Sizes and offsets are whole or half blocks of every granule.
+    """
+    memory_maps, configs = {}, []
+    while len(configs) < rows:
+        granule = rng.choice(GRANULES)
+        va_bits = rng.randint(36, 48)
+        half = 1 << (va_bits - 1)
+        unit = rng.choice([1 << 21, 1 << 25, 1 << 29, 1 << 30, 1 << 12])
+        high = (half, rng.randint(1, 8) * unit + rng.choice([0, 0, granule]))
+        if rng.random() < 0.3:
+            banks, phys_offset = [high], half  # delta 0 (example 4)
+        else:
+            low_base = rng.randint(1, 8) << 30
+            banks = [(low_base, rng.randint(1, 8) * unit + rng.choice([0, 0, 1 << 21]))]
+            banks.append(high)
+            phys_offset = low_base
+        mm = MemoryMap(f"blocks-{seed}-{len(memory_maps)}", banks)
+        if not fits(mm, granule):
+            continue
+        memory_maps[mm.name] = mm
+        # The idmap in the high bank, in the VA range of the low bank's (or its own) alias.
+        alias_end = half + banks[0][1] + (banks[0][0] - phys_offset)
+        span_end = min(high[0] + high[1], alias_end)
+        for _ in range(8):
+            idmap = rng.randrange(high[0], span_end) if span_end > high[0] else high[0]
+            page = idmap // granule * granule
+            if not any(start <= page < end for start, end in mm.trimmed(granule)):
+                continue
+            configs.append(
+                dict(
+                    memory_map=mm.name,
+                    granule=granule,
+                    va_bits=va_bits,
+                    layout=rng.choice(["high-only", "high-only", "merged", "tagged"]),
+                    block_mappings=rng.random() < 0.8,
+                    idmap_pa=idmap,
+                    tag_random=0,
+                )
+            )
     return memory_maps, configs[:rows]
 
 

@@ -1,22 +1,25 @@
 """The builder against the scalar reference on random configurations, and invariants.
 
 ``test_build_matches_reference_in_bulk`` puts 10^5 seeded configurations (mixed maps,
-granules, VA_BITS, layouts, blocks, tags) through one ``build`` call and compares every column
-of every row with the reference; the ``slow`` variant does 10^6.
+granules, VA_BITS, layouts, blocks, tags, in random order, a fifth with the idmap inside a
+runtime mapping that blocks may hold) through one ``build`` call and compares every column of
+every row with the reference; the ``slow`` variant does 10^6.
 """
 
 from __future__ import annotations
+
+import random
 
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
-from randomcases import random_configs
+from randomcases import block_cases, random_configs
 from strategies import configurations
 
 from sweep import build
 from sweep.columns import ROW_COLUMNS
-from sweep.reference import compute_row
+from sweep.reference import build_tree, compute_row, prepare
 
 
 def _compare(memory_maps, configs) -> int:
@@ -43,6 +46,21 @@ def test_build_matches_reference(case):
 def test_build_matches_reference_in_bulk():
     memory_maps, configs = random_configs(seed=2026, rows=100_000)
     assert _compare(memory_maps, configs) == 100_000
+
+
+def test_random_cases_meet_runtime_blocks():
+    # The bulk cases hold idmap pages whose walk meets a runtime block (MODEL.md section 5,
+    # examples 3 and 4), as the reference's tree records them: the new rule is compared too.
+    memory_maps, configs = block_cases(random.Random(3), 400)
+    met = 0
+    for c in configs:
+        args = {k: v for k, v in c.items() if k != "memory_map"}
+        conf = prepare(memory_maps[c["memory_map"]], **args)
+        tree = build_tree(
+            conf.runtime, conf.idmap_pa, conf.granule, conf.hyp.tree_va_bits, c["block_mappings"]
+        )
+        met += bool(tree.split)
+    assert met >= 40
 
 
 @pytest.mark.slow
