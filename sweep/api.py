@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from sweep.banks import TrimmedBanks
-from sweep.builder import Rows, compute_columns
+from sweep.builder import Rows, compute_columns, full
 from sweep.columns import INPUT_COLUMNS, ROW_COLUMNS
 from sweep.errors import ValidationError
 from sweep.layouts import Layout
@@ -51,14 +51,15 @@ def build(
         tags,
     )
     columns = compute_columns(TrimmedBanks.of(maps), chosen, rows)
+    n = len(rows)
     inputs = {
         "memory_map": pd.Categorical.from_codes(map_codes, map_names),
-        "granule": rows.granule.astype(np.int32),
-        "va_bits": rows.va_bits.astype(np.int8),
+        "granule": full(rows.granule, n, np.int32),
+        "va_bits": full(rows.va_bits, n, np.int8),
         "layout": pd.Categorical.from_codes(layout_codes, layout_names),
-        "block_mappings": np.ascontiguousarray(rows.block_mappings),
+        "block_mappings": full(rows.block_mappings, n, bool),
         "idmap_pa": rows.idmap_pa.view(np.uint64),
-        "tag_random": np.ascontiguousarray(rows.tag_random),
+        "tag_random": full(rows.tag_random, n, np.uint64),
     }
     frame = {name: inputs[name] if name in inputs else columns[name] for name in ROW_COLUMNS}
     return pd.DataFrame(frame, index=configs.index, copy=False)

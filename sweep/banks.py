@@ -102,8 +102,8 @@ class TrimmedBanks:
         inside = ((start <= idmap_pa) & (idmap_pa < end)).any(axis=0)
         if not inside.all():
             row = np.flatnonzero(~inside)[0]
+            name = self.memory_maps[np.broadcast_to(map_index, inside.shape)[row]].name
             raise ValidationError(
-                f"memory map {self.memory_maps[map_index[row]].name!r}: idmap_pa "
-                f"{int(idmap_pa[row]):#x} is outside every "
-                f"{granule_name(int(granule[row]))}-trimmed bank"
+                f"memory map {name!r}: idmap_pa {int(idmap_pa[row]):#x} is outside every "
+                f"{granule_name(int(np.broadcast_to(granule, inside.shape)[row]))}-trimmed bank"
             )

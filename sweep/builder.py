@@ -45,8 +45,9 @@ batch's temporaries stay in cache and its memory flat however many rows it has."
 
 @dataclass(frozen=True)
 class Rows:
-    """A validated batch: one element per row in every array (the one place where a value
-    shared by all rows is broadcast to one per row)."""
+    """A checked batch of ``len(idmap_pa)`` rows. Every other array holds one element per row
+    or a single element that all rows share: numpy broadcasting does the rest, so a value
+    shared by a work unit costs one element, and no function here asks which it is."""
 
     map_index: np.ndarray
     granule: np.ndarray
@@ -71,12 +72,12 @@ class Rows:
         idmap_pa,
         tag_random=None,
     ) -> Rows:
-        """Check a batch (MODEL.md section 1) and give every input one value per row."""
-        idmap = np.asarray(idmap_pa)
-        n = idmap.shape[0] if idmap.ndim else 1
-        granule = _per_row("granule", granule, n)
+        """Check a batch (MODEL.md section 1): each argument one value or one per row."""
+        idmap = np.asarray(idmap_pa).reshape(-1)
+        n = len(idmap)
+        granule = _column("granule", granule, n)
         code = granule_codes(granule)
-        va_bits = _per_row("va_bits", va_bits, n)
+        va_bits = _column("va_bits", va_bits, n)
         bad = (va_bits < VA_BITS_MIN) | (va_bits > VA_BITS_MAX)
         if bad.any():
             value = int(va_bits[np.flatnonzero(bad)[0]])
@@ -91,8 +92,8 @@ class Rows:
             granule=granule,
             va_bits=va_bits,
             layout_index=_index("layout", layout_index, n, len(layouts)),
-            block_mappings=np.broadcast_to(blocks, (n,)),
-            idmap_pa=_aligned_idmap(idmap.reshape(n), np.asarray(GRANULES, dtype=I64)[code]),
+            block_mappings=_column("block_mappings", blocks, n, bool),
+            idmap_pa=_aligned_idmap(idmap, np.asarray(GRANULES, dtype=I64)[code]),
             tag_random=_tags(tag_random, n),
         )
 
@@ -100,7 +101,23 @@ class Rows:
         return len(self.idmap_pa)
 
     def __getitem__(self, part: slice) -> Rows:
-        return Rows(**{name: values[part] for name, values in vars(self).items()})
+        return Rows(**{name: _take(values, part) for name, values in vars(self).items()})
+
+
+def _take(values: np.ndarray, rows) -> np.ndarray:
+    """``values[..., rows]``, or ``values`` when its one element (last axis) is shared."""
+    return values if values.shape[-1] == 1 else values[..., rows]
+
+
+def full(values: np.ndarray, n: int, dtype) -> np.ndarray:
+    """A column of ``n`` rows in ``dtype``: shared values repeated, the same dtype's reused."""
+    values = np.asarray(values)
+    if values.shape == (n,) and values.dtype == np.dtype(dtype):
+        return values
+    if values.shape == (n,) and values.dtype.kind in "iu" and np.dtype(dtype).kind in "iu":
+        if values.dtype.itemsize == np.dtype(dtype).itemsize:
+            return values.view(dtype)  # int64 <-> uint64: the model's values are below 2^63
+    return np.broadcast_to(values, (n,)).astype(dtype)
 
 
 def build_table(
@@ -132,17 +149,18 @@ def build_table(
         tag_random,
     )
     columns = compute_columns(TrimmedBanks.of(memory_maps), layouts, rows)
+    n = len(rows)
     names = _unique_names("memory map", [m.name for m in memory_maps])
     arrays = {
-        "memory_map": _dictionary(rows.map_index, names),
-        "granule": pa.array(rows.granule.astype(np.int32)),
-        "va_bits": pa.array(rows.va_bits.astype(np.int8)),
+        "memory_map": _dictionary(full(rows.map_index, n, np.int32), names),
+        "granule": pa.array(full(rows.granule, n, np.int32)),
+        "va_bits": pa.array(full(rows.va_bits, n, np.int8)),
         "layout": _dictionary(
-            rows.layout_index, _unique_names("layout", [x.name for x in layouts])
+            full(rows.layout_index, n, np.int32), _unique_names("layout", [x.name for x in layouts])
         ),
-        "block_mappings": pa.array(rows.block_mappings),
+        "block_mappings": pa.array(full(rows.block_mappings, n, bool)),
         "idmap_pa": pa.array(rows.idmap_pa.view(np.uint64)),
-        "tag_random": pa.array(rows.tag_random),
+        "tag_random": pa.array(full(rows.tag_random, n, np.uint64)),
         **{name: pa.array(values) for name, values in columns.items()},
     }
     return pa.Table.from_arrays([arrays[name] for name in ROW_COLUMNS], names=list(ROW_COLUMNS))
@@ -168,8 +186,11 @@ def compute_columns(banks: TrimmedBanks, layouts: Sequence[Layout], rows: Rows) 
     dtypes, computed ``CHUNK_ROWS`` rows at a time."""
     n = len(rows)
     names = [name for name in ROW_COLUMNS if name not in INPUT_COLUMNS]
-    out = {name: np.empty(n, dtype=ROW_COLUMNS[name]) for name in names}
     align = _memstart_align(layouts)
+    if n <= CHUNK_ROWS:
+        columns = _columns(banks, layouts, align, rows)
+        return {name: full(columns[name], n, ROW_COLUMNS[name]) for name in names}
+    out = {name: np.empty(n, dtype=ROW_COLUMNS[name]) for name in names}
     for start in range(0, n, CHUNK_ROWS):
         part = slice(start, min(start + CHUNK_ROWS, n))
         for name, values in _columns(banks, layouts, align, rows[part]).items():
@@ -203,6 +224,7 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
     near = overlap.nearest(va_start, va_end, valid, idmap)
     root = tables.root_level(layout.tree_va_bits, granule)  # section 5
     runtime = _per_runtime_tree(
+        len(rows),
         tables.runtime_tables,
         (
             rows.map_index * 3 + code,
@@ -230,7 +252,7 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
     }
 
 
-def _per_runtime_tree(count, keys: tuple, arrays: tuple) -> dict:
+def _per_runtime_tree(n: int, count, keys: tuple, arrays: tuple) -> dict:
     """``count(*arrays)`` (arrays whose last axis is the rows) computed once per distinct
     runtime tree: rows with equal ``keys`` (map and granule, blocks, root level, delta, clipped
     DRAM) have the same runtime ranges, so a work unit or a board corpus counts each tree once.
@@ -238,10 +260,10 @@ def _per_runtime_tree(count, keys: tuple, arrays: tuple) -> dict:
     Rows are told apart by a 64-bit hash of their keys, then checked equal to their
     representative key by key; when most rows differ (random tags), all rows are counted.
     """
-    n = len(keys[0])
+    keys = [key for key in keys if len(key) > 1]  # a shared key tells no rows apart
     mixed = np.zeros(n, dtype=np.uint64)
     for key in keys:
-        mixed ^= np.asarray(key).astype(I64, copy=False).view(np.uint64)
+        mixed ^= key.astype(I64, copy=False).view(np.uint64)
         mixed *= np.uint64(0x9E37_79B9_7F4A_7C15)
         mixed ^= mixed >> np.uint64(29)
     inverse, distinct = pd.factorize(mixed)
@@ -249,24 +271,27 @@ def _per_runtime_tree(count, keys: tuple, arrays: tuple) -> dict:
         return count(*arrays)
     first = np.empty(len(distinct), dtype=I64)
     first[inverse[::-1]] = np.arange(n - 1, -1, -1)
-    if not all((np.asarray(key)[first][inverse] == key).all() for key in keys):
+    if not all((key[first][inverse] == key).all() for key in keys):
         return count(*arrays)  # a hash collision: never seen, but then count every row
-    counts = count(*(values[..., first] for values in arrays))
-    return {level: values[inverse] for level, values in counts.items()}
+    counts = count(*(_take(values, first) for values in arrays))
+    return {level: _take(values, inverse) for level, values in counts.items()}
 
 
 # --- Checking the inputs (section 1) ----------------------------------------------------------
 
 
-def _per_row(name: str, values, n: int) -> np.ndarray:
-    values = np.asarray(values)
-    if values.dtype.kind not in "iu":
+def _column(name: str, values, n: int, dtype=I64) -> np.ndarray:
+    """One value per row, or one value (shape ``(1,)``) shared by all rows."""
+    values = np.asarray(values).reshape(-1)
+    if values.dtype.kind not in ("b" if dtype is bool else "iu"):
         raise ValidationError(f"{name}: expected integers, got dtype {values.dtype}")
-    return np.broadcast_to(values.astype(I64, copy=False), (n,))
+    if len(values) not in (1, n):
+        raise ValidationError(f"{name}: {len(values)} values for {n} rows")
+    return values.astype(dtype, copy=False)
 
 
 def _index(what: str, index, n: int, count: int) -> np.ndarray:
-    index = _per_row(f"{what} index", index, n)
+    index = _column(f"{what} index", index, n)
     if count == 0 or index.min(initial=0) < 0 or index.max(initial=0) >= count:
         raise ValidationError(f"{what} index: values must lie in 0..{count - 1}")
     return index
@@ -285,13 +310,11 @@ def _aligned_idmap(idmap: np.ndarray, granule: np.ndarray) -> np.ndarray:
 
 def _tags(tag_random, n: int) -> np.ndarray:
     if tag_random is None:
-        return np.zeros(n, dtype=np.uint64)
-    tags = np.asarray(tag_random)
-    if tags.dtype.kind not in "iu":
-        raise ValidationError(f"tag_random: expected integers, got dtype {tags.dtype}")
+        return np.zeros(1, dtype=np.uint64)
+    tags = _column("tag_random", tag_random, n, np.asarray(tag_random).dtype)
     if tags.dtype.kind == "i" and (tags < 0).any():
         raise ValidationError("tag_random: values must not be negative")
-    return np.broadcast_to(tags.astype(np.uint64, copy=False), (n,))
+    return tags.astype(np.uint64, copy=False)
 
 
 def _memstart_align(layouts: Sequence[Layout]) -> np.ndarray:

@@ -17,7 +17,9 @@ import numpy as np
 
 @dataclass(frozen=True)
 class LayoutBatch:
-    """The inputs a layout may read: one element per row in every array (all of one length).
+    """The inputs a layout may read, as numpy arrays: ``idmap_pa`` has one element per row;
+    every other array one per row or a single element that all rows share (write the formulas
+    with numpy operations and broadcasting handles both).
 
     Addresses, ``granule`` and ``va_bits`` are ``int64`` (every address of the model is below
     2^52); ``tag_random`` is the raw ``uint64`` the configuration carries.
@@ -73,16 +75,22 @@ def compute_layouts(
     """MODEL.md section 3 for a batch of rows of several layouts: each layout is called once,
     with its own rows (all of them, without a copy, when the batch has one layout)."""
     n = len(batch.idmap_pa)
+    if len(layout_index) == 1:  # one layout for all rows
+        return _per_row(layouts[int(layout_index[0])].compute(batch), n)
     result = {f.name: np.empty(n, dtype=np.int64) for f in fields(LayoutResult)}
     for k, layout in enumerate(layouts):
         rows = np.flatnonzero(layout_index == k)
-        if len(rows) == n:
-            return _per_row(layout.compute(batch), n)
         if len(rows):
-            part = LayoutBatch(**{f.name: getattr(batch, f.name)[rows] for f in fields(batch)})
+            part = LayoutBatch(
+                **{f.name: _take(getattr(batch, f.name), rows) for f in fields(batch)}
+            )
             for name, values in vars(_per_row(layout.compute(part), len(rows))).items():
                 result[name][rows] = values
     return LayoutResult(**result)
+
+
+def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return values if len(values) == 1 else values[rows]
 
 
 def _per_row(result: LayoutResult, n: int) -> LayoutResult:

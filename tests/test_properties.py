@@ -18,7 +18,9 @@ from randomcases import block_cases, random_configs
 from strategies import configurations
 
 from sweep import build
+from sweep.builder import build_table, build_unit
 from sweep.columns import ROW_COLUMNS
+from sweep.plugins import get_layouts
 from sweep.reference import build_tree, compute_row, prepare
 
 
@@ -46,6 +48,51 @@ def test_build_matches_reference(case):
 def test_build_matches_reference_in_bulk():
     memory_maps, configs = random_configs(seed=2026, rows=100_000)
     assert _compare(memory_maps, configs) == 100_000
+
+
+def _compare_table(table, memory_maps, configs) -> None:
+    got = table.to_pydict()
+    for i, config in enumerate(configs):
+        args = {k: v for k, v in config.items() if k != "memory_map"}
+        expected = compute_row(memory_maps[config["memory_map"]], **args)
+        for column, value in expected.items():
+            assert got[column][i] == value, (column, i, config, got[column][i], value)
+
+
+def test_build_table_with_shared_values_matches_reference():
+    # build_table takes a value shared by all rows as one value (a work unit's granule,
+    # VA_BITS, layout, blocks; many maps by index): every row is held to the reference.
+    memory_maps, configs = random_configs(seed=11, rows=6000)
+    layouts = get_layouts()
+    groups = {}
+    for config in configs:
+        key = tuple(config[k] for k in ("granule", "va_bits", "layout", "block_mappings"))
+        groups.setdefault(key, []).append(config)
+    for (granule, va_bits, layout, blocks), rows in groups.items():
+        names = sorted({c["memory_map"] for c in rows})
+        table = build_table(
+            [memory_maps[name] for name in names],
+            np.array([names.index(c["memory_map"]) for c in rows]),
+            granule,
+            va_bits,
+            [layouts[layout]],
+            0,
+            blocks,
+            np.array([c["idmap_pa"] for c in rows], dtype=np.uint64),
+            np.array([c["tag_random"] for c in rows], dtype=np.uint64),
+        )
+        _compare_table(table, memory_maps, rows)
+    first = configs[0]
+    unit = [c for c in configs if all(c[k] == first[k] for k in list(first)[:5])]
+    table = build_unit(
+        memory_maps[first["memory_map"]],
+        first["granule"],
+        first["va_bits"],
+        layouts[first["layout"]],
+        first["block_mappings"],
+        np.array([c["idmap_pa"] for c in unit], dtype=np.uint64),
+    )
+    _compare_table(table, memory_maps, [{**c, "tag_random": 0} for c in unit])
 
 
 def test_random_cases_meet_runtime_blocks():
