@@ -14,12 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sweep import hookimpl
+from sweep.kconfig import bit_length
 from sweep.layouts import LayoutBatch, LayoutResult
-
-
-def bit_length(values: np.ndarray) -> np.ndarray:
-    """``int.bit_length`` of non-negative int64 values below 2^53 (exact through float64)."""
-    return np.frexp(values.astype(np.float64))[1].astype(np.int64)
 
 
 def _half(batch: LayoutBatch) -> np.ndarray:

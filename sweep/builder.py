@@ -34,6 +34,7 @@ from sweep.banks import TrimmedBanks, granule_codes
 from sweep.clip import clip_dram
 from sweep.columns import INPUT_COLUMNS, ROW_COLUMNS
 from sweep.errors import ValidationError
+from sweep.kconfig import bit_length
 from sweep.layouts import Layout, LayoutBatch, compute_layouts
 from sweep.model import GRANULES, PA_LIMIT, VA_BITS_MAX, VA_BITS_MIN, MemoryMap
 
@@ -204,7 +205,7 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
     start, end = banks.per_row(rows.map_index, code)  # section 1
     banks.check_inside(start, end, idmap, rows.map_index, granule)
     dram = clip_dram(start, end, idmap, granule, va_bits, align[rows.layout_index, code])
-    idmap_va_bits = tables.bit_length(idmap + (granule - 1))
+    idmap_va_bits = bit_length(idmap + (granule - 1))
     layout = compute_layouts(  # section 3
         layouts,
         rows.layout_index,

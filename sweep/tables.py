@@ -20,25 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from sweep.kconfig import levels, page_shift
 from sweep.overlap import Nearest
 
 I64 = np.int64
 NEVER = 9  # a level past 3: "the idmap creates no table"
-
-
-def page_shift(granule: np.ndarray) -> np.ndarray:
-    """``g = log2(granule)`` (exact: granules are powers of two)."""
-    return (np.frexp(granule.astype(np.float64))[1] - 1).astype(I64)
-
-
-def bit_length(values: np.ndarray) -> np.ndarray:
-    """``int.bit_length`` of non-negative int64 values below 2^53 (exact through float64)."""
-    return np.frexp(values.astype(np.float64))[1].astype(I64)
-
-
-def levels(input_bits: np.ndarray, granule: np.ndarray) -> np.ndarray:
-    """``ARM64_HW_PGTABLE_LEVELS(input_bits)``: ``(x - 4) // b``, ``b = g - 3``."""
-    return (input_bits - 4) // (page_shift(granule) - 3)
 
 
 def level_columns(
@@ -56,17 +42,16 @@ def level_columns(
     }
 
 
-def _shift(level: int, granule: np.ndarray) -> np.ndarray:
-    """``shift(l) = g + (3 - l) * b`` per row, at most 63: above a row's root, all VAs (below
-    2^52) are in entry 0."""
-    g = page_shift(granule)
+def _shift(level, g: np.ndarray) -> np.ndarray:
+    """``shift(l) = g + (3 - l) * b`` per row (``g`` the page shift), at most 63: above a
+    row's root, all VAs (below 2^52) are in entry 0."""
     return np.minimum(g + (3 - level) * (g - 3), 63)
 
 
-def _blocks(level: int, granule, shift, delta, block_mappings) -> np.ndarray:
+def _blocks(level: int, g, shift, delta, block_mappings) -> np.ndarray:
     """Whether level ``level`` may hold blocks of these rows' runtime ranges: blocks on, a block
     level (``KVM_PGTABLE_MIN_BLOCK_LEVEL``: 1 at 4K, 2 above), PA aligned as VA is."""
-    min_block = np.where(granule == 4096, 1, 2)
+    min_block = np.where(g == 12, 1, 2)
     aligned = (delta & ((np.int64(1) << shift) - 1)) == 0
     return block_mappings & (level >= min_block) & (level < 3) & aligned
 
@@ -82,9 +67,10 @@ def runtime_tables(
 ) -> dict[int, np.ndarray]:
     """Level -> tables of that level's descriptors the runtime ranges need below the root."""
     tables = {}
+    g = page_shift(granule)
     for level in range(int(root.min(initial=3)), 3):
-        shift = _shift(level, granule)
-        blocks = _blocks(level, granule, shift, delta, block_mappings) & (level >= root)
+        shift = _shift(level, g)
+        blocks = _blocks(level, g, shift, delta, block_mappings) & (level >= root)
         first = va_start >> shift
         last = (va_end - 1) >> shift
         full_lo = (va_start + ((np.int64(1) << shift) - 1)) >> shift  # whole entries
@@ -110,13 +96,14 @@ def idmap_walk(
     """The level below which the idmap page creates one table per level (``NEVER``: none)."""
     first_new = np.full(len(idmap_pa), NEVER, dtype=I64)
     walking = np.ones(len(idmap_pa), dtype=bool)
+    g = page_shift(granule)
     for level in range(int(root.min(initial=3)), 3):
-        shift = _shift(level, granule)
+        shift = _shift(level, g)
         entry_start = (idmap_pa >> shift) << shift
         entry_end = entry_start + (np.int64(1) << shift)
         touched = (near.below_end > entry_start) | (near.above_start < entry_end)
         block = (
-            _blocks(level, granule, shift, delta, block_mappings)
+            _blocks(level, g, shift, delta, block_mappings)
             & (near.below_start <= entry_start)
             & (entry_end <= near.below_end)
         )
@@ -140,7 +127,7 @@ def table_columns(
         tables[level] = np.where(level == root, 1, np.where(level > root, below_root, 0))
     table_pages = sum(tables.values())
     runtime_pages = 1 + sum(runtime.values())
-    root_entries = np.left_shift(1, tree_va_bits - _shift(root, granule), dtype=I64)
+    root_entries = np.left_shift(1, tree_va_bits - _shift(root, page_shift(granule)), dtype=I64)
     return {
         "tables_lm1": tables[-1],
         "tables_l0": tables[0],
