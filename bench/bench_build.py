@@ -164,13 +164,15 @@ def main() -> None:
     def corpus():
         return build_table(maps, map_index, 4096, 48, tagged, 0, True, idmap)
 
-    single = random_addresses(maps[0], 4096, n, rng)
+    def one_map(k: int):
+        single = random_addresses(maps[k], 4096, n, rng)
+        return lambda: build_table(maps[k : k + 1], 0, 4096, 48, tagged, 0, True, single)
 
-    def one_map():
-        return build_table(maps[:1], 0, 4096, 48, tagged, 0, True, single)
-
-    base = line("build_table, one map", n, best_of(one_map))
-    line(f"build_table, {args.maps:,} maps", n, best_of(corpus), base)
+    banks = [len(m.trimmed(4096)) for m in maps]
+    fewest, most = int(np.argmin(banks)), int(np.argmax(banks))
+    base = line(f"build_table, one map of {banks[fewest]} bank", n, best_of(one_map(fewest)))
+    line(f"build_table, one map of {banks[most]} banks", n, best_of(one_map(most)), base)
+    line(f"build_table, {args.maps:,} maps of 1-{banks[most]} banks", n, best_of(corpus), base)
     start = time.perf_counter()
     TrimmedBanks.of(maps)
     print(f"  (of which trimming {args.maps:,} maps: {time.perf_counter() - start:.4f} s)")

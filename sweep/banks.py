@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -31,22 +32,28 @@ def granule_codes(granule: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TrimmedBanks:
-    """Trimmed banks ``[start, end)`` of every (map, granule), sorted by key then base."""
+    """Trimmed banks ``[start, end)`` of every (map, granule), sorted by key then base.
+
+    ``start[offsets[k]:offsets[k + 1]]`` are the banks of key ``k = map * 3 + code``;
+    ``slot_start[j, k]`` is the same bank ``j`` of key ``k``, padded with empty banks ``[0, 0)``
+    (a small table from which each row gathers its own banks in one ``take`` per slot).
+    """
 
     memory_maps: Sequence[MemoryMap]
     start: np.ndarray
     end: np.ndarray
     offsets: np.ndarray
-    """``len(memory_maps) * 3 + 1`` positions into ``start``/``end``; key ``map * 3 + code``."""
+    slot_start: np.ndarray
+    slot_end: np.ndarray
 
     @classmethod
     def of(cls, memory_maps: Sequence[MemoryMap]) -> TrimmedBanks:
         """Trim every map's banks to every granule (``MemoryMap.trimmed``, vectorized): base
         rounded up, end rounded down, empties dropped, touching banks merged (memblock)."""
         counts = np.fromiter((len(m.banks) for m in memory_maps), I64, len(memory_maps))
-        total = int(counts.sum())
-        base = np.fromiter((b.base for m in memory_maps for b in m.banks), I64, total)
-        end = np.fromiter((b.base + b.size for m in memory_maps for b in m.banks), I64, total)
+        banks = chain.from_iterable(chain.from_iterable(m.banks for m in memory_maps))
+        raw = np.fromiter(banks, I64, 2 * int(counts.sum())).reshape(-1, 2)  # (base, size)
+        base, end = raw[:, 0], raw[:, 0] + raw[:, 1]
         owner = np.repeat(np.arange(len(memory_maps), dtype=I64), counts)
         order = np.lexsort((base, owner))
         base, end, owner = base[order], end[order], owner[order]
@@ -66,29 +73,28 @@ class TrimmedBanks:
             keys.append(m[first] * 3 + code)
         key = np.concatenate(keys)
         order = np.argsort(key, kind="stable")
-        return cls(
-            memory_maps,
-            np.concatenate(starts)[order],
-            np.concatenate(ends)[order],
-            np.searchsorted(key[order], np.arange(len(memory_maps) * 3 + 1)),
-        )
+        key, start, end = key[order], np.concatenate(starts)[order], np.concatenate(ends)[order]
+        offsets = np.searchsorted(key, np.arange(len(memory_maps) * 3 + 1))
+        slot = np.arange(len(key)) - offsets[key]
+        shape = (int(slot.max(initial=0)) + 1, len(offsets) - 1)
+        slot_start, slot_end = np.zeros(shape, dtype=I64), np.zeros(shape, dtype=I64)
+        slot_start[slot, key] = start
+        slot_end[slot, key] = end
+        return cls(memory_maps, start, end, offsets, slot_start, slot_end)
 
     def per_row(self, map_index: np.ndarray, code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each row's trimmed banks as ``(banks, rows)`` arrays ``start``, ``end``; rows with
         fewer banks than the most are padded with empty banks ``[0, 0)``."""
         key = map_index * 3 + code
-        first = self.offsets[key]
-        count = self.offsets[key + 1] - first
+        count = self.offsets[key + 1] - self.offsets[key]
         if (count == 0).any():
             row = np.flatnonzero(count == 0)[0]
             raise ValidationError(
                 f"memory map {self.memory_maps[map_index[row]].name!r}: no bank is left after "
                 f"trimming to {granule_name(GRANULES[code[row]])} granules"
             )
-        slot = np.arange(int(count.max()), dtype=I64)[:, None]
-        present = slot < count
-        index = np.where(present, first + slot, 0)
-        return np.where(present, self.start[index], 0), np.where(present, self.end[index], 0)
+        slots = int(count.max())
+        return self.slot_start[:slots].take(key, axis=1), self.slot_end[:slots].take(key, axis=1)
 
     def check_inside(
         self,

@@ -47,14 +47,14 @@ def clip_dram(
     # 1. drop all DRAM at or above max(PHYS_OFFSET + L, end of the kernel image)
     limit = np.maximum(phys_offset + linear, idmap_pa + granule)
     end = np.minimum(end, limit)
+    dram_end = np.where(end > start, end, 0).max(axis=0)
     # 2. DRAM still ends above PHYS_OFFSET + L (the kernel sits high): move PHYS_OFFSET up to
     # round_up(end of DRAM - L, align) and drop what lies below it.
-    dram_end = np.where(end > start, end, 0).max(axis=0)
     high = dram_end > phys_offset + linear
     phys_offset = np.where(high, -((linear - dram_end) // align) * align, phys_offset)
     start = np.maximum(start, phys_offset)
     valid = end > start
-    kept = np.where(valid, end - start, 0).sum(axis=0)
+    kept = np.maximum(end - start, 0).sum(axis=0)
     return ClippedDram(
         phys_offset,
         total - kept,
@@ -62,5 +62,5 @@ def clip_dram(
         end,
         valid,
         np.where(valid, start, np.iinfo(I64).max).min(axis=0),
-        np.where(valid, end, 0).max(axis=0) - 1,
+        dram_end - 1,  # step 2 keeps the bank that ends there: it moves PHYS_OFFSET below it
     )
