@@ -1,21 +1,28 @@
-"""How fast the driver runs a big sweep, and what it costs over the builder and Parquet alone.
+"""How fast ``sweep run`` goes for each shape of sweep, and what memory it takes.
 
-Prints, for a stride sweep of N configurations (default 10^7; ``--configs 1e8`` for the bar run):
-end-to-end configurations per second of ``sweep run`` with 1 and 2 workers and the scaling
-ratio; peak memory of the whole process tree, sampled from /proc (every 50 ms the sum of RSS,
-which counts pages the forked workers share once per process, and the RSS of the largest
-process; every 0.5 s the sum of PSS, which counts shared pages once); then, on one core in
-this process, the builder alone over the same units and pyarrow writing the same tables alone,
-so the driver's own cost is visible.
-The machine's other load shows in every figure: run it on a quiet machine.
+Prints, in one run (every figure measured here, side by side, so ratios hold on a busy machine):
+- rows/s of ``sweep run`` for 700 maps at their kernel-load address (56,000 rows) and for a
+  two-map stride sweep (``--configs`` rows, default 10^7), with 1 and 2 workers;
+- 2,000 maps x 80 configurations x 13 random placements (about 2 M rows) against a two-map
+  stride sweep of as many rows: the per-row cost of many small groups;
+- ``placement.kind = every-page`` over every built-in board (all granules, Kconfig VA_BITS, all
+  layouts, both block settings): configurations covered per second and rows written per
+  configuration;
+- the Parquet writer settings of ``sweep.store.writer_settings`` against pyarrow's defaults on
+  the same unit tables (rows/s and bytes a row);
+- for each run, peak memory of the whole process tree, sampled from /proc (every 50 ms the sum of
+  RSS, which counts pages the forked workers share once per process, and the RSS of the largest
+  process; every 0.5 s the sum of PSS, which counts shared pages once).
 
-    python3 bench/bench_driver.py                  # 10^7, 1 and 2 workers (~1 minute)
-    python3 bench/bench_driver.py --configs 1e8 --workers 2
+    python3 bench/bench_driver.py                     # ~2 minutes on 2 quiet cores
+    python3 bench/bench_driver.py --configs 1e8 --workers 2 --only stride
+    python3 bench/bench_driver.py --configs 1e9 --workers 2 --only stride   # memory bar
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -32,21 +39,52 @@ COMBOS = 2 * 4 * 2
 
 
 def write_inputs(folder: Path, configs: int, unit_rows: int) -> Path:
-    """A two-bank map with ``configs / COMBOS`` stride addresses, and the config that sweeps it."""
-    addresses = configs // COMBOS
+    """Two two-bank maps with ``configs / COMBOS`` stride addresses between them, and the
+    config that sweeps them."""
+    addresses = configs // COMBOS // 2
     first = min(addresses // 2, (2 << 30) // STEP)  # a 2 GiB low bank, the rest high
     second = addresses - first
-    (folder / "bench-map.toml").write_text(
-        'name = "bench-two-banks"\n'
-        f"[[banks]]\nbase = 0x8000_0000\nsize = {first * STEP}\n"
-        f"[[banks]]\nbase = 0x8_8000_0000\nsize = {second * STEP}\n"
-    )
+    for name, base in (("a", 0x8000_0000), ("b", 0x40_0000_0000)):
+        (folder / f"bench-map-{name}.toml").write_text(
+            f'name = "bench-two-banks-{name}"\n'
+            f"[[banks]]\nbase = {base}\nsize = {first * STEP}\n"
+            f"[[banks]]\nbase = {base + (8 << 30)}\nsize = {second * STEP}\n"
+        )
     config = folder / "bench.toml"
     config.write_text(
-        'name = "bench"\nmemory_maps = ["bench-map.toml"]\ngranules = ["4K"]\n'
-        'va_bits = [39, 48]\nlayouts = ["high-only", "merged", "tagged", "tagged-48"]\n'
+        'name = "bench"\nmemory_maps = ["bench-map-a.toml", "bench-map-b.toml"]\n'
+        'granules = ["4K"]\nva_bits = [39, 48]\n'
+        'layouts = ["high-only", "merged", "tagged", "tagged-48"]\n'
         f"block_mappings = [false, true]\nunit_rows = {unit_rows}\n"
         f'[placement]\nkind = "stride"\nstep = {STEP}\n[tag]\nseed = 1\n'
+    )
+    return config
+
+
+def write_many_maps(folder: Path, count: int, placement: str) -> Path:
+    """``count`` one- or two-bank maps (sizes and bases spread like real boards) and a config
+    sweeping them at every granule, Kconfig VA_BITS, all layouts and both block settings."""
+    maps = folder / f"maps-{count}"
+    maps.mkdir(exist_ok=True)
+    for k in range(count):
+        size = (1 + k % 16) << 28
+        base = (0x4000_0000 << (k % 5)) + (k % 7 << 21)
+        text = f'name = "m{k:05d}"\n[[banks]]\nbase = {base}\nsize = {size}\n'
+        if k % 3 == 0:
+            text += f"[[banks]]\nbase = {0x8_8000_0000 + (k << 30)}\nsize = {size * 2}\n"
+        (maps / f"m{k:05d}.toml").write_text(text)
+    config = folder / f"many-{count}.toml"
+    config.write_text(
+        f'name = "many"\nmemory_maps = ["{maps.name}/"]\n[placement]\n{placement}\n'
+        "[tag]\nseed = 1\n"
+    )
+    return config
+
+
+def write_every_page(folder: Path) -> Path:
+    config = folder / "every-page.toml"
+    config.write_text(
+        'name = "every-page"\nmemory_maps = ["family:board"]\n[placement]\nkind = "every-page"\n'
     )
     return config
 
@@ -121,103 +159,139 @@ def run_cli(config: Path, out: Path, workers: int) -> dict:
     }
 
 
-def builder_and_writer(config: Path, folder: Path, limit_rows: int) -> tuple[float, float, int]:
-    """Rows/s of the builder alone and of pyarrow writing its tables alone, on one core, over
-    units spread evenly through the sweep (layouts and clipping paths differ in cost)."""
+def builder_and_writer(config: Path, folder: Path, limit_rows: int) -> dict[str, float]:
+    """Rows/s of the builder alone, and of pyarrow writing its tables alone with the store's
+    settings and with pyarrow's defaults (and bytes a row of each), on one core, over units
+    spread evenly through the sweep (layouts and clipping paths differ in cost)."""
     import pyarrow.parquet as pq
 
     from sweep.config import load_config
-    from sweep.store import COMPRESSION, ROW_GROUP_ROWS
-    from sweep.units import make_plan, unit_table
+    from sweep.plan import make_plan
+    from sweep.store import COMPRESSION, ROW_GROUP_ROWS, non_nullable, writer_settings
+    from sweep.units import unit_table
 
     plan = make_plan(load_config(config), base_dir=str(config.parent))
-    build_s = write_s = 0.0
+    seconds = {"build": 0.0, "new": 0.0, "old": 0.0}
+    size = {"new": 0, "old": 0}
     rows = 0
     every = max(1, plan.n_units * plan.unit_rows // limit_rows)
     for index, unit in enumerate(plan.units()):
         if index % every:
             continue
         started = time.perf_counter()
-        table = unit_table(plan, unit)
-        build_s += time.perf_counter() - started
-        started = time.perf_counter()
-        # A new file each time, as the driver writes (overwriting one file is cheaper).
-        pq.write_table(
-            table.drop_columns(["granule", "va_bits"]),
-            folder / f"alone-{index}.parquet",
-            compression=COMPRESSION,
-            row_group_size=ROW_GROUP_ROWS,
-        )
-        write_s += time.perf_counter() - started
+        table = unit_table(plan, unit).drop_columns(["granule", "va_bits"])
+        seconds["build"] += time.perf_counter() - started
+        for kind in ("new", "old"):
+            path = folder / f"alone-{kind}-{index}.parquet"  # a new file each time
+            started = time.perf_counter()
+            if kind == "new":
+                pq.write_table(non_nullable(table), path, **writer_settings(table.schema))
+            else:
+                pq.write_table(table, path, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
+            seconds[kind] += time.perf_counter() - started
+            size[kind] += path.stat().st_size
+            path.unlink()
         rows += unit.rows
         if rows >= limit_rows:
             break
-    return rows / build_s, rows / write_s, rows
+    return {
+        "rows": rows,
+        "build": rows / seconds["build"],
+        **{f"write_{k}": rows / seconds[k] for k in ("new", "old")},
+        **{f"bytes_{k}": size[k] / rows for k in ("new", "old")},
+    }
+
+
+def _row(label: str, rows: int, r: dict) -> str:
+    return (
+        f"{label:<44}{r['seconds']:>8.1f}{rows / r['seconds']:>13,.0f}"
+        f"{r['peak_tree'] / 2**20:>8,.0f} MiB{r['peak_pss'] / 2**20:>8,.0f} MiB"
+        f"{r['peak_one'] / 2**20:>8,.0f} MiB{r['disk'] / max(rows, 1):>10.2f}"
+    )
+
+
+def _rows_written(out: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in out.rglob("part-*.parquet"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", type=float, default=1e7)
+    parser.add_argument("--configs", type=float, default=1e7, help="rows of the stride sweep")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
-        "--unit-rows", type=int, default=None, help="rows per unit (default: the config default)"
+        "--only",
+        nargs="+",
+        default=["many", "stride", "ratio", "every-page", "writer"],
+        help="which parts to run",
     )
     parser.add_argument(
-        "--alone-rows",
-        type=float,
-        default=4e6,
-        help="rows for the builder-alone and pyarrow-alone figures",
+        "--alone-rows", type=float, default=2e6, help="rows for the one-core figures"
     )
     args = parser.parse_args()
     from sweep.config import DEFAULT_UNIT_ROWS
 
-    configs = int(args.configs) // COMBOS * COMBOS
-    unit_rows = args.unit_rows or DEFAULT_UNIT_ROWS
+    configs = int(args.configs) // (COMBOS * 2) * COMBOS * 2
+    unit_rows = DEFAULT_UNIT_ROWS
+    header = (
+        f"{'run':<44}{'seconds':>8}{'rows/s':>13}{'RSS tree':>12}{'PSS tree':>12}"
+        f"{'largest':>12}{'bytes/row':>10}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-driver-") as tmp:
         folder = Path(tmp)
-        config = write_inputs(folder, configs, unit_rows)
-        print(
-            f"load average before: {os.getloadavg()[0]:.2f} (other work on the machine slows "
-            "every figure)"
-        )
-        print(
-            f"stride sweep: {configs:,} configurations (2 banks, 4K, VA_BITS 39/48, 4 layouts,"
-            f" 2 block settings), {unit_rows:,} rows per unit, {os.cpu_count()} CPUs"
-        )
-        print(
-            f"{'run':<28}{'seconds':>9}{'configs/s':>14}{'RSS tree':>12}{'PSS tree':>12}"
-            f"{'largest':>12}{'bytes/row':>11}"
-        )
-        rates, run_rates = {}, {}
-        for workers in args.workers:
-            r = run_cli(config, folder / "out", workers)
-            rates[workers] = configs / r["seconds"]
-            run_rates[workers] = configs / r["run_seconds"]
+        print(f"load average (1 min) before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+        print(header)
+        if "many" in args.only:
+            many = write_many_maps(folder, 700, 'kind = "kernel-load"')
+            for workers in args.workers:
+                r = run_cli(many, folder / "out", workers)
+                print(_row(f"700 maps at kernel-load, {workers} worker(s)", 56_000, r))
+        if "stride" in args.only:
+            stride = write_inputs(folder, configs, unit_rows)
+            rates = {}
+            for workers in args.workers:
+                r = run_cli(stride, folder / "out", workers)
+                rates[workers] = configs / r["seconds"]
+                print(_row(f"2 maps, stride 64K, {configs:,} rows, {workers} w", configs, r))
+            if 1 in rates and 2 in rates:
+                print(f"stride scaling, 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+        if "ratio" in args.only:
+            workers = max(args.workers)
+            many = write_many_maps(folder, 2000, 'kind = "random"\ncount = 13\nseed = 1')
+            r_many = run_cli(many, folder / "out", workers)
+            rows = _rows_written(folder / "out")
+            print(_row(f"2,000 maps x 80 x 13 random, {workers} w", rows, r_many))
+            stride = write_inputs(folder, rows, unit_rows)
+            r_stride = run_cli(stride, folder / "out", workers)
+            same = _rows_written(folder / "out")
+            print(_row(f"2 maps, stride, {same:,} rows, {workers} w", same, r_stride))
+            ratio = (rows / r_many["seconds"]) / (same / r_stride["seconds"])
+            print(f"many maps / two-map stride, rows/s: {ratio:.2f}x")
+        if "every-page" in args.only:
+            every = write_every_page(folder)
+            workers = max(args.workers)
+            r = run_cli(every, folder / "out", workers)
+            meta = json.loads((folder / "out" / "_sweep.json").read_text())
+            covered = meta["counts"]["configurations"]
+            rows = _rows_written(folder / "out")
+            print(_row(f"every-page, built-in boards, {workers} w (runs)", rows, r))
             print(
-                f"{'sweep run --workers ' + str(workers):<28}{r['seconds']:>9.1f}"
-                f"{rates[workers]:>14,.0f}{r['peak_tree'] / 2**20:>8,.0f} MiB"
-                f"{r['peak_pss'] / 2**20:>8,.0f} MiB{r['peak_one'] / 2**20:>8,.0f} MiB"
-                f"{r['disk'] / configs:>11.2f}"
+                f"every-page: {covered:,} configurations in {rows:,} rows: "
+                f"{covered / r['seconds']:,.0f} configurations/s, "
+                f"{rows / covered:.2e} rows per configuration"
             )
-        if 1 in rates and 2 in rates:
+        if "writer" in args.only:
+            stride = write_inputs(folder, configs, unit_rows)
+            alone = builder_and_writer(stride, folder, int(args.alone_rows))
             print(
-                f"scaling, 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x end to end, "
-                f"{run_rates[2] / run_rates[1]:.2f}x on the driver's clock "
-                f"({run_rates[1]:,.0f} and {run_rates[2]:,.0f} configs/s without start-up)"
+                f"one core, {alone['rows']:,} stride rows: builder {alone['build']:,.0f} rows/s;"
+                f" write with writer_settings {alone['write_new']:,.0f} rows/s,"
+                f" {alone['bytes_new']:.2f} B/row; with pyarrow's defaults"
+                f" {alone['write_old']:,.0f} rows/s, {alone['bytes_old']:.2f} B/row"
+                f" ({alone['write_new'] / alone['write_old']:.2f}x faster)"
             )
-        build, write, rows = builder_and_writer(config, folder, int(args.alone_rows))
-        per_row = 1 / build + 1 / write
-        print(
-            f"one core, {rows:,} rows: builder alone {build:,.0f} rows/s, pyarrow write alone "
-            f"{write:,.0f} rows/s, both {1 / per_row:,.0f} rows/s"
-        )
-        if 1 in rates:
-            print(
-                f"time beyond building and writing, 1 worker: "
-                f"{100 * (1 - rates[1] * per_row):.0f}% end to end (start-up, imports, plugins,"
-                f" planning), {100 * (1 - run_rates[1] * per_row):.0f}% on the driver's clock "
-                "(worker processes, placements, tags, scheduling)"
-            )
+        print(f"load average (1 min) after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

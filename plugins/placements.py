@@ -2,8 +2,10 @@
 
 Each function gets the granule-trimmed banks ``(start, end)`` of one memory map, the granule, the
 ``[placement]`` table and a context naming the memory map, and returns candidate addresses as a
-uint64 array; the driver aligns them down to the granule, deduplicates and sorts them. Errors
-name the memory map and the field.
+uint64 array, or a :class:`sweep.inputs.Progression` for a regular stride (counted and sliced
+without being built); the plan aligns them down to the granule, deduplicates and sorts them.
+Each kind registers a ``check(params)`` too, which the config calls before any map is read, so
+a bad key or value is one line naming it. Errors name the memory map and the field.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from sweep import hookimpl
 from sweep.errors import ValidationError
+from sweep.inputs import Progression, splitmix64_stream
 from sweep.model import bank_containing, granule_name, parse_size
 
 TEXT_OFFSET = 0x80000
@@ -28,6 +31,7 @@ PARAMS = {
     "stride": {"step"},
     "random": {"count", "seed"},
     "list": {"addresses"},
+    "every-page": set(),
 }
 
 
@@ -37,21 +41,83 @@ def _where(context: Mapping, granule: int) -> str:
     return f"memory map {name!r} at {granule_name(granule)}"
 
 
-def _check_params(kind: str, params: Mapping, context: Mapping, granule: int) -> None:
+def _keys(kind: str, params: Mapping) -> None:
     for key in params:
         if key != "kind" and key not in PARAMS[kind]:
             known = ", ".join(sorted(PARAMS[kind])) or "no other keys"
             raise ValidationError(
-                f"{_where(context, granule)}: placement.{key}: not a key of placement kind"
-                f" {kind!r} (it takes {known})"
+                f"placement.{key}: not a key of placement kind {kind!r} (it takes {known})"
             )
+
+
+def _checked(check, params: Mapping, context: Mapping, granule: int):
+    """``check(params)``'s result, its error prefixed with the map and granule."""
+    try:
+        return check(params)
+    except ValidationError as exc:
+        raise ValidationError(f"{_where(context, granule)}: {exc}") from None
+
+
+def check_kernel_load(params: Mapping) -> None:
+    _keys("kernel-load", params)
+
+
+def check_every_page(params: Mapping) -> None:
+    _keys("every-page", params)
+
+
+def check_stride(params: Mapping) -> int:
+    """The step in bytes: a positive multiple of 4 KiB (MODEL.md section 8)."""
+    _keys("stride", params)
+    if "step" not in params:
+        raise ValidationError('placement.step: missing (stride needs step = "2M" or similar)')
+    step = parse_size(params["step"], "placement.step")
+    if step <= 0 or step % 4096:
+        raise ValidationError(
+            f"placement.step: {params['step']!r} is not a positive multiple of 4K"
+        )
+    return step
+
+
+def check_random(params: Mapping) -> tuple[int, int]:
+    """``(count, seed)``."""
+    _keys("random", params)
+    if "count" not in params:
+        raise ValidationError("placement.count: missing (random needs count and seed)")
+    count, seed = params["count"], params.get("seed", 0)
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= MAX_ADDRESSES:
+        raise ValidationError(
+            f"placement.count: expected an integer 1..{MAX_ADDRESSES}, got {count!r}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
+        raise ValidationError(f"placement.seed: expected an integer 0..2^64-1, got {seed!r}")
+    return count, seed
+
+
+def check_list(params: Mapping) -> list[tuple[object, int]]:
+    """Each listed value with its address."""
+    _keys("list", params)
+    addresses = params.get("addresses")
+    if isinstance(addresses, int | str):
+        addresses = [addresses]
+    if not isinstance(addresses, list) or not addresses:
+        raise ValidationError(
+            f"placement.addresses: expected a non-empty list of addresses, got {addresses!r}"
+        )
+    out = []
+    for index, value in enumerate(addresses):
+        address = parse_size(value, f"placement.addresses[{index}]")
+        if address < 0:
+            raise ValidationError(f"placement.addresses[{index}]: {value!r} is negative")
+        out.append((value, address))
+    return out
 
 
 def kernel_load(
     banks: Sequence[tuple[int, int]], granule: int, params: Mapping, context: Mapping
 ) -> np.ndarray:
     """The lowest trimmed bank's base + ``TEXT_OFFSET``, where pre-5.8 kernels were loaded."""
-    _check_params("kernel-load", params, context, granule)
+    _checked(check_kernel_load, params, context, granule)
     start, end = min(banks)
     address = start + TEXT_OFFSET
     if address // granule * granule + granule > end:
@@ -64,29 +130,22 @@ def kernel_load(
 
 def stride(
     banks: Sequence[tuple[int, int]], granule: int, params: Mapping, context: Mapping
-) -> np.ndarray:
-    """In every trimmed bank ``[b, e)``, each ``b + k * step < e``."""
-    _check_params("stride", params, context, granule)
-    where = _where(context, granule)
-    if "step" not in params:
-        raise ValidationError(
-            f'{where}: placement.step: missing (stride needs step = "2M" or similar)'
-        )
-    try:
-        step = parse_size(params["step"], "placement.step")
-    except ValidationError as exc:
-        raise ValidationError(f"{where}: {exc}") from None
-    if step <= 0 or step % 4096:
-        raise ValidationError(
-            f"{where}: placement.step: {params['step']!r} is not a positive multiple of 4K"
-        )
-    count = sum(-(-(end - start) // step) for start, end in banks)
-    if count > MAX_ADDRESSES:
-        raise ValidationError(
-            f"{where}: placement.step: {params['step']!r} gives {count} addresses, more than"
-            f" {MAX_ADDRESSES}; use a larger step"
-        )
-    return np.concatenate([np.arange(start, end, step, dtype=np.uint64) for start, end in banks])
+) -> Progression:
+    """In every trimmed bank ``[b, e)``, each ``b + k * step < e``: a progression per bank,
+    counted without being built."""
+    step = _checked(check_stride, params, context, granule)
+    counts = tuple(-(-(end - start) // step) for start, end in banks)
+    return Progression(tuple(start for start, _ in banks), counts, step)
+
+
+def every_page(
+    banks: Sequence[tuple[int, int]], granule: int, params: Mapping, context: Mapping
+) -> Progression:
+    """Every granule page of every trimmed bank (the sweep writes them as runs,
+    :mod:`sweep.runs`)."""
+    _checked(check_every_page, params, context, granule)
+    counts = tuple((end - start) // granule for start, end in banks)
+    return Progression(tuple(start for start, _ in banks), counts, granule)
 
 
 def random_addresses(
@@ -94,31 +153,22 @@ def random_addresses(
 ) -> np.ndarray:
     """``count`` addresses uniform over the trimmed banks' bytes, reproducible from ``seed``.
 
-    The stream is seeded by SHA-256 of (seed, memory map name, granule), not Python's ``hash()``
-    (salted per process), and drawn with PCG64's raw output (whose stream numpy keeps stable), so
-    every process, worker and resume gets the same addresses. Reducing a 64-bit draw modulo the
-    byte count (below 2^52) biases it by less than 2^-12.
+    The k-th address is splitmix64's k-th output, seeded with the first 8 bytes (little-endian)
+    of SHA-256 of ``sweep.placement.random``, seed, map name and granule (NUL-separated), taken
+    modulo the banks' byte count and counted from the lowest bank up: every process, worker and
+    resume gets the same addresses. Reducing a 64-bit draw modulo a count below 2^52 biases it
+    by less than 2^-12.
     """
-    _check_params("random", params, context, granule)
-    where = _where(context, granule)
-    if "count" not in params:
-        raise ValidationError(f"{where}: placement.count: missing (random needs count and seed)")
-    count, seed = params["count"], params.get("seed", 0)
-    if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= MAX_ADDRESSES:
-        raise ValidationError(
-            f"{where}: placement.count: expected an integer 1..{MAX_ADDRESSES}, got {count!r}"
-        )
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValidationError(f"{where}: placement.seed: expected an integer >= 0, got {seed!r}")
+    count, seed = _checked(check_random, params, context, granule)
     name = context.get("memory_map")
     name = getattr(name, "name", name)
     if not isinstance(name, str):
         raise ValidationError(
-            f"{where}: placement random: the context names no memory map to seed from"
+            f"{_where(context, granule)}: placement random: the context names no memory map"
+            " to seed from"
         )
     digest = hashlib.sha256(f"sweep.placement.random\0{seed}\0{name}\0{granule}".encode()).digest()
-    bit_generator = np.random.PCG64(np.random.SeedSequence(int.from_bytes(digest, "big")))
-    draws = bit_generator.random_raw(count).astype(np.uint64)
+    draws = splitmix64_stream(int.from_bytes(digest[:8], "little"), count)
     starts = np.array([s for s, _ in banks], dtype=np.uint64)
     sizes = np.array([e - s for s, e in banks], dtype=np.uint64)
     ends_cumulative = np.cumsum(sizes)
@@ -131,24 +181,11 @@ def listed(
     banks: Sequence[tuple[int, int]], granule: int, params: Mapping, context: Mapping
 ) -> np.ndarray:
     """The ``addresses`` given; each must lie in a trimmed bank once aligned down to the granule."""
-    _check_params("list", params, context, granule)
     where = _where(context, granule)
-    addresses = params.get("addresses")
-    if isinstance(addresses, int | str):
-        addresses = [addresses]
-    if not isinstance(addresses, list) or not addresses:
-        raise ValidationError(
-            f"{where}: placement.addresses: expected a non-empty list of addresses,"
-            f" got {addresses!r}"
-        )
     out = []
-    for index, value in enumerate(addresses):
-        try:
-            address = parse_size(value, f"placement.addresses[{index}]")
-        except ValidationError as exc:
-            raise ValidationError(f"{where}: {exc}") from None
+    for index, (value, address) in enumerate(_checked(check_list, params, context, granule)):
         aligned = address // granule * granule
-        if address < 0 or bank_containing(banks, aligned) is None:
+        if bank_containing(banks, aligned) is None:
             raise ValidationError(
                 f"{where}: placement.addresses[{index}]: {value!r} ({aligned:#x} aligned) is not"
                 " inside any trimmed bank"
@@ -159,7 +196,8 @@ def listed(
 
 @hookimpl
 def register_placements(register):
-    register("kernel-load", kernel_load)
-    register("stride", stride)
-    register("random", random_addresses)
-    register("list", listed)
+    register("kernel-load", kernel_load, check=check_kernel_load)
+    register("stride", stride, check=check_stride)
+    register("random", random_addresses, check=check_random)
+    register("list", listed, check=check_list)
+    register("every-page", every_page, check=check_every_page)

@@ -104,3 +104,20 @@ TABLE_COLUMNS: dict[int, str] = {
     level: f"tables_l{'m1' if level < 0 else level}" for level in (-1, 0, 1, 2, 3)
 }
 """Translation level -> the column counting its tables (``-1 -> "tables_lm1"``)."""
+
+RUN_SCHEMA: tuple[Column, ...] = (
+    Column(
+        "idmap_pa_last", "uint64", 8, "last page of the run (idmap_pa is its first)", "run", True
+    ),
+    Column("pages", "int64", 8, "pages in the run, each a configuration", "run"),
+    Column("margin_last", "uint64", 4, "margin at the run's last page", "run", True),
+    Column("clipped_bytes_last", "uint64", 2, "clipped_bytes at the run's last page", "run", True),
+    Column("hyp_dram_last_last", "uint64", 3, "hyp_dram_last at the run's last page", "run", True),
+)
+"""Optional columns, written after ``ROW_COLUMNS`` by ``placement.kind = "every-page"``
+(``sweep.runs``): a row is a run of ``pages`` consecutive pages from ``idmap_pa`` to
+``idmap_pa_last`` whose outputs are equal but for ``margin``, ``clipped_bytes`` and
+``hyp_dram_last``, which change by the same amount from page to page, from the row's value to
+the ``_last`` one."""
+
+RUN_COLUMNS: dict[str, str] = {c.name: c.dtype for c in RUN_SCHEMA}

@@ -20,7 +20,7 @@ from typing import Any
 
 from sweep.errors import ValidationError
 from sweep.inputfiles import decode_text, load_toml, origin_of, read_input
-from sweep.model import VA_BITS_MAX, VA_BITS_MIN, granule_name, parse_granule, parse_size
+from sweep.model import VA_BITS_MAX, VA_BITS_MIN, granule_name, parse_granule
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 """The sweep ``sweep run`` runs when no config is given: package data, so that it is there
@@ -270,10 +270,12 @@ def _check_placement(value: Any, c: _Checking) -> dict[str, Any]:
     if kind not in c.registry.placements:
         known = ", ".join(c.registry.placements) or "none registered"
         raise c.bad("placement.kind", f"{kind!r} is not a registered placement (known: {known})")
-    if "step" in placement:
-        step = parse_size(placement["step"], f"{c.origin('placement.step')}: placement.step")
-        if step <= 0 or step % 4096:
-            raise c.bad("placement.step", f"{placement['step']!r} is not a positive multiple of 4K")
+    check = c.registry.placement_checks.get(kind)
+    if check is not None:  # the placement plugin owns its parameters
+        try:
+            check(dict(placement))
+        except ValidationError as exc:
+            raise ValidationError(f"{c.origin('placement')}: {exc}") from None
     return _jsonable(dict(placement), f"{c.origin('placement')}: placement")
 
 

@@ -46,10 +46,12 @@ def register_layouts(register: Callable[[object], None]) -> None:
 
 @hookspec
 def register_placements(register: Callable[[str, Callable], None]) -> None:
-    """Register idmap placements: ``register(kind, fn)``.
+    """Register idmap placements: ``register(kind, fn, check=None)``.
 
     ``fn(banks: list[tuple[int, int]], granule: int, params: dict, context: dict) -> numpy uint64
-    array`` returns candidate idmap addresses for the granule-trimmed banks ``(start, end)``;
-    ``params`` is the ``[placement]`` table of the sweep config, ``context`` names the memory map
-    and granule (for seeding). The driver aligns, deduplicates and sorts.
+    array`` (or a ``sweep.inputs.Progression``) returns candidate idmap addresses for the
+    granule-trimmed banks ``(start, end)``; ``params`` is the ``[placement]`` table of the sweep
+    config, ``context`` names the memory map and granule (for seeding). The plan aligns,
+    deduplicates and sorts. ``check(params)`` raises ``sweep.errors.ValidationError``
+    (``"placement.KEY: rule"``) for bad parameters; the config calls it before reading any map.
     """

@@ -53,6 +53,7 @@ class Registry:
     families: dict[str, str] = field(default_factory=dict)
     layouts: dict[str, Layout] = field(default_factory=dict)
     placements: dict[str, Callable] = field(default_factory=dict)
+    placement_checks: dict[str, Callable] = field(default_factory=dict)
     owner: dict[tuple[str, object], str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -292,11 +293,19 @@ def _add_layout(reg: Registry, plugin: str, layout: Layout) -> None:
     reg.layouts[layout.name] = layout
 
 
-def _add_placement(reg: Registry, plugin: str, kind: str, fn: Callable) -> None:
-    if not isinstance(kind, str) or not callable(fn):
-        raise _bad(plugin, "register_placements", "expected register(kind: str, fn: callable)")
+def _add_placement(
+    reg: Registry, plugin: str, kind: str, fn: Callable, check: Callable | None = None
+) -> None:
+    if not isinstance(kind, str) or not callable(fn) or not (check is None or callable(check)):
+        raise _bad(
+            plugin,
+            "register_placements",
+            "expected register(kind: str, fn: callable, check: callable = None)",
+        )
     _claim(reg, plugin, "register_placements", "placement", kind, f"placement {kind!r}")
     reg.placements[kind] = fn
+    if check is not None:
+        reg.placement_checks[kind] = check
 
 
 _COLLECTORS = {

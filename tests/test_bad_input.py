@@ -499,7 +499,7 @@ CONTEXT = {"memory_map": "juno", "granule": 4096}
             placements.random_addresses,
             BANKS,
             {"kind": "random", "count": 5, "seed": -1},
-            "memory map 'juno' at 4K: placement.seed: expected an integer >= 0, got -1",
+            "memory map 'juno' at 4K: placement.seed: expected an integer 0..2^64-1, got -1",
             id="random-seed-negative",
         ),
         pytest.param(
@@ -536,10 +536,8 @@ def test_bad_placement(fn, banks, params, expected):
 
 def test_placements_accept_good_input():
     """The same functions, given good parameters, do not raise (the errors above are real)."""
-    assert placements.stride(BANKS, 4096, {"kind": "stride", "step": "1G"}, CONTEXT).tolist() == [
-        0x8000_0000,
-        0xC000_0000,
-    ]
+    progression = placements.stride(BANKS, 4096, {"kind": "stride", "step": "1G"}, CONTEXT)
+    assert (progression.starts, progression.counts, progression.step) == ((0x8000_0000,), (2,), GiB)
     assert placements.kernel_load(BANKS, 4096, {"kind": "kernel-load"}, CONTEXT).dtype == np.uint64
 
 

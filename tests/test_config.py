@@ -100,7 +100,7 @@ def test_overrides_do_not_touch_the_original():
         ("layouts=tagged,bogus", "layouts: 'bogus' is not a registered layout"),
         ("block_mappings=maybe", "block_mappings: expected a list of true/false"),
         ("placement.kind=nowhere", "placement.kind: 'nowhere' is not a registered placement"),
-        ("placement.step=3000", "placement.step: 3000 is not a positive multiple of 4K"),
+        ("placement.step=3000", "placement.step: not a key of placement kind 'kernel-load'"),
         ("tag.seed=-1", "tag.seed: expected an integer 0..2^64-1, got -1"),
         ("tag.salt=1", "tag.salt: unknown key (known: seed)"),
         ("unit_rows=0", "unit_rows: expected a positive integer, got 0"),

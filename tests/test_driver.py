@@ -21,10 +21,11 @@ from sweep.cli import main
 from sweep.config import validate_config
 from sweep.driver import Progress, run_sweep
 from sweep.errors import SweepError
+from sweep.inputs import _splitmix64, _splitmix64_int, tag_random
+from sweep.plan import ALGORITHM_VERSION, make_plan
 from sweep.plugins import pm, reset
 from sweep.reference import compute_row
 from sweep.store import read_results
-from sweep.units import ALGORITHM_VERSION, _splitmix64, _splitmix64_int, make_plan, tag_random
 from sweep_plugins.layouts import Merged
 
 TESTS = Path(__file__).resolve().parent
@@ -150,24 +151,24 @@ def test_units_cover_the_product_once_in_a_stable_order(map_file):
     seen = []
     for unit in units:
         assert 0 < unit.rows <= 8
-        for seg in unit.segments:
-            seen += [
-                (
-                    seg.memory_map,
-                    unit.granule,
-                    unit.va_bits,
-                    seg.layout,
-                    seg.block_mappings,
-                    ADDRESSES[k],
-                )
-                for k in range(seg.start, seg.stop)
-            ]
+        rows = plan.unit_inputs(unit)
+        seen += [
+            (
+                plan.map_list[m].name,
+                unit.granule,
+                unit.va_bits,
+                config["layouts"][lay],
+                bool(block),
+                int(idmap),
+            )
+            for m, lay, block, idmap in zip(
+                rows.map_index, rows.layout_index, rows.block_mappings, rows.idmap_pa, strict=True
+            )
+        ]
     assert len(seen) == len(set(seen)) == 128
     assert set(seen) == expected_inputs(("merged", "tagged"))
     again = list(make_plan(config).units())
-    assert [(u.id, u.path, u.segments) for u in again] == [
-        (u.id, u.path, u.segments) for u in units
-    ]
+    assert again == units
     assert units[0].path == "granule=4096/va_bits=39/part-000000.parquet"
     assert units[-1].id == "4K/va48/000007"
 
@@ -176,7 +177,8 @@ def test_small_maps_are_packed_into_one_unit(map_file):
     plan = make_plan(small_config(map_file, unit_rows=1000))
     units = list(plan.units())
     # One unit per (granule, VA_BITS) partition, holding both block settings.
-    assert [(u.va_bits, u.rows, len(u.segments)) for u in units] == [(39, 32, 2), (48, 32, 2)]
+    assert [(u.va_bits, u.rows) for u in units] == [(39, 32), (48, 32)]
+    assert plan.unit_inputs(units[0]).block_mappings.tolist() == [False] * 16 + [True] * 16
 
 
 def test_splitmix64_matches_its_published_first_output():

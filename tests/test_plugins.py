@@ -21,7 +21,9 @@ from click.testing import CliRunner
 from sweep import hookspecs
 from sweep import plugins as sweep_plugins
 from sweep.cli import main
-from sweep.errors import PluginError
+from sweep.config import validate_config
+from sweep.errors import PluginError, ValidationError
+from sweep.inputs import StridedPlacements
 from sweep.model import Bank, MemoryMap
 from sweep_plugins import placements
 
@@ -129,7 +131,13 @@ def test_hook_register_layouts(add_plugin):
 
 
 def test_hook_register_placements(add_plugin):
-    assert set(sweep_plugins.get_placements()) == {"kernel-load", "stride", "random", "list"}
+    assert set(sweep_plugins.get_placements()) == {
+        "kernel-load",
+        "stride",
+        "random",
+        "list",
+        "every-page",
+    }
     add_plugin(
         "every-gig",
         register_placements=lambda register: register(
@@ -148,7 +156,7 @@ def test_hook_register_placements(add_plugin):
     ]
     add_plugin("bad-kind", register_placements=lambda register: register(3, None))
     errors = sweep_plugins.registry().errors
-    assert "expected register(kind: str, fn: callable)" in errors["bad-kind"]
+    assert "expected register(kind: str, fn: callable, check" in errors["bad-kind"]
 
 
 def test_va_bits_of_a_granule_no_built_in_registers(add_plugin, monkeypatch):
@@ -222,6 +230,37 @@ def test_one_plugin_registering_a_name_twice_is_refused_too(add_plugin):
 
 # --- the built-in placements (MODEL.md section 8) -------------------------------------------
 
+
+def test_a_placement_plugin_checks_its_own_parameters(add_plugin):
+    def check(params):
+        if not isinstance(params.get("every"), int):
+            raise ValidationError("placement.every: expected an integer")
+
+    def every_nth(banks, granule, params, context):
+        return np.array([banks[0][0] + granule * params["every"]], dtype=np.uint64)
+
+    add_plugin(
+        "every-nth",
+        register_placements=lambda register: register("every-nth", every_nth, check=check),
+    )
+    with pytest.raises(ValidationError) as error:
+        validate_config(
+            {"memory_maps": ["juno"], "placement": {"kind": "every-nth", "every": "x"}}, "c.toml"
+        )
+    assert str(error.value) == "c.toml: placement.every: expected an integer"
+    config = validate_config(
+        {"memory_maps": ["juno"], "placement": {"kind": "every-nth", "every": 3}}
+    )
+    assert config["placement"] == {"kind": "every-nth", "every": 3}
+    # The built-in stride's own check: the config names the key.
+    with pytest.raises(ValidationError, match="placement.step: '3K' is not a positive multiple"):
+        validate_config({"memory_maps": ["juno"], "placement": {"kind": "stride", "step": "3K"}})
+    test_plugins(
+        "bad-check", register_placements=lambda register: register("x", every_nth, check=1)
+    )
+    assert "check: callable = None" in sweep_plugins.registry().errors["bad-check"]
+
+
 JUNO = [(0x8000_0000, 0xFF00_0000), (0x8_8000_0000, 0xA_0000_0000)]
 CONTEXT = {"memory_map": "juno", "granule": 4096}
 
@@ -232,13 +271,17 @@ def test_kernel_load_is_lowest_bank_plus_text_offset():
     ]
 
 
+def _strided(banks, granule, step):
+    progression = placements.stride(banks, granule, {"kind": "stride", "step": step}, CONTEXT)
+    found = StridedPlacements(progression, granule)
+    return found.take(np.arange(len(found))).tolist()
+
+
 def test_stride_walks_every_bank():
-    out = placements.stride(JUNO, 4096, {"kind": "stride", "step": "2G"}, CONTEXT).tolist()
+    out = _strided(JUNO, 4096, "2G")
     assert out == [0x8000_0000, 0x8_8000_0000, 0x9_0000_0000, 0x9_8000_0000]
     # b + k*step < e: a bank shorter than one step still gives its base
-    assert placements.stride(
-        [(0x1000, 0x3000)], 4096, {"kind": "stride", "step": 0x1000}, CONTEXT
-    ).tolist() == [0x1000, 0x2000]
+    assert _strided([(0x1000, 0x3000)], 4096, 0x1000) == [0x1000, 0x2000]
 
 
 def test_random_placement_is_reproducible_and_inside_the_banks():
@@ -516,7 +559,7 @@ def test_placement_cache_tells_maps_of_one_name_apart(tmp_path):
     other banks: kernel-load is each lowest bank + 0x80000 (MODEL.md section 8), never the
     other plan's cached address."""
     from sweep.config import validate_config
-    from sweep.units import _cached_placements, make_plan
+    from sweep.plan import make_plan
 
     found = []
     for base in (0x8000_0000, 0x4000_0000):
@@ -527,5 +570,5 @@ def test_placement_cache_tells_maps_of_one_name_apart(tmp_path):
             {"memory_maps": ["board.toml"], "granules": ["4K"], "va_bits": [48]}, "c"
         )
         plan = make_plan(config, str(folder))
-        found.append(_cached_placements(plan, "board", 4096).tolist())
+        found.append(plan.placements_of(4096)[0].addresses.tolist())
     assert found == [[0x8008_0000], [0x4008_0000]]

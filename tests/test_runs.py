@@ -1,0 +1,130 @@
+"""Every-page runs expand to exactly the rows of a page-by-page stride sweep.
+
+The page-by-page rows come from ``placement.kind = "stride"`` with a 4K step (at 16K and 64K a
+step below the granule reaches every page, MODEL.md section 8), run through the same driver; the
+runs come from breakpoints and a handful of builder calls. Row by row, every column must agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sweep.config import validate_config
+from sweep.driver import run_sweep
+from sweep.errors import ValidationError
+from sweep.model import MemoryMap
+from sweep.plan import make_plan
+from sweep.plugins import registry
+from sweep.runs import _Evaluator, expand, group_runs
+from sweep.store import read_results
+
+MIB, GIB = 1 << 20, 1 << 30
+KEYS = ["memory_map", "granule", "va_bits", "layout", "block_mappings", "idmap_pa"]
+
+# Small maps that still cross what matters: banks above PHYS_OFFSET + 2^(V-1) for V = 36
+# (16K) and 39 (4K), so the kernel sits high and DRAM is clipped at the idmap page; a bank
+# across 2^32 and a block boundary; unaligned bases; banks that trimming changes per granule.
+MAPS = {
+    "runs-high": [(0x8000_0000, 16 * MIB), (0x9_0000_0000, 8 * MIB), (0x40_8000_0000, 6 * MIB)],
+    "runs-straddle": [(0xFFE0_0000, 4 * MIB), (0x1_4000_0000 - 2 * MIB, 4 * MIB + 0x3000)],
+    "runs-ragged": [(0x8000_1000, 3 * MIB), (0x8800_0000, 5 * MIB + 0x8000)],
+}
+
+
+def write_maps(folder) -> list[str]:
+    paths = []
+    for name, banks in MAPS.items():
+        text = f'name = "{name}"\n' + "".join(
+            f"[[banks]]\nbase = {base}\nsize = {size}\n" for base, size in banks
+        )
+        (folder / f"{name}.toml").write_text(text)
+        paths.append(str(folder / f"{name}.toml"))
+    return paths
+
+
+def sorted_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.astype({"memory_map": str, "layout": str})
+    return frame.sort_values(KEYS).reset_index(drop=True)
+
+
+def test_runs_expand_to_the_page_by_page_sweep(tmp_path):
+    maps = write_maps(tmp_path)
+    common = {"memory_maps": maps, "unit_rows": 100_000}
+    pages = validate_config({**common, "placement": {"kind": "stride", "step": "4K"}})
+    runs = validate_config({**common, "placement": {"kind": "every-page"}})
+    assert run_sweep(pages, out=str(tmp_path / "pages"), workers=2, progress=False).ok
+    report = run_sweep(runs, out=str(tmp_path / "runs"), workers=2, progress=False)
+    assert report.ok and report.rows_written == report.configurations
+    written = read_results(str(tmp_path / "runs"))
+    expected = sorted_rows(read_results(str(tmp_path / "pages")))
+    assert len(written) < len(expected) / 20  # runs, not pages
+    assert (written["pages"] > 0).all()
+    got = sorted_rows(expand(written))
+    assert len(got) == len(expected) == report.configurations
+    for column in expected.columns:
+        assert (got[column].to_numpy() == expected[column].to_numpy()).all(), column
+    # The kernel-high rows are there, with their clipped DRAM changing page by page.
+    high = written[written["clipped_bytes"] != written["clipped_bytes_last"]]
+    assert len(high) and (high["memory_map"].astype(str) == "runs-high").all()
+
+
+def test_every_page_needs_tag_seed_zero():
+    config = validate_config(
+        {"memory_maps": ["juno"], "placement": {"kind": "every-page"}, "tag": {"seed": 3}}
+    )
+    with pytest.raises(ValidationError, match="tag.seed: placement every-page writes runs"):
+        make_plan(config)
+
+
+def test_a_run_is_maximal_and_its_margin_affine():
+    # Juno at 4K, VA_BITS 39, merged, blocks: MODEL.md example 1's board. Adjacent runs differ
+    # in some output (or their margins do not continue one line), and every run's margin
+    # changes by a whole number of pages from page to page.
+    reg = registry()
+    runs = group_runs(reg.memory_maps["juno"], 4096, 39, reg.layouts["merged"], True).to_pandas()
+    assert runs["pages"].sum() == (0x7F00_0000 + 6 * GIB) // 4096
+    step = (runs["margin_last"].astype(np.int64) - runs["margin"].astype(np.int64)) // np.maximum(
+        runs["pages"] - 1, 1
+    )
+    assert set(step.abs().unique()) <= {0, 4096}
+    assert len(runs) < 40
+
+
+@st.composite
+def small_maps(draw):
+    """One to three banks of up to 8 MiB, anywhere below 2^44, far apart or close."""
+    count = draw(st.integers(1, 3))
+    base, banks = draw(st.integers(1, 1 << 20)) << 12, []
+    for _ in range(count):
+        size = draw(st.integers(1, 2048)) << 12
+        banks.append((base, size))
+        gap = draw(st.sampled_from([1 << 12, 1 << 21, 1 << 30, 1 << 35, 1 << 38, 1 << 40]))
+        base += size + draw(st.integers(1, 64)) * gap
+    return MemoryMap("random-map", [b for b in banks if b[0] + b[1] <= 1 << 44])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    memory_map=small_maps(),
+    granule=st.sampled_from([4096, 16384, 65536]),
+    va_bits=st.sampled_from([36, 39, 42, 47, 48, 52]),
+    layout=st.sampled_from(["high-only", "merged", "tagged", "tagged-48"]),
+    blocks=st.booleans(),
+)
+def test_runs_of_random_maps_are_the_builder_page_by_page(
+    memory_map, granule, va_bits, layout, blocks
+):
+    if not memory_map.trimmed(granule):
+        return
+    reg_layout = registry().layouts[layout]
+    runs = group_runs(memory_map, granule, va_bits, reg_layout, blocks)
+    rows = expand(runs)
+    pages = np.concatenate([np.arange(s, e, granule) for s, e in memory_map.trimmed(granule)])
+    assert rows["idmap_pa"].tolist() == pages.tolist()
+    reference = _Evaluator(memory_map, granule, va_bits, reg_layout, blocks)(pages)
+    for column, values in reference.items():
+        assert (rows[column].to_numpy() == values).all(), column
