@@ -53,6 +53,13 @@ class Unit:
     index: int
     start: int
     stop: int
+    runs: bool = False
+    """Its rows are runs of pages (every-page): how many is known only once built."""
+
+    @property
+    def part_rows(self) -> int | None:
+        """Rows its part file holds, when known before it is built."""
+        return None if self.runs else self.rows
 
     @property
     def id(self) -> str:
@@ -163,7 +170,7 @@ class Plan:
         for granule, va_bits in self.partitions():
             cuts = self._cuts(granule)
             for index, (start, stop) in enumerate(zip(cuts, cuts[1:], strict=False)):
-                yield Unit(granule, va_bits, index, start, stop)
+                yield Unit(granule, va_bits, index, start, stop, self.runs)
 
     # --- a unit's inputs (in a worker) ------------------------------------------------------
 

@@ -89,7 +89,7 @@ class Scheduler:
             return self.retry.popleft()
         for unit in self.units:
             rows = self.whole.get(unit.path)
-            if rows == unit.rows:
+            if rows is not None and (unit.part_rows is None or rows == unit.part_rows):
                 self.report.units_skipped += 1
                 self.report.rows_skipped += unit.rows
                 self.bar.skip(unit.rows)
@@ -185,7 +185,7 @@ class Scheduler:
                 log.warning("--fail-fast: stopping after unit %s failed", unit.id)
                 self.stopping = True
             return None
-        self.manifest.record(unit.path, PartInfo(outcome.rows, outcome.bytes, outcome.sha256))
+        self.manifest.record(unit.path, PartInfo(outcome.part_rows, outcome.bytes, outcome.sha256))
         self.report.units_written += 1
         self.report.rows_written += outcome.rows
         self.report.bytes_written += outcome.bytes

@@ -157,7 +157,7 @@ def test_units_cover_the_product_once_in_a_stable_order(map_file):
                 plan.map_list[m].name,
                 unit.granule,
                 unit.va_bits,
-                config["layouts"][lay],
+                config.layouts[lay],
                 bool(block),
                 int(idmap),
             )

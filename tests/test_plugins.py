@@ -251,13 +251,11 @@ def test_a_placement_plugin_checks_its_own_parameters(add_plugin):
     config = validate_config(
         {"memory_maps": ["juno"], "placement": {"kind": "every-nth", "every": 3}}
     )
-    assert config["placement"] == {"kind": "every-nth", "every": 3}
+    assert config.placement == {"kind": "every-nth", "every": 3}
     # The built-in stride's own check: the config names the key.
     with pytest.raises(ValidationError, match="placement.step: '3K' is not a positive multiple"):
         validate_config({"memory_maps": ["juno"], "placement": {"kind": "stride", "step": "3K"}})
-    test_plugins(
-        "bad-check", register_placements=lambda register: register("x", every_nth, check=1)
-    )
+    add_plugin("bad-check", register_placements=lambda register: register("x", every_nth, check=1))
     assert "check: callable = None" in sweep_plugins.registry().errors["bad-check"]
 
 
