@@ -8,6 +8,7 @@ the row's inputs, so any row can be recomputed alone, in any order, on any worke
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def name_digest(name: str) -> int:
     """A stable 64-bit digest of a memory map's name (Python's ``hash()`` changes per process)."""
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
@@ -153,6 +155,6 @@ def placements(
     if addresses.dtype.kind not in "iu":
         raise SweepError(f"placement {kind!r}: returned {addresses.dtype} addresses, not integers")
     addresses = addresses.astype(np.uint64) & ~np.uint64(granule - 1)
-    if len(addresses) > 1 and bool((addresses[1:] > addresses[:-1]).all()):
+    if len(addresses) < 2 or bool((addresses[1:] > addresses[:-1]).all()):
         return ListedPlacements(addresses)  # sorted and distinct already: skip the sort
     return ListedPlacements(np.unique(addresses))
