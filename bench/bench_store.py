@@ -1,7 +1,7 @@
 """What it costs to trust a part file: durable writes and the checks ``--resume`` runs.
 
 Prints, for part files of real rows (a 4K stride over one 2 GiB bank, random tags, 4K/48,
-``merged``, built by ``unit_table``; ``--rows`` per part, default 500,000 as ``unit_rows``):
+``tagged``, built by ``unit_table``; ``--rows`` per part, default 500,000 as ``unit_rows``):
 - parts per second and MB/s of pyarrow writing to a file alone, and of ``Store.write_part``
   (the same bytes, plus SHA-256, ``fsync`` of the file, rename and ``fsync`` of the folder);
 - MB/s of ``Manifest.check`` (read, SHA-256, footer, rows), what ``--resume`` and
@@ -32,7 +32,7 @@ def main() -> None:
 
     from sweep.config import load_config
     from sweep.manifest import Manifest
-    from sweep.store import PARTITION_COLUMNS, Store, writer_options
+    from sweep.store import PARTITION_COLUMNS, Store, non_nullable, writer_options
     from sweep.units import make_plan, unit_table
 
     with tempfile.TemporaryDirectory(prefix="bench-store-config-") as tmp:
@@ -42,24 +42,27 @@ def main() -> None:
         config = Path(tmp) / "bench.toml"
         config.write_text(
             'name = "bench-store"\nmemory_maps = ["bench-2g.toml"]\ngranules = ["4K"]\n'
-            f'va_bits = [48]\nlayouts = ["merged"]\nblock_mappings = [false]\n'
+            f'va_bits = [48]\nlayouts = ["tagged"]\nblock_mappings = [false]\n'
             f'unit_rows = {args.rows}\n[placement]\nkind = "stride"\nstep = "4K"\n'
             "[tag]\nseed = 7\n"
         )
         plan = make_plan(load_config(str(config)), base_dir=tmp)
         table = unit_table(plan, next(iter(plan.units())))
-    plain = table.drop_columns([c for c in PARTITION_COLUMNS if c in table.column_names])
+    plain = non_nullable(
+        table.drop_columns([c for c in PARTITION_COLUMNS if c in table.column_names])
+    )
+    options = writer_options(plain.schema)  # what Store.write_part uses
 
     with tempfile.TemporaryDirectory(prefix="bench-store-", dir=args.dir) as tmp:
         folder = Path(tmp)
         store = Store(str(folder / "ds"))
         manifest = Manifest()
         rels = [f"granule=4096/va_bits=48/part-{k:06d}.parquet" for k in range(args.parts)]
-        pq.write_table(plain, folder / "warm-up.parquet", **writer_options())
+        pq.write_table(plain, folder / "warm-up.parquet", **options)
         alone = durable = 0.0
         for k, rel in enumerate(rels):  # interleaved, so that other load hits both alike
             started = time.perf_counter()
-            pq.write_table(plain, folder / f"alone-{k}.parquet", **writer_options())
+            pq.write_table(plain, folder / f"alone-{k}.parquet", **options)
             alone += time.perf_counter() - started
             started = time.perf_counter()
             manifest.record(rel, store.write_part(rel, table))
