@@ -18,7 +18,7 @@ import numpy as np
 from sweep import hookimpl
 from sweep.errors import ValidationError
 from sweep.inputs import Progression, splitmix64_stream
-from sweep.model import bank_containing, granule_name, parse_size
+from sweep.model import bank_containing, granule_name, parse_address, parse_size
 
 TEXT_OFFSET = 0x80000
 """Where the kernel image sat in its first bank before 5.8 (``arch/arm64/Makefile``: ``TEXT_OFFSET
@@ -106,7 +106,7 @@ def check_list(params: Mapping) -> list[tuple[object, int]]:
         )
     out = []
     for index, value in enumerate(addresses):
-        address = parse_size(value, f"placement.addresses[{index}]")
+        address = parse_address(value, f"placement.addresses[{index}]")
         if address < 0:
             raise ValidationError(f"placement.addresses[{index}]: {value!r} is negative")
         out.append((value, address))

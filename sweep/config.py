@@ -178,9 +178,12 @@ class _Checking:
     """Dotted key -> the override that set it: an error about it names the override."""
 
     def origin(self, key: str) -> str:
-        """The config file, or the override (``override 'granules=8K'``) that set ``key``."""
+        """The config file, or the override (``override 'granules=8K'``) that set ``key``: the
+        one for exactly that key, else one for a table above or a key below it."""
+        if key in self.overridden:
+            return f"override {self.overridden[key]!r}"
         for dotted, item in self.overridden.items():
-            if key == dotted or key.startswith(dotted + ".") or dotted.startswith(key + "."):
+            if key.startswith(dotted + ".") or dotted.startswith(key + "."):
                 return f"override {item!r}"
         return self.source
 
@@ -275,7 +278,10 @@ def _check_placement(value: Any, c: _Checking) -> dict[str, Any]:
         try:
             check(dict(placement))
         except ValidationError as exc:
-            raise ValidationError(f"{c.origin('placement')}: {exc}") from None
+            # The plugin's message starts with the key at fault: name the override that set it.
+            key = str(exc).split(":", 1)[0].split("[", 1)[0]
+            key = key if key.startswith("placement.") else "placement"
+            raise ValidationError(f"{c.origin(key)}: {exc}") from None
     return _jsonable(dict(placement), f"{c.origin('placement')}: placement")
 
 

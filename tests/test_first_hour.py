@@ -86,6 +86,22 @@ def test_address_override_keeps_what_was_typed():
     )
 
 
+def test_listed_addresses_in_a_config_and_an_override(tmp_path):
+    path = tmp_path / "list.toml"
+    listed = 'addresses = ["8008a000", 0x8010_0000]'
+    path.write_text(f'memory_maps = ["juno"]\n[placement]\nkind = "list"\n{listed}\n')
+    assert load_config(path).placement["addresses"] == ["8008a000", 0x8010_0000]
+    result = CliRunner().invoke(main, ["run", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    with pytest.raises(ValidationError) as info:
+        load_config(path, ["placement.addresses=80000000"])
+    assert str(info.value) == (
+        "override 'placement.addresses=80000000': placement.addresses[0]: '80000000' could be"
+        " hex (as the kernel prints addresses) or decimal; write 0x80000000 for hex, or a size"
+        " such as 1G"
+    )
+
+
 # --- errors name the override ----------------------------------------------------------------
 
 
