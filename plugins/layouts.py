@@ -1,4 +1,4 @@
-"""The four HYP VA layouts of MODEL.md section 3, vectorized over a batch of rows.
+"""The four HYP VA layouts of docs/model.md section 3, vectorized over a batch of rows.
 
 Each computes ``delta = hyp(p) - p`` from the kernel's own formula. After clipping, every DRAM
 byte ``p`` satisfies ``0 <= p - PHYS_OFFSET < 2^(V-1)``, so ``lin(p)`` has all bits from V-1 up

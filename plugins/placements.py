@@ -1,4 +1,4 @@
-"""Where the idmap page goes: the ``[placement]`` kinds of MODEL.md section 8.
+"""Where the idmap page goes: the ``[placement]`` kinds of docs/model.md section 8.
 
 Each function gets the granule-trimmed banks ``(start, end)`` of one memory map, the granule, the
 ``[placement]`` table and a context naming the memory map, and returns candidate addresses as a
@@ -67,7 +67,7 @@ def check_every_page(params: Mapping) -> None:
 
 
 def check_stride(params: Mapping) -> int:
-    """The step in bytes: a positive multiple of 4 KiB (MODEL.md section 8)."""
+    """The step in bytes: a positive multiple of 4 KiB (docs/model.md section 8)."""
     _keys("stride", params)
     if "step" not in params:
         raise ValidationError('placement.step: missing (stride needs step = "2M" or similar)')

@@ -1,4 +1,4 @@
-"""The Python interface of MODEL.md section 8: ``sweep.build`` on pandas frames, by names.
+"""The Python interface of docs/model.md section 8: ``sweep.build`` on pandas frames, by names.
 
 Here names become objects: a row's ``memory_map`` is looked up among the maps given, its
 ``layout`` among the layouts given (the registered plugins' by default); then the builder
@@ -26,7 +26,7 @@ def build(
     memory_maps: Mapping[str, MemoryMap | Sequence[Bank | tuple[int, int]]],
     layouts: Mapping[str, Layout] | None = None,
 ) -> pd.DataFrame:
-    """One result row per configuration row, same order and index (MODEL.md section 8)."""
+    """One result row per configuration row, same order and index (docs/model.md section 8)."""
     missing = [c for c in INPUT_COLUMNS if c not in configs.columns and c != "tag_random"]
     if missing:
         raise ValidationError(f"configs: missing column(s) {', '.join(missing)}")

@@ -1,4 +1,4 @@
-"""MODEL.md section 1 for many memory maps at once: banks as flat arrays plus offsets.
+"""docs/model.md section 1 for many memory maps at once: banks as flat arrays plus offsets.
 
 The banks of every memory map, trimmed to every granule, live in two flat ``int64`` arrays
 (Arrow's list layout): the banks of map ``m`` at granule code ``c`` are
@@ -104,7 +104,7 @@ class TrimmedBanks:
         map_index: np.ndarray,
         granule: np.ndarray,
     ) -> None:
-        """MODEL.md section 1: ``idmap_pa`` must lie inside a trimmed bank."""
+        """docs/model.md section 1: ``idmap_pa`` must lie inside a trimmed bank."""
         inside = ((start <= idmap_pa) & (idmap_pa < end)).any(axis=0)
         if not inside.all():
             row = np.flatnonzero(~inside)[0]

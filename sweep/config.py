@@ -1,6 +1,6 @@
 """Sweep configs: a TOML file plus ``key=value`` overrides, checked before anything runs.
 
-The format is MODEL.md section 8. Overrides follow the shape of Hydra's grammar so that a
+The format is docs/model.md section 8. Overrides follow the shape of Hydra's grammar so that a
 one-off change never needs a file edit: dotted keys reach into tables (``placement.step=2M``),
 commas make lists (``granules=4K,64K``), values are read as TOML literals when they are (``48``,
 ``0x8000_0000``, ``true``) and as plain strings otherwise (``kconfig``, ``juno-r2``). Every
@@ -131,7 +131,7 @@ def load_config(
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """A validated sweep config (MODEL.md section 8): what a plan is made from.
+    """A validated sweep config (docs/model.md section 8): what a plan is made from.
 
     Frozen, so a plan cannot change under a running sweep; ``as_dict`` is the form recorded in
     ``_sweep.json`` and compared by ``--resume``.

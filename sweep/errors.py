@@ -6,7 +6,7 @@ class SweepError(Exception):
 
 
 class ValidationError(SweepError, ValueError):
-    """An input (memory map, bank, configuration field, file) breaks a rule of MODEL.md."""
+    """An input (memory map, bank, configuration field, file) breaks a rule of docs/model.md."""
 
 
 class PluginError(SweepError):

@@ -59,7 +59,7 @@ def tag_prefix(seed: int, memory_map: str, granule: int, va_bits: int) -> int:
 def tag_random(
     seed: int, memory_map: str, granule: int, va_bits: int, idmap_pa: np.ndarray
 ) -> np.ndarray:
-    """``tag_random`` per row (MODEL.md section 8 ``[tag]``): 0 for seed 0, otherwise a hash of
+    """``tag_random`` per row (docs/model.md section 8 ``[tag]``): 0 for seed 0, otherwise a hash of
     the seed, the map's name, granule, VA_BITS and idmap address, whatever the order or worker.
 
     Only rows of a layout that inserts a random tag (``Layout.uses_tag_random``) get one.
@@ -145,7 +145,7 @@ def placements(
     memory_map: MemoryMap, granule: int, kind: str, fn: Callable, params: Mapping[str, Any]
 ) -> Placements:
     """One (memory map, granule)'s idmap addresses from placement plugin ``fn``: aligned down
-    to the granule, deduplicated and sorted (MODEL.md section 8 ``[placement]``)."""
+    to the granule, deduplicated and sorted (docs/model.md section 8 ``[placement]``)."""
     banks = memory_map.trimmed(granule)
     context = {"memory_map": memory_map.name, "granule": granule}
     result = fn(banks, granule, dict(params), context)

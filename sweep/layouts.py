@@ -1,4 +1,4 @@
-"""What a HYP VA layout is: the interface layout plugins implement (MODEL.md section 3).
+"""What a HYP VA layout is: the interface layout plugins implement (docs/model.md section 3).
 
 A layout is called once per batch with every row of the batch that uses it, as numpy arrays
 (each row with its own memory map, granule and VA_BITS), and returns for each row the alias
@@ -53,7 +53,7 @@ class Layout(Protocol):
     """A HYP VA layout algorithm; every layout names the kernel source it models.
 
     Optional attribute ``uses_tag_random`` (default False): the layout inserts random tag bits,
-    so a sweep with a ``[tag] seed`` gives its rows a ``tag_random`` (MODEL.md section 8).
+    so a sweep with a ``[tag] seed`` gives its rows a ``tag_random`` (docs/model.md section 8).
     """
 
     name: str
@@ -72,7 +72,7 @@ class Layout(Protocol):
 def compute_layouts(
     layouts: Sequence[Layout], layout_index: np.ndarray, batch: LayoutBatch
 ) -> LayoutResult:
-    """MODEL.md section 3 for a batch of rows of several layouts: each layout is called once,
+    """docs/model.md section 3 for a batch of rows of several layouts: each layout is called once,
     with its own rows (all of them, without a copy, when the batch has one layout)."""
     n = len(batch.idmap_pa)
     if len(layout_index) == 1:  # one layout for all rows

@@ -1,4 +1,4 @@
-"""Memory maps from files, so that a new board needs no Python (MODEL.md section 8).
+"""Memory maps from files, so that a new board needs no Python (docs/model.md section 8).
 
 ``load_memory_map(path)`` tells the kinds apart by content, not only by suffix:
 
@@ -10,7 +10,7 @@
 - a kernel boot log: the ``Early memory node ranges`` it prints (``mm/mm_init.c``).
 
 A file whose suffix claims one kind but whose content is another is an error, and so is every
-rule of MODEL.md section 1 a bank breaks: each error is one line naming the file, the line or
+rule of docs/model.md section 1 a bank breaks: each error is one line naming the file, the line or
 node, and the rule.
 """
 
@@ -137,7 +137,7 @@ def detect_kind(data: bytes) -> str | None:
 def _memory_map(
     origin: str, name: str, banks: Sequence[_Located], description: str = "", source: str = ""
 ) -> MemoryMap:
-    """Check the raw banks against MODEL.md section 1, naming where each came from."""
+    """Check the raw banks against docs/model.md section 1, naming where each came from."""
     if not banks:
         raise ValidationError(f"{origin}: no DRAM banks found")
     for bank in banks:

@@ -1,6 +1,6 @@
 """The model's vocabulary: banks, memory maps, granules and the rules that check them.
 
-Everything here is a literal reading of MODEL.md sections 1 and 2; the scalar reference and the
+Everything here is a literal reading of docs/model.md sections 1 and 2; the scalar reference and the
 vectorized builder both take their definitions from this module, so a rule is written once.
 """
 
@@ -104,7 +104,7 @@ class Bank(NamedTuple):
 
 
 class MemoryMap:
-    """A named list of DRAM banks, checked as MODEL.md section 1 asks."""
+    """A named list of DRAM banks, checked as docs/model.md section 1 asks."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""MODEL.md section 4: overlap, window and margin of the idmap page, for every row at once.
+"""docs/model.md section 4: overlap, window and margin of the idmap page, for every row at once.
 
 The runtime mappings are ``[start + delta, end + delta)`` for every clipped bank (``(banks,
 rows)`` arrays; a bank that clipping emptied has ``end <= start``), sorted and disjoint in VA

@@ -6,8 +6,8 @@ entry boundary of the runtime tree at some level (block or table), a power of tw
 (``idmap_va_bits``, the tree size), a multiple of ``2^(V-1)`` (the layouts' tag bit and
 ``merged``'s half), the clip threshold ``PHYS_OFFSET + 2^(V-1)`` and, above it, each
 ``ARM64_MEMSTART_ALIGN`` step of the moved PHYS_OFFSET. Those *breakpoints* are computed from the
-banks and the layout's ``delta`` (MODEL.md sections 2 to 5), never by walking pages; the builder
-then evaluates each interval between breakpoints at its first, middle and last page, and an
+banks and the layout's ``delta`` (docs/model.md sections 2 to 5), never by walking pages; the
+builder then evaluates each interval between breakpoints at its first, middle and last page, and an
 interval whose samples disagree is halved until they agree (a safety net for a monotone change
 the list missed). Adjacent intervals with equal outputs are merged into maximal runs.
 
@@ -62,7 +62,7 @@ def group_runs(
     ends = np.array([e for _, e in banks], dtype=I64)
     evaluate = _Evaluator(memory_map, g, va_bits, layout, blocks)
     align = layout.memstart_align(g)
-    high = int(starts[0]) // align * align + (1 << (va_bits - 1))  # MODEL.md section 2
+    high = int(starts[0]) // align * align + (1 << (va_bits - 1))  # docs/model.md section 2
 
     first, end = _intervals(_structural(starts, ends, g, va_bits, align, high), starts, ends, g)
     states = _States(starts, ends, g, va_bits, blocks, high)

@@ -32,7 +32,7 @@ LAYOUT_SINCE = (
     (4, 8, "merged", "4.8 to 4.16"),
     (0, 0, "high-only", "up to 4.7"),
 )
-"""Each built-in layout's first Linux release (MODEL.md section 3), newest first."""
+"""Each built-in layout's first Linux release (docs/model.md section 3), newest first."""
 
 
 def layout_for_release(release: str | None) -> tuple[str, str]:
@@ -212,7 +212,7 @@ def _va_bits_check(boot: BootLog, va_bits: int, source: str, granule: int) -> Fi
 def recover_tag_random(start: int, va_bits: int) -> int:
     """The random tag bits, as a raw ``tag_random``: the range start below bit ``VA_BITS - 1``.
 
-    The layout keeps only bits ``VA_BITS - 2 .. tag_lsb`` of it (MODEL.md §3), so passing the
+    The layout keeps only bits ``VA_BITS - 2 .. tag_lsb`` of it (docs/model.md §3), so passing the
     lower bits through changes nothing, and this needs no knowledge of ``tag_lsb``.
     """
     return start & ((1 << (va_bits - 1)) - 1)

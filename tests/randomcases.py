@@ -87,9 +87,9 @@ def random_configs(
 
 def block_cases(rng: random.Random, rows: int, seed: int = 0):
     """Configurations whose idmap lands inside a runtime mapping, often one held by blocks
-    (MODEL.md section 5: the idmap's walk meets a block, or a page).
+    (docs/model.md section 5: the idmap's walk meets a block, or a page).
 
-    As in MODEL.md examples 3 and 4: under ``high-only`` the alias of a DRAM byte ``p`` is
+    As in docs/model.md examples 3 and 4: under ``high-only`` the alias of a DRAM byte ``p`` is
     ``2^(V-1) + p - PHYS_OFFSET``, so a bank at ``2^(V-1)`` and up holds idmap pages whose VA
     is the alias of the low bank (example 3), or of itself when PHYS_OFFSET is ``2^(V-1)``
     (``delta`` 0, example 4). Sizes and offsets are whole or half blocks of every granule.

@@ -1,7 +1,7 @@
 """A small, real sweep for the results tests (queries, report, diff, cookbook).
 
 The run is a real ``sweep run`` on memory maps taken from the worked examples; the tests check
-what it wrote against the scalar reference (MODEL.md's oracle), row by row.
+what it wrote against the scalar reference (docs/model.md's oracle), row by row.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ G = 1 << 30
 KCONFIG = {g: list(v) for g, v in VA_BITS_CHOICES.items()}
 
 MAPS = {
-    # MODEL.md 7.1 and 7.2
+    # docs/model.md 7.1 and 7.2
     "juno-like": MemoryMap("juno-like", [(0x8000_0000, 2 * G)]),
     "seattle-like": MemoryMap("seattle-like", [(0x80_0000_0000, 8 * G)]),
-    # MODEL.md 7.3: the kernel in the high bank
+    # docs/model.md 7.3: the kernel in the high bank
     "two-banks": MemoryMap("two-banks", [(0x8000_0000, 2 * G), (0x40_0000_0000, 2 * G)]),
-    # MODEL.md 7.5, NXP LX2160A
+    # docs/model.md 7.5, NXP LX2160A
     "lx2160a-like": MemoryMap(
         "lx2160a-like",
         [
@@ -40,7 +40,7 @@ MAPS = {
 
 
 def toml(memory_map: MemoryMap) -> str:
-    """A memory-map file (MODEL.md section 8) for ``memory_map``."""
+    """A memory-map file (docs/model.md section 8) for ``memory_map``."""
     banks = "".join(
         f"[[banks]]\nbase = {b.base:#x}\nsize = {b.size:#x}\n" for b in memory_map.banks
     )
@@ -49,7 +49,7 @@ def toml(memory_map: MemoryMap) -> str:
 
 def run_small_sweep(directory: Path) -> Path:
     """``sweep run``: the maps above, every Kconfig granule/VA_BITS, layout and block setting,
-    the idmap every 1 GiB of DRAM (MODEL.md section 8, ``stride``)."""
+    the idmap every 1 GiB of DRAM (docs/model.md section 8, ``stride``)."""
     from click.testing import CliRunner
 
     from sweep.cli import main

@@ -133,7 +133,7 @@ def test_name_defaults_to_the_file_stem(tmp_path):
     path.write_text('memory_maps = ["juno"]\n')
     cfg = load_config(path)
     assert cfg.name == "my-sweep"
-    # Everything else takes the defaults of MODEL.md section 8.
+    # Everything else takes the defaults of docs/model.md section 8.
     assert cfg.granules == (4096, 16384, 65536)
     assert cfg.block_mappings == (False, True)
 

@@ -67,7 +67,7 @@ def test_two_layouts(runs):
         assert result.summary.loc[board, column] == n
     assert len(result.changed) == sum(expected_rows.values())
     assert result.only_a == result.only_b == 0
-    # By hand (MODEL.md 3): Juno's idmap 0x8008_0000 is below 2^(V-1) at every VA_BITS, so
+    # By hand (docs/model.md 3): Juno's idmap 0x8008_0000 is below 2^(V-1) at every VA_BITS, so
     # merged takes the high window exactly as high-only does: no row of Juno changes. Seattle's
     # idmap 0x80_0008_0000 is above 2^38: at VA_BITS 39 merged moves to the low window.
     assert "juno" not in result.summary.index

@@ -1,7 +1,7 @@
 """Hand-computed cases at the edges: every granule, 48- and 52-bit VA, both block settings,
 banks straddling blocks or sharing tables, delta == 0, clipping from the top and the bottom,
 and the idmap at 2^(V-1), 2^V and 2^52. Each figure is worked out in the comments from
-MODEL.md; ``compute`` runs it through the scalar reference and the vectorized builder.
+docs/model.md; ``compute`` runs it through the scalar reference and the vectorized builder.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ CASES = {
     # to itself by the runtime: no overlap, margin 0, in the window, and it adds no table.
     # Off: 64 MiB = 2 root entries -> 2 level-3 tables; the idmap meets its page. Shared:
     # 3 + 2 - 3 = 2. On: two 32 MiB blocks at level 2; the idmap meets one, which becomes a
-    # table (MODEL.md 5): 3 - 2 = 1 new level-3 table. T(runtime) 1, T(idmap) 2, T(both) 2:
+    # table (docs/model.md 5): 3 - 2 = 1 new level-3 table. T(runtime) 1, T(idmap) 2, T(both) 2:
     # shared 1 + 2 - 2 = 1.
     "16K-delta-zero": dict(
         banks=[(1 << 35, 64 * M)],
@@ -201,8 +201,8 @@ CASES = {
         off=counts(0, 0, 1, 2, 3, 6, 1024 * 8 + 5 * 64 * K, 1),
         on=counts(0, 0, 1, 2, 1, 4, 1024 * 8 + 3 * 64 * K, 1),
     ),
-    # --- The idmap meets a runtime block (MODEL.md section 5, as hyp_map_walker does): the block
-    # becomes a new, empty table and the walk goes down, creating 3 - l tables (block at level
+    # --- The idmap meets a runtime block (docs/model.md section 5, as hyp_map_walker does): the
+    # block becomes a new, empty table and the walk goes down, creating 3 - l tables (block at level
     # l). A page stops the walk. All high-only (delta = 2^(V-1) - PHYS_OFFSET, window
     # [2^(V-1), 2^V - 1], in it), margin 0. T(idmap) = levels. Blocks at level 1 exist at 4K
     # only (16K and 64K: KVM_PGTABLE_MIN_BLOCK_LEVEL is 2).

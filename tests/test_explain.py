@@ -103,7 +103,7 @@ def test_every_table_is_covered_by_its_runs(case, blocks):
             if kind in ("BLK", "PAGE"):
                 leaf_bytes += hi - lo
     # Every runtime byte sits under exactly one leaf; the idmap page adds its own page only when
-    # no runtime page already covers its VA (a page stops its walk, MODEL.md 5); a runtime
+    # no runtime page already covers its VA (a page stops its walk, docs/model.md 5); a runtime
     # block it meets is replaced by a table: that block's bytes are no longer mapped.
     runtime = e.mappings[:-1]
     covered = any(m.va <= e.config.idmap_pa < m.va_end for m in runtime)
@@ -114,7 +114,7 @@ def test_every_table_is_covered_by_its_runs(case, blocks):
 
 
 def test_juno_blocks_on_prints_model_example_1():
-    """MODEL.md 7.1, blocks on: two 1 GiB blocks for the runtime alias at 0x40_0000_0000, and
+    """docs/model.md 7.1, blocks on: two 1 GiB blocks for the runtime alias at 0x40_0000_0000, and
     the idmap page 0x8008_0000 through one L2 and one L3 table: 0/1/1/1."""
     lines = tree_lines(explain(JUNO, "4K", 39, "merged", True, 0x8008_0000))
     assert lines == [
@@ -142,7 +142,7 @@ def test_juno_blocks_on_prints_model_example_1():
 
 
 def test_overlap_is_shown_on_the_leaf():
-    """MODEL.md 7.3 high-only: the idmap VA is a page of bank 0 (PA 0x8008_0000): overlap."""
+    """docs/model.md 7.3 high-only: the idmap VA is a page of bank 0 (PA 0x8008_0000): overlap."""
     text = "\n".join(tree_lines(explain(TWO_BANKS, "4K", 39, "high-only", False, 0x40_0008_0000)))
     assert (
         "0x0000004000080000-0x0000004000081000         4K L3  PAGE   PA 0x80080000: "
@@ -154,7 +154,7 @@ def test_overlap_is_shown_on_the_leaf():
 
 
 def test_delta_zero_is_not_an_overlap():
-    """MODEL.md 7.4: PHYS_OFFSET = 2^38 under high-only maps the idmap page to itself."""
+    """docs/model.md 7.4: PHYS_OFFSET = 2^38 under high-only maps the idmap page to itself."""
     one = MemoryMap("one", [(0x40_0000_0000, 2 * G)])
     text = "\n".join(tree_lines(explain(one, "4K", 39, "high-only", False, 0x40_0008_0000)))
     assert "PAGE   PA 0x4000080000: runtime bank 0" in text
@@ -165,7 +165,7 @@ def test_delta_zero_is_not_an_overlap():
 
 
 def test_a_block_met_by_the_idmap_is_drawn_replaced_by_a_table():
-    """MODEL.md 7.3 high-only, blocks on: the idmap VA 0x40_0008_0000 lies in bank 0's 1 GiB
+    """docs/model.md 7.3 high-only, blocks on: the idmap VA 0x40_0008_0000 lies in bank 0's 1 GiB
     block at L1; the kernel replaces it with an empty table and walks down: 0/1/1/1."""
     lines = tree_lines(explain(TWO_BANKS, "4K", 39, "high-only", True, 0x40_0008_0000))
     text = "\n".join(lines)
@@ -251,7 +251,7 @@ def test_cli_explain_reads_a_memory_map_file(tmp_path):
 
 
 def test_cli_explain_built_in_board():
-    """The built-in Juno (2 GiB - 16 MiB at 2 GiB, 6 GiB at 34 GiB), MODEL.md 7.1's layout."""
+    """The built-in Juno (2 GiB - 16 MiB at 2 GiB, 6 GiB at 34 GiB), docs/model.md 7.1's layout."""
     result = CliRunner().invoke(
         main,
         [
@@ -315,8 +315,8 @@ def low_always(add_plugin):
 
 @pytest.mark.parametrize("blocks", [False, True], ids=["blocks-off", "blocks-on"])
 def test_a_plugin_layout_is_explained(low_always, blocks):
-    """MODEL.md 7.3: with the kernel in the high bank, merged takes the low half, so a layout that
-    always does must draw the same tree; its row is the builder's."""
+    """docs/model.md 7.3: with the kernel in the high bank, merged takes the low half, so a layout
+    that always does must draw the same tree; its row is the builder's."""
     mine = explain(TWO_BANKS, "4K", 39, "test-low-always", blocks, 0x40_0008_0000)
     merged = explain(TWO_BANKS, "4K", 39, "merged", blocks, 0x40_0008_0000)
     assert tree_lines(mine) == tree_lines(merged)

@@ -2,8 +2,8 @@
 
 Each expected value comes from a few lines of plain Python written from the published
 definitions (splitmix64: Steele, Lea and Flood 2014 and Vigna's ``splitmix64.c``; BLAKE2b and
-SHA-256 from ``hashlib``; MODEL.md section 8 for the placements), not from the package: a change
-of algorithm fails here and must come with a new ``ALGORITHM_VERSION``.
+SHA-256 from ``hashlib``; docs/model.md section 8 for the placements), not from the package: a
+change of algorithm fails here and must come with a new ``ALGORITHM_VERSION``.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_tag_random_is_pinned(seed, name, granule, va_bits, idmap):
 
 
 def expected_random(banks, granule, count, seed, name) -> list[int]:
-    """MODEL.md section 8's random placement, as algorithm version 2 draws it."""
+    """docs/model.md section 8's random placement, as algorithm version 2 draws it."""
     key = hashlib.sha256(f"sweep.placement.random\0{seed}\0{name}\0{granule}".encode()).digest()
     state, total, out = int.from_bytes(key[:8], "little"), sum(e - s for s, e in banks), []
     for _ in range(count):
@@ -115,7 +115,7 @@ def test_random_placement_through_a_plan_is_aligned_sorted_and_distinct():
 @pytest.mark.parametrize("granule", [4096, 16384, 65536])
 @pytest.mark.parametrize("step", [4096, 12288, 16384, 20480, 65536, 0x30000, 1 << 30])
 def test_stride_by_arithmetic_is_the_listed_definition(granule, step):
-    # MODEL.md section 8: in every trimmed bank [b, e), each b + k * step < e, aligned down to
+    # docs/model.md section 8: in every trimmed bank [b, e), each b + k * step < e, aligned down to
     # the granule, deduplicated and sorted.
     banks = [
         (0x8000_0000, 0x8020_0000),

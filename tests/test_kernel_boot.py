@@ -26,7 +26,7 @@ G, M = 1 << 30, 1 << 20
 # name: (page size, VA_BITS the kernel runs with, EL2 levels, DRAM banks). QEMU's virt puts
 # all RAM at 1 GiB (hw/arm/virt.c); xlnx-versal-virt puts 2 GiB at 0 and the rest at 32 GiB
 # (hw/arm/xlnx-versal-virt.c). 6.12 on `-cpu max` has LPA2 (52 bits); with lpa2=off a 16K
-# 52-bit kernel falls back to 47 bits (MODEL.md section 1), while EL2 keeps 48.
+# 52-bit kernel falls back to 47 bits (docs/model.md section 1), while EL2 keeps 48.
 EXPECTED = {
     "6.1-virt-512M": (4096, 48, 4, [(G, 512 * M)]),
     "6.1-virt-1G": (4096, 48, 4, [(G, G)]),

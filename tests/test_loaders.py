@@ -333,7 +333,7 @@ def _three_kinds(tmp_path: Path, name: str, bank_list: list[tuple[int, int]]) ->
 @pytest.mark.parametrize(
     "bank_list, idmap",
     [
-        ([(0x8000_0000, 2 * GiB)], [0x8008_0000, 0xFFFF_F000]),  # MODEL.md example 1
+        ([(0x8000_0000, 2 * GiB)], [0x8008_0000, 0xFFFF_F000]),  # docs/model.md example 1
         ([(0x8000_0000, 2 * GiB), (0x40_0000_0000, 2 * GiB)], [0x8008_0000, 0x40_0008_0000]),
         ([(0x80_0000_0000, 8 * GiB)], [0x80_0008_0000]),  # the seed's odd case
     ],
@@ -366,7 +366,7 @@ def test_toml_dtb_and_iomem_give_identical_build_results(tmp_path, bank_list, id
         & ~results[0].block_mappings
     ]
     if len(bank_list) == 1 and bank_list[0][0] == 0x8000_0000:
-        assert int(example_1.iloc[0].table_pages) == 1029  # MODEL.md section 7, example 1
+        assert int(example_1.iloc[0].table_pages) == 1029  # docs/model.md section 7, example 1
 
 
 def test_real_dtb_and_iomem_give_identical_build_results():

@@ -72,7 +72,7 @@ def test_hook_register_granules(add_plugin):
 
 
 def test_hook_register_va_bits(add_plugin):
-    # MODEL.md section 8: Linux's choices per granule.
+    # docs/model.md section 8: Linux's choices per granule.
     assert sweep_plugins.kconfig_va_bits() == {
         "4K": [39, 48, 52],
         "16K": [36, 47, 48, 52],
@@ -228,7 +228,7 @@ def test_one_plugin_registering_a_name_twice_is_refused_too(add_plugin):
     assert reg.memory_maps["twice"].banks == [Bank(0, GiB)]
 
 
-# --- the built-in placements (MODEL.md section 8) -------------------------------------------
+# --- the built-in placements (docs/model.md section 8) -------------------------------------------
 
 
 def test_a_placement_plugin_checks_its_own_parameters(add_plugin):
@@ -554,7 +554,7 @@ def test_random_memory_maps_are_pinned(seed, index):
 
 def test_placement_cache_tells_maps_of_one_name_apart(tmp_path):
     """Two plans in one process (a Dask worker, a notebook), each with a map named "board" but
-    other banks: kernel-load is each lowest bank + 0x80000 (MODEL.md section 8), never the
+    other banks: kernel-load is each lowest bank + 0x80000 (docs/model.md section 8), never the
     other plan's cached address."""
     from sweep.config import validate_config
     from sweep.plan import make_plan

@@ -96,7 +96,7 @@ def test_build_table_with_shared_values_matches_reference():
 
 
 def test_random_cases_meet_runtime_blocks():
-    # The bulk cases hold idmap pages whose walk meets a runtime block (MODEL.md section 5,
+    # The bulk cases hold idmap pages whose walk meets a runtime block (docs/model.md section 5,
     # examples 3 and 4), as the reference's tree records them: the new rule is compared too.
     memory_maps, configs = block_cases(random.Random(3), 400)
     met = 0

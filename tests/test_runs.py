@@ -1,8 +1,8 @@
 """Every-page runs expand to exactly the rows of a page-by-page stride sweep.
 
 The page-by-page rows come from ``placement.kind = "stride"`` with a 4K step (at 16K and 64K a
-step below the granule reaches every page, MODEL.md section 8), run through the same driver; the
-runs come from breakpoints and a handful of builder calls. Row by row, every column must agree.
+step below the granule reaches every page, docs/model.md section 8), run through the same driver;
+the runs come from breakpoints and a handful of builder calls. Row by row, every column must agree.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def test_every_page_needs_tag_seed_zero():
 
 
 def test_a_run_is_maximal_and_its_margin_affine():
-    # Juno at 4K, VA_BITS 39, merged, blocks: MODEL.md example 1's board. Adjacent runs differ
+    # Juno at 4K, VA_BITS 39, merged, blocks: docs/model.md example 1's board. Adjacent runs differ
     # in some output (or their margins do not continue one line), and every run's margin
     # changes by a whole number of pages from page to page.
     reg = registry()
@@ -119,7 +119,7 @@ def test_runs_of_random_maps_are_the_builder_page_by_page(
     memory_map, granule, va_bits, layout, blocks
 ):
     if all((b.base + b.size) // granule <= -(-b.base // granule) for b in memory_map.banks):
-        return  # no whole page at this granule (MODEL.md section 1: a validation error)
+        return  # no whole page at this granule (docs/model.md section 1: a validation error)
     reg_layout = registry().layouts[layout]
     runs = group_runs(memory_map, granule, va_bits, reg_layout, blocks)
     rows = expand(runs)

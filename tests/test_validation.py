@@ -1,4 +1,4 @@
-"""Every rule of MODEL.md section 1 broken once, each with its one-line message."""
+"""Every rule of docs/model.md section 1 broken once, each with its one-line message."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def test_build_keeps_order_index_and_dtypes():
 
 def test_build_unit_table_schema():
     table = build_unit(JUNO, 4096, 39, MERGED, True, np.array([0x8008_0000], dtype=np.uint64))
-    assert table.column("table_pages").to_pylist() == [3]  # MODEL.md example 1, blocks on
+    assert table.column("table_pages").to_pylist() == [3]  # docs/model.md example 1, blocks on
     assert table.schema.field("layout").type == pa.dictionary(pa.int32(), pa.string())
 
 
@@ -165,7 +165,7 @@ def test_parse_size_and_granule():
 
 
 def test_build_takes_plain_banks_for_a_map():
-    # MODEL.md example 1 (Juno-like, merged, blocks on): 3 tables, 12 KiB.
+    # docs/model.md example 1 (Juno-like, merged, blocks on): 3 tables, 12 KiB.
     out = build(config(block_mappings=True), {"juno": [(0x8000_0000, 2 * G)]})
     assert (out["table_pages"].item(), out["table_bytes"].item()) == (3, 12_288)
     with pytest.raises(ValidationError) as excinfo:

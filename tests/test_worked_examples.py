@@ -1,4 +1,4 @@
-"""MODEL.md section 7, every worked example, column by column, through reference and builder."""
+"""docs/model.md section 7: every worked example, column by column, in reference and builder."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ EXAMPLES = [
         "high-only",
         dict(phys_offset=0x8000_0000, overlap=True, idmap_in_window=True, margin=0, levels=3),
         (0, 1, 4, 2048, 2053, 8_409_088, 3),
-        # On: the idmap meets a 1 GiB block at level 1, which becomes a table (MODEL.md 7.3).
+        # On: the idmap meets a 1 GiB block at level 1, which becomes a table (docs/model.md 7.3).
         (0, 1, 1, 1, 3, 12_288, 1),
     ),
     (
@@ -87,7 +87,7 @@ EXAMPLES = [
         "high-only",
         dict(phys_offset=1 << 38, overlap=False, idmap_in_window=True, margin=0),
         (0, 1, 2, 1024, 1027, 4_206_592, 3),
-        # On: a level-1 block becomes a table, as in example 3 (MODEL.md 7.4).
+        # On: a level-1 block becomes a table, as in example 3 (docs/model.md 7.4).
         (0, 1, 1, 1, 3, 12_288, 1),
     ),
 ]

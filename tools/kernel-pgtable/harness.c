@@ -9,7 +9,7 @@
  * the runtime ranges [VA, END) -> PA (each clipped, merged bank's HYP alias), mapped first, one
  * kvm_pgtable_hyp_map call each, then the idmap page (VA == PA). BLOCKS 0 cuts every runtime
  * range into calls of half the smallest block size, aligned to it, so that no call can fill a
- * block (MODEL.md section 5: block_mappings off).
+ * block (docs/model.md section 5: block_mappings off).
  *
  * Output, one line per input line:
  *     ok TLM1 TL0 TL1 TL2 TL3 T_RUNTIME T_IDMAP RUNTIME_RET IDMAP_RET WARNINGS
