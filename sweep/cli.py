@@ -10,6 +10,7 @@ import sys
 import click
 
 from sweep.errors import SweepError
+from sweep.kconfig import GRANULE_LIST
 
 
 class _Group(click.Group):
@@ -249,7 +250,7 @@ def query_command(directory: str, name: str, filters: tuple[str, ...]) -> None:
 
 @main.command("explain")
 @click.option("--map", "map_name", required=True, help="Memory-map plugin name or file.")
-@click.option("--granule", required=True, help="4K, 16K or 64K.")
+@click.option("--granule", required=True, help=f"One of {GRANULE_LIST}.")
 @click.option("--va-bits", type=int, required=True, help="VA_BITS the kernel runs with.")
 @click.option("--layout", required=True, help="HYP VA layout (high-only, merged, tagged, ...).")
 @click.option(
@@ -312,7 +313,9 @@ def diff_command(dir_a: str, dir_b: str, ignore: str, show: int) -> None:
 
 @main.command("verify-boot")
 @click.argument("log", type=click.Path(dir_okay=False))
-@click.option("--granule", default=None, help="4K, 16K or 64K (default: what the log shows).")
+@click.option(
+    "--granule", default=None, help=f"One of {GRANULE_LIST} (default: what the log shows)."
+)
 @click.option(
     "--va-bits", type=int, default=None, help="VA_BITS the kernel ran with (default: from the log)."
 )

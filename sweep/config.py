@@ -20,6 +20,7 @@ from typing import Any
 
 from sweep.errors import ValidationError
 from sweep.inputfiles import decode_text, load_toml, origin_of, read_input
+from sweep.kconfig import GRANULE_LIST, GRANULE_NAMES
 from sweep.model import VA_BITS_MAX, VA_BITS_MIN, granule_name, parse_granule
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
@@ -214,11 +215,11 @@ def _check_memory_maps(value: Any, c: _Checking) -> tuple[str, ...]:
 
 def _check_granules(value: Any, c: _Checking) -> tuple[int, ...]:
     granules: list[int] = []
-    for item in _as_list(["4K", "16K", "64K"] if value is None else value):
+    for item in _as_list(list(GRANULE_NAMES.values()) if value is None else value):
         try:
             granule = parse_granule(item)
         except ValidationError:
-            raise c.bad("granules", f"{item!r} is not one of 4K, 16K, 64K") from None
+            raise c.bad("granules", f"{item!r} is not one of {GRANULE_LIST}") from None
         if granule not in c.registry.granules:
             raise c.bad("granules", f"{granule_name(granule)} is not registered by any plugin")
         if granule not in granules:
