@@ -1,6 +1,6 @@
 """One configuration explained: its merged HYP tree printed the way ptdump prints page tables.
 
-The tree is the scalar reference's (``sweep.reference.build_tree``), so what is printed is
+The tree is the scalar reference's (``sweep.reference_tree.build_tree``), so what is printed is
 MODEL.md read literally; the row printed after it is the builder's, and the two must agree (the
 per-level table counts are compared and any disagreement is printed).
 
@@ -24,7 +24,8 @@ from sweep.model import (
     level_shift,
     levels,
 )
-from sweep.reference import LAYOUTS, Configuration, Tree, build_tree, prepare
+from sweep.reference import LAYOUTS, Configuration, prepare
+from sweep.reference_tree import Tree, build_tree
 
 UNITS = "KMGTPE"
 """ptdump's size units: the size is printed in KiB, then scaled while it divides by 1024."""

@@ -26,7 +26,8 @@ import pytest
 from sweep import build
 from sweep.errors import ValidationError
 from sweep.model import PA_LIMIT, MemoryMap, level_shift, levels
-from sweep.reference import build_tree, prepare
+from sweep.reference import prepare
+from sweep.reference_tree import build_tree
 
 pytestmark = pytest.mark.kernel
 
