@@ -222,30 +222,50 @@ def report_command(directory: str, out: str) -> None:
     click.echo(f"wrote {write_report(directory, out)}")
 
 
-@main.command("query")
-@click.argument("directory", type=click.Path(file_okay=False))
-@click.argument(
-    "name",
-    type=click.Choice(
-        [
-            "overlaps",
-            "extra-levels",
-            "unrunnable-4x",
-            "level-counts",
-            "table-size",
-            "table-bytes-by-board",
-            "margin-distribution",
-            "worst-cases",
-        ]
-    ),
-)
-@click.argument("filters", nargs=-1)
-def query_command(directory: str, name: str, filters: tuple[str, ...]) -> None:
-    """Print a named query of sweep.results over DIRECTORY; FILTERS are column=value[,value]."""
-    from sweep.results import QUERIES, for_people, load, parse_filters
+class _QueryCommand(click.Command):
+    """Lists the named queries in its help, importing them (and DuckDB) only then."""
 
-    answer = QUERIES[name](load(directory, **parse_filters(filters)))
-    click.echo(for_people(answer).to_string() if len(answer) else f"{name}: no rows")
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from sweep.queries import QUERIES
+
+        with formatter.section("Named queries"):
+            formatter.write_dl(
+                [(name, (fn.__doc__ or "").split("\n")[0]) for name, fn in QUERIES.items()]
+            )
+
+
+@main.command("query", cls=_QueryCommand)
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.argument("args", nargs=-1)
+@click.option("--sql", help="A SELECT over the table 'results' (the whole dataset, filtered).")
+@click.option("--limit", type=int, default=None, help="At most N rows.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--raw", is_flag=True, help="Exact integers: no hex addresses, no size units.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write here (needed for parquet).")
+def query_command(
+    directory: str,
+    args: tuple[str, ...],
+    sql: str | None,
+    limit: int | None,
+    fmt: str,
+    raw: bool,
+    out: str | None,
+) -> None:
+    """Answer a named query, or --sql, over the results in DIRECTORY.
+
+    ARGS: [NAME] [column=value[,value]...], e.g. `sweep query results unrunnable-4x granule=4K`
+    or `sweep query results layout=merged --sql "SELECT memory_map, count(*) FROM results
+    GROUP BY ALL"`.
+    """
+    from sweep.answers import run_query
+
+    run_query(directory, args, sql=sql, limit=limit, fmt=fmt, raw=raw, out=out)
 
 
 @main.command("explain")
@@ -303,7 +323,7 @@ def diff_command(dir_a: str, dir_b: str, ignore: str, show: int) -> None:
     """Rows whose outputs differ between two runs, by board and column; exit 1 if any."""
     from sweep.diff import diff, format_diff
 
-    result = diff(dir_a, dir_b, ignore=[c for c in ignore.split(",") if c])
+    result = diff(dir_a, dir_b, ignore=[c for c in ignore.split(",") if c], show=show)
     click.echo(format_diff(result, dir_a, dir_b, show=show))
     sys.exit(0 if result.identical else 1)
 

@@ -2,8 +2,9 @@
 
 Rows are matched on the configuration (MODEL.md section 1's input columns) and their outputs
 compared column by column. Dropping a key with ``ignore`` compares runs that differ in that input
-on purpose, e.g. two runs of one layout each (``ignore=["layout", "tag_random"]``). The runs are
-read one ``granule``/``va_bits`` folder at a time, so two large runs need not fit in memory.
+on purpose, e.g. two runs of one layout each (``ignore=["layout", "tag_random"]``). The join runs
+in DuckDB, one ``granule``/``va_bits`` folder at a time when both are keys, so two large runs
+need neither fit in memory: only the per-board counts and the first differing rows come back.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep import results
 from sweep.columns import INPUT_COLUMNS, ROW_COLUMNS
+from sweep.engine import Results, connect
 from sweep.errors import ValidationError
-from sweep.results import HEX_COLUMNS
+from sweep.results import HEX_COLUMNS, warn_if_incomplete
 
 OUTPUT_COLUMNS = [c for c in ROW_COLUMNS if c not in INPUT_COLUMNS]
 """What is compared: every column that is not an input (section 6 and the project's extras)."""
@@ -33,14 +34,15 @@ class Diff:
     rows_b: int = 0
     only_a: int = 0
     only_b: int = 0
+    n_changed: int = 0
     changed: pd.DataFrame = field(default_factory=pd.DataFrame)
-    """Per differing row: the keys, and for each compared column ``col_a``/``col_b``."""
+    """The first differing rows: the keys, and for each compared column ``col_a``/``col_b``."""
     summary: pd.DataFrame = field(default_factory=pd.DataFrame)
     """Per board: rows compared, rows changed, and per column the rows where it differs."""
 
     @property
     def identical(self) -> bool:
-        return self.only_a == 0 and self.only_b == 0 and self.changed.empty
+        return self.only_a == 0 and self.only_b == 0 and self.n_changed == 0
 
 
 def _keys(ignore: Sequence[str]) -> list[str]:
@@ -56,111 +58,97 @@ def _keys(ignore: Sequence[str]) -> list[str]:
     return keys
 
 
-def _plain_keys(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    # Category columns of two runs have different categories: compare them as strings.
-    for column in keys:
-        if isinstance(frame[column].dtype, pd.CategoricalDtype):
-            frame[column] = frame[column].astype(str)
-    return frame
+def _side(scan: str | None, other: str | None, keys: list[str], compared: list[str]) -> str:
+    """One run's rows as keys (names as text: two runs' categories differ) and outputs; none,
+    of the other run's types, when this run lacks the folder."""
+    columns = [f"CAST({c} AS VARCHAR) AS {c}" if ROW_COLUMNS[c] == "category" else c for c in keys]
+    select = ", ".join([*columns, *compared, "TRUE AS present"])
+    if scan is None:
+        return f"(SELECT {select} FROM {other} WHERE FALSE)"
+    return f"(SELECT {select} FROM {scan})"
 
 
-def _units(dir_a: Path, dir_b: Path, keys: list[str]) -> list[dict]:
-    """Read both runs folder by folder when the folders are join keys; else whole."""
-    if "granule" in keys and "va_bits" in keys:
-        found = sorted(set(results.partitions(dir_a)) | set(results.partitions(dir_b)))
-        if found:
-            return [{"granule": g, "va_bits": v} for g, v in found]
-    return [{}]
+def _summary_sql(a: str, b: str, keys: list[str], compared: list[str]) -> str:
+    flags = [f"a.{c} IS DISTINCT FROM b.{c}" for c in compared]
+    per_column = ", ".join(
+        f"count(*) FILTER (WHERE a.present AND b.present AND {f}) AS {c}"
+        for c, f in zip(compared, flags, strict=True)
+    )
+    any_flag = " OR ".join(flags) or "FALSE"
+    return (
+        f"SELECT memory_map, count(*) FILTER (WHERE a.present AND b.present) AS rows, "
+        "count(*) FILTER (WHERE b.present IS NULL) AS only_a, "
+        "count(*) FILTER (WHERE a.present IS NULL) AS only_b, "
+        f"count(*) FILTER (WHERE a.present AND b.present AND ({any_flag})) AS changed, "
+        f"{per_column} "
+        f"FROM {a} AS a FULL OUTER JOIN {b} AS b USING ({', '.join(keys)}) GROUP BY memory_map"
+    )
 
 
-def _load(directory: Path, columns: list[str], keys: list[str], unit: dict) -> pd.DataFrame:
-    frame = results.load(directory, columns=columns, **unit)
-    frame = _plain_keys(frame, keys)
-    if frame.duplicated(keys).any():
-        raise ValidationError(
-            f"results {str(directory)!r}: several rows share one configuration "
-            f"({', '.join(keys)}); ignore fewer columns"
-        )
-    return frame
+def _rows_sql(a: str, b: str, keys: list[str], compared: list[str], n: int) -> str:
+    pairs = ", ".join(f"a.{c} AS {c}_a, b.{c} AS {c}_b" for c in compared)
+    any_flag = " OR ".join(f"a.{c} IS DISTINCT FROM b.{c}" for c in compared) or "FALSE"
+    return (
+        f"SELECT {', '.join(keys)}, {pairs} FROM {a} AS a JOIN {b} AS b USING "
+        f"({', '.join(keys)}) WHERE {any_flag} ORDER BY {', '.join(keys)} LIMIT {int(n)}"
+    )
 
 
-def diff(dir_a: str | Path, dir_b: str | Path, ignore: Sequence[str] = ()) -> Diff:
-    """Compare two result directories row by row (see the module docstring)."""
-    dir_a, dir_b = Path(dir_a), Path(dir_b)
+def diff(dir_a: str | Path, dir_b: str | Path, ignore: Sequence[str] = (), show: int = 10) -> Diff:
+    """Compare two result directories row by row (see the module docstring); ``changed`` holds
+    the first ``show`` differing rows."""
     keys = _keys(ignore)
-    names_a = results.dataset(dir_a).schema.names
-    names_b = results.dataset(dir_b).schema.names
-    missing = [c for c in keys if c not in names_a or c not in names_b]
+    con = connect()
+    run_a = Results(dir_a, view="run_a", con=con)
+    run_b = Results(dir_b, view="run_b", con=con)
+    for run in (run_a, run_b):
+        warn_if_incomplete(run.directory, run.parts)
+    missing = [c for c in keys if c not in run_a.columns or c not in run_b.columns]
     if missing:
         raise ValidationError(f"column {missing[0]!r} is missing from one of the runs")
-    compared = [c for c in OUTPUT_COLUMNS if c in names_a and c in names_b]
+    compared = [c for c in OUTPUT_COLUMNS if c in run_a.columns and c in run_b.columns]
     out = Diff(keys=keys, compared=compared)
-    changed_parts, board_rows = [], []
-    columns = keys + compared
-    for unit in _units(dir_a, dir_b, keys):
-        a = _load(dir_a, columns, keys, unit)
-        b = _load(dir_b, columns, keys, unit)
-        out.rows_a += len(a)
-        out.rows_b += len(b)
-        # Which configurations are in which run: keys only (an outer join of whole rows would
-        # turn integer columns with gaps into floats). Then the outputs, on an inner join.
-        joined = a[keys].merge(b[keys], on=keys, how="outer", indicator=True)
-        out.only_a += int((joined["_merge"] == "left_only").sum())
-        out.only_b += int((joined["_merge"] == "right_only").sum())
-        both = a.merge(b, on=keys, how="inner", suffixes=("_a", "_b"))
-        differs = pd.DataFrame(
-            {c: (both[f"{c}_a"] != both[f"{c}_b"]).to_numpy() for c in compared},
-            index=both.index,
-        )
-        board_rows.append(
-            joined.groupby(["memory_map", "_merge"], observed=False).size().unstack("_merge")
-        )
-        any_diff = differs.any(axis=1)
-        if any_diff.any():
-            rows = both[any_diff]
-            flags = differs[any_diff]
-            changed_parts.append((rows, flags))
-    out.summary = _summary(board_rows, changed_parts, compared)
-    if changed_parts:
-        out.changed = pd.concat([rows for rows, _ in changed_parts], ignore_index=True)
-    return out
-
-
-def _summary(
-    board_rows: list[pd.DataFrame], changed_parts: list, compared: list[str]
-) -> pd.DataFrame:
-    """Per board: rows in both runs, rows only in one, rows changed, and rows changed per
-    column (only the columns that changed somewhere)."""
-    sides = {"both": "rows", "left_only": "only_a", "right_only": "only_b"}
-    if board_rows:
-        counts = pd.concat(board_rows).groupby(level=0).sum()
-        counts.columns = counts.columns.astype(str)
-        summary = counts.reindex(columns=list(sides), fill_value=0).rename(columns=sides)
+    if "granule" in keys and "va_bits" in keys:
+        folders = sorted(set(run_a.partitions()) | set(run_b.partitions()))
+        sides = []
+        for folder in folders:
+            scan_a, scan_b = run_a.folder_scan(*folder), run_b.folder_scan(*folder)
+            sides.append(
+                (_side(scan_a, scan_b, keys, compared), _side(scan_b, scan_a, keys, compared))
+            )
     else:
-        summary = pd.DataFrame(columns=list(sides.values()), dtype="int64")
-    summary["changed"] = 0
-    for column in compared:
-        summary[column] = 0
-    for part, flags in changed_parts:
-        boards = part["memory_map"].to_numpy()
-        summary.loc[:, "changed"] = summary["changed"].add(
-            flags.any(axis=1).groupby(boards).sum(), fill_value=0
+        sides = [(_side("run_a", None, keys, compared), _side("run_b", None, keys, compared))]
+    summaries, firsts = [], []
+    for a, b in sides:
+        part = run_a.frame(_summary_sql(a, b, keys, compared))
+        summaries.append(part)
+        if part["changed"].sum() and sum(len(f) for f in firsts) < show:
+            firsts.append(run_a.frame(_rows_sql(a, b, keys, compared, show)))
+    summary = pd.concat(summaries).groupby("memory_map", sort=True).sum()
+    out.rows_a = run_a.frame("SELECT count(*) AS n FROM run_a")["n"].iat[0]
+    out.rows_b = run_a.frame("SELECT count(*) AS n FROM run_b")["n"].iat[0]
+    out.only_a, out.only_b = int(summary["only_a"].sum()), int(summary["only_b"].sum())
+    out.n_changed = int(summary["changed"].sum())
+    matched = int(summary["rows"].sum())
+    if matched + out.only_a != out.rows_a or matched + out.only_b != out.rows_b:
+        raise ValidationError(
+            f"several rows share one configuration ({', '.join(keys)}); ignore fewer columns"
         )
-        per_column = flags.groupby(boards).sum()
-        for column in compared:
-            summary.loc[:, column] = summary[column].add(per_column[column], fill_value=0)
+    if firsts:
+        out.changed = pd.concat(firsts, ignore_index=True).head(show)
     keep = ["rows", "only_a", "only_b", "changed"] + [c for c in compared if summary[c].any()]
     summary = summary[keep].astype("int64")
-    summary.index.name = "memory_map"
     summary.columns.name = None
-    return summary[(summary[["only_a", "only_b", "changed"]] > 0).any(axis=1)]
+    out.summary = summary[(summary[["only_a", "only_b", "changed"]] > 0).any(axis=1)]
+    con.close()
+    return out
 
 
 def format_diff(result: Diff, dir_a: str, dir_b: str, show: int = 10) -> str:
     """What the command prints: totals, the per-board summary, and the first changed rows."""
     lines = [
         f"A: {dir_a} ({result.rows_a:,} rows)  B: {dir_b} ({result.rows_b:,} rows)",
-        f"matched on {', '.join(result.keys)}: {len(result.changed):,} rows differ; "
+        f"matched on {', '.join(result.keys)}: {result.n_changed:,} rows differ; "
         f"{result.only_a:,} only in A, {result.only_b:,} only in B",
     ]
     if result.identical:

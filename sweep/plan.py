@@ -30,6 +30,7 @@ from sweep.errors import SweepError, ValidationError
 from sweep.inputs import ListedPlacements, Placements, placements, tag_prefix
 from sweep.layouts import Layout
 from sweep.model import MemoryMap, granule_name
+from sweep.store import part_path
 
 ALGORITHM_VERSION = 2
 """Bumped whenever the rows a config gives change for the same code inputs: the tag hash, the
@@ -67,8 +68,8 @@ class Unit:
 
     @property
     def path(self) -> str:
-        """Where its part file goes, relative to the dataset root (hive-style partitions)."""
-        return f"granule={self.granule}/va_bits={self.va_bits}/part-{self.index:06d}.parquet"
+        """Where its part file goes, relative to the dataset root."""
+        return part_path(self.granule, self.va_bits, self.index)
 
     @property
     def rows(self) -> int:

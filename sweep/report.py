@@ -1,202 +1,39 @@
 """``sweep report``: one self-contained HTML page of a sweep's results, for people to look at.
 
-Figures are drawn with matplotlib's Agg backend (no display needed) and embedded as base64 PNGs,
-so the page is one file that can be mailed or attached to a bug; it holds no script. Every figure
-comes from a named query of ``sweep.results``, so what the page shows can be re-asked in pandas.
+Every number on the page is a named query (:mod:`sweep.queries`) run in DuckDB over the part
+files, so the page costs the same memory for a thousand rows as for a billion, and what it shows
+can be re-asked with ``sweep query``. Figures are PNGs embedded as data URIs (one file to mail or
+attach to a bug); the only script is a few lines that sort the per-board table.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import time
+from datetime import datetime
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
+from sweep import figures, queries
+from sweep.engine import Results
+from sweep.errors import ValidationError
+from sweep.results import for_people, metadata, problems
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-
-from sweep import results  # noqa: E402
-from sweep.errors import ValidationError  # noqa: E402
-
-REPORT_COLUMNS = sorted(
-    set(results.WORST_CASE_COLUMNS) | {"levels", "idmap_pa"},
-    key=list(results.ROW_COLUMNS).index,
-)
-"""The columns the report reads: everything else stays on disk."""
-
-
-def human_bytes(nbytes: float) -> str:
-    """``4214784`` -> ``"4.0M"``: short enough to print inside a heatmap cell."""
-    value = float(nbytes)
-    for unit in ("", "K", "M", "G", "T", "P"):
-        if value < 1024 or unit == "P":
-            return f"{value:.0f}{unit}" if unit == "" or value >= 100 else f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{value:.0f}"
-
-
-def _png(fig: plt.Figure) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _cell_text(ax: plt.Axes, matrix: pd.DataFrame, text: pd.DataFrame, image=None) -> None:
-    """Write each cell's text, white on dark cells so it stays readable."""
-    for i in range(matrix.shape[0]):
-        for j in range(matrix.shape[1]):
-            value = matrix.iat[i, j]
-            if pd.isna(value):
-                continue
-            colour = "black"
-            if image is not None:
-                r, g, b, _a = image.cmap(image.norm(float(value)))
-                colour = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
-            ax.text(j, i, text.iat[i, j], ha="center", va="center", fontsize=7, color=colour)
-
-
-def _matrix_axes(ax: plt.Axes, matrix: pd.DataFrame, xlabel: str) -> None:
-    ax.set_xticks(range(matrix.shape[1]), [str(c) for c in matrix.columns], rotation=45, ha="right")
-    ax.set_yticks(range(matrix.shape[0]), [str(r) for r in matrix.index])
-    ax.set_xlabel(xlabel)
-
-
-def _height(rows: int) -> float:
-    return max(2.5, 0.28 * rows + 1.5)
-
-
-def figure_table_bytes(df: pd.DataFrame) -> str:
-    """Heatmap: the largest HYP table size per board and granule/VA_BITS, blocks off and on."""
-    settings = sorted(df["block_mappings"].unique())
-    boards = df["memory_map"].nunique()
-    fig, axes = plt.subplots(
-        len(settings), 1, figsize=(10, _height(boards) * len(settings)), squeeze=False
-    )
-    for ax, blocks in zip(axes[:, 0], settings, strict=True):
-        matrix = results.table_bytes_by_board(df, block_mappings=bool(blocks)).astype(float)
-        values = matrix.to_numpy()
-        image = ax.imshow(
-            np.ma.masked_invalid(values),
-            aspect="auto",
-            cmap="viridis",
-            norm=LogNorm(vmin=np.nanmin(values), vmax=np.nanmax(values)),
-        )
-        _cell_text(ax, matrix, matrix.map(human_bytes), image)
-        _matrix_axes(ax, matrix, "granule/VA_BITS")
-        ax.tick_params(axis="x", labelrotation=0)
-        ax.set_title(f"largest table_bytes, block mappings {'on' if blocks else 'off'}")
-        fig.colorbar(image, ax=ax, label="bytes (log)")
-    return _png(fig)
-
-
-def figure_overlaps(df: pd.DataFrame) -> str:
-    """Board x layout: share of rows whose idmap overlaps a runtime mapping."""
-    table = results.overlaps(df)
-    share = table["overlap_share"].unstack("layout") * 100
-    counts = table["overlaps"].unstack("layout")
-    fig, ax = plt.subplots(figsize=(2.0 + 1.3 * share.shape[1], _height(share.shape[0])))
-    # Scaled to the largest share, so that 0.5% on one board still shows against 0 elsewhere.
-    top = float(np.nanmax(share.to_numpy(dtype=float))) if share.size else 0.0
-    image = ax.imshow(
-        share.to_numpy(dtype=float),
-        aspect="auto",
-        cmap="Reds",
-        vmin=0,
-        vmax=top if top > 0 else 1.0,
-    )
-    text = share.copy().astype(object)
-    for i in range(share.shape[0]):
-        for j in range(share.shape[1]):
-            if pd.notna(share.iat[i, j]):
-                text.iat[i, j] = f"{share.iat[i, j]:.2g}% ({int(counts.iat[i, j])})"
-    _cell_text(ax, share, text, image)
-    _matrix_axes(ax, share, "layout")
-    ax.set_title("rows with overlap, % (count)")
-    fig.colorbar(image, ax=ax, label="% of rows")
-    return _png(fig)
-
-
-def figure_levels(df: pd.DataFrame) -> str:
-    """Per layout: rows by level count of the merged tree, for each granule/VA_BITS."""
-    counts = results.level_counts(df)
-    pairs = list(zip(counts.granule, counts.va_bits, strict=True))
-    counts["config"] = [results.config_label(g, v) for g, v in pairs]
-    order = [results.config_label(g, v) for g, v in sorted({(int(g), int(v)) for g, v in pairs})]
-    layouts = [str(x) for x in counts["layout"].unique()]
-    all_levels = sorted(counts["levels"].unique())
-    colours = dict(zip(all_levels, plt.get_cmap("tab10").colors, strict=False))
-    fig, axes = plt.subplots(
-        1, len(layouts), figsize=(3.6 * len(layouts), 3.6), squeeze=False, sharey=True
-    )
-    for ax, layout in zip(axes[0], layouts, strict=True):
-        part = (
-            counts[counts["layout"] == layout]
-            .pivot_table(
-                index="config", columns="levels", values="rows", aggfunc="sum", observed=True
-            )
-            .reindex(order)
-            .fillna(0)
-        )
-        bottom = np.zeros(len(part))
-        for lv in part.columns:
-            ax.bar(
-                range(len(part)), part[lv], bottom=bottom, color=colours[lv], label=f"{lv} levels"
-            )
-            bottom += part[lv].to_numpy()
-        ax.set_xticks(range(len(part)), part.index, rotation=60, ha="right", fontsize=8)
-        ax.set_title(str(layout))
-    axes[0][0].set_ylabel("rows")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[lv]) for lv in all_levels]
-    fig.legend(
-        handles,
-        [f"{lv} levels" for lv in all_levels],
-        loc="upper center",
-        ncol=len(all_levels),
-        bbox_to_anchor=(0.5, -0.06),
-    )
-    fig.suptitle("level count of the merged HYP tree", y=1.02)
-    return _png(fig)
-
-
-def figure_margins(df: pd.DataFrame) -> str:
-    """Per layout: how far the idmap page is from the nearest runtime mapping (log2 buckets)."""
-    dist = results.margin_distribution(df)
-    fig, ax = plt.subplots(figsize=(9, 3.8))
-    layouts = [lay for lay in dist["layout"].unique()]
-    width = 0.8 / max(1, len(layouts))
-    for i, layout in enumerate(layouts):
-        part = dist[dist["layout"] == layout]
-        ax.bar(
-            part["margin_bits"] + (i - (len(layouts) - 1) / 2) * width,
-            part["rows"],
-            width=width,
-            label=str(layout),
-        )
-    ticks = sorted(dist["margin_bits"].unique())
-    labels = dist.drop_duplicates("margin_bits").set_index("margin_bits")["from"]
-    ax.set_xticks(ticks, [labels[t] for t in ticks], rotation=60, fontsize=8)
-    ax.set_yscale("log")
-    ax.set_xlabel("margin at least (0: idmap touches or overlaps a runtime mapping)")
-    ax.set_ylabel("rows")
-    ax.legend(fontsize=8)
-    ax.set_title("margin between the idmap page and the runtime mappings")
-    return _png(fig)
-
-
-def _html_table(frame: pd.DataFrame) -> str:
-    shown = results.for_people(frame)
-    if "table_bytes" in shown:
-        shown["table_bytes"] = [f"{int(v):,}" for v in shown["table_bytes"]]
-    return shown.to_html(index=False, border=0, classes="rows", escape=True)
-
+SORT_SCRIPT = """
+document.querySelectorAll("table.sortable th").forEach((th, i) => th.addEventListener("click",
+  () => {
+    const body = th.closest("table").tBodies[0];
+    const sign = th.dataset.dir === "asc" ? -1 : 1;
+    th.dataset.dir = sign > 0 ? "asc" : "desc";
+    const key = (r) => r.cells[i].dataset.v !== undefined ? Number(r.cells[i].dataset.v)
+                                                          : r.cells[i].textContent;
+    Array.from(body.rows)
+      .sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0) * sign)
+      .forEach((r) => body.appendChild(r));
+  }));
+"""
+"""Click a column's heading to sort the per-board table by it (again: the other way)."""
 
 CSS = """
 body { font-family: sans-serif; margin: 2em; color: #222; max-width: 110em; }
@@ -205,74 +42,186 @@ img { max-width: 100%; display: block; margin: 0.5em 0; }
 table.rows { border-collapse: collapse; font-size: 0.85em; }
 table.rows th, table.rows td { padding: 0.2em 0.6em; border-bottom: 1px solid #ddd;
   text-align: right; font-family: monospace; }
-.facts { color: #555; }
+table.sortable th { cursor: pointer; }
+.facts { color: #555; } .bad { color: #b00; font-weight: bold; }
+dl.header { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
+dl.header dt { font-weight: bold; } dl.header dd { margin: 0; }
+code { font-size: 0.85em; }
 """
 
+N_WORST = 25
+N_UNRUNNABLE = 100
 
-def render(directory: str | Path, n_worst: int = 25) -> str:
+
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def _duration(meta: dict) -> str:
+    try:
+        start = datetime.fromisoformat(meta["started"])
+        end = datetime.fromisoformat(meta["finished"])
+    except (KeyError, TypeError, ValueError):
+        return "not recorded"
+    seconds = (end - start).total_seconds()
+    return f"{seconds:,.1f} s ({meta['started']} to {meta['finished']})"
+
+
+def _placement(config: dict) -> str:
+    placement = config.get("placement") or {}
+    return " ".join(f"{k}={v}" for k, v in placement.items()) or "not recorded"
+
+
+def _versions(meta: dict) -> str:
+    package = meta.get("package") or {}
+    versions = [f"{package.get('name', 'va-sweep')} {package.get('version', '?')}"]
+    versions += [f"{k} {v}" for k, v in (meta.get("versions") or {}).items()]
+    plugins = [f"{p['name']} {p['version']}" for p in meta.get("plugins") or [] if p.get("version")]
+    return "; ".join(versions) + (f"; plugins: {', '.join(plugins)}" if plugins else "")
+
+
+def header(directory: str | Path, data: Results, meta: dict) -> str:
+    """The sweep's status (complete, or its failed and missing units named), placement, tag
+    seed, VA_BITS, versions and the time the run took."""
+    config = meta.get("config") or {}
+    lines = problems(directory, data.parts)
+    status = (
+        "".join(f'<span class="bad">{_e(line)}</span><br>' for line in lines)
+        if lines
+        else _e(meta.get("status", "no _sweep.json: not recorded"))
+    )
+    va_bits = (meta.get("plan") or {}).get("va_bits") or config.get("va_bits", "not recorded")
+    if isinstance(va_bits, dict):
+        va_bits = "; ".join(f"{g}: {', '.join(map(str, v))}" for g, v in va_bits.items())
+    items = [
+        ("status", status),
+        ("memory maps", _e(", ".join(map(str, config.get("memory_maps", []))) or "-")),
+        ("granules", _e(", ".join(map(str, config.get("granules", []))) or "-")),
+        ("VA_BITS", _e(va_bits)),
+        ("layouts", _e(", ".join(map(str, config.get("layouts", []))) or "-")),
+        ("block mappings", _e(", ".join(map(str, config.get("block_mappings", []))) or "-")),
+        ("placement", _e(_placement(config))),
+        ("tag seed", _e((config.get("tag") or {}).get("seed", "not recorded"))),
+        ("versions", _e(_versions(meta))),
+        ("run time", _e(_duration(meta))),
+    ]
+    return '<dl class="header">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
+
+
+def _html_table(frame: pd.DataFrame, sortable: bool = False) -> str:
+    """A table of a query's answer as the command line shows it; a sortable table carries each
+    number's exact value in ``data-v`` so that hex and sizes sort as numbers."""
+    shown = for_people(frame)
+    head = "".join(f"<th>{_e(c)}</th>" for c in shown.columns)
+    rows = []
+    for (_, raw), (_, text) in zip(frame.iterrows(), shown.iterrows(), strict=True):
+        cells = []
+        for column in shown.columns:
+            value = raw[column]
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            attr = f' data-v="{value}"' if sortable and number and pd.notna(value) else ""
+            cells.append(f"<td{attr}>{_e(text[column] if pd.notna(value) else '')}</td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    css = "rows sortable" if sortable else "rows"
+    return (
+        f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
+
+
+def _figure(heading: str, caption: str, drawn: tuple[str, tuple[int, int]]) -> str:
+    data, (width, height) = drawn
+    if max(width, height) >= figures.MAX_PIXELS:
+        raise AssertionError(f"figure {heading!r} is {width} x {height} pixels")
+    return (
+        f"<h2>{_e(heading)}</h2><p>{_e(caption)}</p>"
+        f'<img alt="{_e(heading)}" width="{width}" height="{height}" '
+        f'src="data:image/png;base64,{data}">'
+    )
+
+
+def render(directory: str | Path) -> str:
     """The report page for the results in ``directory``, as an HTML string."""
     started = time.perf_counter()
-    df = results.load(directory, columns=REPORT_COLUMNS)
-    if df.empty:
+    data = Results(directory)
+    meta = metadata(directory)
+    per_board = queries.boards(data)
+    if per_board.empty:
         raise ValidationError(f"results {str(directory)!r}: no rows to report on")
-    meta = results.metadata(directory)
-    figures = [
-        (
+    settings = sorted(data.frame("SELECT DISTINCT block_mappings AS b FROM results")["b"])
+    by_board = {
+        bool(b): queries.table_bytes_by_board(data, block_mappings=bool(b)) for b in settings
+    }
+    unrunnable = queries.unrunnable_4x(data)
+    worst = queries.worst_configurations(data, N_WORST)
+    n_boards = len(per_board)
+    many = n_boards > figures.TOP_BOARDS + 1
+    top = f" The {figures.TOP_BOARDS} boards with the largest tables are drawn, the others "
+    top += "summarised in the last row (their largest)."
+    parts_html = [
+        _figure(
             "Table size",
-            "The largest HYP page-table footprint (table_bytes) of each board at each "
-            "granule and VA_BITS, over every layout and idmap address.",
-            figure_table_bytes(df),
+            "The largest HYP page-table footprint (table_bytes) of each board at each granule "
+            f"and VA_BITS, over every layout and idmap address.{top if many else ''}",
+            figures.table_bytes(by_board),
         ),
-        (
-            "Overlaps",
-            "Share of rows where the idmap page shares a VA with a runtime mapping of another PA.",
-            figure_overlaps(df),
+        _figure(
+            "Overlaps by board",
+            "Share of rows where the idmap page shares a VA with a runtime mapping of another "
+            "PA." + (" The boards with the largest share are drawn, the others summed." * many),
+            figures.overlaps_by_board(queries.overlaps(data)),
         ),
-        (
+        _figure(
+            "Overlaps by granule/VA_BITS",
+            "The same share for each granule and VA_BITS, over every board.",
+            figures.overlaps_by_config(queries.overlaps_by_config(data)),
+        ),
+        _figure(
             "Level counts",
-            "How many levels the merged tree needs; more than the runtime mappings "
-            "alone is an extra level.",
-            figure_levels(df),
+            "How many levels the merged tree needs; more than the runtime mappings alone is "
+            "an extra level.",
+            figures.levels(queries.level_counts(data)),
         ),
-        (
+        _figure(
             "Margin distribution",
             "Distance in VA between the idmap page and the nearest runtime mapping.",
-            figure_margins(df),
+            figures.margins(queries.margin_distribution(data)),
         ),
     ]
-    unrunnable = results.unrunnable_4x(df)
-    worst = results.worst_cases(df, n_worst)
+    explain = worst.assign(explain=[queries.explain_command(r) for _, r in worst.iterrows()])
     title = f"va-sweep report: {meta.get('name', Path(directory).name)}"
     facts = (
-        f"{len(df):,} rows; {df['memory_map'].nunique()} board(s); layouts "
-        f"{', '.join(map(str, df['layout'].unique()))}; {int(df['overlap'].sum()):,} rows overlap; "
-        f"{int((df['extra_levels'] > 0).sum()):,} need an extra level; "
+        f"{int(per_board['rows'].sum()):,} rows; {n_boards} board(s); "
+        f"{int(per_board['overlaps'].sum()):,} rows overlap; "
+        f"{int(per_board['extra_level_rows'].sum()):,} need an extra level; "
         f"{len(unrunnable):,} configurations 4.x kernels could not run."
     )
-    parts = [
+    shown_unrunnable = unrunnable.reset_index().head(N_UNRUNNABLE)
+    more = len(unrunnable) - len(shown_unrunnable)
+    page = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f'<p class="facts">{html.escape(facts)}</p>',
-    ]
-    for heading, caption, png in figures:
-        parts += [
-            f"<h2>{html.escape(heading)}</h2><p>{html.escape(caption)}</p>",
-            f'<img alt="{html.escape(heading)}" src="data:image/png;base64,{png}">',
-        ]
-    parts += [
-        f"<h2>Worst cases</h2><p>The {len(worst)} worst rows: overlapping first, then idmap in "
-        "the HYP window, most extra levels, smallest margin, largest tables.</p>",
-        _html_table(worst),
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        header(directory, data, meta),
+        f'<p class="facts">{_e(facts)}</p>',
+        *parts_html,
+        "<h2>Worst configurations</h2><p>Each configuration once, by its worst rows: "
+        "overlapping first, then idmap in the HYP window, most extra levels, smallest margin, "
+        "largest tables; with the idmap range of its rows that bad and the command that "
+        "prints its tables.</p>",
+        _html_table(explain),
         "<h2>Configurations 4.x kernels could not run</h2><p>extra_levels &gt; 1 under "
-        f"{', '.join(results.LEGACY_LAYOUTS)}.</p>",
-        _html_table(unrunnable.reset_index()) if len(unrunnable) else "<p>None.</p>",
-        f'<p class="facts">Read from {html.escape(str(directory))} in '
-        f"{time.perf_counter() - started:.1f} s.</p>",
+        f"{', '.join(queries.LEGACY_LAYOUTS)}"
+        f"{f'; the first {N_UNRUNNABLE} of {len(unrunnable):,}' if more else ''}.</p>",
+        _html_table(shown_unrunnable) if len(unrunnable) else "<p>None.</p>",
+        f"<h2>Every board</h2><p>{n_boards} boards; click a heading to sort.</p>",
+        _html_table(per_board.reset_index(), sortable=True),
+        f"<script>{SORT_SCRIPT}</script>",
+        f'<p class="facts">Read from {_e(directory)} in {time.perf_counter() - started:.1f} s.</p>',
         "</body></html>",
     ]
-    return "\n".join(parts)
+    data.close()
+    return "\n".join(page)
 
 
 def write_report(directory: str | Path, out: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""The result store: a hive-style Parquet dataset, one part file per work unit.
+"""The result store: a Parquet dataset in granule/VA_BITS folders, one part file per work unit.
 
 Written the way long-running writers do it: each part is written under a name starting with
 ``.``, flushed to disk and renamed into place (readers skip ``.`` and ``_`` names, so a crash
@@ -6,10 +6,13 @@ leaves no half file visible), no writer is held open across units, and the sweep
 sit beside the data in ``_sweep.json``, ``_sweep.log`` and ``_manifest.json``. A part file is
 not believed because it exists: :mod:`sweep.manifest` checks it against its recorded checksum.
 
-Partitions are ``granule=<bytes>/va_bits=<bits>``. Those two live in the folder names only:
-pyarrow's hive discovery (which ``pandas.read_parquet`` uses) reads folder keys as dictionaries
-and refuses a file column of the same name, so a part file holds every other column of
-``sweep.columns.ROW_COLUMNS``; :func:`read_results` gives back all of them in their exact dtypes.
+Parts go in ``granule-<bytes>/va_bits-<bits>/part-<index>.parquet`` and hold every column of
+``sweep.columns.ROW_COLUMNS``, the two folder keys included (constant in a file, so they cost a
+few bytes, and their row-group statistics let readers skip the file: keep statistics on them).
+The folders are not hive-style (``key=value``) on purpose: pyarrow's hive discovery, which
+``pandas.read_parquet`` uses, reads such keys as dictionaries and refuses a file column of the
+same name, so ``granule``/``va_bits`` came back as categories; this way every reader gets them as
+int32/int8. The one reader of results (:mod:`sweep.engine`) picks folders by name.
 Paths may be fsspec URLs (``s3://bucket/sweep``) where fsspec and its backend are installed.
 """
 
@@ -19,14 +22,12 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -34,6 +35,17 @@ from sweep.columns import ROW_COLUMNS
 from sweep.errors import SweepError
 
 PARTITION_COLUMNS = ("granule", "va_bits")
+PART_RE = re.compile(
+    r"granule-(?P<granule>\d+)/va_bits-(?P<va_bits>\d+)/part-(?P<index>\d+)\.parquet"
+)
+"""A finished part file's path relative to the root; nothing else in the folder is data."""
+
+
+def part_path(granule: int, va_bits: int, index: int) -> str:
+    """Where the part file of a unit goes, relative to the dataset root."""
+    return f"granule-{granule}/va_bits-{va_bits}/part-{index:06d}.parquet"
+
+
 META_FILE = "_sweep.json"
 LOG_FILE = "_sweep.log"
 ROW_GROUP_ROWS = 1_000_000
@@ -123,6 +135,8 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.fs, self.root = _filesystem(str(url))
+        self.fsspec = getattr(getattr(self.fs, "handler", None), "fs", None)
+        """The fsspec filesystem behind a URL (DuckDB reads through it), or None."""
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
 
     def __getstate__(self) -> dict:
@@ -185,7 +199,6 @@ class Store:
 
         Returns its row count, size and SHA-256, for the manifest that later proves it whole.
         """
-        table = table.drop_columns([c for c in PARTITION_COLUMNS if c in table.column_names])
         sink = pa.BufferOutputStream()
         pq.write_table(non_nullable(table), sink, **writer_options(table.schema))
         data = sink.getvalue()
@@ -234,7 +247,7 @@ class Store:
         ):
             base = posixpath.basename(entry.path)
             ours = (
-                base.startswith("granule=")
+                base.startswith("granule-")
                 if entry.type == pafs.FileType.Directory
                 else base in OWN_FILES or _is_temporary(base)
             )
@@ -249,7 +262,7 @@ class Store:
             return
         for entry in self.fs.get_file_info(pafs.FileSelector(self.root)):
             base = posixpath.basename(entry.path)
-            if entry.type == pafs.FileType.Directory and base.startswith("granule="):
+            if entry.type == pafs.FileType.Directory and base.startswith("granule-"):
                 self.fs.delete_dir(entry.path)
             elif base in (META_FILE, LOG_FILE, MANIFEST_FILE):
                 self.fs.delete_file(entry.path)
@@ -345,50 +358,4 @@ def _is_temporary(rel: str) -> bool:
 
 
 def _is_part(rel: str) -> bool:
-    parts = rel.split("/")
-    return (
-        rel.endswith(".parquet")
-        and not any(p.startswith((".", "_")) for p in parts)
-        and len(parts) == 3
-        and parts[0].startswith("granule=")
-        and parts[1].startswith("va_bits=")
-    )
-
-
-def open_dataset(url: str) -> ds.Dataset:
-    """The dataset at ``url`` (a folder or an fsspec URL) with typed folder keys; names
-    starting with ``.`` or ``_`` (temporaries, ``_sweep.json``) are not data."""
-    store = Store(url)
-    partitioning = ds.partitioning(
-        pa.schema([(c, pa.from_numpy_dtype(ROW_COLUMNS[c])) for c in PARTITION_COLUMNS]),
-        flavor="hive",
-    )
-    return ds.dataset(
-        store.root,
-        filesystem=store.fs,
-        format="parquet",
-        partitioning=partitioning,
-        ignore_prefixes=[".", "_"],
-    )
-
-
-def read_results(
-    path: str,
-    filters: Iterable | None = None,
-    columns: list[str] | None = None,
-) -> pd.DataFrame:
-    """The whole dataset (or the rows ``filters`` select, pushed down) with the exact dtypes of
-    ``ROW_COLUMNS`` and in its column order; ``memory_map`` and ``layout`` as categories.
-
-    ``pandas.read_parquet(path)`` also works; it gives ``granule`` and ``va_bits`` as categories.
-    """
-    dataset = open_dataset(path)
-    expression = pq.filters_to_expression(filters) if filters else None
-    wanted = [c for c in ROW_COLUMNS if columns is None or c in columns]
-    extra = [
-        c
-        for c in dataset.schema.names
-        if c not in ROW_COLUMNS and (columns is None or c in columns)
-    ]
-    table = dataset.to_table(columns=wanted + extra, filter=expression)
-    return table.to_pandas()
+    return PART_RE.fullmatch(rel) is not None

@@ -25,7 +25,7 @@ from sweep.inputs import _splitmix64, _splitmix64_int, tag_random
 from sweep.plan import ALGORITHM_VERSION, make_plan
 from sweep.plugins import pm, reset
 from sweep.reference import compute_row
-from sweep.store import read_results
+from sweep.results import load as read_results
 from sweep_plugins.layouts import Merged
 
 TESTS = Path(__file__).resolve().parent
@@ -169,7 +169,7 @@ def test_units_cover_the_product_once_in_a_stable_order(map_file):
     assert set(seen) == expected_inputs(("merged", "tagged"))
     again = list(make_plan(config).units())
     assert again == units
-    assert units[0].path == "granule=4096/va_bits=39/part-000000.parquet"
+    assert units[0].path == "granule-4096/va_bits-39/part-000000.parquet"
     assert units[-1].id == "4K/va48/000007"
 
 
@@ -714,7 +714,7 @@ def test_a_full_output_stops_at_once_keeping_what_is_done(map_file, tmp_path, mo
     assert lines == [
         f"sweep: error: output {out}: OSError: [Errno {getattr(errno, code)}] "
         f"{os.strerror(getattr(errno, code))} (writing "
-        "granule=4096/va_bits=39/part-000002.parquet); stopped, keeping the 2 units done; "
+        "granule-4096/va_bits-39/part-000002.parquet); stopped, keeping the 2 units done; "
         "make room, then run again with --resume"
     ]
     assert len(list(out.rglob("part-*.parquet"))) == 2  # nothing after the full disk

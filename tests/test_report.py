@@ -8,9 +8,12 @@ installs it with apt. Where it is missing the browser tests are skipped, saying 
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -18,17 +21,30 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import results_data
 from click.testing import CliRunner
 from matplotlib import image as mpimg
 
-from sweep import results
+from sweep import figures, results
 from sweep.cli import main
 from sweep.errors import SweepError
 from sweep.report import write_report
+from sweep.store import Store
 
 default_run = results_data.default_run  # the session's one default sweep
+
+FIGURES = [
+    "Table size",
+    "Overlaps by board",
+    "Overlaps by granule/VA_BITS",
+    "Level counts",
+    "Margin distribution",
+]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -172,12 +188,7 @@ def test_default_report_renders_in_chromium(default_run, report_page, browser):
     browser.open(report_page)
     assert browser.evaluate("document.title") == "va-sweep report: default"
     figures = _figures(browser)
-    assert [f["alt"] for f in figures] == [
-        "Table size",
-        "Overlaps",
-        "Level counts",
-        "Margin distribution",
-    ]
+    assert [f["alt"] for f in figures] == FIGURES
     for figure in figures:
         assert figure["complete"] and figure["w"] > 0 and figure["h"] > 0, figure
         pixels = browser.screenshot(
@@ -185,8 +196,8 @@ def test_default_report_renders_in_chromium(default_run, report_page, browser):
         )
         assert _is_drawn(pixels), f"figure {figure['alt']!r} is blank on screen"
     assert browser.console_errors() == []
-    # The worst-cases table is there, with as many rows as the query gives.
-    worst = results.worst_cases(results.load(default_run), 25)
+    # The worst configurations are there, with as many rows as the query gives.
+    worst = results.worst_configurations(default_run, 25)
     assert browser.evaluate("document.querySelectorAll('table.rows')[0].rows.length") == (
         len(worst) + 1
     )
@@ -214,11 +225,12 @@ def test_checker_sees_a_broken_figure_and_a_console_error(browser, tmp_path):
 
 
 def test_page_is_self_contained(default_run, report_page):
-    """One file: every image is a data URI, nothing is fetched, no script."""
+    """One file: every image is a data URI, nothing is fetched, one inline script (sorting)."""
     page = report_page.read_text()
     assert page.startswith("<!DOCTYPE html>")
-    assert page.count('src="data:image/png;base64,') == 4
-    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert page.count('src="data:image/png;base64,') == len(FIGURES)
+    assert "http://" not in page and "https://" not in page and page.count("<script>") == 1
+    assert "<script src" not in page
     df = results.load(default_run)
     assert f"{len(df):,} rows; {df['memory_map'].nunique()} board(s)" in page
     assert f"{int(df['overlap'].sum()):,} rows overlap" in page
@@ -233,5 +245,108 @@ def test_report_errors(tmp_path):
     assert "no such directory" in missing.output and "Traceback" not in missing.output
     assert not (tmp_path / "r.html").exists()
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SweepError, match="holds no Parquet files"):
+    with pytest.raises(SweepError, match="holds no part files"):
         write_report(tmp_path / "empty", tmp_path / "r.html")
+
+
+def test_report_says_what_the_sweep_was(default_run, report_page):
+    """The header: status, placement, tag seed, VA_BITS, versions, run time (the default
+    config: kernel-load, seed 0, Kconfig VA_BITS, MODEL.md section 8)."""
+    page = report_page.read_text()
+    header = page.split('<dl class="header">', 1)[1].split("</dl>", 1)[0]
+    assert "<dt>status</dt><dd>complete</dd>" in header
+    assert "<dt>placement</dt><dd>kind=kernel-load</dd>" in header
+    assert "<dt>tag seed</dt><dd>0</dd>" in header
+    assert "<dt>VA_BITS</dt><dd>4K: 39, 48, 52; 16K: 36, 47, 48, 52; 64K: 42, 48, 52</dd>" in header
+    assert "va-sweep 0.1.0" in header and "pyarrow" in header
+    assert re.search(r"<dt>run time</dt><dd>[\d.,]+ s \(", header)
+
+
+def test_a_failed_unit_is_in_the_header(default_run, tmp_path):
+    directory = shutil.copytree(default_run, tmp_path / "results")
+    meta = json.loads((directory / "_sweep.json").read_text())
+    (directory / "granule-16384" / "va_bits-47" / "part-000000.parquet").unlink()
+    meta["failed"] = [{"unit": "16K/va47/000000", "error": "boom"}]
+    meta["status"] = "failed"
+    (directory / "_sweep.json").write_text(json.dumps(meta))
+    page = write_report(directory, tmp_path / "r.html").read_text()
+    assert '<span class="bad">1 failed unit(s): 16K/va47/000000</span>' in page
+
+
+def test_heatmap_labels_and_colour_bar(default_run):
+    """x labels centred under their columns (not shifted half a column), colour bar in KiB/MiB/
+    GiB at powers of two."""
+    matrices = {b: results.table_bytes_by_board(default_run, block_mappings=b) for b in (0, 1)}
+    fig = figures.table_bytes_figure(matrices)
+    heatmap = fig.axes[0]
+    labels = heatmap.get_xticklabels()
+    assert [t.get_text() for t in labels][:3] == ["4K/39", "4K/48", "4K/52"]
+    assert {t.get_horizontalalignment() for t in labels} == {"center"}
+    assert {t.get_rotation() for t in labels} == {0.0}
+    bar = [ax for ax in fig.axes if ax.get_ylabel() == "table size"][0]
+    ticks = [t.get_text() for t in bar.get_yticklabels()]
+    assert ticks and all(re.fullmatch(r"\d+ (B|KiB|MiB|GiB)", t) for t in ticks), ticks
+    assert figures.binary_size(1 << 30) == "1 GiB" and figures.binary_size(3 << 19) == "1.5 MiB"
+
+
+def test_top_boards_keeps_thirty_and_summarises_the_rest():
+    matrix = pd.DataFrame(
+        {"4K/39": [float(k) for k in range(40)]}, index=[f"b{k}" for k in range(40)]
+    )
+    top = figures.top_boards(matrix, matrix["4K/39"])
+    assert list(top.index[:3]) == ["b39", "b38", "b37"] and len(top) == 31
+    assert top.index[-1] == "10 other boards (max)" and top.iloc[-1, 0] == 9.0  # b0..b9
+
+
+@pytest.fixture(scope="module")
+def many_boards(default_run, tmp_path_factory) -> Path:
+    """702 boards (the shape of every loadable DTB of Debian's kernels, issue 12): the default
+    sweep's real rows, each board copied under 27 names."""
+    out = tmp_path_factory.mktemp("many") / "results"
+    store = Store(str(out))
+    for rel in sorted(Store(str(default_run)).parts()):
+        table = pq.read_table(default_run / rel)
+        names = pc.cast(table["memory_map"], pa.string())
+        copies = []
+        for k in range(27):
+            renamed = pc.binary_join_element_wise(names, pa.scalar(f"-{k:02d}"), "")
+            index = table.schema.get_field_index("memory_map")
+            copies.append(table.set_column(index, "memory_map", renamed.dictionary_encode()))
+        store.write_part(rel, pa.concat_tables(copies))
+    shutil.copy(default_run / "_sweep.json", out / "_sweep.json")
+    return out
+
+
+def test_a_report_of_702_boards(many_boards, browser, tmp_path):
+    page = write_report(many_boards, tmp_path / "many.html")
+    assert page.stat().st_size < 4 << 20
+    browser.open(page)
+    shown = _figures(browser)
+    assert [f["alt"] for f in shown] == FIGURES
+    for figure in shown:
+        assert figure["complete"] and 0 < figure["w"] < 4000 and 0 < figure["h"] < 4000, figure
+        pixels = browser.screenshot(
+            {"x": figure["x"], "y": figure["y"], "width": figure["cw"], "height": figure["ch"]}
+        )
+        assert _is_drawn(pixels), f"figure {figure['alt']!r} is blank on screen"
+    assert browser.console_errors() == []
+    table = "document.querySelector('table.sortable')"
+    assert browser.evaluate(f"{table}.tBodies[0].rows.length") == 702
+    # Sorting by max_bytes puts the largest tables first: ls2088a-rdb-window-max's copies
+    # (1075867776 bytes at 4K/52, README cookbook 5).
+    headings = browser.evaluate(f"Array.from({table}.tHead.rows[0].cells).map(c => c.textContent)")
+    column = headings.index("max_bytes")
+    browser.evaluate(f"{table}.tHead.rows[0].cells[{column}].click()")
+    browser.evaluate(f"{table}.tHead.rows[0].cells[{column}].click()")
+    first = browser.evaluate(f"{table}.tBodies[0].rows[0].cells[0].textContent")
+    assert first.startswith("ls2088a-rdb-window-max-")
+    assert browser.evaluate(f"{table}.tBodies[0].rows[0].cells[{column}].dataset.v") == "1075867776"
+
+
+def test_explain_lines_run(default_run, report_page):
+    """Each worst configuration's ``sweep explain`` line runs and agrees with the sweep."""
+    page = report_page.read_text()
+    lines = re.findall(r"<td>(sweep explain [^<]+)</td>", page)
+    assert len(lines) == len(results.worst_configurations(default_run, 25))
+    got = CliRunner().invoke(main, shlex.split(html.unescape(lines[0]))[1:])
+    assert got.exit_code == 0, got.output

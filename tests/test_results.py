@@ -7,6 +7,8 @@ are MODEL.md facts worked out by hand.
 from __future__ import annotations
 
 import ast
+import io
+import json
 import re
 import shutil
 from collections import Counter, defaultdict
@@ -15,11 +17,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import results_data
+from click.testing import CliRunner
 from results_data import reference_rows, run_small_sweep
 
 from sweep import results
+from sweep.cli import main
 from sweep.columns import ROW_COLUMNS
+from sweep.engine import Results
 from sweep.errors import ValidationError
+from sweep.queries import bit_length_input, bit_length_sql
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +33,10 @@ def run_dir(tmp_path_factory):
     directory = run_small_sweep(tmp_path_factory.mktemp("run") / "results")
     # What a run may leave beside its data must not be read as data.
     (directory / "_notes.txt").write_text("not parquet")
-    (directory / "granule=4096" / "va_bits=39" / ".part-7.parquet.tmp").write_text("half")
+    (directory / "notes.txt").write_text("a person's notes")
+    (directory / "granule-4096" / "notes.txt").write_text("more notes")
+    (directory / "granule-4096" / "va_bits-39" / "notes.txt").write_text("and more")
+    (directory / "granule-4096" / "va_bits-39" / ".part-7.parquet.tmp").write_text("half")
     return directory
 
 
@@ -93,7 +102,7 @@ def test_load_filters(run_dir, rows, filters, keep):
 def test_partition_filters_skip_other_folders(run_dir, rows, tmp_path):
     """A granule filter never opens another granule's files (they are pushed down to folders)."""
     directory = shutil.copytree(run_dir, tmp_path / "results")
-    for broken in (directory / "granule=65536" / "va_bits=52").glob("*.parquet"):
+    for broken in (directory / "granule-65536" / "va_bits-52").glob("*.parquet"):
         broken.write_bytes(b"PAR1 this is not a parquet file PAR1")
     got = results.load(directory, granule="4K", layout="merged")
     assert len(got) == ((rows.granule == 4096) & (rows.layout == "merged")).sum()
@@ -117,13 +126,13 @@ def test_load_columns_and_partitions(run_dir):
         (65536, 52),
     ]
     assert results.metadata(run_dir)["name"] == "small"
-    assert results.metadata(run_dir / "granule=4096") == {}
+    assert results.metadata(run_dir / "granule-4096") == {}
 
 
 def test_load_errors(run_dir, tmp_path):
     with pytest.raises(ValidationError, match="no such directory"):
         results.load(tmp_path / "missing")
-    with pytest.raises(ValidationError, match="holds no Parquet files"):
+    with pytest.raises(ValidationError, match="holds no part files"):
         results.load(tmp_path)
     with pytest.raises(ValidationError, match="filter 'board': not a column"):
         results.load(run_dir, board="juno")
@@ -253,9 +262,13 @@ def test_margin_distribution(df, rows):
         [20, "512K"],
         [31, "1G"],
     ]
-    assert results.margin_bits(
-        pd.Series([0, 1, 4095, 4096, (1 << 52) - 1], dtype="uint64")
-    ).tolist() == [0, 1, 12, 13, 52]
+    # The SQL bit_length is exact next to every power of two, where log2 rounds.
+    values = sorted({0, 1, 4095, 4096} | {(1 << k) + d for k in range(1, 63) for d in (-1, 0, 1)})
+    frame = pd.DataFrame({"v": pd.array(values, dtype="uint64")})
+    got = Results(frame).frame(
+        f"SELECT {bit_length_sql('v')} AS n FROM (SELECT v, {bit_length_input('v')} FROM results)"
+    )["n"]
+    assert got.tolist() == [v.bit_length() for v in values]
 
 
 def test_worst_cases(df, rows):
@@ -287,33 +300,50 @@ def test_every_named_query_returns_a_frame(df):
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def cookbook_blocks(text: str) -> list[str]:
-    """The ```python blocks of the README's "## Looking at results" section, in order."""
+def cookbook(text: str) -> list[tuple[str, str]]:
+    """The ```python blocks of the README's "## Looking at results" section, each with the
+    ```text block pasted after it, in order."""
     section = text.split("\n## Looking at results\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    return re.findall(r"```python\n(.*?)```\s*```text\n(.*?)```", section, flags=re.S)
 
 
 def test_cookbook_has_eight_to_ten_entries():
-    blocks = cookbook_blocks(README.read_text())
-    assert 8 <= len(blocks) <= 10
+    entries = cookbook(README.read_text())
+    assert 8 <= len(entries) <= 10
     # Each is followed by the output pasted from its run.
     section = README.read_text().split("\n## Looking at results\n", 1)[1]
-    assert section.count("```python\n") == section.count("```text\n") == len(blocks)
+    assert section.count("```python\n") == section.count("```text\n") == len(entries)
 
 
 default_run = results_data.default_run  # the session's one default sweep
 
 
-def test_every_cookbook_query_runs(default_run, monkeypatch):
-    monkeypatch.chdir(default_run.parent)
+def run_cookbook(directory: Path) -> list[str]:
+    """What each cookbook block prints when run, in order, in ``directory``'s parent."""
     namespace: dict = {}
-    for code in cookbook_blocks(README.read_text()):
-        tree = ast.parse(code)
-        *body, last = tree.body
-        assert isinstance(last, ast.Expr), f"a cookbook block must end in an expression:\n{code}"
-        exec(compile(ast.Module(body, type_ignores=[]), "README.md", "exec"), namespace)
-        value = eval(compile(ast.Expression(last.value), "README.md", "eval"), namespace)
-        assert isinstance(value, (pd.DataFrame, pd.Series, int)), code
+    printed = []
+    with pd.option_context("display.width", 200, "display.max_columns", 50):
+        for code, _ in cookbook(README.read_text()):
+            tree = ast.parse(code)
+            *body, last = tree.body
+            assert isinstance(last, ast.Expr), (
+                f"a cookbook block must end in an expression:\n{code}"
+            )
+            exec(compile(ast.Module(body, type_ignores=[]), "README.md", "exec"), namespace)
+            value = eval(compile(ast.Expression(last.value), "README.md", "eval"), namespace)
+            printed.append(value.to_string() if hasattr(value, "to_string") else str(value))
+    return printed
+
+
+def test_every_cookbook_answer_is_what_the_readme_shows(default_run, monkeypatch):
+    """Issue 14: the answers pasted in the README are the answers of the real default sweep
+    (regenerate them with ``run_cookbook`` when the model changes them)."""
+    monkeypatch.chdir(default_run.parent)
+    printed = run_cookbook(default_run)
+    for (code, pasted), got in zip(cookbook(README.read_text()), printed, strict=True):
+        assert [line.rstrip() for line in got.splitlines()] == pasted.rstrip("\n").splitlines(), (
+            code
+        )
 
 
 def test_cli_query(run_dir):
@@ -329,6 +359,125 @@ def test_cli_query(run_dir):
     none = runner.invoke(
         main, ["query", str(run_dir), "overlaps", "overlap=true", "memory_map=juno-like"]
     )
-    assert none.exit_code == 0 and "overlaps: no rows" in none.output
+    assert none.exit_code == 0 and "(no rows)" in none.output
     bad = runner.invoke(main, ["query", str(run_dir), "overlaps", "board=juno"])
     assert bad.exit_code == 2 and "filter 'board': not a column" in bad.output
+
+
+def test_filter_values_that_match_nothing_name_near_matches(run_dir):
+    """Issue 9: a typo is an error naming what is there, not an empty answer."""
+    with pytest.raises(ValidationError, match=r"layout=taged: matches no row.*tagged"):
+        results.load(run_dir, layout="taged")
+    with pytest.raises(ValidationError, match=r"memory_map=junolike.*did you mean: juno-like"):
+        results.load(run_dir, memory_map=["far", "junolike"])
+    # The sweep has 4K VA_BITS 39, 48, 52 only (Kconfig): 40 is named with what is there.
+    with pytest.raises(ValidationError, match=r"va_bits=40: .*present: 36, 39, 42, 47, 48, 52"):
+        results.load(run_dir, va_bits=40)
+    # The idmap every 1 GiB from 0x8000_0000 (juno-like): the addresses either side are named.
+    with pytest.raises(ValidationError, match=r"idmap_pa=0x80001000.*0x80000000, 0xc0000000"):
+        results.load(run_dir, idmap_pa=0x8000_1000, memory_map="juno-like")
+    runner = CliRunner()
+    got = runner.invoke(main, ["query", str(run_dir), "overlaps", "layout=taged"])
+    assert got.exit_code == 2 and "did you mean: tagged" in got.output
+    assert "Traceback" not in got.output
+    hexless = runner.invoke(main, ["query", str(run_dir), "overlaps", "idmap_pa=40eed000"])
+    assert hexless.exit_code == 2 and "0x" in hexless.output
+
+
+def test_stray_files_are_not_data(run_dir):
+    """Issue 9: only the sweep's part files are read; the notes the fixture left are not."""
+    assert len(results.load(run_dir)) == 34 * 10 * 4 * 2
+    got = CliRunner().invoke(main, ["query", str(run_dir), "level-counts"])
+    assert got.exit_code == 0, got.output
+
+
+def test_query_formats(run_dir, rows):
+    runner = CliRunner()
+    csv = runner.invoke(main, ["query", str(run_dir), "unrunnable-4x", "--format", "csv", "--raw"])
+    assert csv.exit_code == 0, csv.output
+    frame = pd.read_csv(io.StringIO(csv.output))
+    assert frame["lowest_idmap_pa"].tolist() == [1 << 48] * len(frame)  # --raw: exact integers
+    assert set(frame["memory_map"]) == {"far"} and len(frame) == 6  # see test_extra_levels...
+    js = runner.invoke(main, ["query", str(run_dir), "worst-cases", "--format", "json"])
+    records = [json.loads(line) for line in js.output.splitlines()]
+    assert len(records) == 20  # worst-cases gives 20 rows unless --limit says otherwise
+    assert records[0]["idmap_pa"].startswith("0x") and records[0]["granule"] == "4K"
+    assert records[0]["table_bytes"].endswith("iB")
+    limited = runner.invoke(main, ["query", str(run_dir), "worst-cases", "--limit", "3"])
+    assert len(limited.output.strip().splitlines()) == 4  # header and three rows
+    sql = "SELECT layout, count(*) AS n FROM results GROUP BY ALL ORDER BY layout"
+    got = runner.invoke(
+        main, ["query", str(run_dir), "granule=4K", "--sql", sql, "--format", "csv"]
+    )
+    assert got.exit_code == 0, got.output
+    n = int(((rows.granule == 4096) & (rows.layout == "merged")).sum())
+    assert f"merged,{n}" in got.output.splitlines()
+    out = run_dir.parent / "answer.parquet"
+    parquet = runner.invoke(
+        main, ["query", str(run_dir), "level-counts", "--format", "parquet", "--out", str(out)]
+    )
+    assert parquet.exit_code == 0, parquet.output
+    assert pd.read_parquet(out)["rows"].sum() == len(rows)
+    bad = runner.invoke(main, ["query", str(run_dir), "--sql", "SELECT nothing FROM results"])
+    assert bad.exit_code == 2 and "nothing" in bad.output and "Traceback" not in bad.output
+
+
+def test_incomplete_sweeps_say_so(run_dir, tmp_path):
+    """Issue 9: failed and missing units are named by load (a warning) and query (stderr)."""
+    directory = shutil.copytree(run_dir, tmp_path / "results")
+    meta = json.loads((directory / "_sweep.json").read_text())
+    folder = directory / "granule-16384" / "va_bits-47"
+    (folder / "part-000000.parquet").unlink()
+    meta["failed"] = [{"unit": "16K/va47/000000", "error": "boom"}]
+    meta["status"] = "failed"
+    (directory / "_sweep.json").write_text(json.dumps(meta))
+    with pytest.warns(results.ResultsWarning, match=r"1 failed unit\(s\): 16K/va47/000000"):
+        results.load(directory, columns=["margin"])
+    got = CliRunner().invoke(main, ["query", str(directory), "level-counts"])
+    assert "1 failed unit(s): 16K/va47/000000" in got.stderr
+    # A part that vanished without being recorded as failed is missing.
+    (directory / "granule-4096" / "va_bits-52" / "part-000000.parquet").unlink()
+    assert results.problems(directory)[1].startswith("1 of 10 unit(s) missing")
+
+
+def test_load_warns_above_its_limit(run_dir):
+    # 2,720 rows x (8 bytes of uint64 margin + 4 of a category code) = 32,640 bytes = 31.9 KiB
+    with pytest.warns(results.ResultsWarning, match=r"2,720 rows x 2 columns is about 31.9 KiB"):
+        results.load(run_dir, columns=["margin", "layout"], warn_above=1000)
+
+
+def test_queries_weight_runs_of_pages():
+    """Rows standing for runs of pages (issue 11's every-page placement) count as ``pages``
+    configurations, and a run's smallest margin is at one of its ends."""
+    frame = pd.DataFrame(
+        {
+            "memory_map": pd.Categorical(["a", "a", "b"]),
+            "granule": pd.array([4096] * 3, dtype="int32"),
+            "va_bits": pd.array([39] * 3, dtype="int8"),
+            "layout": pd.Categorical(["merged"] * 3),
+            "block_mappings": [False] * 3,
+            "idmap_pa": pd.array([0x8000_0000, 0x8010_0000, 0x9000_0000], dtype="uint64"),
+            "idmap_pa_last": pd.array([0x800F_F000, 0x8FFF_F000, 0x9000_0000], dtype="uint64"),
+            "pages": pd.array([256, 65280, 1], dtype="int64"),
+            "tag_random": pd.array([0] * 3, dtype="uint64"),
+            "overlap": [True, False, False],
+            "idmap_in_window": [False] * 3,
+            "extra_levels": pd.array([0, 1, 0], dtype="int8"),
+            "levels": pd.array([3, 4, 3], dtype="int8"),
+            "margin": pd.array([0, 1 << 20, 1 << 30], dtype="uint64"),
+            "margin_last": pd.array([0, 4096, 1 << 30], dtype="uint64"),
+            "table_bytes": pd.array([4096, 8192, 4096], dtype="int64"),
+        }
+    )
+    got = results.overlaps(frame)
+    assert got.loc[("a", "merged"), "rows"] == 256 + 65280
+    assert got.loc[("a", "merged"), "overlaps"] == 256
+    assert results.extra_levels(frame).loc[("a", 4096, 39, "merged"), "rows"] == 65280
+    dist = results.margin_distribution(frame).set_index("from")["rows"].to_dict()
+    assert dist == {"0": 256, "4K": 65280, "1G": 1}  # the 1M..4K run falls in 4K's bucket
+    size = results.table_size(frame).iloc[0]
+    assert size["rows"] == 65537 and size["mean_bytes"] == pytest.approx(
+        (256 * 4096 + 65280 * 8192 + 4096) / 65537
+    )
+    worst = results.worst_configurations(frame)
+    assert worst.iloc[0][["idmap_from", "idmap_to"]].tolist() == [0x8000_0000, 0x800F_F000]

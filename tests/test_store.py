@@ -1,4 +1,4 @@
-"""The Parquet store: atomic part files in hive partitions, readable whole by pandas."""
+"""The Parquet store: atomic part files in granule/VA_BITS folders, readable whole by pandas."""
 
 from __future__ import annotations
 
@@ -7,17 +7,18 @@ import os
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import sweep.store as store_module
 from sweep.builder import build_unit
 from sweep.columns import ROW_COLUMNS
+from sweep.errors import SweepError
 from sweep.model import MemoryMap
 from sweep.plugins import get_layouts
 from sweep.reference import compute_row
-from sweep.store import Store, read_results
+from sweep.results import load as read_results
+from sweep.store import Store
 
 JUNO = MemoryMap("juno-like", [(0x8000_0000, 2 << 30)])
 TWO_BANKS = MemoryMap("two-banks", [(0x8000_0000, 2 << 30), (0x40_0000_0000, 2 << 30)])
@@ -39,15 +40,15 @@ def dataset(tmp_path):
     """Three part files in three partitions, written through the store."""
     store = Store(str(tmp_path / "ds"))
     store.write_part(
-        "granule=4096/va_bits=39/part-000000.parquet",
+        "granule-4096/va_bits-39/part-000000.parquet",
         _table(JUNO, 4096, 39, "merged", False, [0x8008_0000, 0x9000_0000]),
     )
     store.write_part(
-        "granule=4096/va_bits=48/part-000000.parquet",
+        "granule-4096/va_bits-48/part-000000.parquet",
         _table(TWO_BANKS, 4096, 48, "high-only", True, [0x40_0008_0000]),
     )
     store.write_part(
-        "granule=65536/va_bits=42/part-000000.parquet",
+        "granule-65536/va_bits-42/part-000000.parquet",
         _table(JUNO, 65536, 42, "tagged", False, [0x8008_0000]),
     )
     store.write_meta({"name": "t"})
@@ -55,7 +56,9 @@ def dataset(tmp_path):
     return store
 
 
-def test_pandas_reads_the_whole_dataset_with_categories(dataset):
+def test_pandas_reads_the_whole_dataset_with_exact_dtypes(dataset):
+    """Issue 9: ``pandas.read_parquet(DIR)`` gives the folder keys as integers of their section 6
+    dtypes (int32, int8), so ``df[df.va_bits >= 48]`` works."""
     df = pd.read_parquet(dataset.root)
     assert len(df) == 4
     assert set(df.columns) == set(ROW_COLUMNS)
@@ -67,7 +70,9 @@ def test_pandas_reads_the_whole_dataset_with_categories(dataset):
         "juno-like",
         "two-banks",
     ]
-    assert sorted(df["granule"].astype(int)) == [4096, 4096, 4096, 65536]
+    assert sorted(df["granule"]) == [4096, 4096, 4096, 65536]
+    assert df["granule"].dtype == np.int32 and df["va_bits"].dtype == np.int8
+    assert sorted(df[df.va_bits >= 48]["memory_map"].astype(str)) == ["two-banks"]
 
 
 def test_rows_are_the_reference_rows(dataset):
@@ -94,26 +99,35 @@ def test_read_results_gives_exact_dtypes_in_order(dataset):
         assert str(df[column].dtype) == dtype, column
 
 
-def test_filters_are_pushed_down_to_partitions(dataset, tmp_path):
-    # A broken file in another partition is never opened when the filter prunes it.
-    bad = tmp_path / "ds" / "granule=65536" / "va_bits=42" / "part-000001.parquet"
+def test_filters_skip_other_folders(dataset, tmp_path):
+    # A broken file in another folder is never opened when a granule filter prunes it.
+    bad = tmp_path / "ds" / "granule-65536" / "va_bits-42" / "part-000001.parquet"
     bad.write_bytes(b"not parquet")
+    rows = read_results(dataset.root, granule=4096)
+    assert sorted(rows["idmap_pa"]) == [0x8008_0000, 0x9000_0000, 0x40_0008_0000]
+    with pytest.raises(SweepError, match="part-000001.parquet"):
+        read_results(dataset.root)  # without the filter the broken file is read
+
+
+def test_pandas_filters_skip_files_by_their_statistics(dataset):
+    """Each part holds one granule and VA_BITS, so its statistics are exact (min = max) and a
+    pandas/pyarrow filter skips the whole file."""
+    for rel in dataset.parts():
+        stats = pq.ParquetFile(f"{dataset.root}/{rel}").metadata.row_group(0)
+        names = [stats.column(i).path_in_schema for i in range(stats.num_columns)]
+        for key in ("granule", "va_bits"):
+            column = stats.column(names.index(key)).statistics
+            assert column.min == column.max == int(rel.split(f"{key}-")[1].split("/")[0])
     df = pd.read_parquet(dataset.root, filters=[("granule", "=", 4096), ("va_bits", "=", 48)])
     assert len(df) == 1 and df["memory_map"].iloc[0] == "two-banks"
-    rows = read_results(
-        dataset.root, filters=[("granule", "=", 4096), ("idmap_pa", ">", 0x8008_0000)]
-    )
-    assert sorted(rows["idmap_pa"]) == [0x9000_0000, 0x40_0008_0000]
-    with pytest.raises(pa.ArrowInvalid):
-        pd.read_parquet(dataset.root)  # without the filter the broken file is read
 
 
-def test_part_files_are_zstd_and_hold_no_partition_columns(dataset):
-    path = f"{dataset.root}/granule=4096/va_bits=39/part-000000.parquet"
+def test_part_files_are_zstd_and_hold_the_folder_keys(dataset):
+    path = f"{dataset.root}/granule-4096/va_bits-39/part-000000.parquet"
     meta = pq.ParquetFile(path).metadata
     assert meta.row_group(0).column(0).compression == "ZSTD"
     names = pq.ParquetFile(path).schema_arrow.names
-    assert "granule" not in names and "va_bits" not in names
+    assert "granule" in names and "va_bits" in names
     assert "idmap_pa" in names
 
 
@@ -122,10 +136,10 @@ def test_row_groups_are_capped(tmp_path, monkeypatch):
     store = Store(str(tmp_path / "ds"))
     addresses = [0x8000_0000 + k * 0x10_0000 for k in range(7)]
     store.write_part(
-        "granule=4096/va_bits=39/part-000000.parquet",
+        "granule-4096/va_bits-39/part-000000.parquet",
         _table(JUNO, 4096, 39, "merged", False, addresses),
     )
-    meta = pq.ParquetFile(f"{store.root}/granule=4096/va_bits=39/part-000000.parquet").metadata
+    meta = pq.ParquetFile(f"{store.root}/granule-4096/va_bits-39/part-000000.parquet").metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [3, 3, 1]
 
 
@@ -138,7 +152,7 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
     monkeypatch.setattr(store_module.pq, "write_table", explode)
     with pytest.raises(OSError):
         store.write_part(
-            "granule=4096/va_bits=39/part-000000.parquet",
+            "granule-4096/va_bits-39/part-000000.parquet",
             _table(JUNO, 4096, 39, "merged", False, [0x8008_0000]),
         )
     assert store.parts() == set()
@@ -146,15 +160,15 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_parts_ignores_temporaries_and_they_can_be_removed(dataset, tmp_path):
-    folder = tmp_path / "ds" / "granule=4096" / "va_bits=39"
+    folder = tmp_path / "ds" / "granule-4096" / "va_bits-39"
     (folder / ".part-000001.parquet.123.tmp").write_bytes(b"half")
     (tmp_path / "ds" / "._sweep.json.77.tmp").write_text("{")
     (tmp_path / "ds" / "._manifest.json.78.tmp").write_text("{")
     (tmp_path / "ds" / ".notes.tmp").write_text("not ours")
     assert dataset.parts() == {
-        "granule=4096/va_bits=39/part-000000.parquet",
-        "granule=4096/va_bits=48/part-000000.parquet",
-        "granule=65536/va_bits=42/part-000000.parquet",
+        "granule-4096/va_bits-39/part-000000.parquet",
+        "granule-4096/va_bits-48/part-000000.parquet",
+        "granule-65536/va_bits-42/part-000000.parquet",
     }
     assert sorted(dataset.remove_temporaries()) == [
         "._manifest.json.78.tmp",
@@ -188,11 +202,11 @@ def test_fsspec_urls_write_the_same_dataset(tmp_path):
     pytest.importorskip("fsspec")
     store = Store(f"memory://{tmp_path.name}/ds")
     store.write_part(
-        "granule=4096/va_bits=39/part-000000.parquet",
+        "granule-4096/va_bits-39/part-000000.parquet",
         _table(JUNO, 4096, 39, "merged", False, [0x8008_0000]),
     )
     store.write_meta({"name": "m"})
-    assert store.parts() == {"granule=4096/va_bits=39/part-000000.parquet"}
+    assert store.parts() == {"granule-4096/va_bits-39/part-000000.parquet"}
     assert store.read_meta() == {"name": "m"}
     df = read_results(f"memory://{tmp_path.name}/ds")
     assert list(df["idmap_pa"]) == [0x8008_0000]

@@ -1,0 +1,157 @@
+"""The readers on a big sweep: time and peak RSS of every named query, the report and a diff,
+beside DuckDB's raw scan of the same files, in one run.
+
+Makes the data itself: a real stride sweep (``configs/stride-boards.toml``, about 10^6 rows),
+then copies of its part files with the boards renamed (``juno-000``, ``juno-001``, ...) until
+there are ``--rows`` rows (10^8 by default, about 2,600 boards): real rows, many boards, written
+as the store writes parts. Each measurement runs in a fresh process (imports excluded from the
+time, included in the RSS); peak RSS is the process's own high-water mark (``wait4``'s
+``ru_maxrss``: DuckDB is one process). The bars (issue 12): every named query, ``sweep report``
+and ``sweep diff`` under 2 GiB; each named query within 3x of the raw scan.
+The machine's other load shows in every figure.
+
+    python3 bench/bench_results.py                    # 10^8 rows (~1 GB on disk)
+    python3 bench/bench_results.py --rows 1e7 --dir /tmp/r7   # keep the data for a re-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_data(directory: Path, rows: int) -> int:
+    """A real stride sweep, copied under renamed boards up to ``rows`` rows; returns the rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sweep.store import PART_RE, Store, part_path
+
+    seed = directory.parent / f"{directory.name}-seed"
+    if not seed.exists():
+        subprocess.run(
+            [sys.executable, "-m", "sweep.cli", "run", str(ROOT / "configs/stride-boards.toml")]
+            + ["--out", str(seed), "--workers", "2"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    store = Store(str(directory))
+    parts = sorted(Store(str(seed)).parts())
+    tables = [(PART_RE.fullmatch(rel), pq.read_table(seed / rel)) for rel in parts]
+    per_copy = sum(t.num_rows for _, t in tables)
+    copies = max(1, round(rows / per_copy))
+    next_index: dict[tuple[int, int], int] = {}
+    for k in range(copies):
+        for keys, table in tables:
+            folder = int(keys["granule"]), int(keys["va_bits"])
+            index = next_index.get(folder, 0)
+            next_index[folder] = index + 1
+            names = table["memory_map"].combine_chunks()
+            renamed = pa.DictionaryArray.from_arrays(
+                names.indices, pa.array([f"{n}-{k:03d}" for n in names.dictionary.to_pylist()])
+            )
+            column = table.schema.get_field_index("memory_map")
+            store.write_part(
+                part_path(*folder, index), table.set_column(column, "memory_map", renamed)
+            )
+    (directory / "_sweep.json").write_text((seed / "_sweep.json").read_text())
+    return copies * per_copy
+
+
+def _measure(args: list[str]) -> dict:
+    """Run one measurement in a fresh process: its own timing, and its peak RSS."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--one", *args], stdout=subprocess.PIPE, text=True
+    )
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    if status != 0:
+        return {"seconds": float("nan"), "wall": wall, "rss": usage.ru_maxrss << 10, "failed": 1}
+    result = json.loads(output.strip().splitlines()[-1])
+    return {**result, "wall": wall, "rss": usage.ru_maxrss << 10}
+
+
+def one(kind: str, name: str, directory: str) -> None:
+    """In the child: run one reader and print its time (after imports) as JSON."""
+    from sweep.engine import Results
+    from sweep.queries import QUERIES
+
+    started = time.perf_counter()
+    if kind == "scan":
+        data = Results(directory)
+        data.frame("SELECT count(*) AS n, sum(table_bytes) AS s FROM results")
+    elif kind == "query":
+        QUERIES[name](Results(directory))
+    elif kind == "report":
+        from sweep.report import write_report
+
+        write_report(directory, Path(directory).parent / "report.html")
+    elif kind == "diff":
+        from sweep.diff import diff
+
+        diff(directory, directory)
+    elif kind == "load":
+        from sweep.results import load
+
+        load(directory, columns=["memory_map", "table_bytes"], granule=4096, va_bits=39)
+    print(json.dumps({"seconds": time.perf_counter() - started}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=float, default=1e8)
+    parser.add_argument("--dir", help="keep the data here (reused when it exists)")
+    parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        one(*args.one)
+        return
+    from sweep.queries import QUERIES
+
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(args.dir) if args.dir else Path(tmp) / "results"
+        started = time.perf_counter()
+        if not (directory / "_sweep.json").exists():
+            make_data(directory, int(args.rows))
+        files = list(directory.glob("granule-*/va_bits-*/part-*.parquet"))
+        size = sum(f.stat().st_size for f in files)
+        print(
+            f"data: {len(files)} part files, {size / 2**30:.2f} GiB, ready in "
+            f"{time.perf_counter() - started:.0f} s (load average {os.getloadavg()[0]:.1f})"
+        )
+        scan = _measure(["scan", "-", str(directory)])
+        rows = [("raw scan: count(*), sum(table_bytes)", scan)]
+        for name in QUERIES:
+            rows.append((f"query {name}", _measure(["query", name, str(directory)])))
+        rows.append(("sweep report", _measure(["report", "-", str(directory)])))
+        rows.append(("sweep diff (the run with itself)", _measure(["diff", "-", str(directory)])))
+        rows.append(("load 2 columns of 4K/39", _measure(["load", "-", str(directory)])))
+        print(f"{'reader':42s} {'seconds':>8s} {'x scan':>7s} {'wall s':>7s} {'peak RSS':>9s}")
+        for label, m in rows:
+            ratio = m["seconds"] / scan["seconds"]
+            print(
+                f"{label:42s} {m['seconds']:8.2f} {ratio:7.2f} {m['wall']:7.2f} "
+                f"{m['rss'] / 2**20:6.0f} MiB{'  FAILED' if m.get('failed') else ''}"
+            )
+        worst_rss = max(m["rss"] for _, m in rows)
+        worst_ratio = max(m["seconds"] / scan["seconds"] for label, m in rows if "query" in label)
+        print(
+            f"bars: peak RSS {worst_rss / 2**30:.2f} GiB (< 2 GiB: "
+            f"{'yes' if worst_rss < 2 << 30 else 'NO'}); slowest named query "
+            f"{worst_ratio:.2f}x the raw scan (< 3x: {'yes' if worst_ratio < 3 else 'NO'})"
+        )
+
+
+if __name__ == "__main__":
+    main()
