@@ -18,6 +18,7 @@ import pandas as pd
 from sweep import figures, queries
 from sweep.engine import Results
 from sweep.errors import ValidationError
+from sweep.model import granule_name
 from sweep.results import for_people, metadata, problems
 
 SORT_SCRIPT = """
@@ -41,7 +42,8 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
 img { max-width: 100%; display: block; margin: 0.5em 0; }
 table.rows { border-collapse: collapse; font-size: 0.85em; }
 table.rows th, table.rows td { padding: 0.2em 0.6em; border-bottom: 1px solid #ddd;
-  text-align: right; font-family: monospace; }
+  text-align: right; font-family: monospace; white-space: nowrap; }
+table.rows tr.explain td { text-align: left; color: #444; padding-bottom: 0.6em; }
 table.sortable th { cursor: pointer; }
 .facts { color: #555; } .bad { color: #b00; font-weight: bold; }
 dl.header { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
@@ -80,6 +82,10 @@ def _versions(meta: dict) -> str:
     return "; ".join(versions) + (f"; plugins: {', '.join(plugins)}" if plugins else "")
 
 
+def _granule(value: object) -> str:
+    return granule_name(value) if isinstance(value, int) else str(value)
+
+
 def header(directory: str | Path, data: Results, meta: dict) -> str:
     """The sweep's status (complete, or its failed and missing units named), placement, tag
     seed, VA_BITS, versions and the time the run took."""
@@ -96,7 +102,7 @@ def header(directory: str | Path, data: Results, meta: dict) -> str:
     items = [
         ("status", status),
         ("memory maps", _e(", ".join(map(str, config.get("memory_maps", []))) or "-")),
-        ("granules", _e(", ".join(map(str, config.get("granules", []))) or "-")),
+        ("granules", _e(", ".join(_granule(g) for g in config.get("granules", [])) or "-")),
         ("VA_BITS", _e(va_bits)),
         ("layouts", _e(", ".join(map(str, config.get("layouts", []))) or "-")),
         ("block mappings", _e(", ".join(map(str, config.get("block_mappings", []))) or "-")),
@@ -106,6 +112,21 @@ def header(directory: str | Path, data: Results, meta: dict) -> str:
         ("run time", _e(_duration(meta))),
     ]
     return '<dl class="header">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
+
+
+def _worst_table(worst: pd.DataFrame) -> str:
+    """The worst configurations, each followed by its ``sweep explain`` line on a row of its
+    own (copied whole with a triple click)."""
+    table = _html_table(worst)
+    body = table.split("<tbody>", 1)[1]
+    rows = body.split("</tr>")[:-1]
+    span = len(worst.columns)
+    lines = [queries.explain_command(r) for _, r in worst.iterrows()]
+    joined = "".join(
+        f'{row}</tr><tr class="explain"><td colspan="{span}"><code>{_e(line)}</code></td></tr>'
+        for row, line in zip(rows, lines, strict=True)
+    )
+    return table.split("<tbody>", 1)[0] + f"<tbody>{joined}</tbody></table>"
 
 
 def _html_table(frame: pd.DataFrame, sortable: bool = False) -> str:
@@ -187,7 +208,6 @@ def render(directory: str | Path) -> str:
             figures.margins(queries.margin_distribution(data)),
         ),
     ]
-    explain = worst.assign(explain=[queries.explain_command(r) for _, r in worst.iterrows()])
     title = f"va-sweep report: {meta.get('name', Path(directory).name)}"
     facts = (
         f"{int(per_board['rows'].sum()):,} rows; {n_boards} board(s); "
@@ -209,7 +229,7 @@ def render(directory: str | Path) -> str:
         "overlapping first, then idmap in the HYP window, most extra levels, smallest margin, "
         "largest tables; with the idmap range of its rows that bad and the command that "
         "prints its tables.</p>",
-        _html_table(explain),
+        _worst_table(worst),
         "<h2>Configurations 4.x kernels could not run</h2><p>extra_levels &gt; 1 under "
         f"{', '.join(queries.LEGACY_LAYOUTS)}"
         f"{f'; the first {N_UNRUNNABLE} of {len(unrunnable):,}' if more else ''}.</p>",

@@ -196,10 +196,10 @@ def test_default_report_renders_in_chromium(default_run, report_page, browser):
         )
         assert _is_drawn(pixels), f"figure {figure['alt']!r} is blank on screen"
     assert browser.console_errors() == []
-    # The worst configurations are there, with as many rows as the query gives.
+    # The worst configurations are there, each with its explain line, as the query gives them.
     worst = results.worst_configurations(default_run, 25)
     assert browser.evaluate("document.querySelectorAll('table.rows')[0].rows.length") == (
-        len(worst) + 1
+        2 * len(worst) + 1
     )
 
 
@@ -336,8 +336,8 @@ def test_a_report_of_702_boards(many_boards, browser, tmp_path):
     # (1075867776 bytes at 4K/52, README cookbook 5).
     headings = browser.evaluate(f"Array.from({table}.tHead.rows[0].cells).map(c => c.textContent)")
     column = headings.index("max_bytes")
-    browser.evaluate(f"{table}.tHead.rows[0].cells[{column}].click()")
-    browser.evaluate(f"{table}.tHead.rows[0].cells[{column}].click()")
+    click = f"({table}.tHead.rows[0].cells[{column}].click(), true)"
+    assert browser.evaluate(click) and browser.evaluate(click)  # ascending, then descending
     first = browser.evaluate(f"{table}.tBodies[0].rows[0].cells[0].textContent")
     assert first.startswith("ls2088a-rdb-window-max-")
     assert browser.evaluate(f"{table}.tBodies[0].rows[0].cells[{column}].dataset.v") == "1075867776"
@@ -346,7 +346,7 @@ def test_a_report_of_702_boards(many_boards, browser, tmp_path):
 def test_explain_lines_run(default_run, report_page):
     """Each worst configuration's ``sweep explain`` line runs and agrees with the sweep."""
     page = report_page.read_text()
-    lines = re.findall(r"<td>(sweep explain [^<]+)</td>", page)
+    lines = re.findall(r"<code>(sweep explain [^<]+)</code>", page)
     assert len(lines) == len(results.worst_configurations(default_run, 25))
     got = CliRunner().invoke(main, shlex.split(html.unescape(lines[0]))[1:])
     assert got.exit_code == 0, got.output
