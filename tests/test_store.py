@@ -173,7 +173,7 @@ def test_parts_ignores_temporaries_and_they_can_be_removed(dataset, tmp_path):
     assert sorted(dataset.remove_temporaries()) == [
         "._manifest.json.78.tmp",
         "._sweep.json.77.tmp",
-        "granule=4096/va_bits=39/.part-000001.parquet.123.tmp",
+        "granule-4096/va_bits-39/.part-000001.parquet.123.tmp",
     ]
     assert not (folder / ".part-000001.parquet.123.tmp").exists()
     assert (tmp_path / "ds" / ".notes.tmp").exists()
@@ -215,7 +215,7 @@ def test_fsspec_urls_write_the_same_dataset(tmp_path):
 
 def test_a_part_reports_the_rows_size_and_sha256_of_its_file(tmp_path):
     store = Store(str(tmp_path / "ds"))
-    rel = "granule=4096/va_bits=39/part-000000.parquet"
+    rel = "granule-4096/va_bits-39/part-000000.parquet"
     info = store.write_part(rel, _table(JUNO, 4096, 39, "merged", False, [0x8008_0000] * 3))
     data = (tmp_path / "ds" / rel).read_bytes()
     assert info.rows == 3 == pq.ParquetFile(tmp_path / "ds" / rel).metadata.num_rows
@@ -240,15 +240,15 @@ def test_a_part_is_flushed_before_its_rename_and_its_folders_after(tmp_path, mon
     monkeypatch.setattr(store_module.os, "fsync", fsync)
     monkeypatch.setattr(store_module.os, "replace", replace)
     store = Store(str(tmp_path / "ds"))
-    rel = "granule=4096/va_bits=39/part-000000.parquet"
+    rel = "granule-4096/va_bits-39/part-000000.parquet"
     store.write_part(rel, _table(JUNO, 4096, 39, "merged", False, [0x8008_0000]))
     root = str(tmp_path / "ds")
     final = f"{root}/{rel}"
-    assert events[0][0] == "fsync" and events[0][1].startswith(f"{root}/granule=4096/va_bits=39/.")
+    assert events[0][0] == "fsync" and events[0][1].startswith(f"{root}/granule-4096/va_bits-39/.")
     assert events[1] == ("rename", final)
     assert set(events[2:]) == {
-        ("fsync", f"{root}/granule=4096/va_bits=39"),
-        ("fsync", f"{root}/granule=4096"),
+        ("fsync", f"{root}/granule-4096/va_bits-39"),
+        ("fsync", f"{root}/granule-4096"),
         ("fsync", root),
         ("fsync", str(tmp_path)),  # the dataset's folder was new too
     }
@@ -259,7 +259,7 @@ def test_a_folder_of_other_files_is_named_by_one_of_them(tmp_path):
     store = Store(str(tmp_path / "ds"))
     assert store.foreign_file() is None
     (tmp_path / "ds" / "_sweep.json").write_text("{}")
-    (tmp_path / "ds" / "granule=4096").mkdir()
+    (tmp_path / "ds" / "granule-4096").mkdir()
     assert store.foreign_file() is None
     (tmp_path / "ds" / "notes.txt").write_text("mine")
     assert store.foreign_file() == "notes.txt"
