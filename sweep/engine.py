@@ -160,8 +160,9 @@ class Results:
         """Every filter value must match some row (on its own, in the folders the folder keys
         keep); else name the near matches. Folder keys are checked by the folders' names."""
         present = self.partitions()
+        folder_keys = FOLDER_KEYS if self.directory else ()
         for column, values in self.filters.items():
-            if column in FOLDER_KEYS:
+            if column in folder_keys:
                 keys = {p[FOLDER_KEYS.index(column)] for p in present}
                 for value in values:
                     if value not in keys:
@@ -189,7 +190,7 @@ class Results:
         return f"{value:#x}" if isinstance(value, int) and value > 9999 else str(value)
 
     def _near(self, column: str, value: object, scan: str) -> str:
-        if column in FOLDER_KEYS:
+        if column in FOLDER_KEYS and self.directory:
             index = FOLDER_KEYS.index(column)
             present = sorted({p[index] for p in self.partitions()})
             return f" (present: {', '.join(self._shown(column, v) for v in present)})"

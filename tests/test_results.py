@@ -479,5 +479,8 @@ def test_queries_weight_runs_of_pages():
     assert size["rows"] == 65537 and size["mean_bytes"] == pytest.approx(
         (256 * 4096 + 65280 * 8192 + 4096) / 65537
     )
+    assert results.overlaps(Results(frame, memory_map="b"))["rows"].tolist() == [1]
+    with pytest.raises(ValidationError, match="did you mean: merged"):
+        Results(frame, layout="mereged", granule="4K")
     worst = results.worst_configurations(frame)
     assert worst.iloc[0][["idmap_from", "idmap_to"]].tolist() == [0x8000_0000, 0x800F_F000]
