@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -268,7 +269,11 @@ class Results:
 
 def connect() -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the readers' memory limit."""
-    return duckdb.connect(config={"memory_limit": MEMORY_LIMIT})
+    # Spilled data goes to the system's temporary folder, not to ``.tmp`` in the user's cwd.
+    spill = os.path.join(tempfile.gettempdir(), f"sweep-duckdb-{os.getpid()}")
+    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": spill})
+    con.execute("SET enable_progress_bar = false")
+    return con
 
 
 def results_of(source: Results | str | Path | pd.DataFrame, **filters: object) -> Results:

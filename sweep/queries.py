@@ -136,6 +136,19 @@ def table_bytes_by_board(data: Source, block_mappings: bool | None = None) -> pd
         "SELECT memory_map, granule, va_bits, max(table_bytes) AS table_bytes "
         f"FROM results{where} GROUP BY ALL ORDER BY ALL"
     )
+    return _board_matrix(long)
+
+
+def table_bytes_matrices(data: Source) -> dict[bool, pd.DataFrame]:
+    """``table_bytes_by_board`` for each block setting present, from one scan."""
+    long = results_of(data).frame(
+        "SELECT block_mappings, memory_map, granule, va_bits, max(table_bytes) AS table_bytes "
+        "FROM results GROUP BY ALL ORDER BY ALL"
+    )
+    return {bool(b): _board_matrix(part) for b, part in long.groupby("block_mappings")}
+
+
+def _board_matrix(long: pd.DataFrame) -> pd.DataFrame:
     out = long.pivot(index="memory_map", columns=["granule", "va_bits"], values="table_bytes")
     out = out.sort_index(axis=1)
     out.columns = [config_label(g, v) for g, v in out.columns]

@@ -168,10 +168,7 @@ def render(directory: str | Path) -> str:
     per_board = queries.boards(data)
     if per_board.empty:
         raise ValidationError(f"results {str(directory)!r}: no rows to report on")
-    settings = sorted(data.frame("SELECT DISTINCT block_mappings AS b FROM results")["b"])
-    by_board = {
-        bool(b): queries.table_bytes_by_board(data, block_mappings=bool(b)) for b in settings
-    }
+    by_board = queries.table_bytes_matrices(data)
     unrunnable = queries.unrunnable_4x(data)
     worst = queries.worst_configurations(data, N_WORST)
     n_boards = len(per_board)

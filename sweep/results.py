@@ -40,6 +40,7 @@ from sweep.queries import (  # noqa: F401 - the named queries are part of this m
     overlaps_by_config,
     size_label,
     table_bytes_by_board,
+    table_bytes_matrices,
     table_size,
     unrunnable_4x,
     worst_cases,

@@ -244,6 +244,7 @@ def test_table_size(df, rows):
         and r["block_mappings"]
     ]
     assert by_board.loc["juno-like", "4K/39"] == max(juno)
+    assert results.table_bytes_matrices(df)[True].loc["juno-like", "4K/39"] == max(juno)
     assert 12_288 in juno
 
 
