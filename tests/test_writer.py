@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 
 from sweep.config import validate_config
 from sweep.driver import run_sweep
-from sweep.store import read_results
+from sweep.results import load as read_results
 
 
 def test_parts_use_the_chosen_encodings_and_read_back_exactly(tmp_path):
