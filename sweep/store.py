@@ -69,9 +69,10 @@ DISK_BYTES_PER_PART = 8 << 10
 
 
 DICTIONARY_COLUMNS = ("memory_map", "layout")
-STATISTICS_COLUMNS = ("memory_map", "layout", "block_mappings", "idmap_pa")
+STATISTICS_COLUMNS = ("granule", "va_bits", "memory_map", "layout", "block_mappings", "idmap_pa")
 """The columns queries filter on (``results.load``, ``sweep query``): only their row groups carry
-min/max statistics; filters on others still work, reading every row group."""
+min/max statistics; filters on others still work, reading every row group. ``granule`` and
+``va_bits`` are one value per part, so a pandas/pyarrow filter on them skips whole files."""
 
 
 def writer_options(schema: pa.Schema) -> dict[str, Any]:

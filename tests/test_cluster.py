@@ -30,7 +30,7 @@ pytest.importorskip("moto")
 distributed = pytest.importorskip("distributed")
 
 from sweep.lease import LEASE_FILE  # noqa: E402
-from sweep.store import read_results  # noqa: E402
+from sweep.results import load as read_results  # noqa: E402
 
 HOST = "127.0.0.1"
 BUCKET = "sweeps"

@@ -20,7 +20,7 @@ from sweep.model import MemoryMap
 from sweep.plan import make_plan
 from sweep.plugins import registry
 from sweep.runs import _Evaluator, expand, group_runs
-from sweep.store import read_results
+from sweep.results import load as read_results
 
 MIB, GIB = 1 << 20, 1 << 30
 KEYS = ["memory_map", "granule", "va_bits", "layout", "block_mappings", "idmap_pa"]
