@@ -19,8 +19,8 @@ from sweep.errors import ValidationError
 from sweep.model import MemoryMap
 from sweep.plan import make_plan
 from sweep.plugins import registry
-from sweep.runs import _Evaluator, expand, group_runs
 from sweep.results import load as read_results
+from sweep.runs import _Evaluator, expand, group_runs
 
 MIB, GIB = 1 << 20, 1 << 30
 KEYS = ["memory_map", "granule", "va_bits", "layout", "block_mappings", "idmap_pa"]

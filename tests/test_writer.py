@@ -35,7 +35,14 @@ def test_parts_use_the_chosen_encodings_and_read_back_exactly(tmp_path):
         assert "BYTE_STREAM_SPLIT" in chunks[name].encodings, name
         assert "RLE_DICTIONARY" not in chunks[name].encodings, name
     with_stats = {name for name, chunk in chunks.items() if chunk.is_stats_set}
-    assert with_stats == {"memory_map", "layout", "block_mappings", "idmap_pa"}
+    assert with_stats == {
+        "granule",
+        "va_bits",
+        "memory_map",
+        "layout",
+        "block_mappings",
+        "idmap_pa",
+    }
     rows = read_results(str(tmp_path / "out"))
     assert len(rows) == 256 and rows["tag_random"].astype(bool).any()
     assert sorted(set(rows["idmap_pa"])) == [0x8000_0000 + k * (256 << 20) for k in range(8)] + [
