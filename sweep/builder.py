@@ -39,7 +39,7 @@ from sweep.layouts import Layout, LayoutBatch, compute_layouts
 from sweep.model import GRANULES, PA_LIMIT, VA_BITS_MAX, VA_BITS_MIN, MemoryMap
 
 I64 = np.int64
-CHUNK_ROWS = 1 << 16
+CHUNK_ROWS = 1 << 17
 """Rows computed together: big enough for numpy to amortise its calls, small enough that a
 batch's temporaries stay in cache and its memory flat however many rows it has."""
 
@@ -261,7 +261,9 @@ def _per_runtime_tree(n: int, count, keys: tuple, arrays: tuple) -> dict:
     Rows are told apart by a 64-bit hash of their keys, then checked equal to their
     representative key by key; when most rows differ (random tags), all rows are counted.
     """
-    keys = [key for key in keys if len(key) > 1]  # a shared key tells no rows apart
+    keys = [key for key in keys if len(key) > 1 and (key != key[0]).any()]  # shared: no help
+    if not keys:  # one runtime tree for all rows (a work unit without random tags)
+        return count(*(values[..., :1] for values in arrays))
     mixed = np.zeros(n, dtype=np.uint64)
     for key in keys:
         mixed ^= key.astype(I64, copy=False).view(np.uint64)

@@ -39,19 +39,24 @@ def clip_dram(
 ) -> ClippedDram:
     """``arm64_memblock_init`` (4.6 to 5.3) on trimmed banks ``[start, end)``, sorted by base.
 
-    The kernel image (taken to end at ``idmap_pa + granule``) is never dropped.
+    The kernel image (taken to end at ``idmap_pa + granule``) is never dropped. DRAM ends
+    above ``PHYS_OFFSET + L`` after step 1 exactly when the kernel image does (``high``); when
+    no row's does, the rows share one clip (arrays of one column) whatever their idmap.
     """
     linear = np.left_shift(1, va_bits - 1, dtype=I64)
     total = (end - start).sum(axis=0)
     phys_offset = start[0] // align * align  # the lowest bank comes first
+    high = idmap_pa + granule > phys_offset + linear
     # 1. drop all DRAM at or above max(PHYS_OFFSET + L, end of the kernel image)
-    limit = np.maximum(phys_offset + linear, idmap_pa + granule)
+    limit = phys_offset + linear
+    if high.any():
+        limit = np.maximum(limit, idmap_pa + granule)
     end = np.minimum(end, limit)
     dram_end = np.where(end > start, end, 0).max(axis=0)
     # 2. DRAM still ends above PHYS_OFFSET + L (the kernel sits high): move PHYS_OFFSET up to
     # round_up(end of DRAM - L, align) and drop what lies below it.
-    high = dram_end > phys_offset + linear
-    phys_offset = np.where(high, -((linear - dram_end) // align) * align, phys_offset)
+    if high.any():
+        phys_offset = np.where(high, -((linear - dram_end) // align) * align, phys_offset)
     start = np.maximum(start, phys_offset)
     valid = end > start
     kept = np.maximum(end - start, 0).sum(axis=0)

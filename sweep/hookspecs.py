@@ -41,7 +41,11 @@ def register_memory_maps(register: Callable[..., None]) -> None:
 
 @hookspec
 def register_layouts(register: Callable[[object], None]) -> None:
-    """Register HYP VA layouts: ``register(layout: sweep.layouts.Layout)``."""
+    """Register HYP VA layouts: ``register(layout: sweep.layouts.Layout)``.
+
+    The builder calls ``layout.compute(batch)`` once per batch with every row of that layout,
+    as numpy arrays (``sweep.layouts.LayoutBatch``: rows of many maps, granules and VA_BITS).
+    """
 
 
 @hookspec

@@ -121,10 +121,11 @@ def table_columns(
     tree_va_bits: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """``tables_lm1`` .. ``tables_l3``, ``table_pages``, ``table_bytes``, ``shared_tables``."""
-    tables = {}
-    for level in range(-1, 4):
-        below_root = runtime.get(level, 0) + (first_new < level)
-        tables[level] = np.where(level == root, 1, np.where(level > root, below_root, 0))
+    # runtime counts are 0 at and above the root; the idmap creates tables below it only.
+    tables = {
+        level: runtime.get(level, 0) + (first_new < level) + (level == root)
+        for level in range(-1, 4)
+    }
     table_pages = sum(tables.values())
     runtime_pages = 1 + sum(runtime.values())
     root_entries = np.left_shift(1, tree_va_bits - _shift(root, page_shift(granule)), dtype=I64)
