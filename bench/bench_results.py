@@ -130,20 +130,25 @@ def main() -> None:
             f"data: {len(files)} part files, {size / 2**30:.2f} GiB, ready in "
             f"{time.perf_counter() - started:.0f} s (load average {os.getloadavg()[0]:.1f})"
         )
-        scan = _measure(["scan", "-", str(directory)])
-        rows = [("raw scan: count(*), sum(table_bytes)", scan)]
-        for name in QUERIES:
-            rows.append((f"query {name}", _measure(["query", name, str(directory)])))
-        rows.append(("sweep report", _measure(["report", "-", str(directory)])))
-        rows.append(("sweep diff (the run with itself)", _measure(["diff", "-", str(directory)])))
-        rows.append(("load 2 columns of 4K/39", _measure(["load", "-", str(directory)])))
         print(f"{'reader':42s} {'seconds':>8s} {'x scan':>7s} {'wall s':>7s} {'peak RSS':>9s}")
-        for label, m in rows:
-            ratio = m["seconds"] / scan["seconds"]
+        runs = [("raw scan: count(*), sum(table_bytes)", ["scan", "-"])]
+        runs += [(f"query {name}", ["query", name]) for name in QUERIES]
+        runs += [
+            ("sweep report", ["report", "-"]),
+            ("sweep diff (the run with itself)", ["diff", "-"]),
+            ("load 2 columns of 4K/39", ["load", "-"]),
+        ]
+        rows = []
+        for label, what in runs:
+            m = _measure([*what, str(directory)])
+            rows.append((label, m))
+            ratio = m["seconds"] / rows[0][1]["seconds"]
             print(
                 f"{label:42s} {m['seconds']:8.2f} {ratio:7.2f} {m['wall']:7.2f} "
-                f"{m['rss'] / 2**20:6.0f} MiB{'  FAILED' if m.get('failed') else ''}"
+                f"{m['rss'] / 2**20:6.0f} MiB{'  FAILED' if m.get('failed') else ''}",
+                flush=True,
             )
+        scan = rows[0][1]
         worst_rss = max(m["rss"] for _, m in rows)
         worst_ratio = max(m["seconds"] / scan["seconds"] for label, m in rows if "query" in label)
         print(

@@ -58,14 +58,40 @@ def _keys(ignore: Sequence[str]) -> list[str]:
     return keys
 
 
-def _side(scan: str | None, other: str | None, keys: list[str], compared: list[str]) -> str:
-    """One run's rows as keys (names as text: two runs' categories differ) and outputs; none,
-    of the other run's types, when this run lacks the folder."""
+def _side(
+    scan: str | None,
+    other: str | None,
+    keys: list[str],
+    compared: list[str],
+    hashed: bool = False,
+    boards: list[str] | None = None,
+) -> str:
+    """One run's rows as keys (names as text: two runs' categories differ) and outputs, or one
+    hash of the outputs (``hashed``); none, of the other run's types, when this run lacks the
+    folder; only ``boards`` when given."""
     columns = [f"CAST({c} AS VARCHAR) AS {c}" if ROW_COLUMNS[c] == "category" else c for c in keys]
-    select = ", ".join([*columns, *compared, "TRUE AS present"])
-    if scan is None:
-        return f"(SELECT {select} FROM {other} WHERE FALSE)"
-    return f"(SELECT {select} FROM {scan})"
+    outputs = [f"hash({', '.join(compared)}) AS h"] if hashed else compared
+    select = ", ".join([*columns, *outputs, "TRUE AS present"])
+    where = "FALSE" if scan is None else "TRUE"
+    if boards is not None:
+        where += f" AND memory_map IN ({', '.join(_quote(b) for b in boards)})"
+    return f"(SELECT {select} FROM {other if scan is None else scan} WHERE {where})"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _counts_sql(a: str, b: str, keys: list[str]) -> str:
+    """Per board: matched, only in A, only in B, and changed rows (their output hashes differ:
+    64 bits, so two different rows hash alike once in 2^64)."""
+    return (
+        f"SELECT memory_map, count(*) FILTER (WHERE a.present AND b.present) AS rows, "
+        "count(*) FILTER (WHERE b.present IS NULL) AS only_a, "
+        "count(*) FILTER (WHERE a.present IS NULL) AS only_b, "
+        "count(*) FILTER (WHERE a.present AND b.present AND a.h <> b.h) AS changed "
+        f"FROM {a} AS a FULL OUTER JOIN {b} AS b USING ({', '.join(keys)}) GROUP BY memory_map"
+    )
 
 
 def _summary_sql(a: str, b: str, keys: list[str], compared: list[str]) -> str:
@@ -110,21 +136,36 @@ def diff(dir_a: str | Path, dir_b: str | Path, ignore: Sequence[str] = (), show:
     out = Diff(keys=keys, compared=compared)
     if "granule" in keys and "va_bits" in keys:
         folders = sorted(set(run_a.partitions()) | set(run_b.partitions()))
-        sides = []
-        for folder in folders:
-            scan_a, scan_b = run_a.folder_scan(*folder), run_b.folder_scan(*folder)
-            sides.append(
-                (_side(scan_a, scan_b, keys, compared), _side(scan_b, scan_a, keys, compared))
-            )
+        scans = [(run_a.folder_scan(*f), run_b.folder_scan(*f)) for f in folders]
     else:
-        sides = [(_side("run_a", None, keys, compared), _side("run_b", None, keys, compared))]
-    summaries, firsts = [], []
-    for a, b in sides:
-        part = run_a.frame(_summary_sql(a, b, keys, compared))
-        summaries.append(part)
-        if part["changed"].sum() and sum(len(f) for f in firsts) < show:
+        scans = [("run_a", "run_b")]
+    # First a narrow join (keys and one hash of the outputs) that counts; then, only for the
+    # boards that changed, the wide one that counts per column and gives the first rows.
+    summaries, per_column, firsts = [], [], []
+    for scan_a, scan_b in scans:
+        counts = run_a.frame(
+            _counts_sql(
+                _side(scan_a, scan_b, keys, compared, hashed=True),
+                _side(scan_b, scan_a, keys, compared, hashed=True),
+                keys,
+            )
+        )
+        summaries.append(counts)
+        boards = counts.loc[counts["changed"] > 0, "memory_map"].tolist()
+        if not boards:
+            continue
+        a = _side(scan_a, scan_b, keys, compared, boards=boards)
+        b = _side(scan_b, scan_a, keys, compared, boards=boards)
+        per_column.append(run_a.frame(_summary_sql(a, b, keys, compared)))
+        if sum(len(f) for f in firsts) < show:
             firsts.append(run_a.frame(_rows_sql(a, b, keys, compared, show)))
     summary = pd.concat(summaries).groupby("memory_map", sort=True).sum()
+    columns = (
+        pd.concat(per_column).groupby("memory_map").sum()[compared]
+        if per_column
+        else pd.DataFrame(columns=compared, dtype="int64")
+    )
+    summary = summary.join(columns, how="left").fillna(0)
     out.rows_a = run_a.frame("SELECT count(*) AS n FROM run_a")["n"].iat[0]
     out.rows_b = run_a.frame("SELECT count(*) AS n FROM run_b")["n"].iat[0]
     out.only_a, out.only_b = int(summary["only_a"].sum()), int(summary["only_b"].sum())

@@ -164,19 +164,20 @@ def size_label(nbytes: int) -> str:
 
 
 def bit_length_sql(value: str) -> str:
-    """SQL for ``value.bit_length()`` of an unsigned integer below 2^63, exactly: ``log2`` gives
-    an estimate ``k``, off by one next to powers of two, where comparisons correct it. Refers to
-    ``value`` and ``k`` as columns: use it over ``bit_length_input(value)``."""
-    low = "(CAST(1 AS UBIGINT) << (k - 1))"
+    """SQL for ``value.bit_length()`` of an unsigned integer below 2^53 (every margin is below
+    2^52), exactly: ``log2`` of the value as a double (exact there) gives an estimate ``k``,
+    off by one next to powers of two, where comparisons with powers of two correct it. Refers
+    to ``d`` (the value as a double) and ``k`` as columns: use it over ``bit_length_input``."""
     return (
-        f"(CASE WHEN {value} = 0 THEN 0 ELSE k - CAST({value} < {low} AS INTEGER) "
-        f"+ CAST({value} >= {low} * 2 AS INTEGER) END)"
+        f"(CASE WHEN {value} = 0 THEN 0 ELSE k - CAST(d < pow(2.0, k - 1) AS INTEGER) "
+        "+ CAST(d >= pow(2.0, k) AS INTEGER) END)"
     )
 
 
 def bit_length_input(value: str) -> str:
-    """The estimate ``k`` that :func:`bit_length_sql` corrects, as a column expression."""
-    return f"CAST(floor(log2(CAST(greatest({value}, 1) AS DOUBLE))) AS INTEGER) + 1 AS k"
+    """The columns ``d`` and ``k`` that :func:`bit_length_sql` reads."""
+    d = f"CAST({value} AS DOUBLE)"
+    return f"{d} AS d, CAST(floor(log2(greatest({d}, 1))) AS INTEGER) + 1 AS k"
 
 
 def margin_distribution(data: Source) -> pd.DataFrame:
