@@ -8,7 +8,7 @@ Prints, in one run (every figure measured here, side by side, so ratios hold on 
 - ``placement.kind = every-page`` over every built-in board (all granules, Kconfig VA_BITS, all
   layouts, both block settings): configurations covered per second and rows written per
   configuration;
-- the Parquet writer settings of ``sweep.store.writer_settings`` against pyarrow's defaults on
+- the Parquet writer settings of ``sweep.store.writer_options`` against pyarrow's defaults on
   the same unit tables (rows/s and bytes a row);
 - for each run, peak memory of the whole process tree, sampled from /proc (every 50 ms the sum of
   RSS, which counts pages the forked workers share once per process, and the RSS of the largest
@@ -167,7 +167,7 @@ def builder_and_writer(config: Path, folder: Path, limit_rows: int) -> dict[str,
 
     from sweep.config import load_config
     from sweep.plan import make_plan
-    from sweep.store import COMPRESSION, ROW_GROUP_ROWS, non_nullable, writer_settings
+    from sweep.store import COMPRESSION, ROW_GROUP_ROWS, non_nullable, writer_options
     from sweep.units import unit_table
 
     plan = make_plan(load_config(config), base_dir=str(config.parent))
@@ -185,7 +185,7 @@ def builder_and_writer(config: Path, folder: Path, limit_rows: int) -> dict[str,
             path = folder / f"alone-{kind}-{index}.parquet"  # a new file each time
             started = time.perf_counter()
             if kind == "new":
-                pq.write_table(non_nullable(table), path, **writer_settings(table.schema))
+                pq.write_table(non_nullable(table), path, **writer_options(table.schema))
             else:
                 pq.write_table(table, path, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
             seconds[kind] += time.perf_counter() - started
@@ -286,7 +286,7 @@ def main() -> None:
             alone = builder_and_writer(stride, folder, int(args.alone_rows))
             print(
                 f"one core, {alone['rows']:,} stride rows: builder {alone['build']:,.0f} rows/s;"
-                f" write with writer_settings {alone['write_new']:,.0f} rows/s,"
+                f" write with writer_options {alone['write_new']:,.0f} rows/s,"
                 f" {alone['bytes_new']:.2f} B/row; with pyarrow's defaults"
                 f" {alone['write_old']:,.0f} rows/s, {alone['bytes_old']:.2f} B/row"
                 f" ({alone['write_new'] / alone['write_old']:.2f}x faster)"

@@ -1,4 +1,4 @@
-"""Part files as ``sweep.store.writer_settings`` writes them: what the footer says, and the same
+"""Part files as ``sweep.store.writer_options`` writes them: what the footer says, and the same
 rows back."""
 
 from __future__ import annotations
