@@ -184,11 +184,25 @@ def margin_distribution(data: Source) -> pd.DataFrame:
     """Rows per layout and margin bucket (powers of two): how close the idmap page comes to a
     runtime mapping. Bucket ``k`` holds margins in ``[2^(k-1), 2^k)``; 0 means they touch."""
     r = results_of(data)
-    counts = r.frame(
-        f"SELECT layout, CAST({bit_length_sql('m')} AS TINYINT) AS margin_bits, "
-        f"CAST(sum(w) AS BIGINT) AS rows FROM (SELECT layout, {r.min_margin} AS m, "
-        f"{r.weight} AS w, {bit_length_input(r.min_margin)} FROM results) GROUP BY ALL ORDER BY ALL"
-    )
+    if r.weighted:
+        counts = r.frame(
+            f"SELECT layout, CAST({bit_length_sql('m')} AS TINYINT) AS margin_bits, "
+            f"CAST(sum(w) AS BIGINT) AS rows FROM (SELECT layout, {r.min_margin} AS m, "
+            f"{r.weight} AS w, {bit_length_input(r.min_margin)} FROM results) "
+            "GROUP BY ALL ORDER BY ALL"
+        )
+    else:
+        # DuckDB's histogram bins each value under the first boundary >= it, in integers:
+        # boundaries 2^k - 1 put exactly the values of bit_length k in bin k.
+        edges = ", ".join(str((1 << k) - 1) for k in range(65))
+        counts = r.frame(
+            f"WITH h AS (SELECT layout, histogram(margin, [{edges}]::UBIGINT[]) AS bins "
+            "FROM results GROUP BY layout), e AS (SELECT layout, unnest(map_entries(bins)) "
+            "AS e FROM h) SELECT layout, e.key AS edge, CAST(e.value AS BIGINT) AS rows FROM e "
+            "WHERE e.value > 0 ORDER BY layout, edge"
+        )
+        counts.insert(1, "margin_bits", [int(e).bit_length() for e in counts.pop("edge")])
+        counts["margin_bits"] = counts["margin_bits"].astype("int8")
     counts["from"] = [
         "0" if k == 0 else size_label(1 << (int(k) - 1)) for k in counts["margin_bits"]
     ]
