@@ -58,6 +58,8 @@ HEX_COLUMNS = (
     *SCHEMA_HEX_COLUMNS,
     "idmap_pa_last",
     "margin_last",
+    "clipped_bytes_last",
+    "hyp_dram_last_last",
     "lowest_idmap_pa",
     "idmap_from",
     "idmap_to",

@@ -485,3 +485,22 @@ def test_queries_weight_runs_of_pages():
         Results(frame, layout="mereged", granule="4K")
     worst = results.worst_configurations(frame)
     assert worst.iloc[0][["idmap_from", "idmap_to"]].tolist() == [0x8000_0000, 0x800F_F000]
+
+
+def test_a_real_every_page_sweep_counts_pages(tmp_path):
+    """Rows of an every-page sweep are runs; the queries count pages. Juno's DRAM (its banks
+    0x8000_0000-0xfeff_ffff and 0x8_8000_0000-0x9_ffff_ffff, as `sweep explain` prints them) is
+    0x7f00_0000 + 0x1_8000_0000 bytes = 2,093,056 pages of 4K."""
+    out = tmp_path / "pages"
+    got = CliRunner().invoke(
+        main,
+        ["run", "--out", str(out), "placement.kind=every-page", "memory_maps=juno"]
+        + ["granules=4K", "layouts=merged", "block_mappings=false", "--workers", "1"],
+    )
+    assert got.exit_code == 0, got.output
+    pages = (0x7F00_0000 + 0x1_8000_0000) // 4096
+    assert pages == 2_093_056
+    assert results.overlaps(out).loc[("juno", "merged"), "rows"] == 3 * pages  # VA_BITS 39/48/52
+    assert results.level_counts(out)["rows"].sum() == 3 * pages
+    assert results.margin_distribution(out)["rows"].sum() == 3 * pages
+    assert len(results.load(out)) < 100  # runs, not pages
