@@ -24,6 +24,7 @@ import os
 import pickle
 import socket
 import threading
+import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("sweep.worker")
 
 # --- the worker side ---------------------------------------------------------------------------
+
+NO_WORKER_SECONDS = 300.0
+"""A run whose cluster has had no worker this long stops, keeping every finished unit."""
 
 _PLANS: OrderedDict[str, Plan] = OrderedDict()
 _PLANS_KEPT = 2
@@ -162,6 +166,7 @@ class DaskExecutor:
             raise
         self.workers = max(1, len(self.client.scheduler_info().get("workers", {})) or workers)
         self._attempt = 0
+        self._idle_since: float | None = None
 
     def _check_workers(self) -> None:
         """Every worker connected now must load the sweep's plugins: one line if one cannot."""
@@ -196,10 +201,10 @@ class DaskExecutor:
             pure=False,
         )
 
-    @staticmethod
-    def wait(futures: set, timeout: float) -> tuple[set, set]:
+    def wait(self, futures: set, timeout: float) -> tuple[set, set]:
         """The finished futures and the others; a cancelled one counts as finished (Dask's
-        ``wait`` raises ``FuturesCancelledError`` for it instead)."""
+        ``wait`` raises ``FuturesCancelledError`` for it instead). A cluster left with no
+        worker for ``NO_WORKER_SECONDS`` stops the run (it would wait for ever)."""
         from distributed import wait
 
         try:
@@ -207,6 +212,15 @@ class DaskExecutor:
         except (TimeoutError, cf.CancelledError):
             pass
         done = {f for f in futures if f.status != "pending"}
+        if done or self.client.scheduler_info().get("workers"):
+            self._idle_since = None
+        elif self._idle_since is None:
+            self._idle_since = time.monotonic()
+        elif time.monotonic() - self._idle_since > NO_WORKER_SECONDS:
+            raise SweepError(
+                f"{self.where}: no Dask worker for {NO_WORKER_SECONDS:.0f} s; "
+                "start workers, then run again with --resume"
+            )
         return done, set(futures) - done
 
     @staticmethod
