@@ -56,6 +56,9 @@ LOCK_FILE = "_sweep.lock"
 OWN_FILES = (META_FILE, LOG_FILE, MANIFEST_FILE, LOCK_FILE)
 """The files a sweep keeps at its root beside the partition folders."""
 TEMP_SUFFIX = ".tmp"
+OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
+"""URL schemes whose writes are atomic (an object is visible only once whole): there a file is
+written in place, not under a temporary name then copied and deleted (three requests more)."""
 
 _DTYPE_BYTES = {"category": 4, "bool": 1, "int8": 1, "int32": 4, "int64": 8, "uint64": 8}
 MEMORY_BYTES_PER_ROW = sum(_DTYPE_BYTES[d] for d in ROW_COLUMNS.values())
@@ -139,6 +142,7 @@ class Store:
         self.fsspec = getattr(getattr(self.fs, "handler", None), "fs", None)
         """The fsspec filesystem behind a URL (DuckDB reads through it), or None."""
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.object_store = not self.local and str(url).split("://")[0] in OBJECT_STORES
 
     def __getstate__(self) -> dict:
         # A worker (on Dask, maybe elsewhere) must not resolve a relative path from its own cwd.
@@ -155,10 +159,20 @@ class Store:
     def write_bytes(self, rel: str, data: bytes | pa.Buffer) -> None:
         """Replace ``rel`` with ``data`` atomically: written under a hidden temporary name,
         flushed to disk (``fsync``), renamed into place, and the folder flushed after, so a
-        crash or a power cut leaves the old file or the new one, never a torn one."""
+        crash or a power cut leaves the old file or the new one, never a torn one. On an object
+        store (``OBJECT_STORES``) the upload itself is atomic and goes to ``rel`` at once."""
         final = self._abs(rel)
         folder, name = posixpath.split(final)
         temp = posixpath.join(folder, f".{name}.{os.getpid()}{TEMP_SUFFIX}")
+        if self.object_store:  # an upload is atomic: the object appears whole or not at all
+            f = self.fs.handler.fs.open(final, "wb")
+            try:
+                f.write(memoryview(data))
+            except BaseException:
+                f.discard()  # abandon the upload (closing would publish what was sent)
+                raise
+            f.close()
+            return
         if not self.local:
             self.fs.create_dir(folder, recursive=True)
             try:

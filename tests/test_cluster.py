@@ -37,8 +37,9 @@ BUCKET = "sweeps"
 SWEEP_TIMEOUT = 180.0
 """No sweep here takes more than a few seconds; a hang fails the test instead of the suite."""
 
-# A 64 GiB bank at an 8M stride: 8192 placements x 2 granules x 2 VA_BITS x 2 layouts x 2 block
-# settings = 131,072 rows, in 32 units of 4096 (about half a second each against moto's server).
+# A 64 GiB bank at a 4M stride: 16,384 placements x 2 granules x 2 VA_BITS x 2 layouts x 2 block
+# settings = 262,144 rows, in 32 units of 8192: a few seconds of building, so that the kills
+# below land while units are running.
 MAP = 'name = "c64g"\n[[banks]]\nbase = 0x8000_0000\nsize = "64G"\n'
 CONFIG = """name = "cluster"
 memory_maps = ["c64g.toml"]
@@ -46,15 +47,15 @@ granules = ["4K", "64K"]
 va_bits = [39, 48]
 layouts = ["merged", "tagged"]
 block_mappings = [false, true]
-unit_rows = 4096
+unit_rows = 8192
 [placement]
 kind = "stride"
-step = "8M"
+step = "4M"
 [tag]
 seed = 5
 """
-ROWS = 131_072
-UNITS = ROWS // 4096
+ROWS = 262_144
+UNITS = ROWS // 8192
 KEY = ["memory_map", "granule", "va_bits", "layout", "block_mappings", "idmap_pa"]
 
 
@@ -288,6 +289,7 @@ def test_a_sweep_to_s3_on_the_cluster_gives_the_local_rows(env, cluster, config_
     result = _sweep(env, config_file, *_dask(cluster, url))
     assert result.returncode == 0, result.stderr
     assert f"{UNITS} units written ({ROWS:,} rows" in result.stderr
+    print("no kill:", result.stderr.strip().splitlines()[-1])
     _assert_exact(env, url, local_rows)
 
 
@@ -339,6 +341,7 @@ def test_workers_killed_mid_sweep_lose_nothing(env, cluster, config_file, local_
             proc.communicate()
     assert code == 0, err
     assert f"sweep complete: {UNITS} units written ({ROWS:,} rows" in err
+    print(f"{kills} kill(s):", err.strip().splitlines()[-1])  # its time, with pytest -s
     _assert_exact(env, url, local_rows)
     assert set(_worker_pids(cluster["client"]).values()).isdisjoint(list(pids.values())[:kills])
 
