@@ -238,4 +238,4 @@ def _iso(seconds: float) -> str:
 
 def url_lease(store) -> Lease:
     """The lease of a URL :class:`~sweep.store.Store` (whose ``fs`` wraps an fsspec system)."""
-    return Lease(store.fs.handler.fs, store.root, store.url)
+    return Lease(store.fsspec, store.root, store.url)

@@ -165,7 +165,7 @@ class Store:
         folder, name = posixpath.split(final)
         temp = posixpath.join(folder, f".{name}.{os.getpid()}{TEMP_SUFFIX}")
         if self.object_store:  # an upload is atomic: the object appears whole or not at all
-            f = self.fs.handler.fs.open(final, "wb")
+            f = self.fsspec.open(final, "wb")
             try:
                 f.write(memoryview(data))
             except BaseException:

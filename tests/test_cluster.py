@@ -31,15 +31,16 @@ distributed = pytest.importorskip("distributed")
 
 from sweep.lease import LEASE_FILE  # noqa: E402
 from sweep.results import load as read_results  # noqa: E402
+from sweep.store import Store  # noqa: E402
 
 HOST = "127.0.0.1"
 BUCKET = "sweeps"
 SWEEP_TIMEOUT = 180.0
 """No sweep here takes more than a few seconds; a hang fails the test instead of the suite."""
 
-# A 64 GiB bank at a 4M stride: 16,384 placements x 2 granules x 2 VA_BITS x 2 layouts x 2 block
-# settings = 262,144 rows, in 32 units of 8192: a few seconds of building, so that the kills
-# below land while units are running.
+# A 64 GiB bank at a 1M stride: 65,536 placements x 2 granules x 2 VA_BITS x 2 layouts x 2 block
+# settings = 1,048,576 rows, in 32 units of 32,768: seconds of building, so that the kills below
+# land while units are running (on a loaded 2-core machine the sweep takes about 15 s).
 MAP = 'name = "c64g"\n[[banks]]\nbase = 0x8000_0000\nsize = "64G"\n'
 CONFIG = """name = "cluster"
 memory_maps = ["c64g.toml"]
@@ -47,15 +48,15 @@ granules = ["4K", "64K"]
 va_bits = [39, 48]
 layouts = ["merged", "tagged"]
 block_mappings = [false, true]
-unit_rows = 8192
+unit_rows = 32768
 [placement]
 kind = "stride"
-step = "4M"
+step = "1M"
 [tag]
 seed = 5
 """
-ROWS = 262_144
-UNITS = ROWS // 8192
+ROWS = 1_048_576
+UNITS = ROWS // 32768
 KEY = ["memory_map", "granule", "va_bits", "layout", "block_mappings", "idmap_pa"]
 
 
@@ -124,8 +125,12 @@ def env(tmp_path_factory):
     )
     try:
         _wait_for("moto's S3 server", lambda: _listening(port), 60, server)
-        old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-        os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+        # This process reads the results too: the same environment, and fsspec's configuration
+        # read from it again (fsspec reads it once, at import).
+        names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FSSPEC_S3_ENDPOINT_URL")
+        old = {k: os.environ.get(k) for k in names}
+        os.environ.update({k: environ[k] for k in names})
+        fsspec.config.set_conf_env(fsspec.config.conf)
         fs = fsspec.filesystem("s3", endpoint_url=endpoint, skip_instance_cache=True)
         fs.mkdir(BUCKET)
         yield {"environ": environ, "fs": fs, "endpoint": endpoint, "logs": logs}
@@ -136,6 +141,7 @@ def env(tmp_path_factory):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        fsspec.config.conf.get("s3", {}).pop("endpoint_url", None)
 
 
 def _listening(port: int) -> bool:
@@ -251,19 +257,14 @@ def _sweep(env, config_file: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def _parts(env, url: str) -> int:
-    fs = env["fs"]
-    fs.invalidate_cache()
-    return len(fs.glob(url.removeprefix("s3://") + "/granule=*/va_bits=*/part-*.parquet"))
+    """Finished part files at ``url``, listed afresh (s3fs caches listings)."""
+    store = Store(url)
+    store.fsspec.invalidate_cache()
+    return len(store.parts())
 
 
 def _s3_rows(env, url: str) -> pd.DataFrame:
-    os.environ["FSSPEC_S3_ENDPOINT_URL"] = env["endpoint"]
-    try:
-        fsspec.config.set_conf_env(fsspec.config.conf)
-        return _sorted(read_results(url))
-    finally:
-        os.environ.pop("FSSPEC_S3_ENDPOINT_URL", None)
-        fsspec.config.conf.get("s3", {}).pop("endpoint_url", None)
+    return _sorted(read_results(url))
 
 
 def _meta(env, url: str) -> dict:
