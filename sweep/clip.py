@@ -1,4 +1,4 @@
-"""MODEL.md section 2: PHYS_OFFSET and the DRAM the linear map keeps, for every row at once.
+"""docs/model.md section 2: PHYS_OFFSET and the DRAM the linear map keeps, for every row at once.
 
 Each row has its own banks (``(banks, rows)`` arrays, padded with empty banks), granule, VA_BITS,
 ``ARM64_MEMSTART_ALIGN`` and idmap page, so one call clips rows of any number of memory maps.

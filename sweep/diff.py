@@ -1,6 +1,6 @@
 """``sweep diff``: which rows changed between two runs, and in which columns, board by board.
 
-Rows are matched on the configuration (MODEL.md section 1's input columns) and their outputs
+Rows are matched on the configuration (docs/model.md section 1's input columns) and their outputs
 compared column by column. Dropping a key with ``ignore`` compares runs that differ in that input
 on purpose, e.g. two runs of one layout each (``ignore=["layout", "tag_random"]``). The join runs
 in DuckDB, one ``granule``/``va_bits`` folder at a time when both are keys, so two large runs

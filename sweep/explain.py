@@ -1,7 +1,7 @@
 """One configuration explained: its merged HYP tree printed the way ptdump prints page tables.
 
 The tree is the scalar reference's (``sweep.reference_tree.build_tree``), so what is printed is
-MODEL.md read literally; the row printed after it is the builder's, and the two must agree (the
+docs/model.md read literally; the row printed after it is the builder's, and the two must agree (the
 per-level table counts are compared and any disagreement is printed).
 
 The format follows the kernel's page-table dump (``arch/arm64/mm/ptdump.c``, ``note_page``): one
@@ -43,7 +43,7 @@ class Mapping:
 
 @dataclass
 class Explanation:
-    """A configuration (reference, MODEL.md 1 to 3), its tree and mappings, and its row
+    """A configuration (reference, docs/model.md 1 to 3), its tree and mappings, and its row
     (builder)."""
 
     config: Configuration
@@ -87,7 +87,7 @@ def explain(
         if plugin is None:
             known = ", ".join(sorted({*LAYOUTS, *get_layouts()}))
             raise ValidationError(f"--layout {layout!r}: not a layout ({known})")
-    # The reference's own steps (MODEL.md 1 to 3), then its tree (MODEL.md 5).
+    # The reference's own steps (docs/model.md 1 to 3), then its tree (docs/model.md 5).
     c = prepare(
         memory_map,
         granule,
@@ -202,7 +202,7 @@ def _run_line(tree: Tree, level: int, run: tuple[int, int, str, list[Mapping]]) 
             "whose other pages are no longer mapped"
         )
     # A leaf belongs to the first call that reached it: runtime banks (disjoint in VA) come
-    # before the idmap page, whose walk stops at a page it meets (MODEL.md section 5); below a
+    # before the idmap page, whose walk stops at a page it meets (docs/model.md section 5); below a
     # block it replaced, only the idmap's page is mapped.
     owner, *also = behind
     pa = va - owner.va + owner.pa

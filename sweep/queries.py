@@ -81,7 +81,7 @@ def extra_levels(data: Source) -> pd.DataFrame:
 
 def unrunnable_4x(data: Source) -> pd.DataFrame:
     """Configurations 4.x kernels could not run: ``extra_levels > 1`` under a legacy layout
-    (4.x ``head.S`` adds at most one level to the idmap, MODEL.md section 5)."""
+    (4.x ``head.S`` adds at most one level to the idmap, docs/model.md section 5)."""
     legacy = ", ".join(f"'{name}'" for name in LEGACY_LAYOUTS)
     return _level_summary(results_of(data), f"extra_levels > 1 AND layout IN ({legacy})")
 

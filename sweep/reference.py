@@ -1,7 +1,7 @@
-"""The scalar reference: one configuration at a time, plain Python ints, read beside MODEL.md.
+"""The scalar reference: one configuration at a time, plain Python ints, read beside docs/model.md.
 
 This is the oracle the vectorized builder is tested against. It favours being obviously right
-over being fast: each rule of MODEL.md is a few lines here, in the order the text gives them,
+over being fast: each rule of docs/model.md is a few lines here, in the order the text gives them,
 and the merged tree is built chunk by chunk as section 5 describes (``sweep.reference_tree``).
 """
 
@@ -22,7 +22,7 @@ from sweep.model import (
 from sweep.reference_tree import Tree, build_tree, round_down, round_up
 
 LAYOUTS = ("high-only", "merged", "tagged", "tagged-48")
-"""The four layouts MODEL.md section 3 defines; the reference knows these and no others."""
+"""The four layouts docs/model.md section 3 defines; the reference knows these and no others."""
 
 MASK64 = (1 << 64) - 1
 
@@ -132,7 +132,7 @@ def hyp_layout(
 
 @dataclass
 class Configuration:
-    """One configuration taken through MODEL.md sections 1 to 3: what its row is computed from."""
+    """One configuration through docs/model.md sections 1 to 3: what its row is computed from."""
 
     memory_map: MemoryMap
     granule: int

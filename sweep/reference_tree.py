@@ -1,4 +1,4 @@
-"""MODEL.md section 5 read literally, for the scalar reference: the merged tree, chunk by chunk.
+"""docs/model.md section 5 read literally, for the reference: the merged tree, chunk by chunk.
 
 Runs of whole chunks are handled as one run (a 2^52-byte bank does not take 2^40 steps); which
 entries hold a table and which a leaf is kept per level as interval sets, so that ``sweep
@@ -105,7 +105,7 @@ class Tree:
                 self._map(lo, hi, delta, level + 1)
 
     def map_idmap_page(self, idmap_pa: int) -> None:
-        """Map the idmap page VA == PA as ``hyp_map_walker`` does (MODEL.md section 5): a page
+        """Map the idmap page VA == PA as ``hyp_map_walker`` does (docs/model.md section 5): a page
         already there stops the walk; a block at level l is replaced by a new, empty table and
         the walk goes on down, creating one table at each level l + 1 to 3."""
         for level in range(self.root_level, 4):

@@ -29,7 +29,7 @@ def unit_table(plan: Plan, unit: Unit) -> pa.Table:
 
         return unit_runs(plan, unit)
     maps = plan.map_list
-    # MODEL.md section 8: only rows of a layout that inserts a random tag get tag_random.
+    # docs/model.md section 8: only rows of a layout that inserts a random tag get tag_random.
     tagged = np.array([getattr(x, "uses_tag_random", False) for x in plan.layouts], dtype=bool)
     prefixes = plan.tag_prefixes(unit.granule, unit.va_bits)
     tables = []

@@ -223,7 +223,7 @@ def test_a_run_writes_every_row_of_the_model(map_file, tmp_path):
     assert (report.units_written, report.rows_written) == (16, 128)
     df = read_results(str(out))
     assert sorted(inputs_of(df)) == sorted(expected_inputs(layouts))
-    # MODEL.md section 8: only the tagged layout's rows get a tag_random.
+    # docs/model.md section 8: only the tagged layout's rows get a tag_random.
     assert (df.loc[df["layout"] == "merged", "tag_random"] == 0).all()
     assert (df.loc[df["layout"] == "tagged", "tag_random"] != 0).all()
     # Spot checks against the scalar reference, tags included.

@@ -8,7 +8,7 @@ then the idmap page) and prints the tables of the finished tree per level, and t
 of the runtime mappings and of the idmap page alone. ``sweep.build`` must give the same
 ``tables_lm1`` .. ``tables_l3``, ``table_pages``, ``table_bytes`` and ``shared_tables``.
 
-The map calls' inputs (the clipped banks, ``delta``, ``tree_va_bits``: MODEL.md sections 1-3)
+The map calls' inputs (the clipped banks, ``delta``, ``tree_va_bits``: docs/model.md sections 1-3)
 come from the scalar reference's ``prepare``; section 5 is then the kernel's alone.
 """
 
@@ -204,7 +204,7 @@ def run_kernel(binary: str, lines: list[str]) -> list[str]:
 
 
 def kernel_columns(answer: str, granule: int, bits: int) -> dict:
-    """The table columns of MODEL.md section 5 from the kernel's tree."""
+    """The table columns of docs/model.md section 5 from the kernel's tree."""
     status, *values = answer.split()
     assert status == "ok", answer
     lm1, l0, l1, l2, l3, t_runtime, t_idmap, _rret, _iret, warnings = map(int, values)
@@ -270,8 +270,8 @@ def test_builder_equals_the_kernel_on_every_table_column(binaries, cases, kernel
         )
     )
     assert compared >= (5000 if kernel == "6.12" else 4000)
-    # MODEL.md 5: replacing a block, 6.1 warns (kvm_set_table_pte: WARN_ON(kvm_pte_valid(old)));
-    # 6.12 installs the table with no warning.
+    # docs/model.md 5: replacing a block, 6.1 warns (kvm_set_table_pte:
+    # WARN_ON(kvm_pte_valid(old))); 6.12 installs the table with no warning.
     assert block_warnings[kernel == "6.1"] > 0 and not block_warnings[kernel != "6.1"]
     for level in (1, 2):
         assert met[f"block at L{level}"] > 0, "no row has the idmap meet a block at this level"

@@ -251,7 +251,7 @@ def test_report_errors(tmp_path):
 
 def test_report_says_what_the_sweep_was(default_run, report_page):
     """The header: status, placement, tag seed, VA_BITS, versions, run time (the default
-    config: kernel-load, seed 0, Kconfig VA_BITS, MODEL.md section 8)."""
+    config: kernel-load, seed 0, Kconfig VA_BITS, docs/model.md section 8)."""
     page = report_page.read_text()
     header = page.split('<dl class="header">', 1)[1].split("</dl>", 1)[0]
     assert "<dt>status</dt><dd>complete</dd>" in header

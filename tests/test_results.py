@@ -1,7 +1,7 @@
 """sweep.results: load with pushed-down filters, and every named query, on a real small sweep.
 
 Expected values are recounted here row by row from the reference rows (plain Python loops), or
-are MODEL.md facts worked out by hand.
+are docs/model.md facts worked out by hand.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def test_overlaps(df, rows):
     assert got["rows"].to_dict() == dict(counts)
     assert got["overlaps"].to_dict() == dict(overlaps)
     assert got["in_window"].to_dict() == dict(in_window)
-    # MODEL.md 7.3: the two-bank board under high-only overlaps at 4K/39 with the kernel in the
+    # docs/model.md 7.3: the two-bank board under high-only overlaps at 4K/39 with the kernel in the
     # high bank (idmap 0x40_0000_0000 and 0x40_4000_0000), blocks off and on.
     assert got.loc[("two-banks", "high-only"), "overlaps"] >= 4
     assert got.loc[("two-banks", "merged"), "overlaps"] == 0
@@ -184,7 +184,7 @@ def test_extra_levels_and_unrunnable(df, rows):
         assert extra.loc[key, "rows"] == len(group)
         assert extra.loc[key, "max_extra_levels"] == max(r["extra_levels"] for r in group)
         assert extra.loc[key, "lowest_idmap_pa"] == min(r["idmap_pa"] for r in group)
-    # MODEL.md 7.2: Seattle at 4K/39 needs one extra level (idmap_va_bits 40).
+    # docs/model.md 7.2: Seattle at 4K/39 needs one extra level (idmap_va_bits 40).
     assert extra.loc[("seattle-like", 4096, 39, "merged"), "max_extra_levels"] == 1
 
     unrunnable = results.unrunnable_4x(df)
@@ -233,7 +233,7 @@ def test_table_size(df, rows):
         "64K/48",
         "64K/52",
     ]
-    # MODEL.md 7.1, blocks on: two 1 GiB blocks need 3 tables, 12 288 bytes; the other idmap
+    # docs/model.md 7.1, blocks on: two 1 GiB blocks need 3 tables, 12 288 bytes; the other idmap
     # address and the layouts cannot do better than the root plus one table path.
     juno = [
         r["table_bytes"]
@@ -277,7 +277,7 @@ def test_worst_cases(df, rows):
     assert len(worst) == 5
     n_overlap = int(rows["overlap"].sum())
     assert n_overlap >= 2
-    # MODEL.md 7.3, high-only: the overlapping rows come first.
+    # docs/model.md 7.3, high-only: the overlapping rows come first.
     first = worst.iloc[0]
     assert bool(first["overlap"]) and first["memory_map"] == "two-banks"
     assert first["idmap_pa"] in (0x40_0000_0000, 0x40_4000_0000) and first["margin"] == 0
