@@ -231,7 +231,7 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
             rows.map_index * 3 + code,
             rows.block_mappings,
             root,
-            delta,
+            tables.runtime_delta(delta, root, granule),
             dram.dram_first,
             dram.dram_last,
         ),
@@ -255,8 +255,9 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
 
 def _per_runtime_tree(n: int, count, keys: tuple, arrays: tuple) -> dict:
     """``count(*arrays)`` (arrays whose last axis is the rows) computed once per distinct
-    runtime tree: rows with equal ``keys`` (map and granule, blocks, root level, delta, clipped
-    DRAM) have the same runtime ranges, so a work unit or a board corpus counts each tree once.
+    runtime tree: rows with equal ``keys`` (map and granule, blocks, root level, clipped DRAM,
+    ``delta`` modulo the root's entry size) have the same runtime tables, so a work unit or a
+    board corpus counts each tree once.
 
     Rows are told apart by a 64-bit hash of their keys, then checked equal to their
     representative key by key; when most rows differ (random tags), all rows are counted.

@@ -85,6 +85,17 @@ def runtime_tables(
     return tables
 
 
+def runtime_delta(delta: np.ndarray, root: np.ndarray, granule: np.ndarray) -> np.ndarray:
+    """The part of ``delta`` the runtime tables depend on: ``delta mod 2^shift(root)``.
+
+    Moving every range by a multiple of ``2^shift(l)`` moves it by whole entries at level
+    ``l`` and at every level below: the same counts, the same block alignment. So rows whose
+    deltas differ only in bits at or above the root's shift (random tag bits, most often)
+    share their runtime tree.
+    """
+    return delta & ((np.int64(1) << _shift(root, page_shift(granule))) - 1)
+
+
 def idmap_walk(
     near: Nearest,
     idmap_pa: np.ndarray,
