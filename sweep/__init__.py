@@ -21,11 +21,11 @@ __all__ = [
 def __getattr__(name: str):
     # Lazy, so that importing sweep (e.g. in a plugin) does not import pandas and the builder.
     if name == "build":
-        from sweep.api import build
+        from sweep.api import build  # lazy: importing sweep does not import pandas
 
         return build
     if name == "load_memory_map":
-        from sweep.loaders import load_memory_map
+        from sweep.loaders import load_memory_map  # lazy: as build
 
         return load_memory_map
     raise AttributeError(f"module 'sweep' has no attribute {name!r}")

@@ -31,7 +31,7 @@ def build(
     if missing:
         raise ValidationError(f"configs: missing column(s) {', '.join(missing)}")
     if layouts is None:
-        from sweep.plugins import get_layouts  # the registry loads plugins: only when needed
+        from sweep.plugins import get_layouts  # lazy: plugins load only when needed
 
         layouts = get_layouts()
     map_codes, map_names = _codes(configs["memory_map"])

@@ -5,6 +5,7 @@ A user mistake (any ``SweepError``) prints one line and exits 2, never a traceba
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -34,7 +35,7 @@ def main() -> None:
 @main.command("plugins")
 def plugins_command() -> None:
     """List every plugin: the hooks it implements, its version and source, and its error."""
-    from sweep.plugins import plugin_info
+    from sweep.plugins import plugin_info  # lazy: `sweep -h` stays fast
 
     for row in plugin_info():
         version = f" {row['version']}" if row["version"] else ""
@@ -53,8 +54,8 @@ def plugins_command() -> None:
 def maps_command(specs: tuple[str, ...]) -> None:
     """List memory maps with their banks: all registered ones, or those SPECS select (names,
     globs such as 'qemu-virt-*', family:NAME, memory-map files or directories)."""
-    from sweep.memory_maps import select_memory_maps
-    from sweep.plugins import registry
+    from sweep.memory_maps import select_memory_maps  # lazy: `sweep -h` stays fast
+    from sweep.plugins import registry  # lazy: `sweep -h` stays fast
 
     reg = registry()
     maps = select_memory_maps(list(specs), catalog=reg) if specs else reg.memory_maps
@@ -78,7 +79,7 @@ def _size_text(size: int) -> str:
 @click.argument("names", nargs=-1)
 def columns_command(names: tuple[str, ...]) -> None:
     """Every column of a result row (or the NAMES given): dtype, docs/model.md section, meaning."""
-    from sweep.columns import SCHEMA
+    from sweep.columns import SCHEMA  # lazy: `sweep -h` stays fast
 
     chosen = [c for c in SCHEMA if not names or c.name in names]
     unknown = sorted(set(names) - {c.name for c in SCHEMA})
@@ -136,9 +137,9 @@ def run_command(
     KEY=VALUE overrides change the config for this run: granules=4K,64K
     placement.kind=stride placement.step=2M tag.seed=7. Exits 1 listing failed units.
     """
-    from sweep.config import find_default_config, load_config
-    from sweep.driver import RunOptions, describe_plan, run_sweep
-    from sweep.units import make_plan
+    from sweep.config import find_default_config, load_config  # lazy: `sweep -h` stays fast
+    from sweep.driver import RunOptions, describe_plan, run_sweep  # lazy: `sweep -h` stays fast
+    from sweep.units import make_plan  # lazy: `sweep -h` stays fast
 
     overrides = [a for a in args if "=" in a]
     paths = [a for a in args if "=" not in a]
@@ -147,8 +148,6 @@ def run_command(
     source = paths[0] if paths else str(find_default_config())
     config = load_config(source, overrides)
     if dry_run:
-        import os
-
         click.echo(describe_plan(make_plan(config, os.path.dirname(source) or None)))
         return
     options = RunOptions(
@@ -194,7 +193,7 @@ def run_command(
 def verify_command(directory: str) -> None:
     """Check every part file of the sweep in DIRECTORY against its manifest (size, SHA-256,
     Parquet footer, rows), writing nothing; exit 1 naming each bad part."""
-    from sweep.manifest import verify_dataset
+    from sweep.manifest import verify_dataset  # lazy: `sweep -h` stays fast
 
     checked, problems = verify_dataset(directory)
     for rel, problem in problems:
@@ -217,7 +216,7 @@ def verify_command(directory: str) -> None:
 )
 def report_command(directory: str, out: str) -> None:
     """Write an HTML report (figures and worst cases) of the results in DIRECTORY."""
-    from sweep.report import write_report
+    from sweep.report import write_report  # lazy: `sweep -h` stays fast
 
     click.echo(f"wrote {write_report(directory, out)}")
 
@@ -226,7 +225,7 @@ class _QueryCommand(click.Command):
     """Lists the named queries in its help, importing them (and DuckDB) only then."""
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from sweep.queries import QUERIES
+        from sweep.queries import QUERIES  # lazy: `sweep -h` stays fast
 
         with formatter.section("Named queries"):
             formatter.write_dl(
@@ -263,7 +262,7 @@ def query_command(
     or `sweep query results layout=merged --sql "SELECT memory_map, count(*) FROM results
     GROUP BY ALL"`.
     """
-    from sweep.answers import run_query
+    from sweep.answers import run_query  # lazy: `sweep -h` stays fast
 
     run_query(directory, args, sql=sql, limit=limit, fmt=fmt, raw=raw, out=out)
 
@@ -295,8 +294,8 @@ def explain_command(
     tag_random: str,
 ) -> None:
     """Print one configuration's HYP page tables the way ptdump does, then its row."""
-    from sweep.explain import explain, render, resolve_memory_map
-    from sweep.model import parse_address
+    from sweep.explain import explain, render, resolve_memory_map  # lazy: `sweep -h` stays fast
+    from sweep.model import parse_address  # lazy: `sweep -h` stays fast
 
     memory_map = resolve_memory_map(map_name)
     click.echo(
@@ -321,7 +320,7 @@ def explain_command(
 @click.option("--show", default=10, show_default=True, help="Differing rows to print.")
 def diff_command(dir_a: str, dir_b: str, ignore: str, show: int) -> None:
     """Rows whose outputs differ between two runs, by board and column; exit 1 if any."""
-    from sweep.diff import diff, format_diff
+    from sweep.diff import diff, format_diff  # lazy: `sweep -h` stays fast
 
     result = diff(dir_a, dir_b, ignore=[c for c in ignore.split(",") if c], show=show)
     click.echo(format_diff(result, dir_a, dir_b, show=show))
@@ -348,7 +347,7 @@ def verify_boot_command(
     log: str, granule: str | None, va_bits: int | None, layout: str | None
 ) -> None:
     """Compare a kernel boot LOG (console or dmesg) with the model; exit 0 only if all agree."""
-    from sweep.verify import verify_boot_file
+    from sweep.verify import verify_boot_file  # lazy: `sweep -h` stays fast
 
     report = verify_boot_file(log, granule=granule, va_bits=va_bits, layout=layout)
     click.echo(report.format())

@@ -22,6 +22,7 @@ from sweep.errors import ValidationError
 from sweep.inputfiles import decode_text, load_toml, origin_of, read_input
 from sweep.kconfig import GRANULE_LIST, GRANULE_NAMES
 from sweep.model import VA_BITS_MAX, VA_BITS_MIN, granule_name, parse_granule
+from sweep.plugins import registry
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 """The sweep ``sweep run`` runs when no config is given: package data, so that it is there
@@ -331,7 +332,6 @@ def validate_config(
     Checks that need the plugins (layout names, placement kinds, granules registered) are made
     here too, so a typo stops the run before any file is written.
     """
-    from sweep.plugins import registry
 
     checking = _Checking(source, registry(), {}, overridden or {})
     unknown = [k for k in raw if k not in _VALIDATORS]

@@ -38,6 +38,7 @@ from sweep.metadata import (
     start_meta,
     version_difference,
 )
+from sweep.model import granule_name
 from sweep.progress import Progress, start_logging, stop_logging
 from sweep.scheduling import OutputFull, RunReport, Scheduler, write_guarded
 from sweep.store import (
@@ -299,7 +300,6 @@ def _whole_parts(store: Store, manifest: Manifest) -> dict[str, int]:
 
 def describe_plan(plan: Plan) -> str:
     """What ``sweep run --dry-run`` prints: counts and sizes, from the plan alone."""
-    from sweep.model import granule_name
 
     cfg = plan.config
     rows = plan.configurations

@@ -10,6 +10,7 @@ scheduling loop needs: ``submit(unit)``, ``wait(futures, timeout)``, ``outcome(f
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import errno
 import logging
 import multiprocessing
@@ -20,6 +21,7 @@ from collections.abc import Iterable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from sweep import plugins
 from sweep.errors import SweepError
 from sweep.lock import close_inherited
 from sweep.progress import worker_logging
@@ -79,7 +81,6 @@ def init_worker(plan: Plan, store: Store, ignore_sigint: bool = True) -> None:
 
 def load_plugins_by_name(names: Iterable[str]) -> None:
     """Make the same plugins load here as in the parent (no-op where they already have)."""
-    from sweep import plugins
 
     if not plugins._loaded:
         os.environ.setdefault(plugins.ENV_PLUGINS, ",".join(names))
@@ -164,8 +165,6 @@ def _init_pool_worker(plan: Plan, store: Store) -> None:
 def _die_with_parent() -> None:
     """Linux's PR_SET_PDEATHSIG: SIGKILL this worker when the driver dies, however it dies."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):  # not Linux: the worker notices the closed queue instead
@@ -292,7 +291,7 @@ def make_executor(
         return ProcessExecutor(plan, store, workers)
     if kind not in EXECUTORS:
         raise SweepError(f"--executor: {kind!r} is not one of {', '.join(EXECUTORS)}")
-    from sweep.executors_dask import DaskExecutor
+    from sweep.executors_dask import DaskExecutor  # lazy: distributed is an optional extra
 
     if kind == "dask":
         if not scheduler:

@@ -28,8 +28,10 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from sweep import plugins
 from sweep.errors import SweepError
 from sweep.executors import UnitResult, WorkerKilled, run_unit
+from sweep.plugins import pm
 
 if TYPE_CHECKING:
     from sweep.store import Store
@@ -65,7 +67,6 @@ def _plan(blob: bytes, digest: str) -> Plan:
 
 def loaded_plugins() -> list[str]:
     """Names of the plugins registered in this process (blocked names excluded)."""
-    from sweep.plugins import pm
 
     return sorted(name for name, plugin in pm.list_name_plugin() if plugin is not None)
 
@@ -73,7 +74,6 @@ def loaded_plugins() -> list[str]:
 def missing_plugins(names: list[str]) -> list[str]:
     """Load exactly the plugins ``names`` here, by name (a worker inherits none of the sweep's
     process); returns those that cannot be loaded on this machine."""
-    from sweep import plugins
 
     wanted = sorted(names)
     with _PLUGINS_LOCK:
@@ -139,7 +139,7 @@ class DaskExecutor:
         processes: bool = True,
     ) -> None:
         try:
-            from distributed import Client, LocalCluster
+            from distributed import Client, LocalCluster  # lazy: the [dask] extra
         except ImportError:
             raise SweepError(
                 "executor dask: needs dask distributed (pip install 'va-sweep[dask]')"
@@ -205,7 +205,7 @@ class DaskExecutor:
         """The finished futures and the others; a cancelled one counts as finished (Dask's
         ``wait`` raises ``FuturesCancelledError`` for it instead). A cluster left with no
         worker for ``NO_WORKER_SECONDS`` stops the run (it would wait for ever)."""
-        from distributed import wait
+        from distributed import wait  # lazy: the [dask] extra
 
         try:
             wait(list(futures), timeout=timeout, return_when="FIRST_COMPLETED")
@@ -226,7 +226,7 @@ class DaskExecutor:
     @staticmethod
     def outcome(future) -> UnitResult | Exception:
         """The unit's result, or ``WorkerKilled`` when Dask lost it with a worker."""
-        from distributed import KilledWorker
+        from distributed import KilledWorker  # lazy: the [dask] extra
 
         try:
             return future.result()

@@ -12,18 +12,21 @@ and the level. Runs of identical tables are printed once, with their count.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from itertools import pairwise
 
 from sweep.api import build_row
 from sweep.columns import HEX_COLUMNS, TABLE_COLUMNS
 from sweep.errors import ValidationError
+from sweep.memory_maps import select_memory_maps
 from sweep.model import (
     MemoryMap,
     granule_name,
     level_shift,
     levels,
 )
+from sweep.plugins import get_layouts
 from sweep.reference import LAYOUTS, Configuration, prepare
 from sweep.reference_tree import Tree, build_tree
 
@@ -58,7 +61,6 @@ class Explanation:
 def resolve_memory_map(name_or_path: str) -> MemoryMap:
     """One memory map, by registered name or from a file (TOML, DTB, iomem, boot log), through
     the same selector a sweep config's ``memory_maps`` uses."""
-    from sweep.memory_maps import select_memory_maps
 
     try:
         maps = select_memory_maps([name_or_path])
@@ -81,8 +83,6 @@ def explain(
     """Build the configuration's tree with the scalar reference and its row with the builder."""
     plugin = None
     if layout not in LAYOUTS:
-        from sweep.plugins import get_layouts
-
         plugin = get_layouts().get(layout)
         if plugin is None:
             known = ", ".join(sorted({*LAYOUTS, *get_layouts()}))
@@ -153,7 +153,6 @@ def _entry_runs(
     tree: Tree, level: int, lo: int, hi: int, cuts: list[int], mappings: list[Mapping]
 ) -> list[tuple[int, int, str, list[Mapping]]]:
     """Runs of alike entries in ``[lo, hi)``: (first, end, kind, mappings behind them)."""
-    import bisect
 
     chunk = 1 << level_shift(level, tree.granule)
     start = bisect.bisect_right(cuts, lo)

@@ -12,7 +12,12 @@ import importlib.metadata
 import sys
 from datetime import UTC, datetime
 
+import numpy
+import pyarrow
+
+from sweep import __version__
 from sweep.errors import SweepError
+from sweep.plugins import pm
 from sweep.store import Store
 from sweep.units import ALGORITHM_VERSION, Plan
 
@@ -34,13 +39,8 @@ def read_meta(url: str) -> dict:
 
 def code_versions() -> dict:
     """The versions a run records: the compared ones and, for the record, Python and numpy."""
-    import numpy
-    import pyarrow
-
-    import sweep
-
     return {
-        "package": sweep.__version__,
+        "package": __version__,
         "plugins": {p["name"]: p["version"] for p in plugin_versions()},
         "pyarrow": pyarrow.__version__,
         "algorithm": ALGORITHM_VERSION,
@@ -146,9 +146,6 @@ def finish_meta(meta: dict, report) -> dict:
 
 def plugin_versions() -> list[dict]:
     """Each loaded plugin with the version of the distribution it comes from, and its file."""
-    from sweep import __version__
-    from sweep.plugins import pm
-
     try:
         owners = importlib.metadata.packages_distributions()
     except Exception:  # a broken installed distribution should not stop a sweep

@@ -29,7 +29,9 @@ from sweep.config import SweepConfig
 from sweep.errors import SweepError, ValidationError
 from sweep.inputs import ListedPlacements, Placements, placements, tag_prefix
 from sweep.layouts import Layout
+from sweep.memory_maps import select_memory_maps
 from sweep.model import MemoryMap, granule_name
+from sweep.plugins import pm, registry
 from sweep.store import part_path
 
 ALGORITHM_VERSION = 2
@@ -113,7 +115,7 @@ class Plan:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         if self.layouts is None:  # on a worker: the same plugins, loaded by name
-            from sweep.plugins import registry  # here: a worker unpickles before loading them
+            from sweep.plugins import registry  # lazy: a worker unpickles before loading them
 
             reg = registry()
             self.layouts = tuple(reg.layouts[name] for name in self.config.layouts)
@@ -276,8 +278,6 @@ def make_plan(config: SweepConfig, base_dir: str | None = None) -> Plan:
     """Resolve maps, layouts, the placement and VA_BITS, and count placements; a map whose
     placement fails is recorded as a failure and left out (the sweep goes on), unless every
     one fails."""
-    from sweep.memory_maps import select_memory_maps
-    from sweep.plugins import pm, registry
 
     reg = registry()
     maps = select_memory_maps(config.memory_maps, Path(base_dir) if base_dir else None, reg)

@@ -13,6 +13,8 @@ import logging
 import sys
 import time
 
+from tqdm import tqdm
+
 from sweep.store import Store
 
 log = logging.getLogger("sweep.driver")
@@ -39,8 +41,6 @@ class Progress:
         self.started = self.last = self.last_logged = time.monotonic()
         self.bar = None
         if self.tty:
-            from tqdm import tqdm
-
             tqdm.monitor_interval = 0  # no monitor thread: the pool may be re-forked
             self.bar = tqdm(
                 total=total,
@@ -119,7 +119,6 @@ class _OneLine(logging.Formatter):
 
 class _TerminalHandler(logging.StreamHandler):
     def emit(self, record: logging.LogRecord) -> None:
-        from tqdm import tqdm
 
         try:
             tqdm.write(self.format(record), file=sys.stderr)

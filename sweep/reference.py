@@ -213,9 +213,9 @@ def _plugin_layout(
     plugin, banks, phys_offset, idmap_pa, idmap_va_bits, granule, va_bits, tag_random
 ) -> Layout:
     """A layout plugin's answer for one row, as this module's ``Layout``."""
-    import numpy as np
+    import numpy as np  # lazy: plain ints; numpy only for a plugin layout
 
-    from sweep.layouts import LayoutBatch
+    from sweep.layouts import LayoutBatch  # lazy: as numpy
 
     def one(value: int, dtype=np.int64) -> np.ndarray:
         return np.array([value], dtype=dtype)

@@ -181,7 +181,7 @@ class _Evaluator:
         return {name: np.concatenate([p[name] for p in parts]) for name in OUTPUTS}
 
     def batch(self, pages: np.ndarray) -> dict[str, np.ndarray]:
-        from sweep.units import _build_table
+        from sweep.units import _build_table  # lazy: units imports runs
 
         memory_map, granule, va_bits, layout, blocks = self.args
         n = len(pages)
@@ -345,7 +345,7 @@ def _merge(name, g, va_bits, layout, blocks, first, end, a, c) -> pa.Table:
 
 def expand(runs: pa.Table | object) -> object:
     """Runs back to one row per page (a pandas DataFrame with ``ROW_COLUMNS``), for checking."""
-    import pandas as pd
+    import pandas as pd  # lazy: pandas only to check runs
 
     df = runs.to_pandas() if isinstance(runs, pa.Table) else runs
     pages = df["pages"].to_numpy().astype(I64)

@@ -121,7 +121,7 @@ def _filesystem(url: str) -> tuple[pafs.FileSystem, str]:
         path = url.removeprefix("file://")
         return pafs.LocalFileSystem(), os.path.abspath(path)
     try:
-        import fsspec
+        import fsspec  # lazy: fsspec only for URL stores
     except ImportError:
         raise SweepError(
             f"output {url!r}: a URL needs fsspec (pip install 'va-sweep[dask]') and its backend"

@@ -25,7 +25,7 @@ BUILD_BATCH_ROWS = 1 << 17
 def unit_table(plan: Plan, unit: Unit) -> pa.Table:
     """Every row of a unit, in order (runs of pages for ``every-page``)."""
     if plan.runs:
-        from sweep.runs import unit_runs  # only every-page sweeps need it
+        from sweep.runs import unit_runs  # lazy: only every-page sweeps need it
 
         return unit_runs(plan, unit)
     maps = plan.map_list

@@ -16,12 +16,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sweep.api import build_row
 from sweep.bootlog import BOOT_OPTIONS, BootLog, BootLogError, parse_boot_log
 from sweep.errors import ValidationError
 from sweep.inputfiles import read_input
 from sweep.kconfig import VA_BITS_CHOICES, granule_name, levels
 from sweep.loaders import MAX_FILE_BYTES, memory_map_from_boot_log
 from sweep.model import MemoryMap, parse_granule
+from sweep.reference import compute_row
 
 DEFAULT_LAYOUT = "tagged-48"
 """The layout checked when the log names no kernel release to choose by."""
@@ -232,10 +234,7 @@ def model_row(
     6.x); no compared field depends on them.
     """
     if engine == "reference":
-        from sweep.reference import compute_row
-
         return compute_row(memory_map, granule, va_bits, layout, True, idmap_pa, tag_random)
-    from sweep.api import build_row
 
     return build_row(memory_map, granule, va_bits, layout, True, idmap_pa, tag_random)
 
