@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 from sweep.cli import main
-from sweep.columns import TABLE_COLUMNS
+from sweep.columns import OUTPUT_COLUMNS, TABLE_COLUMNS
 from sweep.errors import ValidationError
 from sweep.explain import explain, render, size_text, tree_lines
 from sweep.model import MemoryMap, level_shift
@@ -45,32 +44,16 @@ IDS = [f"{m.name}-{g}-{v}-{lay}" for m, g, v, lay, _i, _t in CASES]
 LEVEL_COLUMNS = TABLE_COLUMNS
 
 
-def _builder(memory_map, granule, va_bits, layout, blocks, idmap_pa, tag_random) -> dict:
-    from sweep import build
-
-    configs = pd.DataFrame(
-        {
-            "memory_map": [memory_map.name],
-            "granule": [int(granule[:-1]) << 10],
-            "va_bits": [va_bits],
-            "layout": [layout],
-            "block_mappings": [blocks],
-            "idmap_pa": pd.array([idmap_pa], dtype="uint64"),
-            "tag_random": pd.array([tag_random], dtype="uint64"),
-        }
-    )
-    out = build(configs, {memory_map.name: memory_map})
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.iloc[0].items()}
-
-
 @pytest.mark.parametrize("blocks", [False, True], ids=["blocks-off", "blocks-on"])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_explain_row_is_the_builders_and_the_tree_agrees(case, blocks):
     memory_map, granule, va_bits, layout, idmap_pa, tag_random = case
     e = explain(memory_map, granule, va_bits, layout, blocks, idmap_pa, tag_random)
-    assert e.row == _builder(memory_map, granule, va_bits, layout, blocks, idmap_pa, tag_random)
-    # The printed tree is the reference's: its tables per level are the reference row's columns.
+    # The row explain prints is the builder's; the independent scalar reference must agree with
+    # it on every output column (MODEL.md section 6), and the printed tree is the reference's.
     reference = compute_row(memory_map, granule, va_bits, layout, blocks, idmap_pa, tag_random)
+    for column in OUTPUT_COLUMNS:
+        assert e.row[column] == reference[column], column
     counts = e.tables_per_level()
     for level, column in LEVEL_COLUMNS.items():
         assert counts[level] == reference[column] == e.row[column], column
@@ -320,7 +303,9 @@ def test_a_plugin_layout_is_explained(low_always, blocks):
     mine = explain(TWO_BANKS, "4K", 39, "test-low-always", blocks, 0x40_0008_0000)
     merged = explain(TWO_BANKS, "4K", 39, "merged", blocks, 0x40_0008_0000)
     assert tree_lines(mine) == tree_lines(merged)
-    assert mine.row == _builder(TWO_BANKS, "4K", 39, "test-low-always", blocks, 0x40_0008_0000, 0)
+    reference = compute_row(TWO_BANKS, "4K", 39, "merged", blocks, 0x40_0008_0000)
+    for column in OUTPUT_COLUMNS:
+        assert mine.row[column] == reference[column], column
     assert render(mine).rstrip().endswith("as the builder's row says")
     with pytest.raises(ValidationError, match="not a layout"):
         explain(TWO_BANKS, "4K", 39, "no-such-layout", blocks, 0x40_0008_0000)
