@@ -1,11 +1,11 @@
-"""The vectorized builder: every column of MODEL.md sections 1 to 6 for a batch of rows.
+"""The vectorized builder: every column of docs/model.md sections 1 to 6 for a batch of rows.
 
 Each row may have its own memory map, granule, VA_BITS, layout and block setting: the banks of
 all maps are flat arrays plus offsets (``sweep.banks``), each row reads its own, and every step
 is numpy over all rows at once (loops run over levels, bank slots and layouts, never over rows
 or groups). So thousands of one-row groups cost what one group of as many rows costs.
 
-Where each column is computed (one function per MODEL.md section):
+Where each column is computed (one function per docs/model.md section):
 
 | columns | section | function |
 |---|---|---|
@@ -73,7 +73,7 @@ class Rows:
         idmap_pa,
         tag_random=None,
     ) -> Rows:
-        """Check a batch (MODEL.md section 1): each argument one value or one per row."""
+        """Check a batch (docs/model.md section 1): each argument one value or one per row."""
         idmap = np.asarray(idmap_pa).reshape(-1)
         n = len(idmap)
         granule = _column("granule", granule, n)

@@ -1,4 +1,4 @@
-"""MODEL.md section 5: level counts and the merged tree's tables, counted without building it.
+"""docs/model.md section 5: level counts and the merged tree's tables, counted without building it.
 
 Every row has its own granule, tree size, block setting, ``delta`` and runtime VA ranges
 (``(banks, rows)`` arrays, sorted and disjoint; a bank that clipping emptied has

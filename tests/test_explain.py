@@ -50,7 +50,7 @@ def test_explain_row_is_the_builders_and_the_tree_agrees(case, blocks):
     memory_map, granule, va_bits, layout, idmap_pa, tag_random = case
     e = explain(memory_map, granule, va_bits, layout, blocks, idmap_pa, tag_random)
     # The row explain prints is the builder's; the independent scalar reference must agree with
-    # it on every output column (MODEL.md section 6), and the printed tree is the reference's.
+    # it on every output column (docs/model.md section 6), and the printed tree is the reference's.
     reference = compute_row(memory_map, granule, va_bits, layout, blocks, idmap_pa, tag_random)
     for column in OUTPUT_COLUMNS:
         assert e.row[column] == reference[column], column
