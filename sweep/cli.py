@@ -112,7 +112,7 @@ def columns_command(names: tuple[str, ...]) -> None:
     "--executor",
     default="processes",
     show_default=True,
-    help="Where units run: processes, dask (with --scheduler) or dask-local.",
+    help="Where units run: a local process pool, or Dask (a wrong name lists them).",
 )
 @click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786).")
 @click.option(
@@ -147,9 +147,6 @@ def run_command(
         raise SweepError(f"run: one CONFIG expected, got {', '.join(paths)}")
     source = paths[0] if paths else str(find_default_config())
     config = load_config(source, overrides)
-    if dry_run:
-        click.echo(describe_plan(make_plan(config, os.path.dirname(source) or None)))
-        return
     options = RunOptions(
         out=out,
         workers=workers,
@@ -161,6 +158,10 @@ def run_command(
         config_source=source,
         allow_version_change=allow_version_change,
     )
+    options.check()  # a wrong option is one line, dry run or not
+    if dry_run:
+        click.echo(describe_plan(make_plan(config, os.path.dirname(source) or None)))
+        return
     report = run_sweep(config, options)
     if report.status == "stopped":
         click.echo(

@@ -149,3 +149,10 @@ def test_report_into_a_missing_folder_is_one_line(tmp_path):
         f"sweep: error: --out {str(out)!r}: no folder {str(out.parent)!r} to write it in"
     )
     assert not out.parent.exists()
+
+
+def test_a_wrong_executor_is_one_line_even_in_a_dry_run():
+    result = CliRunner().invoke(main, ["run", "--dry-run", "--executor", "dask-locale"])
+    assert one_line_error(result) == (
+        "sweep: error: --executor: 'dask-locale' is not one of processes, dask, dask-local"
+    )
