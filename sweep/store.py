@@ -55,6 +55,9 @@ MANIFEST_FILE = "_manifest.json"
 LOCK_FILE = "_sweep.lock"
 OWN_FILES = (META_FILE, LOG_FILE, MANIFEST_FILE, LOCK_FILE)
 """The files a sweep keeps at its root beside the partition folders."""
+PLACEHOLDERS = frozenset({".gitkeep", ".keep", ".DS_Store"})
+"""Files that version control or a desktop leaves in an empty folder (the clone's ``results/``
+holds ``.gitkeep``): they hold no data, so ``--out`` there is still an empty folder."""
 TEMP_SUFFIX = ".tmp"
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 """URL schemes whose writes are atomic (an object is visible only once whole): there a file is
@@ -264,7 +267,7 @@ class Store:
             ours = (
                 base.startswith("granule-")
                 if entry.type == pafs.FileType.Directory
-                else base in OWN_FILES or _is_temporary(base)
+                else base in OWN_FILES or base in PLACEHOLDERS or _is_temporary(base)
             )
             if not ours:
                 return base

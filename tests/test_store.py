@@ -263,3 +263,12 @@ def test_a_folder_of_other_files_is_named_by_one_of_them(tmp_path):
     assert store.foreign_file() is None
     (tmp_path / "ds" / "notes.txt").write_text("mine")
     assert store.foreign_file() == "notes.txt"
+
+
+def test_a_folder_holding_only_a_placeholder_is_empty(tmp_path):
+    """The clone's results/ holds .gitkeep: the quick start's `sweep run` must write there."""
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / ".gitkeep").write_text("")
+    assert Store(str(tmp_path / "ds")).foreign_file() is None
+    (tmp_path / "ds" / "notes.txt").write_text("mine")
+    assert Store(str(tmp_path / "ds")).foreign_file() == "notes.txt"
