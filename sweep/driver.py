@@ -25,7 +25,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 
-from sweep.config import config_difference
+from sweep.config import SweepConfig, config_difference
 from sweep.errors import SweepError
 from sweep.executors import EXECUTORS, make_executor
 from sweep.lock import FolderLock
@@ -90,7 +90,7 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def run_sweep(config: dict, options: RunOptions | None = None, /, **fields) -> RunReport:
+def run_sweep(config: SweepConfig, options: RunOptions | None = None, /, **fields) -> RunReport:
     """Run every unit of ``config`` into the dataset at ``options.out`` (a path or an fsspec
     URL); ``fields`` change single options (``run_sweep(config, out="x", workers=2)``)."""
     options = replace(options or RunOptions(), **fields)

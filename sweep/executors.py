@@ -286,15 +286,12 @@ def make_executor(
     scheduler: str | None = None,
     dask_processes: bool = True,
 ):
-    """``processes`` (the default), ``dask`` (with ``scheduler``) or ``dask-local``."""
+    """``processes`` (the default), ``dask`` (with ``scheduler``) or ``dask-local``; the name
+    and the scheduler were checked by ``RunOptions.check`` before any work."""
     if kind == "processes":
         return ProcessExecutor(plan, store, workers)
-    if kind not in EXECUTORS:
-        raise SweepError(f"--executor: {kind!r} is not one of {', '.join(EXECUTORS)}")
     from sweep.executors_dask import DaskExecutor  # lazy: distributed is an optional extra
 
     if kind == "dask":
-        if not scheduler:
-            raise SweepError("--executor dask: needs --scheduler tcp://host:8786")
         return DaskExecutor(plan, store, workers, scheduler=scheduler)
     return DaskExecutor(plan, store, workers, processes=dask_processes)
