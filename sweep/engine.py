@@ -22,10 +22,12 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from sweep import summary
 from sweep.columns import ROW_COLUMNS
 from sweep.errors import ValidationError
 from sweep.model import granule_name, parse_granule
 from sweep.store import PART_RE, Store
+from sweep.summary import FILTER_COLUMNS
 
 MEMORY_LIMIT = os.environ.get("SWEEP_MEMORY_LIMIT", "1GB")
 """DuckDB's memory limit for every reader (it spills to a temporary folder beyond it)."""
@@ -81,6 +83,11 @@ class Results:
         self.view = view
         self.directory: str | None = None
         self.parts: list[str] = []
+        self.selected: list[str] = []
+        self._summary: str | None = None
+        self.summary_parts = False
+        """Whether :attr:`summary` came from the part files' footers (it has a ``part``
+        column, an index into :attr:`selected`)."""
         if isinstance(source, pd.DataFrame):
             self.con.register("_frame", source)
             scan = "_frame"
@@ -99,7 +106,8 @@ class Results:
                     f"results {self.directory!r}: holds no part files "
                     f"(granule-*/va_bits-*/part-*.parquet)"
                 )
-            scan = self._scan(self._folders(filters))
+            self.selected = self._folders(filters)
+            scan = self._scan(self.selected)
             self.columns = [r[0] for r in self._rows(f"DESCRIBE SELECT * FROM {scan}")]
         self.filters = {c: [_normalise(c, v) for v in _as_list(w)] for c, w in filters.items()}
         where = self._where()
@@ -129,9 +137,12 @@ class Results:
         parts = self._folders({"granule": granule, "va_bits": va_bits}, empty=True)
         return self._scan(parts) if parts else None
 
-    def _scan(self, parts: list[str]) -> str:
+    def _path(self, rel: str) -> str:
         root = self.store.root if self.store.local else self.store.url.rstrip("/")
-        files = ", ".join(_literal(f"{root}/{rel}") for rel in parts)
+        return f"{root}/{rel}"
+
+    def _scan(self, parts: list[str]) -> str:
+        files = ", ".join(_literal(self._path(rel)) for rel in parts)
         return f"read_parquet([{files}])"
 
     def partitions(self) -> list[tuple[int, int]]:
@@ -174,6 +185,8 @@ class Results:
         if not pairs:
             return
         counts = ", ".join(f"count(*) FILTER (WHERE {c} = {_literal(v)})" for c, v in pairs)
+        if all(c in FILTER_COLUMNS for c, _ in pairs) and self._footer_table() is not None:
+            scan = "_footer_summary"  # a few rows per part: the same answer, no scan of rows
         found = self._rows(f"SELECT {counts} FROM {scan}")[0]
         for (column, value), n in zip(pairs, found, strict=True):
             if n == 0:
@@ -209,6 +222,59 @@ class Results:
         )[0]
         near = [self._shown(column, int(v)) for v in (below, above) if v is not None]
         return f" (nearest: {', '.join(near)})" if near else ""
+
+    # --- summaries -----------------------------------------------------------------------------
+
+    @property
+    def summary(self) -> str:
+        """The name of a view of these rows' summaries (:mod:`sweep.summary`), made on first
+        use: the part files' footer summaries when every part has one and every filter is on a
+        group column (``FILTER_COLUMNS``), else the rows streamed through ``summarize``."""
+        if self._summary is None:
+            name = f"{self.view}_summary"
+            footers = None
+            if all(c in FILTER_COLUMNS for c in self.filters):
+                footers = self._footer_table()
+            if footers is not None:
+                self.summary_parts = True
+                self.con.execute(
+                    f"CREATE VIEW {name} AS SELECT * FROM _footer_summary{self._where()}"
+                )
+            else:
+                inputs = [*summary.INPUTS, *(c for c in summary.RUN_INPUTS if c in self.columns)]
+                relation = self.con.sql(f"SELECT {', '.join(inputs)} FROM {self.view}")
+                self.con.register(f"_{name}", summary.stream(_batches(relation)))
+                self.con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}")
+            self._summary = name
+        return self._summary
+
+    def _footer_table(self) -> pa.Table | None:
+        """Every selected part's footer summary in one table (registered as
+        ``_footer_summary``), or None when some part has none (parts of an older va-sweep)."""
+        if not hasattr(self, "_footers"):
+            self._footers = None
+            if self.selected:
+                files = [self._path(rel) for rel in self.selected]
+                listed = ", ".join(_literal(f) for f in files)
+                found = self._rows(
+                    f"SELECT file_name, value FROM parquet_kv_metadata([{listed}]) "
+                    f"WHERE key = '{summary.SUMMARY_KEY}'"
+                )
+                index = {f: k for k, f in enumerate(files)}
+                tables = [summary.decode(value) for _, value in found]
+                names = [name for name, _ in found]
+                if len(found) == len(files) and None not in tables and set(names) == set(index):
+                    table = summary.combine(tables, part=[index[n] for n in names])
+                    self.con.register("_footer_summary", table)
+                    self._footers = table
+        return self._footers
+
+    def scan_of(self, parts: list[int]) -> str:
+        """``FROM`` text for the rows of the selected parts numbered ``parts`` (filters
+        applied): what a query that needs rows reads once the summaries have ruled out the rest."""
+        chosen = [self.selected[k] for k in parts] or self.selected[:1]
+        where = self._where() if parts else " WHERE FALSE"
+        return f"(SELECT * FROM {self._scan(chosen)}{where})"
 
     # --- running SQL ---------------------------------------------------------------------------
 
@@ -265,6 +331,12 @@ class Results:
 
     def close(self) -> None:
         self.con.close()
+
+
+def _batches(relation: duckdb.DuckDBPyRelation, rows: int = 1 << 20):
+    """A relation's rows as Arrow record batches of up to ``rows`` rows, one at a time."""
+    fetch = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
+    yield from fetch(rows)
 
 
 def connect() -> duckdb.DuckDBPyConnection:

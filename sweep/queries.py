@@ -1,8 +1,10 @@
-"""The named queries: the morning-after questions, each one SQL aggregate over ``results``.
+"""The named queries: the morning-after questions, each one SQL aggregate in DuckDB.
 
 Each takes a result directory, a :class:`sweep.engine.Results` (filters applied) or a DataFrame
-from ``results.load``, and returns a small DataFrame: the work happens in DuckDB, streaming the
-part files, so the answer costs the same memory for 10^3 rows as for 10^9. Rows that stand for
+from ``results.load``, and returns a small DataFrame. All but ``worst-cases`` aggregate the
+rows' summaries (:mod:`sweep.summary`: a few hundred rows per part file, read from the parts'
+footers), so they cost about what reading the footers costs, for 10^3 rows as for 10^9;
+``worst-cases`` reads rows, of the parts the summaries say can hold them. Rows that stand for
 runs of pages (a ``pages`` column) count as ``pages`` configurations, and a run's smallest margin
 is ``min(margin, margin_last)``.
 """
@@ -26,13 +28,12 @@ with ``extra_levels > 1`` under one of them is a configuration those kernels cou
 CONFIG = ["memory_map", "granule", "va_bits", "layout"]
 
 
-def _when(condition: str, r: Results) -> str:
-    """The weighted count of rows where ``condition`` holds."""
-    return f"CAST(sum(CASE WHEN {condition} THEN {r.weight} ELSE 0 END) AS BIGINT)"
+def _when(condition: str) -> str:
+    """Configurations (summary ``rows``) where ``condition`` holds."""
+    return f"CAST(sum(CASE WHEN {condition} THEN rows ELSE 0 END) AS BIGINT)"
 
 
-def _rows(r: Results) -> str:
-    return f"CAST(sum({r.weight}) AS BIGINT)"
+ROWS = "CAST(sum(rows) AS BIGINT)"
 
 
 def overlaps(data: Source) -> pd.DataFrame:
@@ -40,8 +41,8 @@ def overlaps(data: Source) -> pd.DataFrame:
     is inside the HYP window (4.8's "IDMAP intersecting with HYP VA" check), and the shares."""
     r = results_of(data)
     out = r.frame(
-        f"SELECT memory_map, layout, {_rows(r)} AS rows, {_when('overlap', r)} AS overlaps, "
-        f"{_when('idmap_in_window', r)} AS in_window FROM results GROUP BY ALL ORDER BY ALL"
+        f"SELECT memory_map, layout, {ROWS} AS rows, {_when('overlap')} AS overlaps, "
+        f"{_when('idmap_in_window')} AS in_window FROM {r.summary} GROUP BY ALL ORDER BY ALL"
     ).set_index(["memory_map", "layout"])
     out["overlap_share"] = out["overlaps"] / out["rows"]
     out["in_window_share"] = out["in_window"] / out["rows"]
@@ -57,8 +58,8 @@ def overlaps_by_config(data: Source) -> pd.DataFrame:
     """Per granule, VA_BITS and layout: rows, overlapping rows and their share."""
     r = results_of(data)
     out = r.frame(
-        f"SELECT granule, va_bits, layout, {_rows(r)} AS rows, {_when('overlap', r)} AS overlaps, "
-        f"{_when('idmap_in_window', r)} AS in_window FROM results GROUP BY ALL ORDER BY ALL"
+        f"SELECT granule, va_bits, layout, {ROWS} AS rows, {_when('overlap')} AS overlaps, "
+        f"{_when('idmap_in_window')} AS in_window FROM {r.summary} GROUP BY ALL ORDER BY ALL"
     ).set_index(["granule", "va_bits", "layout"])
     out["overlap_share"] = out["overlaps"] / out["rows"]
     return out
@@ -66,9 +67,9 @@ def overlaps_by_config(data: Source) -> pd.DataFrame:
 
 def _level_summary(r: Results, condition: str) -> pd.DataFrame:
     return r.frame(
-        f"SELECT memory_map, granule, va_bits, layout, {_rows(r)} AS rows, "
+        f"SELECT memory_map, granule, va_bits, layout, {ROWS} AS rows, "
         "max(extra_levels) AS max_extra_levels, max(levels) AS max_levels, "
-        f"min(idmap_pa) AS lowest_idmap_pa FROM results WHERE {condition} "
+        f"min(idmap_from) AS lowest_idmap_pa FROM {r.summary} WHERE {condition} "
         "GROUP BY ALL ORDER BY ALL"
     ).set_index(CONFIG)
 
@@ -90,7 +91,7 @@ def level_counts(data: Source) -> pd.DataFrame:
     """Rows per (granule, VA_BITS, layout) and level count of the merged tree."""
     r = results_of(data)
     return r.frame(
-        f"SELECT granule, va_bits, layout, levels, {_rows(r)} AS rows FROM results "
+        f"SELECT granule, va_bits, layout, levels, {ROWS} AS rows FROM {r.summary} "
         "GROUP BY ALL ORDER BY ALL"
     )
 
@@ -98,9 +99,9 @@ def level_counts(data: Source) -> pd.DataFrame:
 def _per_board_bytes(r: Results) -> pd.DataFrame:
     """Per board, granule, VA_BITS and block setting: rows and table_bytes min, sum, max."""
     return r.frame(
-        f"SELECT granule, va_bits, block_mappings, memory_map, {_rows(r)} AS rows, "
-        "min(table_bytes) AS min_bytes, max(table_bytes) AS max_bytes, "
-        f"sum(CAST(table_bytes AS DOUBLE) * {r.weight}) AS total FROM results "
+        f"SELECT granule, va_bits, block_mappings, memory_map, {ROWS} AS rows, "
+        "min(min_table_bytes) AS min_bytes, max(max_table_bytes) AS max_bytes, "
+        f"sum(sum_table_bytes) AS total FROM {r.summary} "
         "GROUP BY ALL ORDER BY ALL"
     )
 
@@ -133,17 +134,18 @@ def table_bytes_by_board(data: Source, block_mappings: bool | None = None) -> pd
     r = results_of(data)
     where = "" if block_mappings is None else f" WHERE block_mappings = {bool(block_mappings)}"
     long = r.frame(
-        "SELECT memory_map, granule, va_bits, max(table_bytes) AS table_bytes "
-        f"FROM results{where} GROUP BY ALL ORDER BY ALL"
+        "SELECT memory_map, granule, va_bits, max(max_table_bytes) AS table_bytes "
+        f"FROM {r.summary}{where} GROUP BY ALL ORDER BY ALL"
     )
     return _board_matrix(long)
 
 
 def table_bytes_matrices(data: Source) -> dict[bool, pd.DataFrame]:
     """``table_bytes_by_board`` for each block setting present, from one scan."""
-    long = results_of(data).frame(
-        "SELECT block_mappings, memory_map, granule, va_bits, max(table_bytes) AS table_bytes "
-        "FROM results GROUP BY ALL ORDER BY ALL"
+    r = results_of(data)
+    long = r.frame(
+        "SELECT block_mappings, memory_map, granule, va_bits, "
+        f"max(max_table_bytes) AS table_bytes FROM {r.summary} GROUP BY ALL ORDER BY ALL"
     )
     return {bool(b): _board_matrix(part) for b, part in long.groupby("block_mappings")}
 
@@ -163,46 +165,14 @@ def size_label(nbytes: int) -> str:
     return str(nbytes)
 
 
-def bit_length_sql(value: str) -> str:
-    """SQL for ``value.bit_length()`` of an unsigned integer below 2^53 (every margin is below
-    2^52), exactly: ``log2`` of the value as a double (exact there) gives an estimate ``k``,
-    off by one next to powers of two, where comparisons with powers of two correct it. Refers
-    to ``d`` (the value as a double) and ``k`` as columns: use it over ``bit_length_input``."""
-    return (
-        f"(CASE WHEN {value} = 0 THEN 0 ELSE k - CAST(d < pow(2.0, k - 1) AS INTEGER) "
-        "+ CAST(d >= pow(2.0, k) AS INTEGER) END)"
-    )
-
-
-def bit_length_input(value: str) -> str:
-    """The columns ``d`` and ``k`` that :func:`bit_length_sql` reads."""
-    d = f"CAST({value} AS DOUBLE)"
-    return f"{d} AS d, CAST(floor(log2(greatest({d}, 1))) AS INTEGER) + 1 AS k"
-
-
 def margin_distribution(data: Source) -> pd.DataFrame:
     """Rows per layout and margin bucket (powers of two): how close the idmap page comes to a
     runtime mapping. Bucket ``k`` holds margins in ``[2^(k-1), 2^k)``; 0 means they touch."""
     r = results_of(data)
-    if r.weighted:
-        counts = r.frame(
-            f"SELECT layout, CAST({bit_length_sql('m')} AS TINYINT) AS margin_bits, "
-            f"CAST(sum(w) AS BIGINT) AS rows FROM (SELECT layout, {r.min_margin} AS m, "
-            f"{r.weight} AS w, {bit_length_input(r.min_margin)} FROM results) "
-            "GROUP BY ALL ORDER BY ALL"
-        )
-    else:
-        # DuckDB's histogram bins each value under the first boundary >= it, in integers:
-        # boundaries 2^k - 1 put exactly the values of bit_length k in bin k.
-        edges = ", ".join(str((1 << k) - 1) for k in range(65))
-        counts = r.frame(
-            f"WITH h AS (SELECT layout, histogram(margin, [{edges}]::UBIGINT[]) AS bins "
-            "FROM results GROUP BY layout), e AS (SELECT layout, unnest(map_entries(bins)) "
-            "AS e FROM h) SELECT layout, e.key AS edge, CAST(e.value AS BIGINT) AS rows FROM e "
-            "WHERE e.value > 0 ORDER BY layout, edge"
-        )
-        counts.insert(1, "margin_bits", [int(e).bit_length() for e in counts.pop("edge")])
-        counts["margin_bits"] = counts["margin_bits"].astype("int8")
+    counts = r.frame(
+        f"SELECT layout, margin_bits, {ROWS} AS rows FROM {r.summary} "
+        "GROUP BY ALL HAVING sum(rows) > 0 ORDER BY ALL"
+    )
     counts["from"] = [
         "0" if k == 0 else size_label(1 << (int(k) - 1)) for k in counts["margin_bits"]
     ]
@@ -228,28 +198,60 @@ WORST_CASE_COLUMNS = [
 
 
 def worst_cases(data: Source, n: int = 20) -> pd.DataFrame:
-    """The ``n`` worst rows (see ``WORST_ORDER``); DuckDB keeps only the top ``n`` as it scans."""
+    """The ``n`` worst rows (see ``WORST_ORDER``); DuckDB keeps only the top ``n`` as it scans,
+    and with part summaries it scans only rows that can be among them (``_worst_bound``)."""
     r = results_of(data)
     columns = [c for c in WORST_CASE_COLUMNS if c in r.columns]
     columns += [c for c in ("idmap_pa_last", "pages", "margin_last") if c in r.columns]
     order = WORST_ORDER.replace("margin ASC", f"{r.min_margin} ASC")
+    source, where = "results", ""
+    if r.summary and r.summary_parts:
+        bound = _worst_bound(r, int(n))
+        if bound is not None:
+            parts = r.frame(f"SELECT DISTINCT part FROM {r.summary} WHERE {bound('min_margin')}")
+            source, where = r.scan_of(sorted(parts["part"])), f" WHERE {bound(r.min_margin)}"
     return r.frame(
-        f"SELECT {', '.join(columns)} FROM results ORDER BY {order} LIMIT {int(n)}"
+        f"SELECT {', '.join(columns)} FROM {source}{where} ORDER BY {order} LIMIT {int(n)}"
     ).reset_index(drop=True)
+
+
+def _worst_bound(r: Results, n: int):
+    """A predicate (given the margin's SQL) that every one of the ``n`` worst rows meets, from
+    the summaries: a group's rows are no better than (overlap, window, extra levels, the top of
+    its margin bucket); the worst groups by that bound until they hold ``n`` rows give the
+    bound of the ``n``-th worst row. None when the summaries hold fewer than ``n`` rows."""
+    groups = r.frame(
+        "SELECT overlap, idmap_in_window, extra_levels, margin_bits, sum(records) AS records "
+        f"FROM {r.summary} GROUP BY ALL ORDER BY overlap DESC, idmap_in_window DESC, "
+        "extra_levels DESC, margin_bits"
+    )
+    reached = groups["records"].cumsum() >= n
+    if not reached.any():
+        return None
+    o, w, e, bits, _ = groups[reached].iloc[0]
+    top = (1 << int(bits)) - 1  # the largest margin of bit length ``bits``
+
+    def bound(margin: str) -> str:
+        return (
+            f"(overlap > {bool(o)} OR (overlap = {bool(o)} AND (idmap_in_window > {bool(w)} OR "
+            f"(idmap_in_window = {bool(w)} AND (extra_levels > {int(e)} OR "
+            f"(extra_levels = {int(e)} AND {margin} <= {top}))))))"
+        )
+
+    return bound
 
 
 def worst_configurations(data: Source, n: int = 20) -> pd.DataFrame:
     """The ``n`` worst configurations (board, granule, VA_BITS, layout, blocks) by their worst
     row, with the idmap range of the rows that are that bad and one address to ``explain``."""
     r = results_of(data)
-    last = "idmap_pa_last" if "idmap_pa_last" in r.columns else "idmap_pa"
     keys = "memory_map, granule, va_bits, layout, block_mappings"
     severity = "overlap, idmap_in_window, extra_levels"
     return r.frame(
-        f"WITH grouped AS (SELECT {keys}, {severity}, {_rows(r)} AS rows, "
-        f"min({r.min_margin}) AS min_margin, max(table_bytes) AS max_table_bytes, "
-        f"min(idmap_pa) AS idmap_from, max({last}) AS idmap_to, "
-        f"arg_min(tag_random, idmap_pa) AS tag_random FROM results GROUP BY ALL), "
+        f"WITH grouped AS (SELECT {keys}, {severity}, {ROWS} AS rows, "
+        "min(min_margin) AS min_margin, max(max_table_bytes) AS max_table_bytes, "
+        "min(idmap_from) AS idmap_from, max(idmap_to) AS idmap_to, "
+        f"arg_min(tag_random, idmap_from) AS tag_random FROM {r.summary} GROUP BY ALL), "
         f"ranked AS (SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY overlap DESC, "
         "idmap_in_window DESC, extra_levels DESC) AS rank FROM grouped) "
         "SELECT * EXCLUDE (rank) FROM ranked WHERE rank = 1 "
@@ -276,13 +278,13 @@ def boards(data: Source) -> pd.DataFrame:
     the most extra levels, the smallest margin, the largest tables without and with blocks."""
     r = results_of(data)
     return r.frame(
-        f"SELECT memory_map, {_rows(r)} AS rows, {_when('overlap', r)} AS overlaps, "
-        f"{_when('idmap_in_window', r)} AS in_window, {_when('extra_levels > 0', r)} AS "
+        f"SELECT memory_map, {ROWS} AS rows, {_when('overlap')} AS overlaps, "
+        f"{_when('idmap_in_window')} AS in_window, {_when('extra_levels > 0')} AS "
         "extra_level_rows, max(extra_levels) AS max_extra_levels, "
-        f"min({r.min_margin}) AS min_margin, "
-        "max(table_bytes) FILTER (WHERE NOT block_mappings) AS max_bytes, "
-        "max(table_bytes) FILTER (WHERE block_mappings) AS max_bytes_blocks "
-        "FROM results GROUP BY ALL ORDER BY ALL"
+        "min(min_margin) AS min_margin, "
+        "max(max_table_bytes) FILTER (WHERE NOT block_mappings) AS max_bytes, "
+        "max(max_table_bytes) FILTER (WHERE block_mappings) AS max_bytes_blocks "
+        f"FROM {r.summary} GROUP BY ALL ORDER BY ALL"
     ).set_index("memory_map")
 
 

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from sweep.columns import ROW_COLUMNS
 from sweep.errors import SweepError
+from sweep.summary import SUMMARY_KEY, encode, summarize
 
 PARTITION_COLUMNS = ("granule", "va_bits")
 PART_RE = re.compile(
@@ -70,8 +71,9 @@ DISK_BYTES_PER_ROW = 10
 """Bytes of one row in a part file, measured on a stride sweep with random tags
 (``bench/bench_driver.py`` prints it; under 1 with ``tag.seed = 0``): most columns are constant
 or smooth along a unit, ``tag_random`` is not."""
-DISK_BYTES_PER_PART = 8 << 10
-"""A part file's own overhead (footer, schema, statistics), which dominates small units."""
+DISK_BYTES_PER_PART = 16 << 10
+"""A part file's own overhead (footer, schema, statistics, the summary of ``sweep.summary``),
+which dominates small units."""
 
 
 DICTIONARY_COLUMNS = ("memory_map", "layout")
@@ -92,7 +94,7 @@ def writer_options(schema: pa.Schema) -> dict[str, Any]:
     9.5 bytes a row with random tags against 17.4 with the defaults and 11.8 with
     ``DELTA_BINARY_PACKED``, 0.24 without tags against 6.0, and 2-3x faster writes); booleans
     keep RLE; min/max statistics only where filters use them. ``BYTE_STREAM_SPLIT`` for integers
-    needs pyarrow 16 (the lower bound in ``pyproject.toml``).
+    needs pyarrow 16, the footer summary 17 (the lower bound in ``pyproject.toml``).
     """
     integers = {
         f.name: "BYTE_STREAM_SPLIT"
@@ -106,6 +108,19 @@ def writer_options(schema: pa.Schema) -> dict[str, Any]:
         "column_encoding": integers,
         "write_statistics": [c for c in STATISTICS_COLUMNS if c in schema.names],
     }
+
+
+def part_bytes(table: pa.Table) -> pa.Buffer:
+    """A part file's bytes: ``table`` under :func:`writer_options`, with its summary
+    (:mod:`sweep.summary`) in the footer for the named queries."""
+    table = non_nullable(table)
+    options = writer_options(table.schema)
+    row_group_size = options.pop("row_group_size")
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, table.schema, **options) as writer:
+        writer.write_table(table, row_group_size=row_group_size)
+        writer.add_key_value_metadata({SUMMARY_KEY: encode(summarize(table))})
+    return sink.getvalue()
 
 
 def non_nullable(table: pa.Table) -> pa.Table:
@@ -217,9 +232,7 @@ class Store:
 
         Returns its row count, size and SHA-256, for the manifest that later proves it whole.
         """
-        sink = pa.BufferOutputStream()
-        pq.write_table(non_nullable(table), sink, **writer_options(table.schema))
-        data = sink.getvalue()
+        data = part_bytes(table)
         digest = hashlib.sha256(memoryview(data)).hexdigest()
         self.write_bytes(rel, data)
         return PartInfo(rows=table.num_rows, bytes=data.size, sha256=digest)

@@ -14,6 +14,7 @@ import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import results_data
@@ -25,7 +26,7 @@ from sweep.cli import main
 from sweep.columns import ROW_COLUMNS
 from sweep.engine import Results
 from sweep.errors import ValidationError
-from sweep.queries import bit_length_input, bit_length_sql
+from sweep.summary import bit_length
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,14 @@ def df(run_dir) -> pd.DataFrame:
 def rows(df) -> pd.DataFrame:
     """The scalar reference's rows for the run's configurations: the oracle."""
     return reference_rows(df)
+
+
+@pytest.fixture(scope="module", params=["frame", "directory"])
+def data(request, df, run_dir):
+    """The same rows as a DataFrame (streamed through ``summarize``) and as the sweep's part
+    files (the queries read the summaries in their footers): each query must give the same
+    recounted answer from both."""
+    return df if request.param == "frame" else run_dir
 
 
 def _records(rows: pd.DataFrame) -> list[dict]:
@@ -152,8 +161,8 @@ def test_parse_filters():
         results.parse_filters(["overlap=maybe"])
 
 
-def test_overlaps(df, rows):
-    got = results.overlaps(df)
+def test_overlaps(data, rows):
+    got = results.overlaps(data)
     counts, overlaps, in_window = Counter(), Counter(), Counter()
     for r in _records(rows):
         key = (r["memory_map"], r["layout"])
@@ -167,14 +176,14 @@ def test_overlaps(df, rows):
     # high bank (idmap 0x40_0000_0000 and 0x40_4000_0000), blocks off and on.
     assert got.loc[("two-banks", "high-only"), "overlaps"] >= 4
     assert got.loc[("two-banks", "merged"), "overlaps"] == 0
-    matrix = results.overlap_matrix(df)
+    matrix = results.overlap_matrix(data)
     assert matrix.loc["two-banks", "high-only"] == pytest.approx(
         overlaps[("two-banks", "high-only")] / counts[("two-banks", "high-only")]
     )
 
 
-def test_extra_levels_and_unrunnable(df, rows):
-    extra = results.extra_levels(df)
+def test_extra_levels_and_unrunnable(data, rows):
+    extra = results.extra_levels(data)
     expected = defaultdict(list)
     for r in _records(rows):
         if r["extra_levels"] > 0:
@@ -187,7 +196,7 @@ def test_extra_levels_and_unrunnable(df, rows):
     # docs/model.md 7.2: Seattle at 4K/39 needs one extra level (idmap_va_bits 40).
     assert extra.loc[("seattle-like", 4096, 39, "merged"), "max_extra_levels"] == 1
 
-    unrunnable = results.unrunnable_4x(df)
+    unrunnable = results.unrunnable_4x(data)
     # By hand: the 'far' idmap at 2^48 and above needs 49 bits: levels(49) at 4K is
     # (49 - 4) // 9 = 5 against levels(39) = 3; at 16K (49 - 4) // 11 = 4 against levels(36) = 2.
     assert set(unrunnable.index) == {
@@ -199,16 +208,16 @@ def test_extra_levels_and_unrunnable(df, rows):
     assert (unrunnable["lowest_idmap_pa"] == 1 << 48).all()
 
 
-def test_level_counts(df, rows):
-    got = results.level_counts(df)
+def test_level_counts(data, rows):
+    got = results.level_counts(data)
     expected = Counter(
         (r["granule"], r["va_bits"], r["layout"], r["levels"]) for r in _records(rows)
     )
     assert {tuple(k): v for *k, v in got.itertuples(index=False)} == dict(expected)
 
 
-def test_table_size(df, rows):
-    got = results.table_size(df)
+def test_table_size(data, rows):
+    got = results.table_size(data)
     groups = defaultdict(list)
     for r in _records(rows):
         groups[(r["granule"], r["va_bits"], r["block_mappings"])].append(r)
@@ -220,7 +229,7 @@ def test_table_size(df, rows):
         assert got.loc[key, "mean_bytes"] == pytest.approx(sum(sizes) / len(sizes))
         largest = [r["memory_map"] for r in group if r["table_bytes"] == max(sizes)]
         assert got.loc[key, "largest_board"] in largest
-    by_board = results.table_bytes_by_board(df, block_mappings=True)
+    by_board = results.table_bytes_by_board(data, block_mappings=True)
     assert list(by_board.columns) == [
         "4K/39",
         "4K/48",
@@ -244,36 +253,33 @@ def test_table_size(df, rows):
         and r["block_mappings"]
     ]
     assert by_board.loc["juno-like", "4K/39"] == max(juno)
-    assert results.table_bytes_matrices(df)[True].loc["juno-like", "4K/39"] == max(juno)
+    assert results.table_bytes_matrices(data)[True].loc["juno-like", "4K/39"] == max(juno)
     assert 12_288 in juno
 
 
-def test_margin_distribution(df, rows):
-    got = results.margin_distribution(df)
+def test_margin_distribution(data, df, rows):
+    got = results.margin_distribution(data)
     assert got["rows"].sum() == len(rows)
     expected = Counter((r["layout"], r["margin"].bit_length()) for r in _records(rows))
     assert {(lay, k): n for lay, k, n, _ in got.itertuples(index=False)} == dict(expected)
     assert got[got.margin_bits == 0]["from"].eq("0").all()
     # By hand: 0x8_0000 = 2^19 falls in bucket 20, which starts at 512K; 2^30 in bucket 31.
-    tiny = pd.DataFrame(
-        {"layout": ["merged"] * 3, "margin": pd.array([0, 0x8_0000, 1 << 30], dtype="uint64")}
-    )
+    tiny = df.head(3).copy()
+    tiny["layout"] = "merged"
+    tiny["margin"] = pd.array([0, 0x8_0000, 1 << 30], dtype="uint64")
     assert results.margin_distribution(tiny)[["margin_bits", "from"]].values.tolist() == [
         [0, "0"],
         [20, "512K"],
         [31, "1G"],
     ]
-    # The SQL bit_length is exact next to every power of two below 2^53, where log2 rounds.
+    # The bucket (a bit length) is exact next to every power of two below 2^53.
     values = sorted({0, 1, 4095, 4096} | {(1 << k) + d for k in range(1, 53) for d in (-1, 0, 1)})
-    frame = pd.DataFrame({"v": pd.array(values, dtype="uint64")})
-    got = Results(frame).frame(
-        f"SELECT {bit_length_sql('v')} AS n FROM (SELECT v, {bit_length_input('v')} FROM results)"
-    )["n"]
+    got = bit_length(np.array(values, dtype=np.int64))
     assert got.tolist() == [v.bit_length() for v in values]
 
 
-def test_worst_cases(df, rows):
-    worst = results.worst_cases(df, n=5)
+def test_worst_cases(data, rows):
+    worst = results.worst_cases(data, n=5)
     assert len(worst) == 5
     n_overlap = int(rows["overlap"].sum())
     assert n_overlap >= 2
@@ -289,9 +295,9 @@ def test_worst_cases(df, rows):
     assert shown["granule"].iloc[0] == "4K" and shown["margin"].iloc[0] == "0x0"
 
 
-def test_every_named_query_returns_a_frame(df):
+def test_every_named_query_returns_a_frame(data):
     for name, query in results.QUERIES.items():
-        answer = query(df)
+        answer = query(data)
         assert isinstance(answer, pd.DataFrame), name
         assert len(answer) > 0, name
 

@@ -149,7 +149,7 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store_module.pq, "write_table", explode)
+    monkeypatch.setattr(store_module.pq, "ParquetWriter", explode)
     with pytest.raises(OSError):
         store.write_part(
             "granule-4096/va_bits-39/part-000000.parquet",

@@ -1,0 +1,212 @@
+"""Part summaries: what the named queries need of a part's rows, kept in the part's own footer.
+
+Every named query (:mod:`sweep.queries`) but ``worst-cases`` is an aggregate over a few
+columns, grouped by configuration and severity. So when a part is written, :mod:`sweep.store`
+puts in its Parquet footer (file key-value metadata ``SUMMARY_KEY``, which pandas and pyarrow
+do not show as schema metadata) the table :func:`summarize` makes of its rows: one row per
+distinct ``GROUP`` (configuration, overlap, window, levels, margin bucket) with the
+aggregates the queries read. A few hundred rows stand for a part's 10^5, so a query over 10^9
+rows reads a few MiB of footers instead of the rows; a summary is as whole as its part (same
+file, same checksum in the manifest) and is made by the same code wherever rows come from.
+
+Rows that stand for runs of pages (``pages``) weigh ``pages``; a run's margin is its smallest,
+``min(margin, margin_last)`` (margin is concave along a run), and its last page is
+``idmap_pa_last``. Where there are no footer summaries (a DataFrame, parts of an older
+va-sweep, a filter on a column outside ``FILTER_COLUMNS``), :func:`stream` makes the same table
+by streaming the rows through :func:`summarize` in bounded memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SUMMARY_KEY = "sweep.summary"
+"""The Parquet footer key under which a part file holds its summary (Arrow IPC, base64)."""
+FORMAT = "1"
+
+GROUP = {
+    "memory_map": pa.string(),
+    "granule": pa.int32(),
+    "va_bits": pa.int8(),
+    "layout": pa.string(),
+    "block_mappings": pa.bool_(),
+    "overlap": pa.bool_(),
+    "idmap_in_window": pa.bool_(),
+    "levels": pa.int8(),
+    "extra_levels": pa.int8(),
+    "margin_bits": pa.int8(),
+}
+"""The summary's group columns: ``margin_bits`` is the bit length of the row's smallest margin
+(bucket ``k`` holds margins in ``[2^(k-1), 2^k)``; 0: the idmap page touches a mapping)."""
+FILTER_COLUMNS = frozenset(GROUP) - {"margin_bits"}
+"""Columns a filter may name and still be answered from summaries (they are group columns)."""
+VALUES = {
+    "rows": pa.int64(),  # configurations: rows, or pages for runs
+    "records": pa.int64(),  # rows of the table (runs count once)
+    "min_margin": pa.int64(),
+    "min_table_bytes": pa.int64(),
+    "max_table_bytes": pa.int64(),
+    "sum_table_bytes": pa.float64(),  # weighted by pages
+    "idmap_from": pa.uint64(),  # the lowest idmap_pa
+    "idmap_to": pa.uint64(),  # the highest idmap_pa (idmap_pa_last for runs)
+    "tag_random": pa.uint64(),  # tag_random of the row with the lowest idmap_pa
+}
+SCHEMA = pa.schema([*GROUP.items(), *VALUES.items()])
+INPUTS = (
+    *(c for c in GROUP if c != "margin_bits"),
+    "margin",
+    "table_bytes",
+    "idmap_pa",
+    "tag_random",
+)
+"""The row columns a summary is made of (and ``pages``, ``margin_last``, ``idmap_pa_last`` when
+the rows are runs)."""
+RUN_INPUTS = ("pages", "margin_last", "idmap_pa_last")
+I64_MAX = np.iinfo(np.int64).max
+
+
+def summarize(table: pa.Table) -> pa.Table:
+    """The summary of ``table``'s rows (any rows with the ``INPUTS`` columns), in ``SCHEMA``."""
+    n = table.num_rows
+    if n == 0:
+        return SCHEMA.empty_table()
+    group: dict[str, np.ndarray] = {}
+    names: dict[str, pa.Array] = {}
+    for column in GROUP:
+        if column == "margin_bits":
+            continue
+        if pa.types.is_integer(GROUP[column]) or GROUP[column] == pa.bool_():
+            group[column] = _numpy(table[column])
+        else:  # names: their dictionary codes group, the dictionary names them
+            encoded = _dictionary(table[column])
+            group[column], names[column] = _numpy(encoded.indices), encoded.dictionary
+    margin = _numpy(table["margin"]).view(np.int64)
+    if "margin_last" in table.column_names:
+        margin = np.minimum(margin, _numpy(table["margin_last"]).view(np.int64))
+    group["margin_bits"] = bit_length(margin)
+    inverse, first = _groups(list(group.values()))
+    g = len(first)
+    pages = _numpy(table["pages"]) if "pages" in table.column_names else None
+    table_bytes = _numpy(table["table_bytes"]).view(np.int64)
+    idmap = _numpy(table["idmap_pa"]).view(np.int64)
+    last = _numpy(table["idmap_pa_last"]).view(np.int64) if pages is not None else idmap
+    records = np.bincount(inverse, minlength=g)
+    rows = records if pages is None else np.bincount(inverse, pages, g).astype(np.int64)
+    weighted = table_bytes if pages is None else table_bytes * pages.astype(np.float64)
+    idmap_from = _reduce(np.minimum, inverse, idmap, g, I64_MAX)
+    lowest = np.flatnonzero(idmap == idmap_from[inverse])
+    at_lowest = _reduce(np.minimum, inverse[lowest], lowest, g, n)
+    out = {
+        **{c: pa.array(values[first]).cast(GROUP[c]) for c, values in group.items()},
+        "rows": rows,
+        "records": records,
+        "min_margin": _reduce(np.minimum, inverse, margin, g, I64_MAX),
+        "min_table_bytes": _reduce(np.minimum, inverse, table_bytes, g, I64_MAX),
+        "max_table_bytes": _reduce(np.maximum, inverse, table_bytes, g, -1),
+        "sum_table_bytes": np.bincount(inverse, weighted, g),
+        "idmap_from": idmap_from.view(np.uint64),
+        "idmap_to": _reduce(np.maximum, inverse, last, g, -1).view(np.uint64),
+        "tag_random": _numpy(table["tag_random"]).view(np.uint64)[at_lowest],
+    }
+    for column, dictionary in names.items():
+        out[column] = dictionary.take(pa.array(group[column][first])).cast(pa.string())
+    return pa.table({c: pa.array(out[c], type=SCHEMA.field(c).type) for c in SCHEMA.names})
+
+
+def bit_length(values: np.ndarray) -> np.ndarray:
+    """``int.bit_length`` of non-negative int64 values below 2^53 (every margin is below 2^52):
+    ``frexp``'s exponent, exact there since such integers are exact as doubles."""
+    return np.frexp(values.astype(np.float64))[1].astype(np.int8)
+
+
+def _groups(keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's group number and the first row of each group, for rows keyed by ``keys``
+    (small non-negative integers): mixed-radix codes, hashed once (``pandas.factorize``)."""
+    code = np.zeros(len(keys[0]), dtype=np.int64)
+    span = 1
+    for key in keys:
+        key = key.astype(np.int64)
+        radix = int(key.max()) + 1
+        if span * radix >= 1 << 62:  # renumber what is combined so far to keep codes small
+            code = pd.factorize(code)[0].astype(np.int64)
+            span = int(code.max()) + 1
+        code = code * radix + key
+        span *= radix
+    inverse, uniques = pd.factorize(code)
+    first = np.full(len(uniques), len(code), dtype=np.int64)
+    np.minimum.at(first, inverse, np.arange(len(code), dtype=np.int64))
+    return inverse, first
+
+
+def _reduce(ufunc, inverse: np.ndarray, values: np.ndarray, groups: int, start) -> np.ndarray:
+    out = np.full(groups, start, dtype=values.dtype)
+    ufunc.at(out, inverse, values)
+    return out
+
+
+def _numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_boolean(column.type):
+        return column.to_numpy(zero_copy_only=False).astype(np.int8)
+    return column.to_numpy(zero_copy_only=False)
+
+
+def _dictionary(column: pa.ChunkedArray) -> pa.DictionaryArray:
+    """A name column as one dictionary array: the builder's own dictionaries as they are (a
+    name twice in a dictionary only splits a group, which every query adds up again), plain
+    strings encoded."""
+    if not pa.types.is_dictionary(column.type):
+        return pc.dictionary_encode(column.combine_chunks())
+    if column.num_chunks == 1:
+        return column.chunk(0)
+    return column.unify_dictionaries().combine_chunks()
+
+
+# --- in the footer ------------------------------------------------------------------------------
+
+
+def encode(summary: pa.Table) -> str:
+    """A summary as a footer value: an Arrow IPC stream, zlib-compressed as a whole (a tenth of
+    the time IPC's own per-buffer compression takes to read back), base64, so that every
+    Parquet tool can print the footer."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, summary.schema) as writer:
+        writer.write_table(summary)
+    packed = zlib.compress(sink.getvalue().to_pybytes(), 6)
+    return FORMAT + ":" + base64.b64encode(packed).decode()
+
+
+def decode(value: bytes | str) -> pa.Table | None:
+    """A footer value back as a summary table, or None when it is not one this version reads."""
+    text = value.decode() if isinstance(value, bytes) else value
+    version, _, payload = text.partition(":")
+    if version != FORMAT:
+        return None
+    table = pa.ipc.open_stream(zlib.decompress(base64.b64decode(payload))).read_all()
+    return table if table.schema.equals(SCHEMA) else None
+
+
+def combine(summaries: Iterable[pa.Table], part: Iterable[int] | None = None) -> pa.Table:
+    """Summaries as one table; with ``part``, a ``part`` column numbering each one's source."""
+    tables = list(summaries)
+    if part is not None:
+        tables = [
+            t.append_column("part", pa.array(np.full(t.num_rows, k, dtype=np.int32)))
+            for t, k in zip(tables, part, strict=True)
+        ]
+    if not tables:
+        return SCHEMA.empty_table()
+    return pa.concat_tables(tables)
+
+
+def stream(batches: Iterable[pa.RecordBatch]) -> pa.Table:
+    """The summary of rows given as record batches, one batch in memory at a time."""
+    return combine(summarize(pa.Table.from_batches([batch])) for batch in batches)

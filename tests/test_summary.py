@@ -1,0 +1,144 @@
+"""sweep.summary: the per-part aggregates in every part's footer, and the queries that read them.
+
+Expected values are worked out by hand below, or recounted from all rows with pandas.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from results_data import run_small_sweep
+
+from sweep import queries, results, summary
+from sweep.engine import Results
+from sweep.store import PART_RE
+
+ROWS = pa.table(
+    {
+        "memory_map": pa.array(["a", "a", "a", "b", "a"]).dictionary_encode(),
+        "granule": pa.array([4096] * 5, pa.int32()),
+        "va_bits": pa.array([39] * 5, pa.int8()),
+        "layout": pa.array(["merged"] * 5).dictionary_encode(),
+        "block_mappings": [False] * 5,
+        "overlap": [True, True, False, True, True],
+        "idmap_in_window": [False] * 5,
+        "levels": pa.array([3] * 5, pa.int8()),
+        "extra_levels": pa.array([0] * 5, pa.int8()),
+        "margin": pa.array([0, 0, 4096, 0, 0], pa.uint64()),
+        "table_bytes": pa.array([8192, 12288, 4096, 4096, 16384], pa.int64()),
+        "idmap_pa": pa.array(
+            [0x9000_0000, 0x8000_0000, 0x8800_0000, 0x8000_0000, 0xA000_0000], pa.uint64()
+        ),
+        "tag_random": pa.array([1, 2, 3, 4, 5], pa.uint64()),
+    }
+)
+
+
+def test_summarize_by_hand():
+    got = summary.summarize(ROWS).to_pandas().set_index(["memory_map", "overlap"])
+    # map a, overlapping: rows 0, 1 and 4 (margin 0, bucket 0); map a, not: row 2 (4096 is 2^12,
+    # bucket 13); map b: row 3.
+    assert sorted(got.index) == [("a", False), ("a", True), ("b", True)]
+    a = got.loc[("a", True)]
+    assert (a["rows"], a["records"], a["margin_bits"], a["min_margin"]) == (3, 3, 0, 0)
+    assert (a["min_table_bytes"], a["max_table_bytes"]) == (8192, 16384)
+    assert a["sum_table_bytes"] == 8192 + 12288 + 16384
+    # the lowest idmap_pa of the three is row 1's 0x8000_0000, whose tag is 2
+    assert (a["idmap_from"], a["idmap_to"], a["tag_random"]) == (0x8000_0000, 0xA000_0000, 2)
+    assert got.loc[("a", False), "margin_bits"] == 13
+    assert got.loc[("b", True), "tag_random"] == 4
+
+
+def test_summarize_runs_weighs_pages_and_takes_a_runs_ends():
+    runs = ROWS.slice(0, 2).append_column("pages", pa.array([10, 5], pa.int64()))
+    runs = runs.append_column("margin_last", pa.array([8192, 0], pa.uint64()))
+    runs = runs.append_column("idmap_pa_last", pa.array([0x9000_9000, 0x8000_4000], pa.uint64()))
+    runs = runs.set_column(
+        runs.schema.get_field_index("margin"), "margin", pa.array([4096, 0], pa.uint64())
+    )
+    got = summary.summarize(runs).to_pandas().set_index("margin_bits")
+    # run 0: margins 4096..8192, smallest 4096 (bucket 13); run 1: 0..0 (bucket 0)
+    assert got.loc[13, "rows"] == 10 and got.loc[13, "records"] == 1
+    assert got.loc[13, "sum_table_bytes"] == 10 * 8192
+    assert got.loc[13, "idmap_to"] == 0x9000_9000
+    assert got.loc[0, "rows"] == 5 and got.loc[0, "idmap_to"] == 0x8000_4000
+
+
+def test_encode_decode_and_foreign_values():
+    table = summary.summarize(ROWS)
+    assert summary.decode(summary.encode(table)).equals(table)
+    assert summary.decode("0:whatever") is None  # another format version: not read
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return run_small_sweep(tmp_path_factory.mktemp("summary") / "results")
+
+
+def test_every_part_carries_its_summary(run_dir):
+    parts = sorted(p for p in run_dir.rglob("part-*.parquet"))
+    assert parts
+    for path in parts:
+        value = pq.read_metadata(path).metadata[summary.SUMMARY_KEY.encode()]
+        table = summary.decode(value)
+        assert table["records"].to_pylist() and sum(table["rows"].to_pylist()) == (
+            pq.read_metadata(path).num_rows
+        )
+        keys = PART_RE.fullmatch(str(path.relative_to(run_dir)))
+        assert set(table["granule"].to_pylist()) == {int(keys["granule"])}
+    # pandas and pyarrow users do not see it as schema metadata
+    assert summary.SUMMARY_KEY.encode() not in (pq.read_schema(parts[0]).metadata or {})
+
+
+def test_footers_answer_unless_a_filter_names_another_column(run_dir):
+    data = Results(run_dir, layout="merged")
+    assert data.summary and data.summary_parts
+    other = Results(run_dir, tables_l3=1)
+    assert other.summary and not other.summary_parts  # streamed, same answers
+    frame = results.load(run_dir)
+    expected = frame[frame["tables_l3"] == 1].groupby("memory_map", observed=True).size()
+    got = queries.boards(other)["rows"]
+    assert got.to_dict() == expected[expected > 0].to_dict()
+
+
+@pytest.mark.parametrize("n", [1, 3, 20, 500, 10_000])
+@pytest.mark.parametrize("filters", [{}, {"layout": "high-only"}, {"memory_map": "far"}])
+def test_worst_cases_reads_only_parts_that_can_hold_them(run_dir, n, filters):
+    """Recounted with pandas over every row: the worst ``n`` in ``WORST_ORDER``."""
+    frame = results.load(run_dir, **filters).astype({"memory_map": str, "layout": str})
+    order = [
+        ("overlap", False),
+        ("idmap_in_window", False),
+        ("extra_levels", False),
+        ("margin", True),
+        ("table_bytes", False),
+        ("memory_map", True),
+        ("granule", True),
+        ("va_bits", True),
+        ("layout", True),
+        ("block_mappings", True),
+        ("idmap_pa", True),
+    ]
+    expected = frame.sort_values([c for c, _ in order], ascending=[a for _, a in order]).head(n)
+    got = queries.worst_cases(Results(run_dir, **filters), n=n)
+    assert len(got) == min(n, len(frame))
+    pd.testing.assert_frame_equal(
+        got.astype({"memory_map": str, "layout": str}),
+        expected[list(got.columns)].reset_index(drop=True),
+        check_dtype=False,
+    )
+
+
+def test_parts_without_summaries_are_summarized_from_their_rows(run_dir, tmp_path):
+    """Parts written before summaries existed (no footer key) are still answered, exactly."""
+    old = tmp_path / "old"
+    for path in run_dir.rglob("part-*.parquet"):
+        target = old / path.relative_to(run_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pq.read_table(path), target)
+    data = Results(old)
+    assert data.summary and not data.summary_parts
+    for name, query in queries.QUERIES.items():
+        pd.testing.assert_frame_equal(query(data), query(Results(run_dir)), obj=name)
