@@ -42,6 +42,13 @@ I64 = np.int64
 CHUNK_ROWS = 1 << 17
 """Rows computed together: big enough for numpy to amortise its calls, small enough that a
 batch's temporaries stay in cache and its memory flat however many rows it has."""
+RUN_FIELDS = ("map_index", "granule", "va_bits", "layout_index", "block_mappings")
+"""What a work unit's rows share in runs (a segment): map, granule, VA_BITS, layout, blocks."""
+MIN_RUN_ROWS = 1024
+"""Rows a run of equal ``RUN_FIELDS`` must hold on average for a batch to be computed run by
+run, each run's values shared (one element): then banks, clipping, layouts and the runtime tree
+are one element too and only what depends on the idmap page is per row. Shorter runs (a board
+corpus, a shuffled batch) are computed per row, which costs the same for any mix."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,26 @@ class Rows:
 
     def __getitem__(self, part: slice) -> Rows:
         return Rows(**{name: _take(values, part) for name, values in vars(self).items()})
+
+    def run(self, part: slice) -> Rows:
+        """Rows ``part``, all in one run of equal ``RUN_FIELDS``, with those values shared."""
+        rows = vars(self[part])
+        shared = {name: _take(rows[name], slice(0, 1)) for name in RUN_FIELDS}
+        return Rows(**{**rows, **shared})
+
+    def runs(self) -> list[int] | None:
+        """Where runs of equal ``RUN_FIELDS`` start (and the end), or None when they are
+        shorter than ``MIN_RUN_ROWS`` on average."""
+        n = len(self)
+        differs = np.zeros(max(n - 1, 0), dtype=bool)
+        for name in RUN_FIELDS:
+            values = getattr(self, name)
+            if values.shape[-1] > 1:
+                differs |= values[1:] != values[:-1]
+        starts = np.flatnonzero(differs) + 1
+        if (len(starts) + 1) * MIN_RUN_ROWS > max(n, MIN_RUN_ROWS):
+            return None
+        return [0, *starts.tolist(), n]
 
 
 def _take(values: np.ndarray, rows) -> np.ndarray:
@@ -184,19 +211,35 @@ def build_unit(
 
 def compute_columns(banks: TrimmedBanks, layouts: Sequence[Layout], rows: Rows) -> dict:
     """The section 2-6 columns of validated rows, as numpy arrays in their ``ROW_COLUMNS``
-    dtypes, computed ``CHUNK_ROWS`` rows at a time."""
+    dtypes, computed ``CHUNK_ROWS`` rows at a time (run by run when rows come in runs)."""
     n = len(rows)
     names = [name for name in ROW_COLUMNS if name not in INPUT_COLUMNS]
     align = _memstart_align(layouts)
-    if n <= CHUNK_ROWS:
-        columns = _columns(banks, layouts, align, rows)
+    pieces = list(_pieces(rows))
+    if len(pieces) == 1:
+        columns = _columns(banks, layouts, align, pieces[0][1])
         return {name: full(columns[name], n, ROW_COLUMNS[name]) for name in names}
     out = {name: np.empty(n, dtype=ROW_COLUMNS[name]) for name in names}
-    for start in range(0, n, CHUNK_ROWS):
-        part = slice(start, min(start + CHUNK_ROWS, n))
-        for name, values in _columns(banks, layouts, align, rows[part]).items():
+    for part, piece in pieces:
+        for name, values in _columns(banks, layouts, align, piece).items():
             out[name][part] = values
     return out
+
+
+def _pieces(rows: Rows):
+    """``(slice, Rows)`` of at most ``CHUNK_ROWS`` rows each, every one inside a run of equal
+    ``RUN_FIELDS`` (with those values shared) when the rows come in long runs."""
+    n = len(rows)
+    cuts = rows.runs()
+    if cuts is None:
+        for start in range(0, n, CHUNK_ROWS):
+            part = slice(start, min(start + CHUNK_ROWS, n))
+            yield part, rows[part]
+        return
+    for lo, hi in zip(cuts, cuts[1:], strict=False):
+        for start in range(lo, hi, CHUNK_ROWS):
+            part = slice(start, min(start + CHUNK_ROWS, hi))
+            yield part, rows.run(part)
 
 
 def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dict:
@@ -213,17 +256,16 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
             granule=granule,
             va_bits=va_bits,
             idmap_pa=idmap,
-            idmap_va_bits=idmap_va_bits,
+            idmap_va_bits=_shared_if_equal(idmap_va_bits),
             phys_offset=dram.phys_offset,
             dram_first=dram.dram_first,
             dram_last=dram.dram_last,
             tag_random=rows.tag_random,
         ),
     )
-    delta = layout.delta
-    va_start, va_end, valid = dram.start + delta, dram.end + delta, dram.valid  # section 4
-    near = overlap.nearest(va_start, va_end, valid, idmap)
-    root = tables.root_level(layout.tree_va_bits, granule)  # section 5
+    delta, tree_va_bits = _shared_if_equal(layout.delta), _shared_if_equal(layout.tree_va_bits)
+    near = overlap.nearest(dram.start, dram.end, dram.valid, delta, idmap)  # section 4
+    root = tables.root_level(tree_va_bits, granule)  # section 5
     runtime = _per_runtime_tree(
         len(rows),
         tables.runtime_tables,
@@ -235,7 +277,7 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
             dram.dram_first,
             dram.dram_last,
         ),
-        (va_start, va_end, valid, delta, granule, root, rows.block_mappings),
+        (dram.start, dram.end, dram.valid, delta, granule, root, rows.block_mappings),
     )
     walk = tables.idmap_walk(near, idmap, delta, granule, root, rows.block_mappings)
     return {
@@ -248,9 +290,18 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
         "overlap": overlap.overlap(near, idmap, granule, delta),
         "idmap_in_window": overlap.idmap_in_window(idmap, layout.hyp_va_min, layout.hyp_va_max),
         "margin": overlap.margin(near, idmap, granule),
-        **tables.level_columns(va_bits, idmap_va_bits, layout.tree_va_bits, granule),
-        **tables.table_columns(runtime, walk, root, granule, layout.tree_va_bits),
+        **tables.level_columns(va_bits, idmap_va_bits, tree_va_bits, granule),
+        **tables.table_columns(runtime, walk, root, granule, tree_va_bits),
     }
+
+
+def _shared_if_equal(values: np.ndarray) -> np.ndarray:
+    """One element when every row holds the same value (the tree size of a unit whose idmap
+    pages all fit in VA_BITS, the alias offset of an untagged layout): what follows from it is
+    then computed once, not per row."""
+    if values.shape[-1] > 1 and (values.strides[-1] == 0 or values.min() == values.max()):
+        return values[..., :1]
+    return values
 
 
 def _per_runtime_tree(n: int, count, keys: tuple, arrays: tuple) -> dict:

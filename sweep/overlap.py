@@ -15,7 +15,8 @@ import numpy as np
 
 I64 = np.int64
 NONE_BELOW = -(1 << 62)
-"""Where the mapping below is when there is none: further than any VA (all are below 2^52)."""
+"""Where the mapping below is when there is none: further than any VA (all are below 2^52),
+moved by ``delta`` or not (``|delta| < 2^52``)."""
 NONE_ABOVE = 1 << 62
 
 
@@ -29,7 +30,29 @@ class Nearest:
     above_start: np.ndarray
 
 
-def nearest(va_start: np.ndarray, va_end: np.ndarray, valid: np.ndarray, idmap_pa) -> Nearest:
+def nearest(
+    start: np.ndarray, end: np.ndarray, valid: np.ndarray, delta: np.ndarray, idmap_pa
+) -> Nearest:
+    """The runtime mappings ``[start + delta, end + delta)`` nearest the idmap page.
+
+    A mapping starts at or below the page exactly when its PA start is at or below
+    ``idmap_pa - delta``. When every row has the same clipped banks (a work unit's segment),
+    the banks at or below are counted and the nearest read from a table of a few entries;
+    otherwise each row's banks are compared in place.
+    """
+    if start.shape[-1] == 1 and valid.shape[-1] == 1:  # one set of banks for every row
+        kept = valid[:, 0]
+        first, last = start[kept, 0], end[kept, 0]  # sorted, disjoint, at least one
+        seen = idmap_pa - delta
+        count = np.zeros(np.shape(seen), dtype=np.intp)
+        for bank_start in first.tolist():
+            count += seen >= bank_start
+        return Nearest(
+            np.concatenate([[NONE_BELOW], first]).take(count) + delta,
+            np.concatenate([[NONE_BELOW], last]).take(count) + delta,
+            np.concatenate([first, [NONE_ABOVE]]).take(count) + delta,
+        )
+    va_start, va_end = start + delta, end + delta
     at_or_below = valid & (va_start <= idmap_pa)
     above = valid & ~at_or_below
     return Nearest(

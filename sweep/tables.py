@@ -57,15 +57,17 @@ def _blocks(level: int, g, shift, delta, block_mappings) -> np.ndarray:
 
 
 def runtime_tables(
-    va_start: np.ndarray,
-    va_end: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
     valid: np.ndarray,
     delta: np.ndarray,
     granule: np.ndarray,
     root: np.ndarray,
     block_mappings: np.ndarray,
 ) -> dict[int, np.ndarray]:
-    """Level -> tables of that level's descriptors the runtime ranges need below the root."""
+    """Level -> tables of that level's descriptors the runtime ranges ``[start + delta,
+    end + delta)`` need below the root."""
+    va_start, va_end = start + delta, end + delta
     tables = {}
     g = page_shift(granule)
     for level in range(int(root.min(initial=3)), 3):
@@ -105,23 +107,23 @@ def idmap_walk(
     block_mappings: np.ndarray,
 ) -> np.ndarray:
     """The level below which the idmap page creates one table per level (``NEVER``: none)."""
-    first_new = np.full(len(idmap_pa), NEVER, dtype=I64)
-    walking = np.ones(len(idmap_pa), dtype=bool)
+    first_new = np.asarray(NEVER, dtype=I64)
+    walking = np.asarray(True)
     g = page_shift(granule)
     for level in range(int(root.min(initial=3)), 3):
         shift = _shift(level, g)
-        entry_start = (idmap_pa >> shift) << shift
+        entry_start = idmap_pa & -(np.int64(1) << shift)
         entry_end = entry_start + (np.int64(1) << shift)
-        touched = (near.below_end > entry_start) | (near.above_start < entry_end)
-        block = (
-            _blocks(level, g, shift, delta, block_mappings)
-            & (near.below_start <= entry_start)
-            & (entry_end <= near.below_end)
-        )
-        stops = walking & (level >= root) & (block | ~touched)
-        first_new[stops] = level
-        walking &= ~stops
-    return first_new
+        stops = (near.below_end <= entry_start) & (near.above_start >= entry_end)  # untouched
+        blocks = _blocks(level, g, shift, delta, block_mappings)
+        if blocks.any():  # else no row meets a block at this level
+            stops |= blocks & (near.below_start <= entry_start) & (entry_end <= near.below_end)
+        stops &= walking & (level >= root)
+        first_new = np.where(stops, level, first_new)
+        walking = walking & ~stops
+        if not walking.any():
+            break
+    return np.broadcast_to(first_new, np.shape(idmap_pa))
 
 
 def table_columns(
@@ -132,13 +134,14 @@ def table_columns(
     tree_va_bits: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """``tables_lm1`` .. ``tables_l3``, ``table_pages``, ``table_bytes``, ``shared_tables``."""
-    # runtime counts are 0 at and above the root; the idmap creates tables below it only.
+    # runtime counts are 0 at and above the root; the idmap creates tables below it only, one
+    # at each level from first_new + 1 to 3 (none for NEVER).
     tables = {
         level: runtime.get(level, 0) + (first_new < level) + (level == root)
         for level in range(-1, 4)
     }
-    table_pages = sum(tables.values())
     runtime_pages = 1 + sum(runtime.values())
+    table_pages = runtime_pages + np.maximum(3 - first_new, 0)
     root_entries = np.left_shift(1, tree_va_bits - _shift(root, page_shift(granule)), dtype=I64)
     return {
         "tables_lm1": tables[-1],
