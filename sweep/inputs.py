@@ -100,6 +100,10 @@ class Placements:
         """The addresses at positions ``index`` (int64), as uint64."""
         raise NotImplementedError
 
+    def range(self, lo: int, hi: int) -> np.ndarray:
+        """The addresses at positions ``lo`` to ``hi - 1``, as uint64."""
+        return self.take(np.arange(lo, hi, dtype=np.int64))
+
 
 class ListedPlacements(Placements):
     def __init__(self, addresses: np.ndarray) -> None:
@@ -110,6 +114,9 @@ class ListedPlacements(Placements):
 
     def take(self, index: np.ndarray) -> np.ndarray:
         return self.addresses[index]
+
+    def range(self, lo: int, hi: int) -> np.ndarray:
+        return self.addresses[lo:hi]
 
 
 class StridedPlacements(Placements):
@@ -139,6 +146,22 @@ class StridedPlacements(Placements):
         bank = np.searchsorted(self.offsets, index, side="right") - 1
         address = self.starts[bank] + (index - self.offsets[bank]) * self.step
         return (address & ~(self.granule - 1)).astype(np.uint64)
+
+    def range(self, lo: int, hi: int) -> np.ndarray:
+        """Bank by bank, by arithmetic (a work unit's placements are consecutive)."""
+        parts = []
+        first = int(np.searchsorted(self.offsets, lo, side="right")) - 1
+        for bank in range(max(first, 0), len(self.counts)):
+            start, stop = self.offsets[bank], self.offsets[bank + 1]
+            if start >= hi:
+                break
+            a, b = max(lo, start) - start, min(hi, stop) - start
+            if b > a:
+                base = int(self.starts[bank])
+                parts.append(np.arange(base + a * self.step, base + b * self.step, self.step))
+        address = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        address &= ~(self.granule - 1)
+        return address.view(np.uint64)
 
 
 def placements(

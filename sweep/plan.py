@@ -215,11 +215,14 @@ class Plan:
         g = unit.granule
         start = unit.start if start is None else start
         stop = unit.stop if stop is None else stop
-        n_blocks = len(self.config.block_mappings)
         offsets = self.map_row_offsets(g)
         counts = np.array(
             [self.counts.get((name, g), 0) for name in self.memory_maps], dtype=np.int64
         )
+        segments = _segments(offsets, counts, start, stop)
+        if segments is not None:
+            return self._segment_inputs(g, segments, stop - start)
+        n_blocks = len(self.config.block_mappings)
         row = np.arange(start, stop, dtype=np.int64)
         map_index = np.searchsorted(offsets, row, side="right") - 1
         local = row - offsets[map_index]
@@ -238,6 +241,25 @@ class Plan:
                     idmap[lo:hi] = found[m].take(placement[lo:hi])
         block_choice = np.array(self.config.block_mappings, dtype=bool)
         return UnitInputs(map_index, combo // n_blocks, block_choice[combo % n_blocks], idmap)
+
+    def _segment_inputs(self, granule: int, segments: list, rows: int) -> UnitInputs:
+        """A unit's inputs from its segments (map, combination, placements ``[lo, hi)``): a
+        few long runs, each filled at once."""
+        n_blocks = len(self.config.block_mappings)
+        found = self.placements_of(granule)
+        map_index = np.empty(rows, dtype=np.int64)
+        layout_index = np.empty(rows, dtype=np.int64)
+        block_mappings = np.empty(rows, dtype=bool)
+        idmap = np.empty(rows, dtype=np.uint64)
+        at = 0
+        for m, combo, lo, hi in segments:
+            part = slice(at, at + hi - lo)
+            map_index[part] = m
+            layout_index[part] = combo // n_blocks
+            block_mappings[part] = self.config.block_mappings[combo % n_blocks]
+            idmap[part] = found[m].range(lo, hi)
+            at += hi - lo
+        return UnitInputs(map_index, layout_index, block_mappings, idmap)
 
     def tag_prefixes(self, granule: int, va_bits: int) -> np.ndarray:
         """Each map's ``tag_prefix`` (0 for seed 0), once per worker and partition."""
@@ -272,6 +294,34 @@ class Plan:
             "configurations": self.configurations,
             "units": self.n_units,
         }
+
+
+SEGMENT_ROWS = 1024
+"""Rows a unit's segments (runs of one map, layout and block setting) must average for its
+inputs to be filled segment by segment rather than decoded row by row."""
+
+
+def _segments(offsets: np.ndarray, counts: np.ndarray, start: int, stop: int) -> list | None:
+    """Rows ``[start, stop)`` of a partition as ``(map, combination, lo, hi)``: rows of one
+    map and one (layout, block) combination hold its placements ``lo`` to ``hi - 1``. None when
+    they would be shorter than ``SEGMENT_ROWS`` on average (many small maps)."""
+    first = int(np.searchsorted(offsets, start, side="right")) - 1
+    last = int(np.searchsorted(offsets, stop - 1, side="right")) - 1
+    maps = np.arange(first, last + 1)
+    n = counts[maps]
+    lo = np.maximum(start, offsets[maps]) - offsets[maps]
+    hi = np.minimum(stop, offsets[maps + 1]) - offsets[maps]
+    has = (n > 0) & (hi > lo)
+    spans = np.where(has, (hi - 1) // np.maximum(n, 1) - lo // np.maximum(n, 1) + 1, 0)
+    if int(spans.sum()) * SEGMENT_ROWS > stop - start:
+        return None
+    segments = []
+    kept = zip(maps[has].tolist(), n[has].tolist(), lo[has].tolist(), hi[has].tolist(), strict=True)
+    for m, count, a, b in kept:
+        for combo in range(a // count, (b - 1) // count + 1):
+            lo_row, hi_row = max(a, combo * count), min(b, (combo + 1) * count)
+            segments.append((m, combo, lo_row - combo * count, hi_row - combo * count))
+    return segments
 
 
 def make_plan(config: SweepConfig, base_dir: str | None = None) -> Plan:

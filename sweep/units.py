@@ -17,9 +17,10 @@ from sweep.plan import ALGORITHM_VERSION, Plan, Unit, make_plan
 
 __all__ = ["ALGORITHM_VERSION", "BUILD_BATCH_ROWS", "Plan", "Unit", "make_plan", "unit_table"]
 
-BUILD_BATCH_ROWS = 1 << 17
-"""Rows the builder is given at once: its scratch arrays stay near 130 MiB whatever
-``unit_rows`` is; only the finished columns add up."""
+BUILD_BATCH_ROWS = 1 << 20
+"""Rows the builder is given at once (a default unit is one batch, so its columns are whole
+arrays); the builder computes them ``sweep.builder.CHUNK_ROWS`` at a time, so its scratch
+arrays stay small whatever ``unit_rows`` is; only the finished columns add up."""
 
 
 def unit_table(plan: Plan, unit: Unit) -> pa.Table:
@@ -35,12 +36,12 @@ def unit_table(plan: Plan, unit: Unit) -> pa.Table:
     tables = []
     for start in range(unit.start, unit.stop, BUILD_BATCH_ROWS):
         rows = plan.unit_inputs(unit, start, min(start + BUILD_BATCH_ROWS, unit.stop))
-        tags = np.zeros(len(rows.idmap_pa), dtype=np.uint64)
-        if plan.config.tag_seed:
-            use = tagged[rows.layout_index]
-            tags[use] = _splitmix64(rows.idmap_pa[use] ^ prefixes[rows.map_index[use]])
+        tags = None
+        if plan.config.tag_seed and tagged.any():
+            tags = _splitmix64(rows.idmap_pa ^ prefixes[rows.map_index])
+            tags[~tagged[rows.layout_index]] = 0
         tables.append(
-            _build_table(
+            builder.build_table(
                 maps,
                 rows.map_index,
                 unit.granule,
@@ -55,29 +56,3 @@ def unit_table(plan: Plan, unit: Unit) -> pa.Table:
     if len(tables) == 1:
         return tables[0]
     return pa.concat_tables(tables).unify_dictionaries()
-
-
-def _build_by_groups(maps, map_index, granule, va_bits, layouts, layout_index, blocks, idmap, tags):
-    """``build_table``'s contract through ``build_unit``, one (map, layout, block) run at a
-    time: used only until the builder's batch entry point is there."""
-    key = (map_index * len(layouts) + layout_index) * 2 + blocks
-    cuts = [0, *(np.flatnonzero(key[1:] != key[:-1]) + 1).tolist(), len(key)]
-    tables = []
-    for lo, hi in zip(cuts, cuts[1:], strict=False):
-        layout = layouts[int(layout_index[lo])]
-        tables.append(
-            builder.build_unit(
-                maps[int(map_index[lo])],
-                granule,
-                va_bits,
-                layout.name,
-                bool(blocks[lo]),
-                idmap[lo:hi],
-                tags[lo:hi],
-                layouts={layout.name: layout},
-            )
-        )
-    return pa.concat_tables(tables).unify_dictionaries() if len(tables) > 1 else tables[0]
-
-
-_build_table = getattr(builder, "build_table", _build_by_groups)

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+import sweep.plan
 from sweep import hookimpl
 from sweep.cli import main
 from sweep.config import validate_config
@@ -142,7 +143,11 @@ def install_slow_layout(delay: float) -> None:
 # --- units and tags -------------------------------------------------------------------------
 
 
-def test_units_cover_the_product_once_in_a_stable_order(map_file):
+@pytest.mark.parametrize("segment_rows", [1, 10**9])
+def test_units_cover_the_product_once_in_a_stable_order(map_file, monkeypatch, segment_rows):
+    # Inputs are filled segment by segment (runs of one map, layout and block setting) when
+    # segments are long, else decoded row by row: each way, every configuration once.
+    monkeypatch.setattr(sweep.plan, "SEGMENT_ROWS", segment_rows)
     config = small_config(map_file, layouts=["merged", "tagged"])
     plan = make_plan(config)
     assert plan.configurations == 2 * 2 * 2 * 16 == 128
@@ -173,7 +178,9 @@ def test_units_cover_the_product_once_in_a_stable_order(map_file):
     assert units[-1].id == "4K/va48/000007"
 
 
-def test_small_maps_are_packed_into_one_unit(map_file):
+@pytest.mark.parametrize("segment_rows", [1, 10**9])
+def test_small_maps_are_packed_into_one_unit(map_file, monkeypatch, segment_rows):
+    monkeypatch.setattr(sweep.plan, "SEGMENT_ROWS", segment_rows)
     plan = make_plan(small_config(map_file, unit_rows=1000))
     units = list(plan.units())
     # One unit per (granule, VA_BITS) partition, holding both block settings.

@@ -136,6 +136,8 @@ def test_stride_by_arithmetic_is_the_listed_definition(granule, step):
     assert found.take(np.arange(len(found))).tolist() == listed
     picks = np.array([len(listed) - 1, 0, len(listed) // 2])
     assert found.take(picks).tolist() == [listed[i] for i in picks]
+    for lo, hi in [(0, len(listed)), (1, len(listed) - 1), (len(listed) // 2, len(listed))]:
+        assert found.range(lo, hi).tolist() == listed[lo:hi]  # a unit's consecutive rows
 
 
 def test_every_page_is_every_page_of_every_trimmed_bank():
