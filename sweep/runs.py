@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from sweep.builder import build_table
 from sweep.columns import INPUT_COLUMNS, ROW_COLUMNS, RUN_COLUMNS
 from sweep.layouts import Layout
 from sweep.model import MemoryMap, level_shift, min_block_level
@@ -181,21 +182,9 @@ class _Evaluator:
         return {name: np.concatenate([p[name] for p in parts]) for name in OUTPUTS}
 
     def batch(self, pages: np.ndarray) -> dict[str, np.ndarray]:
-        from sweep.units import _build_table  # lazy: units imports runs
-
         memory_map, granule, va_bits, layout, blocks = self.args
-        n = len(pages)
-        zeros = np.zeros(n, dtype=I64)
-        table = _build_table(
-            [memory_map],
-            zeros,
-            granule,
-            va_bits,
-            (layout,),
-            zeros,
-            np.full(n, blocks),
-            pages.astype(np.uint64),
-            np.zeros(n, dtype=np.uint64),
+        table = build_table(
+            [memory_map], 0, granule, va_bits, (layout,), 0, blocks, pages.astype(np.uint64)
         )
         return {name: table.column(name).to_numpy() for name in OUTPUTS}
 
