@@ -10,7 +10,7 @@ time, included in the RSS); peak RSS is the process's own high-water mark (``wai
 and ``sweep diff`` under 2 GiB; each named query within 3x of the raw scan.
 The machine's other load shows in every figure.
 
-    python3 bench/bench_results.py                    # 10^8 rows (~1 GB on disk)
+    python3 bench/bench_results.py                    # 10^8 rows (~0.3 GB on disk)
     python3 bench/bench_results.py --rows 1e7 --dir /tmp/r7   # keep the data for a re-run
 """
 
@@ -67,6 +67,34 @@ def make_data(directory: Path, rows: int) -> int:
     return copies * per_copy
 
 
+def summary_cost(directory: Path, parts: int = 20) -> str:
+    """What the footer summaries cost the writer: part files of the data written with them
+    (``store.part_bytes``) and without (the same writer settings), in this process."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sweep.store import non_nullable, part_bytes, writer_options
+
+    tables = [
+        pq.read_table(f) for f in sorted(directory.glob("granule-*/va_bits-*/part-*"))[:parts]
+    ]
+    rows = sum(t.num_rows for t in tables)
+    started = time.perf_counter()
+    with_summary = sum(part_bytes(t).size for t in tables)
+    middle = time.perf_counter()
+    without = 0
+    for table in tables:
+        sink = pa.BufferOutputStream()
+        pq.write_table(non_nullable(table), sink, **writer_options(table.schema))
+        without += sink.getvalue().size
+    done = time.perf_counter()
+    return (
+        f"writing {rows:,} rows ({len(tables)} parts): with footer summaries "
+        f"{rows / (middle - started) / 1e6:.2f} M rows/s, {with_summary / rows:.3f} B/row; "
+        f"without {rows / (done - middle) / 1e6:.2f} M rows/s, {without / rows:.3f} B/row"
+    )
+
+
 def _measure(args: list[str]) -> dict:
     """Run one measurement in a fresh process: its own timing, and its peak RSS."""
     started = time.perf_counter()
@@ -101,6 +129,8 @@ def one(kind: str, name: str, directory: str) -> None:
         from sweep.diff import diff
 
         diff(directory, directory)
+    elif kind == "make":
+        make_data(Path(directory), int(float(name)))
     elif kind == "load":
         from sweep.results import load
 
@@ -122,8 +152,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(args.dir) if args.dir else Path(tmp) / "results"
         started = time.perf_counter()
-        if not (directory / "_sweep.json").exists():
-            make_data(directory, int(args.rows))
+        if not (directory / "_sweep.json").exists():  # in a child: this process stays small,
+            _measure(["make", str(args.rows), str(directory)])  # and so do its forks
         files = list(directory.glob("granule-*/va_bits-*/part-*.parquet"))
         size = sum(f.stat().st_size for f in files)
         print(
@@ -148,6 +178,7 @@ def main() -> None:
                 f"{m['rss'] / 2**20:6.0f} MiB{'  FAILED' if m.get('failed') else ''}",
                 flush=True,
             )
+        print(summary_cost(directory))
         scan = rows[0][1]
         worst_rss = max(m["rss"] for _, m in rows)
         worst_ratio = max(m["seconds"] / scan["seconds"] for label, m in rows if "query" in label)

@@ -73,7 +73,12 @@ I64_MAX = np.iinfo(np.int64).max
 
 
 def summarize(table: pa.Table) -> pa.Table:
-    """The summary of ``table``'s rows (any rows with the ``INPUTS`` columns), in ``SCHEMA``."""
+    """The summary of ``table``'s rows (any rows with the ``INPUTS`` columns), in ``SCHEMA``.
+
+    Rows are first reduced over runs of consecutive rows with equal group columns (a work
+    unit's rows come in long runs: one configuration, placements in order), then the runs over
+    their groups: a few contiguous passes per column, whatever the order of the rows.
+    """
     n = table.num_rows
     if n == 0:
         return SCHEMA.empty_table()
@@ -91,33 +96,49 @@ def summarize(table: pa.Table) -> pa.Table:
     if "margin_last" in table.column_names:
         margin = np.minimum(margin, _numpy(table["margin_last"]).view(np.int64))
     group["margin_bits"] = bit_length(margin)
-    inverse, first = _groups(list(group.values()))
-    g = len(first)
+    code = _code([bit_length(v) if c == "granule" else v for c, v in group.items()])
+    starts = np.flatnonzero(np.concatenate([[True], code[1:] != code[:-1]]))
+    records = np.diff(np.append(starts, n))
     pages = _numpy(table["pages"]) if "pages" in table.column_names else None
     table_bytes = _numpy(table["table_bytes"]).view(np.int64)
     idmap = _numpy(table["idmap_pa"]).view(np.int64)
     last = _numpy(table["idmap_pa_last"]).view(np.int64) if pages is not None else idmap
-    records = np.bincount(inverse, minlength=g)
-    rows = records if pages is None else np.bincount(inverse, pages, g).astype(np.int64)
     weighted = table_bytes if pages is None else table_bytes * pages.astype(np.float64)
-    idmap_from = _reduce(np.minimum, inverse, idmap, g, I64_MAX)
-    lowest = np.flatnonzero(idmap == idmap_from[inverse])
-    at_lowest = _reduce(np.minimum, inverse[lowest], lowest, g, n)
-    out = {
-        **{c: pa.array(values[first]).cast(GROUP[c]) for c, values in group.items()},
-        "rows": rows,
+    lowest = np.minimum.reduceat(idmap, starts)
+    at_lowest = np.flatnonzero(idmap == np.repeat(lowest, records))
+    runs = {  # per run of equal group columns
+        "rows": records if pages is None else np.add.reduceat(pages, starts),
         "records": records,
-        "min_margin": _reduce(np.minimum, inverse, margin, g, I64_MAX),
-        "min_table_bytes": _reduce(np.minimum, inverse, table_bytes, g, I64_MAX),
-        "max_table_bytes": _reduce(np.maximum, inverse, table_bytes, g, -1),
-        "sum_table_bytes": np.bincount(inverse, weighted, g),
-        "idmap_from": idmap_from.view(np.uint64),
-        "idmap_to": _reduce(np.maximum, inverse, last, g, -1).view(np.uint64),
-        "tag_random": _numpy(table["tag_random"]).view(np.uint64)[at_lowest],
+        "min_margin": np.minimum.reduceat(margin, starts),
+        "min_table_bytes": np.minimum.reduceat(table_bytes, starts),
+        "max_table_bytes": np.maximum.reduceat(table_bytes, starts),
+        "sum_table_bytes": np.add.reduceat(weighted, starts).astype(np.float64),
+        "idmap_from": lowest,
+        "idmap_to": np.maximum.reduceat(last, starts),
+        "tag_random": _numpy(table["tag_random"])[at_lowest[np.searchsorted(at_lowest, starts)]],
+    }
+    inverse, uniques = pd.factorize(code[starts])
+    g = len(uniques)
+    first = _at(np.minimum, inverse, np.arange(len(starts)), g, len(starts))
+    lowest = _at(np.minimum, inverse, runs["idmap_from"], g, I64_MAX)
+    with_lowest = np.flatnonzero(runs["idmap_from"] == lowest[inverse])
+    out = {
+        **{c: values[starts[first]] for c, values in group.items()},
+        "rows": np.bincount(inverse, runs["rows"], g).astype(np.int64),
+        "records": np.bincount(inverse, runs["records"], g).astype(np.int64),
+        "min_margin": _at(np.minimum, inverse, runs["min_margin"], g, I64_MAX),
+        "min_table_bytes": _at(np.minimum, inverse, runs["min_table_bytes"], g, I64_MAX),
+        "max_table_bytes": _at(np.maximum, inverse, runs["max_table_bytes"], g, -1),
+        "sum_table_bytes": np.bincount(inverse, runs["sum_table_bytes"], g),
+        "idmap_from": lowest.view(np.uint64),
+        "idmap_to": _at(np.maximum, inverse, runs["idmap_to"], g, -1).view(np.uint64),
+        "tag_random": runs["tag_random"][
+            _at(np.minimum, inverse[with_lowest], with_lowest, g, len(starts))
+        ],
     }
     for column, dictionary in names.items():
-        out[column] = dictionary.take(pa.array(group[column][first])).cast(pa.string())
-    return pa.table({c: pa.array(out[c], type=SCHEMA.field(c).type) for c in SCHEMA.names})
+        out[column] = dictionary.take(pa.array(out[column]))
+    return pa.table({c: pa.array(out[c]).cast(SCHEMA.field(c).type) for c in SCHEMA.names})
 
 
 def bit_length(values: np.ndarray) -> np.ndarray:
@@ -126,27 +147,25 @@ def bit_length(values: np.ndarray) -> np.ndarray:
     return np.frexp(values.astype(np.float64))[1].astype(np.int8)
 
 
-def _groups(keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's group number and the first row of each group, for rows keyed by ``keys``
-    (small non-negative integers): mixed-radix codes, hashed once (``pandas.factorize``)."""
+def _code(keys: list[np.ndarray]) -> np.ndarray:
+    """One int64 per row, equal exactly where all ``keys`` (small non-negative integers) are:
+    their mixed-radix number (renumbered on the way should it outgrow 62 bits)."""
     code = np.zeros(len(keys[0]), dtype=np.int64)
     span = 1
     for key in keys:
-        key = key.astype(np.int64)
         radix = int(key.max()) + 1
-        if span * radix >= 1 << 62:  # renumber what is combined so far to keep codes small
+        if span * radix >= 1 << 62:
             code = pd.factorize(code)[0].astype(np.int64)
             span = int(code.max()) + 1
-        code = code * radix + key
+        code *= radix
+        code += key
         span *= radix
-    inverse, uniques = pd.factorize(code)
-    first = np.full(len(uniques), len(code), dtype=np.int64)
-    np.minimum.at(first, inverse, np.arange(len(code), dtype=np.int64))
-    return inverse, first
+    return code
 
 
-def _reduce(ufunc, inverse: np.ndarray, values: np.ndarray, groups: int, start) -> np.ndarray:
-    out = np.full(groups, start, dtype=values.dtype)
+def _at(ufunc, inverse: np.ndarray, values: np.ndarray, groups: int, start) -> np.ndarray:
+    """``ufunc`` of ``values`` by group (``inverse``: each value's group), from ``start``."""
+    out = np.full(groups, start, dtype=np.asarray(values).dtype)
     ufunc.at(out, inverse, values)
     return out
 
@@ -155,7 +174,7 @@ def _numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if pa.types.is_boolean(column.type):
-        return column.to_numpy(zero_copy_only=False).astype(np.int8)
+        return column.to_numpy(zero_copy_only=False).view(np.int8)
     return column.to_numpy(zero_copy_only=False)
 
 

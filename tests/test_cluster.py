@@ -29,7 +29,9 @@ pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 distributed = pytest.importorskip("distributed")
 
+from sweep.engine import Results  # noqa: E402
 from sweep.lease import LEASE_FILE  # noqa: E402
+from sweep.queries import QUERIES  # noqa: E402
 from sweep.results import load as read_results  # noqa: E402
 from sweep.store import Store  # noqa: E402
 
@@ -292,6 +294,11 @@ def test_a_sweep_to_s3_on_the_cluster_gives_the_local_rows(env, cluster, config_
     assert f"{UNITS} units written ({ROWS:,} rows" in result.stderr
     print("no kill:", result.stderr.strip().splitlines()[-1])
     _assert_exact(env, url, local_rows)
+    # The named queries read the parts' footer summaries on S3 too, and agree with the rows.
+    data = Results(url)
+    assert data.summary and data.summary_parts
+    for name, query in QUERIES.items():
+        pd.testing.assert_frame_equal(query(data), query(local_rows), obj=name)
 
 
 def _start_sweep(env, config_file: Path, *args: str) -> subprocess.Popen:
