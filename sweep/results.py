@@ -253,9 +253,15 @@ def for_people(frame: pd.DataFrame, raw: bool = False) -> pd.DataFrame:
     shown = frame.copy()
     for column in shown.columns:
         if column in HEX_COLUMNS:
-            shown[column] = [f"{int(v):#x}" for v in shown[column]]
+            shown[column] = _each(lambda v: f"{int(v):#x}", shown[column])
         elif column == "granule":
-            shown[column] = [granule_name(int(v)) for v in shown[column]]
+            shown[column] = _each(lambda v: granule_name(int(v)), shown[column])
         elif column in SIZE_COLUMNS and not raw:
-            shown[column] = [human_size(v) for v in shown[column]]
+            shown[column] = _each(human_size, shown[column])
     return shown
+
+
+def _each(show, values: pd.Series) -> list[str]:
+    """``show(v)`` for every value; ``-`` where there is none (a board with no row of that
+    kind: ``boards``' largest tables with blocks, when only blocks off were swept)."""
+    return ["-" if pd.isna(v) else show(v) for v in values]

@@ -427,6 +427,11 @@ def test_query_formats(run_dir, rows):
     assert pd.read_parquet(out)["rows"].sum() == len(rows)
     bad = runner.invoke(main, ["query", str(run_dir), "--sql", "SELECT nothing FROM results"])
     assert bad.exit_code == 2 and "nothing" in bad.output and "Traceback" not in bad.output
+    # With blocks off only, no board has a largest table with blocks: "-", not "nan TiB".
+    off = runner.invoke(main, ["query", str(run_dir), "boards", "block_mappings=false"])
+    assert off.exit_code == 0, off.output
+    assert "nan" not in off.output
+    assert [line.split()[-1] for line in off.output.splitlines()[1:]] == ["-"] * 5
 
 
 def test_incomplete_sweeps_say_so(run_dir, tmp_path):
