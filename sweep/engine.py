@@ -85,6 +85,8 @@ class Results:
         self.parts: list[str] = []
         self.selected: list[str] = []
         self._summary: str | None = None
+        self._footers: pa.Table | None = None
+        self._footers_read = False
         self.summary_parts = False
         """Whether :attr:`summary` came from the part files' footers (it has a ``part``
         column, an index into :attr:`selected`)."""
@@ -186,7 +188,7 @@ class Results:
             return
         counts = ", ".join(f"count(*) FILTER (WHERE {c} = {_literal(v)})" for c, v in pairs)
         if all(c in FILTER_COLUMNS for c, _ in pairs) and self._footer_table() is not None:
-            scan = "_footer_summary"  # a few rows per part: the same answer, no scan of rows
+            scan = self._footer_name  # a few rows per part: the same answer, no scan of rows
         found = self._rows(f"SELECT {counts} FROM {scan}")[0]
         for (column, value), n in zip(pairs, found, strict=True):
             if n == 0:
@@ -238,7 +240,7 @@ class Results:
             if footers is not None:
                 self.summary_parts = True
                 self.con.execute(
-                    f"CREATE VIEW {name} AS SELECT * FROM _footer_summary{self._where()}"
+                    f"CREATE VIEW {name} AS SELECT * FROM {self._footer_name}{self._where()}"
                 )
             else:
                 inputs = [*summary.INPUTS, *(c for c in summary.RUN_INPUTS if c in self.columns)]
@@ -250,9 +252,9 @@ class Results:
 
     def _footer_table(self) -> pa.Table | None:
         """Every selected part's footer summary in one table (registered as
-        ``_footer_summary``), or None when some part has none (parts of an older va-sweep)."""
-        if not hasattr(self, "_footers"):
-            self._footers = None
+        :attr:`_footer_name`), or None when some part has none (parts of an older va-sweep)."""
+        if not self._footers_read:
+            self._footers_read = True
             if self.selected:
                 files = [self._path(rel) for rel in self.selected]
                 listed = ", ".join(_literal(f) for f in files)
@@ -265,9 +267,13 @@ class Results:
                 names = [name for name, _ in found]
                 if len(found) == len(files) and None not in tables and set(names) == set(index):
                     table = summary.combine(tables, part=[index[n] for n in names])
-                    self.con.register("_footer_summary", table)
+                    self.con.register(self._footer_name, table)
                     self._footers = table
         return self._footers
+
+    @property
+    def _footer_name(self) -> str:
+        return f"_{self.view}_footers"  # two views (sweep diff) share one connection
 
     def scan_of(self, parts: list[int]) -> str:
         """``FROM`` text for the rows of the selected parts numbered ``parts`` (filters
