@@ -3,7 +3,10 @@
 Each row may have its own memory map, granule, VA_BITS, layout and block setting: the banks of
 all maps are flat arrays plus offsets (``sweep.banks``), each row reads its own, and every step
 is numpy over all rows at once (loops run over levels, bank slots and layouts, never over rows
-or groups). So thousands of one-row groups cost what one group of as many rows costs.
+or groups). So thousands of one-row groups cost what one group of as many rows costs. Rows in
+long runs of one map, granule, VA_BITS, layout and block setting (a work unit) are computed run
+by run with those values shared (``Rows.run``): then only what depends on the idmap page is per
+row, through the same functions.
 
 Where each column is computed (one function per docs/model.md section):
 
@@ -142,6 +145,8 @@ def full(values: np.ndarray, n: int, dtype) -> np.ndarray:
     values = np.asarray(values)
     if values.shape == (n,) and values.dtype == np.dtype(dtype):
         return values
+    if values.size == 1:  # a fill, which numpy does without a cast per element
+        return np.full(n, values.reshape(-1)[0], dtype=dtype)
     if values.shape == (n,) and values.dtype.kind in "iu" and np.dtype(dtype).kind in "iu":
         if values.dtype.itemsize == np.dtype(dtype).itemsize:
             return values.view(dtype)  # int64 <-> uint64: the model's values are below 2^63
@@ -279,7 +284,9 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
         ),
         (dram.start, dram.end, dram.valid, delta, granule, root, rows.block_mappings),
     )
-    walk = tables.idmap_walk(near, idmap, delta, granule, root, rows.block_mappings)
+    walk = _shared_if_equal(
+        tables.idmap_walk(near, idmap, delta, granule, root, rows.block_mappings)
+    )
     return {
         "phys_offset": dram.phys_offset,
         "clipped_bytes": dram.clipped_bytes,
@@ -297,8 +304,8 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
 
 def _shared_if_equal(values: np.ndarray) -> np.ndarray:
     """One element when every row holds the same value (the tree size of a unit whose idmap
-    pages all fit in VA_BITS, the alias offset of an untagged layout): what follows from it is
-    then computed once, not per row."""
+    pages all fit in VA_BITS, the alias offset of an untagged layout, the level where pages far
+    from every mapping stop their walk): what follows from it is then computed once."""
     if values.shape[-1] > 1 and (values.strides[-1] == 0 or values.min() == values.max()):
         return values[..., :1]
     return values

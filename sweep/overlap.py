@@ -47,6 +47,8 @@ def nearest(
         count = np.zeros(np.shape(seen), dtype=np.intp)
         for bank_start in first.tolist():
             count += seen >= bank_start
+        if count.size > 1 and count.min() == count.max():  # all between the same two banks
+            count = count[:1]
         return Nearest(
             np.concatenate([[NONE_BELOW], first]).take(count) + delta,
             np.concatenate([[NONE_BELOW], last]).take(count) + delta,
