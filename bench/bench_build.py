@@ -22,9 +22,10 @@ import pandas as pd
 
 import sweep
 from sweep.banks import TrimmedBanks
-from sweep.builder import Rows, build_table, compute_columns
+from sweep.builder import build_table, compute_columns
 from sweep.model import MemoryMap
 from sweep.plugins import get_layouts
+from sweep.rows import Rows
 
 G = 1 << 30
 MAPS = [

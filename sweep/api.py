@@ -14,11 +14,12 @@ import numpy as np
 import pandas as pd
 
 from sweep.banks import TrimmedBanks
-from sweep.builder import Rows, compute_columns, full
+from sweep.builder import compute_columns
 from sweep.columns import INPUT_COLUMNS, ROW_COLUMNS
 from sweep.errors import ValidationError
 from sweep.layouts import Layout
 from sweep.model import Bank, MemoryMap
+from sweep.rows import Rows, full
 
 
 def build(

@@ -130,18 +130,33 @@ def _stride_configs(memory_maps, rng: random.Random, maps: int = 12) -> list[dic
     return configs
 
 
-@pytest.mark.parametrize("path", ["runs", "per-row"])
+@pytest.mark.parametrize("path", ["runs", "per-row", "grouped"])
 def test_runs_and_per_row_match_reference(monkeypatch, path):
     # The builder computes rows that come in long runs of one (map, granule, VA_BITS, layout,
-    # blocks) with those values shared (a work unit), other batches per row: the same rows
-    # through either path, in chunks that cut runs, are held to the reference, the oracle.
+    # blocks) with those values shared (a work unit), shuffled rows of few such groups in group
+    # order (then put back), other batches per row: the same rows through each path, in chunks
+    # that cut runs, are held to the reference, the oracle.
     import sweep.builder
+    import sweep.rows
 
-    monkeypatch.setattr(sweep.builder, "MIN_RUN_ROWS", 1 if path == "runs" else 10**9)
+    minimum = {"runs": 1, "per-row": 10**9, "grouped": 20}[path]
+    monkeypatch.setattr(sweep.rows, "MIN_RUN_ROWS", minimum)
     monkeypatch.setattr(sweep.builder, "CHUNK_ROWS", 97)
-    memory_maps, configs = random_configs(seed=5, rows=3000, rows_per_group=40, shuffle=False)
+    memory_maps, configs = random_configs(
+        seed=5, rows=3000, rows_per_group=40, shuffle=path == "grouped"
+    )
     configs += _stride_configs(memory_maps, random.Random(5))
+    orders = []
+
+    def spy(rows):
+        orders.append(sweep.rows.grouping_order(rows))
+        return orders[-1]
+
+    monkeypatch.setattr(sweep.builder, "grouping_order", spy)
+    if path == "grouped":
+        random.Random(6).shuffle(configs)
     assert _compare(memory_maps, configs) == len(configs)
+    assert (orders[0] is not None) == (path == "grouped")
 
 
 def test_random_cases_meet_runtime_blocks():
