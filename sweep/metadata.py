@@ -8,6 +8,7 @@ Each run appends an entry with the versions it ran with and its end state; a run
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import sys
 from datetime import UTC, datetime
@@ -146,10 +147,6 @@ def finish_meta(meta: dict, report) -> dict:
 
 def plugin_versions() -> list[dict]:
     """Each loaded plugin with the version of the distribution it comes from, and its file."""
-    try:
-        owners = importlib.metadata.packages_distributions()
-    except Exception:  # a broken installed distribution should not stop a sweep
-        owners = {}
     out = []
     for name, plugin in pm.list_name_plugin():
         module = sys.modules.get(getattr(plugin, "__module__", "") or "", plugin)
@@ -158,11 +155,21 @@ def plugin_versions() -> list[dict]:
         version = None
         if top in ("sweep", "sweep_plugins"):
             version = __version__
-        elif owners.get(top):
+        elif _owners().get(top):
             try:
-                version = importlib.metadata.version(owners[top][0])
+                version = importlib.metadata.version(_owners()[top][0])
             except importlib.metadata.PackageNotFoundError:
                 version = None
         source = getattr(plugin, "__file__", None) or getattr(module, "__file__", None)
         out.append({"name": name, "version": version, "source": source})
     return out
+
+
+@functools.cache
+def _owners() -> dict:
+    """Top-level module -> the distributions that install it: read only when a plugin comes
+    from outside va-sweep (it reads every installed distribution's metadata, 0.25 s), once."""
+    try:
+        return importlib.metadata.packages_distributions()
+    except Exception:  # a broken installed distribution should not stop a sweep
+        return {}

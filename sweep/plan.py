@@ -140,10 +140,14 @@ class Plan:
                 yield granule, va_bits
 
     def _map_rows(self, granule: int) -> np.ndarray:
-        """Rows of each map in a partition: placements x layouts x block settings."""
-        combos = len(self.config.layouts) * len(self.config.block_mappings)
-        counts = [self.counts.get((name, granule), 0) for name in self.memory_maps]
-        return np.array(counts, dtype=np.int64) * combos
+        """Rows of each map in a partition: placements x layouts x block settings (once per
+        granule: a plan of 2,000 maps asks for it once per unit and partition)."""
+        key = ("map_rows", granule)
+        if key not in self._cache:
+            combos = len(self.config.layouts) * len(self.config.block_mappings)
+            counts = [self.counts.get((name, granule), 0) for name in self.memory_maps]
+            self._cache[key] = np.array(counts, dtype=np.int64) * combos
+        return self._cache[key]
 
     def partition_rows(self, granule: int) -> int:
         return int(self._map_rows(granule).sum())
