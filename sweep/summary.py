@@ -199,7 +199,7 @@ def encode(summary: pa.Table) -> str:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, summary.schema) as writer:
         writer.write_table(summary)
-    packed = zlib.compress(sink.getvalue().to_pybytes(), 6)
+    packed = zlib.compress(sink.getvalue().to_pybytes(), 1)  # level 6: 3.5x the time, 20% less
     return FORMAT + ":" + base64.b64encode(packed).decode()
 
 
