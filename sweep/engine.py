@@ -319,21 +319,9 @@ class Results:
         return pa.table(columns).to_pandas() if columns else pd.DataFrame()
 
     @property
-    def weighted(self) -> bool:
-        """Whether rows are runs of pages (``pages`` counts the configurations a row stands for)."""
-        return "pages" in self.columns
-
-    @property
-    def weight(self) -> str:
-        return "pages" if self.weighted else "1"
-
-    @property
     def min_margin(self) -> str:
         """A run's smallest margin: margin is concave along a run, so it is at one end."""
         return "least(margin, margin_last)" if "margin_last" in self.columns else "margin"
-
-    def count(self) -> int:
-        return int(self._rows(f"SELECT sum({self.weight}) FROM results")[0][0] or 0)
 
     def close(self) -> None:
         self.con.close()
