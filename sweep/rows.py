@@ -176,10 +176,12 @@ def grouping_order(rows: Rows) -> np.ndarray | None:
     if len(rows) < 2 * MIN_RUN_ROWS or rows.runs() is not None:
         return None
     key = np.zeros(len(rows), dtype=I64)
-    for name in RUN_FIELDS:
+    for name in RUN_FIELDS:  # the map first: many maps give up here, after one pass
         values = getattr(rows, name)
         if values.shape[-1] > 1:
             codes, uniques = pd.factorize(values)
+            if len(uniques) * MIN_RUN_ROWS > len(rows):  # at least as many groups
+                return None
             key = key * len(uniques) + codes
     codes, uniques = pd.factorize(key)
     if len(uniques) * MIN_RUN_ROWS > len(rows):
