@@ -231,7 +231,7 @@ class Results:
     def summary(self) -> str:
         """The name of a view of these rows' summaries (:mod:`sweep.summary`), made on first
         use: the part files' footer summaries when every part has one and every filter is on a
-        group column (``FILTER_COLUMNS``), else the rows streamed through ``summarize``."""
+        group column (``FILTER_COLUMNS``), else every row read as a summary row in SQL."""
         if self._summary is None:
             name = f"{self.view}_summary"
             footers = None
@@ -239,14 +239,10 @@ class Results:
                 footers = self._footer_table()
             if footers is not None:
                 self.summary_parts = True
-                self.con.execute(
-                    f"CREATE VIEW {name} AS SELECT * FROM {self._footer_name}{self._where()}"
-                )
+                source = f"SELECT * FROM {self._footer_name}{self._where()}"
             else:
-                inputs = [*summary.INPUTS, *(c for c in summary.RUN_INPUTS if c in self.columns)]
-                relation = self.con.sql(f"SELECT {', '.join(inputs)} FROM {self.view}")
-                self.con.register(f"_{name}", summary.stream(_batches(relation)))
-                self.con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}")
+                source = summary.rows_sql(self.view, self.columns)
+            self.con.execute(f"CREATE VIEW {name} AS {source}")
             self._summary = name
         return self._summary
 
@@ -325,12 +321,6 @@ class Results:
 
     def close(self) -> None:
         self.con.close()
-
-
-def _batches(relation: duckdb.DuckDBPyRelation, rows: int = 1 << 20):
-    """A relation's rows as Arrow record batches of up to ``rows`` rows, one at a time."""
-    fetch = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
-    yield from fetch(rows)
 
 
 def connect() -> duckdb.DuckDBPyConnection:

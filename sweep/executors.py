@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import ctypes
 import errno
+import gc
 import logging
 import multiprocessing
 import os
@@ -177,7 +178,11 @@ def _init_pool_worker(plan: Plan, store: Store) -> None:
     """A forked pool worker: SIGTERM kills it (the driver's handler, inherited by a pool forked
     mid-run, would turn it into KeyboardInterrupt and keep it alive, blocked), Ctrl-C is left to
     the driver (which lets running units finish), it holds no copy of the folder's lock, logs
-    to ``_sweep.log`` alone, and dies with the driver."""
+    to ``_sweep.log`` alone, and dies with the driver. Everything it inherited is left out of
+    its garbage collection (``gc.freeze``): the driver may hold garbage whose destructor is not
+    fork-safe (a DuckDB connection of an earlier reader in the same process: collected in the
+    worker, it crashed it), and the worker never needs that memory back."""
+    gc.freeze()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     close_inherited()

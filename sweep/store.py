@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from sweep.columns import ROW_COLUMNS
 from sweep.errors import SweepError
-from sweep.summary import SUMMARY_KEY, encode, summarize
+from sweep.summary import SUMMARY_KEY, footer_value
 
 PARTITION_COLUMNS = ("granule", "va_bits")
 PART_RE = re.compile(
@@ -112,14 +112,16 @@ def writer_options(schema: pa.Schema) -> dict[str, Any]:
 
 def part_bytes(table: pa.Table) -> pa.Buffer:
     """A part file's bytes: ``table`` under :func:`writer_options`, with its summary
-    (:mod:`sweep.summary`) in the footer for the named queries."""
+    (:mod:`sweep.summary`) in the footer for the named queries when it is compact."""
     table = non_nullable(table)
     options = writer_options(table.schema)
     row_group_size = options.pop("row_group_size")
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, table.schema, **options) as writer:
         writer.write_table(table, row_group_size=row_group_size)
-        writer.add_key_value_metadata({SUMMARY_KEY: encode(summarize(table))})
+        summary = footer_value(table)
+        if summary is not None:
+            writer.add_key_value_metadata({SUMMARY_KEY: summary})
     return sink.getvalue()
 
 

@@ -9,11 +9,15 @@ aggregates the queries read. A few hundred rows stand for a part's 10^5, so a qu
 rows reads a few MiB of footers instead of the rows; a summary is as whole as its part (same
 file, same checksum in the manifest) and is made by the same code wherever rows come from.
 
+A summary is kept only where it is compact (``COMPACT``: a part of many small groups, such as
+thousands of boards at a few placements each, would summarize to a large share of its rows and
+gain nothing). Where there are no footer summaries (such parts, a DataFrame, parts of an older
+va-sweep, a filter on a column outside ``FILTER_COLUMNS``), :func:`rows_sql` reads every row as
+a summary row of its own, in SQL, so the same queries run over the rows in DuckDB.
+
 Rows that stand for runs of pages (``pages``) weigh ``pages``; a run's margin is its smallest,
 ``min(margin, margin_last)`` (margin is concave along a run), and its last page is
-``idmap_pa_last``. Where there are no footer summaries (a DataFrame, parts of an older
-va-sweep, a filter on a column outside ``FILTER_COLUMNS``), :func:`stream` makes the same table
-by streaming the rows through :func:`summarize` in bounded memory.
+``idmap_pa_last``.
 """
 
 from __future__ import annotations
@@ -68,8 +72,63 @@ INPUTS = (
 )
 """The row columns a summary is made of (and ``pages``, ``margin_last``, ``idmap_pa_last`` when
 the rows are runs)."""
-RUN_INPUTS = ("pages", "margin_last", "idmap_pa_last")
 I64_MAX = np.iinfo(np.int64).max
+COMPACT = 16
+"""A part keeps its summary only when the summary has at most one row for this many rows."""
+
+
+def footer_value(table: pa.Table) -> str | None:
+    """What a part file keeps in its footer: its summary, encoded, when it is compact."""
+    table_summary = summarize(table)
+    if table_summary.num_rows * COMPACT > table.num_rows:
+        return None
+    return encode(table_summary)
+
+
+def rows_sql(source: str, columns: list[str]) -> str:
+    """SQL reading the rows of ``source`` (with ``columns``) as summary rows, one per row, in
+    ``SCHEMA``: what the queries aggregate where there are no footer summaries."""
+    runs = "pages" in columns
+    weight = "pages" if runs else "1"
+    margin = "least(margin, margin_last)" if "margin_last" in columns else "margin"
+    last = "idmap_pa_last" if runs else "idmap_pa"
+    keys = ", ".join(
+        f"CAST({c} AS {_SQL_TYPES[GROUP[c]]}) AS {c}" for c in GROUP if c != "margin_bits"
+    )
+    return (
+        f"SELECT {keys}, CAST({bit_length_sql('m')} AS TINYINT) AS margin_bits, "
+        f"CAST({weight} AS BIGINT) AS rows, CAST(1 AS BIGINT) AS records, "
+        "CAST(m AS BIGINT) AS min_margin, table_bytes AS min_table_bytes, "
+        "table_bytes AS max_table_bytes, "
+        f"CAST(table_bytes AS DOUBLE) * {weight} AS sum_table_bytes, "
+        f"CAST(idmap_pa AS UBIGINT) AS idmap_from, CAST({last} AS UBIGINT) AS idmap_to, "
+        "CAST(tag_random AS UBIGINT) AS tag_random "
+        f"FROM (SELECT *, {margin} AS m, {bit_length_input(margin)} FROM {source})"
+    )
+
+
+_SQL_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int32(): "INTEGER",
+    pa.int8(): "TINYINT",
+    pa.bool_(): "BOOLEAN",
+}
+
+
+def bit_length_sql(value: str) -> str:
+    """SQL for :func:`bit_length` of one non-negative integer below 2^53: ``log2`` of the value
+    as a double (exact there) gives an estimate ``k``, off by one next to powers of two, where
+    comparisons with powers of two correct it. Reads the columns of ``bit_length_input``."""
+    return (
+        f"(CASE WHEN {value} = 0 THEN 0 ELSE k - CAST(d < pow(2.0, k - 1) AS INTEGER) "
+        "+ CAST(d >= pow(2.0, k) AS INTEGER) END)"
+    )
+
+
+def bit_length_input(value: str) -> str:
+    """The columns ``d`` and ``k`` that :func:`bit_length_sql` reads."""
+    d = f"CAST({value} AS DOUBLE)"
+    return f"{d} AS d, CAST(floor(log2(greatest({d}, 1))) AS INTEGER) + 1 AS k"
 
 
 def summarize(table: pa.Table) -> pa.Table:
@@ -224,8 +283,3 @@ def combine(summaries: Iterable[pa.Table], part: Iterable[int] | None = None) ->
     if not tables:
         return SCHEMA.empty_table()
     return pa.concat_tables(tables)
-
-
-def stream(batches: Iterable[pa.RecordBatch]) -> pa.Table:
-    """The summary of rows given as record batches, one batch in memory at a time."""
-    return combine(summarize(pa.Table.from_batches([batch])) for batch in batches)

@@ -26,7 +26,7 @@ from sweep.cli import main
 from sweep.columns import ROW_COLUMNS
 from sweep.engine import Results
 from sweep.errors import ValidationError
-from sweep.summary import bit_length
+from sweep.summary import bit_length, bit_length_input, bit_length_sql
 
 
 @pytest.fixture(scope="module")
@@ -272,9 +272,15 @@ def test_margin_distribution(data, df, rows):
         [20, "512K"],
         [31, "1G"],
     ]
-    # The bucket (a bit length) is exact next to every power of two below 2^53.
+    # The bucket (a bit length) is exact next to every power of two below 2^53, in numpy (the
+    # footer summaries) and in SQL (rows read as summary rows), where log2 rounds.
     values = sorted({0, 1, 4095, 4096} | {(1 << k) + d for k in range(1, 53) for d in (-1, 0, 1)})
     got = bit_length(np.array(values, dtype=np.int64))
+    assert got.tolist() == [v.bit_length() for v in values]
+    frame = pd.DataFrame({"v": pd.array(values, dtype="uint64")})
+    got = Results(frame).frame(
+        f"SELECT {bit_length_sql('v')} AS n FROM (SELECT v, {bit_length_input('v')} FROM results)"
+    )["n"]
     assert got.tolist() == [v.bit_length() for v in values]
 
 

@@ -9,9 +9,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 from results_data import run_small_sweep
 
 from sweep import queries, results, summary
+from sweep.cli import main
 from sweep.engine import Results
 from sweep.store import PART_RE
 
@@ -74,7 +76,31 @@ def test_encode_decode_and_foreign_values():
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    return run_small_sweep(tmp_path_factory.mktemp("summary") / "results")
+    """A dense sweep (Juno's 8 GiB every 2 MiB: 4,096 placements a configuration, 98,304 rows),
+    whose parts summarize to far fewer rows than they hold: each keeps its summary."""
+    out = tmp_path_factory.mktemp("summary") / "dense"
+    got = CliRunner().invoke(
+        main,
+        ["run", "--out", str(out), "memory_maps=juno", "granules=4K", "placement.kind=stride"]
+        + ["placement.step=2M", "--workers", "1"],
+    )
+    assert got.exit_code == 0, got.output
+    return out
+
+
+def test_sparse_parts_keep_no_summary(tmp_path):
+    """Five boards every 1 GiB (2 to 14 placements a configuration): a summary would hold
+    nearly a row per row, so the parts keep none and the queries read the rows."""
+    sparse = run_small_sweep(tmp_path / "results")
+    parts = sorted(sparse.rglob("part-*.parquet"))
+    assert parts
+    for path in parts:
+        footer = pq.read_metadata(path).metadata or {}
+        assert summary.SUMMARY_KEY.encode() not in footer
+        rows = pq.read_metadata(path).num_rows
+        assert summary.summarize(pq.read_table(path)).num_rows * summary.COMPACT > rows
+    data = Results(sparse)
+    assert data.summary and not data.summary_parts
 
 
 def test_every_part_carries_its_summary(run_dir):
@@ -104,7 +130,7 @@ def test_footers_answer_unless_a_filter_names_another_column(run_dir):
 
 
 @pytest.mark.parametrize("n", [1, 3, 20, 500, 10_000])
-@pytest.mark.parametrize("filters", [{}, {"layout": "high-only"}, {"memory_map": "far"}])
+@pytest.mark.parametrize("filters", [{}, {"layout": "high-only"}, {"block_mappings": True}])
 def test_worst_cases_reads_only_parts_that_can_hold_them(run_dir, n, filters):
     """Recounted with pandas over every row: the worst ``n`` in ``WORST_ORDER``."""
     frame = results.load(run_dir, **filters).astype({"memory_map": str, "layout": str})
