@@ -79,8 +79,8 @@ COMPACT = 16
 
 def footer_value(table: pa.Table) -> str | None:
     """What a part file keeps in its footer: its summary, encoded, when it is compact."""
-    table_summary = summarize(table)
-    if table_summary.num_rows * COMPACT > table.num_rows:
+    table_summary = summarize(table, max_runs=table.num_rows // COMPACT)
+    if table_summary is None or table_summary.num_rows * COMPACT > table.num_rows:
         return None
     return encode(table_summary)
 
@@ -131,12 +131,14 @@ def bit_length_input(value: str) -> str:
     return f"{d} AS d, CAST(floor(log2(greatest({d}, 1))) AS INTEGER) + 1 AS k"
 
 
-def summarize(table: pa.Table) -> pa.Table:
+def summarize(table: pa.Table, max_runs: int | None = None) -> pa.Table | None:
     """The summary of ``table``'s rows (any rows with the ``INPUTS`` columns), in ``SCHEMA``.
 
     Rows are first reduced over runs of consecutive rows with equal group columns (a work
     unit's rows come in long runs: one configuration, placements in order), then the runs over
-    their groups: a few contiguous passes per column, whatever the order of the rows.
+    their groups: a few contiguous passes per column, whatever the order of the rows. With
+    ``max_runs``, None as soon as the rows come in more runs than that (a part of many small
+    groups, whose summary would not be kept: most of the work is not done).
     """
     n = table.num_rows
     if n == 0:
@@ -157,6 +159,8 @@ def summarize(table: pa.Table) -> pa.Table:
     group["margin_bits"] = bit_length(margin)
     code = _code([bit_length(v) if c == "granule" else v for c, v in group.items()])
     starts = np.flatnonzero(np.concatenate([[True], code[1:] != code[:-1]]))
+    if max_runs is not None and len(starts) > max_runs:
+        return None
     records = np.diff(np.append(starts, n))
     pages = _numpy(table["pages"]) if "pages" in table.column_names else None
     table_bytes = _numpy(table["table_bytes"]).view(np.int64)
