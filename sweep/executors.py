@@ -178,11 +178,7 @@ def _init_pool_worker(plan: Plan, store: Store) -> None:
     """A forked pool worker: SIGTERM kills it (the driver's handler, inherited by a pool forked
     mid-run, would turn it into KeyboardInterrupt and keep it alive, blocked), Ctrl-C is left to
     the driver (which lets running units finish), it holds no copy of the folder's lock, logs
-    to ``_sweep.log`` alone, and dies with the driver. Everything it inherited is left out of
-    its garbage collection (``gc.freeze``): the driver may hold garbage whose destructor is not
-    fork-safe (a DuckDB connection of an earlier reader in the same process: collected in the
-    worker, it crashed it), and the worker never needs that memory back."""
-    gc.freeze()
+    to ``_sweep.log`` alone, and dies with the driver."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     close_inherited()
@@ -221,6 +217,10 @@ class ProcessExecutor:
         self._start()
 
     def _start(self) -> None:
+        # Garbage the driver holds in reference cycles is collected here, not in a forked
+        # worker: a DuckDB connection of an earlier reader in the same process, destroyed in a
+        # worker, crashed it (its threads are not forked).
+        gc.collect()
         self.pool = cf.ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=self.context,
