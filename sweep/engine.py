@@ -262,7 +262,7 @@ class Results:
                 tables = [summary.decode(value) for _, value in found]
                 names = [name for name, _ in found]
                 if len(found) == len(files) and None not in tables and set(names) == set(index):
-                    table = summary.combine(tables, part=[index[n] for n in names])
+                    table = summary.combine(tables, [index[n] for n in names])
                     self.con.register(self._footer_name, table)
                     self._footers = table
         return self._footers
@@ -317,7 +317,7 @@ class Results:
     @property
     def min_margin(self) -> str:
         """A run's smallest margin: margin is concave along a run, so it is at one end."""
-        return "least(margin, margin_last)" if "margin_last" in self.columns else "margin"
+        return summary.min_margin_sql(self.columns)
 
     def close(self) -> None:
         self.con.close()

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import base64
 import zlib
-from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from sweep.kconfig import bit_length
 
 SUMMARY_KEY = "sweep.summary"
 """The Parquet footer key under which a part file holds its summary (Arrow IPC, base64)."""
@@ -63,15 +64,6 @@ VALUES = {
     "tag_random": pa.uint64(),  # tag_random of the row with the lowest idmap_pa
 }
 SCHEMA = pa.schema([*GROUP.items(), *VALUES.items()])
-INPUTS = (
-    *(c for c in GROUP if c != "margin_bits"),
-    "margin",
-    "table_bytes",
-    "idmap_pa",
-    "tag_random",
-)
-"""The row columns a summary is made of (and ``pages``, ``margin_last``, ``idmap_pa_last`` when
-the rows are runs)."""
 I64_MAX = np.iinfo(np.int64).max
 COMPACT = 16
 """A part keeps its summary only when the summary has at most one row for this many rows."""
@@ -90,7 +82,7 @@ def rows_sql(source: str, columns: list[str]) -> str:
     ``SCHEMA``: what the queries aggregate where there are no footer summaries."""
     runs = "pages" in columns
     weight = "pages" if runs else "1"
-    margin = "least(margin, margin_last)" if "margin_last" in columns else "margin"
+    margin = min_margin_sql(columns)
     last = "idmap_pa_last" if runs else "idmap_pa"
     keys = ", ".join(
         f"CAST({c} AS {_SQL_TYPES[GROUP[c]]}) AS {c}" for c in GROUP if c != "margin_bits"
@@ -107,6 +99,12 @@ def rows_sql(source: str, columns: list[str]) -> str:
     )
 
 
+def min_margin_sql(columns: list[str]) -> str:
+    """SQL for a row's smallest margin: a run's is at one of its ends (margin is concave along
+    a run), ``least(margin, margin_last)``."""
+    return "least(margin, margin_last)" if "margin_last" in columns else "margin"
+
+
 _SQL_TYPES = {
     pa.string(): "VARCHAR",
     pa.int32(): "INTEGER",
@@ -116,9 +114,9 @@ _SQL_TYPES = {
 
 
 def bit_length_sql(value: str) -> str:
-    """SQL for :func:`bit_length` of one non-negative integer below 2^53: ``log2`` of the value
-    as a double (exact there) gives an estimate ``k``, off by one next to powers of two, where
-    comparisons with powers of two correct it. Reads the columns of ``bit_length_input``."""
+    """SQL for ``sweep.kconfig.bit_length`` of one non-negative integer below 2^53: ``log2``
+    of the value as a double (exact there) gives an estimate ``k``, off by one next to powers
+    of two, where comparisons with powers of two correct it. Reads ``bit_length_input``."""
     return (
         f"(CASE WHEN {value} = 0 THEN 0 ELSE k - CAST(d < pow(2.0, k - 1) AS INTEGER) "
         "+ CAST(d >= pow(2.0, k) AS INTEGER) END)"
@@ -132,7 +130,9 @@ def bit_length_input(value: str) -> str:
 
 
 def summarize(table: pa.Table, max_runs: int | None = None) -> pa.Table | None:
-    """The summary of ``table``'s rows (any rows with the ``INPUTS`` columns), in ``SCHEMA``.
+    """The summary of ``table``'s rows (rows with the ``GROUP`` columns but ``margin_bits``, and
+    ``margin``, ``table_bytes``, ``idmap_pa``, ``tag_random``; ``pages``, ``margin_last`` and
+    ``idmap_pa_last`` for runs), in ``SCHEMA``.
 
     Rows are first reduced over runs of consecutive rows with equal group columns (a work
     unit's rows come in long runs: one configuration, placements in order), then the runs over
@@ -156,7 +156,7 @@ def summarize(table: pa.Table, max_runs: int | None = None) -> pa.Table | None:
     margin = _numpy(table["margin"]).view(np.int64)
     if "margin_last" in table.column_names:
         margin = np.minimum(margin, _numpy(table["margin_last"]).view(np.int64))
-    group["margin_bits"] = bit_length(margin)
+    group["margin_bits"] = bit_length(margin).astype(np.int8)
     code = _code([bit_length(v) if c == "granule" else v for c, v in group.items()])
     starts = np.flatnonzero(np.concatenate([[True], code[1:] != code[:-1]]))
     if max_runs is not None and len(starts) > max_runs:
@@ -202,12 +202,6 @@ def summarize(table: pa.Table, max_runs: int | None = None) -> pa.Table | None:
     for column, dictionary in names.items():
         out[column] = dictionary.take(pa.array(out[column]))
     return pa.table({c: pa.array(out[c]).cast(SCHEMA.field(c).type) for c in SCHEMA.names})
-
-
-def bit_length(values: np.ndarray) -> np.ndarray:
-    """``int.bit_length`` of non-negative int64 values below 2^53 (every margin is below 2^52):
-    ``frexp``'s exponent, exact there since such integers are exact as doubles."""
-    return np.frexp(values.astype(np.float64))[1].astype(np.int8)
 
 
 def _code(keys: list[np.ndarray]) -> np.ndarray:
@@ -276,14 +270,9 @@ def decode(value: bytes | str) -> pa.Table | None:
     return table if table.schema.equals(SCHEMA) else None
 
 
-def combine(summaries: Iterable[pa.Table], part: Iterable[int] | None = None) -> pa.Table:
-    """Summaries as one table; with ``part``, a ``part`` column numbering each one's source."""
-    tables = list(summaries)
-    if part is not None:
-        tables = [
-            t.append_column("part", pa.array(np.full(t.num_rows, k, dtype=np.int32)))
-            for t, k in zip(tables, part, strict=True)
-        ]
-    if not tables:
-        return SCHEMA.empty_table()
-    return pa.concat_tables(tables)
+def combine(summaries: list[pa.Table], parts: list[int]) -> pa.Table:
+    """Part files' summaries as one table, with a ``part`` column numbering each one's part."""
+    return pa.concat_tables(
+        t.append_column("part", pa.array(np.full(t.num_rows, k, dtype=np.int32)))
+        for t, k in zip(summaries, parts, strict=True)
+    )

@@ -26,7 +26,8 @@ from sweep.cli import main
 from sweep.columns import ROW_COLUMNS
 from sweep.engine import Results
 from sweep.errors import ValidationError
-from sweep.summary import bit_length, bit_length_input, bit_length_sql
+from sweep.kconfig import bit_length
+from sweep.summary import bit_length_input, bit_length_sql
 
 
 @pytest.fixture(scope="module")
