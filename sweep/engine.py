@@ -13,6 +13,7 @@ Only the sweep's own part files are read (``store.PART_GLOB``): a ``notes.txt``,
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -84,12 +85,6 @@ class Results:
         self.directory: str | None = None
         self.parts: list[str] = []
         self.selected: list[str] = []
-        self._summary: str | None = None
-        self._footers: pa.Table | None = None
-        self._footers_read = False
-        self.summary_parts = False
-        """Whether :attr:`summary` came from the part files' footers (it has a ``part``
-        column, an index into :attr:`selected`)."""
         if isinstance(source, pd.DataFrame):
             self.con.register("_frame", source)
             scan = "_frame"
@@ -187,7 +182,7 @@ class Results:
         if not pairs:
             return
         counts = ", ".join(f"count(*) FILTER (WHERE {c} = {_literal(v)})" for c, v in pairs)
-        if all(c in FILTER_COLUMNS for c, _ in pairs) and self._footer_table() is not None:
+        if all(c in FILTER_COLUMNS for c, _ in pairs) and self._footers is not None:
             scan = self._footer_name  # a few rows per part: the same answer, no scan of rows
         found = self._rows(f"SELECT {counts} FROM {scan}")[0]
         for (column, value), n in zip(pairs, found, strict=True):
@@ -227,45 +222,47 @@ class Results:
 
     # --- summaries -----------------------------------------------------------------------------
 
-    @property
+    @functools.cached_property
+    def summary_parts(self) -> bool:
+        """Whether :attr:`summary` reads the part files' footers (then it has a ``part`` column,
+        an index into :attr:`selected`): every part has one and every filter is on a group
+        column (``FILTER_COLUMNS``)."""
+        return all(c in FILTER_COLUMNS for c in self.filters) and self._footers is not None
+
+    @functools.cached_property
     def summary(self) -> str:
         """The name of a view of these rows' summaries (:mod:`sweep.summary`), made on first
-        use: the part files' footer summaries when every part has one and every filter is on a
-        group column (``FILTER_COLUMNS``), else every row read as a summary row in SQL."""
-        if self._summary is None:
-            name = f"{self.view}_summary"
-            footers = None
-            if all(c in FILTER_COLUMNS for c in self.filters):
-                footers = self._footer_table()
-            if footers is not None:
-                self.summary_parts = True
-                source = f"SELECT * FROM {self._footer_name}{self._where()}"
-            else:
-                source = summary.rows_sql(self.view, self.columns)
-            self.con.execute(f"CREATE VIEW {name} AS {source}")
-            self._summary = name
-        return self._summary
+        use: the footer summaries (:attr:`summary_parts`), else every row read as a summary row
+        in SQL."""
+        name = f"{self.view}_summary"
+        if self.summary_parts:
+            source = f"SELECT * FROM {self._footer_name}{self._where()}"
+        else:
+            source = summary.rows_sql(self.view, self.columns)
+        self.con.execute(f"CREATE VIEW {name} AS {source}")
+        return name
 
-    def _footer_table(self) -> pa.Table | None:
+    @functools.cached_property
+    def _footers(self) -> pa.Table | None:
         """Every selected part's footer summary in one table (registered as
-        :attr:`_footer_name`), or None when some part has none (parts of an older va-sweep)."""
-        if not self._footers_read:
-            self._footers_read = True
-            if self.selected:
-                files = [self._path(rel) for rel in self.selected]
-                listed = ", ".join(_literal(f) for f in files)
-                found = self._rows(
-                    f"SELECT file_name, value FROM parquet_kv_metadata([{listed}]) "
-                    f"WHERE key = '{summary.SUMMARY_KEY}'"
-                )
-                index = {f: k for k, f in enumerate(files)}
-                tables = [summary.decode(value) for _, value in found]
-                names = [name for name, _ in found]
-                if len(found) == len(files) and None not in tables and set(names) == set(index):
-                    table = summary.combine(tables, [index[n] for n in names])
-                    self.con.register(self._footer_name, table)
-                    self._footers = table
-        return self._footers
+        :attr:`_footer_name`), or None when some part has none (not compact, or written by an
+        older va-sweep)."""
+        if not self.selected:
+            return None
+        files = [self._path(rel) for rel in self.selected]
+        listed = ", ".join(_literal(f) for f in files)
+        found = self._rows(
+            f"SELECT file_name, value FROM parquet_kv_metadata([{listed}]) "
+            f"WHERE key = '{summary.SUMMARY_KEY}'"
+        )
+        index = {f: k for k, f in enumerate(files)}
+        tables = [summary.decode(value) for _, value in found]
+        names = [name for name, _ in found]
+        if len(found) != len(files) or None in tables or set(names) != set(index):
+            return None
+        table = summary.combine(tables, [index[n] for n in names])
+        self.con.register(self._footer_name, table)
+        return table
 
     @property
     def _footer_name(self) -> str:

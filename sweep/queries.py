@@ -205,7 +205,7 @@ def worst_cases(data: Source, n: int = 20) -> pd.DataFrame:
     columns += [c for c in ("idmap_pa_last", "pages", "margin_last") if c in r.columns]
     order = WORST_ORDER.replace("margin ASC", f"{r.min_margin} ASC")
     source, where = "results", ""
-    if r.summary and r.summary_parts:
+    if r.summary_parts:
         bound = _worst_bound(r, int(n))
         if bound is not None:
             parts = r.frame(f"SELECT DISTINCT part FROM {r.summary} WHERE {bound('min_margin')}")

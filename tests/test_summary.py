@@ -122,7 +122,7 @@ def test_footers_answer_unless_a_filter_names_another_column(run_dir):
     data = Results(run_dir, layout="merged")
     assert data.summary and data.summary_parts
     other = Results(run_dir, tables_l3=1)
-    assert other.summary and not other.summary_parts  # streamed, same answers
+    assert other.summary and not other.summary_parts  # the rows, read in SQL: same answers
     frame = results.load(run_dir)
     expected = frame[frame["tables_l3"] == 1].groupby("memory_map", observed=True).size()
     got = queries.boards(other)["rows"]
