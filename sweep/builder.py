@@ -115,8 +115,12 @@ def compute_columns(banks: TrimmedBanks, layouts: Sequence[Layout], rows: Rows) 
     n = len(rows)
     names = [name for name in ROW_COLUMNS if name not in INPUT_COLUMNS]
     align = _memstart_align(layouts)
-    order = grouping_order(rows)
-    pieces = list(_pieces(rows if order is None else rows[order]))
+    cuts = rows.runs()
+    order = grouping_order(rows, cuts)
+    if order is not None:
+        rows = rows[order]
+        cuts = rows.runs()
+    pieces = list(_pieces(rows, cuts))
     if len(pieces) == 1 and order is None:
         columns = _columns(banks, layouts, align, pieces[0][1])
         return {name: full(columns[name], n, ROW_COLUMNS[name]) for name in names}
@@ -128,11 +132,10 @@ def compute_columns(banks: TrimmedBanks, layouts: Sequence[Layout], rows: Rows) 
     return out
 
 
-def _pieces(rows: Rows):
+def _pieces(rows: Rows, cuts: list[int] | None):
     """``(slice, Rows)`` of at most ``CHUNK_ROWS`` rows each, every one inside a run of equal
-    ``RUN_FIELDS`` (with those values shared) when the rows come in long runs."""
+    ``RUN_FIELDS`` (with those values shared) when the rows come in long runs (``cuts``)."""
     n = len(rows)
-    cuts = rows.runs()
     if cuts is None:
         for start in range(0, n, CHUNK_ROWS):
             part = slice(start, min(start + CHUNK_ROWS, n))

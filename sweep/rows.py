@@ -169,11 +169,12 @@ def _tags(tag_random, n: int) -> np.ndarray:
     return tags.astype(np.uint64, copy=False)
 
 
-def grouping_order(rows: Rows) -> np.ndarray | None:
+def grouping_order(rows: Rows, cuts: list[int] | None) -> np.ndarray | None:
     """An order that puts ``rows`` in runs of equal ``RUN_FIELDS``, when they are not in such
-    runs already but fall in groups of ``MIN_RUN_ROWS`` rows or more on average (a shuffled
-    batch of a few configurations); else None. Stable, so rows keep their order in a group."""
-    if len(rows) < 2 * MIN_RUN_ROWS or rows.runs() is not None:
+    runs already (``cuts``, from ``Rows.runs``, is None) but fall in groups of ``MIN_RUN_ROWS``
+    rows or more on average (a shuffled batch of a few configurations); else None. Stable, so
+    rows keep their order in a group."""
+    if len(rows) < 2 * MIN_RUN_ROWS or cuts is not None:
         return None
     key = np.zeros(len(rows), dtype=I64)
     for name in RUN_FIELDS:  # the map first: many maps give up here, after one pass

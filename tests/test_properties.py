@@ -148,8 +148,8 @@ def test_runs_and_per_row_match_reference(monkeypatch, path):
     configs += _stride_configs(memory_maps, random.Random(5))
     orders = []
 
-    def spy(rows):
-        orders.append(sweep.rows.grouping_order(rows))
+    def spy(rows, cuts):
+        orders.append(sweep.rows.grouping_order(rows, cuts))
         return orders[-1]
 
     monkeypatch.setattr(sweep.builder, "grouping_order", spy)
