@@ -139,15 +139,19 @@ class Plan:
             for va_bits in self.va_bits[granule]:
                 yield granule, va_bits
 
-    def _map_rows(self, granule: int) -> np.ndarray:
-        """Rows of each map in a partition: placements x layouts x block settings (once per
-        granule: a plan of 2,000 maps asks for it once per unit and partition)."""
-        key = ("map_rows", granule)
+    def _placement_counts(self, granule: int) -> np.ndarray:
+        """Placements of each map at ``granule`` (once per granule: a plan of 2,000 maps asks
+        for them once per unit and partition)."""
+        key = ("placement_counts", granule)
         if key not in self._cache:
-            combos = len(self.config.layouts) * len(self.config.block_mappings)
             counts = [self.counts.get((name, granule), 0) for name in self.memory_maps]
-            self._cache[key] = np.array(counts, dtype=np.int64) * combos
+            self._cache[key] = np.array(counts, dtype=np.int64)
         return self._cache[key]
+
+    def _map_rows(self, granule: int) -> np.ndarray:
+        """Rows of each map in a partition: placements x layouts x block settings."""
+        combos = len(self.config.layouts) * len(self.config.block_mappings)
+        return self._placement_counts(granule) * combos
 
     def partition_rows(self, granule: int) -> int:
         return int(self._map_rows(granule).sum())
@@ -220,9 +224,7 @@ class Plan:
         start = unit.start if start is None else start
         stop = unit.stop if stop is None else stop
         offsets = self.map_row_offsets(g)
-        counts = np.array(
-            [self.counts.get((name, g), 0) for name in self.memory_maps], dtype=np.int64
-        )
+        counts = self._placement_counts(g)
         segments = _segments(offsets, counts, start, stop)
         if segments is not None:
             return self._segment_inputs(g, segments, stop - start)
