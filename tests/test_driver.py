@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from small_sweep import small_config, write_map
 
 import sweep.plan
 from sweep import hookimpl
 from sweep.cli import main
-from sweep.config import validate_config
 from sweep.driver import Progress, run_sweep
 from sweep.errors import SweepError
 from sweep.inputs import _splitmix64, _splitmix64_int, tag_random
@@ -38,25 +38,7 @@ ADDRESSES = [0x8000_0000 + k * STEP for k in range(16)]
 
 @pytest.fixture
 def map_file(tmp_path):
-    path = tmp_path / "t1g.toml"
-    path.write_text('name = "t1g"\n[[banks]]\nbase = 0x8000_0000\nsize = "1G"\n')
-    return path
-
-
-def small_config(map_file, **changes) -> dict:
-    """4K, VA_BITS 39 and 48, two block settings, 16 addresses: 64 rows per layout."""
-    raw = {
-        "name": "small",
-        "memory_maps": [str(map_file)],
-        "granules": ["4K"],
-        "va_bits": [39, 48],
-        "layouts": ["merged"],
-        "block_mappings": [False, True],
-        "placement": {"kind": "stride", "step": "64M"},
-        "unit_rows": 8,
-    }
-    raw.update(changes)
-    return validate_config(raw)
+    return write_map(tmp_path)
 
 
 def expected_inputs(layouts=("merged",), va_bits=(39, 48)) -> set:

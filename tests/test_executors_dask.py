@@ -9,8 +9,8 @@ import os
 import signal
 
 import pytest
+from small_sweep import small_config, write_map
 
-from sweep.config import validate_config
 from sweep.errors import SweepError
 from sweep.executors import WorkerKilled
 from sweep.store import Store
@@ -26,20 +26,7 @@ from sweep.executors_dask import DaskExecutor, loaded_plugins, missing_plugins  
 
 @pytest.fixture
 def config(tmp_path):
-    path = tmp_path / "t1g.toml"
-    path.write_text('name = "t1g"\n[[banks]]\nbase = 0x8000_0000\nsize = "1G"\n')
-    return validate_config(
-        {
-            "name": "small",
-            "memory_maps": [str(path)],
-            "granules": ["4K"],
-            "va_bits": [39, 48],
-            "layouts": ["merged"],
-            "block_mappings": [False, True],
-            "placement": {"kind": "stride", "step": "64M"},
-            "unit_rows": 8,
-        }
-    )
+    return small_config(write_map(tmp_path))
 
 
 def test_a_cancelled_future_is_a_lost_unit_not_a_crash(config, tmp_path):

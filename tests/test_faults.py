@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from small_sweep import write_map
 from test_driver import _rows, _runner_script, _slow_config, _start, install_slow_layout
 
 from sweep.config import load_config
@@ -41,8 +42,7 @@ TIMEOUT = 180.0
 def trial(tmp_path_factory):
     """The runner script, its config (128 rows in 32 units) and the uninterrupted rows."""
     root = tmp_path_factory.mktemp("faults")
-    map_file = root / "t1g.toml"
-    map_file.write_text('name = "t1g"\n[[banks]]\nbase = 0x8000_0000\nsize = "1G"\n')
+    map_file = write_map(root)
     script, config = _runner_script(root, 0.05), _slow_config(root, map_file)
     install_slow_layout(0.0)
     try:
