@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 
 import sweep
-from sweep.banks import TrimmedBanks
-from sweep.builder import build_table, compute_columns
-from sweep.model import MemoryMap
-from sweep.plugins import get_layouts
-from sweep.rows import Rows
+from sweep.core.memmap import MemoryMap
+from sweep.model.banks import TrimmedBanks
+from sweep.model.builder import build_table, compute_columns
+from sweep.model.rows import Rows
+from sweep.plan.plugins import get_layouts
 
 G = 1 << 30
 MAPS = [

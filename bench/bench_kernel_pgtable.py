@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from test_kernel_pgtable import GRANULES, SEED, TOOL, configurations, kernel_lines  # noqa: E402
 
 from sweep import build  # noqa: E402
-from sweep.model import levels  # noqa: E402
+from sweep.core.memmap import levels  # noqa: E402
 
 
 def main() -> None:

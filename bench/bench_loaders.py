@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from sweep import fdt
-from sweep.errors import ValidationError
-from sweep.loaders import load_memory_map
+from sweep.core.errors import ValidationError
+from sweep.formats import fdt
+from sweep.formats.loaders import load_memory_map
 
 
 def deep_blob(levels: int) -> bytes:

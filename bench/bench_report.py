@@ -30,7 +30,7 @@ def copy_boards(source: Path, out: Path, boards: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sweep.store import Store
+    from sweep.store.parts import Store
 
     parts = sorted(Store(str(source)).parts())
     names = set()
@@ -77,8 +77,8 @@ def main() -> None:
             copy_boards(directory, Path(tmp) / "boards", args.boards)
             directory = Path(tmp) / "boards"
 
-        from sweep import figures, queries
-        from sweep.engine import Results
+        from sweep.read import figures, queries
+        from sweep.read.engine import Results
 
         data = Results(directory)
         answers = {}

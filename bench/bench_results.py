@@ -33,7 +33,7 @@ def make_data(directory: Path, rows: int) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sweep.store import PART_RE, Store, part_path
+    from sweep.store.parts import PART_RE, Store, part_path
 
     seed = directory.parent / f"{directory.name}-seed"
     if not seed.exists():
@@ -73,7 +73,7 @@ def summary_cost(directory: Path, parts: int = 20) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sweep.store import non_nullable, part_bytes, writer_options
+    from sweep.store.parts import non_nullable, part_bytes, writer_options
 
     tables = [
         pq.read_table(f) for f in sorted(directory.glob("granule-*/va_bits-*/part-*"))[:parts]
@@ -112,8 +112,8 @@ def _measure(args: list[str]) -> dict:
 
 def one(kind: str, name: str, directory: str) -> None:
     """In the child: run one reader and print its time (after imports) as JSON."""
-    from sweep.engine import Results
-    from sweep.queries import QUERIES
+    from sweep.read.engine import Results
+    from sweep.read.queries import QUERIES
 
     started = time.perf_counter()
     if kind == "scan":
@@ -122,17 +122,17 @@ def one(kind: str, name: str, directory: str) -> None:
     elif kind == "query":
         QUERIES[name](Results(directory))
     elif kind == "report":
-        from sweep.report import write_report
+        from sweep.read.report import write_report
 
         write_report(directory, Path(directory).parent / "report.html")
     elif kind == "diff":
-        from sweep.diff import diff
+        from sweep.read.diff import diff
 
         diff(directory, directory)
     elif kind == "make":
         make_data(Path(directory), int(float(name)))
     elif kind == "load":
-        from sweep.results import load
+        from sweep.read.results import load
 
         load(directory, columns=["memory_map", "table_bytes"], granule=4096, va_bits=39)
     print(json.dumps({"seconds": time.perf_counter() - started}))
@@ -147,7 +147,7 @@ def main() -> None:
     if args.one:
         one(*args.one)
         return
-    from sweep.queries import QUERIES
+    from sweep.read.queries import QUERIES
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(args.dir) if args.dir else Path(tmp) / "results"

@@ -30,10 +30,10 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="folder to write in (default: the temp dir)")
     args = parser.parse_args()
 
-    from sweep.config import load_config
-    from sweep.manifest import Manifest
-    from sweep.store import PARTITION_COLUMNS, Store, non_nullable, writer_options
-    from sweep.units import make_plan, unit_table
+    from sweep.plan.config import load_config
+    from sweep.run.task import make_plan, unit_table
+    from sweep.store.manifest import Manifest
+    from sweep.store.parts import PARTITION_COLUMNS, Store, non_nullable, writer_options
 
     with tempfile.TemporaryDirectory(prefix="bench-store-config-") as tmp:
         (Path(tmp) / "bench-2g.toml").write_text(

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 
 from sweep import hookimpl
-from sweep.loaders import load_memory_map
+from sweep.formats.loaders import load_memory_map
 
 BOARDS_DIR = Path(__file__).with_name("boards")
 FAMILY = "board"

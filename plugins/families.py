@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 
 from sweep import hookimpl
-from sweep.model import PA_LIMIT, MemoryMap
+from sweep.core.memmap import PA_LIMIT, MemoryMap
 
 QEMU_VIRT_BASE = 0x4000_0000
 """``hw/arm/virt.c``: ``[VIRT_MEM] = { GiB, LEGACY_RAMLIMIT_BYTES }``."""

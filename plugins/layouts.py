@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sweep import hookimpl
-from sweep.kconfig import bit_length
-from sweep.layouts import LayoutBatch, LayoutResult
+from sweep.core.kconfig import bit_length
+from sweep.model.layout import LayoutBatch, LayoutResult
 
 
 def _half(batch: LayoutBatch) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 Each function gets the granule-trimmed banks ``(start, end)`` of one memory map, the granule, the
 ``[placement]`` table and a context naming the memory map, and returns candidate addresses as a
-uint64 array, or a :class:`sweep.inputs.Progression` for a regular stride (counted and sliced
-without being built); the plan aligns them down to the granule, deduplicates and sorts them.
+uint64 array, or a :class:`sweep.plan.placements.Progression` for a regular stride (counted and
+sliced without being built); the plan aligns them down to the granule, deduplicates and sorts them.
 Each kind registers a ``check(params)`` too, which the config calls before any map is read, so
 a bad key or value is one line naming it. Errors name the memory map and the field.
 """
@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from sweep import hookimpl
-from sweep.errors import ValidationError
-from sweep.inputs import Progression, splitmix64_stream
-from sweep.model import bank_containing, granule_name, parse_address, parse_size
+from sweep.core.errors import ValidationError
+from sweep.core.memmap import bank_containing, granule_name, parse_address, parse_size
+from sweep.plan.placements import Progression, splitmix64_stream
 
 TEXT_OFFSET = 0x80000
 """Where the kernel image sat in its first bank before 5.8 (``arch/arm64/Makefile``: ``TEXT_OFFSET
@@ -142,7 +142,7 @@ def every_page(
     banks: Sequence[tuple[int, int]], granule: int, params: Mapping, context: Mapping
 ) -> Progression:
     """Every granule page of every trimmed bank (the sweep writes them as runs,
-    :mod:`sweep.runs`)."""
+    :mod:`sweep.model.runs`)."""
     _checked(check_every_page, params, context, granule)
     counts = tuple((end - start) // granule for start, end in banks)
     return Progression(tuple(start for start, _ in banks), counts, granule)

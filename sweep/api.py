@@ -13,13 +13,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from sweep.banks import TrimmedBanks
-from sweep.builder import compute_columns
-from sweep.columns import INPUT_COLUMNS, ROW_COLUMNS
-from sweep.errors import ValidationError
-from sweep.layouts import Layout
-from sweep.model import Bank, MemoryMap
-from sweep.rows import Rows, full
+from sweep.core.columns import INPUT_COLUMNS, ROW_COLUMNS
+from sweep.core.errors import ValidationError
+from sweep.core.memmap import Bank, MemoryMap
+from sweep.model.banks import TrimmedBanks
+from sweep.model.builder import compute_columns
+from sweep.model.layout import Layout
+from sweep.model.rows import Rows, full
 
 
 def build(
@@ -32,7 +32,7 @@ def build(
     if missing:
         raise ValidationError(f"configs: missing column(s) {', '.join(missing)}")
     if layouts is None:
-        from sweep.plugins import get_layouts  # lazy: plugins load only when needed
+        from sweep.plan.plugins import get_layouts  # lazy: plugins load only when needed
 
         layouts = get_layouts()
     map_codes, map_names = _codes(configs["memory_map"])

@@ -10,8 +10,8 @@ import sys
 
 import click
 
-from sweep.errors import SweepError
-from sweep.kconfig import GRANULE_LIST
+from sweep.core.errors import SweepError
+from sweep.core.kconfig import GRANULE_LIST
 
 
 class _Group(click.Group):
@@ -29,13 +29,13 @@ def main() -> None:
     """Sweep arm64 kernel configurations for KVM's EL2 idmap/runtime overlap and table size."""
 
 
-# --- plugins and memory maps (sweep.plugins, sweep.loaders) ---------------------------------
+# --- plugins and memory maps (sweep.plan.plugins, sweep.formats.loaders) --------------------------
 
 
 @main.command("plugins")
 def plugins_command() -> None:
     """List every plugin: the hooks it implements, its version and source, and its error."""
-    from sweep.plugins import plugin_info  # lazy: `sweep -h` stays fast
+    from sweep.plan.plugins import plugin_info  # lazy: `sweep -h` stays fast
 
     for row in plugin_info():
         version = f" {row['version']}" if row["version"] else ""
@@ -54,8 +54,8 @@ def plugins_command() -> None:
 def maps_command(specs: tuple[str, ...]) -> None:
     """List memory maps with their banks: all registered ones, or those SPECS select (names,
     globs such as 'qemu-virt-*', family:NAME, memory-map files or directories)."""
-    from sweep.memory_maps import select_memory_maps  # lazy: `sweep -h` stays fast
-    from sweep.plugins import registry  # lazy: `sweep -h` stays fast
+    from sweep.plan.memory_maps import select_memory_maps  # lazy: `sweep -h` stays fast
+    from sweep.plan.plugins import registry  # lazy: `sweep -h` stays fast
 
     reg = registry()
     maps = select_memory_maps(list(specs), catalog=reg) if specs else reg.memory_maps
@@ -79,7 +79,7 @@ def _size_text(size: int) -> str:
 @click.argument("names", nargs=-1)
 def columns_command(names: tuple[str, ...]) -> None:
     """Every column of a result row (or the NAMES given): dtype, docs/model.md section, meaning."""
-    from sweep.columns import SCHEMA  # lazy: `sweep -h` stays fast
+    from sweep.core.columns import SCHEMA  # lazy: `sweep -h` stays fast
 
     chosen = [c for c in SCHEMA if not names or c.name in names]
     unknown = sorted(set(names) - {c.name for c in SCHEMA})
@@ -92,7 +92,7 @@ def columns_command(names: tuple[str, ...]) -> None:
         click.echo(f"{c.name:<{width}}  {c.dtype:<8}  {c.section:>7}  {c.meaning}{added}")
 
 
-# --- run (sweep.config, sweep.driver, sweep.store) -------------------------------------------
+# --- run (sweep.plan.config, sweep.run.driver, sweep.store.parts) ---------------------------------
 
 
 @main.command("run", context_settings={"ignore_unknown_options": False})
@@ -132,14 +132,14 @@ def run_command(
     scheduler: str | None,
     allow_version_change: bool,
 ) -> None:
-    """Run a sweep CONFIG (default: the packaged sweep/default.toml) into a Parquet dataset.
+    """Run a sweep CONFIG (default: the packaged sweep/plan/default.toml) into a Parquet dataset.
 
     KEY=VALUE overrides change the config for this run: granules=4K,64K
     placement.kind=stride placement.step=2M tag.seed=7. Exits 1 listing failed units.
     """
-    from sweep.config import find_default_config, load_config  # lazy: `sweep -h` stays fast
-    from sweep.driver import RunOptions, describe_plan, run_sweep  # lazy: `sweep -h` stays fast
-    from sweep.units import make_plan  # lazy: `sweep -h` stays fast
+    from sweep.plan.config import find_default_config, load_config  # lazy: `sweep -h` stays fast
+    from sweep.run.driver import RunOptions, describe_plan, run_sweep  # lazy: `sweep -h` stays fast
+    from sweep.run.task import make_plan  # lazy: `sweep -h` stays fast
 
     overrides = [a for a in args if "=" in a]
     paths = [a for a in args if "=" not in a]
@@ -194,7 +194,7 @@ def run_command(
 def verify_command(directory: str) -> None:
     """Check every part file of the sweep in DIRECTORY against its manifest (size, SHA-256,
     Parquet footer, rows), writing nothing; exit 1 naming each bad part."""
-    from sweep.manifest import verify_dataset  # lazy: `sweep -h` stays fast
+    from sweep.store.manifest import verify_dataset  # lazy: `sweep -h` stays fast
 
     checked, problems = verify_dataset(directory)
     for rel, problem in problems:
@@ -203,7 +203,7 @@ def verify_command(directory: str) -> None:
     sys.exit(1 if problems else 0)
 
 
-# --- results: report, explain, diff (sweep.results, sweep.report, sweep.explain) -------------
+# --- results: report, explain, diff (sweep.read.results, sweep.read.report, sweep.explain) --------
 
 
 @main.command("report")
@@ -217,7 +217,7 @@ def verify_command(directory: str) -> None:
 )
 def report_command(directory: str, out: str) -> None:
     """Write an HTML report (figures and worst cases) of the results in DIRECTORY."""
-    from sweep.report import write_report  # lazy: `sweep -h` stays fast
+    from sweep.read.report import write_report  # lazy: `sweep -h` stays fast
 
     click.echo(f"wrote {write_report(directory, out)}")
 
@@ -226,7 +226,7 @@ class _QueryCommand(click.Command):
     """Lists the named queries in its help, importing them (and DuckDB) only then."""
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from sweep.queries import QUERIES  # lazy: `sweep -h` stays fast
+        from sweep.read.queries import QUERIES  # lazy: `sweep -h` stays fast
 
         with formatter.section("Named queries"):
             formatter.write_dl(
@@ -263,7 +263,7 @@ def query_command(
     or `sweep query results layout=merged --sql "SELECT memory_map, count(*) FROM results
     GROUP BY ALL"`.
     """
-    from sweep.answers import run_query  # lazy: `sweep -h` stays fast
+    from sweep.read.answers import run_query  # lazy: `sweep -h` stays fast
 
     run_query(directory, args, sql=sql, limit=limit, fmt=fmt, raw=raw, out=out)
 
@@ -295,8 +295,8 @@ def explain_command(
     tag_random: str,
 ) -> None:
     """Print one configuration's HYP page tables the way ptdump does, then its row."""
+    from sweep.core.memmap import parse_address  # lazy: `sweep -h` stays fast
     from sweep.explain import explain, render, resolve_memory_map  # lazy: `sweep -h` stays fast
-    from sweep.model import parse_address  # lazy: `sweep -h` stays fast
 
     memory_map = resolve_memory_map(map_name)
     click.echo(
@@ -321,7 +321,7 @@ def explain_command(
 @click.option("--show", default=10, show_default=True, help="Differing rows to print.")
 def diff_command(dir_a: str, dir_b: str, ignore: str, show: int) -> None:
     """Rows whose outputs differ between two runs, by board and column; exit 1 if any."""
-    from sweep.diff import diff, format_diff  # lazy: `sweep -h` stays fast
+    from sweep.read.diff import diff, format_diff  # lazy: `sweep -h` stays fast
 
     result = diff(dir_a, dir_b, ignore=[c for c in ignore.split(",") if c], show=show)
     click.echo(format_diff(result, dir_a, dir_b, show=show))

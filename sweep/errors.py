@@ -1,13 +1,5 @@
-"""Exceptions a user can act on: each message is one line naming the input and the rule broken."""
+"""Deprecated: ``sweep.errors`` is now :mod:`sweep.core.errors` (kept for one release)."""
 
+from sweep._moved import forward
 
-class SweepError(Exception):
-    """Base of every error the project reports to a user without a traceback."""
-
-
-class ValidationError(SweepError, ValueError):
-    """An input (memory map, bank, configuration field, file) breaks a rule of docs/model.md."""
-
-
-class PluginError(SweepError):
-    """A plugin failed to load or gave data that breaks the hook's contract."""
+__getattr__ = forward("sweep.errors", "sweep.core.errors")

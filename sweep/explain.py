@@ -1,8 +1,8 @@
 """One configuration explained: its merged HYP tree printed the way ptdump prints page tables.
 
-The tree is the scalar reference's (``sweep.reference_tree.build_tree``), so what is printed is
-docs/model.md read literally; the row printed after it is the builder's, and the two must agree (the
-per-level table counts are compared and any disagreement is printed).
+The tree is the scalar reference's (``sweep.model.reference_tree.build_tree``), so what is printed
+is docs/model.md read literally; the row printed after it is the builder's, and the two must
+agree (the per-level table counts are compared and any disagreement is printed).
 
 The format follows the kernel's page-table dump (``arch/arm64/mm/ptdump.c``, ``note_page``): one
 line per run of entries that are alike — here, same kind (table, block, page, invalid) and same
@@ -17,18 +17,18 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from sweep.api import build_row
-from sweep.columns import HEX_COLUMNS, TABLE_COLUMNS
-from sweep.errors import ValidationError
-from sweep.memory_maps import select_memory_maps
-from sweep.model import (
+from sweep.core.columns import HEX_COLUMNS, TABLE_COLUMNS
+from sweep.core.errors import ValidationError
+from sweep.core.memmap import (
     MemoryMap,
     granule_name,
     level_shift,
     levels,
 )
-from sweep.plugins import get_layouts
-from sweep.reference import LAYOUTS, Configuration, prepare
-from sweep.reference_tree import Tree, build_tree
+from sweep.model.reference import LAYOUTS, Configuration, prepare
+from sweep.model.reference_tree import Tree, build_tree
+from sweep.plan.memory_maps import select_memory_maps
+from sweep.plan.plugins import get_layouts
 
 UNITS = "KMGTPE"
 """ptdump's size units: the size is printed in KiB, then scaled while it divides by 1024."""

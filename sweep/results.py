@@ -1,267 +1,40 @@
-"""Reading a sweep's results back: ``load`` for a DataFrame, the named queries, and the sweep's
-own record (status, failed and missing units).
+"""The readers' public API, as the README uses it: ``from sweep import results``.
 
-A result directory holds the store's part files (``granule-*/va_bits-*/part-*.parquet``, see
-:mod:`sweep.store`) and ``_sweep.json``. Everything is read through :mod:`sweep.engine`
-(DuckDB): the named queries (:mod:`sweep.queries`, re-exported here) aggregate there, and
-``load`` is for rows that fit in memory: it warns, with the estimated size, above
-``LOAD_WARN_BYTES``.
+It is :mod:`sweep.read.results` under its documented name: ``load``, the sweep's status and the
+named queries. Importing it loads no module of the model, plan or run layers.
 """
 
-from __future__ import annotations
-
-import os
-import re
-import warnings
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-
-import pandas as pd
-import pyarrow as pa
-
-from sweep.columns import HEX_COLUMNS as SCHEMA_HEX_COLUMNS
-from sweep.columns import ROW_COLUMNS
-from sweep.engine import Results
-from sweep.errors import ValidationError
-from sweep.metadata import read_meta
-from sweep.model import granule_name, parse_address, parse_granule
-from sweep.queries import (  # noqa: F401 - the named queries are part of this module's API
-    LEGACY_LAYOUTS,
+from sweep.read.queries import (
     QUERIES,
-    WORST_CASE_COLUMNS,
     boards,
-    config_label,
-    explain_command,
     extra_levels,
     level_counts,
     margin_distribution,
-    overlap_matrix,
     overlaps,
     overlaps_by_config,
-    size_label,
     table_bytes_by_board,
-    table_bytes_matrices,
     table_size,
     unrunnable_4x,
     worst_cases,
     worst_configurations,
 )
-from sweep.store import PART_RE, Store
+from sweep.read.results import load, metadata, partitions, problems
 
-LOAD_WARN_BYTES = int(os.environ.get("SWEEP_LOAD_WARN_BYTES", 2 << 30))
-"""``load`` warns before building a DataFrame larger than this (the named queries do not)."""
-
-CATEGORY_COLUMNS = tuple(c for c, t in ROW_COLUMNS.items() if t == "category")
-_DTYPE_BYTES = {"category": 4, "bool": 1, "int8": 1, "int32": 4, "int64": 8, "uint64": 8}
-
-HEX_COLUMNS = (
-    *SCHEMA_HEX_COLUMNS,
-    "idmap_pa_last",
-    "margin_last",
-    "clipped_bytes_last",
-    "hyp_dram_last_last",
-    "lowest_idmap_pa",
-    "idmap_from",
-    "idmap_to",
-    "min_margin",
-)
-"""Columns people read in hex: the schema's, and the addresses and margins of the answers."""
-
-SIZE_COLUMNS = (
-    "table_bytes",
-    "min_bytes",
-    "mean_bytes",
-    "max_bytes",
-    "max_table_bytes",
-    "max_bytes_blocks",
-)
-"""Columns people read as sizes (KiB, MiB, GiB)."""
-
-
-class ResultsWarning(UserWarning):
-    """The results are incomplete, or a load is larger than ``LOAD_WARN_BYTES``."""
-
-
-def metadata(directory: str | Path) -> dict:
-    """The sweep's own record (``_sweep.json``), or ``{}`` when the run wrote none."""
-    return read_meta(str(directory))
-
-
-def _unit_id(rel: str) -> str:
-    keys = PART_RE.fullmatch(rel)
-    return f"{granule_name(int(keys['granule']))}/va{keys['va_bits']}/{int(keys['index']):06d}"
-
-
-def problems(directory: str | Path, parts: Iterable[str] | None = None) -> list[str]:
-    """What is wrong with a sweep's results, one line each: failed units and missing units,
-    named (an empty list for a complete sweep)."""
-    meta = metadata(directory)
-    if parts is None:
-        parts = Store(str(directory)).parts()
-    present = {_unit_id(rel) for rel in parts}
-    failed = [f["unit"] for f in meta.get("failed", []) if f.get("unit") not in present]
-    planned = (meta.get("plan") or {}).get("units") or (meta.get("counts") or {}).get("units")
-    lines = []
-    if failed:
-        lines.append(f"{len(failed)} failed unit(s): {_names(failed)}")
-    missing = (int(planned) - len(present) - len(failed)) if planned else 0
-    if missing > 0:
-        gaps = _gaps(present)
-        named = f": {_names(gaps)}" if gaps else ""
-        lines.append(f"{missing} of {planned} unit(s) missing (no part file){named}")
-    if not lines and meta.get("status") not in (None, "complete"):
-        lines.append(f"the sweep's status is {meta['status']!r}")
-    return lines
-
-
-def _names(units: list[str], most: int = 5) -> str:
-    more = f" and {len(units) - most} more" if len(units) > most else ""
-    return ", ".join(units[:most]) + more
-
-
-def _gaps(present: set[str]) -> list[str]:
-    """Units missing between present ones of a folder (their index is skipped)."""
-    by_folder: dict[str, set[int]] = {}
-    for unit in present:
-        folder, _, index = unit.rpartition("/")
-        by_folder.setdefault(folder, set()).add(int(index))
-    return [
-        f"{folder}/{i:06d}"
-        for folder, indices in sorted(by_folder.items())
-        for i in range(max(indices))
-        if i not in indices
-    ]
-
-
-def warn_if_incomplete(directory: str | Path, parts: Iterable[str] | None = None) -> list[str]:
-    lines = problems(directory, parts)
-    for line in lines:
-        warnings.warn(f"results {str(directory)!r}: {line}", ResultsWarning, stacklevel=3)
-    return lines
-
-
-def to_pandas(table: pa.Table) -> pd.DataFrame:
-    """Arrow to pandas with the row dtypes: names as categories (sorted), exact integer widths."""
-    columns = {}
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        if ROW_COLUMNS.get(name) == "category" and not pa.types.is_dictionary(column.type):
-            column = column.dictionary_encode()
-        columns[name] = column
-    frame = pa.table(columns).to_pandas() if columns else pd.DataFrame()
-    for column in frame.columns:
-        dtype = ROW_COLUMNS.get(column)
-        if dtype == "category":
-            values = frame[column].astype("category").cat.remove_unused_categories()
-            categories = sorted(str(c) for c in values.cat.categories)
-            frame[column] = values.cat.rename_categories(str).cat.reorder_categories(categories)
-        elif dtype is not None and str(frame[column].dtype) != dtype:
-            frame[column] = frame[column].astype(dtype)
-    return frame
-
-
-def load(
-    directory: str | Path,
-    columns: Sequence[str] | None = None,
-    warn_above: int | None = None,
-    **filters: object,
-) -> pd.DataFrame:
-    """Rows of a result directory as a DataFrame, e.g. ``load(d, granule="4K", layout="merged")``.
-
-    ``filters`` are pushed down (a ``granule``/``va_bits`` filter opens only those folders); a
-    list of values means any of them, and a value no row has is an error naming near ones.
-    ``columns`` limits what is read. Above ``warn_above`` bytes (``LOAD_WARN_BYTES``) it warns
-    with the estimated size first: the named queries answer without loading rows.
-    """
-    data = Results(directory, **filters)
-    try:
-        warn_if_incomplete(directory, data.parts)
-        if columns is not None:
-            unknown = [c for c in columns if c not in data.columns]
-            if unknown:
-                raise ValidationError(
-                    f"columns {unknown}: not columns of the results in {directory}"
-                )
-            columns = list(columns)
-        else:
-            columns = [c for c in ROW_COLUMNS if c in data.columns]
-            columns += [c for c in data.columns if c not in ROW_COLUMNS]
-        rows = data._rows("SELECT count(*) FROM results")[0][0]
-        size = rows * sum(_DTYPE_BYTES.get(ROW_COLUMNS.get(c, "int64"), 8) for c in columns)
-        limit = LOAD_WARN_BYTES if warn_above is None else warn_above
-        if size > limit:
-            warnings.warn(
-                f"results.load: {rows:,} rows x {len(columns)} columns is about "
-                f"{human_size(size)} in memory; the named queries (sweep.results.QUERIES) "
-                "aggregate without loading, or pass columns= and filters",
-                ResultsWarning,
-                stacklevel=2,
-            )
-        return to_pandas(data.arrow(f"SELECT {', '.join(columns)} FROM results"))
-    finally:
-        data.close()
-
-
-def partitions(directory: str | Path) -> list[tuple[int, int]]:
-    """The ``(granule, va_bits)`` folders present, sorted."""
-    return Results(directory).partitions()
-
-
-def _typed(column: str, text: str) -> object:
-    dtype = ROW_COLUMNS.get(column)
-    if dtype == "bool":
-        lowered = text.strip().lower()
-        if lowered not in ("true", "false", "1", "0", "on", "off"):
-            raise ValidationError(f"filter {column}={text!r}: expected true or false")
-        return lowered in ("true", "1", "on")
-    if column == "granule":
-        return parse_granule(text)
-    if column in SCHEMA_HEX_COLUMNS:
-        return parse_address(text, f"filter {column}")
-    if dtype is not None and dtype != "category":
-        try:
-            return int(text.replace("_", ""), 0)
-        except ValueError:
-            hint = " (an address in hex is written 0x...)" if re.fullmatch(r"\w+", text) else ""
-            raise ValidationError(f"filter {column}={text!r}: expected an integer{hint}") from None
-    return text
-
-
-def parse_filters(items: Iterable[str]) -> dict[str, object]:
-    """``["granule=4K,16K", "layout=merged"]`` (the command line's form) as ``load`` filters."""
-    filters: dict[str, object] = {}
-    for item in items:
-        column, sep, value = item.partition("=")
-        if not sep or not column:
-            raise ValidationError(f"filter {item!r}: expected column=value or column=v1,v2")
-        values = [_typed(column, v) for v in value.split(",")]
-        filters[column] = values if len(values) > 1 else values[0]
-    return filters
-
-
-def human_size(nbytes: float) -> str:
-    """``4214784`` -> ``"4.0 MiB"``: sizes as people read them."""
-    value = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
-def for_people(frame: pd.DataFrame, raw: bool = False) -> pd.DataFrame:
-    """A copy with addresses in hex, granules as ``4K`` and, unless ``raw``, sizes with units."""
-    shown = frame.copy()
-    for column in shown.columns:
-        if column in HEX_COLUMNS:
-            shown[column] = _each(lambda v: f"{int(v):#x}", shown[column])
-        elif column == "granule":
-            shown[column] = _each(lambda v: granule_name(int(v)), shown[column])
-        elif column in SIZE_COLUMNS and not raw:
-            shown[column] = _each(human_size, shown[column])
-    return shown
-
-
-def _each(show, values: pd.Series) -> list[str]:
-    """``show(v)`` for every value; ``-`` where there is none (a board with no row of that
-    kind: ``boards``' largest tables with blocks, when only blocks off were swept)."""
-    return ["-" if pd.isna(v) else show(v) for v in values]
+__all__ = [
+    "QUERIES",
+    "boards",
+    "extra_levels",
+    "level_counts",
+    "load",
+    "margin_distribution",
+    "metadata",
+    "overlaps",
+    "overlaps_by_config",
+    "partitions",
+    "problems",
+    "table_bytes_by_board",
+    "table_size",
+    "unrunnable_4x",
+    "worst_cases",
+    "worst_configurations",
+]

@@ -1,8 +1,8 @@
 """Check the model against a real boot: what the kernel printed versus the row the model builds.
 
-From a boot log (``sweep.bootlog``) this takes the DRAM banks, the idmap page and the random tag
-bits (the bits of the ``HYP VA range`` start between ``tag_lsb`` and ``VA_BITS - 2``, which the
-kernel draws at every boot) as inputs, builds the model's row for that configuration, and
+From a boot log (``sweep.formats.bootlog``) this takes the DRAM banks, the idmap page and the
+random tag bits (the bits of the ``HYP VA range`` start between ``tag_lsb`` and ``VA_BITS - 2``,
+which the kernel draws at every boot) as inputs, builds the model's row for that configuration, and
 compares only what the kernel printed and the model did not take from it: the HYP tree's level
 count, the range start (bit ``VA_BITS - 1`` and the low ``tag_lsb`` bits) and the range end (the
 alias of the last DRAM byte). A ``--va-bits`` or ``--granule`` given on the command line is
@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweep.api import build_row
-from sweep.bootlog import BOOT_OPTIONS, BootLog, BootLogError, parse_boot_log
-from sweep.errors import ValidationError
-from sweep.inputfiles import read_input
-from sweep.kconfig import VA_BITS_CHOICES, granule_name, levels
-from sweep.loaders import MAX_FILE_BYTES, memory_map_from_boot_log
-from sweep.model import MemoryMap, parse_granule
-from sweep.reference import compute_row
+from sweep.core.errors import ValidationError
+from sweep.core.kconfig import VA_BITS_CHOICES, granule_name, levels
+from sweep.core.memmap import MemoryMap, parse_granule
+from sweep.formats.bootlog import BOOT_OPTIONS, BootLog, BootLogError, parse_boot_log
+from sweep.formats.files import read_input
+from sweep.formats.loaders import MAX_FILE_BYTES, memory_map_from_boot_log
+from sweep.model.reference import compute_row
 
 DEFAULT_LAYOUT = "tagged-48"
 """The layout checked when the log names no kernel release to choose by."""

@@ -8,10 +8,10 @@ import types
 import pytest
 
 from sweep import hookimpl
-from sweep import plugins as sweep_plugins
 from sweep.api import build_row
-from sweep.model import MemoryMap
-from sweep.reference import compute_row
+from sweep.core.memmap import MemoryMap
+from sweep.model.reference import compute_row
+from sweep.plan import plugins as sweep_plugins
 
 
 def _via_reference(memory_map: MemoryMap, **config) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from sweep.model import PA_LIMIT, MemoryMap
+from sweep.core.memmap import PA_LIMIT, MemoryMap
 
 LAYOUTS = ("high-only", "merged", "tagged", "tagged-48")
 GRANULES = (4096, 16384, 65536)

@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweep.columns import ROW_COLUMNS
-from sweep.kconfig import VA_BITS_CHOICES
-from sweep.model import MemoryMap
-from sweep.reference import compute_row
+from sweep.core.columns import ROW_COLUMNS
+from sweep.core.kconfig import VA_BITS_CHOICES
+from sweep.core.memmap import MemoryMap
+from sweep.model.reference import compute_row
 
 G = 1 << 30
 KCONFIG = {g: list(v) for g, v in VA_BITS_CHOICES.items()}
@@ -92,7 +92,7 @@ def reference_rows(configs: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory) -> Path:
-    """The real default sweep (``sweep/default.toml``), run once by the command line, in a
+    """The real default sweep (``sweep/plan/default.toml``), run once by the command line, in a
     folder named ``results`` (as the README's cookbook expects)."""
     from click.testing import CliRunner
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sweep.config import SweepConfig, validate_config
+from sweep.plan.config import SweepConfig, validate_config
 
 T1G = 'name = "t1g"\n[[banks]]\nbase = 0x8000_0000\nsize = "1G"\n'
 

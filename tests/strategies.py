@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 from randomcases import fits
 
-from sweep.model import PA_LIMIT, MemoryMap
+from sweep.core.memmap import PA_LIMIT, MemoryMap
 
 LAYOUTS = ("high-only", "merged", "tagged", "tagged-48")
 

@@ -15,10 +15,10 @@ import sys
 import numpy as np
 import pytest
 
-from sweep import fdt
-from sweep.errors import ValidationError
-from sweep.loaders import load_memory_map
-from sweep.memory_maps import select_memory_maps
+from sweep.core.errors import ValidationError
+from sweep.formats import fdt
+from sweep.formats.loaders import load_memory_map
+from sweep.plan.memory_maps import select_memory_maps
 from sweep_plugins import placements
 
 GiB = 1 << 30
@@ -613,7 +613,7 @@ def test_stdin_on_purpose_for_a_map_and_a_config():
 
 
 def test_size_limit_is_checked_while_reading(tmp_path, monkeypatch):
-    from sweep import loaders
+    from sweep.formats import loaders
 
     monkeypatch.setattr(loaders, "MAX_FILE_BYTES", 1 << 20)
     path = tmp_path / "huge.iomem"
@@ -624,7 +624,7 @@ def test_size_limit_is_checked_while_reading(tmp_path, monkeypatch):
 
 
 def test_config_directory_non_utf8_and_deep_toml(tmp_path):
-    from sweep.config import read_config_file
+    from sweep.plan.config import read_config_file
 
     with pytest.raises(ValidationError) as info:
         read_config_file(tmp_path)
@@ -654,6 +654,6 @@ def test_memory_map_toml_nested_500_deep(tmp_path):
 
 
 def test_an_override_nested_500_deep_is_a_string_not_a_traceback():
-    from sweep.config import parse_value
+    from sweep.plan.config import parse_value
 
     assert parse_value("[" * 500 + "]" * 500) == "[" * 500 + "]" * 500

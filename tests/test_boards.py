@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sweep.loaders import load_memory_map
-from sweep.model import PA_LIMIT, Bank
-from sweep.plugins import registry
+from sweep.core.memmap import PA_LIMIT, Bank
+from sweep.formats.loaders import load_memory_map
+from sweep.plan.plugins import registry
 from sweep_plugins import boards, families
 
 PLATFORMS_CSV = Path(__file__).with_name("data") / "platforms" / "platforms.csv"

@@ -29,11 +29,11 @@ pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 distributed = pytest.importorskip("distributed")
 
-from sweep.engine import Results  # noqa: E402
-from sweep.lease import LEASE_FILE  # noqa: E402
-from sweep.queries import QUERIES  # noqa: E402
-from sweep.results import load as read_results  # noqa: E402
-from sweep.store import Store  # noqa: E402
+from sweep.read.engine import Results  # noqa: E402
+from sweep.read.queries import QUERIES  # noqa: E402
+from sweep.read.results import load as read_results  # noqa: E402
+from sweep.run.lease import LEASE_FILE  # noqa: E402
+from sweep.store.parts import Store  # noqa: E402
 
 HOST = "127.0.0.1"
 BUCKET = "sweeps"
@@ -436,10 +436,10 @@ def test_a_lease_from_another_host_holds_until_it_expires(env, config_file):
 def test_a_plugin_the_workers_lack_is_one_line_before_any_work(cluster, config_file, tmp_path):
     """A plugin registered in the sweep's process only (not installed on the workers): the
     executor asks every worker first and refuses, naming the plugin and the worker."""
-    from sweep.config import load_config
-    from sweep.driver import run_sweep
-    from sweep.errors import SweepError
-    from sweep.plugins import pm, reset
+    from sweep.core.errors import SweepError
+    from sweep.plan.config import load_config
+    from sweep.plan.plugins import pm, reset
+    from sweep.run.driver import run_sweep
 
     class OnlyHere:
         """No hooks: enough to be a plugin the workers cannot load by name."""

@@ -1,4 +1,5 @@
-"""The one schema (sweep.columns), the Kconfig tables (sweep.kconfig) and ``sweep columns``."""
+"""The one schema (sweep.core.columns), the Kconfig tables (sweep.core.kconfig) and ``sweep
+columns``."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 import sweep
-from sweep import kconfig
 from sweep.cli import main
-from sweep.columns import HEX_COLUMNS, SCHEMA, TABLE_COLUMNS
+from sweep.core import kconfig
+from sweep.core.columns import HEX_COLUMNS, SCHEMA, TABLE_COLUMNS
 
 G = 1 << 30
 

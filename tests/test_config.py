@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from sweep.config import (
+from sweep.core.errors import ValidationError
+from sweep.plan.config import (
     apply_overrides,
     config_difference,
     load_config,
     parse_value,
     validate_config,
 )
-from sweep.errors import ValidationError
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT = ROOT / "sweep" / "default.toml"
+DEFAULT = ROOT / "sweep" / "plan" / "default.toml"
 
 
 def test_default_config_is_the_documented_sweep():

@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from sweep.cli import main
-from sweep.diff import OUTPUT_COLUMNS, diff
-from sweep.errors import ValidationError
-from sweep.plugins import get_memory_maps
-from sweep.reference import compute_row
-from sweep.results import load
+from sweep.core.errors import ValidationError
+from sweep.model.reference import compute_row
+from sweep.plan.plugins import get_memory_maps
+from sweep.read.diff import OUTPUT_COLUMNS, diff
+from sweep.read.results import load
 
 BOARDS = "juno,amd-seattle,qemu-virt"
 

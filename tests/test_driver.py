@@ -17,16 +17,16 @@ import pytest
 from click.testing import CliRunner
 from small_sweep import small_config, write_map
 
-import sweep.plan
+import sweep.plan.units
 from sweep import hookimpl
 from sweep.cli import main
-from sweep.driver import Progress, run_sweep
-from sweep.errors import SweepError
-from sweep.inputs import _splitmix64, _splitmix64_int, tag_random
-from sweep.plan import ALGORITHM_VERSION, make_plan
-from sweep.plugins import pm, reset
-from sweep.reference import compute_row
-from sweep.results import load as read_results
+from sweep.core.errors import SweepError
+from sweep.model.reference import compute_row
+from sweep.plan.placements import _splitmix64, _splitmix64_int, tag_random
+from sweep.plan.plugins import pm, reset
+from sweep.plan.units import ALGORITHM_VERSION, make_plan
+from sweep.read.results import load as read_results
+from sweep.run.driver import Progress, run_sweep
 from sweep_plugins.layouts import Merged
 
 TESTS = Path(__file__).resolve().parent
@@ -129,7 +129,7 @@ def install_slow_layout(delay: float) -> None:
 def test_units_cover_the_product_once_in_a_stable_order(map_file, monkeypatch, segment_rows):
     # Inputs are filled segment by segment (runs of one map, layout and block setting) when
     # segments are long, else decoded row by row: each way, every configuration once.
-    monkeypatch.setattr(sweep.plan, "SEGMENT_ROWS", segment_rows)
+    monkeypatch.setattr(sweep.plan.units, "SEGMENT_ROWS", segment_rows)
     config = small_config(map_file, layouts=["merged", "tagged"])
     plan = make_plan(config)
     assert plan.configurations == 2 * 2 * 2 * 16 == 128
@@ -162,7 +162,7 @@ def test_units_cover_the_product_once_in_a_stable_order(map_file, monkeypatch, s
 
 @pytest.mark.parametrize("segment_rows", [1, 10**9])
 def test_small_maps_are_packed_into_one_unit(map_file, monkeypatch, segment_rows):
-    monkeypatch.setattr(sweep.plan, "SEGMENT_ROWS", segment_rows)
+    monkeypatch.setattr(sweep.plan.units, "SEGMENT_ROWS", segment_rows)
     plan = make_plan(small_config(map_file, unit_rows=1000))
     units = list(plan.units())
     # One unit per (granule, VA_BITS) partition, holding both block settings.
@@ -216,7 +216,7 @@ def test_a_run_writes_every_row_of_the_model(map_file, tmp_path):
     assert (df.loc[df["layout"] == "merged", "tag_random"] == 0).all()
     assert (df.loc[df["layout"] == "tagged", "tag_random"] != 0).all()
     # Spot checks against the scalar reference, tags included.
-    from sweep.model import MemoryMap
+    from sweep.core.memmap import MemoryMap
 
     t1g = MemoryMap("t1g", [(0x8000_0000, GIB)])
     for row in df[df["layout"] == "tagged"].sample(6, random_state=1).to_dict("records"):
@@ -482,7 +482,7 @@ def test_sigkill_halfway_then_resume_gives_exactly_the_uninterrupted_rows(map_fi
     whole = tmp_path / "whole"
     install_slow_layout(0.0)
     try:
-        from sweep.config import load_config
+        from sweep.plan.config import load_config
 
         run_sweep(load_config(config), out=str(whole), workers=2, progress=False)
     finally:
@@ -560,8 +560,8 @@ def test_dask_scheduler_address_runs_the_same_units(map_file, tmp_path):
 def test_a_second_run_on_a_locked_folder_is_refused_naming_the_holder(map_file, tmp_path):
     import socket
 
-    from sweep.lock import FolderLock
-    from sweep.store import Store
+    from sweep.run.lock import FolderLock
+    from sweep.store.parts import Store
 
     out = tmp_path / "out"
     with FolderLock(Store(str(out))):
@@ -582,8 +582,8 @@ def test_a_dead_holders_lock_is_taken_over(map_file, tmp_path):
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from sweep.lock import FolderLock\n"
-            "from sweep.store import Store\n"
+            "from sweep.run.lock import FolderLock\n"
+            "from sweep.store.parts import Store\n"
             f"FolderLock(Store({str(out)!r})).acquire()\n"
             "print('locked', flush=True)\n"
             "time.sleep(600)\n",
@@ -683,7 +683,7 @@ def test_resume_refuses_other_code_versions_unless_allowed(map_file, tmp_path):
 def test_a_full_output_stops_at_once_keeping_what_is_done(map_file, tmp_path, monkeypatch, code):
     import errno
 
-    from sweep.store import Store
+    from sweep.store.parts import Store
 
     real = Store.write_bytes
     out = tmp_path / "out"

@@ -6,8 +6,8 @@ of the root whose ``device_type`` compares equal to ``"memory"`` (``strcmp``: up
 NUL), a ``status`` that is absent, ``"okay"`` or ``"ok"`` (``of_fdt_device_is_available``),
 ``linux,usable-memory`` before ``reg``, the root's ``#address-cells``/``#size-cells`` or 1/1
 (``OF_ROOT_NODE_*_DEFAULT``, ``drivers/of/of_private.h``), whole entries only, size 0 skipped.
-Nothing of ``sweep.fdt`` is used. The loader must give the same banks for every file, or, where
-the reference finds none (firmware fills the memory in at boot), its one-line error.
+Nothing of ``sweep.formats.fdt`` is used. The loader must give the same banks for every file, or,
+where the reference finds none (firmware fills the memory in at boot), its one-line error.
 
 The blobs are fetched with apt by ``tools/fetch-dtbs`` (cached, never committed). Run with
 ``python3 -m pytest -m corpus tests/test_dtb_corpus.py -s`` (``.ci/run`` does).
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from sweep.errors import ValidationError
-from sweep.loaders import load_memory_map
-from sweep.model import PA_LIMIT
+from sweep.core.errors import ValidationError
+from sweep.core.memmap import PA_LIMIT
+from sweep.formats.loaders import load_memory_map
 
 pytestmark = pytest.mark.corpus
 
@@ -105,7 +105,9 @@ def _overlap(banks: list[tuple[int, int]]) -> bool:
 
 
 def test_every_debian_dtb_reads_as_fdtget_and_linux_read_it(corpus, caplog):
-    caplog.set_level(logging.ERROR, logger="sweep.loaders")  # skips are expected by the thousand
+    caplog.set_level(
+        logging.ERROR, logger="sweep.formats.loaders"
+    )  # skips are expected by the thousand
     files = [p for paths in corpus.values() for p in paths]
     assert len(files) > 1000, {s: len(p) for s, p in corpus.items()}
     boards, with_banks, refused, errors, agreeing, disagreeing = set(), 0, [], 0, 0, []

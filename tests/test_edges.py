@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from sweep.model import MemoryMap
+from sweep.core.memmap import MemoryMap
 
 K, M, G = 1 << 10, 1 << 20, 1 << 30
 COUNTS = (

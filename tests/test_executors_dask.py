@@ -11,17 +11,17 @@ import signal
 import pytest
 from small_sweep import small_config, write_map
 
-from sweep.errors import SweepError
-from sweep.executors import WorkerKilled
-from sweep.store import Store
-from sweep.units import make_plan
+from sweep.core.errors import SweepError
+from sweep.run.executors import WorkerKilled
+from sweep.run.task import make_plan
+from sweep.store.parts import Store
 
 distributed = pytest.importorskip("distributed")
 import dask  # noqa: E402
 
-from sweep import executors_dask  # noqa: E402
-from sweep.driver import run_sweep  # noqa: E402
-from sweep.executors_dask import DaskExecutor, loaded_plugins, missing_plugins  # noqa: E402
+from sweep.run import executors_dask  # noqa: E402
+from sweep.run.driver import run_sweep  # noqa: E402
+from sweep.run.executors_dask import DaskExecutor, loaded_plugins, missing_plugins  # noqa: E402
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_a_cluster_with_no_worker_stops_the_run_in_one_line(config, tmp_path, mo
 def test_a_worker_loads_exactly_the_plugins_it_is_sent(config):
     """What a fresh worker does with the sweep's plugin names: load those (and only those) by
     name, and name the ones it cannot load."""
-    from sweep.plugins import registry, reset
+    from sweep.plan.plugins import registry, reset
 
     everything = loaded_plugins()
     assert "sweep_plugins.placements" in everything

@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from sweep.cli import main
-from sweep.columns import OUTPUT_COLUMNS, TABLE_COLUMNS
-from sweep.errors import ValidationError
+from sweep.core.columns import OUTPUT_COLUMNS, TABLE_COLUMNS
+from sweep.core.errors import ValidationError
+from sweep.core.memmap import MemoryMap, level_shift
 from sweep.explain import explain, render, size_text, tree_lines
-from sweep.model import MemoryMap, level_shift
-from sweep.reference import compute_row
+from sweep.model.reference import compute_row
 
 G = 1 << 30
 JUNO = MemoryMap("juno", [(0x8000_0000, 2 * G)])
@@ -259,8 +259,8 @@ def test_cli_explain_built_in_board():
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_built_in_layouts_through_the_plugin_path(case):
     """The plugin path (a LayoutBatch of one row) gives what the reference's formulas give."""
-    from sweep.plugins import get_layouts
-    from sweep.reference import prepare
+    from sweep.model.reference import prepare
+    from sweep.plan.plugins import get_layouts
 
     memory_map, granule, va_bits, layout, idmap_pa, tag_random = case
     for name in ("high-only", "merged", "tagged", "tagged-48"):
@@ -279,7 +279,7 @@ class LowAlways:
         return 1 << 30
 
     def compute(self, batch):
-        from sweep.layouts import LayoutResult
+        from sweep.model.layout import LayoutResult
 
         n = len(batch.idmap_pa)
         half = 1 << (batch.va_bits - 1)

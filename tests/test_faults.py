@@ -26,11 +26,11 @@ import pytest
 from small_sweep import write_map
 from test_driver import _rows, _runner_script, _slow_config, _start, install_slow_layout
 
-from sweep.config import load_config
-from sweep.driver import run_sweep
-from sweep.manifest import Manifest, verify_dataset
-from sweep.plugins import pm, reset
-from sweep.store import Store
+from sweep.plan.config import load_config
+from sweep.plan.plugins import pm, reset
+from sweep.run.driver import run_sweep
+from sweep.store.manifest import Manifest, verify_dataset
+from sweep.store.parts import Store
 
 pytestmark = pytest.mark.faults
 

@@ -6,11 +6,11 @@ import pytest
 from click.testing import CliRunner
 
 from sweep.cli import main
-from sweep.config import DEFAULT_CONFIG, apply_overrides, load_config
-from sweep.errors import ValidationError
-from sweep.loaders import load_memory_map, memory_map_from_iomem
-from sweep.model import parse_address
-from sweep.results import parse_filters
+from sweep.core.errors import ValidationError
+from sweep.core.memmap import parse_address
+from sweep.formats.loaders import load_memory_map, memory_map_from_iomem
+from sweep.plan.config import DEFAULT_CONFIG, apply_overrides, load_config
+from sweep.read.results import parse_filters
 
 
 def one_line_error(result) -> str:

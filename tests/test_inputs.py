@@ -13,10 +13,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from sweep.config import validate_config
-from sweep.inputs import StridedPlacements, splitmix64_stream, tag_random
-from sweep.model import MemoryMap
-from sweep.plan import ALGORITHM_VERSION, make_plan
+from sweep.core.memmap import MemoryMap
+from sweep.plan.config import validate_config
+from sweep.plan.placements import StridedPlacements, splitmix64_stream, tag_random
+from sweep.plan.units import ALGORITHM_VERSION, make_plan
 from sweep_plugins import placements as builtin
 
 M64 = (1 << 64) - 1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.loaders import load_memory_map
+from sweep.formats.loaders import load_memory_map
 from sweep.verify import verify_boot_file
 
 pytestmark = pytest.mark.kernel

@@ -24,10 +24,10 @@ import pandas as pd
 import pytest
 
 from sweep import build
-from sweep.errors import ValidationError
-from sweep.model import PA_LIMIT, MemoryMap, level_shift, levels
-from sweep.reference import prepare
-from sweep.reference_tree import build_tree
+from sweep.core.errors import ValidationError
+from sweep.core.memmap import PA_LIMIT, MemoryMap, level_shift, levels
+from sweep.model.reference import prepare
+from sweep.model.reference_tree import build_tree
 
 pytestmark = pytest.mark.kernel
 

@@ -1,4 +1,4 @@
-"""The lease on a URL store (sweep.lease), on fsspec's in-memory file system, which has the
+"""The lease on a URL store (sweep.run.lease), on fsspec's in-memory file system, which has the
 same exclusive create (``"xb"``) that s3fs maps to S3's ``If-None-Match: *``.
 
 tests/test_cluster.py runs the same rules against moto's S3 server with real sweeps.
@@ -17,8 +17,8 @@ import uuid
 
 import pytest
 
-from sweep.errors import SweepError
-from sweep.lease import LEASE_FILE, Lease
+from sweep.core.errors import SweepError
+from sweep.run.lease import LEASE_FILE, Lease
 
 fsspec = pytest.importorskip("fsspec")
 

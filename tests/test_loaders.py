@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sweep
-from sweep import fdt
-from sweep.loaders import detect_kind, load_memory_map, memory_map_from_boot_log
-from sweep.model import Bank, MemoryMap
+from sweep.core.memmap import Bank, MemoryMap
+from sweep.formats import fdt
+from sweep.formats.loaders import detect_kind, load_memory_map, memory_map_from_boot_log
 
 DATA = Path(__file__).with_name("data")
 REALINPUTS = DATA / "realinputs"  # made by tools/boot-kernels --inputs (its README)
@@ -266,7 +266,7 @@ def test_iomem_reads_top_level_system_ram_only():
         "80000000-bfffffff : System RAM\n"
         "c0000000-ffffffff : System RAM\n"  # touching banks stay two raw banks
     )
-    memory_map = sweep.loaders.memory_map_from_iomem(text, "x")
+    memory_map = sweep.formats.loaders.memory_map_from_iomem(text, "x")
     assert banks(memory_map) == (Bank(0, GiB), Bank(0x8000_0000, GiB), Bank(0xC000_0000, GiB))
 
 
@@ -414,7 +414,7 @@ def test_dts_fixture_matches_its_blob():
 
 
 def test_directory_of_maps_in_every_kind_selects_one_map():
-    from sweep.memory_maps import select_memory_maps
+    from sweep.plan.memory_maps import select_memory_maps
 
     selected = select_memory_maps(["data/"], base_dir=Path(__file__).parent)
     assert list(selected) == ["numa-board"]
@@ -470,7 +470,7 @@ def test_any_banks_read_the_same_from_every_kind(tmp_path_factory, bank_list, no
 
 
 def test_relative_paths_try_the_config_folder_then_the_working_directory(tmp_path, monkeypatch):
-    from sweep.memory_maps import select_memory_maps
+    from sweep.plan.memory_maps import select_memory_maps
 
     config_dir, work = tmp_path / "configs", tmp_path / "work"
     (config_dir / "maps").mkdir(parents=True)
@@ -494,7 +494,7 @@ def _load_with_warnings(tmp_path, root: fdt.Node, caplog) -> tuple[tuple[Bank, .
     path = tmp_path / "linux.dtb"
     path.write_bytes(fdt.encode(root))
     caplog.clear()
-    with caplog.at_level("WARNING", logger="sweep.loaders"):
+    with caplog.at_level("WARNING", logger="sweep.formats.loaders"):
         memory_map = load_memory_map(path)
     prefix = f"{path}: "
     lines = [r.getMessage() for r in caplog.records]

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from sweep import hookspecs
-from sweep import plugins as sweep_plugins
 from sweep.cli import main
-from sweep.config import validate_config
-from sweep.errors import PluginError, ValidationError
-from sweep.inputs import StridedPlacements
-from sweep.model import Bank, MemoryMap
+from sweep.core.errors import PluginError, ValidationError
+from sweep.core.memmap import Bank, MemoryMap
+from sweep.plan import hookspecs
+from sweep.plan import plugins as sweep_plugins
+from sweep.plan.config import validate_config
+from sweep.plan.placements import StridedPlacements
 from sweep_plugins import placements
 
 README = Path(__file__).parents[1] / "README.md"
@@ -204,7 +204,7 @@ DUPLICATES = {
 
 @pytest.mark.parametrize("kind", list(DUPLICATES))
 def test_a_second_registration_of_a_name_is_refused_for_every_kind(add_plugin, kind):
-    """One policy (sweep.plugins._claim): the built-in keeps its name, the newcomer is refused
+    """One policy (sweep.plan.plugins._claim): the built-in keeps its name, the newcomer is refused
     and reported under its own plugin name, for granules, VA_BITS, maps, layouts, placements."""
     hook, again, error, kept = DUPLICATES[kind]
     add_plugin("again", **{hook: again})
@@ -556,8 +556,8 @@ def test_placement_cache_tells_maps_of_one_name_apart(tmp_path):
     """Two plans in one process (a Dask worker, a notebook), each with a map named "board" but
     other banks: kernel-load is each lowest bank + 0x80000 (docs/model.md section 8), never the
     other plan's cached address."""
-    from sweep.config import validate_config
-    from sweep.plan import make_plan
+    from sweep.plan.config import validate_config
+    from sweep.plan.units import make_plan
 
     found = []
     for base in (0x8000_0000, 0x4000_0000):

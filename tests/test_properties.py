@@ -18,10 +18,10 @@ from randomcases import block_cases, random_configs
 from strategies import configurations
 
 from sweep import build
-from sweep.builder import build_table, build_unit
-from sweep.columns import ROW_COLUMNS
-from sweep.plugins import get_layouts
-from sweep.reference import build_tree, compute_row, prepare
+from sweep.core.columns import ROW_COLUMNS
+from sweep.model.builder import build_table, build_unit
+from sweep.model.reference import build_tree, compute_row, prepare
+from sweep.plan.plugins import get_layouts
 
 
 def _compare(memory_maps, configs) -> int:
@@ -136,12 +136,12 @@ def test_runs_and_per_row_match_reference(monkeypatch, path):
     # blocks) with those values shared (a work unit), shuffled rows of few such groups in group
     # order (then put back), other batches per row: the same rows through each path, in chunks
     # that cut runs, are held to the reference, the oracle.
-    import sweep.builder
-    import sweep.rows
+    import sweep.model.builder
+    import sweep.model.rows
 
     minimum = {"runs": 1, "per-row": 10**9, "grouped": 20}[path]
-    monkeypatch.setattr(sweep.rows, "MIN_RUN_ROWS", minimum)
-    monkeypatch.setattr(sweep.builder, "CHUNK_ROWS", 97)
+    monkeypatch.setattr(sweep.model.rows, "MIN_RUN_ROWS", minimum)
+    monkeypatch.setattr(sweep.model.builder, "CHUNK_ROWS", 97)
     memory_maps, configs = random_configs(
         seed=5, rows=3000, rows_per_group=40, shuffle=path == "grouped"
     )
@@ -149,10 +149,10 @@ def test_runs_and_per_row_match_reference(monkeypatch, path):
     orders = []
 
     def spy(rows, cuts):
-        orders.append(sweep.rows.grouping_order(rows, cuts))
+        orders.append(sweep.model.rows.grouping_order(rows, cuts))
         return orders[-1]
 
-    monkeypatch.setattr(sweep.builder, "grouping_order", spy)
+    monkeypatch.setattr(sweep.model.builder, "grouping_order", spy)
     if path == "grouped":
         random.Random(6).shuffle(configs)
     assert _compare(memory_maps, configs) == len(configs)

@@ -30,11 +30,11 @@ import results_data
 from click.testing import CliRunner
 from matplotlib import image as mpimg
 
-from sweep import figures, results
 from sweep.cli import main
-from sweep.errors import SweepError
-from sweep.report import write_report
-from sweep.store import Store
+from sweep.core.errors import SweepError
+from sweep.read import figures, results
+from sweep.read.report import write_report
+from sweep.store.parts import Store
 
 default_run = results_data.default_run  # the session's one default sweep
 

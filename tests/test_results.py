@@ -1,4 +1,4 @@
-"""sweep.results: load with pushed-down filters, and every named query, on a real small sweep.
+"""sweep.read.results: load with pushed-down filters, and every named query, on a real small sweep.
 
 Expected values are recounted here row by row from the reference rows (plain Python loops), or
 are docs/model.md facts worked out by hand.
@@ -21,13 +21,13 @@ import results_data
 from click.testing import CliRunner
 from results_data import reference_rows, run_small_sweep
 
-from sweep import results
 from sweep.cli import main
-from sweep.columns import ROW_COLUMNS
-from sweep.engine import Results
-from sweep.errors import ValidationError
-from sweep.kconfig import bit_length
-from sweep.summary import bit_length_input, bit_length_sql
+from sweep.core.columns import ROW_COLUMNS
+from sweep.core.errors import ValidationError
+from sweep.core.kconfig import bit_length
+from sweep.read import results
+from sweep.read.engine import Results
+from sweep.store.summary import bit_length_input, bit_length_sql
 
 
 @pytest.fixture(scope="module")

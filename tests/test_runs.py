@@ -13,14 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sweep.config import validate_config
-from sweep.driver import run_sweep
-from sweep.errors import ValidationError
-from sweep.model import MemoryMap
-from sweep.plan import make_plan
-from sweep.plugins import registry
-from sweep.results import load as read_results
-from sweep.runs import _Evaluator, expand, group_runs
+from sweep.core.errors import ValidationError
+from sweep.core.memmap import MemoryMap
+from sweep.model.runs import _Evaluator, expand, group_runs
+from sweep.plan.config import validate_config
+from sweep.plan.plugins import registry
+from sweep.plan.units import make_plan
+from sweep.read.results import load as read_results
+from sweep.run.driver import run_sweep
 
 MIB, GIB = 1 << 20, 1 << 30
 KEYS = ["memory_map", "granule", "va_bits", "layout", "block_mappings", "idmap_pa"]

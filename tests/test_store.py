@@ -10,15 +10,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-import sweep.store as store_module
-from sweep.builder import build_unit
-from sweep.columns import ROW_COLUMNS
-from sweep.errors import SweepError
-from sweep.model import MemoryMap
-from sweep.plugins import get_layouts
-from sweep.reference import compute_row
-from sweep.results import load as read_results
-from sweep.store import Store
+import sweep.store.parts as store_module
+from sweep.core.columns import ROW_COLUMNS
+from sweep.core.errors import SweepError
+from sweep.core.memmap import MemoryMap
+from sweep.model.builder import build_unit
+from sweep.model.reference import compute_row
+from sweep.plan.plugins import get_layouts
+from sweep.read.results import load as read_results
+from sweep.store.parts import Store
 
 JUNO = MemoryMap("juno-like", [(0x8000_0000, 2 << 30)])
 TWO_BANKS = MemoryMap("two-banks", [(0x8000_0000, 2 << 30), (0x40_0000_0000, 2 << 30)])

@@ -1,4 +1,5 @@
-"""sweep.summary: the per-part aggregates in every part's footer, and the queries that read them.
+"""sweep.store.summary: the per-part aggregates in every part's footer, and the queries that read
+them.
 
 Expected values are worked out by hand below, or recounted from all rows with pandas.
 """
@@ -12,10 +13,11 @@ import pytest
 from click.testing import CliRunner
 from results_data import run_small_sweep
 
-from sweep import queries, results, summary
 from sweep.cli import main
-from sweep.engine import Results
-from sweep.store import PART_RE
+from sweep.read import queries, results
+from sweep.read.engine import Results
+from sweep.store import summary
+from sweep.store.parts import PART_RE
 
 ROWS = pa.table(
     {

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pytest
 
 from sweep import Bank, MemoryMap, ValidationError, build
-from sweep.builder import build_unit
-from sweep.model import parse_granule, parse_size
-from sweep.reference import compute_row
+from sweep.core.memmap import parse_granule, parse_size
+from sweep.model.builder import build_unit
+from sweep.model.reference import compute_row
 from sweep_plugins.layouts import Merged
 
 MERGED = Merged()

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sweep.bootlog import BootLogError, parse_boot_log
 from sweep.cli import main
-from sweep.errors import SweepError
-from sweep.loaders import load_memory_map
+from sweep.core.errors import SweepError
+from sweep.formats.bootlog import BootLogError, parse_boot_log
+from sweep.formats.loaders import load_memory_map
 from sweep.verify import FieldCheck, layout_for_release, verify_boot, verify_boot_file
 
 FIXTURES = Path(__file__).with_name("data") / "kernelboot"

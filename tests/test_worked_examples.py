@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sweep.model import MemoryMap
+from sweep.core.memmap import MemoryMap
 
 G = 1 << 30
 

@@ -1,13 +1,13 @@
-"""Part files as ``sweep.store.writer_options`` writes them: what the footer says, and the same
-rows back."""
+"""Part files as ``sweep.store.parts.writer_options`` writes them: what the footer says, and the
+same rows back."""
 
 from __future__ import annotations
 
 import pyarrow.parquet as pq
 
-from sweep.config import validate_config
-from sweep.driver import run_sweep
-from sweep.results import load as read_results
+from sweep.plan.config import validate_config
+from sweep.read.results import load as read_results
+from sweep.run.driver import run_sweep
 
 
 def test_parts_use_the_chosen_encodings_and_read_back_exactly(tmp_path):

@@ -1,0 +1,257 @@
+"""The vectorized builder: every column of docs/model.md sections 1 to 6 for a batch of rows.
+
+Each row may have its own memory map, granule, VA_BITS, layout and block setting: the banks of
+all maps are flat arrays plus offsets (``sweep.model.banks``), each row reads its own, and every
+step is numpy over all rows at once (loops run over levels, bank slots and layouts, never over rows
+or groups). So thousands of one-row groups cost what one group of as many rows costs. Rows in
+long runs of one map, granule, VA_BITS, layout and block setting (a work unit) are computed run
+by run with those values shared (``Rows.run``): then only what depends on the idmap page is per
+row, through the same functions.
+
+Where each column is computed (one function per docs/model.md section):
+
+| columns | section | function |
+|---|---|---|
+| inputs (``idmap_pa`` aligned down) | 1 | ``build_table`` (``_rows``) |
+| trimmed banks, ``idmap_pa`` inside one | 1 | ``sweep.model.banks.TrimmedBanks`` |
+| ``phys_offset``, ``clipped_bytes`` | 2 | ``sweep.model.clip.clip_dram`` |
+| ``idmap_va_bits`` | 2 | ``_columns`` (``bit_length``) |
+| ``hyp_va_min``, ``hyp_va_max`` (and ``delta``, ``tree_va_bits``) | 3 | ``compute_layouts`` |
+| ``hyp_dram_last`` | 3 | ``_columns`` |
+| ``overlap``, ``idmap_in_window``, ``margin`` | 4 | ``sweep.model.overlap`` |
+| ``levels*``, ``extra_levels``, ``idmap_extended`` | 5 | ``tables.level_columns`` |
+| ``tables_*``, ``table_pages``, ``table_bytes``, ``shared_tables`` | 5 | ``tables.table_columns`` |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from sweep.core.columns import INPUT_COLUMNS, ROW_COLUMNS
+from sweep.core.errors import ValidationError
+from sweep.core.kconfig import bit_length
+from sweep.core.memmap import GRANULES, MemoryMap
+from sweep.model import overlap, tables
+from sweep.model.banks import TrimmedBanks, granule_codes
+from sweep.model.clip import clip_dram
+from sweep.model.layout import Layout, LayoutBatch, compute_layouts
+from sweep.model.rows import Rows, full, grouping_order, take
+
+I64 = np.int64
+CHUNK_ROWS = 1 << 17
+"""Rows computed together: big enough for numpy to amortise its calls, small enough that a
+batch's temporaries stay in cache and its memory flat however many rows it has."""
+
+
+def build_table(
+    memory_maps: Sequence[MemoryMap],
+    map_index: np.ndarray | int,
+    granule: np.ndarray | int,
+    va_bits: np.ndarray | int,
+    layouts: Sequence[Layout],
+    layout_index: np.ndarray | int,
+    block_mappings: np.ndarray | bool,
+    idmap_pa: np.ndarray,
+    tag_random: np.ndarray | None = None,
+) -> pa.Table:
+    """Every column of ``sweep.core.columns.ROW_COLUMNS``, one row per ``idmap_pa``, in input order.
+
+    Row ``i`` uses ``memory_maps[map_index[i]]`` and ``layouts[layout_index[i]]``; every argument
+    but the two sequences is one value per row or one value for all rows. ``memory_map`` and
+    ``layout`` come back as dictionary arrays of the maps' and layouts' names.
+    """
+    rows = Rows.of(
+        memory_maps,
+        map_index,
+        granule,
+        va_bits,
+        layouts,
+        layout_index,
+        block_mappings,
+        idmap_pa,
+        tag_random,
+    )
+    columns = compute_columns(TrimmedBanks.of(memory_maps), layouts, rows)
+    n = len(rows)
+    names = _unique_names("memory map", [m.name for m in memory_maps])
+    arrays = {
+        "memory_map": _dictionary(full(rows.map_index, n, np.int32), names),
+        "granule": pa.array(full(rows.granule, n, np.int32)),
+        "va_bits": pa.array(full(rows.va_bits, n, np.int8)),
+        "layout": _dictionary(
+            full(rows.layout_index, n, np.int32), _unique_names("layout", [x.name for x in layouts])
+        ),
+        "block_mappings": pa.array(full(rows.block_mappings, n, bool)),
+        "idmap_pa": pa.array(rows.idmap_pa.view(np.uint64)),
+        "tag_random": pa.array(full(rows.tag_random, n, np.uint64)),
+        **{name: pa.array(values) for name, values in columns.items()},
+    }
+    return pa.Table.from_arrays([arrays[name] for name in ROW_COLUMNS], names=list(ROW_COLUMNS))
+
+
+def build_unit(
+    memory_map: MemoryMap,
+    granule: int,
+    va_bits: int,
+    layout: Layout,
+    block_mappings: bool,
+    idmap_pa: np.ndarray,
+    tag_random: np.ndarray | None = None,
+) -> pa.Table:
+    """Rows that share map, granule, VA_BITS, layout and block setting (a work unit)."""
+    return build_table(
+        [memory_map], 0, granule, va_bits, [layout], 0, block_mappings, idmap_pa, tag_random
+    )
+
+
+def compute_columns(banks: TrimmedBanks, layouts: Sequence[Layout], rows: Rows) -> dict:
+    """The section 2-6 columns of validated rows, as numpy arrays in their ``ROW_COLUMNS``
+    dtypes, computed ``CHUNK_ROWS`` rows at a time (run by run when rows come in runs, or fall
+    in few groups: then in group order, each value put back in its row's place)."""
+    n = len(rows)
+    names = [name for name in ROW_COLUMNS if name not in INPUT_COLUMNS]
+    align = _memstart_align(layouts)
+    cuts = rows.runs()
+    order = grouping_order(rows, cuts)
+    if order is not None:
+        rows = rows[order]
+        cuts = rows.runs()
+    pieces = list(_pieces(rows, cuts))
+    if len(pieces) == 1 and order is None:
+        columns = _columns(banks, layouts, align, pieces[0][1])
+        return {name: full(columns[name], n, ROW_COLUMNS[name]) for name in names}
+    out = {name: np.empty(n, dtype=ROW_COLUMNS[name]) for name in names}
+    for part, piece in pieces:
+        where = part if order is None else order[part]
+        for name, values in _columns(banks, layouts, align, piece).items():
+            out[name][where] = values
+    return out
+
+
+def _pieces(rows: Rows, cuts: list[int] | None):
+    """``(slice, Rows)`` of at most ``CHUNK_ROWS`` rows each, every one inside a run of equal
+    ``RUN_FIELDS`` (with those values shared) when the rows come in long runs (``cuts``)."""
+    n = len(rows)
+    if cuts is None:
+        for start in range(0, n, CHUNK_ROWS):
+            part = slice(start, min(start + CHUNK_ROWS, n))
+            yield part, rows[part]
+        return
+    for lo, hi in zip(cuts, cuts[1:], strict=False):
+        for start in range(lo, hi, CHUNK_ROWS):
+            part = slice(start, min(start + CHUNK_ROWS, hi))
+            yield part, rows.run(part)
+
+
+def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dict:
+    granule, va_bits, idmap = rows.granule, rows.va_bits, rows.idmap_pa
+    code = granule_codes(granule)
+    start, end = banks.per_row(rows.map_index, code)  # section 1
+    banks.check_inside(start, end, idmap, rows.map_index, granule)
+    dram = clip_dram(start, end, idmap, granule, va_bits, align[rows.layout_index, code])
+    idmap_va_bits = bit_length(idmap + (granule - 1))
+    layout = compute_layouts(  # section 3
+        layouts,
+        rows.layout_index,
+        LayoutBatch(
+            granule=granule,
+            va_bits=va_bits,
+            idmap_pa=idmap,
+            idmap_va_bits=_shared_if_equal(idmap_va_bits),
+            phys_offset=dram.phys_offset,
+            dram_first=dram.dram_first,
+            dram_last=dram.dram_last,
+            tag_random=rows.tag_random,
+        ),
+    )
+    delta, tree_va_bits = _shared_if_equal(layout.delta), _shared_if_equal(layout.tree_va_bits)
+    near = overlap.nearest(dram.start, dram.end, dram.valid, delta, idmap)  # section 4
+    root = tables.root_level(tree_va_bits, granule)  # section 5
+    runtime = _per_runtime_tree(
+        len(rows),
+        tables.runtime_tables,
+        (
+            rows.map_index * 3 + code,
+            rows.block_mappings,
+            root,
+            tables.runtime_delta(delta, root, granule),
+            dram.dram_first,
+            dram.dram_last,
+        ),
+        (dram.start, dram.end, dram.valid, delta, granule, root, rows.block_mappings),
+    )
+    walk = _shared_if_equal(
+        tables.idmap_walk(near, idmap, delta, granule, root, rows.block_mappings)
+    )
+    return {
+        "phys_offset": dram.phys_offset,
+        "clipped_bytes": dram.clipped_bytes,
+        "hyp_va_min": layout.hyp_va_min,
+        "hyp_va_max": layout.hyp_va_max,
+        "hyp_dram_last": dram.dram_last + delta,
+        "idmap_va_bits": idmap_va_bits,
+        "overlap": overlap.overlap(near, idmap, granule, delta),
+        "idmap_in_window": overlap.idmap_in_window(idmap, layout.hyp_va_min, layout.hyp_va_max),
+        "margin": overlap.margin(near, idmap, granule),
+        **tables.level_columns(va_bits, idmap_va_bits, tree_va_bits, granule),
+        **tables.table_columns(runtime, walk, root, granule, tree_va_bits),
+    }
+
+
+def _shared_if_equal(values: np.ndarray) -> np.ndarray:
+    """One element when every row holds the same value (the tree size of a unit whose idmap
+    pages all fit in VA_BITS, the alias offset of an untagged layout, the level where pages far
+    from every mapping stop their walk): what follows from it is then computed once."""
+    if values.shape[-1] > 1 and (values.strides[-1] == 0 or values.min() == values.max()):
+        return values[..., :1]
+    return values
+
+
+def _per_runtime_tree(n: int, count, keys: tuple, arrays: tuple) -> dict:
+    """``count(*arrays)`` (arrays whose last axis is the rows) computed once per distinct
+    runtime tree: rows with equal ``keys`` (map and granule, blocks, root level, clipped DRAM,
+    ``delta`` modulo the root's entry size) have the same runtime tables, so a work unit or a
+    board corpus counts each tree once.
+
+    Rows are told apart by a 64-bit hash of their keys, then checked equal to their
+    representative key by key; when most rows differ (random tags), all rows are counted.
+    """
+    keys = [key for key in keys if len(key) > 1 and (key != key[0]).any()]  # shared: no help
+    if not keys:  # one runtime tree for all rows (a work unit without random tags)
+        return count(*(values[..., :1] for values in arrays))
+    mixed = np.zeros(n, dtype=np.uint64)
+    for key in keys:
+        mixed ^= key.astype(I64, copy=False).view(np.uint64)
+        mixed *= np.uint64(0x9E37_79B9_7F4A_7C15)
+        mixed ^= mixed >> np.uint64(29)
+    inverse, distinct = pd.factorize(mixed)
+    if 2 * len(distinct) > n:
+        return count(*arrays)
+    first = np.empty(len(distinct), dtype=I64)
+    first[inverse[::-1]] = np.arange(n - 1, -1, -1)
+    if not all((key[first][inverse] == key).all() for key in keys):
+        return count(*arrays)  # a hash collision: never seen, but then count every row
+    counts = count(*(take(values, first) for values in arrays))
+    return {level: take(values, inverse) for level, values in counts.items()}
+
+
+def _memstart_align(layouts: Sequence[Layout]) -> np.ndarray:
+    """``ARM64_MEMSTART_ALIGN`` by (layout, granule code)."""
+    return np.array([[x.memstart_align(g) for g in GRANULES] for x in layouts], dtype=I64)
+
+
+def _unique_names(what: str, names: list[str]) -> list[str]:
+    if len(set(names)) != len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise ValidationError(f"{what} {twice!r}: given twice")
+    return names
+
+
+def _dictionary(codes: np.ndarray, names: list[str]) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(
+        pa.array(codes.astype(np.int32)), pa.array(names, type=pa.string())
+    )

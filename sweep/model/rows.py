@@ -1,0 +1,190 @@
+"""A checked batch of rows (docs/model.md section 1), as the builder takes it.
+
+Every input is one value per row or one value shared by all rows (numpy broadcasting does the
+rest). Rows that come in long runs of one map, granule, VA_BITS, layout and block setting (a
+work unit) are cut into runs, each with those values shared (``Rows.run``); rows that do not,
+but fall in few such groups (a mixed batch given to ``sweep.build``), are put in group order
+first (``grouping_order``), computed run by run and put back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from sweep.core.errors import ValidationError
+from sweep.core.memmap import GRANULES, PA_LIMIT, VA_BITS_MAX, VA_BITS_MIN, MemoryMap
+from sweep.model.banks import granule_codes
+from sweep.model.layout import Layout
+
+I64 = np.int64
+RUN_FIELDS = ("map_index", "granule", "va_bits", "layout_index", "block_mappings")
+"""What a work unit's rows share in runs (a segment): map, granule, VA_BITS, layout, blocks."""
+MIN_RUN_ROWS = 1024
+"""Rows a run of equal ``RUN_FIELDS`` must hold on average for a batch to be computed run by
+run, each run's values shared (one element): then banks, clipping, layouts and the runtime tree
+are one element too and only what depends on the idmap page is per row. Shorter runs (a board
+corpus, a shuffled batch) are computed per row, which costs the same for any mix."""
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A checked batch of ``len(idmap_pa)`` rows. Every other array holds one element per row
+    or a single element that all rows share: numpy broadcasting does the rest, so a value
+    shared by a work unit costs one element, and no function here asks which it is."""
+
+    map_index: np.ndarray
+    granule: np.ndarray
+    va_bits: np.ndarray
+    layout_index: np.ndarray
+    block_mappings: np.ndarray
+    idmap_pa: np.ndarray
+    """int64, aligned down to the row's granule."""
+    tag_random: np.ndarray
+    """uint64."""
+
+    @classmethod
+    def of(
+        cls,
+        memory_maps: Sequence[MemoryMap],
+        map_index,
+        granule,
+        va_bits,
+        layouts: Sequence[Layout],
+        layout_index,
+        block_mappings,
+        idmap_pa,
+        tag_random=None,
+    ) -> Rows:
+        """Check a batch (docs/model.md section 1): each argument one value or one per row."""
+        idmap = np.asarray(idmap_pa).reshape(-1)
+        n = len(idmap)
+        granule = _column("granule", granule, n)
+        code = granule_codes(granule)
+        va_bits = _column("va_bits", va_bits, n)
+        bad = (va_bits < VA_BITS_MIN) | (va_bits > VA_BITS_MAX)
+        if bad.any():
+            value = int(va_bits[np.flatnonzero(bad)[0]])
+            raise ValidationError(f"va_bits: {value} is outside {VA_BITS_MIN}..{VA_BITS_MAX}")
+        blocks = np.asarray(block_mappings)
+        if blocks.dtype != bool:
+            if not np.isin(blocks, [0, 1]).all():
+                raise ValidationError("block_mappings: values must be true/false (or 0/1)")
+            blocks = blocks.astype(bool)
+        return cls(
+            map_index=_index("memory map", map_index, n, len(memory_maps)),
+            granule=granule,
+            va_bits=va_bits,
+            layout_index=_index("layout", layout_index, n, len(layouts)),
+            block_mappings=_column("block_mappings", blocks, n, bool),
+            idmap_pa=_aligned_idmap(idmap, np.asarray(GRANULES, dtype=I64)[code]),
+            tag_random=_tags(tag_random, n),
+        )
+
+    def __len__(self) -> int:
+        return len(self.idmap_pa)
+
+    def __getitem__(self, part: slice) -> Rows:
+        return Rows(**{name: take(values, part) for name, values in vars(self).items()})
+
+    def run(self, part: slice) -> Rows:
+        """Rows ``part``, all in one run of equal ``RUN_FIELDS``, with those values shared."""
+        rows = vars(self[part])
+        shared = {name: take(rows[name], slice(0, 1)) for name in RUN_FIELDS}
+        return Rows(**{**rows, **shared})
+
+    def runs(self) -> list[int] | None:
+        """Where runs of equal ``RUN_FIELDS`` start (and the end), or None when they are
+        shorter than ``MIN_RUN_ROWS`` on average."""
+        n = len(self)
+        differs = np.zeros(max(n - 1, 0), dtype=bool)
+        for name in RUN_FIELDS:
+            values = getattr(self, name)
+            if values.shape[-1] > 1:
+                differs |= values[1:] != values[:-1]
+        starts = np.flatnonzero(differs) + 1
+        if (len(starts) + 1) * MIN_RUN_ROWS > max(n, MIN_RUN_ROWS):
+            return None
+        return [0, *starts.tolist(), n]
+
+
+def take(values: np.ndarray, rows) -> np.ndarray:
+    """``values[..., rows]``, or ``values`` when its one element (last axis) is shared."""
+    return values if values.shape[-1] == 1 else values[..., rows]
+
+
+def full(values: np.ndarray, n: int, dtype) -> np.ndarray:
+    """A column of ``n`` rows in ``dtype``: shared values repeated, the same dtype's reused."""
+    values = np.asarray(values)
+    if values.shape == (n,) and values.dtype == np.dtype(dtype):
+        return values
+    if values.size == 1:  # a fill, which numpy does without a cast per element
+        return np.full(n, values.reshape(-1)[0], dtype=dtype)
+    if values.shape == (n,) and values.dtype.kind in "iu" and np.dtype(dtype).kind in "iu":
+        if values.dtype.itemsize == np.dtype(dtype).itemsize:
+            return values.view(dtype)  # int64 <-> uint64: the model's values are below 2^63
+    return np.broadcast_to(values, (n,)).astype(dtype)
+
+
+# --- Checking the inputs (section 1) ----------------------------------------------------------
+
+
+def _column(name: str, values, n: int, dtype=I64) -> np.ndarray:
+    """One value per row, or one value (shape ``(1,)``) shared by all rows."""
+    values = np.asarray(values).reshape(-1)
+    if values.dtype.kind not in ("b" if dtype is bool else "iu"):
+        raise ValidationError(f"{name}: expected integers, got dtype {values.dtype}")
+    if len(values) not in (1, n):
+        raise ValidationError(f"{name}: {len(values)} values for {n} rows")
+    return values.astype(dtype, copy=False)
+
+
+def _index(what: str, index, n: int, count: int) -> np.ndarray:
+    index = _column(f"{what} index", index, n)
+    if count == 0 or index.min(initial=0) < 0 or index.max(initial=0) >= count:
+        raise ValidationError(f"{what} index: values must lie in 0..{count - 1}")
+    return index
+
+
+def _aligned_idmap(idmap: np.ndarray, granule: np.ndarray) -> np.ndarray:
+    if idmap.dtype.kind not in "iu":
+        raise ValidationError(f"idmap_pa: expected integers, got dtype {idmap.dtype}")
+    if idmap.dtype.kind == "i" and (idmap < 0).any():
+        raise ValidationError(f"idmap_pa: {int(idmap[idmap < 0][0])} is negative")
+    wide = idmap.astype(np.uint64, copy=False)
+    if (wide >= PA_LIMIT).any():
+        raise ValidationError(f"idmap_pa: {int(wide[wide >= PA_LIMIT][0]):#x} is not below 2^52")
+    return wide.view(I64) & -granule  # granules are powers of two
+
+
+def _tags(tag_random, n: int) -> np.ndarray:
+    if tag_random is None:
+        return np.zeros(1, dtype=np.uint64)
+    tags = _column("tag_random", tag_random, n, np.asarray(tag_random).dtype)
+    if tags.dtype.kind == "i" and (tags < 0).any():
+        raise ValidationError("tag_random: values must not be negative")
+    return tags.astype(np.uint64, copy=False)
+
+
+def grouping_order(rows: Rows, cuts: list[int] | None) -> np.ndarray | None:
+    """An order that puts ``rows`` in runs of equal ``RUN_FIELDS``, when they are not in such
+    runs already (``cuts``, from ``Rows.runs``, is None) but fall in groups of ``MIN_RUN_ROWS``
+    rows or more on average (a shuffled batch of a few configurations); else None. Stable, so
+    rows keep their order in a group."""
+    if len(rows) < 2 * MIN_RUN_ROWS or cuts is not None:
+        return None
+    key = np.zeros(len(rows), dtype=I64)
+    for name in RUN_FIELDS:  # the map first: many maps give up here, after one pass
+        values = getattr(rows, name)
+        if values.shape[-1] > 1:
+            codes, uniques = pd.factorize(values)
+            if len(uniques) * MIN_RUN_ROWS > len(rows):  # at least as many groups
+                return None
+            key = key * len(uniques) + codes
+    codes, uniques = pd.factorize(key)
+    if len(uniques) * MIN_RUN_ROWS > len(rows):
+        return None
+    return np.argsort(codes.astype(np.int16 if len(uniques) < 1 << 15 else I64), kind="stable")

@@ -1,0 +1,160 @@
+"""docs/model.md section 5: level counts and the merged tree's tables, counted without building it.
+
+Every row has its own granule, tree size, block setting, ``delta`` and runtime VA ranges
+(``(banks, rows)`` arrays, sorted and disjoint; a bank that clipping emptied has
+``end <= start``), so the loops here run over levels only; each step is numpy over all rows.
+
+The runtime ranges: an entry at level ``l < 3`` they touch is a table unless it is a block; a
+non-block entry's ancestors are all non-blocks (coverage, alignment and block levels only grow
+downwards), so every such entry is reached. Tables at level ``l + 1`` are therefore the distinct
+non-block entries touched at level ``l``; ranges are sorted and disjoint, so two ranges can only
+share their boundary entries, and distinct = sum - adjacent duplicates.
+
+The idmap page then walks down from the root (``hyp_map_walker``): through tables; a page stops
+it; a block at level ``l`` (replaced by an empty table) or an empty entry makes it create one
+table at each level ``l + 1`` to 3. Only the runtime ranges nearest the page can touch its
+entries (``sweep.model.overlap.Nearest``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sweep.core.kconfig import levels, page_shift
+from sweep.model.overlap import Nearest
+
+I64 = np.int64
+NEVER = 9  # a level past 3: "the idmap creates no table"
+
+
+def level_columns(
+    va_bits: np.ndarray, idmap_va_bits: np.ndarray, tree_va_bits: np.ndarray, granule
+) -> dict[str, np.ndarray]:
+    """``levels_runtime``, ``levels_idmap``, ``levels``, ``extra_levels``, ``idmap_extended``."""
+    levels_runtime = levels(va_bits, granule)
+    n_levels = levels(tree_va_bits, granule)
+    return {
+        "idmap_extended": idmap_va_bits > va_bits,
+        "levels_runtime": levels_runtime,
+        "levels_idmap": levels(np.maximum(va_bits, idmap_va_bits), granule),
+        "levels": n_levels,
+        "extra_levels": n_levels - levels_runtime,
+    }
+
+
+def _shift(level, g: np.ndarray) -> np.ndarray:
+    """``shift(l) = g + (3 - l) * b`` per row (``g`` the page shift), at most 63: above a
+    row's root, all VAs (below 2^52) are in entry 0."""
+    return np.minimum(g + (3 - level) * (g - 3), 63)
+
+
+def _blocks(level: int, g, shift, delta, block_mappings) -> np.ndarray:
+    """Whether level ``level`` may hold blocks of these rows' runtime ranges: blocks on, a block
+    level (``KVM_PGTABLE_MIN_BLOCK_LEVEL``: 1 at 4K, 2 above), PA aligned as VA is."""
+    min_block = np.where(g == 12, 1, 2)
+    aligned = (delta & ((np.int64(1) << shift) - 1)) == 0
+    return block_mappings & (level >= min_block) & (level < 3) & aligned
+
+
+def runtime_tables(
+    start: np.ndarray,
+    end: np.ndarray,
+    valid: np.ndarray,
+    delta: np.ndarray,
+    granule: np.ndarray,
+    root: np.ndarray,
+    block_mappings: np.ndarray,
+) -> dict[int, np.ndarray]:
+    """Level -> tables of that level's descriptors the runtime ranges ``[start + delta,
+    end + delta)`` need below the root."""
+    va_start, va_end = start + delta, end + delta
+    tables = {}
+    g = page_shift(granule)
+    for level in range(int(root.min(initial=3)), 3):
+        shift = _shift(level, g)
+        blocks = _blocks(level, g, shift, delta, block_mappings) & (level >= root)
+        first = va_start >> shift
+        last = (va_end - 1) >> shift
+        full_lo = (va_start + ((np.int64(1) << shift) - 1)) >> shift  # whole entries
+        full_hi = va_end >> shift
+        count = last - first + 1 - np.where(blocks, np.maximum(full_hi - full_lo, 0), 0)
+        first_table = np.where(blocks & (first >= full_lo), last, first)
+        last_table = np.where(blocks & (last < full_hi), first, last)
+        has = valid & (count > 0)
+        shared = has[1:] & has[:-1] & (first_table[1:] == last_table[:-1])
+        distinct = np.where(has, count, 0).sum(axis=0) - shared.sum(axis=0)
+        tables[level + 1] = np.where(level >= root, distinct, 0)
+    return tables
+
+
+def runtime_delta(delta: np.ndarray, root: np.ndarray, granule: np.ndarray) -> np.ndarray:
+    """The part of ``delta`` the runtime tables depend on: ``delta mod 2^shift(root)``.
+
+    Moving every range by a multiple of ``2^shift(l)`` moves it by whole entries at level
+    ``l`` and at every level below: the same counts, the same block alignment. So rows whose
+    deltas differ only in bits at or above the root's shift (random tag bits, most often)
+    share their runtime tree.
+    """
+    return delta & ((np.int64(1) << _shift(root, page_shift(granule))) - 1)
+
+
+def idmap_walk(
+    near: Nearest,
+    idmap_pa: np.ndarray,
+    delta: np.ndarray,
+    granule: np.ndarray,
+    root: np.ndarray,
+    block_mappings: np.ndarray,
+) -> np.ndarray:
+    """The level below which the idmap page creates one table per level (``NEVER``: none)."""
+    first_new = np.asarray(NEVER, dtype=I64)
+    walking = np.asarray(True)
+    g = page_shift(granule)
+    for level in range(int(root.min(initial=3)), 3):
+        shift = _shift(level, g)
+        entry_start = idmap_pa & -(np.int64(1) << shift)
+        entry_end = entry_start + (np.int64(1) << shift)
+        stops = (near.below_end <= entry_start) & (near.above_start >= entry_end)  # untouched
+        blocks = _blocks(level, g, shift, delta, block_mappings)
+        if blocks.any():  # else no row meets a block at this level
+            stops |= blocks & (near.below_start <= entry_start) & (entry_end <= near.below_end)
+        stops &= walking & (level >= root)
+        first_new = np.where(stops, level, first_new)
+        walking = walking & ~stops
+        if not walking.any():
+            break
+    return np.broadcast_to(first_new, np.shape(idmap_pa))
+
+
+def table_columns(
+    runtime: dict[int, np.ndarray],
+    first_new: np.ndarray,
+    root: np.ndarray,
+    granule: np.ndarray,
+    tree_va_bits: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """``tables_lm1`` .. ``tables_l3``, ``table_pages``, ``table_bytes``, ``shared_tables``."""
+    # runtime counts are 0 at and above the root; the idmap creates tables below it only, one
+    # at each level from first_new + 1 to 3 (none for NEVER).
+    tables = {
+        level: runtime.get(level, 0) + (first_new < level) + (level == root)
+        for level in range(-1, 4)
+    }
+    runtime_pages = 1 + sum(runtime.values())
+    table_pages = runtime_pages + np.maximum(3 - first_new, 0)
+    root_entries = np.left_shift(1, tree_va_bits - _shift(root, page_shift(granule)), dtype=I64)
+    return {
+        "tables_lm1": tables[-1],
+        "tables_l0": tables[0],
+        "tables_l1": tables[1],
+        "tables_l2": tables[2],
+        "tables_l3": tables[3],
+        "table_pages": table_pages,
+        "table_bytes": root_entries * 8 + (table_pages - 1) * granule,
+        "shared_tables": runtime_pages + (4 - root) - table_pages,
+    }
+
+
+def root_level(tree_va_bits: np.ndarray, granule: np.ndarray) -> np.ndarray:
+    """The root's level ``s = 4 - levels(tree_va_bits)``."""
+    return 4 - levels(tree_va_bits, granule)

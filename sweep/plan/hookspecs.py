@@ -1,0 +1,61 @@
+"""Every hook a va-sweep plugin can implement, each documented with its real signature.
+
+Plugins contribute many things, so each hook receives a ``register`` callback (as in llm's
+``register_models`` and tox's ``tox_register_tox_env``): the host checks each item as it
+arrives and can name the plugin in an error. Every name (a granule, a granule's VA_BITS, a
+map, a layout, a placement kind) is registered once: built-ins go first, and a later
+registration of a taken name is refused and reported under the plugin that made it. A plugin
+writes::
+
+    from sweep import hookimpl
+
+    @hookimpl
+    def register_memory_maps(register):
+        register(MemoryMap("my-board", [(0x8000_0000, 2 << 30)]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("sweep")
+hookimpl = pluggy.HookimplMarker("sweep")
+
+
+@hookspec
+def register_granules(register: Callable[[int], None]) -> None:
+    """Register translation granules, in bytes: ``register(4096)``."""
+
+
+@hookspec
+def register_va_bits(register: Callable[[int, list[int]], None]) -> None:
+    """Register the Kconfig VA_BITS choices of a granule: ``register(4096, [39, 48, 52])``."""
+
+
+@hookspec
+def register_memory_maps(register: Callable[..., None]) -> None:
+    """Register memory maps: ``register(memory_map: MemoryMap, family: str | None = None)``."""
+
+
+@hookspec
+def register_layouts(register: Callable[[object], None]) -> None:
+    """Register HYP VA layouts: ``register(layout: sweep.model.layout.Layout)``.
+
+    The builder calls ``layout.compute(batch)`` once per batch with every row of that layout,
+    as numpy arrays (``sweep.model.layout.LayoutBatch``: rows of many maps, granules and VA_BITS).
+    """
+
+
+@hookspec
+def register_placements(register: Callable[[str, Callable], None]) -> None:
+    """Register idmap placements: ``register(kind, fn, check=None)``.
+
+    ``fn(banks: list[tuple[int, int]], granule: int, params: dict, context: dict) -> numpy uint64
+    array`` (or a ``sweep.plan.placements.Progression``) returns candidate idmap addresses for the
+    granule-trimmed banks ``(start, end)``; ``params`` is the ``[placement]`` table of the sweep
+    config, ``context`` names the memory map and granule (for seeding). The plan aligns,
+    deduplicates and sorts. ``check(params)`` raises ``sweep.core.errors.ValidationError``
+    (``"placement.KEY: rule"``) for bad parameters; the config calls it before reading any map.
+    """

@@ -1,0 +1,146 @@
+"""Which memory maps a sweep uses: names, globs, families and files, in one list of specs.
+
+A spec is, tried in this order:
+
+- ``family:NAME``: every registered map of a family (``family:board``, ``family:qemu-virt``);
+- an exact registered name (``juno``);
+- a glob over registered names (``qemu-virt-*``, ``single-2^4?``);
+- a path to a memory-map file of any kind ``sweep.load_memory_map`` reads, a directory of them
+  (``configs/memory-maps/``), or a glob of such files (``boards/*.dtb``); relative paths are
+  taken from ``base_dir`` (the config file's folder) when they exist there, else from the
+  working directory; ``-`` reads one map from standard input.
+
+Maps come back in the order the specs name them, each once. A spec that matches nothing is a
+one-line error that lists the nearest names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import glob
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from sweep.core.errors import ValidationError
+from sweep.core.memmap import MemoryMap
+from sweep.formats.files import STDIN
+from sweep.formats.loaders import SUFFIX_KINDS, load_memory_map
+from sweep.plan.plugins import Registry, registry
+
+GLOB_CHARS = "*?["
+SKIPPED_IN_DIRECTORIES = ("README*", "*.md", ".*", "_*")
+"""Files in a memory-map directory that are not maps: docs, hidden files, editor leftovers."""
+
+
+def select_memory_maps(
+    specs: Iterable[str] | str, base_dir: Path | None = None, catalog: Registry | None = None
+) -> dict[str, MemoryMap]:
+    """The maps ``specs`` select, by name, in order (see the module docstring for the forms).
+
+    ``catalog`` is the plugin registry, looked up once by the caller that turns a config into a
+    plan; without it the loaded plugins' registry is used."""
+    reg = catalog if catalog is not None else registry()
+    if isinstance(specs, str):
+        specs = [specs]
+    selected: dict[str, MemoryMap] = {}
+    origin: dict[str, str] = {}
+    for spec in specs:
+        if not isinstance(spec, str) or not spec.strip():
+            raise ValidationError(f"memory_maps: {spec!r} is not a name, glob, family:NAME or path")
+        spec = spec.strip()
+        for memory_map in _resolve(spec, reg.memory_maps, reg.families, base_dir):
+            _add(selected, origin, memory_map, spec, reg.memory_maps)
+    return selected
+
+
+def _add(
+    selected: dict[str, MemoryMap],
+    origin: dict[str, str],
+    memory_map: MemoryMap,
+    spec: str,
+    registered: Mapping[str, MemoryMap],
+) -> None:
+    name = memory_map.name
+    known = selected.get(name) or registered.get(name)
+    if known is not None and _sorted(known) != _sorted(memory_map):
+        where = origin.get(name, "a built-in plugin")
+        raise ValidationError(
+            f"memory_maps: {spec!r} gives a map named {name!r} whose banks differ from the one"
+            f" from {where}; rename one (the name field of a TOML file)"
+        )
+    if name not in selected:
+        selected[name] = memory_map
+        origin[name] = repr(spec)
+
+
+def _resolve(
+    spec: str,
+    registered: Mapping[str, MemoryMap],
+    families: Mapping[str, str],
+    base_dir: Path | None,
+) -> list[MemoryMap]:
+    """The maps of one spec, trying each form of the module docstring in turn."""
+    if spec.startswith("family:"):
+        return _family(spec.removeprefix("family:"), registered, families)
+    if spec in registered:
+        return [registered[spec]]
+    is_glob = any(c in spec for c in GLOB_CHARS)
+    names = fnmatch.filter(registered, spec) if is_glob else []
+    if names:
+        return [registered[n] for n in names]
+    if spec == STDIN:
+        return [load_memory_map(STDIN)]
+    files = _files(spec, base_dir, is_glob)
+    if files is not None:
+        return [load_memory_map(p) for p in files]
+    near = difflib.get_close_matches(spec, list(registered), n=5, cutoff=0.5)
+    hint = f"near matches: {', '.join(near)}" if near else "see `sweep maps` for the names"
+    raise ValidationError(
+        f"memory_maps: {spec!r} is not a registered memory map, family:NAME, glob or existing"
+        f" file ({hint})"
+    )
+
+
+def _family(
+    family: str, registered: Mapping[str, MemoryMap], families: Mapping[str, str]
+) -> list[MemoryMap]:
+    members = [m for name, m in registered.items() if families.get(name) == family]
+    if not members:
+        known = ", ".join(sorted(set(families.values()))) or "none"
+        raise ValidationError(f"memory_maps: family {family!r} has no maps (families: {known})")
+    return members
+
+
+def _files(spec: str, base_dir: Path | None, is_glob: bool) -> list[Path] | None:
+    """The memory-map files a path spec names, or None when it names none (so: not a path).
+
+    A relative path is tried in the config file's folder first, then in the working directory
+    (where command-line overrides are meant)."""
+    path = Path(spec).expanduser()
+    candidates = [path]
+    if base_dir is not None and not path.is_absolute():
+        candidates.insert(0, Path(base_dir) / path)
+    if is_glob:
+        for candidate in candidates:
+            files = sorted(Path(p) for p in glob.glob(str(candidate)) if Path(p).is_file())
+            if files:
+                return files
+        return None
+    path = next((c for c in candidates if c.exists()), candidates[0])
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not _skipped(p))
+        if not files:
+            raise ValidationError(f"memory_maps: directory {str(path)!r} holds no memory-map files")
+        return files
+    if path.exists() or "/" in spec or path.suffix in SUFFIX_KINDS:
+        return [path]  # load_memory_map names what is wrong with it (missing, a FIFO, ...)
+    return None
+
+
+def _sorted(memory_map: MemoryMap) -> list[tuple[int, int]]:
+    return sorted((bank.base, bank.size) for bank in memory_map.banks)
+
+
+def _skipped(path: Path) -> bool:
+    return any(fnmatch.fnmatch(path.name, pattern) for pattern in SKIPPED_IN_DIRECTORIES)

@@ -1,0 +1,183 @@
+"""The inputs of a sweep's rows that are not plain config values: idmap placements and tags.
+
+Placements come from a placement plugin as a uint64 array or, for a regular stride, as a
+:class:`Progression` (one arithmetic progression per bank), which is counted and sliced by
+arithmetic: a stride sweep of 10^9 rows never holds its addresses. ``tag_random`` is a hash of
+the row's inputs, so any row can be recomputed alone, in any order, on any worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sweep.core.errors import SweepError
+from sweep.core.memmap import MemoryMap
+
+MASK64 = (1 << 64) - 1
+GOLDEN_GAMMA = 0x9E3779B97F4A7C15
+"""splitmix64's increment (Steele, Lea, Flood 2014, "Fast splittable pseudorandom number
+generators", and Vigna's reference ``splitmix64.c``)."""
+
+
+# --- splitmix64 and tag_random ------------------------------------------------------------------
+
+
+def _splitmix64_int(x: int) -> int:
+    """splitmix64's output for state ``x`` (increment, then finaliser) on one Python int."""
+    z = (x + GOLDEN_GAMMA) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The same over a uint64 array (numpy's uint64 arithmetic wraps mod 2^64)."""
+    z = x + np.uint64(GOLDEN_GAMMA)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def name_digest(name: str) -> int:
+    """A stable 64-bit digest of a memory map's name (Python's ``hash()`` changes per process)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+
+
+def tag_prefix(seed: int, memory_map: str, granule: int, va_bits: int) -> int:
+    """What ``tag_random`` hashes with the idmap address: seed, map name, granule, VA_BITS."""
+    prefix = _splitmix64_int(seed ^ name_digest(memory_map))
+    return _splitmix64_int(prefix ^ (granule << 8 | va_bits))
+
+
+def tag_random(
+    seed: int, memory_map: str, granule: int, va_bits: int, idmap_pa: np.ndarray
+) -> np.ndarray:
+    """``tag_random`` per row (docs/model.md section 8 ``[tag]``): 0 for seed 0, otherwise a hash of
+    the seed, the map's name, granule, VA_BITS and idmap address, whatever the order or worker.
+
+    Only rows of a layout that inserts a random tag (``Layout.uses_tag_random``) get one.
+    """
+    idmap = np.asarray(idmap_pa, dtype=np.uint64)
+    if seed == 0:
+        return np.zeros(len(idmap), dtype=np.uint64)
+    return _splitmix64(idmap ^ np.uint64(tag_prefix(seed, memory_map, granule, va_bits)))
+
+
+def splitmix64_stream(key: int, count: int) -> np.ndarray:
+    """The first ``count`` outputs of splitmix64 seeded with ``key`` (its state advances by the
+    increment before each output), for seeded plugins such as the random placement."""
+    states = np.arange(count, dtype=np.uint64) * np.uint64(GOLDEN_GAMMA) + np.uint64(key & MASK64)
+    return _splitmix64(states)
+
+
+# --- placements ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progression:
+    """Addresses ``starts[k] + j * step`` for ``0 <= j < counts[k]``, bank by bank: what a
+    stride placement returns instead of an array, so that it is counted without being built."""
+
+    starts: tuple[int, ...]
+    counts: tuple[int, ...]
+    step: int
+
+
+class Placements:
+    """The sorted, distinct, granule-aligned idmap addresses of one (memory map, granule)."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        """The addresses at positions ``index`` (int64), as uint64."""
+        raise NotImplementedError
+
+    def range(self, lo: int, hi: int) -> np.ndarray:
+        """The addresses at positions ``lo`` to ``hi - 1``, as uint64."""
+        return self.take(np.arange(lo, hi, dtype=np.int64))
+
+
+class ListedPlacements(Placements):
+    def __init__(self, addresses: np.ndarray) -> None:
+        self.addresses = addresses
+
+    def __len__(self) -> int:
+        return len(self.addresses)
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        return self.addresses[index]
+
+    def range(self, lo: int, hi: int) -> np.ndarray:
+        return self.addresses[lo:hi]
+
+
+class StridedPlacements(Placements):
+    """A :class:`Progression` aligned down to the granule. The banks are granule-trimmed, so
+    a step that is a multiple of the granule, or larger than it, keeps every address distinct;
+    a smaller step reaches every page of the bank, which is the progression with step = granule.
+    """
+
+    def __init__(self, progression: Progression, granule: int) -> None:
+        step, counts = progression.step, np.array(progression.counts, dtype=np.int64)
+        starts = np.array(progression.starts, dtype=np.int64)
+        if step < granule:  # every page from the first address's to the last's
+            first = starts & ~(granule - 1)
+            last = (starts + np.maximum(counts - 1, 0) * step) & ~(granule - 1)
+            counts = np.where(counts > 0, (last - first) // granule + 1, 0)
+            starts, step = first, granule
+        self.starts = starts
+        self.counts = counts
+        self.step = step
+        self.granule = granule
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        bank = np.searchsorted(self.offsets, index, side="right") - 1
+        address = self.starts[bank] + (index - self.offsets[bank]) * self.step
+        return (address & ~(self.granule - 1)).astype(np.uint64)
+
+    def range(self, lo: int, hi: int) -> np.ndarray:
+        """Bank by bank, by arithmetic (a work unit's placements are consecutive)."""
+        parts = []
+        first = int(np.searchsorted(self.offsets, lo, side="right")) - 1
+        for bank in range(max(first, 0), len(self.counts)):
+            start, stop = self.offsets[bank], self.offsets[bank + 1]
+            if start >= hi:
+                break
+            a, b = max(lo, start) - start, min(hi, stop) - start
+            if b > a:
+                base = int(self.starts[bank])
+                parts.append(np.arange(base + a * self.step, base + b * self.step, self.step))
+        address = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        address &= ~(self.granule - 1)
+        return address.view(np.uint64)
+
+
+def placements(
+    memory_map: MemoryMap, granule: int, kind: str, fn: Callable, params: Mapping[str, Any]
+) -> Placements:
+    """One (memory map, granule)'s idmap addresses from placement plugin ``fn``: aligned down
+    to the granule, deduplicated and sorted (docs/model.md section 8 ``[placement]``)."""
+    banks = memory_map.trimmed(granule)
+    context = {"memory_map": memory_map.name, "granule": granule}
+    result = fn(banks, granule, dict(params), context)
+    if isinstance(result, Progression):
+        return StridedPlacements(result, granule)
+    addresses = np.asarray(result)
+    if addresses.dtype.kind not in "iu":
+        raise SweepError(f"placement {kind!r}: returned {addresses.dtype} addresses, not integers")
+    addresses = addresses.astype(np.uint64) & ~np.uint64(granule - 1)
+    if len(addresses) < 2 or bool((addresses[1:] > addresses[:-1]).all()):
+        return ListedPlacements(addresses)  # sorted and distinct already: skip the sort
+    return ListedPlacements(np.unique(addresses))

@@ -1,0 +1,384 @@
+"""Cutting a sweep into work units, lazily, so that a billion configurations run in flat memory.
+
+A sweep is the cartesian product memory map x granule x VA_BITS x layout x block setting x
+placement. The plan resolves every plugin once (maps, layouts, the placement function) and keeps,
+per (memory map, granule), only how many placements there are; units are generated from those
+counts on demand and never held together.
+
+The rows of one (granule, VA_BITS) partition are numbered in a fixed order (map, then layout,
+then block setting, then placement) and a unit is the range ``[start, stop)`` of that numbering,
+``unit_rows`` long: a sweep of many small maps writes a few full files rather than thousands of
+one-row files, and a unit's inputs are computed from its range by arithmetic, for 2 maps or
+2,000. The order depends only on the config and the plugins, so unit ``k`` of a partition is the
+same unit in every run: that is what ``--resume`` relies on (with :data:`ALGORITHM_VERSION`).
+
+``placement.kind = "every-page"`` writes runs of pages instead of rows (:mod:`sweep.model.runs`);
+its units hold whole memory maps, so that no run is cut.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sweep.core.errors import SweepError, ValidationError
+from sweep.core.memmap import MemoryMap, granule_name
+from sweep.model.layout import Layout
+from sweep.plan.config import SweepConfig
+from sweep.plan.memory_maps import select_memory_maps
+from sweep.plan.placements import ListedPlacements, Placements, placements, tag_prefix
+from sweep.plan.plugins import pm, registry
+from sweep.store.parts import part_path
+
+ALGORITHM_VERSION = 2
+"""Bumped whenever the rows a config gives change for the same code inputs: the tag hash, the
+random placement's stream, the unit order. ``_sweep.json`` records it (``plan``), so ``--resume``
+never mixes parts of two versions. 2: units as row ranges; random placement by splitmix64."""
+
+EVERY_PAGE = "every-page"
+RUN_UNIT_FACTOR = 1024
+"""An every-page unit packs whole maps until it covers ``unit_rows * RUN_UNIT_FACTOR``
+configurations (runs are far fewer rows than pages)."""
+KEEP_LISTED = 1 << 22
+"""Listed addresses (32 MiB) up to which the plan keeps what it counted, for the workers."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One part file's worth of rows: rows ``[start, stop)`` of a (granule, VA_BITS) partition."""
+
+    granule: int
+    va_bits: int
+    index: int
+    start: int
+    stop: int
+    runs: bool = False
+    """Its rows are runs of pages (every-page): how many is known only once built."""
+
+    @property
+    def part_rows(self) -> int | None:
+        """Rows its part file holds, when known before it is built."""
+        return None if self.runs else self.rows
+
+    @property
+    def id(self) -> str:
+        return f"{granule_name(self.granule)}/va{self.va_bits}/{self.index:06d}"
+
+    @property
+    def path(self) -> str:
+        """Where its part file goes, relative to the dataset root."""
+        return part_path(self.granule, self.va_bits, self.index)
+
+    @property
+    def rows(self) -> int:
+        """Configurations covered (for every-page, the pages x layouts x block settings)."""
+        return self.stop - self.start
+
+    def describe(self) -> str:
+        return f"{self.id} ({self.rows} configurations: [{self.start}, {self.stop}))"
+
+
+@dataclass
+class UnitInputs:
+    """The section 1 inputs of a unit's rows, as index arrays into the plan's lists."""
+
+    map_index: np.ndarray  # int64, into Plan.map_list
+    layout_index: np.ndarray  # int64, into Plan.layouts
+    block_mappings: np.ndarray  # bool
+    idmap_pa: np.ndarray  # uint64
+
+
+@dataclass
+class Plan:
+    """What a sweep will run: the config, its maps, layouts and placement function, and the
+    placement count of each map x granule. Built once in the parent; inherited under fork,
+    pickled to Dask workers (which look the plugins up again by name)."""
+
+    config: SweepConfig
+    memory_maps: dict[str, MemoryMap]
+    va_bits: dict[int, list[int]]
+    counts: dict[tuple[str, int], int]
+    layouts: tuple[Layout, ...] = ()
+    placement_fn: Callable | None = None
+    failures: list[dict] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__, _cache={}, layouts=None, placement_fn=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.layouts is None:  # on a worker: the same plugins, loaded by name
+            from sweep.plan.plugins import registry  # lazy: a worker unpickles before loading them
+
+            reg = registry()
+            self.layouts = tuple(reg.layouts[name] for name in self.config.layouts)
+            self.placement_fn = reg.placements[self.config.placement["kind"]]
+
+    @property
+    def unit_rows(self) -> int:
+        return self.config.unit_rows
+
+    @property
+    def runs(self) -> bool:
+        """Whether rows are runs of pages (``every-page``) rather than one row per page."""
+        return self.config.placement["kind"] == EVERY_PAGE
+
+    @property
+    def map_list(self) -> list[MemoryMap]:
+        return list(self.memory_maps.values())
+
+    def partitions(self) -> Iterator[tuple[int, int]]:
+        for granule in self.config.granules:
+            for va_bits in self.va_bits[granule]:
+                yield granule, va_bits
+
+    def _placement_counts(self, granule: int) -> np.ndarray:
+        """Placements of each map at ``granule`` (once per granule: a plan of 2,000 maps asks
+        for them once per unit and partition)."""
+        key = ("placement_counts", granule)
+        if key not in self._cache:
+            counts = [self.counts.get((name, granule), 0) for name in self.memory_maps]
+            self._cache[key] = np.array(counts, dtype=np.int64)
+        return self._cache[key]
+
+    def _map_rows(self, granule: int) -> np.ndarray:
+        """Rows of each map in a partition: placements x layouts x block settings."""
+        combos = len(self.config.layouts) * len(self.config.block_mappings)
+        return self._placement_counts(granule) * combos
+
+    def partition_rows(self, granule: int) -> int:
+        return int(self._map_rows(granule).sum())
+
+    @property
+    def configurations(self) -> int:
+        return sum(self.partition_rows(g) for g, _ in self.partitions())
+
+    @property
+    def n_units(self) -> int:
+        return sum(len(self._cuts(g)) - 1 for g, _ in self.partitions())
+
+    def _cuts(self, granule: int) -> list[int]:
+        """Unit boundaries in a partition's row numbering."""
+        total = self.partition_rows(granule)
+        if not self.runs:
+            return [*range(0, total, self.unit_rows), total] if total else [0]
+        cuts, room = [0], self.unit_rows * RUN_UNIT_FACTOR
+        ends = np.cumsum(self._map_rows(granule)).tolist()
+        for end in ends:
+            if end - cuts[-1] >= room or (end == total and end > cuts[-1]):
+                cuts.append(end)
+        return cuts
+
+    def units(self) -> Iterator[Unit]:
+        """Every unit, in a fixed order, generated on demand."""
+        for granule, va_bits in self.partitions():
+            cuts = self._cuts(granule)
+            for index, (start, stop) in enumerate(zip(cuts, cuts[1:], strict=False)):
+                yield Unit(granule, va_bits, index, start, stop, self.runs)
+
+    # --- a unit's inputs (in a worker) ------------------------------------------------------
+
+    def placements_of(self, granule: int) -> list[Placements | None]:
+        """Each map's placements at ``granule``, computed once per process (None where the
+        plugin failed at planning: that map has no rows)."""
+        key = ("placements", granule)
+        if key not in self._cache:
+            kind = self.config.placement["kind"]
+            self._cache[key] = [
+                placements(m, granule, kind, self.placement_fn, self.config.placement)
+                if self.counts.get((name, granule))
+                else None
+                for name, m in self.memory_maps.items()
+            ]
+        return self._cache[key]
+
+    def _listed(self, granule: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Every listed map's addresses in one array with each map's offset into it, and the
+        maps whose placements are progressions (sliced by arithmetic instead)."""
+        key = ("listed", granule)
+        if key not in self._cache:
+            found = self.placements_of(granule)
+            arrays = [p.addresses if isinstance(p, ListedPlacements) else None for p in found]
+            sizes = [0 if a is None else len(a) for a in arrays]
+            flat = np.concatenate([a for a in arrays if a is not None] or [[]]).astype(np.uint64)
+            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            strided = [m for m, p in enumerate(found) if p is not None and arrays[m] is None]
+            self._cache[key] = (flat, offsets, strided)
+        return self._cache[key]
+
+    def map_row_offsets(self, granule: int) -> np.ndarray:
+        """Where each map's rows start in the partition numbering (and the total, last)."""
+        return np.concatenate([[0], np.cumsum(self._map_rows(granule))])
+
+    def unit_inputs(self, unit: Unit, start: int | None = None, stop: int | None = None):
+        """The inputs of rows ``[start, stop)`` of ``unit`` (all of them by default), decoded
+        from the row numbers by arithmetic: map, layout, block setting, placement."""
+        g = unit.granule
+        start = unit.start if start is None else start
+        stop = unit.stop if stop is None else stop
+        offsets = self.map_row_offsets(g)
+        counts = self._placement_counts(g)
+        segments = _segments(offsets, counts, start, stop)
+        if segments is not None:
+            return self._segment_inputs(g, segments, stop - start)
+        n_blocks = len(self.config.block_mappings)
+        row = np.arange(start, stop, dtype=np.int64)
+        map_index = np.searchsorted(offsets, row, side="right") - 1
+        local = row - offsets[map_index]
+        n = counts[map_index]
+        combo, placement = np.divmod(local, n)
+        flat, listed_offsets, strided = self._listed(g)
+        if len(flat):
+            idmap = flat[np.minimum(listed_offsets[map_index] + placement, len(flat) - 1)]
+        else:
+            idmap = np.zeros(len(row), dtype=np.uint64)
+        if strided:
+            found = self.placements_of(g)
+            for m in strided:  # maps are contiguous row ranges
+                lo, hi = np.searchsorted(row, offsets[m : m + 2]).tolist()
+                if hi > lo:
+                    idmap[lo:hi] = found[m].take(placement[lo:hi])
+        block_choice = np.array(self.config.block_mappings, dtype=bool)
+        return UnitInputs(map_index, combo // n_blocks, block_choice[combo % n_blocks], idmap)
+
+    def _segment_inputs(self, granule: int, segments: list, rows: int) -> UnitInputs:
+        """A unit's inputs from its segments (map, combination, placements ``[lo, hi)``): a
+        few long runs, each filled at once."""
+        n_blocks = len(self.config.block_mappings)
+        found = self.placements_of(granule)
+        map_index = np.empty(rows, dtype=np.int64)
+        layout_index = np.empty(rows, dtype=np.int64)
+        block_mappings = np.empty(rows, dtype=bool)
+        idmap = np.empty(rows, dtype=np.uint64)
+        at = 0
+        for m, combo, lo, hi in segments:
+            part = slice(at, at + hi - lo)
+            map_index[part] = m
+            layout_index[part] = combo // n_blocks
+            block_mappings[part] = self.config.block_mappings[combo % n_blocks]
+            idmap[part] = found[m].range(lo, hi)
+            at += hi - lo
+        return UnitInputs(map_index, layout_index, block_mappings, idmap)
+
+    def tag_prefixes(self, granule: int, va_bits: int) -> np.ndarray:
+        """Each map's ``tag_prefix`` (0 for seed 0), once per worker and partition."""
+        key = ("tags", granule, va_bits)
+        if key not in self._cache:
+            seed = self.config.tag_seed
+            self._cache[key] = np.array(
+                [
+                    tag_prefix(seed, name, granule, va_bits) if seed else 0
+                    for name in self.memory_maps
+                ],
+                dtype=np.uint64,
+            )
+        return self._cache[key]
+
+    def fingerprint(self) -> dict:
+        """What besides the config decides the rows: the maps' banks, VA_BITS, placement counts
+        and the algorithm version. ``--resume`` compares it, so a board whose banks changed, or
+        a new tag hash, is not mixed with old parts."""
+        maps = {
+            name: hashlib.blake2b(repr(m.banks).encode(), digest_size=8).hexdigest()
+            for name, m in self.memory_maps.items()
+        }
+        counts = hashlib.blake2b(
+            repr(sorted(self.counts.items())).encode(), digest_size=8
+        ).hexdigest()
+        return {
+            "algorithm_version": ALGORITHM_VERSION,
+            "memory_maps": maps,
+            "va_bits": {granule_name(g): v for g, v in self.va_bits.items()},
+            "placement_counts": counts,
+            "configurations": self.configurations,
+            "units": self.n_units,
+        }
+
+
+SEGMENT_ROWS = 1024
+"""Rows a unit's segments (runs of one map, layout and block setting) must average for its
+inputs to be filled segment by segment rather than decoded row by row."""
+
+
+def _segments(offsets: np.ndarray, counts: np.ndarray, start: int, stop: int) -> list | None:
+    """Rows ``[start, stop)`` of a partition as ``(map, combination, lo, hi)``: rows of one
+    map and one (layout, block) combination hold its placements ``lo`` to ``hi - 1``. None when
+    they would be shorter than ``SEGMENT_ROWS`` on average (many small maps)."""
+    first = int(np.searchsorted(offsets, start, side="right")) - 1
+    last = int(np.searchsorted(offsets, stop - 1, side="right")) - 1
+    maps = np.arange(first, last + 1)
+    n = counts[maps]
+    lo = np.maximum(start, offsets[maps]) - offsets[maps]
+    hi = np.minimum(stop, offsets[maps + 1]) - offsets[maps]
+    has = (n > 0) & (hi > lo)
+    spans = np.where(has, (hi - 1) // np.maximum(n, 1) - lo // np.maximum(n, 1) + 1, 0)
+    if int(spans.sum()) * SEGMENT_ROWS > stop - start:
+        return None
+    segments = []
+    kept = zip(maps[has].tolist(), n[has].tolist(), lo[has].tolist(), hi[has].tolist(), strict=True)
+    for m, count, a, b in kept:
+        for combo in range(a // count, (b - 1) // count + 1):
+            lo_row, hi_row = max(a, combo * count), min(b, (combo + 1) * count)
+            segments.append((m, combo, lo_row - combo * count, hi_row - combo * count))
+    return segments
+
+
+def make_plan(config: SweepConfig, base_dir: str | None = None) -> Plan:
+    """Resolve maps, layouts, the placement and VA_BITS, and count placements; a map whose
+    placement fails is recorded as a failure and left out (the sweep goes on), unless every
+    one fails."""
+
+    reg = registry()
+    maps = select_memory_maps(config.memory_maps, Path(base_dir) if base_dir else None, reg)
+    if not maps:
+        raise ValidationError(f"memory_maps: {config.memory_maps!r} selects no memory map")
+    kind = config.placement["kind"]
+    if kind == EVERY_PAGE and config.tag_seed != 0:
+        raise ValidationError(
+            "tag.seed: placement every-page writes runs of pages with equal outputs and needs"
+            " seed = 0 (a random tag per page would make every page a run of its own)"
+        )
+    if config.va_bits == "kconfig":
+        va_bits = {g: sorted(reg.va_bits[g]) for g in config.granules}
+    else:
+        va_bits = {g: list(config.va_bits) for g in config.granules}
+    layouts = tuple(reg.layouts[name] for name in config.layouts)
+    fn = reg.placements[kind]
+    counts: dict[tuple[str, int], int] = {}
+    found: dict[int, list[Placements | None]] = {g: [] for g in config.granules}
+    failures: list[dict] = []
+    first_error: Exception | None = None
+    for name, memory_map in maps.items():
+        for granule in config.granules:
+            found[granule].append(None)
+            try:
+                found[granule][-1] = placements(memory_map, granule, kind, fn, config.placement)
+                counts[(name, granule)] = len(found[granule][-1])
+            except Exception as exc:  # one map's failure is its own; the others still run
+                first_error = first_error or exc
+                failures.append(
+                    {
+                        "unit": f"plan:{name}:{granule_name(granule)}",
+                        "error": f"placement {kind!r}: {type(exc).__name__}: {exc}",
+                    }
+                )
+    if failures and not counts:
+        if isinstance(first_error, SweepError):
+            raise first_error
+        raise SweepError(failures[0]["error"])
+    plugins = [name for name, _plugin in pm.list_name_plugin()]
+    plan = Plan(config, maps, va_bits, counts, layouts, fn, failures, plugins)
+    listed = sum(len(p) for ps in found.values() for p in ps if isinstance(p, ListedPlacements))
+    if listed <= KEEP_LISTED:  # forked workers inherit them: computed once per sweep
+        for granule, ps in found.items():
+            plan._cache[("placements", granule)] = [
+                p if p is not None and len(p) else None for p in ps
+            ]
+    return plan

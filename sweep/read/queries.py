@@ -1,0 +1,304 @@
+"""The named queries: the morning-after questions, each one SQL aggregate in DuckDB.
+
+Each takes a result directory, a :class:`sweep.read.engine.Results` (filters applied) or a DataFrame
+from ``results.load``, and returns a small DataFrame. All but ``worst-cases`` aggregate the
+rows' summaries (:mod:`sweep.store.summary`: a few hundred rows per part file, read from the parts'
+footers), so they cost about what reading the footers costs, for 10^3 rows as for 10^9;
+``worst-cases`` reads rows, of the parts the summaries say can hold them. Rows that stand for
+runs of pages (a ``pages`` column) count as ``pages`` configurations, and a run's smallest margin
+is ``min(margin, margin_last)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from sweep.core.columns import INPUT_COLUMNS
+from sweep.core.memmap import granule_name
+from sweep.read.engine import Results, results_of
+
+Source = Results | str | Path | pd.DataFrame
+
+LEGACY_LAYOUTS = ("high-only", "merged", "tagged")
+"""Layouts whose kernels build the idmap with 4.x ``head.S``: at most one extra level, so a row
+with ``extra_levels > 1`` under one of them is a configuration those kernels could not run."""
+
+CONFIG = ["memory_map", "granule", "va_bits", "layout"]
+
+
+def _when(condition: str) -> str:
+    """Configurations (summary ``rows``) where ``condition`` holds."""
+    return f"CAST(sum(CASE WHEN {condition} THEN rows ELSE 0 END) AS BIGINT)"
+
+
+ROWS = "CAST(sum(rows) AS BIGINT)"
+
+
+def overlaps(data: Source) -> pd.DataFrame:
+    """Per board and layout: rows, rows whose idmap overlaps a runtime mapping, rows whose idmap
+    is inside the HYP window (4.8's "IDMAP intersecting with HYP VA" check), and the shares."""
+    r = results_of(data)
+    out = r.frame(
+        f"SELECT memory_map, layout, {ROWS} AS rows, {_when('overlap')} AS overlaps, "
+        f"{_when('idmap_in_window')} AS in_window FROM {r.summary} GROUP BY ALL ORDER BY ALL"
+    ).set_index(["memory_map", "layout"])
+    out["overlap_share"] = out["overlaps"] / out["rows"]
+    out["in_window_share"] = out["in_window"] / out["rows"]
+    return out
+
+
+def overlap_matrix(data: Source) -> pd.DataFrame:
+    """Board x layout: the share of rows that overlap."""
+    return overlaps(data)["overlap_share"].unstack("layout")
+
+
+def overlaps_by_config(data: Source) -> pd.DataFrame:
+    """Per granule, VA_BITS and layout: rows, overlapping rows and their share."""
+    r = results_of(data)
+    out = r.frame(
+        f"SELECT granule, va_bits, layout, {ROWS} AS rows, {_when('overlap')} AS overlaps, "
+        f"{_when('idmap_in_window')} AS in_window FROM {r.summary} GROUP BY ALL ORDER BY ALL"
+    ).set_index(["granule", "va_bits", "layout"])
+    out["overlap_share"] = out["overlaps"] / out["rows"]
+    return out
+
+
+def _level_summary(r: Results, condition: str) -> pd.DataFrame:
+    return r.frame(
+        f"SELECT memory_map, granule, va_bits, layout, {ROWS} AS rows, "
+        "max(extra_levels) AS max_extra_levels, max(levels) AS max_levels, "
+        f"min(idmap_from) AS lowest_idmap_pa FROM {r.summary} WHERE {condition} "
+        "GROUP BY ALL ORDER BY ALL"
+    ).set_index(CONFIG)
+
+
+def extra_levels(data: Source) -> pd.DataFrame:
+    """Configurations (board, granule, VA_BITS, layout) where the merged tree has more levels than
+    the runtime mappings need, with the lowest idmap address that causes it."""
+    return _level_summary(results_of(data), "extra_levels > 0")
+
+
+def unrunnable_4x(data: Source) -> pd.DataFrame:
+    """Configurations 4.x kernels could not run: ``extra_levels > 1`` under a legacy layout
+    (4.x ``head.S`` adds at most one level to the idmap, docs/model.md section 5)."""
+    legacy = ", ".join(f"'{name}'" for name in LEGACY_LAYOUTS)
+    return _level_summary(results_of(data), f"extra_levels > 1 AND layout IN ({legacy})")
+
+
+def level_counts(data: Source) -> pd.DataFrame:
+    """Rows per (granule, VA_BITS, layout) and level count of the merged tree."""
+    r = results_of(data)
+    return r.frame(
+        f"SELECT granule, va_bits, layout, levels, {ROWS} AS rows FROM {r.summary} "
+        "GROUP BY ALL ORDER BY ALL"
+    )
+
+
+def _per_board_bytes(r: Results) -> pd.DataFrame:
+    """Per board, granule, VA_BITS and block setting: rows and table_bytes min, sum, max."""
+    return r.frame(
+        f"SELECT granule, va_bits, block_mappings, memory_map, {ROWS} AS rows, "
+        "min(min_table_bytes) AS min_bytes, max(max_table_bytes) AS max_bytes, "
+        f"sum(sum_table_bytes) AS total FROM {r.summary} "
+        "GROUP BY ALL ORDER BY ALL"
+    )
+
+
+def table_size(data: Source) -> pd.DataFrame:
+    """HYP table bytes by granule, VA_BITS and block mappings: min, mean, max, and the board
+    with the largest tables (the first by name when several share the largest)."""
+    per_board = _per_board_bytes(results_of(data))
+    keys = ["granule", "va_bits", "block_mappings"]
+    grouped = per_board.groupby(keys, sort=True)
+    out = grouped.agg(
+        rows=("rows", "sum"),
+        min_bytes=("min_bytes", "min"),
+        total=("total", "sum"),
+        max_bytes=("max_bytes", "max"),
+    )
+    out.insert(2, "mean_bytes", out.pop("total") / out["rows"])
+    largest = per_board.loc[grouped["max_bytes"].idxmax()].set_index(keys)["memory_map"]
+    out["largest_board"] = largest.astype(str)
+    return out
+
+
+def config_label(granule: int, va_bits: int) -> str:
+    """``"4K/39"``: how a granule and VA_BITS pair is written in tables and plots."""
+    return f"{granule_name(int(granule))}/{int(va_bits)}"
+
+
+def table_bytes_by_board(data: Source, block_mappings: bool | None = None) -> pd.DataFrame:
+    """Board x granule/VA_BITS: the largest ``table_bytes`` (the report's heatmap)."""
+    r = results_of(data)
+    where = "" if block_mappings is None else f" WHERE block_mappings = {bool(block_mappings)}"
+    long = r.frame(
+        "SELECT memory_map, granule, va_bits, max(max_table_bytes) AS table_bytes "
+        f"FROM {r.summary}{where} GROUP BY ALL ORDER BY ALL"
+    )
+    return _board_matrix(long)
+
+
+def table_bytes_matrices(data: Source) -> dict[bool, pd.DataFrame]:
+    """``table_bytes_by_board`` for each block setting present, from one scan."""
+    r = results_of(data)
+    long = r.frame(
+        "SELECT block_mappings, memory_map, granule, va_bits, "
+        f"max(max_table_bytes) AS table_bytes FROM {r.summary} GROUP BY ALL ORDER BY ALL"
+    )
+    return {bool(b): _board_matrix(part) for b, part in long.groupby("block_mappings")}
+
+
+def _board_matrix(long: pd.DataFrame) -> pd.DataFrame:
+    out = long.pivot(index="memory_map", columns=["granule", "va_bits"], values="table_bytes")
+    out = out.sort_index(axis=1)
+    out.columns = [config_label(g, v) for g, v in out.columns]
+    return out
+
+
+def size_label(nbytes: int) -> str:
+    """``2^k`` bytes as ``"512K"``, ``"1G"``: how a power-of-two bucket is named."""
+    for unit, shift in (("P", 50), ("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        if nbytes >= 1 << shift and nbytes % (1 << shift) == 0:
+            return f"{nbytes >> shift}{unit}"
+    return str(nbytes)
+
+
+def margin_distribution(data: Source) -> pd.DataFrame:
+    """Rows per layout and margin bucket (powers of two): how close the idmap page comes to a
+    runtime mapping. Bucket ``k`` holds margins in ``[2^(k-1), 2^k)``; 0 means they touch."""
+    r = results_of(data)
+    counts = r.frame(
+        f"SELECT layout, margin_bits, {ROWS} AS rows FROM {r.summary} "
+        "GROUP BY ALL HAVING sum(rows) > 0 ORDER BY ALL"
+    )
+    counts["from"] = [
+        "0" if k == 0 else size_label(1 << (int(k) - 1)) for k in counts["margin_bits"]
+    ]
+    return counts
+
+
+WORST_ORDER = (
+    "overlap DESC, idmap_in_window DESC, extra_levels DESC, margin ASC, table_bytes DESC, "
+    "memory_map, granule, va_bits, layout, block_mappings, idmap_pa"
+)
+"""Worst first: overlapping, then idmap in the window, most extra levels, smallest margin,
+largest tables; ties in configuration order, so the answer does not depend on file order."""
+
+WORST_CASE_COLUMNS = [
+    *INPUT_COLUMNS,
+    "overlap",
+    "idmap_in_window",
+    "margin",
+    "levels",
+    "extra_levels",
+    "table_bytes",
+]
+
+
+def worst_cases(data: Source, n: int = 20) -> pd.DataFrame:
+    """The ``n`` worst rows (see ``WORST_ORDER``); DuckDB keeps only the top ``n`` as it scans,
+    and with part summaries it scans only rows that can be among them (``_worst_bound``)."""
+    r = results_of(data)
+    columns = [c for c in WORST_CASE_COLUMNS if c in r.columns]
+    columns += [c for c in ("idmap_pa_last", "pages", "margin_last") if c in r.columns]
+    order = WORST_ORDER.replace("margin ASC", f"{r.min_margin} ASC")
+    source, where = "results", ""
+    if r.summary_parts:
+        bound = _worst_bound(r, int(n))
+        if bound is not None:
+            parts = r.frame(f"SELECT DISTINCT part FROM {r.summary} WHERE {bound('min_margin')}")
+            source, where = r.scan_of(sorted(parts["part"])), f" WHERE {bound(r.min_margin)}"
+    return r.frame(
+        f"SELECT {', '.join(columns)} FROM {source}{where} ORDER BY {order} LIMIT {int(n)}"
+    ).reset_index(drop=True)
+
+
+def _worst_bound(r: Results, n: int):
+    """A predicate (given the margin's SQL) that every one of the ``n`` worst rows meets, from
+    the summaries: a group's rows are no better than (overlap, window, extra levels, the top of
+    its margin bucket); the worst groups by that bound until they hold ``n`` rows give the
+    bound of the ``n``-th worst row. None when the summaries hold fewer than ``n`` rows."""
+    groups = r.frame(
+        "SELECT overlap, idmap_in_window, extra_levels, margin_bits, sum(records) AS records "
+        f"FROM {r.summary} GROUP BY ALL ORDER BY overlap DESC, idmap_in_window DESC, "
+        "extra_levels DESC, margin_bits"
+    )
+    reached = groups["records"].cumsum() >= n
+    if not reached.any():
+        return None
+    o, w, e, bits, _ = groups[reached].iloc[0]
+    top = (1 << int(bits)) - 1  # the largest margin of bit length ``bits``
+
+    def bound(margin: str) -> str:
+        return (
+            f"(overlap > {bool(o)} OR (overlap = {bool(o)} AND (idmap_in_window > {bool(w)} OR "
+            f"(idmap_in_window = {bool(w)} AND (extra_levels > {int(e)} OR "
+            f"(extra_levels = {int(e)} AND {margin} <= {top}))))))"
+        )
+
+    return bound
+
+
+def worst_configurations(data: Source, n: int = 20) -> pd.DataFrame:
+    """The ``n`` worst configurations (board, granule, VA_BITS, layout, blocks) by their worst
+    row, with the idmap range of the rows that are that bad and one address to ``explain``."""
+    r = results_of(data)
+    keys = "memory_map, granule, va_bits, layout, block_mappings"
+    severity = "overlap, idmap_in_window, extra_levels"
+    return r.frame(
+        f"WITH grouped AS (SELECT {keys}, {severity}, {ROWS} AS rows, "
+        "min(min_margin) AS min_margin, max(max_table_bytes) AS max_table_bytes, "
+        "min(idmap_from) AS idmap_from, max(idmap_to) AS idmap_to, "
+        f"arg_min(tag_random, idmap_from) AS tag_random FROM {r.summary} GROUP BY ALL), "
+        f"ranked AS (SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY overlap DESC, "
+        "idmap_in_window DESC, extra_levels DESC) AS rank FROM grouped) "
+        "SELECT * EXCLUDE (rank) FROM ranked WHERE rank = 1 "
+        "ORDER BY overlap DESC, idmap_in_window DESC, extra_levels DESC, min_margin, "
+        f"max_table_bytes DESC, {keys} LIMIT {int(n)}"
+    )
+
+
+def explain_command(row: pd.Series | dict) -> str:
+    """The ``sweep explain`` line that shows one configuration's tables."""
+    blocks = "--blocks" if row["block_mappings"] else "--no-blocks"
+    line = (
+        f"sweep explain --map {row['memory_map']} --granule {granule_name(int(row['granule']))} "
+        f"--va-bits {int(row['va_bits'])} --layout {row['layout']} {blocks} "
+        f"--idmap {int(row['idmap_from']):#x}"
+    )
+    if int(row.get("tag_random", 0)):
+        line += f" --tag-random {int(row['tag_random']):#x}"
+    return line
+
+
+def boards(data: Source) -> pd.DataFrame:
+    """Per board: rows, overlapping rows, idmap in the window, rows needing an extra level and
+    the most extra levels, the smallest margin, the largest tables without and with blocks."""
+    r = results_of(data)
+    return r.frame(
+        f"SELECT memory_map, {ROWS} AS rows, {_when('overlap')} AS overlaps, "
+        f"{_when('idmap_in_window')} AS in_window, {_when('extra_levels > 0')} AS "
+        "extra_level_rows, max(extra_levels) AS max_extra_levels, "
+        "min(min_margin) AS min_margin, "
+        "max(max_table_bytes) FILTER (WHERE NOT block_mappings) AS max_bytes, "
+        "max(max_table_bytes) FILTER (WHERE block_mappings) AS max_bytes_blocks "
+        f"FROM {r.summary} GROUP BY ALL ORDER BY ALL"
+    ).set_index("memory_map")
+
+
+QUERIES = {
+    "boards": boards,
+    "overlaps": overlaps,
+    "overlaps-by-config": overlaps_by_config,
+    "extra-levels": extra_levels,
+    "unrunnable-4x": unrunnable_4x,
+    "level-counts": level_counts,
+    "table-size": table_size,
+    "table-bytes-by-board": table_bytes_by_board,
+    "margin-distribution": margin_distribution,
+    "worst-cases": worst_cases,
+    "worst-configurations": worst_configurations,
+}
+"""Every named query, by the name the command line uses (``sweep query DIR NAME``)."""

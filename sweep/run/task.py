@@ -1,0 +1,70 @@
+"""Building one work unit's rows in a worker: the plan's inputs through the builder.
+
+A unit's rows may span hundreds of maps, layouts and block settings; they go to the builder as
+one batch of index arrays (``build_table``), so a many-map sweep costs per row, not per group.
+What a unit is and how the sweep is cut lives in :mod:`sweep.plan.units`; placements and tags in
+:mod:`sweep.plan.placements`; every-page runs in :mod:`sweep.model.runs`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from sweep.model import builder
+from sweep.model.runs import group_runs
+from sweep.plan.placements import _splitmix64
+from sweep.plan.units import ALGORITHM_VERSION, Plan, Unit, make_plan
+
+__all__ = ["ALGORITHM_VERSION", "BUILD_BATCH_ROWS", "Plan", "Unit", "make_plan", "unit_table"]
+
+BUILD_BATCH_ROWS = 1 << 20
+"""Rows the builder is given at once (a default unit is one batch, so its columns are whole
+arrays); the builder computes them ``sweep.model.builder.CHUNK_ROWS`` at a time, so its scratch
+arrays stay small whatever ``unit_rows`` is; only the finished columns add up."""
+
+
+def unit_table(plan: Plan, unit: Unit) -> pa.Table:
+    """Every row of a unit, in order (runs of pages for ``every-page``)."""
+    if plan.runs:
+        return unit_runs(plan, unit)
+    maps = plan.map_list
+    # docs/model.md section 8: only rows of a layout that inserts a random tag get tag_random.
+    tagged = np.array([getattr(x, "uses_tag_random", False) for x in plan.layouts], dtype=bool)
+    prefixes = plan.tag_prefixes(unit.granule, unit.va_bits)
+    tables = []
+    for start in range(unit.start, unit.stop, BUILD_BATCH_ROWS):
+        rows = plan.unit_inputs(unit, start, min(start + BUILD_BATCH_ROWS, unit.stop))
+        tags = None
+        if plan.config.tag_seed and tagged.any():
+            tags = _splitmix64(rows.idmap_pa ^ prefixes[rows.map_index])
+            tags[~tagged[rows.layout_index]] = 0
+        tables.append(
+            builder.build_table(
+                maps,
+                rows.map_index,
+                unit.granule,
+                unit.va_bits,
+                plan.layouts,
+                rows.layout_index,
+                rows.block_mappings,
+                rows.idmap_pa,
+                tags,
+            )
+        )
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables).unify_dictionaries()
+
+
+def unit_runs(plan: Plan, unit: Unit) -> pa.Table:
+    """The runs of every (map, layout, block setting) whose rows the unit covers, in order."""
+    offsets = plan.map_row_offsets(unit.granule)
+    tables = []
+    for m, memory_map in enumerate(plan.map_list):
+        if not (unit.start <= offsets[m] < unit.stop) or offsets[m + 1] == offsets[m]:
+            continue
+        for layout in plan.layouts:
+            for blocks in plan.config.block_mappings:
+                tables.append(group_runs(memory_map, unit.granule, unit.va_bits, layout, blocks))
+    return pa.concat_tables(tables).unify_dictionaries()

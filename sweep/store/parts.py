@@ -1,0 +1,394 @@
+"""The result store: a Parquet dataset in granule/VA_BITS folders, one part file per work unit.
+
+Written the way long-running writers do it: each part is written under a name starting with
+``.``, flushed to disk and renamed into place (readers skip ``.`` and ``_`` names, so a crash
+leaves no half file visible), no writer is held open across units, and the sweep's own records
+sit beside the data in ``_sweep.json``, ``_sweep.log`` and ``_manifest.json``. A part file is
+not believed because it exists: :mod:`sweep.store.manifest` checks it against its recorded checksum.
+
+Parts go in ``granule-<bytes>/va_bits-<bits>/part-<index>.parquet`` and hold every column of
+``sweep.core.columns.ROW_COLUMNS``, the two folder keys included (constant in a file, so they cost a
+few bytes, and their row-group statistics let readers skip the file: keep statistics on them).
+The folders are not hive-style (``key=value``) on purpose: pyarrow's hive discovery, which
+``pandas.read_parquet`` uses, reads such keys as dictionaries and refuses a file column of the
+same name, so ``granule``/``va_bits`` came back as categories; this way every reader gets them as
+int32/int8. The one reader of results (:mod:`sweep.read.engine`) picks folders by name.
+Paths may be fsspec URLs (``s3://bucket/sweep``) where fsspec and its backend are installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import re
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from sweep.core.columns import ROW_COLUMNS
+from sweep.core.errors import SweepError
+from sweep.store.summary import SUMMARY_KEY, footer_value
+
+PARTITION_COLUMNS = ("granule", "va_bits")
+PART_RE = re.compile(
+    r"granule-(?P<granule>\d+)/va_bits-(?P<va_bits>\d+)/part-(?P<index>\d+)\.parquet"
+)
+"""A finished part file's path relative to the root; nothing else in the folder is data."""
+
+
+def part_path(granule: int, va_bits: int, index: int) -> str:
+    """Where the part file of a unit goes, relative to the dataset root."""
+    return f"granule-{granule}/va_bits-{va_bits}/part-{index:06d}.parquet"
+
+
+META_FILE = "_sweep.json"
+LOG_FILE = "_sweep.log"
+ROW_GROUP_ROWS = 1_000_000
+"""At most this many rows per row group (Parquet readers do best with 100k to 1M)."""
+COMPRESSION = "zstd"
+MANIFEST_FILE = "_manifest.json"
+LOCK_FILE = "_sweep.lock"
+OWN_FILES = (META_FILE, LOG_FILE, MANIFEST_FILE, LOCK_FILE)
+"""The files a sweep keeps at its root beside the partition folders."""
+PLACEHOLDERS = frozenset({".gitkeep", ".keep", ".DS_Store"})
+"""Files that version control or a desktop leaves in an empty folder (the clone's ``results/``
+holds ``.gitkeep``): they hold no data, so ``--out`` there is still an empty folder."""
+TEMP_SUFFIX = ".tmp"
+OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
+"""URL schemes whose writes are atomic (an object is visible only once whole): there a file is
+written in place, not under a temporary name then copied and deleted (three requests more)."""
+
+_DTYPE_BYTES = {"category": 4, "bool": 1, "int8": 1, "int32": 4, "int64": 8, "uint64": 8}
+MEMORY_BYTES_PER_ROW = sum(_DTYPE_BYTES[d] for d in ROW_COLUMNS.values())
+"""Bytes of one row as Arrow holds it (dictionary indices for the string columns)."""
+DISK_BYTES_PER_ROW = 10
+"""Bytes of one row in a part file, measured on a stride sweep with random tags
+(``bench/bench_driver.py`` prints it; under 1 with ``tag.seed = 0``): most columns are constant
+or smooth along a unit, ``tag_random`` is not."""
+DISK_BYTES_PER_PART = 16 << 10
+"""A part file's own overhead (footer, schema, statistics, the summary of ``sweep.store.summary``),
+which dominates small units."""
+
+
+DICTIONARY_COLUMNS = ("memory_map", "layout")
+STATISTICS_COLUMNS = ("granule", "va_bits", "memory_map", "layout", "block_mappings", "idmap_pa")
+"""The columns queries filter on (``results.load``, ``sweep query``): only their row groups carry
+min/max statistics; filters on others still work, reading every row group. ``granule`` and
+``va_bits`` are one value per part, so a pandas/pyarrow filter on them skips whole files."""
+
+
+def writer_options(schema: pa.Schema) -> dict[str, Any]:
+    """``pyarrow.parquet.write_table`` keywords for a part (``bench/bench_driver.py`` measures
+    them against pyarrow's defaults on the same tables).
+
+    A stride unit is mostly constant or smooth integer columns and one random one
+    (``tag_random``). Dictionary encoding only where strings repeat (``memory_map``,
+    ``layout``); ``BYTE_STREAM_SPLIT`` for every other integer, which lays the bytes of a column
+    out plane by plane so that zstd finds the constant high bytes (measured on a 500k-row unit:
+    9.5 bytes a row with random tags against 17.4 with the defaults and 11.8 with
+    ``DELTA_BINARY_PACKED``, 0.24 without tags against 6.0, and 2-3x faster writes); booleans
+    keep RLE; min/max statistics only where filters use them. ``BYTE_STREAM_SPLIT`` for integers
+    needs pyarrow 16, the footer summary 17 (the lower bound in ``pyproject.toml``).
+    """
+    integers = {
+        f.name: "BYTE_STREAM_SPLIT"
+        for f in schema
+        if f.name not in DICTIONARY_COLUMNS and pa.types.is_integer(f.type)
+    }
+    return {
+        "compression": COMPRESSION,
+        "row_group_size": ROW_GROUP_ROWS,
+        "use_dictionary": [c for c in DICTIONARY_COLUMNS if c in schema.names],
+        "column_encoding": integers,
+        "write_statistics": [c for c in STATISTICS_COLUMNS if c in schema.names],
+    }
+
+
+def part_bytes(table: pa.Table) -> pa.Buffer:
+    """A part file's bytes: ``table`` under :func:`writer_options`, with its summary
+    (:mod:`sweep.store.summary`) in the footer for the named queries when it is compact."""
+    table = non_nullable(table)
+    options = writer_options(table.schema)
+    row_group_size = options.pop("row_group_size")
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, table.schema, **options) as writer:
+        writer.write_table(table, row_group_size=row_group_size)
+        summary = footer_value(table)
+        if summary is not None:
+            writer.add_key_value_metadata({SUMMARY_KEY: summary})
+    return sink.getvalue()
+
+
+def non_nullable(table: pa.Table) -> pa.Table:
+    """The same columns under a schema that says no value is null (none is), so that Parquet
+    writes no definition levels."""
+    if any(column.null_count for column in table.columns):
+        return table
+    schema = pa.schema(
+        [f.with_nullable(False) for f in table.schema], metadata=table.schema.metadata
+    )
+    return pa.Table.from_arrays(table.columns, schema=schema)
+
+
+def _filesystem(url: str) -> tuple[pafs.FileSystem, str]:
+    if "://" not in url or url.startswith("file://"):
+        path = url.removeprefix("file://")
+        return pafs.LocalFileSystem(), os.path.abspath(path)
+    try:
+        import fsspec  # lazy: fsspec only for URL stores
+    except ImportError:
+        raise SweepError(
+            f"output {url!r}: a URL needs fsspec (pip install 'va-sweep[dask]') and its backend"
+        ) from None
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        raise SweepError(f"output {url!r}: {exc}") from None
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path.rstrip("/")
+
+
+class Store:
+    """One dataset root; every write goes through here so local and remote behave alike."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.fs, self.root = _filesystem(str(url))
+        self.fsspec = getattr(getattr(self.fs, "handler", None), "fs", None)
+        """The fsspec filesystem behind a URL (DuckDB reads through it), or None."""
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.object_store = not self.local and str(url).split("://")[0] in OBJECT_STORES
+
+    def __getstate__(self) -> dict:
+        # A worker (on Dask, maybe elsewhere) must not resolve a relative path from its own cwd.
+        return {"url": self.root if self.local else self.url}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["url"])
+
+    def _abs(self, rel: str) -> str:
+        return posixpath.join(self.root, rel)
+
+    # --- writing, atomically and durably ---------------------------------------------------
+
+    def write_bytes(self, rel: str, data: bytes | pa.Buffer) -> None:
+        """Replace ``rel`` with ``data`` atomically: written under a hidden temporary name,
+        flushed to disk (``fsync``), renamed into place, and the folder flushed after, so a
+        crash or a power cut leaves the old file or the new one, never a torn one. On an object
+        store (``OBJECT_STORES``) the upload itself is atomic and goes to ``rel`` at once."""
+        final = self._abs(rel)
+        folder, name = posixpath.split(final)
+        temp = posixpath.join(folder, f".{name}.{os.getpid()}{TEMP_SUFFIX}")
+        if self.object_store:  # an upload is atomic: the object appears whole or not at all
+            f = self.fsspec.open(final, "wb")
+            try:
+                f.write(memoryview(data))
+            except BaseException:
+                f.discard()  # abandon the upload (closing would publish what was sent)
+                raise
+            f.close()
+            return
+        if not self.local:
+            self.fs.create_dir(folder, recursive=True)
+            try:
+                with self.fs.open_output_stream(temp) as f:
+                    f.write(data)
+                self.fs.move(temp, final)
+            except BaseException:
+                _quietly(self.fs.delete_file, temp)
+                raise
+            return
+        created = _make_dirs(folder, self.root)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(memoryview(data))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, final)
+        except BaseException:
+            _quietly(os.unlink, temp)
+            raise
+        for path in [folder, *created]:
+            _fsync_dir(path)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self._abs(rel)) as f:
+            return f.read()
+
+    def delete(self, rel: str) -> None:
+        self.fs.delete_file(self._abs(rel))
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.get_file_info(self._abs(rel)).type == pafs.FileType.File
+
+    # --- parts -------------------------------------------------------------------------------
+
+    def write_part(self, rel: str, table: pa.Table) -> PartInfo:
+        """Write one unit's rows to ``rel`` (see :func:`writer_options`), atomically and durably.
+
+        Returns its row count, size and SHA-256, for the manifest that later proves it whole.
+        """
+        data = part_bytes(table)
+        digest = hashlib.sha256(memoryview(data)).hexdigest()
+        self.write_bytes(rel, data)
+        return PartInfo(rows=table.num_rows, bytes=data.size, sha256=digest)
+
+    def parts(self) -> set[str]:
+        """Relative paths of every part file on disk (temporary ``.`` files excluded)."""
+        return {rel for rel in self._listing() if _is_part(rel)}
+
+    def _listing(self) -> list[str]:
+        info = self.fs.get_file_info(self.root)
+        if info.type == pafs.FileType.NotFound:
+            return []
+        if info.type != pafs.FileType.Directory:
+            raise SweepError(f"output {self.url!r}: exists and is not a directory")
+        selector = pafs.FileSelector(self.root, recursive=True)
+        root = self.root.rstrip("/") + "/"
+        return [
+            f.path[len(root) :]
+            for f in self.fs.get_file_info(selector)
+            if f.type == pafs.FileType.File
+        ]
+
+    def remove_temporaries(self) -> list[str]:
+        """Delete the temporary files a killed or failed run of ours left (parts, ``_sweep.json``,
+        the manifest); called only under the folder's lock, so no live run owns them."""
+        stale = [rel for rel in self._listing() if _is_temporary(rel)]
+        for rel in stale:
+            _quietly(self.fs.delete_file, self._abs(rel))
+        return stale
+
+    def has_results(self) -> bool:
+        """Whether any part file exists (a ``_sweep.json`` alone holds no results to lose)."""
+        return any(_is_part(rel) for rel in self._listing())
+
+    def foreign_file(self) -> str | None:
+        """A file or folder at the top of the root that no sweep writes, or None: ``--out``
+        into a folder holding other things is refused rather than mixed with them."""
+        info = self.fs.get_file_info(self.root)
+        if info.type != pafs.FileType.Directory:
+            return None
+        for entry in sorted(
+            self.fs.get_file_info(pafs.FileSelector(self.root)), key=lambda e: e.path
+        ):
+            base = posixpath.basename(entry.path)
+            ours = (
+                base.startswith("granule-")
+                if entry.type == pafs.FileType.Directory
+                else base in OWN_FILES or base in PLACEHOLDERS or _is_temporary(base)
+            )
+            if not ours:
+                return base
+        return None
+
+    def clear(self) -> None:
+        """Remove this project's files only (partitions, ``_sweep.*``), for ``--overwrite``."""
+        info = self.fs.get_file_info(self.root)
+        if info.type != pafs.FileType.Directory:
+            return
+        for entry in self.fs.get_file_info(pafs.FileSelector(self.root)):
+            base = posixpath.basename(entry.path)
+            if entry.type == pafs.FileType.Directory and base.startswith("granule-"):
+                self.fs.delete_dir(entry.path)
+            elif base in (META_FILE, LOG_FILE, MANIFEST_FILE):
+                self.fs.delete_file(entry.path)
+
+    # --- _sweep.json and _sweep.log ----------------------------------------------------------
+
+    def read_json(self, name: str) -> dict | None:
+        """``name`` (``_sweep.json``, the manifest) parsed, or None when it does not exist."""
+        path = self._abs(name)
+        if self.fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return None
+        with self.fs.open_input_stream(path) as f:
+            try:
+                return json.loads(f.read().decode())
+            except ValueError as exc:
+                raise SweepError(f"{self.url}/{name}: not valid JSON ({exc})") from None
+
+    def write_json(self, name: str, value: dict[str, Any]) -> None:
+        """Replace ``name`` atomically (a crash leaves the old one or the new one)."""
+        self.write_bytes(name, (json.dumps(value, indent=1, sort_keys=False) + "\n").encode())
+
+    def read_meta(self) -> dict | None:
+        return self.read_json(META_FILE)
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        self.write_json(META_FILE, meta)
+
+    def log_path(self) -> str:
+        """A local file the log handler appends to; for a remote store, copied up by
+        :meth:`upload_log`."""
+        if self.local:
+            os.makedirs(self.root, exist_ok=True)
+            return self._abs(LOG_FILE)
+        if not hasattr(self, "_local_log"):
+            fd, self._local_log = tempfile.mkstemp(prefix="sweep-", suffix=".log")
+            os.close(fd)
+            existing = self._abs(LOG_FILE)
+            if self.fs.get_file_info(existing).type == pafs.FileType.File:
+                with self.fs.open_input_stream(existing) as src, open(self._local_log, "wb") as dst:
+                    dst.write(src.read())
+        return self._local_log
+
+    def upload_log(self) -> None:
+        if self.local or not hasattr(self, "_local_log"):
+            return
+        with (
+            open(self._local_log, "rb") as src,
+            self.fs.open_output_stream(self._abs(LOG_FILE)) as dst,
+        ):
+            dst.write(src.read())
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """What a written part holds: the manifest's entry for it."""
+
+    rows: int
+    bytes: int
+    sha256: str
+
+
+def _make_dirs(folder: str, root: str) -> list[str]:
+    """``os.makedirs``, returning the parents of each folder it created (to be flushed)."""
+    missing = []
+    path = folder
+    while not os.path.isdir(path) and path not in ("", "/"):
+        missing.append(path)
+        path = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    return [os.path.dirname(p) for p in missing]
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except OSError:
+        pass
+
+
+def _is_temporary(rel: str) -> bool:
+    base = posixpath.basename(rel)
+    return base.startswith((".part-", f".{META_FILE}.", f".{MANIFEST_FILE}.")) and base.endswith(
+        TEMP_SUFFIX
+    )
+
+
+def _is_part(rel: str) -> bool:
+    return PART_RE.fullmatch(rel) is not None

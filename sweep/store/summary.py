@@ -1,0 +1,278 @@
+"""Part summaries: what the named queries need of a part's rows, kept in the part's own footer.
+
+Every named query (:mod:`sweep.read.queries`) but ``worst-cases`` is an aggregate over a few
+columns, grouped by configuration and severity. So when a part is written, :mod:`sweep.store.parts`
+puts in its Parquet footer (file key-value metadata ``SUMMARY_KEY``, which pandas and pyarrow
+do not show as schema metadata) the table :func:`summarize` makes of its rows: one row per
+distinct ``GROUP`` (configuration, overlap, window, levels, margin bucket) with the
+aggregates the queries read. A few hundred rows stand for a part's 10^5, so a query over 10^9
+rows reads a few MiB of footers instead of the rows; a summary is as whole as its part (same
+file, same checksum in the manifest) and is made by the same code wherever rows come from.
+
+A summary is kept only where it is compact (``COMPACT``: a part of many small groups, such as
+thousands of boards at a few placements each, would summarize to a large share of its rows and
+gain nothing). Where there are no footer summaries (such parts, a DataFrame, parts of an older
+va-sweep, a filter on a column outside ``FILTER_COLUMNS``), :func:`rows_sql` reads every row as
+a summary row of its own, in SQL, so the same queries run over the rows in DuckDB.
+
+Rows that stand for runs of pages (``pages``) weigh ``pages``; a run's margin is its smallest,
+``min(margin, margin_last)`` (margin is concave along a run), and its last page is
+``idmap_pa_last``.
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sweep.core.kconfig import bit_length
+
+SUMMARY_KEY = "sweep.store.summary"
+"""The Parquet footer key under which a part file holds its summary (Arrow IPC, base64)."""
+FORMAT = "1"
+
+GROUP = {
+    "memory_map": pa.string(),
+    "granule": pa.int32(),
+    "va_bits": pa.int8(),
+    "layout": pa.string(),
+    "block_mappings": pa.bool_(),
+    "overlap": pa.bool_(),
+    "idmap_in_window": pa.bool_(),
+    "levels": pa.int8(),
+    "extra_levels": pa.int8(),
+    "margin_bits": pa.int8(),
+}
+"""The summary's group columns: ``margin_bits`` is the bit length of the row's smallest margin
+(bucket ``k`` holds margins in ``[2^(k-1), 2^k)``; 0: the idmap page touches a mapping)."""
+FILTER_COLUMNS = frozenset(GROUP) - {"margin_bits"}
+"""Columns a filter may name and still be answered from summaries (they are group columns)."""
+VALUES = {
+    "rows": pa.int64(),  # configurations: rows, or pages for runs
+    "records": pa.int64(),  # rows of the table (runs count once)
+    "min_margin": pa.int64(),
+    "min_table_bytes": pa.int64(),
+    "max_table_bytes": pa.int64(),
+    "sum_table_bytes": pa.float64(),  # weighted by pages
+    "idmap_from": pa.uint64(),  # the lowest idmap_pa
+    "idmap_to": pa.uint64(),  # the highest idmap_pa (idmap_pa_last for runs)
+    "tag_random": pa.uint64(),  # tag_random of the row with the lowest idmap_pa
+}
+SCHEMA = pa.schema([*GROUP.items(), *VALUES.items()])
+I64_MAX = np.iinfo(np.int64).max
+COMPACT = 16
+"""A part keeps its summary only when the summary has at most one row for this many rows."""
+
+
+def footer_value(table: pa.Table) -> str | None:
+    """What a part file keeps in its footer: its summary, encoded, when it is compact."""
+    table_summary = summarize(table, max_runs=table.num_rows // COMPACT)
+    if table_summary is None or table_summary.num_rows * COMPACT > table.num_rows:
+        return None
+    return encode(table_summary)
+
+
+def rows_sql(source: str, columns: list[str]) -> str:
+    """SQL reading the rows of ``source`` (with ``columns``) as summary rows, one per row, in
+    ``SCHEMA``: what the queries aggregate where there are no footer summaries."""
+    runs = "pages" in columns
+    weight = "pages" if runs else "1"
+    margin = min_margin_sql(columns)
+    last = "idmap_pa_last" if runs else "idmap_pa"
+    keys = ", ".join(
+        f"CAST({c} AS {_SQL_TYPES[GROUP[c]]}) AS {c}" for c in GROUP if c != "margin_bits"
+    )
+    return (
+        f"SELECT {keys}, CAST({bit_length_sql('m')} AS TINYINT) AS margin_bits, "
+        f"CAST({weight} AS BIGINT) AS rows, CAST(1 AS BIGINT) AS records, "
+        "CAST(m AS BIGINT) AS min_margin, table_bytes AS min_table_bytes, "
+        "table_bytes AS max_table_bytes, "
+        f"CAST(table_bytes AS DOUBLE) * {weight} AS sum_table_bytes, "
+        f"CAST(idmap_pa AS UBIGINT) AS idmap_from, CAST({last} AS UBIGINT) AS idmap_to, "
+        "CAST(tag_random AS UBIGINT) AS tag_random "
+        f"FROM (SELECT *, {margin} AS m, {bit_length_input(margin)} FROM {source})"
+    )
+
+
+def min_margin_sql(columns: list[str]) -> str:
+    """SQL for a row's smallest margin: a run's is at one of its ends (margin is concave along
+    a run), ``least(margin, margin_last)``."""
+    return "least(margin, margin_last)" if "margin_last" in columns else "margin"
+
+
+_SQL_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int32(): "INTEGER",
+    pa.int8(): "TINYINT",
+    pa.bool_(): "BOOLEAN",
+}
+
+
+def bit_length_sql(value: str) -> str:
+    """SQL for ``sweep.core.kconfig.bit_length`` of one non-negative integer below 2^53: ``log2``
+    of the value as a double (exact there) gives an estimate ``k``, off by one next to powers
+    of two, where comparisons with powers of two correct it. Reads ``bit_length_input``."""
+    return (
+        f"(CASE WHEN {value} = 0 THEN 0 ELSE k - CAST(d < pow(2.0, k - 1) AS INTEGER) "
+        "+ CAST(d >= pow(2.0, k) AS INTEGER) END)"
+    )
+
+
+def bit_length_input(value: str) -> str:
+    """The columns ``d`` and ``k`` that :func:`bit_length_sql` reads."""
+    d = f"CAST({value} AS DOUBLE)"
+    return f"{d} AS d, CAST(floor(log2(greatest({d}, 1))) AS INTEGER) + 1 AS k"
+
+
+def summarize(table: pa.Table, max_runs: int | None = None) -> pa.Table | None:
+    """The summary of ``table``'s rows (rows with the ``GROUP`` columns but ``margin_bits``, and
+    ``margin``, ``table_bytes``, ``idmap_pa``, ``tag_random``; ``pages``, ``margin_last`` and
+    ``idmap_pa_last`` for runs), in ``SCHEMA``.
+
+    Rows are first reduced over runs of consecutive rows with equal group columns (a work
+    unit's rows come in long runs: one configuration, placements in order), then the runs over
+    their groups: a few contiguous passes per column, whatever the order of the rows. With
+    ``max_runs``, None as soon as the rows come in more runs than that (a part of many small
+    groups, whose summary would not be kept: most of the work is not done).
+    """
+    n = table.num_rows
+    if n == 0:
+        return SCHEMA.empty_table()
+    group: dict[str, np.ndarray] = {}
+    names: dict[str, pa.Array] = {}
+    for column in GROUP:
+        if column == "margin_bits":
+            continue
+        if pa.types.is_integer(GROUP[column]) or GROUP[column] == pa.bool_():
+            group[column] = _numpy(table[column])
+        else:  # names: their dictionary codes group, the dictionary names them
+            encoded = _dictionary(table[column])
+            group[column], names[column] = _numpy(encoded.indices), encoded.dictionary
+    margin = _numpy(table["margin"]).view(np.int64)
+    if "margin_last" in table.column_names:
+        margin = np.minimum(margin, _numpy(table["margin_last"]).view(np.int64))
+    group["margin_bits"] = bit_length(margin).astype(np.int8)
+    code = _code([bit_length(v) if c == "granule" else v for c, v in group.items()])
+    starts = np.flatnonzero(np.concatenate([[True], code[1:] != code[:-1]]))
+    if max_runs is not None and len(starts) > max_runs:
+        return None
+    records = np.diff(np.append(starts, n))
+    pages = _numpy(table["pages"]) if "pages" in table.column_names else None
+    table_bytes = _numpy(table["table_bytes"]).view(np.int64)
+    idmap = _numpy(table["idmap_pa"]).view(np.int64)
+    last = _numpy(table["idmap_pa_last"]).view(np.int64) if pages is not None else idmap
+    weighted = table_bytes if pages is None else table_bytes * pages.astype(np.float64)
+    lowest = np.minimum.reduceat(idmap, starts)
+    at_lowest = np.flatnonzero(idmap == np.repeat(lowest, records))
+    runs = {  # per run of equal group columns
+        "rows": records if pages is None else np.add.reduceat(pages, starts),
+        "records": records,
+        "min_margin": np.minimum.reduceat(margin, starts),
+        "min_table_bytes": np.minimum.reduceat(table_bytes, starts),
+        "max_table_bytes": np.maximum.reduceat(table_bytes, starts),
+        "sum_table_bytes": np.add.reduceat(weighted, starts).astype(np.float64),
+        "idmap_from": lowest,
+        "idmap_to": np.maximum.reduceat(last, starts),
+        "tag_random": _numpy(table["tag_random"])[at_lowest[np.searchsorted(at_lowest, starts)]],
+    }
+    inverse, uniques = pd.factorize(code[starts])
+    g = len(uniques)
+    first = _at(np.minimum, inverse, np.arange(len(starts)), g, len(starts))
+    lowest = _at(np.minimum, inverse, runs["idmap_from"], g, I64_MAX)
+    with_lowest = np.flatnonzero(runs["idmap_from"] == lowest[inverse])
+    out = {
+        **{c: values[starts[first]] for c, values in group.items()},
+        "rows": np.bincount(inverse, runs["rows"], g).astype(np.int64),
+        "records": np.bincount(inverse, runs["records"], g).astype(np.int64),
+        "min_margin": _at(np.minimum, inverse, runs["min_margin"], g, I64_MAX),
+        "min_table_bytes": _at(np.minimum, inverse, runs["min_table_bytes"], g, I64_MAX),
+        "max_table_bytes": _at(np.maximum, inverse, runs["max_table_bytes"], g, -1),
+        "sum_table_bytes": np.bincount(inverse, runs["sum_table_bytes"], g),
+        "idmap_from": lowest.view(np.uint64),
+        "idmap_to": _at(np.maximum, inverse, runs["idmap_to"], g, -1).view(np.uint64),
+        "tag_random": runs["tag_random"][
+            _at(np.minimum, inverse[with_lowest], with_lowest, g, len(starts))
+        ],
+    }
+    for column, dictionary in names.items():
+        out[column] = dictionary.take(pa.array(out[column]))
+    return pa.table({c: pa.array(out[c]).cast(SCHEMA.field(c).type) for c in SCHEMA.names})
+
+
+def _code(keys: list[np.ndarray]) -> np.ndarray:
+    """One int64 per row, equal exactly where all ``keys`` (small non-negative integers) are:
+    their mixed-radix number (renumbered on the way should it outgrow 62 bits)."""
+    code = np.zeros(len(keys[0]), dtype=np.int64)
+    span = 1
+    for key in keys:
+        radix = int(key.max()) + 1
+        if span * radix >= 1 << 62:
+            code = pd.factorize(code)[0].astype(np.int64)
+            span = int(code.max()) + 1
+        code *= radix
+        code += key
+        span *= radix
+    return code
+
+
+def _at(ufunc, inverse: np.ndarray, values: np.ndarray, groups: int, start) -> np.ndarray:
+    """``ufunc`` of ``values`` by group (``inverse``: each value's group), from ``start``."""
+    out = np.full(groups, start, dtype=np.asarray(values).dtype)
+    ufunc.at(out, inverse, values)
+    return out
+
+
+def _numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_boolean(column.type):
+        return column.to_numpy(zero_copy_only=False).view(np.int8)
+    return column.to_numpy(zero_copy_only=False)
+
+
+def _dictionary(column: pa.ChunkedArray) -> pa.DictionaryArray:
+    """A name column as one dictionary array: the builder's own dictionaries as they are (a
+    name twice in a dictionary only splits a group, which every query adds up again), plain
+    strings encoded."""
+    if not pa.types.is_dictionary(column.type):
+        return pc.dictionary_encode(column.combine_chunks())
+    if column.num_chunks == 1:
+        return column.chunk(0)
+    return column.unify_dictionaries().combine_chunks()
+
+
+# --- in the footer ------------------------------------------------------------------------------
+
+
+def encode(summary: pa.Table) -> str:
+    """A summary as a footer value: an Arrow IPC stream, zlib-compressed as a whole (a tenth of
+    the time IPC's own per-buffer compression takes to read back), base64, so that every
+    Parquet tool can print the footer."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, summary.schema) as writer:
+        writer.write_table(summary)
+    packed = zlib.compress(sink.getvalue().to_pybytes(), 1)  # level 6: 3.5x the time, 20% less
+    return FORMAT + ":" + base64.b64encode(packed).decode()
+
+
+def decode(value: bytes | str) -> pa.Table | None:
+    """A footer value back as a summary table, or None when it is not one this version reads."""
+    text = value.decode() if isinstance(value, bytes) else value
+    version, _, payload = text.partition(":")
+    if version != FORMAT:
+        return None
+    table = pa.ipc.open_stream(zlib.decompress(base64.b64decode(payload))).read_all()
+    return table if table.schema.equals(SCHEMA) else None
+
+
+def combine(summaries: list[pa.Table], parts: list[int]) -> pa.Table:
+    """Part files' summaries as one table, with a ``part`` column numbering each one's part."""
+    return pa.concat_tables(
+        t.append_column("part", pa.array(np.full(t.num_rows, k, dtype=np.int32)))
+        for t, k in zip(summaries, parts, strict=True)
+    )
