@@ -167,6 +167,24 @@ struct kvm_s2_mmu {
 #define PAGE_S2_MEMATTR(attr, has_fwb) ((has_fwb) ? MT_S2_FWB_##attr : MT_S2_##attr)
 #define ARM64_HAS_STAGE2_FWB 0
 #define ARM64_WORKAROUND_AMPERE_AC03_CPU_38 0
+/* Stage 2 as 7.x spells it (VA_SWEEP_KERNEL, major * 100 + minor, comes from the build):
+ * PAGE_S2_MEMATTR lost its has_fwb argument, VTCR_EL2 fields became FIELD_PREP masks, and
+ * struct kvm_pgtable holds a pKVM interval tree in a union. */
+struct rb_root_cached {
+	void *rb_node, *rb_leftmost;
+};
+#if defined(VA_SWEEP_KERNEL) && VA_SWEEP_KERNEL >= 700
+#undef PAGE_S2_MEMATTR
+#undef VTCR_EL2_T0SZ
+#undef VTCR_EL2_IPA
+#define PAGE_S2_MEMATTR(attr) MT_S2_##attr
+#define MT_S2_AS_S1 MT_S2_NORMAL
+#define VTCR_EL2_T0SZ GENMASK(5, 0)
+#define VTCR_EL2_PS GENMASK(18, 16)
+#define VTCR_EL2_VS BIT(19)
+#define VTCR_EL2_IPA(vtcr) (64 - FIELD_GET(VTCR_EL2_T0SZ, (vtcr)))
+#endif
+
 /* 52-bit PAs with 64K pages (LPA), as Debian configures 6.12; 4K and 16K get them from LPA2. */
 #define CONFIG_ARM64_PA_BITS_52_ENABLED (PAGE_SHIFT == 16)
 
