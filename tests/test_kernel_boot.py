@@ -8,6 +8,8 @@ Skipped only when QEMU is missing and cannot be installed (the tool's exit code 
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import json
 import subprocess
 import sys
@@ -105,3 +107,147 @@ def test_fresh_boot_agrees_with_the_model(boots, name):
     assert (report.granule, report.va_bits, report.row["levels"]) == (granule, va_bits, n_levels)
     assert report.row["hyp_va_min"] == report.boot.hyp_va_start
     assert report.row["hyp_dram_last"] == report.boot.hyp_va_end
+
+
+# --- EL2 page tables read back through QEMU's gdbstub (`tools/boot-kernels --walk`) -----------
+
+WALKS_DATA = Path(__file__).with_name("data") / "kernelboot" / "walks"
+# One nVHE boot on `-cpu max` and one pKVM boot on a Cortex-A72 (true nVHE, no VHE) with 4 CPUs.
+LIVE_WALKS = ["6.1-nvhe-1G-1c-max", "7.3-pkvm-1G-4c-a72"]
+LEVELS = ("tables_lm1", "tables_l0", "tables_l1", "tables_l2", "tables_l3")
+
+
+def load_tool():
+    """tools/boot-kernels as a module (it has no .py suffix), for its walker."""
+    loader = importlib.machinery.SourceFileLoader("boot_kernels", str(TOOL))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    sys.modules[loader.name] = module
+    loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def walks(tmp_path_factory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("walks")
+    cmd = [sys.executable, str(TOOL), "--walk", "--out", str(out), "--jobs", "2"]
+    proc = subprocess.run(
+        [*cmd, "--only", ",".join(LIVE_WALKS)], capture_output=True, text=True, timeout=900
+    )
+    if proc.returncode == 3:
+        reason = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        pytest.skip(
+            "QEMU or gdb cannot be installed here (Debian packages qemu-system-arm, "
+            f"gdb-multiarch): {reason}"
+        )
+    assert proc.returncode == 0, f"tools/boot-kernels --walk failed:\n{proc.stderr}"
+    return {name: json.loads((out / f"{name}.walk.json").read_text()) for name in LIVE_WALKS}
+
+
+def hyp_alias(walk: dict, pa: int) -> int:
+    """The HYP VA of PA: the printed range starts at the alias of the first DRAM byte (1 GiB on
+    QEMU's virt)."""
+    return int(walk["hyp_va_range"][0], 16) + pa - G
+
+
+def leaf_at(walk: dict, va: int) -> tuple[int, int] | None:
+    """(PA of VA, bytes mapped from VA on in that range) from the merged leaves, or None."""
+    for leaf in walk["leaves"]:
+        start, size = int(leaf["va"], 16), int(leaf["size"], 16)
+        if start <= va < start + size:
+            return int(leaf["pa"], 16) + va - start, start + size - va
+    return None
+
+
+def check_walk(walk: dict) -> None:
+    """What every walk must hold, whatever the kernel: the counts add up, the root is one table
+    at the start level, the idmap page is mapped VA == PA, and the hyp text at its alias."""
+    name = walk["name"]
+    assert walk["table_pages"] == sum(walk[k] for k in LEVELS), name
+    assert walk["start_level"] == 4 - (walk["ia_bits"] - 4) // (walk["granule"].bit_length() - 4)
+    assert walk[LEVELS[walk["start_level"] + 1]] == 1, f"{name}: one root table"
+    assert all(walk[k] == 0 for k in LEVELS[: walk["start_level"] + 1]), name
+    assert walk["release"] and walk["idmap_page"] and walk["hyp_va_range"], name
+    for leaf in walk["leaves"]:
+        for key in ("va", "pa", "size"):
+            assert int(leaf[key], 16) % walk["granule"] == 0, f"{name}: {leaf}"
+    idmap = int(walk["idmap_page"], 16)
+    assert leaf_at(walk, idmap) == (idmap, leaf_at(walk, idmap)[1]), f"{name}: idmap not VA==PA"
+    alias = leaf_at(walk, hyp_alias(walk, idmap))
+    assert alias is not None and alias[0] == idmap, f"{name}: no HYP alias of the idmap page"
+    if walk["mode"] == "protected":
+        assert walk["reserved"], f"{name}: pKVM printed no reservation"
+        base, size = int(walk["reserved"]["address"], 16), walk["reserved"]["bytes"]
+        mapped = leaf_at(walk, hyp_alias(walk, base))
+        assert mapped is not None and mapped == (base, mapped[1]), name
+        assert mapped[1] >= size, f"{name}: pKVM's carve-out is not mapped whole"
+    else:
+        assert walk["reserved"] is None, name
+
+
+@pytest.mark.parametrize("name", LIVE_WALKS)
+def test_fresh_walk_reads_a_sane_el2_tree(walks, name):
+    walk = walks[name]
+    check_walk(walk)
+    assert walk["name"] == name
+    assert walk["mode"] == ("protected" if "-pkvm-" in name else "nvhe")
+    # Cortex-A72 has no VHE: its pKVM is true nVHE; 4K kernels' EL2 has 48 bits without LPA2.
+    assert walk["hvhe"] is False
+    assert (walk["granule"], walk["ia_bits"]) == (4096, 48)
+
+
+def test_fresh_walks_count_what_the_kernels_map(walks):
+    """nVHE 6.1 at boot: 15 or 16 table pages (1/2/2/10 at 3 GiB); pKVM maps its carve-out and
+    so needs more; its 1 GiB carve-out is 10 MiB or more."""
+    nvhe, pkvm = walks[LIVE_WALKS[0]], walks[LIVE_WALKS[1]]
+    assert 15 <= nvhe["table_pages"] <= 22
+    assert [nvhe[k] for k in LEVELS[1:4]] == [1, 2, 2]
+    assert pkvm["table_pages"] > nvhe["table_pages"]
+    assert pkvm["reserved"]["bytes"] >= 10 * M
+
+
+def test_walker_on_a_made_tree():
+    """The walker on a tree built here: 4K, 48 bits; one 2 MiB block, two pages that merge, a
+    table reached twice (counted once), and hVHE TCRs (DS at bit 59) and an LPA2 address."""
+    tool = load_tool()
+    memory: dict[int, bytearray] = {n: bytearray(4096) for n in (0x1000, 0x2000, 0x3000, 0x4000)}
+
+    def put(table: int, index: int, value: int) -> None:
+        memory[table][index * 8 : index * 8 + 8] = value.to_bytes(8, "little")
+
+    put(0x1000, 0, 0x2000 | 3)  # L0[0] -> L1 at 0x2000
+    put(0x1000, 1, 0x2000 | 3)  # L0[1] -> the same L1: counted once
+    put(0x2000, 1, 0x3000 | 3)  # L1[1] (VA 1 GiB) -> L2 at 0x3000
+    put(0x3000, 0, 0x8000_0000 | 0x401)  # 2 MiB block at VA 1 GiB -> PA 2 GiB
+    put(0x3000, 1, 0x4000 | 3)  # L2[1] -> L3 at 0x4000
+    put(0x4000, 0, 0x9000_0000 | 0x403)  # two pages, contiguous in VA and PA
+    put(0x4000, 1, 0x9000_1000 | 0x403)
+    put(0x4000, 5, 0xA000_0000 | 0x483)  # read-only: not merged with them
+
+    def read(pa: int, size: int) -> bytes:
+        return bytes(memory[pa & ~0xFFF][pa & 0xFFF : (pa & 0xFFF) + size])
+
+    walked = tool.walk(read, 0x1000 | 1, 16 | 0x8080_3500, 0x8000_0000)
+    assert walked["tables"] == {-1: 0, 0: 1, 1: 1, 2: 1, 3: 1}
+    assert walked["start_level"] == 0 and walked["root"] == 0x1000
+    leaves = [(va, pa, size, level) for va, pa, size, level, _ in walked["leaves"]]
+    once = [
+        (G, 2 * G, 2 * M, 2),
+        (G + 2 * M, 0x9000_0000, 0x2000, 3),
+        (G + 2 * M + 0x5000, 0xA000_0000, 0x1000, 3),
+    ]
+    # The shared L1 maps its leaves under both L0 entries (512 GiB apart).
+    assert leaves == once + [(va + (1 << 39), pa, size, level) for va, pa, size, level in once]
+    geo = tool.translation(12 | 2 << 14 | 1 << 59, 1 << 34)
+    assert (geo["hvhe"], geo["ds"], geo["granule"], geo["start_level"]) == (True, True, 16384, 0)
+    geo = tool.translation(12 | 1 << 59, 1 << 34)
+    assert (geo["ia_bits"], geo["start_level"]) == (52, -1)
+    assert tool.output_address(0x4000_0000 | 1 << 8 | 0x403, 12, 4096, True) == 1 << 50 | G
+
+
+@pytest.mark.parametrize("path", sorted(WALKS_DATA.glob("*.walk.json")), ids=lambda p: p.stem)
+def test_committed_walks_hold_together(path):
+    """The read-backs kept in tests/data/kernelboot/walks/ (its README) pass the same checks."""
+    walk = json.loads(path.read_text())
+    check_walk(walk)
+    log = path.with_name(path.name.replace(".walk.json", ".log")).read_text(errors="replace")
+    assert f"Linux version {walk['release']} " in log
