@@ -12,12 +12,13 @@ import importlib
 import importlib.metadata
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import pluggy
 
 from sweep import __version__
+from sweep.core.eras import resolve
 from sweep.core.errors import PluginError, SweepError
 from sweep.core.kconfig import GRANULE_LIST, GRANULES, granule_name
 from sweep.core.memmap import MemoryMap, check_va_bits
@@ -44,6 +45,24 @@ pm = pluggy.PluginManager("sweep")
 pm.add_hookspecs(hookspecs)
 
 
+class Layouts(dict):
+    """Registered layouts by name; a kernel era's old layout name (``merged``, ``tagged``, ...)
+    still finds it for one release (``sweep.core.eras.ALIASES``), but is never listed."""
+
+    def __missing__(self, name: str) -> Layout:
+        if isinstance(name, str) and resolve(name) != name and resolve(name) in self:
+            return self[resolve(name)]
+        raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or (
+            isinstance(name, str) and dict.__contains__(self, resolve(name))
+        )
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+
 @dataclass
 class Registry:
     """Everything the loaded plugins registered, keyed by name, each remembering its plugin."""
@@ -52,7 +71,7 @@ class Registry:
     va_bits: dict[int, list[int]] = field(default_factory=dict)
     memory_maps: dict[str, MemoryMap] = field(default_factory=dict)
     families: dict[str, str] = field(default_factory=dict)
-    layouts: dict[str, Layout] = field(default_factory=dict)
+    layouts: Layouts = field(default_factory=Layouts)
     placements: dict[str, Callable] = field(default_factory=dict)
     placement_checks: dict[str, Callable] = field(default_factory=dict)
     owner: dict[tuple[str, object], str] = field(default_factory=dict)
@@ -63,11 +82,36 @@ _registry: Registry | None = None
 _loaded = False
 
 
+_exactly: set[str] | None = None
+"""Set by ``load_exactly``: the plugins a worker loads, whatever its environment says."""
+
+
 def _wanted() -> set[str] | None:
+    if _exactly is not None:
+        return _exactly
     value = os.environ.get(ENV_PLUGINS)
     if value is None:
         return None
     return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def load_exactly(names: Iterable[str]) -> list[str]:
+    """Load the plugins ``names`` and no others (a worker: those its sweep's process loaded),
+    whatever ``SWEEP_PLUGINS`` says here; returns those that cannot be loaded. This module is
+    the one owner of what is loaded: executors call this, never set its state."""
+    global _exactly
+    wanted = set(names)
+    if _loaded and _exactly == wanted:
+        return sorted(wanted - set(loaded()))
+    _exactly = wanted
+    reset(keep_exactly=True)
+    registry()
+    return sorted(wanted - set(loaded()))
+
+
+def loaded() -> list[str]:
+    """Names of the plugins registered in this process."""
+    return sorted(name for name, plugin in pm.list_name_plugin() if plugin is not None)
 
 
 def _is_wanted(name: str, wanted: set[str] | None) -> bool:
@@ -144,9 +188,25 @@ def load_plugins() -> None:
             f"named in {ENV_PLUGINS} but no built-in plugin or entry point (group"
             f" {ENTRY_POINT_GROUP!r}) has that name"
         )
+    errors.update(_unknown_hooks())
     _load_errors.update(errors)
     for name, reason in errors.items():
         _report(name, reason)
+
+
+def _unknown_hooks() -> dict[str, str]:
+    """Plugins implementing a hook no hookspec names (a typo, ``register_memory_mapz``): what
+    pluggy's ``check_pending`` refuses, each named with its plugin (sweep/plan/hookspecs.py)."""
+    found: dict[str, list[str]] = {}
+    for name, caller in vars(pm.hook).items():
+        if getattr(caller, "spec", True) is None:
+            for impl in caller.get_hookimpls():
+                found.setdefault(impl.plugin_name, []).append(name)
+    known = ", ".join(sorted(n for n, c in vars(pm.hook).items() if getattr(c, "spec", None)))
+    return {
+        plugin: f"implements no hook of va-sweep: {', '.join(sorted(hooks))} (hooks: {known})"
+        for plugin, hooks in found.items()
+    }
 
 
 def _sweep_version() -> str:
@@ -200,12 +260,14 @@ def _report(plugin: str, reason: str) -> None:
     log.warning("plugin %r skipped: %s", plugin, reason)
 
 
-def reset() -> None:
+def reset(keep_exactly: bool = False) -> None:
     """Forget what plugins registered (after a test registers or unregisters one), and look for
     plugins again on next use (a new entry point, another ``SWEEP_PLUGINS``)."""
-    global _registry, _loaded
+    global _registry, _loaded, _exactly
     _registry = None
     _loaded = False
+    if not keep_exactly:
+        _exactly = None
     _load_errors.clear()
 
 

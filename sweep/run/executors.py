@@ -106,10 +106,7 @@ def keep_freed_memory() -> None:
 
 def load_plugins_by_name(names: Iterable[str]) -> None:
     """Make the same plugins load here as in the parent (no-op where they already have)."""
-
-    if not plugins._loaded:
-        os.environ.setdefault(plugins.ENV_PLUGINS, ",".join(names))
-    plugins.registry()
+    plugins.load_exactly(names)
 
 
 def run_unit(unit: Unit, plan: Plan | None = None, store: Store | None = None) -> UnitResult:

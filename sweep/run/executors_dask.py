@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING
 
 from sweep.core.errors import SweepError
 from sweep.plan import plugins
-from sweep.plan.plugins import pm
 from sweep.run.executors import UnitResult, WorkerKilled, run_unit
 
 if TYPE_CHECKING:
@@ -67,8 +66,7 @@ def _plan(blob: bytes, digest: str) -> Plan:
 
 def loaded_plugins() -> list[str]:
     """Names of the plugins registered in this process (blocked names excluded)."""
-
-    return sorted(name for name, plugin in pm.list_name_plugin() if plugin is not None)
+    return plugins.loaded()
 
 
 def missing_plugins(names: list[str]) -> list[str]:
@@ -77,19 +75,9 @@ def missing_plugins(names: list[str]) -> list[str]:
 
     wanted = sorted(names)
     with _PLUGINS_LOCK:
-        if plugins._loaded and loaded_plugins() == wanted:
+        if plugins.loaded() == wanted:
             return []  # this worker runs in the sweep's process, or loaded them already
-        previous = os.environ.get(plugins.ENV_PLUGINS)
-        os.environ[plugins.ENV_PLUGINS] = ",".join(wanted)
-        try:
-            plugins.reset()
-            plugins.registry()
-        finally:
-            if previous is None:
-                os.environ.pop(plugins.ENV_PLUGINS, None)
-            else:
-                os.environ[plugins.ENV_PLUGINS] = previous
-        return sorted(set(wanted) - set(loaded_plugins()))
+        return plugins.load_exactly(wanted)
 
 
 def _where() -> str:
