@@ -160,7 +160,7 @@ def main() -> None:
     maps = many_maps(args.maps, rng)
     map_index = np.repeat(np.arange(args.maps), args.per_map)
     idmap = np.concatenate([random_addresses(m, 4096, args.per_map, rng) for m in maps])
-    tagged = [layouts["tagged"]]
+    tagged = [layouts["linux-4.17"]]
 
     def corpus():
         return build_table(maps, map_index, 4096, 48, tagged, 0, True, idmap)

@@ -54,7 +54,7 @@ def write_inputs(folder: Path, configs: int, unit_rows: int) -> Path:
     config.write_text(
         'name = "bench"\nmemory_maps = ["bench-map-a.toml", "bench-map-b.toml"]\n'
         'granules = ["4K"]\nva_bits = [39, 48]\n'
-        'layouts = ["high-only", "merged", "tagged", "tagged-48"]\n'
+        'layouts = ["linux-4.6", "linux-4.8", "linux-4.17", "linux-6.9"]\n'
         f"block_mappings = [false, true]\nunit_rows = {unit_rows}\n"
         f'[placement]\nkind = "stride"\nstep = {STEP}\n[tag]\nseed = 1\n'
     )

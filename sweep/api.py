@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 
 from sweep.core.columns import INPUT_COLUMNS, ROW_COLUMNS
+from sweep.core.eras import resolve
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import Bank, MemoryMap
 from sweep.model.banks import TrimmedBanks
-from sweep.model.builder import compute_columns
+from sweep.model.builder import CODED, compute_columns
 from sweep.model.layout import Layout
 from sweep.model.rows import Rows, full
 
@@ -38,6 +39,11 @@ def build(
     map_codes, map_names = _codes(configs["memory_map"])
     maps = [_memory_map(name, memory_maps) for name in map_names]
     layout_codes, layout_names = _codes(configs["layout"])
+    # an era's old name is the era's: codes of two names of one era become one
+    canonical = list(dict.fromkeys(resolve(name) for name in layout_names))
+    remap = np.array([canonical.index(resolve(name)) for name in layout_names], dtype=np.int64)
+    layout_codes = np.where(layout_codes < 0, layout_codes, remap[np.maximum(layout_codes, 0)])
+    layout_names = canonical
     chosen = [_layout(name, layouts) for name in layout_names]
     tags = _integers(configs, "tag_random") if "tag_random" in configs else None
     rows = Rows.of(
@@ -62,6 +68,8 @@ def build(
         "idmap_pa": rows.idmap_pa.view(np.uint64),
         "tag_random": full(rows.tag_random, n, np.uint64),
     }
+    for name, names in CODED.items():
+        columns[name] = pd.Categorical.from_codes(columns[name], names)
     frame = {name: inputs[name] if name in inputs else columns[name] for name in ROW_COLUMNS}
     return pd.DataFrame(frame, index=configs.index, copy=False)
 

@@ -18,6 +18,7 @@ from itertools import pairwise
 
 from sweep.api import build_row
 from sweep.core.columns import HEX_COLUMNS, TABLE_COLUMNS
+from sweep.core.eras import BY_NAME, resolve
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import (
     MemoryMap,
@@ -25,7 +26,14 @@ from sweep.core.memmap import (
     level_shift,
     levels,
 )
-from sweep.model.reference import LAYOUTS, Configuration, prepare
+from sweep.model.pkvm_reserve import PARTS, reserve_parts
+from sweep.model.reference import (
+    LAYOUTS,
+    Configuration,
+    prepare,
+    two_tree_counts,
+    two_trees,
+)
 from sweep.model.reference_tree import Tree, build_tree
 from sweep.plan.memory_maps import select_memory_maps
 from sweep.plan.plugins import get_layouts
@@ -53,9 +61,16 @@ class Explanation:
     tree: Tree
     mappings: list[Mapping]
     row: dict
+    boot: Explanation | None = None
+    """4.6-4.7's second tree, ``boot_hyp_pgd`` (``tree`` is then ``hyp_pgd``)."""
+    merged_root: int | None = None
+    """The level of 4.6-4.7's ``merged_hyp_pgd`` over both trees, for an extended idmap."""
 
     def tables_per_level(self) -> dict[int, int]:
-        return self.tree.tables_per_level()
+        if self.boot is None:
+            return self.tree.tables_per_level()
+        counts = two_tree_counts(self.tree, self.boot.tree, self.merged_root)
+        return counts
 
 
 def resolve_memory_map(name_or_path: str) -> MemoryMap:
@@ -99,18 +114,28 @@ def explain(
         layout_plugin=plugin,
     )
     runtime = c.runtime
-    tree = build_tree(runtime, c.idmap_pa, c.granule, c.hyp.tree_va_bits, block_mappings)
     mappings = [
         Mapping(f"runtime bank {i} (PA {pa:#x}-{pa + va_end - va - 1:#x})", va, va_end, pa)
         for i, (va, va_end, pa) in enumerate(runtime)
     ]
-    mappings.append(
-        Mapping("idmap page (VA == PA)", c.idmap_pa, c.idmap_pa + c.granule, c.idmap_pa)
-    )
+    idmap = Mapping("idmap page (VA == PA)", c.idmap_pa, c.idmap_pa + c.granule, c.idmap_pa)
     row = build_row(
         memory_map, c.granule, c.va_bits, layout, block_mappings, c.idmap_pa, tag_random
     )
-    return Explanation(c, tree, mappings, row)
+    era = BY_NAME.get(resolve(layout)) if plugin is None else None
+    if era is not None and era.two_trees:  # 4.6-4.7: hyp_pgd and boot_hyp_pgd
+        hyp, boot, merged_root = two_trees(
+            runtime, c.idmap_pa, c.granule, c.va_bits, c.idmap_va_bits, block_mappings
+        )
+        top = (1 << c.va_bits) - c.granule
+        name = "trampoline (the idmap page at TRAMPOLINE_VA)"
+        trampoline = [] if merged_root is not None else [
+            Mapping(name, top, top + c.granule, c.idmap_pa)
+        ]  # fmt: skip
+        boot_part = Explanation(c, boot, [*trampoline, idmap], row)
+        return Explanation(c, hyp, mappings + trampoline, row, boot_part, merged_root)
+    tree = build_tree(runtime, c.idmap_pa, c.granule, c.hyp.tree_va_bits, block_mappings)
+    return Explanation(c, tree, [*mappings, idmap], row)
 
 
 # --- printing ---------------------------------------------------------------------------------
@@ -273,15 +298,38 @@ def render(explanation: Explanation) -> str:
         "mappings, in the order they are made:",
         *(f"  0x{m.va:016x}-0x{m.va_end:016x} -> PA 0x{m.pa:x}: {m.name}" for m in e.mappings),
         "",
+        *(["hyp_pgd (runtime tree):"] if e.boot else []),
         *tree_lines(e),
+        *(["", "boot_hyp_pgd (idmap tree):", *tree_lines(e.boot)] if e.boot else []),
+        *(
+            [f"merged_hyp_pgd: 1 root table at L{e.merged_root} over both trees"]
+            if e.merged_root is not None
+            else []
+        ),
         "",
         "row (sweep.build):",
     ]
     width = max(len(c) for c in e.row)
     out += [f"  {c:<{width}s}  {_value_text(c, v)}" for c, v in e.row.items()]
+    out += _reservation_lines(c)
     out.append("")
     out.append(agreement(e))
     return "\n".join(out)
+
+
+def _reservation_lines(c: Configuration) -> list[str]:
+    """docs/model.md section 9: what protected mode would reserve, part by part."""
+    era = BY_NAME.get(resolve(c.layout))
+    if era is None or not era.pkvm:
+        return []
+    parts = reserve_parts(era.name, c.granule, [s for s, _ in c.banks], [e - s for s, e in c.banks])
+    shown = " + ".join(f"{name} {parts[name]}" for name in PARTS if parts[name])
+    return [
+        "",
+        f"pKVM reservation (kvm_hyp_reserve, Linux {era.pkvm}'s formulas): {shown} = "
+        f"{parts['pages']} pages -> {parts['reserve_bytes'] >> 20} MiB "
+        f"(PMD-aligned), at or below {parts['reserve_base']:#x}",
+    ]
 
 
 def agreement(explanation: Explanation) -> str:

@@ -12,41 +12,41 @@ page being one page of it), never silently preferred.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweep.api import build_row
+from sweep.bootset import TABLE_FIELDS, boot_set, profile_for, read_walk, shipped_profiles
+from sweep.core.eras import BY_NAME, era_of_version, resolve
 from sweep.core.errors import ValidationError
 from sweep.core.kconfig import VA_BITS_CHOICES, granule_name, levels
 from sweep.core.memmap import MemoryMap, parse_granule
 from sweep.formats.bootlog import BOOT_OPTIONS, BootLog, BootLogError, parse_boot_log
 from sweep.formats.files import read_input
 from sweep.formats.loaders import MAX_FILE_BYTES, memory_map_from_boot_log
+from sweep.model.pkvm_reserve import reserve_parts
 from sweep.model.reference import compute_row
 
-DEFAULT_LAYOUT = "tagged-48"
-"""The layout checked when the log names no kernel release to choose by."""
 
-LAYOUT_SINCE = (
-    (6, 9, "tagged-48", "6.9 and later"),
-    (4, 17, "tagged", "4.17 to 6.8"),
-    (4, 8, "merged", "4.8 to 4.16"),
-    (0, 0, "high-only", "up to 4.7"),
-)
-"""Each built-in layout's first Linux release (docs/model.md section 3), newest first."""
+class UnknownEra(BootLogError):
+    """The log does not say which kernel era printed it: refused (exit 1), never guessed."""
 
 
 def layout_for_release(release: str | None) -> tuple[str, str]:
-    """The built-in layout of the kernel that printed the log, and why it was chosen."""
-    match = re.match(r"(\d+)\.(\d+)", release or "")
-    if not match:
-        return DEFAULT_LAYOUT, "assumed: the log names no kernel release"
-    version = (int(match.group(1)), int(match.group(2)))
-    for major, minor, layout, span in LAYOUT_SINCE:
-        if version >= (major, minor):
-            return layout, f"Linux {version[0]}.{version[1]}; {layout} is {span}"
-    raise AssertionError("LAYOUT_SINCE ends with (0, 0)")
+    """The kernel era of the kernel that printed the log (``sweep.core.eras``), and why; a log
+    whose era cannot be told is refused rather than guessed."""
+    era = era_of_version(release or "")
+    if release is None:
+        raise UnknownEra(
+            "cannot tell the kernel era: the log has no 'Linux version' line; pass --layout "
+            f"(one of {', '.join(BY_NAME)})"
+        )
+    if era is None:
+        raise UnknownEra(
+            f"cannot tell the kernel era of {release!r}: the model's eras start at 4.6; "
+            "pass --layout"
+        )
+    return era.name, f"Linux {release}: {era.name} is Linux {era.kernels}"
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class VerifyReport:
                 if self.boot.idmap_pa != self.idmap_pa
                 else ")"
             ),
-            f"tag_random: {self.tag_random:#x} (the range start below bit VA_BITS - 1)",
+            f"tag_random: {self.tag_random:#x} (from the range start; the era keeps its tag bits)",
         ]
         if self.boot.command_line is not None and "nokaslr" not in self.boot.command_line:
             lines.append(
@@ -155,22 +155,42 @@ def _infer_granule(boot: BootLog) -> tuple[int, str]:
     return 4096, "the log does not show the page size: assumed"
 
 
-def _infer_va_bits(boot: BootLog) -> tuple[int, str]:
+def _infer_va_bits(boot: BootLog, layout: str | None = None) -> tuple[int, str]:
     """VA_BITS the kernel ran with (``vabits_actual``).
 
     ``kvm_compute_layout`` (arch/arm64/kvm/va_layout.c) sets bit ``vabits_actual - 1`` of the
-    tag when the idmap is below it, so that bit is the top bit of the range start.
+    tag when the idmap is below it, so that bit is the top bit of the range start; from 7.0
+    the bit is ``max(48, vabits_actual) - 1``, which tells 48 from 52 but nothing below 48:
+    then the build's profile (its ``CONFIG_ARM64_VA_BITS``) must say.
     """
     start = boot.hyp_va_start
     top = start.bit_length()
     if boot.va52:
         return 52, f"the log says '52-bit Virtual Addressing ({boot.va52})'"
+    era = BY_NAME.get(resolve(layout)) if layout else None
+    if era is not None and era.tag_at_hyp_va_bits and top <= 48:
+        return _va_bits_of_build(boot)
     if top and boot.idmap_pa < 1 << (top - 1):
         return top, "top bit of the range start; the idmap is low"
     raise BootLogError(
         f"cannot tell VA_BITS from the log: the idmap page {boot.idmap_pa:#x} is not below bit "
         f"{top - 1} of the range start {start:#x}; pass --va-bits"
     )
+
+
+def _va_bits_of_build(boot: BootLog) -> tuple[int, str]:
+    """A 7.x kernel's ``vabits_actual`` from its profile: its ``VA_BITS``, or for a 52-bit
+    build on a CPU without LPA2/LVA (no '52-bit Virtual Addressing' line), 48 (47 at 16K)."""
+    if boot.release not in shipped_profiles():
+        raise BootLogError(
+            f"cannot tell VA_BITS from a 7.x log: the HYP VA tag sits at bit 47 below 48 bits "
+            f"and there is no kernel profile for {boot.release}; pass --va-bits"
+        )
+    profile = profile_for(boot.release)
+    if profile.va_bits != 52:
+        return profile.va_bits, f"CONFIG_ARM64_VA_BITS of {boot.release} (its profile)"
+    actual = 47 if profile.granule == 16384 else 48
+    return actual, f"{boot.release} is a 52-bit build; no LPA2/LVA in the log: {actual}"
 
 
 def _granule_check(boot: BootLog, granule: int, source: str) -> FieldCheck | None:
@@ -193,7 +213,9 @@ def _granule_check(boot: BootLog, granule: int, source: str) -> FieldCheck | Non
     )
 
 
-def _va_bits_check(boot: BootLog, va_bits: int, source: str, granule: int) -> FieldCheck | None:
+def _va_bits_check(
+    boot: BootLog, va_bits: int, source: str, granule: int, layout: str
+) -> FieldCheck | None:
     """VA_BITS against the log: a given value against what the range start says (None when the
     log cannot tell), an inferred one against the VA_BITS Linux can be built with."""
     if not source.startswith("given"):
@@ -205,19 +227,21 @@ def _va_bits_check(boot: BootLog, va_bits: int, source: str, granule: int) -> Fi
             va_bits in choices,
         )
     try:
-        shown, why = _infer_va_bits(boot)
+        shown, why = _infer_va_bits(boot, layout)
     except BootLogError:
         return None
     return FieldCheck("VA_BITS", f"{shown} ({why})", f"{va_bits} (given)", shown == va_bits)
 
 
 def recover_tag_random(start: int, va_bits: int) -> int:
-    """The random tag bits, as a raw ``tag_random``: the range start below bit ``VA_BITS - 1``.
+    """The random tag bits, as a raw ``tag_random``: the range start below its region bit.
 
-    The layout keeps only bits ``VA_BITS - 2 .. tag_lsb`` of it (docs/model.md §3), so passing the
-    lower bits through changes nothing, and this needs no knowledge of ``tag_lsb``.
+    The layout keeps only bits ``region - 2 .. tag_lsb`` of it (docs/model.md §3; the region
+    bit is ``VA_BITS - 1``, from 7.0 ``max(48, VA_BITS) - 1``), so passing the lower bits
+    through changes nothing, and this needs no knowledge of ``tag_lsb`` or of the era: bits
+    of the start above ``VA_BITS - 2`` that an era does not insert are masked by its formula.
     """
-    return start & ((1 << (va_bits - 1)) - 1)
+    return start & ((1 << 51) - 1)
 
 
 def model_row(
@@ -246,12 +270,16 @@ def verify_boot(
     layout: str | None = None,
     name: str = "boot-log",
     engine: str = "builder",
+    tables: str | Path | None = None,
+    profile: str | Path | None = None,
 ) -> VerifyReport:
     """Compare one boot log with the model, field by field (see the module docstring).
 
     ``granule``, ``va_bits`` and ``layout`` default to what the log shows (the layout by the
     kernel release, ``layout_for_release``). A log that lacks the lines
-    raises ``BootLogError`` whose message names the boot options to add.
+    raises ``BootLogError`` whose message names the boot options to add. A protected-mode log's
+    printed pKVM reservation is compared with ``kvm_hyp_reserve``'s; ``tables`` (a walk of the
+    real EL2 tables) is compared per level with the boot-time tables of ``sweep.bootset``.
     """
     boot = parse_boot_log(log_text)
     problem = missing_kvm_lines_message(boot)
@@ -263,18 +291,18 @@ def verify_boot(
         granule, granule_source = _infer_granule(boot)
     else:
         granule, granule_source = parse_granule(granule), "given"
-    if va_bits is None:
-        va_bits, va_bits_source = _infer_va_bits(boot)
-    else:
-        va_bits_source = "given"
-        try:
-            _infer_va_bits(boot)
-        except BootLogError:
-            va_bits_source = "given; the log cannot tell"
     if layout is None:
         layout, layout_source = layout_for_release(boot.release)
     else:
         layout_source = "given"
+    if va_bits is None:
+        va_bits, va_bits_source = _infer_va_bits(boot, layout)
+    else:
+        va_bits_source = "given"
+        try:
+            _infer_va_bits(boot, layout)
+        except BootLogError:
+            va_bits_source = "given; the log cannot tell"
     start, end = boot.hyp_va_start, boot.hyp_va_end
     tag_random = recover_tag_random(start, va_bits)
     row = model_row(memory_map, granule, va_bits, layout, boot.idmap_pa, tag_random, engine)
@@ -283,7 +311,7 @@ def verify_boot(
         check
         for check in (
             _granule_check(boot, granule, granule_source),
-            _va_bits_check(boot, va_bits, va_bits_source, granule),
+            _va_bits_check(boot, va_bits, va_bits_source, granule, layout),
         )
         if check is not None
     ]
@@ -308,6 +336,18 @@ def verify_boot(
             end == row["hyp_dram_last"],
         ),
     ]
+    checks += _pkvm_checks(boot, memory_map, granule, layout)
+    if tables is not None:
+        walk = read_walk(tables)
+        banks = [(b.base, b.size) for b in memory_map.banks]
+        model = boot_set(log_text, boot, banks, profile_for(boot.release, profile))
+        label = f"EL2 {'pKVM' if boot.protected else 'nVHE'} boot"
+        checks += [
+            FieldCheck(
+                f"{label} {f}", str(walk[f]), str(model.tables[f]), walk[f] == model.tables[f]
+            )
+            for f in TABLE_FIELDS
+        ]
     return VerifyReport(
         boot=boot,
         memory_map=memory_map,
@@ -322,6 +362,27 @@ def verify_boot(
         row=row,
         checks=checks,
     )
+
+
+def _pkvm_checks(boot: BootLog, memory_map: MemoryMap, granule: int, layout: str) -> list:
+    """A protected boot's ``Reserved N MiB`` against ``kvm_hyp_reserve`` for its DRAM."""
+    if not boot.protected or boot.reserved is None:
+        return []
+    era = BY_NAME.get(resolve(layout))
+    if era is None or not era.pkvm:
+        return []
+    parts = reserve_parts(
+        era.name, granule, [b.base for b in memory_map.banks], [b.size for b in memory_map.banks]
+    )
+    size = parts["reserve_bytes"]
+    return [
+        FieldCheck(
+            "pKVM reserved",
+            f"{boot.reserved[0] >> 20} MiB at {boot.reserved[1]:#x}",
+            f"{size >> 20} MiB ({parts['pages']} pages: kvm_hyp_reserve)",
+            size == boot.reserved[0],
+        )
+    ]
 
 
 def verify_boot_file(path: str | Path, **kwargs) -> VerifyReport:

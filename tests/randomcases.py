@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import random
 
+from sweep.core.eras import BY_NAME
 from sweep.core.memmap import PA_LIMIT, MemoryMap
 
-LAYOUTS = ("high-only", "merged", "tagged", "tagged-48")
+LAYOUTS = tuple(BY_NAME)  # every kernel era
 GRANULES = (4096, 16384, 65536)
 
 
@@ -125,7 +126,7 @@ def block_cases(rng: random.Random, rows: int, seed: int = 0):
                     memory_map=mm.name,
                     granule=granule,
                     va_bits=va_bits,
-                    layout=rng.choice(["high-only", "high-only", "merged", "tagged"]),
+                    layout=rng.choice(["linux-4.6", "linux-4.8", "linux-4.17", "linux-7.0"]),
                     block_mappings=rng.random() < 0.8,
                     idmap_pa=idmap,
                     tag_random=0,

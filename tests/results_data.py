@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import HIGH_ONLY_ONE_TREE, one_tree_registered
 
 from sweep.core.columns import ROW_COLUMNS
 from sweep.core.kconfig import VA_BITS_CHOICES
@@ -47,9 +48,16 @@ def toml(memory_map: MemoryMap) -> str:
     return f'name = "{memory_map.name}"\n{banks}'
 
 
+ERAS = ["linux-4.6", "linux-4.8", "linux-4.17", "linux-5.12", "linux-6.2", "linux-6.9", "linux-7.0"]
+LAYOUTS = [*ERAS, HIGH_ONLY_ONE_TREE.name]
+"""The small sweep's layouts: every kernel era, and the what-if of 4.6's alias in one merged
+tree (tests/conftest.py), whose idmap can overlap the runtime alias (docs/model.md 7.3): the
+eras' layouts essentially never overlap, and the queries' overlap mechanics need rows that do."""
+
+
 def run_small_sweep(directory: Path) -> Path:
-    """``sweep run``: the maps above, every Kconfig granule/VA_BITS, layout and block setting,
-    the idmap every 1 GiB of DRAM (docs/model.md section 8, ``stride``)."""
+    """``sweep run``: the maps above, every Kconfig granule/VA_BITS, the ``LAYOUTS`` and both
+    block settings, the idmap every 1 GiB of DRAM (docs/model.md section 8, ``stride``)."""
     from click.testing import CliRunner
 
     from sweep.cli import main
@@ -63,12 +71,13 @@ def run_small_sweep(directory: Path) -> Path:
         'name = "small"\n'
         f"memory_maps = {json.dumps(sorted(str(p) for p in maps_dir.glob('*.toml')))}\n"
         'granules = ["4K", "16K", "64K"]\nva_bits = "kconfig"\n'
-        'layouts = ["high-only", "merged", "tagged", "tagged-48"]\n'
+        f"layouts = {json.dumps(LAYOUTS)}\n"
         'block_mappings = [false, true]\n[placement]\nkind = "stride"\nstep = "1G"\n'
     )
-    result = CliRunner().invoke(
-        main, ["run", str(config), "--out", str(directory), "--workers", "1"]
-    )
+    with one_tree_registered():
+        result = CliRunner().invoke(
+            main, ["run", str(config), "--out", str(directory), "--workers", "1"]
+        )
     assert result.exit_code == 0, result.output
     return directory
 
@@ -84,6 +93,7 @@ def reference_rows(configs: pd.DataFrame) -> pd.DataFrame:
             r.block_mappings,
             r.idmap_pa,
             r.tag_random,
+            HIGH_ONLY_ONE_TREE if r.layout == HIGH_ONLY_ONE_TREE.name else None,
         )
         for r in configs.astype({"memory_map": str, "layout": str}).itertuples()
     ]

@@ -25,7 +25,7 @@ def small_config(map_file: Path, **changes) -> SweepConfig:
         "memory_maps": [str(map_file)],
         "granules": ["4K"],
         "va_bits": [39, 48],
-        "layouts": ["merged"],
+        "layouts": ["linux-4.8"],
         "block_mappings": [False, True],
         "placement": {"kind": "stride", "step": "64M"},
         "unit_rows": 8,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from hypothesis import strategies as st
 from randomcases import fits
 
+from sweep.core.eras import BY_NAME
 from sweep.core.memmap import PA_LIMIT, MemoryMap
 
-LAYOUTS = ("high-only", "merged", "tagged", "tagged-48")
+LAYOUTS = tuple(BY_NAME)  # every kernel era
 
 
 @st.composite

@@ -46,7 +46,7 @@ def test_sweep_columns_lists_every_built_column_with_its_dtype():
     for line in lines:
         name, dtype, section = line.split()[:3]
         assert dtype == str(built[name].dtype), name
-        assert section in "12345", name
+        assert section in ("1", "2", "3", "4", "5", "9"), name
 
 
 def test_sweep_columns_of_one_name_and_a_mistake():

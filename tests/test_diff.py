@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import HIGH_ONLY_ONE_TREE, one_tree_registered
 
 from sweep.cli import main
 from sweep.core.errors import ValidationError
@@ -29,36 +30,49 @@ def _run(directory: Path, *overrides: str) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
+    """Linux 4.8's merged layout, and the same tree rules under 4.6's alias (``high-only-merged``,
+    conftest: 4.6's own two trees would change every row's table counts); both block settings,
+    so that ignoring the block setting and the idmap leaves several rows per configuration."""
     base = tmp_path_factory.mktemp("diff")
-    return {
-        "merged": _run(base / "merged", "layouts=merged"),
-        "high-only": _run(base / "high-only", "layouts=high-only"),
-        "merged-4K": _run(base / "merged-4K", "layouts=merged", "granules=4K"),
-    }
+    blocks = "block_mappings=false,true"
+    with one_tree_registered():
+        return {
+            "linux-4.8": _run(base / "linux-4.8", "layouts=linux-4.8", blocks),
+            "high-only-merged": _run(
+                base / "high-only-merged", f"layouts={HIGH_ONLY_ONE_TREE.name}", blocks
+            ),
+            "linux-4.8-4K": _run(base / "linux-4.8-4K", "layouts=linux-4.8", "granules=4K", blocks),
+        }
 
 
 def test_a_run_against_itself_is_identical(runs):
-    result = diff(runs["merged"], runs["merged"])
+    result = diff(runs["linux-4.8"], runs["linux-4.8"])
     assert result.identical and result.summary.empty
-    assert result.rows_a == result.rows_b == len(load(runs["merged"])) > 0
-    cli = CliRunner().invoke(main, ["diff", str(runs["merged"]), str(runs["merged"])])
+    assert result.rows_a == result.rows_b == len(load(runs["linux-4.8"])) > 0
+    cli = CliRunner().invoke(main, ["diff", str(runs["linux-4.8"]), str(runs["linux-4.8"])])
     assert cli.exit_code == 0 and "the runs agree on every compared column" in cli.output
 
 
 def test_two_layouts(runs):
-    """merged vs high-only, matched ignoring the layout, against the reference row by row."""
-    result = diff(runs["merged"], runs["high-only"], ignore=["layout"])
+    """linux-4.8 vs high-only-merged, matched ignoring the layout, against the reference row by
+    row; ``show`` above the row count, so that ``changed`` holds every differing row."""
+    result = diff(runs["linux-4.8"], runs["high-only-merged"], ignore=["layout"], show=10**6)
     maps = get_memory_maps()
     expected_rows, expected_columns = Counter(), Counter()
-    for r in load(runs["merged"]).astype({"memory_map": str, "layout": str}).itertuples():
+    for r in load(runs["linux-4.8"]).astype({"memory_map": str, "layout": str}).itertuples():
         config = dict(
             granule=r.granule,
             va_bits=r.va_bits,
             block_mappings=r.block_mappings,
             idmap_pa=r.idmap_pa,
         )
-        a = compute_row(maps[r.memory_map], layout="merged", **config)
-        b = compute_row(maps[r.memory_map], layout="high-only", **config)
+        a = compute_row(maps[r.memory_map], layout="linux-4.8", **config)
+        b = compute_row(
+            maps[r.memory_map],
+            layout=HIGH_ONLY_ONE_TREE.name,
+            layout_plugin=HIGH_ONLY_ONE_TREE,
+            **config,
+        )
         differs = [c for c in OUTPUT_COLUMNS if a[c] != b[c]]
         expected_rows[r.memory_map] += bool(differs)
         expected_columns.update((r.memory_map, c) for c in differs)
@@ -68,9 +82,15 @@ def test_two_layouts(runs):
     assert len(result.changed) == sum(expected_rows.values())
     assert result.only_a == result.only_b == 0
     # By hand (docs/model.md 3): Juno's idmap 0x8008_0000 is below 2^(V-1) at every VA_BITS, so
-    # merged takes the high window exactly as high-only does: no row of Juno changes. Seattle's
-    # idmap 0x80_0008_0000 is above 2^38: at VA_BITS 39 merged moves to the low window.
-    assert "juno" not in result.summary.index
+    # linux-4.8 takes the high window exactly as 4.6's alias does, in the same one tree: no table
+    # or address of Juno changes. Only whether a kernel runs it does, at VA_BITS 52: no 4.8-4.16
+    # kernel offers 52 bits (sweep.core.eras: linux-4.8 has no va52_granules), while the what-if
+    # names no era, so all its rows count as runnable: 3 granules x 2 block settings = 6 rows.
+    juno = result.summary.loc["juno"]
+    assert juno["changed"] == juno["runnable"] == juno["unrunnable"] == 3 * 2
+    assert set(juno[juno > 0].index) == {"rows", "changed", "runnable", "unrunnable"}
+    juno_rows = result.changed[result.changed.memory_map == "juno"]
+    assert (juno_rows["va_bits"] == 52).all() and not juno_rows["runnable_a"].any()
     seattle = result.changed[
         (result.changed.memory_map == "amd-seattle") & (result.changed.va_bits == 39)
     ]
@@ -79,8 +99,8 @@ def test_two_layouts(runs):
 
 
 def test_rows_only_in_one_run(runs):
-    result = diff(runs["merged"], runs["merged-4K"])
-    merged = load(runs["merged"])
+    result = diff(runs["linux-4.8"], runs["linux-4.8-4K"])
+    merged = load(runs["linux-4.8"])
     assert result.only_a == int((merged.granule != 4096).sum()) > 0
     assert result.only_b == 0 and result.changed.empty
     per_board = merged[merged.granule != 4096].groupby("memory_map", observed=True).size()
@@ -90,7 +110,15 @@ def test_rows_only_in_one_run(runs):
 def test_cli_summary_and_exit_code(runs):
     cli = CliRunner().invoke(
         main,
-        ["diff", str(runs["merged"]), str(runs["high-only"]), "--ignore", "layout", "--show", "3"],
+        [
+            "diff",
+            str(runs["linux-4.8"]),
+            str(runs["high-only-merged"]),
+            "--ignore",
+            "layout",
+            "--show",
+            "3",
+        ],
     )
     assert cli.exit_code == 1
     assert "per board: rows matched, only in A, only in B, changed" in cli.output
@@ -100,11 +128,11 @@ def test_cli_summary_and_exit_code(runs):
 
 def test_errors(runs, tmp_path):
     with pytest.raises(ValidationError, match="only input columns can be ignored"):
-        diff(runs["merged"], runs["merged"], ignore=["margin"])
+        diff(runs["linux-4.8"], runs["linux-4.8"], ignore=["margin"])
     with pytest.raises(ValidationError, match="keep it"):
-        diff(runs["merged"], runs["merged"], ignore=["memory_map"])
+        diff(runs["linux-4.8"], runs["linux-4.8"], ignore=["memory_map"])
     with pytest.raises(ValidationError, match="several rows share one configuration"):
-        diff(runs["merged"], runs["merged"], ignore=["idmap_pa", "block_mappings"])
-    cli = CliRunner().invoke(main, ["diff", str(runs["merged"]), str(tmp_path / "none")])
+        diff(runs["linux-4.8"], runs["linux-4.8"], ignore=["idmap_pa", "block_mappings"])
+    cli = CliRunner().invoke(main, ["diff", str(runs["linux-4.8"]), str(tmp_path / "none")])
     assert cli.exit_code == 2 and "no such directory" in cli.output
     assert "Traceback" not in cli.output

@@ -20,6 +20,7 @@ from small_sweep import small_config, write_map
 import sweep.plan.units
 from sweep import hookimpl
 from sweep.cli import main
+from sweep.core.eras import BY_NAME
 from sweep.core.errors import SweepError
 from sweep.model.reference import compute_row
 from sweep.plan.placements import _splitmix64, _splitmix64_int, tag_random
@@ -27,7 +28,7 @@ from sweep.plan.plugins import pm, reset
 from sweep.plan.units import ALGORITHM_VERSION, make_plan
 from sweep.read.results import load as read_results
 from sweep.run.driver import Progress, run_sweep
-from sweep_plugins.layouts import Merged
+from sweep_plugins.layouts import EraLayout
 
 TESTS = Path(__file__).resolve().parent
 GIB = 1 << 30
@@ -41,7 +42,7 @@ def map_file(tmp_path):
     return write_map(tmp_path)
 
 
-def expected_inputs(layouts=("merged",), va_bits=(39, 48)) -> set:
+def expected_inputs(layouts=("linux-4.8",), va_bits=(39, 48)) -> set:
     return {
         ("t1g", 4096, v, lay, b, a)
         for v, lay, b, a in product(va_bits, layouts, (False, True), ADDRESSES)
@@ -57,10 +58,10 @@ def inputs_of(df: pd.DataFrame) -> list:
 
 
 class WrappedLayout:
-    """``merged`` under another name, running ``before(batch)`` first."""
+    """``linux-4.8`` under another name, running ``before(batch)`` first."""
 
     def __init__(self, name, before):
-        self.base = Merged()
+        self.base = EraLayout(BY_NAME["linux-4.8"])
         self.name, self.source, self.description = name, self.base.source, "test layout"
         self.before = before
 
@@ -130,7 +131,7 @@ def test_units_cover_the_product_once_in_a_stable_order(map_file, monkeypatch, s
     # Inputs are filled segment by segment (runs of one map, layout and block setting) when
     # segments are long, else decoded row by row: each way, every configuration once.
     monkeypatch.setattr(sweep.plan.units, "SEGMENT_ROWS", segment_rows)
-    config = small_config(map_file, layouts=["merged", "tagged"])
+    config = small_config(map_file, layouts=["linux-4.8", "linux-4.17"])
     plan = make_plan(config)
     assert plan.configurations == 2 * 2 * 2 * 16 == 128
     units = list(plan.units())
@@ -153,7 +154,7 @@ def test_units_cover_the_product_once_in_a_stable_order(map_file, monkeypatch, s
             )
         ]
     assert len(seen) == len(set(seen)) == 128
-    assert set(seen) == expected_inputs(("merged", "tagged"))
+    assert set(seen) == expected_inputs(("linux-4.8", "linux-4.17"))
     again = list(make_plan(config).units())
     assert again == units
     assert units[0].path == "granule-4096/va_bits-39/part-000000.parquet"
@@ -201,7 +202,7 @@ def test_tag_random_is_a_function_of_its_inputs_only():
 
 def test_a_run_writes_every_row_of_the_model(map_file, tmp_path):
     out = tmp_path / "out"
-    layouts = ["merged", "tagged"]
+    layouts = ["linux-4.8", "linux-4.17"]
     report = run_sweep(
         small_config(map_file, layouts=layouts, tag={"seed": 5}),
         out=str(out),
@@ -212,14 +213,14 @@ def test_a_run_writes_every_row_of_the_model(map_file, tmp_path):
     assert (report.units_written, report.rows_written) == (16, 128)
     df = read_results(str(out))
     assert sorted(inputs_of(df)) == sorted(expected_inputs(layouts))
-    # docs/model.md section 8: only the tagged layout's rows get a tag_random.
-    assert (df.loc[df["layout"] == "merged", "tag_random"] == 0).all()
-    assert (df.loc[df["layout"] == "tagged", "tag_random"] != 0).all()
+    # docs/model.md section 8: only the tagged layout's rows (4.17 on) get a tag_random.
+    assert (df.loc[df["layout"] == "linux-4.8", "tag_random"] == 0).all()
+    assert (df.loc[df["layout"] == "linux-4.17", "tag_random"] != 0).all()
     # Spot checks against the scalar reference, tags included.
     from sweep.core.memmap import MemoryMap
 
     t1g = MemoryMap("t1g", [(0x8000_0000, GIB)])
-    for row in df[df["layout"] == "tagged"].sample(6, random_state=1).to_dict("records"):
+    for row in df[df["layout"] == "linux-4.17"].sample(6, random_state=1).to_dict("records"):
         assert (
             row["tag_random"]
             == tag_random(5, "t1g", 4096, row["va_bits"], np.array([row["idmap_pa"]], np.uint64))[0]
@@ -374,7 +375,7 @@ def test_dry_run_counts_without_running(map_file, tmp_path):
     config = tmp_path / "c.toml"
     config.write_text(
         f'memory_maps = ["{map_file}"]\ngranules = ["4K", "64K"]\n'
-        'va_bits = [39, 48]\nlayouts = ["merged", "tagged"]\nunit_rows = 10\n'
+        'va_bits = [39, 48]\nlayouts = ["linux-4.8", "linux-4.17"]\nunit_rows = 10\n'
         '[placement]\nkind = "stride"\nstep = "256M"\n'
     )
     result = CliRunner().invoke(
@@ -531,7 +532,7 @@ def test_a_map_whose_placement_fails_is_recorded_and_the_others_run(map_file, tm
     assert "too small" in report.failed[0]["error"]
     df = read_results(str(out))
     assert sorted(inputs_of(df)) == sorted(
-        ("t1g", 4096, v, "merged", b, 0x8008_0000) for v in (39, 48) for b in (False, True)
+        ("t1g", 4096, v, "linux-4.8", b, 0x8008_0000) for v in (39, 48) for b in (False, True)
     )
     with pytest.raises(SweepError, match="tiny.*too small"):
         make_plan(small_config(tiny, placement={"kind": "kernel-load"}))
@@ -695,7 +696,8 @@ def test_a_full_output_stops_at_once_keeping_what_is_done(map_file, tmp_path, mo
 
     monkeypatch.setattr(Store, "write_bytes", write_bytes)  # the forked workers inherit it
     args = ["run", "--out", str(out), "--workers", "1", f"memory_maps={map_file}"]
-    args += ["granules=4K", "va_bits=39,48", "layouts=merged", "unit_rows=8"]
+    args += ["granules=4K", "va_bits=39,48", "layouts=linux-4.8", "block_mappings=false,true"]
+    args += ["unit_rows=8"]
     args += ["placement.kind=stride", "placement.step=64M"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1

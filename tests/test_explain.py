@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import HIGH_ONLY_ONE_TREE
 
 from sweep.cli import main
 from sweep.core.columns import OUTPUT_COLUMNS, TABLE_COLUMNS
@@ -31,17 +32,26 @@ LX2160A = MemoryMap(
 CASES = [
     (JUNO, "4K", 39, "merged", 0x8008_0000, 0),
     (SEATTLE, "4K", 39, "merged", 0x80_0008_0000, 0),
-    (TWO_BANKS, "4K", 39, "high-only", 0x40_0008_0000, 0),
+    (TWO_BANKS, "4K", 39, "high-only-merged", 0x40_0008_0000, 0),
+    (TWO_BANKS, "4K", 39, "linux-4.6", 0x40_0008_0000, 0),
     (TWO_BANKS, "4K", 39, "merged", 0x40_0008_0000, 0),
     (TWO_BANKS, "16K", 47, "tagged", 0x40_0008_0000, 0x1234_5678_9ABC_DEF0),
     (LX2160A, "4K", 48, "tagged-48", 0x81A2_4000, 0xFFFF_FFFF_FFFF_FFFF),
     (LX2160A, "64K", 42, "tagged", 0x22_0000_0000, 0x5555_5555_5555_5555),
     (FAR, "4K", 52, "tagged", (1 << 48) + 0x8_0000, 0),
     (FAR, "16K", 36, "merged", (1 << 48) + 0x8_0000, 0),
-    (FAR, "64K", 52, "high-only", 0x8008_0000, 0),
+    (FAR, "64K", 52, "high-only-merged", 0x8008_0000, 0),
 ]
 IDS = [f"{m.name}-{g}-{v}-{lay}" for m, g, v, lay, _i, _t in CASES]
 LEVEL_COLUMNS = TABLE_COLUMNS
+
+
+@pytest.fixture(autouse=True)
+def high_only_one_tree(add_plugin):
+    """4.6's alias in one merged tree (tests/conftest.py), to draw overlaps and split blocks."""
+    add_plugin(
+        "test-high-only-merged", register_layouts=lambda register: register(HIGH_ONLY_ONE_TREE)
+    )
 
 
 @pytest.mark.parametrize("blocks", [False, True], ids=["blocks-off", "blocks-on"])
@@ -51,7 +61,10 @@ def test_explain_row_is_the_builders_and_the_tree_agrees(case, blocks):
     e = explain(memory_map, granule, va_bits, layout, blocks, idmap_pa, tag_random)
     # The row explain prints is the builder's; the independent scalar reference must agree with
     # it on every output column (docs/model.md section 6), and the printed tree is the reference's.
-    reference = compute_row(memory_map, granule, va_bits, layout, blocks, idmap_pa, tag_random)
+    plugin = HIGH_ONLY_ONE_TREE if layout == HIGH_ONLY_ONE_TREE.name else None
+    reference = compute_row(
+        memory_map, granule, va_bits, layout, blocks, idmap_pa, tag_random, plugin
+    )
     for column in OUTPUT_COLUMNS:
         assert e.row[column] == reference[column], column
     counts = e.tables_per_level()
@@ -59,9 +72,9 @@ def test_explain_row_is_the_builders_and_the_tree_agrees(case, blocks):
         assert counts[level] == reference[column] == e.row[column], column
     text = render(e)
     assert text.rstrip().endswith("as the builder's row says")
-    # Each level's header counts its tables.
+    # Each level's header counts its tables (one tree; linux-4.6 prints two, each its own).
     for level, n in counts.items():
-        if n:
+        if n and e.boot is None:
             assert f"=== L{level}: {n} table{'s' if n != 1 else ''} ===" in text
 
 
@@ -126,7 +139,9 @@ def test_juno_blocks_on_prints_model_example_1():
 
 def test_overlap_is_shown_on_the_leaf():
     """docs/model.md 7.3 high-only: the idmap VA is a page of bank 0 (PA 0x8008_0000): overlap."""
-    text = "\n".join(tree_lines(explain(TWO_BANKS, "4K", 39, "high-only", False, 0x40_0008_0000)))
+    text = "\n".join(
+        tree_lines(explain(TWO_BANKS, "4K", 39, "high-only-merged", False, 0x40_0008_0000))
+    )
     assert (
         "0x0000004000080000-0x0000004000081000         4K L3  PAGE   PA 0x80080000: "
         "runtime bank 0 (PA 0x80000000-0xffffffff); also holds the idmap page (VA == PA) "
@@ -139,18 +154,18 @@ def test_overlap_is_shown_on_the_leaf():
 def test_delta_zero_is_not_an_overlap():
     """docs/model.md 7.4: PHYS_OFFSET = 2^38 under high-only maps the idmap page to itself."""
     one = MemoryMap("one", [(0x40_0000_0000, 2 * G)])
-    text = "\n".join(tree_lines(explain(one, "4K", 39, "high-only", False, 0x40_0008_0000)))
+    text = "\n".join(tree_lines(explain(one, "4K", 39, "high-only-merged", False, 0x40_0008_0000)))
     assert "PAGE   PA 0x4000080000: runtime bank 0" in text
     assert "(same PA)" in text and "OVERLAP" not in text
     # Blocks on: the idmap meets the block of its own PA and still replaces it (7.4).
-    text = "\n".join(tree_lines(explain(one, "4K", 39, "high-only", True, 0x40_0008_0000)))
+    text = "\n".join(tree_lines(explain(one, "4K", 39, "high-only-merged", True, 0x40_0008_0000)))
     assert "TABLE  1 x L2 table: idmap page (VA == PA); replaces the BLK of runtime bank 0" in text
 
 
 def test_a_block_met_by_the_idmap_is_drawn_replaced_by_a_table():
     """docs/model.md 7.3 high-only, blocks on: the idmap VA 0x40_0008_0000 lies in bank 0's 1 GiB
     block at L1; the kernel replaces it with an empty table and walks down: 0/1/1/1."""
-    lines = tree_lines(explain(TWO_BANKS, "4K", 39, "high-only", True, 0x40_0008_0000))
+    lines = tree_lines(explain(TWO_BANKS, "4K", 39, "high-only-merged", True, 0x40_0008_0000))
     text = "\n".join(lines)
     assert (
         "0x0000004000000000-0x0000004040000000         1G L1  TABLE  1 x L2 table: idmap page "
@@ -210,7 +225,7 @@ def test_cli_explain_reads_a_memory_map_file(tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "table_bytes      12288" in result.output
+    assert re.search(r"table_bytes +12288", result.output)
     assert "agrees: the tree above has 3 tables" in result.output
     bad = runner.invoke(
         main,
@@ -263,7 +278,7 @@ def test_built_in_layouts_through_the_plugin_path(case):
     from sweep.plan.plugins import get_layouts
 
     memory_map, granule, va_bits, layout, idmap_pa, tag_random = case
-    for name in ("high-only", "merged", "tagged", "tagged-48"):
+    for name in ("linux-4.6", "linux-4.8", "linux-4.17", "linux-6.9", "linux-7.0"):
         args = (memory_map, granule, va_bits, name, False, idmap_pa, tag_random)
         assert prepare(*args, layout_plugin=get_layouts()[name]) == prepare(*args)
 
@@ -309,3 +324,14 @@ def test_a_plugin_layout_is_explained(low_always, blocks):
     assert render(mine).rstrip().endswith("as the builder's row says")
     with pytest.raises(ValidationError, match="not a layout"):
         explain(TWO_BANKS, "4K", 39, "no-such-layout", blocks, 0x40_0008_0000)
+
+
+def test_linux_4_6_draws_both_trees():
+    """docs/model.md 7.3 under linux-4.6: hyp_pgd holds the runtime (and the trampoline on the
+    last alias page, adding nothing), boot_hyp_pgd the idmap and the trampoline: 2058 tables."""
+    e = explain(TWO_BANKS, "4K", 39, "linux-4.6", False, 0x40_0008_0000)
+    text = render(e)
+    assert "hyp_pgd (runtime tree):" in text and "boot_hyp_pgd (idmap tree):" in text
+    assert sum(e.tables_per_level().values()) == 2058 == e.row["table_pages"]
+    assert "OVERLAP" in text  # the trampoline shares its VA with bank 1's last page in hyp_pgd
+    assert e.row["overlap"] is False or e.row["overlap"] == 0

@@ -84,7 +84,8 @@ def test_sweep_run_from_an_empty_folder_runs_the_packaged_default(installed, tmp
     result = sweep_cli(installed, tmp_path, "run", "--workers", "1", "--out", "out")
     assert result.returncode == 0, result.stderr
     rows = pd.read_parquet(tmp_path / "out")
-    # The default: 26 boards x (3 + 4 + 3 Kconfig VA_BITS) x 4 layouts x 2 block settings, one
-    # kernel-load idmap each.
-    assert len(rows) == 26 * 10 * 4 * 2
+    # The default: 26 boards x (3 + 4 + 3 Kconfig VA_BITS) x 7 kernel eras (4.6, 4.8, 4.17, 5.12,
+    # 6.2, 6.9, 7.0) x 1 block setting (false: pages, as every kernel maps), one kernel-load
+    # idmap each.
+    assert len(rows) == 26 * 10 * 7 * 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

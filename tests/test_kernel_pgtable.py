@@ -22,19 +22,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import HIGH_ONLY_ONE_TREE
 
 from sweep import build
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import PA_LIMIT, MemoryMap, level_shift, levels
 from sweep.model.reference import prepare
 from sweep.model.reference_tree import build_tree
+from sweep.plan.plugins import get_layouts
 
 pytestmark = pytest.mark.kernel
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "kernel-pgtable" / "build"
 SEED = 20261202
 ROWS = 6000
-LAYOUTS = ("high-only", "merged", "tagged", "tagged-48")
+# The eras of one merged tree (linux-4.6's two trees are two calls, held by the reference).
+LAYOUTS = ("linux-4.8", "linux-4.17", "linux-5.12", "linux-6.2", "linux-6.9", "linux-7.0")
 GRANULES = (4096, 16384, 65536)
 COLUMNS = (
     "tables_lm1",
@@ -92,7 +95,8 @@ def _random_map(rng: random.Random, granule: int, va_bits: int, blocks: bool) ->
 
 
 def _crafted(rng: random.Random, granule: int, va_bits: int, blocks: bool) -> tuple:
-    """Conflicts: high-only with PHYS_OFFSET at 2^(V-1) (delta == 0), or a bank whose alias
+    """Conflicts: 4.6's alias in one tree (``high-only-merged``, tests/conftest.py) with
+    PHYS_OFFSET at 2^(V-1) (delta == 0), or a bank whose alias
     covers the idmap (a second bank at 2^(V-1) + offset, the alias of bank 0 + offset)."""
     half = 1 << (va_bits - 1)
     size = rng.choice([1 << level_shift(2, granule), 1 << 30, 3 << 29, 2 << 30, 64 * granule])
@@ -101,7 +105,7 @@ def _crafted(rng: random.Random, granule: int, va_bits: int, blocks: bool) -> tu
         base = half + rng.choice([0, 0, granule, 1 << level_shift(2, granule)])
         banks = [(base, size)]
         idmap = base + rng.randrange(0, size, granule)
-        return banks, idmap, "high-only"
+        return banks, idmap, HIGH_ONLY_ONE_TREE.name
     # bank 0 at B (PHYS_OFFSET B, 1 GiB aligned): its alias under high-only is 2^(V-1) + (p - B)
     low = 1 << rng.randint(30, max(30, va_bits - 3))
     offset = rng.randrange(0, size, granule)
@@ -109,11 +113,19 @@ def _crafted(rng: random.Random, granule: int, va_bits: int, blocks: bool) -> tu
     if banks[1][0] < low + size:
         return _crafted(rng, granule, va_bits, blocks)
     idmap = half + offset
-    return banks, idmap, rng.choice(["high-only", "high-only", "merged", "tagged"])
+    return (
+        banks,
+        idmap,
+        rng.choice([HIGH_ONLY_ONE_TREE.name, HIGH_ONLY_ONE_TREE.name, "linux-4.8", "linux-4.17"]),
+    )
 
 
 def _args(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k != "memory_map"}
+    """``prepare``'s arguments: the one-tree what-if of 4.6's alias is a plugin layout."""
+    args = {k: v for k, v in config.items() if k != "memory_map"}
+    if args["layout"] == HIGH_ONLY_ONE_TREE.name:
+        args["layout_plugin"] = HIGH_ONLY_ONE_TREE
+    return args
 
 
 def configurations(seed: int, rows: int) -> tuple[dict[str, MemoryMap], list[dict]]:
@@ -209,8 +221,6 @@ def kernel_columns(answer: str, granule: int, bits: int) -> dict:
     assert status == "ok", answer
     lm1, l0, l1, l2, l3, t_runtime, t_idmap, _rret, _iret, warnings = map(int, values)
     pages = lm1 + l0 + l1 + l2 + l3
-    root = 4 - levels(bits, granule)
-    root_entries = 1 << (bits - level_shift(root, granule))
     return dict(
         tables_lm1=lm1,
         tables_l0=l0,
@@ -218,7 +228,7 @@ def kernel_columns(answer: str, granule: int, bits: int) -> dict:
         tables_l2=l2,
         tables_l3=l3,
         table_pages=pages,
-        table_bytes=root_entries * 8 + (pages - 1) * granule,
+        table_bytes=pages * granule,  # kvm_pgtable_hyp_init: the root is a zeroed page too
         shared_tables=t_runtime + t_idmap - pages,
     ), warnings
 
@@ -226,14 +236,15 @@ def kernel_columns(answer: str, granule: int, bits: int) -> dict:
 @pytest.fixture(scope="module")
 def cases():
     maps, configs = configurations(SEED, ROWS)
-    rows = build(pd.DataFrame(configs).astype({"idmap_pa": "uint64", "tag_random": "uint64"}), maps)
+    frame = pd.DataFrame(configs).astype({"idmap_pa": "uint64", "tag_random": "uint64"})
+    rows = build(frame, maps, {**get_layouts(), HIGH_ONLY_ONE_TREE.name: HIGH_ONLY_ONE_TREE})
     return configs, rows, kernel_lines(maps, configs)
 
 
-@pytest.mark.parametrize("kernel", ["6.12", "6.1"])
+@pytest.mark.parametrize("kernel", ["7.3", "6.12", "6.1"])
 def test_builder_equals_the_kernel_on_every_table_column(binaries, cases, kernel):
     configs, rows, lines = cases
-    max_levels = 5 if kernel == "6.12" else 4  # 6.1 has no level -1 (KVM_PGTABLE_MAX_LEVELS 4)
+    max_levels = 4 if kernel == "6.1" else 5  # 6.1 has no level -1 (KVM_PGTABLE_MAX_LEVELS 4)
     compared, skipped, classes, differences = 0, 0, Counter(), []
     table_columns = rows[list(COLUMNS)].to_numpy()
     block_warnings = Counter()  # rows where the idmap meets a block: with / without a WARN_ON

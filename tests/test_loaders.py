@@ -351,7 +351,15 @@ def test_toml_dtb_and_iomem_give_identical_build_results(tmp_path, bank_list, id
             "idmap_pa": pa,
         }
         for granule, va_bits in ((4096, 39), (4096, 48), (16384, 47), (65536, 42))
-        for layout in ("high-only", "merged", "tagged", "tagged-48")
+        for layout in (
+            "linux-4.6",
+            "linux-4.8",
+            "linux-4.17",
+            "linux-5.12",
+            "linux-6.2",
+            "linux-6.9",
+            "linux-7.0",
+        )
         for blocks in (False, True)
         for pa in idmap
     ]
@@ -360,7 +368,7 @@ def test_toml_dtb_and_iomem_give_identical_build_results(tmp_path, bank_list, id
     pd.testing.assert_frame_equal(results[0], results[1])
     pd.testing.assert_frame_equal(results[0], results[2])
     example_1 = results[0][
-        (results[0].layout == "merged")
+        (results[0].layout == "linux-4.8")
         & (results[0].granule == 4096)
         & (results[0].va_bits == 39)
         & ~results[0].block_mappings
@@ -387,7 +395,7 @@ def test_real_dtb_and_iomem_give_identical_build_results():
                     "idmap_pa": low + 0x80000,
                 }
                 for g, v in ((4096, 48), (16384, 47), (65536, 52))
-                for layout in ("merged", "tagged-48")
+                for layout in ("linux-4.8", "linux-6.9")
             ]
         )
         results = [sweep.build(configs, {board: m}) for m in maps]

@@ -116,8 +116,9 @@ def test_hook_register_memory_maps(add_plugin):
 
 
 def test_hook_register_layouts(add_plugin):
-    assert {"high-only", "merged", "tagged", "tagged-48"} <= set(sweep_plugins.get_layouts())
-    builtin = sweep_plugins.get_layouts()["merged"]
+    eras = "linux-4.6 linux-4.8 linux-4.17 linux-5.12 linux-6.2 linux-6.9 linux-7.0".split()
+    assert set(eras) <= set(sweep_plugins.get_layouts())
+    builtin = sweep_plugins.get_layouts()["linux-4.8"]
 
     class NoSource:
         name, source, description = "no-source", "", "a layout that cites no kernel source"
@@ -189,9 +190,9 @@ DUPLICATES = {
     ),
     "layout": (
         "register_layouts",
-        lambda register: register(sweep_plugins.get_layouts()["merged"]),
-        "register_layouts: layout 'merged' already comes from 'sweep_plugins.layouts'",
-        lambda reg: reg.owner[("layout", "merged")] == "sweep_plugins.layouts",
+        lambda register: register(sweep_plugins.get_layouts()["linux-4.8"]),
+        "register_layouts: layout 'linux-4.8' already comes from 'sweep_plugins.layouts'",
+        lambda reg: reg.owner[("layout", "linux-4.8")] == "sweep_plugins.layouts",
     ),
     "placement": (
         "register_placements",

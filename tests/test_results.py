@@ -23,6 +23,7 @@ from results_data import reference_rows, run_small_sweep
 
 from sweep.cli import main
 from sweep.core.columns import ROW_COLUMNS
+from sweep.core.eras import REASONS
 from sweep.core.errors import ValidationError
 from sweep.core.kconfig import bit_length
 from sweep.read import results
@@ -69,14 +70,24 @@ def _records(rows: pd.DataFrame) -> list[dict]:
 
 
 def test_load_restores_dtypes_and_categories(df, rows):
-    # idmap every 1 GiB: 2 + 8 + 4 + 14 + 6 addresses per granule, x 10 x 4 layouts x 2
-    assert len(df) == 34 * 10 * 4 * 2
+    # idmap every 1 GiB: 2 + 8 + 4 + 14 + 6 addresses per granule, x 10 x 8 layouts (7 eras and
+    # high-only-merged) x 2
+    assert len(df) == 34 * 10 * 8 * 2
     assert {c: str(t) for c, t in df.dtypes.items()} == ROW_COLUMNS
     assert list(df.columns) == list(ROW_COLUMNS)
     assert list(df["memory_map"].cat.categories) == sorted(
         ["juno-like", "seattle-like", "two-banks", "lx2160a-like", "far"]
     )
-    assert list(df["layout"].cat.categories) == ["high-only", "merged", "tagged", "tagged-48"]
+    assert list(df["layout"].cat.categories) == [
+        "high-only-merged",
+        "linux-4.17",
+        "linux-4.6",
+        "linux-4.8",
+        "linux-5.12",
+        "linux-6.2",
+        "linux-6.9",
+        "linux-7.0",
+    ]
     # What the run wrote is what the reference computes, row by row.
     pd.testing.assert_frame_equal(
         df.astype({"memory_map": str, "layout": str}).reset_index(drop=True),
@@ -89,10 +100,10 @@ def test_load_restores_dtypes_and_categories(df, rows):
     [
         ({"granule": "4K"}, lambda r: r.granule == 4096),
         ({"granule": 16384, "va_bits": 36}, lambda r: (r.granule == 16384) & (r.va_bits == 36)),
-        ({"layout": "merged"}, lambda r: r.layout == "merged"),
+        ({"layout": "linux-4.8"}, lambda r: r.layout == "linux-4.8"),
         (
-            {"layout": ["merged", "tagged"], "block_mappings": True},
-            lambda r: r.layout.isin(["merged", "tagged"]) & r.block_mappings,
+            {"layout": ["linux-4.8", "linux-4.17"], "block_mappings": True},
+            lambda r: r.layout.isin(["linux-4.8", "linux-4.17"]) & r.block_mappings,
         ),
         (
             {"memory_map": ["juno-like", "far"], "granule": ["4K", "64K"]},
@@ -114,8 +125,8 @@ def test_partition_filters_skip_other_folders(run_dir, rows, tmp_path):
     directory = shutil.copytree(run_dir, tmp_path / "results")
     for broken in (directory / "granule-65536" / "va_bits-52").glob("*.parquet"):
         broken.write_bytes(b"PAR1 this is not a parquet file PAR1")
-    got = results.load(directory, granule="4K", layout="merged")
-    assert len(got) == ((rows.granule == 4096) & (rows.layout == "merged")).sum()
+    got = results.load(directory, granule="4K", layout="linux-4.8")
+    assert len(got) == ((rows.granule == 4096) & (rows.layout == "linux-4.8")).sum()
     with pytest.raises(Exception):  # noqa: B017 - reading everything does hit the broken file
         results.load(directory)
 
@@ -154,8 +165,13 @@ def test_load_errors(run_dir, tmp_path):
 
 def test_parse_filters():
     assert results.parse_filters(
-        ["granule=4K,64K", "layout=merged", "overlap=true", "idmap_pa=0x8008_0000"]
-    ) == {"granule": [4096, 65536], "layout": "merged", "overlap": True, "idmap_pa": 0x8008_0000}
+        ["granule=4K,64K", "layout=linux-4.8", "overlap=true", "idmap_pa=0x8008_0000"]
+    ) == {
+        "granule": [4096, 65536],
+        "layout": "linux-4.8",
+        "overlap": True,
+        "idmap_pa": 0x8008_0000,
+    }
     with pytest.raises(ValidationError, match="expected column=value"):
         results.parse_filters(["granule"])
     with pytest.raises(ValidationError, match="expected true or false"):
@@ -173,13 +189,16 @@ def test_overlaps(data, rows):
     assert got["rows"].to_dict() == dict(counts)
     assert got["overlaps"].to_dict() == dict(overlaps)
     assert got["in_window"].to_dict() == dict(in_window)
-    # docs/model.md 7.3: the two-bank board under high-only overlaps at 4K/39 with the kernel in the
-    # high bank (idmap 0x40_0000_0000 and 0x40_4000_0000), blocks off and on.
-    assert got.loc[("two-banks", "high-only"), "overlaps"] >= 4
-    assert got.loc[("two-banks", "merged"), "overlaps"] == 0
+    # docs/model.md 7.3: the two-bank board under 4.6's alias in one tree (high-only-merged)
+    # overlaps at 4K/39 with the kernel in the high bank (idmap 0x40_0000_0000 and
+    # 0x40_4000_0000), blocks off and on. 4.6 itself keeps the idmap in a tree of its own
+    # (boot_hyp_pgd): no overlap; 4.8 moves the runtime to the other half: none either.
+    assert got.loc[("two-banks", "high-only-merged"), "overlaps"] >= 4
+    assert got.loc[("two-banks", "linux-4.6"), "overlaps"] == 0
+    assert got.loc[("two-banks", "linux-4.8"), "overlaps"] == 0
     matrix = results.overlap_matrix(data)
-    assert matrix.loc["two-banks", "high-only"] == pytest.approx(
-        overlaps[("two-banks", "high-only")] / counts[("two-banks", "high-only")]
+    assert matrix.loc["two-banks", "high-only-merged"] == pytest.approx(
+        overlaps[("two-banks", "high-only-merged")] / counts[("two-banks", "high-only-merged")]
     )
 
 
@@ -195,18 +214,47 @@ def test_extra_levels_and_unrunnable(data, rows):
         assert extra.loc[key, "max_extra_levels"] == max(r["extra_levels"] for r in group)
         assert extra.loc[key, "lowest_idmap_pa"] == min(r["idmap_pa"] for r in group)
     # docs/model.md 7.2: Seattle at 4K/39 needs one extra level (idmap_va_bits 40).
-    assert extra.loc[("seattle-like", 4096, 39, "merged"), "max_extra_levels"] == 1
+    assert extra.loc[("seattle-like", 4096, 39, "linux-4.8"), "max_extra_levels"] == 1
 
-    unrunnable = results.unrunnable_4x(data)
+    # Kernels before 6.9 add one idmap level at most (head.S). Only 'far' at 4K/39 and 16K/36
+    # needs two (worked out below), and those VA_BITS are Kconfig choices of every era, so the
+    # rows give the second level as the reason they cannot run (sweep.core.eras.REASONS[3]).
+    one_level = ("linux-4.6", "linux-4.8", "linux-4.17", "linux-5.12", "linux-6.2")
+    for r in _records(rows):
+        if r["layout"] in one_level and r["extra_levels"] > 1:
+            assert (r["memory_map"], r["granule"], r["va_bits"]) in {
+                ("far", 4096, 39),
+                ("far", 16384, 36),
+            }
+            assert not r["runnable"] and r["unrunnable"] == REASONS[3], r
+
+    # The query: every configuration with rows no kernel of its era could run, per reason,
+    # recounted from the rows; the what-if layout names no era and is always runnable.
+    unrunnable = results.unrunnable(data)
+    expected = defaultdict(list)
+    for r in _records(rows):
+        if not r["runnable"]:
+            key = (r["memory_map"], r["granule"], r["va_bits"], r["layout"], r["unrunnable"])
+            expected[key].append(r)
+    assert set(unrunnable.index) == set(expected) and "high-only-merged" not in str(expected)
+    for key, group in expected.items():
+        assert unrunnable.loc[key, "rows"] == len(group)
+        assert unrunnable.loc[key, "lowest_idmap_pa"] == min(r["idmap_pa"] for r in group)
     # By hand: the 'far' idmap at 2^48 and above needs 49 bits: levels(49) at 4K is
-    # (49 - 4) // 9 = 5 against levels(39) = 3; at 16K (49 - 4) // 11 = 4 against levels(36) = 2.
-    assert set(unrunnable.index) == {
-        ("far", g, v, layout)
+    # (49 - 4) // 9 = 5 against levels(39) = 3; at 16K (49 - 4) // 11 = 4 against levels(36) = 2:
+    # two extra levels, which no kernel before 6.9 builds; from 6.9 the image cannot sit there.
+    far = unrunnable.xs("far", level="memory_map").reset_index()
+    two = far[far["reason"] == REASONS[3]]
+    assert set(zip(two.granule, two.va_bits, two.layout, strict=True)) == {
+        (g, v, layout)
         for g, v in ((4096, 39), (16384, 36))
-        for layout in ("high-only", "merged", "tagged")
+        for layout in ("linux-4.6", "linux-4.8", "linux-4.17", "linux-5.12", "linux-6.2")
     }
-    assert (unrunnable["max_extra_levels"] == 2).all()
-    assert (unrunnable["lowest_idmap_pa"] == 1 << 48).all()
+    assert (two["max_extra_levels"] == 2).all() and (two["lowest_idmap_pa"] == 1 << 48).all()
+    above = far[far["reason"] == REASONS[4]]
+    assert set(above.layout) == {"linux-6.9", "linux-7.0"}
+    assert (above["lowest_idmap_pa"] == 1 << 48).all()
+    assert results.unrunnable_4x is results.unrunnable  # its name before eras
 
 
 def test_level_counts(data, rows):
@@ -266,7 +314,7 @@ def test_margin_distribution(data, df, rows):
     assert got[got.margin_bits == 0]["from"].eq("0").all()
     # By hand: 0x8_0000 = 2^19 falls in bucket 20, which starts at 512K; 2^30 in bucket 31.
     tiny = df.head(3).copy()
-    tiny["layout"] = "merged"
+    tiny["layout"] = "linux-4.8"
     tiny["margin"] = pd.array([0, 0x8_0000, 1 << 30], dtype="uint64")
     assert results.margin_distribution(tiny)[["margin_bits", "from"]].values.tolist() == [
         [0, "0"],
@@ -290,7 +338,7 @@ def test_worst_cases(data, rows):
     assert len(worst) == 5
     n_overlap = int(rows["overlap"].sum())
     assert n_overlap >= 2
-    # docs/model.md 7.3, high-only: the overlapping rows come first.
+    # docs/model.md 7.3, high-only-merged: the overlapping rows come first.
     first = worst.iloc[0]
     assert bool(first["overlap"]) and first["memory_map"] == "two-banks"
     assert first["idmap_pa"] in (0x40_0000_0000, 0x40_4000_0000) and first["margin"] == 0
@@ -366,9 +414,10 @@ def test_cli_query(run_dir):
     from sweep.cli import main
 
     runner = CliRunner()
-    got = runner.invoke(main, ["query", str(run_dir), "unrunnable-4x", "layout=merged"])
+    got = runner.invoke(main, ["query", str(run_dir), "unrunnable-4x", "layout=linux-4.8"])
     assert got.exit_code == 0, got.output
-    assert "far" in got.output and "high-only" not in got.output
+    assert "far" in got.output and "linux-4.6" not in got.output
+    assert "linux-4.17" not in got.output
     assert "0x1000000000000" in got.output  # lowest_idmap_pa = 2^48, in hex
     none = runner.invoke(
         main, ["query", str(run_dir), "overlaps", "overlap=true", "memory_map=juno-like"]
@@ -380,8 +429,8 @@ def test_cli_query(run_dir):
 
 def test_filter_values_that_match_nothing_name_near_matches(run_dir):
     """Issue 9: a typo is an error naming what is there, not an empty answer."""
-    with pytest.raises(ValidationError, match=r"layout=taged: matches no row.*tagged"):
-        results.load(run_dir, layout="taged")
+    with pytest.raises(ValidationError, match=r"layout=linux4\.8: matches no row.*linux-4\.8"):
+        results.load(run_dir, layout="linux4.8")
     with pytest.raises(ValidationError, match=r"memory_map=junolike.*did you mean: juno-like"):
         results.load(run_dir, memory_map=["far", "junolike"])
     # The sweep has 4K VA_BITS 39, 48, 52 only (Kconfig): 40 is named with what is there.
@@ -391,8 +440,8 @@ def test_filter_values_that_match_nothing_name_near_matches(run_dir):
     with pytest.raises(ValidationError, match=r"idmap_pa=0x80001000.*0x80000000, 0xc0000000"):
         results.load(run_dir, idmap_pa=0x8000_1000, memory_map="juno-like")
     runner = CliRunner()
-    got = runner.invoke(main, ["query", str(run_dir), "overlaps", "layout=taged"])
-    assert got.exit_code == 2 and "did you mean: tagged" in got.output
+    got = runner.invoke(main, ["query", str(run_dir), "overlaps", "layout=linux4.8"])
+    assert got.exit_code == 2 and "did you mean: linux-4.8" in got.output
     assert "Traceback" not in got.output
     hexless = runner.invoke(main, ["query", str(run_dir), "overlaps", "idmap_pa=40eed000"])
     assert hexless.exit_code == 2 and "0x" in hexless.output
@@ -400,18 +449,22 @@ def test_filter_values_that_match_nothing_name_near_matches(run_dir):
 
 def test_stray_files_are_not_data(run_dir):
     """Issue 9: only the sweep's part files are read; the notes the fixture left are not."""
-    assert len(results.load(run_dir)) == 34 * 10 * 4 * 2
+    assert len(results.load(run_dir)) == 34 * 10 * 8 * 2
     got = CliRunner().invoke(main, ["query", str(run_dir), "level-counts"])
     assert got.exit_code == 0, got.output
 
 
 def test_query_formats(run_dir, rows):
     runner = CliRunner()
-    csv = runner.invoke(main, ["query", str(run_dir), "unrunnable-4x", "--format", "csv", "--raw"])
+    csv = runner.invoke(
+        main,
+        ["query", str(run_dir), "unrunnable", "memory_map=far", "va_bits=39,36"]
+        + ["--format", "csv", "--raw"],
+    )
     assert csv.exit_code == 0, csv.output
     frame = pd.read_csv(io.StringIO(csv.output))
     assert frame["lowest_idmap_pa"].tolist() == [1 << 48] * len(frame)  # --raw: exact integers
-    assert set(frame["memory_map"]) == {"far"} and len(frame) == 6  # see test_extra_levels...
+    assert len(frame) == 2 * 7  # see test_extra_levels...: two VA_BITS x seven eras
     js = runner.invoke(main, ["query", str(run_dir), "worst-cases", "--format", "json"])
     records = [json.loads(line) for line in js.output.splitlines()]
     assert len(records) == 20  # worst-cases gives 20 rows unless --limit says otherwise
@@ -424,8 +477,8 @@ def test_query_formats(run_dir, rows):
         main, ["query", str(run_dir), "granule=4K", "--sql", sql, "--format", "csv"]
     )
     assert got.exit_code == 0, got.output
-    n = int(((rows.granule == 4096) & (rows.layout == "merged")).sum())
-    assert f"merged,{n}" in got.output.splitlines()
+    n = int(((rows.granule == 4096) & (rows.layout == "linux-4.8")).sum())
+    assert f"linux-4.8,{n}" in got.output.splitlines()
     out = run_dir.parent / "answer.parquet"
     parquet = runner.invoke(
         main, ["query", str(run_dir), "level-counts", "--format", "parquet", "--out", str(out)]
@@ -460,8 +513,8 @@ def test_incomplete_sweeps_say_so(run_dir, tmp_path):
 
 
 def test_load_warns_above_its_limit(run_dir):
-    # 2,720 rows x (8 bytes of uint64 margin + 4 of a category code) = 32,640 bytes = 31.9 KiB
-    with pytest.warns(results.ResultsWarning, match=r"2,720 rows x 2 columns is about 31.9 KiB"):
+    # 5,440 rows x (8 bytes of uint64 margin + 4 of a category code) = 65,280 bytes = 63.75 KiB
+    with pytest.warns(results.ResultsWarning, match=r"5,440 rows x 2 columns is about 63.8 KiB"):
         results.load(run_dir, columns=["margin", "layout"], warn_above=1000)
 
 
@@ -473,7 +526,7 @@ def test_queries_weight_runs_of_pages():
             "memory_map": pd.Categorical(["a", "a", "b"]),
             "granule": pd.array([4096] * 3, dtype="int32"),
             "va_bits": pd.array([39] * 3, dtype="int8"),
-            "layout": pd.Categorical(["merged"] * 3),
+            "layout": pd.Categorical(["linux-4.8"] * 3),
             "block_mappings": [False] * 3,
             "idmap_pa": pd.array([0x8000_0000, 0x8010_0000, 0x9000_0000], dtype="uint64"),
             "idmap_pa_last": pd.array([0x800F_F000, 0x8FFF_F000, 0x9000_0000], dtype="uint64"),
@@ -489,9 +542,9 @@ def test_queries_weight_runs_of_pages():
         }
     )
     got = results.overlaps(frame)
-    assert got.loc[("a", "merged"), "rows"] == 256 + 65280
-    assert got.loc[("a", "merged"), "overlaps"] == 256
-    assert results.extra_levels(frame).loc[("a", 4096, 39, "merged"), "rows"] == 65280
+    assert got.loc[("a", "linux-4.8"), "rows"] == 256 + 65280
+    assert got.loc[("a", "linux-4.8"), "overlaps"] == 256
+    assert results.extra_levels(frame).loc[("a", 4096, 39, "linux-4.8"), "rows"] == 65280
     dist = results.margin_distribution(frame).set_index("from")["rows"].to_dict()
     assert dist == {"0": 256, "4K": 65280, "1G": 1}  # the 1M..4K run falls in 4K's bucket
     size = results.table_size(frame).iloc[0]
@@ -499,8 +552,8 @@ def test_queries_weight_runs_of_pages():
         (256 * 4096 + 65280 * 8192 + 4096) / 65537
     )
     assert results.overlaps(Results(frame, memory_map="b"))["rows"].tolist() == [1]
-    with pytest.raises(ValidationError, match="did you mean: merged"):
-        Results(frame, layout="mereged", granule="4K")
+    with pytest.raises(ValidationError, match="did you mean: linux-4.8"):
+        Results(frame, layout="linux4.8", granule="4K")
     worst = results.worst_configurations(frame)
     assert worst.iloc[0][["idmap_from", "idmap_to"]].tolist() == [0x8000_0000, 0x800F_F000]
 
@@ -513,12 +566,12 @@ def test_a_real_every_page_sweep_counts_pages(tmp_path):
     got = CliRunner().invoke(
         main,
         ["run", "--out", str(out), "placement.kind=every-page", "memory_maps=juno"]
-        + ["granules=4K", "layouts=merged", "block_mappings=false", "--workers", "1"],
+        + ["granules=4K", "layouts=linux-4.8", "block_mappings=false", "--workers", "1"],
     )
     assert got.exit_code == 0, got.output
     pages = (0x7F00_0000 + 0x1_8000_0000) // 4096
     assert pages == 2_093_056
-    assert results.overlaps(out).loc[("juno", "merged"), "rows"] == 3 * pages  # VA_BITS 39/48/52
+    assert results.overlaps(out).loc[("juno", "linux-4.8"), "rows"] == 3 * pages  # VA_BITS 39/48/52
     assert results.level_counts(out)["rows"].sum() == 3 * pages
     assert results.margin_distribution(out)["rows"].sum() == 3 * pages
     assert len(results.load(out)) < 100  # runs, not pages

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from results_data import run_small_sweep
+from conftest import HIGH_ONLY_ONE_TREE, one_tree_registered
+from results_data import LAYOUTS, run_small_sweep
 
 from sweep.cli import main
 from sweep.read import queries, results
@@ -24,7 +25,7 @@ ROWS = pa.table(
         "memory_map": pa.array(["a", "a", "a", "b", "a"]).dictionary_encode(),
         "granule": pa.array([4096] * 5, pa.int32()),
         "va_bits": pa.array([39] * 5, pa.int8()),
-        "layout": pa.array(["merged"] * 5).dictionary_encode(),
+        "layout": pa.array(["linux-4.8"] * 5).dictionary_encode(),
         "block_mappings": [False] * 5,
         "overlap": [True, True, False, True, True],
         "idmap_in_window": [False] * 5,
@@ -78,15 +79,20 @@ def test_encode_decode_and_foreign_values():
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A dense sweep (Juno's 8 GiB every 2 MiB: 4,096 placements a configuration, 98,304 rows),
-    whose parts summarize to far fewer rows than they hold: each keeps its summary."""
+    """A dense sweep (Juno's DRAM, 0x7f00_0000 + 0x1_8000_0000 bytes, every 2 MiB: 1,016 + 3,072
+    = 4,088 placements a configuration, x 3 VA_BITS x 8 layouts (the eras and high-only-merged)
+    x 2 block settings = 196,224 rows), whose parts summarize to far fewer rows than they hold:
+    each keeps its summary."""
     out = tmp_path_factory.mktemp("summary") / "dense"
-    got = CliRunner().invoke(
-        main,
-        ["run", "--out", str(out), "memory_maps=juno", "granules=4K", "placement.kind=stride"]
-        + ["placement.step=2M", "--workers", "1"],
-    )
+    with one_tree_registered():
+        got = CliRunner().invoke(
+            main,
+            ["run", "--out", str(out), "memory_maps=juno", "granules=4K", "placement.kind=stride"]
+            + ["placement.step=2M", f"layouts={','.join(LAYOUTS)}", "block_mappings=false,true"]
+            + ["--workers", "1"],
+        )
     assert got.exit_code == 0, got.output
+    assert len(results.load(out, columns=["margin"])) == 4088 * 3 * 8 * 2
     return out
 
 
@@ -121,7 +127,7 @@ def test_every_part_carries_its_summary(run_dir):
 
 
 def test_footers_answer_unless_a_filter_names_another_column(run_dir):
-    data = Results(run_dir, layout="merged")
+    data = Results(run_dir, layout="linux-4.8")
     assert data.summary and data.summary_parts
     other = Results(run_dir, tables_l3=1)
     assert other.summary and not other.summary_parts  # the rows, read in SQL: same answers
@@ -132,7 +138,9 @@ def test_footers_answer_unless_a_filter_names_another_column(run_dir):
 
 
 @pytest.mark.parametrize("n", [1, 3, 20, 500, 10_000])
-@pytest.mark.parametrize("filters", [{}, {"layout": "high-only"}, {"block_mappings": True}])
+@pytest.mark.parametrize(
+    "filters", [{}, {"layout": HIGH_ONLY_ONE_TREE.name}, {"block_mappings": True}]
+)
 def test_worst_cases_reads_only_parts_that_can_hold_them(run_dir, n, filters):
     """Recounted with pandas over every row: the worst ``n`` in ``WORST_ORDER``."""
     frame = results.load(run_dir, **filters).astype({"memory_map": str, "layout": str})

@@ -8,12 +8,13 @@ import pyarrow as pa
 import pytest
 
 from sweep import Bank, MemoryMap, ValidationError, build
+from sweep.core.eras import BY_NAME
 from sweep.core.memmap import parse_granule, parse_size
 from sweep.model.builder import build_unit
 from sweep.model.reference import compute_row
-from sweep_plugins.layouts import Merged
+from sweep_plugins.layouts import EraLayout
 
-MERGED = Merged()
+MERGED = EraLayout(BY_NAME["linux-4.8"])
 
 G = 1 << 30
 JUNO = MemoryMap("juno", [(0x8000_0000, 2 * G)])
@@ -72,7 +73,7 @@ def config(**overrides):
         memory_map="juno",
         granule=4096,
         va_bits=39,
-        layout="merged",
+        layout="linux-4.8",
         block_mappings=False,
         idmap_pa=0x8008_0000,
     )
@@ -90,7 +91,11 @@ def config(**overrides):
         (dict(va_bits=31), "va_bits: 31 is outside 32..52"),
         (dict(va_bits=53), "va_bits: 53 is outside 32..52"),
         (dict(granule=8192), "granule: 8192 is not one of 4096, 16384, 65536"),
-        (dict(layout="vhe"), "layout: 'vhe' is not one of high-only, merged, tagged, tagged-48"),
+        (
+            dict(layout="vhe"),
+            "layout: 'vhe' is not one of linux-4.17, linux-4.6, linux-4.8, linux-5.12, linux-6.2, "
+            "linux-6.9, linux-7.0",
+        ),
         (dict(memory_map="seattle"), "memory_map: 'seattle' is not among the memory maps given"),
         (dict(idmap_pa=1 << 52), "idmap_pa: 0x10000000000000 is not below 2^52"),
         (dict(idmap_pa=-1), "idmap_pa: -1 is negative"),
@@ -122,15 +127,15 @@ def test_missing_column():
 
 def test_reference_rejects_the_same():
     with pytest.raises(ValidationError, match="outside every 4K-trimmed bank"):
-        compute_row(JUNO, 4096, 39, "merged", False, 0x1_0000_0000)
+        compute_row(JUNO, 4096, 39, "linux-4.8", False, 0x1_0000_0000)
     with pytest.raises(ValidationError, match="va_bits: 60 is outside 32..52"):
-        compute_row(JUNO, 4096, 60, "merged", False, 0x8008_0000)
+        compute_row(JUNO, 4096, 60, "linux-4.8", False, 0x8008_0000)
 
 
 def test_build_keeps_order_index_and_dtypes():
     frame = pd.concat(
         [
-            config(idmap_pa=0x8010_0000, layout="tagged"),
+            config(idmap_pa=0x8010_0000, layout="tagged"),  # the old name of linux-4.17
             config(),
             config(granule=65536, idmap_pa=0x8001_2345),
         ],
@@ -140,7 +145,8 @@ def test_build_keeps_order_index_and_dtypes():
     out = build(frame, {"juno": JUNO})
     assert list(out.index) == [30, 10, 20]
     assert list(out["idmap_pa"]) == [0x8010_0000, 0x8008_0000, 0x8001_0000]  # aligned down
-    assert list(out["layout"]) == ["tagged", "merged", "merged"]
+    # Rows carry the era name, whatever name the input used.
+    assert list(out["layout"]) == ["linux-4.17", "linux-4.8", "linux-4.8"]
     assert out["memory_map"].dtype == "category" and out["layout"].dtype == "category"
     assert out["granule"].dtype == np.int32 and out["va_bits"].dtype == np.int8
     assert out["idmap_pa"].dtype == np.uint64 and out["tag_random"].dtype == np.uint64

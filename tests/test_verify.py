@@ -16,7 +16,13 @@ from sweep.cli import main
 from sweep.core.errors import SweepError
 from sweep.formats.bootlog import BootLogError, parse_boot_log
 from sweep.formats.loaders import load_memory_map
-from sweep.verify import FieldCheck, layout_for_release, verify_boot, verify_boot_file
+from sweep.verify import (
+    FieldCheck,
+    UnknownEra,
+    layout_for_release,
+    verify_boot,
+    verify_boot_file,
+)
 
 FIXTURES = Path(__file__).with_name("data") / "kernelboot"
 G = 1 << 30
@@ -94,7 +100,7 @@ def test_hand_computed_range_of_the_3g_boot():
     # tag = bit 47 | (START & bits 46..32) = 0x9dfb_0000_0000, window up to tag | 0xffff_ffff,
     # and the last DRAM byte at tag + 0xbfff_ffff: the END the kernel printed.
     report = verify_boot(read("6.1-virt-3G"))
-    assert report.tag_random == 0x1DFB_0000_0000
+    assert report.tag_random == 0x9DFB_0000_0000  # the start: the era masks its own bits
     assert report.row["hyp_va_min"] == 0x9DFB_0000_0000
     assert report.row["hyp_va_max"] == 0x9DFB_FFFF_FFFF
     assert report.row["hyp_dram_last"] == 0x9DFB_BFFF_FFFF
@@ -333,19 +339,31 @@ def test_boot_without_nokaslr_gets_a_note():
 @pytest.mark.parametrize(
     ("release", "layout"),
     [
-        ("6.12.117+deb13-arm64", "tagged-48"),
-        ("6.9.0", "tagged-48"),
-        ("6.8.12-arm64", "tagged"),
-        ("5.10.0-32-arm64", "tagged"),
-        ("4.17.0", "tagged"),
-        ("4.16.18", "merged"),
-        ("4.8.0", "merged"),
-        ("4.7.10", "high-only"),
-        (None, "tagged-48"),
+        ("7.3.4+deb13-arm64", "linux-7.0"),
+        ("7.0.13+deb13-arm64-16k", "linux-7.0"),
+        ("6.19.14+deb13-arm64-16k", "linux-6.9"),
+        ("6.12.117+deb13-arm64", "linux-6.9"),
+        ("6.9.0", "linux-6.9"),
+        ("6.8.12-arm64", "linux-6.2"),
+        ("6.2.0", "linux-6.2"),
+        ("6.1.0-57-arm64", "linux-5.12"),
+        ("5.12.0", "linux-5.12"),
+        ("5.10.0-32-arm64", "linux-4.17"),
+        ("4.17.0", "linux-4.17"),
+        ("4.16.18", "linux-4.8"),
+        ("4.8.0", "linux-4.8"),
+        ("4.7.10", "linux-4.6"),
+        ("4.6.0", "linux-4.6"),
     ],
 )
 def test_layout_follows_the_kernel_release(release, layout):
     assert layout_for_release(release)[0] == layout
+
+
+@pytest.mark.parametrize("release", [None, "4.5.7", "3.18.0", "not-a-version"])
+def test_a_release_whose_era_cannot_be_told_is_refused(release):
+    with pytest.raises(UnknownEra):
+        layout_for_release(release)
 
 
 def test_a_4x_release_is_checked_with_its_layout():
@@ -353,7 +371,7 @@ def test_a_4x_release_is_checked_with_its_layout():
     # delta = 2^47 - PHYS_OFFSET, so the printed start (a tagged one) no longer agrees.
     text = read("6.1-virt-3G").replace("Linux version 6.1.0-57-arm64", "Linux version 4.14.0-arm64")
     report = verify_boot(text)
-    assert report.layout == "merged"
+    assert report.layout == "linux-4.8"
     assert report.row["hyp_va_min"] == 1 << 47
     assert "HYP VA start" in report.disagreeing()
-    assert verify_boot(text, layout="tagged-48").agree
+    assert verify_boot(text, layout="linux-5.12").agree

@@ -51,18 +51,21 @@ EXAMPLES = [
             idmap_in_window=False,
             margin=0x7E_0008_0000,
         ),
-        (1, 2, 9, 4097, 4109, 16_826_384, 1),
-        (1, 2, 1, 1, 5, 16_400, 1),
+        (1, 2, 9, 4097, 4109, 16_830_464, 1),  # every table a 4 KiB page, the 2-entry root too
+        (1, 2, 1, 1, 5, 20_480, 1),
     ),
     (
-        "3-two-banks-high-only",
+        "3-two-banks-linux-4.6",
         [(0x8000_0000, 2 * G), (0x40_0000_0000, 2 * G)],
         0x40_0008_0000,
-        "high-only",
-        dict(phys_offset=0x8000_0000, overlap=True, idmap_in_window=True, margin=0, levels=3),
-        (0, 1, 4, 2048, 2053, 8_409_088, 3),
-        # On: the idmap meets a 1 GiB block at level 1, which becomes a table (docs/model.md 7.3).
-        (0, 1, 1, 1, 3, 12_288, 1),
+        "linux-4.6",
+        # Two trees: the idmap is in boot_hyp_pgd, so its VA on a runtime alias is no collision.
+        dict(phys_offset=0x8000_0000, overlap=False, idmap_in_window=True, margin=0, levels=3),
+        # hyp_pgd: 1 + 4 + 2048 (the trampoline's page is the last alias's: nothing added);
+        # boot_hyp_pgd: root, 2 level-2 tables (entries 256, 511), 2 page tables.
+        (0, 2, 6, 2050, 2058, 8_429_568, 0),
+        # On: four 1 GiB blocks; the trampoline splits entry 511's (1 + 1 + 1), boot tree 5.
+        (0, 2, 3, 3, 8, 32_768, 0),
     ),
     (
         "3-two-banks-merged",
@@ -81,14 +84,15 @@ EXAMPLES = [
         (0, 1, 1, 1, 3, 12_288, 1),
     ),
     (
-        "4-delta-zero-high-only",
+        "4-delta-zero-linux-4.6",
         [(0x40_0000_0000, 2 * G)],
         0x40_0008_0000,
-        "high-only",
+        "linux-4.6",
         dict(phys_offset=1 << 38, overlap=False, idmap_in_window=True, margin=0),
-        (0, 1, 2, 1024, 1027, 4_206_592, 3),
-        # On: a level-1 block becomes a table, as in example 3 (docs/model.md 7.4).
-        (0, 1, 1, 1, 3, 12_288, 1),
+        # hyp_pgd: 1 + 2 + 1024, and the trampoline (entry 511) 1 + 1; boot_hyp_pgd: 1 + 2 + 2.
+        (0, 2, 5, 1027, 1034, 4_235_264, 0),
+        # On: two 1 GiB blocks, the trampoline's path 1 + 1; boot_hyp_pgd 5.
+        (0, 2, 3, 3, 8, 32_768, 0),
     ),
 ]
 

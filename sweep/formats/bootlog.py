@@ -42,8 +42,13 @@ _VA52_RE = re.compile(r"CPU features: detected: 52-bit Virtual Addressing \((LPA
 _MACHINE_RE = re.compile(r"Machine model: (.+)$")
 _COMMAND_LINE_RE = re.compile(r"Kernel command line: (.*)$")
 # arch/arm64/kvm/arm.c, kvm_arm_init(): "VHE mode initialized successfully" when KVM runs at
-# EL2 itself (no HYP tables); "Hyp mode ..." (6.1) or "Hyp nVHE mode ..." (6.12) otherwise.
-_VHE_RE = re.compile(r"(?<![n\w])VHE mode initialized successfully")
+# EL2 itself (no HYP tables; 7.x: "VHE+NV2 mode ..." with nested virtualization); "Hyp mode
+# ..." (6.1), "Hyp nVHE mode ..." / "Hyp hVHE mode ..." (6.12+) otherwise, and "Protected nVHE
+# mode ..." / "Protected hVHE mode ..." (6.10+ hVHE) for pKVM, which builds its own EL2 tree.
+_VHE_RE = re.compile(r"(?<![\w])VHE(?:\+NV2)? mode initialized successfully")
+_PROTECTED_RE = re.compile(r"Protected (?:n|h)?VHE(?:\+NV2)? mode initialized successfully")
+# arch/arm64/kvm/pkvm.c, kvm_hyp_reserve(): kvm_info("Reserved %lld MiB at 0x%llx\n").
+_RESERVED_RE = re.compile(r"kvm \[\d+\]: Reserved (\d+) MiB at 0x([0-9a-fA-F]+)")
 _TIMESTAMP_RE = re.compile(r"^(?:<\d+>)?\s*\[\s*\d+\.\d+\]\s?")
 
 
@@ -68,6 +73,10 @@ class BootLog:
     """``"LPA2"`` or ``"LVA"`` when the kernel reports 52-bit virtual addressing in use."""
     vhe: bool = False
     """KVM came up in VHE mode (it then prints no HYP layout)."""
+    protected: bool = False
+    """KVM came up in protected mode (pKVM): EL2 runs a tree of its own."""
+    reserved: tuple[int, int] | None = None
+    """pKVM's pool as ``kvm_hyp_reserve`` printed it: (bytes, physical address)."""
 
     @property
     def has_kvm_layout(self) -> bool:
@@ -110,8 +119,12 @@ def parse_boot_log(text: str) -> BootLog:
             log.machine = m.group(1).strip()
         elif (m := _COMMAND_LINE_RE.search(line)) and log.command_line is None:
             log.command_line = m.group(1).strip()
+        elif _PROTECTED_RE.search(line):
+            log.protected = True
         elif _VHE_RE.search(line):
             log.vhe = True
+        elif (m := _RESERVED_RE.search(line)) and log.reserved is None:
+            log.reserved = (int(m.group(1)) << 20, int(m.group(2), 16))
     if log.page_size is None and log.release:
         # Debian names its flavours after the page size: linux-image-*-arm64-16k, ...-64k.
         for suffix, size in (("-16k", 16384), ("-64k", 65536)):

@@ -38,6 +38,8 @@ OPTIONAL = (
     "__kvm_nvhe___hyp_section_.hyp.data..ro_after_init",
     "__hyp_reloc_begin", "__hyp_reloc_end",
     "__idmap_text_start", "__idmap_text_end", "_etext", "_sdata", "_edata",
+    "kvm_vgic_global_state",  # 6.2-6.18 pKVM maps its page (recreate_hyp_mappings)
+    "__bp_harden_hyp_vecs",  # Spectre-v3a CPUs: mapped at a private VA (kvm_init_vector_slots)
 )  # fmt: skip
 SYMBOLS = ESSENTIAL + OPTIONAL
 

@@ -26,12 +26,14 @@ Where each column is computed (one function per docs/model.md section):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from sweep.core.columns import INPUT_COLUMNS, ROW_COLUMNS
+from sweep.core.eras import REASONS, unrunnable
 from sweep.core.errors import ValidationError
 from sweep.core.kconfig import bit_length
 from sweep.core.memmap import GRANULES, MemoryMap
@@ -39,9 +41,13 @@ from sweep.model import overlap, tables
 from sweep.model.banks import TrimmedBanks, granule_codes
 from sweep.model.clip import clip_dram
 from sweep.model.layout import Layout, LayoutBatch, compute_layouts
+from sweep.model.pkvm_reserve import reserve_many
 from sweep.model.rows import Rows, full, grouping_order, take
 
 I64 = np.int64
+CODED = {"unrunnable": REASONS}
+"""Category outputs, computed as int8 codes into these names (the row holds the names)."""
+NUMPY_DTYPES = {name: "int8" if name in CODED else dtype for name, dtype in ROW_COLUMNS.items()}
 CHUNK_ROWS = 1 << 17
 """Rows computed together: big enough for numpy to amortise its calls, small enough that a
 batch's temporaries stay in cache and its memory flat however many rows it has."""
@@ -89,6 +95,7 @@ def build_table(
         "idmap_pa": pa.array(rows.idmap_pa.view(np.uint64)),
         "tag_random": pa.array(full(rows.tag_random, n, np.uint64)),
         **{name: pa.array(values) for name, values in columns.items()},
+        **{name: _dictionary(columns[name], list(names)) for name, names in CODED.items()},
     }
     return pa.Table.from_arrays([arrays[name] for name in ROW_COLUMNS], names=list(ROW_COLUMNS))
 
@@ -123,8 +130,8 @@ def compute_columns(banks: TrimmedBanks, layouts: Sequence[Layout], rows: Rows) 
     pieces = list(_pieces(rows, cuts))
     if len(pieces) == 1 and order is None:
         columns = _columns(banks, layouts, align, pieces[0][1])
-        return {name: full(columns[name], n, ROW_COLUMNS[name]) for name in names}
-    out = {name: np.empty(n, dtype=ROW_COLUMNS[name]) for name in names}
+        return {name: full(columns[name], n, NUMPY_DTYPES[name]) for name in names}
+    out = {name: np.empty(n, dtype=NUMPY_DTYPES[name]) for name in names}
     for part, piece in pieces:
         where = part if order is None else order[part]
         for name, values in _columns(banks, layouts, align, piece).items():
@@ -187,6 +194,20 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
     walk = _shared_if_equal(
         tables.idmap_walk(near, idmap, delta, granule, root, rows.block_mappings)
     )
+    levels = tables.level_columns(va_bits, idmap_va_bits, tree_va_bits, granule)
+    table = tables.table_columns(runtime, walk, root, granule, tree_va_bits)
+    crossing = overlap.overlap(near, idmap, granule, delta)
+    two = _era_rows(layouts, rows.layout_index, lambda era: era.two_trees)
+    if two is not None:  # 4.6-4.7: the idmap and the runtime in trees of their own
+        pair = tables.two_tree_columns(
+            dram.start, dram.end, dram.valid, delta, granule, va_bits, idmap, idmap_va_bits,
+            rows.block_mappings,
+            overlap.nearest(dram.start, dram.end, dram.valid, delta, _trampoline(va_bits, granule)),
+        )  # fmt: skip
+        table = {name: np.where(two, pair[name], values) for name, values in table.items()}
+        crossing = crossing & ~two
+    code = _unrunnable(layouts, rows.layout_index, granule, va_bits, idmap_va_bits, levels)
+    reserve = _pkvm_reserve(layouts, rows, granule_codes(granule), granule, dram)
     return {
         "phys_offset": dram.phys_offset,
         "clipped_bytes": dram.clipped_bytes,
@@ -194,12 +215,82 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
         "hyp_va_max": layout.hyp_va_max,
         "hyp_dram_last": dram.dram_last + delta,
         "idmap_va_bits": idmap_va_bits,
-        "overlap": overlap.overlap(near, idmap, granule, delta),
+        "overlap": crossing,
         "idmap_in_window": overlap.idmap_in_window(idmap, layout.hyp_va_min, layout.hyp_va_max),
         "margin": overlap.margin(near, idmap, granule),
-        **tables.level_columns(va_bits, idmap_va_bits, tree_va_bits, granule),
-        **tables.table_columns(runtime, walk, root, granule, tree_va_bits),
+        **levels,
+        **table,
+        "runnable": code == 0,
+        "unrunnable": code,
+        "pkvm_reserve_bytes": reserve["reserve_bytes"],
+        "pkvm_reserve_base": reserve["reserve_base"],
     }
+
+
+def _pkvm_reserve(layouts, rows: Rows, code: np.ndarray, granule, dram) -> dict:
+    """``kvm_hyp_reserve`` per row (``sweep.model.pkvm_reserve``): 0 for eras without pKVM
+    and plugin layouts; computed once per distinct (map, granule, era, clipped DRAM)."""
+    n = len(rows)
+    out = {"reserve_bytes": np.zeros(n, I64), "reserve_base": np.zeros(n, I64)}
+    for k, layout in enumerate(layouts):
+        era = getattr(layout, "era", None)
+        mine = np.broadcast_to(rows.layout_index == k, (n,))
+        if era is None or not era.pkvm or not mine.any():
+            continue
+        keys = (rows.map_index * 3 + code, dram.dram_first, dram.dram_last)
+        arrays = (dram.start, dram.end, dram.valid, granule)
+        got = _per_runtime_tree(n, partial(_reserve_rows, era.name), keys, arrays)
+        for name in out:
+            out[name] = np.where(mine, np.broadcast_to(got[name], (n,)), out[name])
+    return out
+
+
+def _reserve_rows(era: str, start, end, valid, granule) -> dict:
+    """``reserve_many`` for each row's clipped banks (``(banks, rows)`` arrays)."""
+    m = np.broadcast(start[0], valid[0], granule).shape[0]
+    start, end = (
+        np.broadcast_to(start, (start.shape[0], m)),
+        np.broadcast_to(end, (end.shape[0], m)),
+    )
+    valid = np.broadcast_to(valid, (valid.shape[0], m))
+    counts = valid.sum(axis=0)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    got = reserve_many(
+        era, np.broadcast_to(granule, (m,)), start.T[valid.T], end.T[valid.T], offsets
+    )
+    return {"reserve_bytes": got["reserve_bytes"], "reserve_base": got["reserve_base"]}
+
+
+def _trampoline(va_bits: np.ndarray, granule: np.ndarray) -> np.ndarray:
+    """4.6-4.7's ``TRAMPOLINE_VA = HYP_PAGE_OFFSET_MASK & PAGE_MASK``: the last page of VA_BITS."""
+    return np.left_shift(1, va_bits, dtype=I64) - granule
+
+
+def _era_rows(layouts: Sequence[Layout], layout_index: np.ndarray, test) -> np.ndarray | None:
+    """Rows whose layout is an era (``sweep.core.eras``) for which ``test(era)`` holds, or None
+    when there are none (a plugin layout without an era never matches)."""
+    chosen = [k for k, x in enumerate(layouts) if getattr(x, "era", None) and test(x.era)]
+    if not chosen:
+        return None
+    return np.isin(layout_index, chosen)
+
+
+def _unrunnable(layouts, layout_index, granule, va_bits, idmap_va_bits, levels) -> np.ndarray:
+    """``sweep.core.eras.REASONS`` code per row: whether a kernel of the row's era could run it
+    (0 for plugin layouts, which name no era)."""
+    extra = levels["extra_levels"]
+    shape = np.broadcast(layout_index, granule, va_bits, idmap_va_bits, extra).shape
+    code = np.zeros(shape, dtype=np.int8)
+    for k, layout in enumerate(layouts):
+        era = getattr(layout, "era", None)
+        if era is not None:
+            mine = np.broadcast_to(layout_index == k, shape)
+            if mine.any():
+                codes = np.broadcast_to(
+                    unrunnable(era, granule, va_bits, idmap_va_bits, extra), shape
+                )
+                code = np.where(mine, codes, code)
+    return code
 
 
 def _shared_if_equal(values: np.ndarray) -> np.ndarray:

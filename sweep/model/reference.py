@@ -9,30 +9,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sweep.core.eras import ALIASES, BY_NAME, REASONS, resolve, unrunnable
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import (
     MemoryMap,
     bank_containing,
     check_va_bits,
     granule_name,
-    level_shift,
     levels,
     parse_granule,
 )
+from sweep.model.pkvm_reserve import reserve_parts
 from sweep.model.reference_tree import Tree, build_tree, round_down, round_up
 
-LAYOUTS = ("high-only", "merged", "tagged", "tagged-48")
-"""The four layouts docs/model.md section 3 defines; the reference knows these and no others."""
+LAYOUTS = tuple(BY_NAME) + tuple(ALIASES)
+"""The eras docs/model.md section 3 defines (and their old names); the reference knows these."""
 
 MASK64 = (1 << 64) - 1
 
 
 def memstart_align(granule: int, layout: str) -> int:
-    """``ARM64_MEMSTART_ALIGN``: 1 GiB, but 512 MiB at 64K from 5.12 (only ``tagged-48``).
+    """``ARM64_MEMSTART_ALIGN``: 1 GiB, but 512 MiB at 64K from 5.12.
 
-    ``arch/arm64/include/asm/kernel-pgtable.h``: ``2^max(ARM64_MEMSTART_SHIFT, SECTION_SIZE_BITS)``.
+    ``2^max(ARM64_MEMSTART_SHIFT, SECTION_SIZE_BITS)`` (``arch/arm64/mm/init.c``; 6.1:
+    ``asm/kernel-pgtable.h``), with ``SECTION_SIZE_BITS`` 29 at 64K from 5.12 (``asm/sparsemem.h``).
     """
-    return 1 << 29 if (granule == 65536 and layout == "tagged-48") else 1 << 30
+    return 1 << 29 if (granule == 65536 and BY_NAME[resolve(layout)].since >= (5, 12)) else 1 << 30
 
 
 # --- Section 2: PHYS_OFFSET and clipping -----------------------------------------------------
@@ -86,39 +88,40 @@ def hyp_layout(
     tag_random: int,
 ) -> Layout:
     """The alias ``hyp(p) = p + delta`` and the window, as section 3 defines each layout."""
+    era = BY_NAME[resolve(name)]
     v = va_bits
     high_window = (1 << (v - 1), (1 << v) - 1)
     low_window = (0, (1 << (v - 1)) - 1)
     first = banks[0][0]
 
-    if name == "high-only":
+    if era.formula == "high":
         hyp_first = lin(first, phys_offset, v) & ((1 << v) - 1)
         window = high_window
-    elif name == "merged":
+    elif era.formula == "merged":
         if idmap_pa > (1 << (v - 1)) - 1:
             hyp_first = lin(first, phys_offset, v) & ((1 << (v - 1)) - 1)
             window = low_window
         else:
             hyp_first = lin(first, phys_offset, v) & ((1 << v) - 1)
             window = high_window
-    elif name in ("tagged", "tagged-48"):
-        msb = (idmap_pa & (1 << (v - 1))) ^ (1 << (v - 1))
+    else:  # kvm_compute_layout; 7.0+ takes the region bit from kvm_hyp_va_bits()
+        hyp_va_bits = max(48, v) if era.tag_at_hyp_va_bits else v
+        msb = (idmap_pa & (1 << (hyp_va_bits - 1))) ^ (1 << (hyp_va_bits - 1))
         lowest, highest = banks[0][0], banks[-1][1] - 1
         tag_lsb = (lin(lowest, phys_offset, v) ^ lin(highest, phys_offset, v)).bit_length()
         va_mask = (1 << tag_lsb) - 1
-        if tag_lsb != v - 1:
-            random_bits = ((1 << (v - 1)) - 1) & ~va_mask  # bits V-2 .. tag_lsb
+        if tag_lsb != hyp_va_bits - 1:
+            random_bits = ((1 << (hyp_va_bits - 1)) - 1) & ~va_mask  # bits .. - 2 down to tag_lsb
             tag = msb | (tag_random & random_bits)
         else:
             tag = msb
+        # kern_hyp_va is patched with two 12-bit add immediates (kvm_update_va_mask): only
+        # tag_val[23:0], the 24 tag bits from tag_lsb up, reach an alias.
+        tag &= ((1 << 24) - 1) << tag_lsb
         hyp_first = (lin(first, phys_offset, v) & va_mask) | tag
         window = (tag, tag | va_mask)
-    else:
-        raise ValidationError(f"layout: {name!r} is not one of {', '.join(LAYOUTS)}")
 
-    tree_va_bits = max(v, idmap_va_bits)
-    if name == "tagged-48":
-        tree_va_bits = max(48, tree_va_bits)
+    tree_va_bits = max(era.tree_floor, v, idmap_va_bits)
     delta = (hyp_first - first) & MASK64
     if delta >= 1 << 63:
         delta -= 1 << 64
@@ -252,9 +255,13 @@ def compute_row(
     block_mappings: bool,
     idmap_pa: int,
     tag_random: int = 0,
+    layout_plugin=None,
 ) -> dict:
-    """Every section 6 column of one configuration, in plain Python ints and bools."""
-    c = prepare(memory_map, granule, va_bits, layout, block_mappings, idmap_pa, tag_random)
+    """Every section 6 column of one configuration, in plain Python ints and bools
+    (``layout_plugin``: a layout this module does not know, as in ``prepare``)."""
+    c = prepare(
+        memory_map, granule, va_bits, layout, block_mappings, idmap_pa, tag_random, layout_plugin
+    )
     granule, v, idmap_pa, lay = c.granule, c.va_bits, c.idmap_pa, c.hyp
 
     # Section 4: overlap, window, margin.
@@ -272,24 +279,32 @@ def compute_row(
             gaps.append(0)
 
     # Section 5: the merged tree, and the trees of each part alone.
+    era = BY_NAME.get(resolve(c.layout)) if layout_plugin is None else None
     tree_bits = lay.tree_va_bits
-    both = build_tree(runtime, idmap_pa, granule, tree_bits, block_mappings)
-    runtime_only = build_tree(runtime, None, granule, tree_bits, block_mappings)
-    idmap_only = build_tree([], idmap_pa, granule, tree_bits, block_mappings)
-    counts = both.tables_per_level()
+    if era is not None and era.two_trees:
+        counts = two_tree_counts(
+            *two_trees(runtime, idmap_pa, granule, v, c.idmap_va_bits, block_mappings)
+        )
+        overlap = False  # separate trees: the idmap meets no runtime mapping
+        shared_tables = 0
+    else:
+        both = build_tree(runtime, idmap_pa, granule, tree_bits, block_mappings)
+        runtime_only = build_tree(runtime, None, granule, tree_bits, block_mappings)
+        idmap_only = build_tree([], idmap_pa, granule, tree_bits, block_mappings)
+        counts = both.tables_per_level()
+        shared_tables = pages(runtime_only) + pages(idmap_only) - sum(counts.values())
     table_pages = sum(counts.values())
-    root_entries = 1 << (tree_bits - level_shift(both.root_level, granule))
-
-    def pages(tree: Tree) -> int:
-        return sum(tree.tables_per_level().values())
 
     levels_runtime = levels(v, granule)
     n_levels = levels(tree_bits, granule)
+    code = 0
+    if era is not None:
+        code = int(unrunnable(era, granule, v, c.idmap_va_bits, n_levels - levels_runtime))
     return {
         "memory_map": memory_map.name,
         "granule": granule,
         "va_bits": v,
-        "layout": layout,
+        "layout": resolve(layout),
         "block_mappings": bool(block_mappings),
         "idmap_pa": idmap_pa,
         "tag_random": tag_random,
@@ -313,6 +328,49 @@ def compute_row(
         "tables_l2": counts[2],
         "tables_l3": counts[3],
         "table_pages": table_pages,
-        "table_bytes": root_entries * 8 + (table_pages - 1) * granule,
-        "shared_tables": pages(runtime_only) + pages(idmap_only) - table_pages,
+        "table_bytes": table_pages * granule,
+        "shared_tables": shared_tables,
+        "runnable": code == 0,
+        "unrunnable": REASONS[code],
+        **_reservation(era, granule, c.banks),
     }
+
+
+def _reservation(era, granule: int, banks: list[tuple[int, int]]) -> dict:
+    """Section 9: ``kvm_hyp_reserve`` for the clipped banks (0 without pKVM or an era)."""
+    if era is None or not era.pkvm:
+        return {"pkvm_reserve_bytes": 0, "pkvm_reserve_base": 0}
+    got = reserve_parts(era.name, granule, [s for s, _ in banks], [e - s for s, e in banks])
+    return {"pkvm_reserve_bytes": got["reserve_bytes"], "pkvm_reserve_base": got["reserve_base"]}
+
+
+def pages(tree: Tree) -> int:
+    return sum(tree.tables_per_level().values())
+
+
+def two_trees(runtime, idmap_pa, granule, va_bits, idmap_va_bits, block_mappings):
+    """4.6-4.7 (``arch/arm/kvm/mmu.c`` ``kvm_mmu_init``): the runtime tree ``hyp_pgd`` and the
+    boot tree ``boot_hyp_pgd``, each of ``VA_BITS``, both holding the idmap page again at
+    ``TRAMPOLINE_VA = HYP_PAGE_OFFSET_MASK & PAGE_MASK``. An idmap above ``VA_BITS`` instead gets
+    ``merged_hyp_pgd``, one root of the extended tree over both (no trampoline).
+
+    Returns ``(hyp_pgd, boot_hyp_pgd, level of merged_hyp_pgd or None)``."""
+    top = (1 << va_bits) - granule  # TRAMPOLINE_VA
+    extended = idmap_va_bits > va_bits
+    hyp = build_tree(runtime, None, granule, va_bits, block_mappings)
+    boot = Tree(granule, va_bits, block_mappings)
+    if not extended:
+        hyp.map_idmap_page(top)  # the trampoline, mapped after the runtime as a page
+        boot.map_range(top, top + granule, idmap_pa)
+    boot.map_idmap_page(idmap_pa % (1 << va_bits))
+    return hyp, boot, (4 - levels(idmap_va_bits, granule)) if extended else None
+
+
+def two_tree_counts(hyp: Tree, boot: Tree, merged_root: int | None) -> dict[int, int]:
+    """Tables per level of 4.6-4.7's pair of trees (and ``merged_hyp_pgd``)."""
+    counts = {
+        level: n + boot.tables_per_level()[level] for level, n in hyp.tables_per_level().items()
+    }
+    if merged_root is not None:
+        counts[merged_root] += 1
+    return counts

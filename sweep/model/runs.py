@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from sweep.core.columns import INPUT_COLUMNS, ROW_COLUMNS, RUN_COLUMNS
 from sweep.core.memmap import MemoryMap, level_shift, min_block_level
-from sweep.model.builder import build_table
+from sweep.model.builder import CODED, build_table
 from sweep.model.layout import Layout
 
 I64 = np.int64
@@ -172,7 +172,14 @@ class _Evaluator:
         table = build_table(
             [memory_map], 0, granule, va_bits, (layout,), 0, blocks, pages.astype(np.uint64)
         )
-        return {name: table.column(name).to_numpy() for name in OUTPUTS}
+        return {name: _values(table.column(name)) for name in OUTPUTS}
+
+
+def _values(column: pa.ChunkedArray) -> np.ndarray:
+    """A column as numpy: a coded category (``builder.CODED``) as its codes."""
+    if pa.types.is_dictionary(column.type):
+        return column.combine_chunks().indices.to_numpy().astype(np.int8)
+    return column.to_numpy()
 
 
 def _structural(starts, ends, g, va_bits, align, high) -> np.ndarray:
@@ -308,6 +315,10 @@ def _merge(name, g, va_bits, layout, blocks, first, end, a, c) -> pa.Table:
         "pages": np.add.reduceat(pages, head) if n else np.zeros(0, I64),
         **{f"{col}_last": c[col][tail] for col in AFFINE},
     }
+    for col, names in CODED.items():
+        columns[col] = pa.DictionaryArray.from_arrays(
+            pa.array(columns[col].astype(np.int32)), pa.array(list(names))
+        )
     schema = {**ROW_COLUMNS, **RUN_COLUMNS}
     arrays = [
         columns[col]

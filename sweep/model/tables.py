@@ -142,7 +142,6 @@ def table_columns(
     }
     runtime_pages = 1 + sum(runtime.values())
     table_pages = runtime_pages + np.maximum(3 - first_new, 0)
-    root_entries = np.left_shift(1, tree_va_bits - _shift(root, page_shift(granule)), dtype=I64)
     return {
         "tables_lm1": tables[-1],
         "tables_l0": tables[0],
@@ -150,8 +149,54 @@ def table_columns(
         "tables_l2": tables[2],
         "tables_l3": tables[3],
         "table_pages": table_pages,
-        "table_bytes": root_entries * 8 + (table_pages - 1) * granule,
+        "table_bytes": table_pages * granule,  # every table is a whole page, the root too
         "shared_tables": runtime_pages + (4 - root) - table_pages,
+    }
+
+
+def two_tree_columns(
+    start: np.ndarray,
+    end: np.ndarray,
+    valid: np.ndarray,
+    delta: np.ndarray,
+    granule: np.ndarray,
+    va_bits: np.ndarray,
+    idmap_pa: np.ndarray,
+    idmap_va_bits: np.ndarray,
+    block_mappings: np.ndarray,
+    near_trampoline: Nearest,
+) -> dict[str, np.ndarray]:
+    """4.6-4.7 (``arch/arm/kvm/mmu.c`` ``kvm_mmu_init``): the runtime tree ``hyp_pgd`` and the
+    boot tree ``boot_hyp_pgd``, each of ``VA_BITS``, each holding the idmap page again at
+    ``TRAMPOLINE_VA = 2^V - granule``; an idmap above ``VA_BITS`` instead gets one more root,
+    ``merged_hyp_pgd``, over both (no trampoline). The table columns of that pair.
+
+    In ``hyp_pgd`` the trampoline page is mapped after the runtime, as the idmap page is in the
+    merged tree (``idmap_walk``; ``near_trampoline``: the runtime ranges nearest its VA)."""
+    n = np.broadcast(idmap_pa, va_bits, delta).shape
+    root = 4 - levels(va_bits, granule)
+    top = np.left_shift(1, va_bits, dtype=I64) - granule
+    extended = idmap_va_bits > va_bits
+    runtime = runtime_tables(start, end, valid, delta, granule, root, block_mappings)
+    at = np.broadcast_to(top, np.broadcast(top, near_trampoline.below_end, delta).shape)
+    walk = idmap_walk(near_trampoline, at, delta, granule, root, block_mappings)
+    boot_page = np.where(extended, idmap_pa & (top + granule - 1), idmap_pa)
+    g = page_shift(granule)
+    tables = {}
+    for level in range(-1, 4):
+        above = _shift(level - 1, g)
+        below_root = level > root
+        tramp = below_root & ~extended & (walk < level)
+        apart = (boot_page >> above) != (top >> above)
+        boot = np.where(level == root, 1, below_root * np.where(extended, 1, 1 + apart))
+        merged = extended & (level == 4 - levels(idmap_va_bits, granule))
+        tables[level] = runtime.get(level, 0) + (level == root) + tramp + boot + merged
+    table_pages = sum(tables.values())
+    return {
+        **{f"tables_l{'m1' if level < 0 else level}": tables[level] for level in tables},
+        "table_pages": table_pages,
+        "table_bytes": table_pages * granule,
+        "shared_tables": np.zeros(n, dtype=I64),
     }
 
 

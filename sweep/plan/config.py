@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -18,11 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sweep.core.eras import renamed_note, resolve
 from sweep.core.errors import ValidationError
 from sweep.core.kconfig import GRANULE_LIST, GRANULE_NAMES
 from sweep.core.memmap import VA_BITS_MAX, VA_BITS_MIN, granule_name, parse_granule
 from sweep.formats.files import decode_text, load_toml, origin_of, read_input
 from sweep.plan.plugins import registry
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 """The sweep ``sweep run`` runs when no config is given: package data, so that it is there
@@ -251,7 +255,11 @@ def _check_va_bits(value: Any, c: _Checking) -> str | tuple[int, ...]:
 def _check_layouts(value: Any, c: _Checking) -> tuple[str, ...]:
     known = c.registry.layouts
     layouts = _as_list(list(known) if value in (None, "all") else value)
-    for layout in layouts:
+    for k, layout in enumerate(layouts):
+        note = renamed_note(layout) if isinstance(layout, str) else None
+        if note is not None and resolve(layout) in known:
+            log.warning("config: %s", note)
+            layout = layouts[k] = resolve(layout)
         if layout not in known:
             names = ", ".join(known) or "none registered"
             raise c.bad("layouts", f"{layout!r} is not a registered layout (known: {names})")

@@ -21,9 +21,6 @@ from sweep.read.engine import Results, results_of
 
 Source = Results | str | Path | pd.DataFrame
 
-LEGACY_LAYOUTS = ("high-only", "merged", "tagged")
-"""Layouts whose kernels build the idmap with 4.x ``head.S``: at most one extra level, so a row
-with ``extra_levels > 1`` under one of them is a configuration those kernels could not run."""
 
 CONFIG = ["memory_map", "granule", "va_bits", "layout"]
 
@@ -80,11 +77,21 @@ def extra_levels(data: Source) -> pd.DataFrame:
     return _level_summary(results_of(data), "extra_levels > 0")
 
 
-def unrunnable_4x(data: Source) -> pd.DataFrame:
-    """Configurations 4.x kernels could not run: ``extra_levels > 1`` under a legacy layout
-    (4.x ``head.S`` adds at most one level to the idmap, docs/model.md section 5)."""
-    legacy = ", ".join(f"'{name}'" for name in LEGACY_LAYOUTS)
-    return _level_summary(results_of(data), f"extra_levels > 1 AND layout IN ({legacy})")
+def unrunnable(data: Source) -> pd.DataFrame:
+    """Configurations no kernel of their era could run (``runnable`` false), with the reason
+    (docs/model.md section 3): a VA_BITS the era has not, 52 bits at 64K before 6.2, more than
+    one extra level up to 6.8, an image above 2^48 from 6.9."""
+    r = results_of(data)
+    return r.frame(
+        f"SELECT memory_map, granule, va_bits, layout, unrunnable AS reason, "
+        f"{ROWS} AS rows, max(extra_levels) AS max_extra_levels, max(levels) AS max_levels, "
+        f"min(idmap_from) AS lowest_idmap_pa FROM {r.summary} WHERE NOT runnable "
+        "GROUP BY ALL ORDER BY ALL"
+    ).set_index([*CONFIG, "reason"])
+
+
+unrunnable_4x = unrunnable
+"""The name of ``unrunnable`` before kernel eras (``sweep query NAME unrunnable-4x``)."""
 
 
 def level_counts(data: Source) -> pd.DataFrame:
@@ -293,7 +300,8 @@ QUERIES = {
     "overlaps": overlaps,
     "overlaps-by-config": overlaps_by_config,
     "extra-levels": extra_levels,
-    "unrunnable-4x": unrunnable_4x,
+    "unrunnable": unrunnable,
+    "unrunnable-4x": unrunnable,  # its name before eras, for one release
     "level-counts": level_counts,
     "table-size": table_size,
     "table-bytes-by-board": table_bytes_by_board,

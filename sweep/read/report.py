@@ -169,7 +169,7 @@ def render(directory: str | Path) -> str:
     if per_board.empty:
         raise ValidationError(f"results {str(directory)!r}: no rows to report on")
     by_board = queries.table_bytes_matrices(data)
-    unrunnable = queries.unrunnable_4x(data)
+    unrunnable = queries.unrunnable(data)
     worst = queries.worst_configurations(data, N_WORST)
     n_boards = len(per_board)
     many = n_boards > figures.TOP_BOARDS + 1
@@ -227,8 +227,8 @@ def render(directory: str | Path) -> str:
         "largest tables; with the idmap range of its rows that bad and the command that "
         "prints its tables.</p>",
         _worst_table(worst),
-        "<h2>Configurations 4.x kernels could not run</h2><p>extra_levels &gt; 1 under "
-        f"{', '.join(queries.LEGACY_LAYOUTS)}"
+        "<h2>Configurations no kernel of their era could run</h2><p>With the reason "
+        "(docs/model.md section 3)"
         f"{f'; the first {N_UNRUNNABLE} of {len(unrunnable):,}' if more else ''}.</p>",
         _html_table(shown_unrunnable) if len(unrunnable) else "<p>None.</p>",
         f"<h2>Every board</h2><p>{n_boards} boards; click a heading to sort.</p>",

@@ -25,7 +25,6 @@ from sweep.core.errors import ValidationError
 from sweep.core.memmap import granule_name, parse_address, parse_granule
 from sweep.read.engine import Results
 from sweep.read.queries import (  # noqa: F401 - the named queries are part of this module's API
-    LEGACY_LAYOUTS,
     QUERIES,
     WORST_CASE_COLUMNS,
     boards,
@@ -41,6 +40,7 @@ from sweep.read.queries import (  # noqa: F401 - the named queries are part of t
     table_bytes_by_board,
     table_bytes_matrices,
     table_size,
+    unrunnable,
     unrunnable_4x,
     worst_cases,
     worst_configurations,

@@ -76,7 +76,7 @@ DISK_BYTES_PER_PART = 16 << 10
 which dominates small units."""
 
 
-DICTIONARY_COLUMNS = ("memory_map", "layout")
+DICTIONARY_COLUMNS = tuple(c for c, dtype in ROW_COLUMNS.items() if dtype == "category")
 STATISTICS_COLUMNS = ("granule", "va_bits", "memory_map", "layout", "block_mappings", "idmap_pa")
 """The columns queries filter on (``results.load``, ``sweep query``): only their row groups carry
 min/max statistics; filters on others still work, reading every row group. ``granule`` and

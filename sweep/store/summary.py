@@ -34,7 +34,7 @@ from sweep.core.kconfig import bit_length
 
 SUMMARY_KEY = "sweep.store.summary"
 """The Parquet footer key under which a part file holds its summary (Arrow IPC, base64)."""
-FORMAT = "1"
+FORMAT = "2"  # 2: runnable and unrunnable are group columns
 
 GROUP = {
     "memory_map": pa.string(),
@@ -46,10 +46,14 @@ GROUP = {
     "idmap_in_window": pa.bool_(),
     "levels": pa.int8(),
     "extra_levels": pa.int8(),
+    "runnable": pa.bool_(),
+    "unrunnable": pa.string(),
     "margin_bits": pa.int8(),
 }
 """The summary's group columns: ``margin_bits`` is the bit length of the row's smallest margin
 (bucket ``k`` holds margins in ``[2^(k-1), 2^k)``; 0: the idmap page touches a mapping)."""
+DEFAULTS = {"runnable": "TRUE", "unrunnable": "''"}
+"""Group columns rows written before kernel eras lack, and what such a row means."""
 FILTER_COLUMNS = frozenset(GROUP) - {"margin_bits"}
 """Columns a filter may name and still be answered from summaries (they are group columns)."""
 VALUES = {
@@ -85,7 +89,9 @@ def rows_sql(source: str, columns: list[str]) -> str:
     margin = min_margin_sql(columns)
     last = "idmap_pa_last" if runs else "idmap_pa"
     keys = ", ".join(
-        f"CAST({c} AS {_SQL_TYPES[GROUP[c]]}) AS {c}" for c in GROUP if c != "margin_bits"
+        f"CAST({c if c in columns else DEFAULTS[c]} AS {_SQL_TYPES[GROUP[c]]}) AS {c}"
+        for c in GROUP
+        if c != "margin_bits"
     )
     return (
         f"SELECT {keys}, CAST({bit_length_sql('m')} AS TINYINT) AS margin_bits, "
@@ -148,7 +154,12 @@ def summarize(table: pa.Table, max_runs: int | None = None) -> pa.Table | None:
     for column in GROUP:
         if column == "margin_bits":
             continue
-        if pa.types.is_integer(GROUP[column]) or GROUP[column] == pa.bool_():
+        if column not in table.column_names:  # rows from before kernel eras (DEFAULTS)
+            runnable = column == "runnable"
+            group[column] = np.full(n, runnable) if runnable else np.zeros(n, np.int32)
+            if not runnable:
+                names[column] = pa.array([""])
+        elif pa.types.is_integer(GROUP[column]) or GROUP[column] == pa.bool_():
             group[column] = _numpy(table[column])
         else:  # names: their dictionary codes group, the dictionary names them
             encoded = _dictionary(table[column])

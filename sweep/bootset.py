@@ -1,0 +1,120 @@
+"""A real boot's EL2 tables and pKVM reservation, as the model gives them (``verify-boot``).
+
+From a console this takes what the kernel chose at boot: the DRAM, the idmap page, the HYP VA
+range (the alias offset), the CPUs brought up, the mode (``Protected ... mode initialized``) and
+the build (``Linux version``), whose kernel profile (``plugins/kernels/``, or ``--profile``)
+says where its sections lie. ``sweep.model.bootmap`` then lists what ``init_hyp_mode``
+(nVHE) or ``recreate_hyp_mappings`` (pKVM) maps and counts the tables per level; the pKVM pool
+is ``kvm_hyp_reserve``'s (``sweep.model.pkvm_reserve``). A walk of the real tables
+(``tools/boot-kernels --walk``) is compared level by level.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from sweep.core.eras import era_of_version
+from sweep.core.errors import ValidationError
+from sweep.formats.bootlog import BootLog, BootLogError
+from sweep.formats.kernel_profile import KernelProfile, load_profile
+from sweep.model import bootmap, pkvm_reserve
+
+TABLE_FIELDS = ("tables_lm1", "tables_l0", "tables_l1", "tables_l2", "tables_l3", "table_pages")
+_CPUS_RE = re.compile(r"Brought up \d+ nodes?, (\d+) CPUs?")
+_SVE_RE = re.compile(r"SVE: maximum available vector length (\d+) bytes")
+
+
+def shipped_profiles() -> dict[str, Path]:
+    """The kernel profiles va-sweep ships, by release (``uname -r``)."""
+    folder = resources.files("sweep_plugins") / "kernels"
+    return {p.name.removesuffix(".toml"): Path(str(p)) for p in folder.iterdir()
+            if p.name.endswith(".toml")}  # fmt: skip
+
+
+def profile_for(release: str | None, given: str | Path | None = None) -> KernelProfile:
+    """The profile of the build that printed the log: ``given``, else the shipped one."""
+    if given is not None:
+        try:
+            return load_profile(Path(given))
+        except (OSError, ValueError) as exc:
+            raise ValidationError(f"--profile {given}: {exc}") from None
+    if release is None:
+        raise BootLogError("cannot tell the kernel build: the log has no 'Linux version' line")
+    known = shipped_profiles()
+    if release not in known:
+        raise BootLogError(
+            f"no kernel profile for {release}: make one from its System.map and .config with "
+            "`sweep kernel-profile --system-map FILE --config FILE -o P.toml` and pass "
+            f"--profile P.toml (shipped: {', '.join(sorted(known))})"
+        )
+    return load_profile(known[release])
+
+
+@dataclass(frozen=True)
+class BootSet:
+    """The model's EL2 tables at boot for one console, and the pKVM reservation."""
+
+    mode: str
+    cpus: int
+    tables: dict[str, int]
+    reserve_bytes: int
+    reserve_base: int
+
+
+def boot_set(text: str, boot: BootLog, banks: list[tuple[int, int]],
+             profile: KernelProfile) -> BootSet:  # fmt: skip
+    """What the kernel that printed ``text`` mapped at EL2 once KVM was up (module doc)."""
+    version = tuple(int(x) for x in profile.version.split(".")[:2])
+    era = era_of_version(profile.version)
+    image = bootmap.BootImage.from_offsets(
+        version,
+        profile.granule,
+        profile.offsets,
+        vgic_state=profile.offsets.get("kvm_vgic_global_state"),
+        bp_vecs=profile.offsets.get("__bp_harden_hyp_vecs"),
+    )
+    cpus = int(m.group(1)) if (m := _CPUS_RE.search(text)) else 1
+    mode = "pkvm" if boot.protected else "nvhe"
+    reserve = pkvm_reserve.reserve_parts(
+        era.name, profile.granule, [b for b, _ in banks], [s for _, s in banks]
+    )
+    size = reserve["reserve_bytes"] if mode == "pkvm" else 0
+    base = bootmap.pool_base(banks, size, profile.granule) if size else 0
+    vl = _SVE_RE.search(text)
+    tables = bootmap.boot_tables(
+        mode,
+        image,
+        profile.granule,
+        boot.el2_va_bits,
+        (boot.hyp_va_start - banks[0][0]) % (1 << 64),
+        image.image_pa(boot.idmap_pa),
+        banks,
+        cpus,
+        reserve_base=base,
+        reserve_size=size,
+        vectors="detected: Spectre-v3a" in text,
+        sve_bytes=bootmap.sve_state_bytes(version, int(vl.group(1))) if vl else 0,
+    )
+    return BootSet(mode, cpus, tables, reserve["reserve_bytes"], base)
+
+
+def read_walk(path: str | Path) -> dict[str, int]:
+    """A walk's table counts: a JSON object with ``tables_lm1`` .. ``tables_l3`` and
+    ``table_pages`` (``tools/boot-kernels --walk`` writes it; other keys are ignored)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValidationError(f"--tables {path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValidationError(f"--tables {path}: expected a JSON object of table counts")
+    out = {}
+    for key in TABLE_FIELDS:
+        value = data.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValidationError(f"--tables {path}: {key} must be a count (got {value!r})")
+        out[key] = value
+    return out
