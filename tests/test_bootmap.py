@@ -48,9 +48,6 @@ ROOT = Path(__file__).resolve().parents[1]
 WALKS = ROOT / "tests" / "data" / "kernelboot" / "walks"
 PROFILES = ROOT / "plugins" / "kernels"
 COLUMNS = [*NAMES, "table_pages"]
-# kvm_vgic_global_state's offset from _text (System.map of the same Debian builds); 6.12's pKVM
-# maps its page (recreate_hyp_mappings). The profiles do not carry the symbol (yet).
-VGIC_STATE = {"6.12.118+deb12-arm64": 0x16E2278, "6.12.118+deb12-arm64-16k": 0x16FC278}
 PCP = (
     "the per-CPU regions / SVE states are not one run: allocations of order <= 3 come from the "
     "per-CPU page lists (rmqueue_pcplist, mm/page_alloc.c), refilled in batches and holding "
@@ -70,7 +67,10 @@ def _inputs(walk: Path) -> dict:
     profile = load_profile(PROFILES / f"{boot.release}.toml")
     version = tuple(int(x) for x in profile.version.split(".")[:2])
     image = BootImage.from_offsets(
-        version, profile.granule, profile.offsets, vgic_state=VGIC_STATE.get(boot.release)
+        version,
+        profile.granule,
+        profile.offsets,
+        vgic_state=profile.offsets.get("kvm_vgic_global_state"),  # 6.12's pKVM maps its page
     )
     banks = [(b.base, b.size) for b in load_memory_map(log_path).banks]
     cpus = int(re.search(r"Brought up \d+ nodes?, (\d+) CPUs?", text).group(1))
