@@ -9,8 +9,10 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from sweep import MemoryMap, build
 from sweep.core.eras import ERAS, era_of_version
 from sweep.formats.loaders import load_memory_map
 from sweep.model.pkvm_reserve import PARTS, reserve_many, reserve_parts
@@ -166,3 +168,33 @@ def test_random_maps_match_the_kernel(pkvm_oracles, granule):
         np.testing.assert_array_equal(got["reserve_bytes"], np.where(placed, want[:, 7], 0))
         np.testing.assert_array_equal(got["reserve_base"], want[:, 8])
         print(f"{era} {NAMES[granule]}: {MAPS} maps agree, {int((~placed).sum())} unplaced")
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("granule", [4096, 16384, 65536], ids=["4K", "16K", "64K"])
+def test_the_row_column_is_the_kernels(pkvm_oracles, granule):
+    """The same through ``sweep.build``: each map as a memory map, a row of every pKVM era with
+    the idmap in its first bank at VA_BITS 48 (no clip below 2^47 of DRAM), and the row's
+    ``pkvm_reserve_bytes`` against the kernel's ``Reserved`` size."""
+    rng = np.random.default_rng(0x51 + granule)
+    start, end, offsets = random_maps(rng, granule, 2000)
+    maps, lines, rows = {}, [], []
+    for k, (a, b) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)):
+        banks = [(int(s), int(e - s)) for s, e in zip(start[a:b], end[a:b], strict=True)]
+        if banks[-1][0] + banks[-1][1] - banks[0][0] > 1 << 46:
+            continue  # would be clipped at V = 48: the kernel's regions would differ
+        maps[f"m{k}"] = MemoryMap(f"m{k}", banks)
+        lines.append(" ".join(["48", "4", str(len(banks))] + [f"{s:#x} {n:#x}" for s, n in banks]))
+        rows.append(dict(memory_map=f"m{k}", granule=granule, va_bits=48, block_mappings=False,
+                         idmap_pa=banks[0][0]))  # fmt: skip
+    frame = pd.DataFrame(rows).astype({"idmap_pa": "uint64"})
+    for era, kernel in PKVM_ERAS.items():
+        done = subprocess.run(
+            [pkvm_oracles[kernel][str(granule)]], input="\n".join(lines) + "\n",
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        answers = [ln.split() for ln in done.stdout.splitlines() if not ln.startswith("kvm")]
+        want = [int(a[8], 0) if int(a[9], 0) else 0 for a in answers]  # SIZE, where BASE
+        got = build(frame.assign(layout=era), maps)["pkvm_reserve_bytes"].tolist()
+        assert got == want, era
+    assert len(rows) > 1000

@@ -148,3 +148,66 @@ def test_example_5_lx2160a_tagged(compute):
         assert row["hyp_va_min"] == 0x40_0000_0000
         assert row["hyp_dram_last"] == 0x62_FFFF_FFFF
         assert row["overlap"] is False or row["overlap"] == 0
+
+
+JUNO = MemoryMap("juno-like", [(0x8000_0000, 2 * G)])
+
+
+def test_example_7_linux_7_0_moves_the_tag_to_bit_47(compute):
+    """docs/model.md 7.7: 4K, V = 39, example 1's board. 6.9 keeps the region bit at V - 1 = 38;
+    7.0 at kvm_hyp_va_bits() - 1 = 47. Both trees are 48 bits (root level 0): under 6.9 the
+    runtime and the idmap share level-0 entry 0 (1/1/3/1025); under 7.0 the runtime sits in
+    entry 256 (2^47 / 2^39), a level-1 table of its own (1/2/3/1025)."""
+    expected = {
+        "linux-6.9": (0x40_0000_0000, 0x40_7FFF_FFFF, (1, 1, 3, 1025), 1030),
+        "linux-7.0": (0x8000_0000_0000, 0x8000_7FFF_FFFF, (1, 2, 3, 1025), 1031),
+    }
+    for layout, (lo, last, tables, pages) in expected.items():
+        row = compute(JUNO, granule=4096, va_bits=39, layout=layout, block_mappings=False,
+                      idmap_pa=0x8008_0000)  # fmt: skip
+        assert (row["hyp_va_min"], row["hyp_dram_last"]) == (lo, last)
+        assert tuple(row[c] for c in COUNT_COLUMNS[:4]) == tables
+        assert (row["table_pages"], row["table_bytes"]) == (pages, pages * 4096)
+        assert row["levels"] == 4 and row["runnable"]
+
+
+def test_example_8_64k_alignment_is_512m_from_5_12(compute):
+    """docs/model.md 7.8: 0x6000_0000 + 2 GiB at 64K, V = 48. 1 GiB alignment (4.17-5.11) puts
+    PHYS_OFFSET at 0x4000_0000, linear offsets 0x2000_0000-0x9fff_ffff, tag_lsb 32; 512 MiB
+    (5.12+) at 0x6000_0000, offsets 0-0x7fff_ffff, tag_lsb 31: END 0x8000_7fff_ffff."""
+    board = MemoryMap("a", [(0x6000_0000, 2 * G)])
+    for layout, phys_offset, last in (
+        ("linux-4.17", 0x4000_0000, 0x8000_9FFF_FFFF),
+        ("linux-5.12", 0x6000_0000, 0x8000_7FFF_FFFF),
+    ):
+        row = compute(board, granule=65536, va_bits=48, layout=layout, block_mappings=False,
+                      idmap_pa=0x6008_0000)  # fmt: skip
+        assert (row["phys_offset"], row["hyp_va_min"], row["hyp_dram_last"]) == (
+            phys_offset, 0x8000_0000_0000, last
+        )  # fmt: skip
+
+
+def test_example_9_52_bits_at_64k_before_6_2(compute):
+    """docs/model.md 7.9: VA_BITS 52 at 64K runs from 6.2 only; at 4K from 6.9 (LPA2)."""
+    board = MemoryMap("a", [(0x6000_0000, 2 * G)])
+    want = {
+        ("linux-5.12", 65536): "KVM init fails",
+        ("linux-6.2", 65536): "",
+        ("linux-6.2", 4096): "no kernel of this era runs this VA_BITS",
+        ("linux-6.9", 4096): "",
+    }
+    for (layout, granule), reason in want.items():
+        row = compute(board, granule=granule, va_bits=52, layout=layout, block_mappings=False,
+                      idmap_pa=0x6008_0000)  # fmt: skip
+        assert row["runnable"] == (reason == "")
+        assert row["unrunnable"].startswith(reason)
+
+
+def test_example_10_what_pkvm_reserves(compute):
+    """docs/model.md 7.10: one 2 GiB bank at 0x8000_0000, 4K. By hand, per era: 3110, 3630
+    and 4142 pages, each aligned up to 2 MiB: 14, 16 and 18 MiB; before pKVM, nothing."""
+    for layout, mib in (("linux-4.17", 0), ("linux-5.12", 14), ("linux-6.9", 16),
+                        ("linux-7.0", 18)):  # fmt: skip
+        row = compute(JUNO, granule=4096, va_bits=48, layout=layout, block_mappings=False,
+                      idmap_pa=0x8008_0000)  # fmt: skip
+        assert row["pkvm_reserve_bytes"] == mib << 20, layout
