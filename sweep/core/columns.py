@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 
@@ -126,6 +127,23 @@ ROW_COLUMNS: dict[str, str] = {c.name: c.dtype for c in SCHEMA}
 HEX_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA if c.hex)
 """Columns people read in hex: addresses, and byte counts compared with addresses."""
 
+DTYPE_BYTES: dict[str, int] = {
+    "category": 4,
+    "bool": 1,
+    "int8": 1,
+    "int32": 4,
+    "int64": 8,
+    "uint64": 8,
+}
+"""Bytes of one value of each dtype as Arrow holds it (dictionary indices for ``category``)."""
+
+
+def row_bytes(columns: Iterable[str]) -> int:
+    """Bytes of one row of ``columns`` in memory (:data:`DTYPE_BYTES`; a column not of the
+    schema, an answer's, counts as an ``int64``)."""
+    return sum(DTYPE_BYTES.get(ROW_COLUMNS.get(c, "int64"), 8) for c in columns)
+
+
 TABLE_COLUMNS: dict[int, str] = {
     level: f"tables_l{'m1' if level < 0 else level}" for level in (-1, 0, 1, 2, 3)
 }
@@ -147,3 +165,6 @@ RUN_SCHEMA: tuple[Column, ...] = (
 the ``_last`` one."""
 
 RUN_COLUMNS: dict[str, str] = {c.name: c.dtype for c in RUN_SCHEMA}
+
+RUN_HEX_COLUMNS: tuple[str, ...] = tuple(c.name for c in RUN_SCHEMA if c.hex)
+"""The run columns people read in hex (:data:`HEX_COLUMNS` of ``RUN_SCHEMA``)."""

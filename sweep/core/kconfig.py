@@ -54,8 +54,11 @@ def level_shift(level: int, granule: int) -> int:
     return g + (3 - level) * (g - 3)
 
 
-def min_block_level(granule: int) -> int:
-    """``KVM_PGTABLE_MIN_BLOCK_LEVEL``: blocks from level 1 at 4K, from level 2 at 16K and 64K."""
+def min_block_level(granule):
+    """``KVM_PGTABLE_MIN_BLOCK_LEVEL``: blocks from level 1 at 4K, from level 2 at 16K and 64K,
+    for an int or a numpy array."""
+    if isinstance(granule, np.ndarray):
+        return np.where(granule == 4096, 1, 2)
     return 1 if granule == 4096 else 2
 
 

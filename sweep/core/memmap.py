@@ -79,12 +79,14 @@ def parse_granule(value: int | str) -> int:
     return granule
 
 
+def va_bits_in_range(va_bits):
+    """Whether ``VA_BITS_MIN <= va_bits <= VA_BITS_MAX``, for an int or a numpy array."""
+    return (va_bits >= VA_BITS_MIN) & (va_bits <= VA_BITS_MAX)
+
+
 def check_va_bits(va_bits: int) -> int:
-    if (
-        isinstance(va_bits, bool)
-        or not isinstance(va_bits, int)
-        or not (VA_BITS_MIN <= va_bits <= VA_BITS_MAX)
-    ):
+    """``va_bits`` if it is an integer in range; else the one error every layer gives."""
+    if isinstance(va_bits, bool) or not isinstance(va_bits, int) or not va_bits_in_range(va_bits):
         raise ValidationError(f"va_bits: {va_bits!r} is outside {VA_BITS_MIN}..{VA_BITS_MAX}")
     return va_bits
 

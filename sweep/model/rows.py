@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sweep.core.errors import ValidationError
-from sweep.core.memmap import GRANULES, PA_LIMIT, VA_BITS_MAX, VA_BITS_MIN, MemoryMap
+from sweep.core.memmap import GRANULES, PA_LIMIT, MemoryMap, check_va_bits, va_bits_in_range
 from sweep.model.banks import granule_codes
 from sweep.model.layout import Layout
 
@@ -65,10 +65,9 @@ class Rows:
         granule = _column("granule", granule, n)
         code = granule_codes(granule)
         va_bits = _column("va_bits", va_bits, n)
-        bad = (va_bits < VA_BITS_MIN) | (va_bits > VA_BITS_MAX)
+        bad = ~va_bits_in_range(va_bits)
         if bad.any():
-            value = int(va_bits[np.flatnonzero(bad)[0]])
-            raise ValidationError(f"va_bits: {value} is outside {VA_BITS_MIN}..{VA_BITS_MAX}")
+            check_va_bits(int(va_bits[np.flatnonzero(bad)[0]]))  # raises, naming the first
         blocks = np.asarray(block_mappings)
         if blocks.dtype != bool:
             if not np.isin(blocks, [0, 1]).all():

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sweep.core.kconfig import levels, page_shift
+from sweep.core.kconfig import levels, min_block_level, page_shift
 from sweep.model.overlap import Nearest
 
 I64 = np.int64
@@ -48,10 +48,9 @@ def _shift(level, g: np.ndarray) -> np.ndarray:
     return np.minimum(g + (3 - level) * (g - 3), 63)
 
 
-def _blocks(level: int, g, shift, delta, block_mappings) -> np.ndarray:
+def _blocks(level: int, min_block, shift, delta, block_mappings) -> np.ndarray:
     """Whether level ``level`` may hold blocks of these rows' runtime ranges: blocks on, a block
-    level (``KVM_PGTABLE_MIN_BLOCK_LEVEL``: 1 at 4K, 2 above), PA aligned as VA is."""
-    min_block = np.where(g == 12, 1, 2)
+    level (``min_block``: ``min_block_level`` of each row's granule), PA aligned as VA is."""
     aligned = (delta & ((np.int64(1) << shift) - 1)) == 0
     return block_mappings & (level >= min_block) & (level < 3) & aligned
 
@@ -69,10 +68,10 @@ def runtime_tables(
     end + delta)`` need below the root."""
     va_start, va_end = start + delta, end + delta
     tables = {}
-    g = page_shift(granule)
+    g, min_block = page_shift(granule), min_block_level(granule)
     for level in range(int(root.min(initial=3)), 3):
         shift = _shift(level, g)
-        blocks = _blocks(level, g, shift, delta, block_mappings) & (level >= root)
+        blocks = _blocks(level, min_block, shift, delta, block_mappings) & (level >= root)
         first = va_start >> shift
         last = (va_end - 1) >> shift
         full_lo = (va_start + ((np.int64(1) << shift) - 1)) >> shift  # whole entries
@@ -109,13 +108,13 @@ def idmap_walk(
     """The level below which the idmap page creates one table per level (``NEVER``: none)."""
     first_new = np.asarray(NEVER, dtype=I64)
     walking = np.asarray(True)
-    g = page_shift(granule)
+    g, min_block = page_shift(granule), min_block_level(granule)
     for level in range(int(root.min(initial=3)), 3):
         shift = _shift(level, g)
         entry_start = idmap_pa & -(np.int64(1) << shift)
         entry_end = entry_start + (np.int64(1) << shift)
         stops = (near.below_end <= entry_start) & (near.above_start >= entry_end)  # untouched
-        blocks = _blocks(level, g, shift, delta, block_mappings)
+        blocks = _blocks(level, min_block, shift, delta, block_mappings)
         if blocks.any():  # else no row meets a block at this level
             stops |= blocks & (near.below_start <= entry_start) & (entry_end <= near.below_end)
         stops &= walking & (level >= root)

@@ -22,7 +22,13 @@ from typing import Any
 from sweep.core.eras import renamed_note, resolve
 from sweep.core.errors import ValidationError
 from sweep.core.kconfig import GRANULE_LIST, GRANULE_NAMES
-from sweep.core.memmap import VA_BITS_MAX, VA_BITS_MIN, granule_name, parse_granule
+from sweep.core.memmap import (
+    VA_BITS_MAX,
+    VA_BITS_MIN,
+    check_va_bits,
+    granule_name,
+    parse_granule,
+)
 from sweep.formats.files import decode_text, load_toml, origin_of, read_input
 from sweep.plan.plugins import registry
 
@@ -240,11 +246,11 @@ def _check_va_bits(value: Any, c: _Checking) -> str | tuple[int, ...]:
         if missing:
             raise c.bad("va_bits", f"'kconfig' but no plugin registers VA_BITS for {missing[0]}")
         return "kconfig"
-    values = _as_list(value)
-    if not values or not all(
-        isinstance(v, int) and not isinstance(v, bool) and VA_BITS_MIN <= v <= VA_BITS_MAX
-        for v in values
-    ):
+    try:
+        values = [check_va_bits(v) for v in _as_list(value)]
+    except ValidationError:
+        values = []
+    if not values:
         raise c.bad(
             "va_bits",
             f"expected 'kconfig' or a list of integers {VA_BITS_MIN}..{VA_BITS_MAX}, got {value!r}",

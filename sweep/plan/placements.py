@@ -56,6 +56,12 @@ def tag_prefix(seed: int, memory_map: str, granule: int, va_bits: int) -> int:
     return _splitmix64_int(prefix ^ (granule << 8 | va_bits))
 
 
+def tag_hash(idmap_pa: np.ndarray, prefix) -> np.ndarray:
+    """``tag_random`` of rows from their idmap addresses (uint64) and their :func:`tag_prefix`
+    (one, or one per row, as uint64): the formula, once."""
+    return _splitmix64(idmap_pa ^ prefix)
+
+
 def tag_random(
     seed: int, memory_map: str, granule: int, va_bits: int, idmap_pa: np.ndarray
 ) -> np.ndarray:
@@ -67,7 +73,7 @@ def tag_random(
     idmap = np.asarray(idmap_pa, dtype=np.uint64)
     if seed == 0:
         return np.zeros(len(idmap), dtype=np.uint64)
-    return _splitmix64(idmap ^ np.uint64(tag_prefix(seed, memory_map, granule, va_bits)))
+    return tag_hash(idmap, np.uint64(tag_prefix(seed, memory_map, granule, va_bits)))
 
 
 def splitmix64_stream(key: int, count: int) -> np.ndarray:

@@ -32,7 +32,7 @@ from sweep.plan.config import SweepConfig
 from sweep.plan.memory_maps import select_memory_maps
 from sweep.plan.placements import ListedPlacements, Placements, placements, tag_prefix
 from sweep.plan.plugins import pm, registry
-from sweep.store.parts import part_path
+from sweep.store.parts import PartKey
 
 ALGORITHM_VERSION = 2
 """Bumped whenever the rows a config gives change for the same code inputs: the tag hash, the
@@ -65,13 +65,18 @@ class Unit:
         return None if self.runs else self.rows
 
     @property
+    def key(self) -> PartKey:
+        """Its part file's key (:class:`sweep.store.parts.PartKey`)."""
+        return PartKey(self.granule, self.va_bits, self.index)
+
+    @property
     def id(self) -> str:
-        return f"{granule_name(self.granule)}/va{self.va_bits}/{self.index:06d}"
+        return self.key.unit_id
 
     @property
     def path(self) -> str:
         """Where its part file goes, relative to the dataset root."""
-        return part_path(self.granule, self.va_bits, self.index)
+        return self.key.path
 
     @property
     def rows(self) -> int:

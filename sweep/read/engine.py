@@ -6,8 +6,8 @@ opened; others use the row groups' statistics), and aggregates and top-N rows ar
 pandas, so a query over 10^9 rows needs megabytes. ``sweep.read.results``, ``sweep.read.queries``,
 ``sweep.read.report`` and ``sweep.read.diff`` all read through here.
 
-Only the sweep's own part files are read (``store.PART_GLOB``): a ``notes.txt``, a half-written
-``.part-*.tmp`` or ``_sweep.json`` beside them is never taken for data.
+Only the sweep's own part files are read (``sweep.store.parts.PART_GLOB``): a ``notes.txt``, a
+half-written ``.part-*.tmp`` or ``_sweep.json`` beside them is never taken for data.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from sweep.core.columns import ROW_COLUMNS
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import granule_name, parse_granule
 from sweep.store import summary
-from sweep.store.parts import PART_RE, Store
+from sweep.store.parts import PART_GLOB, PartKey, Store
 from sweep.store.summary import FILTER_COLUMNS
 
 MEMORY_LIMIT = os.environ.get("SWEEP_MEMORY_LIMIT", "1GB")
@@ -36,13 +36,18 @@ MEMORY_LIMIT = os.environ.get("SWEEP_MEMORY_LIMIT", "1GB")
 FOLDER_KEYS = ("granule", "va_bits")
 
 
+def quote(text: str) -> str:
+    """``text`` as a SQL string literal: in single quotes, each quote in it doubled."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _literal(value: object) -> str:
     """A SQL literal for a filter value (filters are values, never SQL)."""
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
     if isinstance(value, int):
         return str(value)
-    return "'" + str(value).replace("'", "''") + "'"
+    return quote(str(value))
 
 
 def _normalise(column: str, value: object) -> object:
@@ -53,11 +58,6 @@ def _normalise(column: str, value: object) -> object:
     if hasattr(value, "item"):  # numpy scalars
         return value.item()
     return value
-
-
-def _part_order(rel: str) -> tuple[int, int, int]:
-    keys = PART_RE.fullmatch(rel)
-    return int(keys["granule"]), int(keys["va_bits"]), int(keys["index"])
 
 
 def _as_list(wanted: object) -> list:
@@ -97,11 +97,10 @@ class Results:
             if not store.local:
                 self.con.register_filesystem(store.fsspec)
             self.store = store
-            self.parts = sorted(store.parts(), key=_part_order)
+            self.parts = sorted(store.parts(), key=PartKey.parse)
             if not self.parts:
                 raise ValidationError(
-                    f"results {self.directory!r}: holds no part files "
-                    f"(granule-*/va_bits-*/part-*.parquet)"
+                    f"results {self.directory!r}: holds no part files ({PART_GLOB})"
                 )
             self.selected = self._folders(filters)
             scan = self._scan(self.selected)
@@ -121,8 +120,8 @@ class Results:
         }
         chosen = []
         for rel in self.parts:
-            keys = PART_RE.fullmatch(rel)
-            folder = {"granule": int(keys["granule"]), "va_bits": int(keys["va_bits"])}
+            key = PartKey.parse(rel)
+            folder = {"granule": key.granule, "va_bits": key.va_bits}
             if all(folder[c] in values for c, values in keep.items()):
                 chosen.append(rel)
         if empty:
@@ -146,8 +145,8 @@ class Results:
         """The ``(granule, va_bits)`` folders holding part files, sorted."""
         found = set()
         for rel in self.parts:
-            keys = PART_RE.fullmatch(rel)
-            found.add((int(keys["granule"]), int(keys["va_bits"])))
+            key = PartKey.parse(rel)
+            found.add((key.granule, key.va_bits))
         return sorted(found)
 
     # --- filters -------------------------------------------------------------------------------
@@ -253,7 +252,7 @@ class Results:
         listed = ", ".join(_literal(f) for f in files)
         found = self._rows(
             f"SELECT file_name, value FROM parquet_kv_metadata([{listed}]) "
-            f"WHERE key = '{summary.SUMMARY_KEY}'"
+            f"WHERE key = {quote(summary.SUMMARY_KEY)}"
         )
         index = {f: k for k, f in enumerate(files)}
         tables = [summary.decode(value) for _, value in found]

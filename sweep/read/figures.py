@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
+from sweep.core.sizes import binary_scale  # noqa: E402
 from sweep.read.queries import config_label  # noqa: E402
 
 TOP_BOARDS = 30
@@ -30,14 +31,11 @@ DPI = 90
 
 
 def binary_size(nbytes: float) -> str:
-    """``4214784`` -> ``"4 MiB"``: a colour-bar tick or a heatmap cell."""
-    value = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if value < 1024 or unit == "PiB":
-            text = f"{value:.0f}" if value >= 100 or value == int(value) else f"{value:.1f}"
-            return f"{text} {unit}"
-        value /= 1024
-    return f"{value:.0f} PiB"
+    """``4214784`` -> ``"4 MiB"``: a colour-bar tick or a heatmap cell (shorter than
+    ``human_size``'s ``"4.0 MiB"``: no decimal when whole or from 100 up)."""
+    value, unit = binary_scale(nbytes, largest="PiB")
+    text = f"{value:.0f}" if value >= 100 or value == int(value) else f"{value:.1f}"
+    return f"{text} {unit}"
 
 
 def png(fig: plt.Figure) -> tuple[str, tuple[int, int]]:

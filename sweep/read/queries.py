@@ -17,6 +17,7 @@ import pandas as pd
 
 from sweep.core.columns import INPUT_COLUMNS
 from sweep.core.memmap import granule_name
+from sweep.core.sizes import short_size
 from sweep.read.engine import Results, results_of
 
 Source = Results | str | Path | pd.DataFrame
@@ -166,10 +167,7 @@ def _board_matrix(long: pd.DataFrame) -> pd.DataFrame:
 
 def size_label(nbytes: int) -> str:
     """``2^k`` bytes as ``"512K"``, ``"1G"``: how a power-of-two bucket is named."""
-    for unit, shift in (("P", 50), ("T", 40), ("G", 30), ("M", 20), ("K", 10)):
-        if nbytes >= 1 << shift and nbytes % (1 << shift) == 0:
-            return f"{nbytes >> shift}{unit}"
-    return str(nbytes)
+    return short_size(nbytes) or str(nbytes)
 
 
 def margin_distribution(data: Source) -> pd.DataFrame:

@@ -20,9 +20,10 @@ import pandas as pd
 import pyarrow as pa
 
 from sweep.core.columns import HEX_COLUMNS as SCHEMA_HEX_COLUMNS
-from sweep.core.columns import ROW_COLUMNS
+from sweep.core.columns import ROW_COLUMNS, RUN_HEX_COLUMNS, row_bytes
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import granule_name, parse_address, parse_granule
+from sweep.core.sizes import human_size
 from sweep.read.engine import Results
 from sweep.read.queries import (  # noqa: F401 - the named queries are part of this module's API
     QUERIES,
@@ -45,27 +46,19 @@ from sweep.read.queries import (  # noqa: F401 - the named queries are part of t
     worst_cases,
     worst_configurations,
 )
-from sweep.store.parts import PART_RE, Store
+from sweep.store.parts import PartKey, Store
 from sweep.store.record import read_meta
 
 LOAD_WARN_BYTES = int(os.environ.get("SWEEP_LOAD_WARN_BYTES", 2 << 30))
 """``load`` warns before building a DataFrame larger than this (the named queries do not)."""
 
 CATEGORY_COLUMNS = tuple(c for c, t in ROW_COLUMNS.items() if t == "category")
-_DTYPE_BYTES = {"category": 4, "bool": 1, "int8": 1, "int32": 4, "int64": 8, "uint64": 8}
 
-HEX_COLUMNS = (
-    *SCHEMA_HEX_COLUMNS,
-    "idmap_pa_last",
-    "margin_last",
-    "clipped_bytes_last",
-    "hyp_dram_last_last",
-    "lowest_idmap_pa",
-    "idmap_from",
-    "idmap_to",
-    "min_margin",
-)
-"""Columns people read in hex: the schema's, and the addresses and margins of the answers."""
+ANSWER_HEX_COLUMNS = ("lowest_idmap_pa", "idmap_from", "idmap_to", "min_margin")
+"""The named queries' own columns (not the schema's) that hold addresses and margins."""
+
+HEX_COLUMNS = (*SCHEMA_HEX_COLUMNS, *RUN_HEX_COLUMNS, *ANSWER_HEX_COLUMNS)
+"""Columns people read in hex: the schema's (rows and runs), and those of the answers."""
 
 SIZE_COLUMNS = (
     "table_bytes",
@@ -87,18 +80,13 @@ def metadata(directory: str | Path) -> dict:
     return read_meta(str(directory))
 
 
-def _unit_id(rel: str) -> str:
-    keys = PART_RE.fullmatch(rel)
-    return f"{granule_name(int(keys['granule']))}/va{keys['va_bits']}/{int(keys['index']):06d}"
-
-
 def problems(directory: str | Path, parts: Iterable[str] | None = None) -> list[str]:
     """What is wrong with a sweep's results, one line each: failed units and missing units,
     named (an empty list for a complete sweep)."""
     meta = metadata(directory)
     if parts is None:
         parts = Store(str(directory)).parts()
-    present = {_unit_id(rel) for rel in parts}
+    present = {PartKey.parse(rel).unit_id for rel in parts}
     failed = [f["unit"] for f in meta.get("failed", []) if f.get("unit") not in present]
     planned = (meta.get("plan") or {}).get("units") or (meta.get("counts") or {}).get("units")
     lines = []
@@ -186,7 +174,7 @@ def load(
             columns = [c for c in ROW_COLUMNS if c in data.columns]
             columns += [c for c in data.columns if c not in ROW_COLUMNS]
         rows = data._rows("SELECT count(*) FROM results")[0][0]
-        size = rows * sum(_DTYPE_BYTES.get(ROW_COLUMNS.get(c, "int64"), 8) for c in columns)
+        size = rows * row_bytes(columns)
         limit = LOAD_WARN_BYTES if warn_above is None else warn_above
         if size > limit:
             warnings.warn(
@@ -236,16 +224,6 @@ def parse_filters(items: Iterable[str]) -> dict[str, object]:
         values = [_typed(column, v) for v in value.split(",")]
         filters[column] = values if len(values) > 1 else values[0]
     return filters
-
-
-def human_size(nbytes: float) -> str:
-    """``4214784`` -> ``"4.0 MiB"``: sizes as people read them."""
-    value = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 def for_people(frame: pd.DataFrame, raw: bool = False) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from sweep.model import builder
 from sweep.model.runs import group_runs
-from sweep.plan.placements import _splitmix64
+from sweep.plan.placements import tag_hash
 from sweep.plan.units import ALGORITHM_VERSION, Plan, Unit, make_plan
 
 __all__ = ["ALGORITHM_VERSION", "BUILD_BATCH_ROWS", "Plan", "Unit", "make_plan", "unit_table"]
@@ -37,7 +37,7 @@ def unit_table(plan: Plan, unit: Unit) -> pa.Table:
         rows = plan.unit_inputs(unit, start, min(start + BUILD_BATCH_ROWS, unit.stop))
         tags = None
         if plan.config.tag_seed and tagged.any():
-            tags = _splitmix64(rows.idmap_pa ^ prefixes[rows.map_index])
+            tags = tag_hash(rows.idmap_pa, prefixes[rows.map_index])
             tags[~tagged[rows.layout_index]] = 0
         tables.append(
             builder.build_table(

@@ -31,20 +31,58 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from sweep.core.columns import ROW_COLUMNS
+from sweep.core.columns import ROW_COLUMNS, row_bytes
 from sweep.core.errors import SweepError
+from sweep.core.kconfig import granule_name
 from sweep.store.summary import SUMMARY_KEY, footer_value
 
 PARTITION_COLUMNS = ("granule", "va_bits")
+FOLDER_PREFIX = "granule-"
+"""How the top folders of part files begin (the rest of a root is the sweep's own files)."""
 PART_RE = re.compile(
-    r"granule-(?P<granule>\d+)/va_bits-(?P<va_bits>\d+)/part-(?P<index>\d+)\.parquet"
+    rf"{FOLDER_PREFIX}(?P<granule>\d+)/va_bits-(?P<va_bits>\d+)/part-(?P<index>\d+)\.parquet"
 )
 """A finished part file's path relative to the root; nothing else in the folder is data."""
+PART_GLOB = f"{FOLDER_PREFIX}*/va_bits-*/part-*.parquet"
+"""The same as a glob, for people."""
+
+
+@dataclass(frozen=True, order=True)
+class PartKey:
+    """Which part file: its (granule, VA_BITS) folder and its index there, the one place the
+    part paths and the unit names are spelled (sorted by granule, VA_BITS, then index)."""
+
+    granule: int
+    va_bits: int
+    index: int
+
+    @property
+    def path(self) -> str:
+        """The part file's path, relative to the dataset root."""
+        return f"{FOLDER_PREFIX}{self.granule}/va_bits-{self.va_bits}/part-{self.index:06d}.parquet"
+
+    @property
+    def unit_id(self) -> str:
+        """The unit's name in logs and ``_sweep.json``: ``4K/va48/000003``."""
+        return f"{granule_name(self.granule)}/va{self.va_bits}/{self.index:06d}"
+
+    @classmethod
+    def parse(cls, rel: str) -> PartKey | None:
+        """The key of a finished part file's relative path, or None for any other file."""
+        keys = PART_RE.fullmatch(rel)
+        if keys is None:
+            return None
+        return cls(int(keys["granule"]), int(keys["va_bits"]), int(keys["index"]))
+
+    @staticmethod
+    def is_folder(name: str) -> bool:
+        """Whether a top-level folder's name is one the store writes parts under."""
+        return name.startswith(FOLDER_PREFIX)
 
 
 def part_path(granule: int, va_bits: int, index: int) -> str:
     """Where the part file of a unit goes, relative to the dataset root."""
-    return f"granule-{granule}/va_bits-{va_bits}/part-{index:06d}.parquet"
+    return PartKey(granule, va_bits, index).path
 
 
 META_FILE = "_sweep.json"
@@ -64,8 +102,7 @@ OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 """URL schemes whose writes are atomic (an object is visible only once whole): there a file is
 written in place, not under a temporary name then copied and deleted (three requests more)."""
 
-_DTYPE_BYTES = {"category": 4, "bool": 1, "int8": 1, "int32": 4, "int64": 8, "uint64": 8}
-MEMORY_BYTES_PER_ROW = sum(_DTYPE_BYTES[d] for d in ROW_COLUMNS.values())
+MEMORY_BYTES_PER_ROW = row_bytes(ROW_COLUMNS)
 """Bytes of one row as Arrow holds it (dictionary indices for the string columns)."""
 DISK_BYTES_PER_ROW = 10
 """Bytes of one row in a part file, measured on a stride sweep with random tags
@@ -280,7 +317,7 @@ class Store:
         ):
             base = posixpath.basename(entry.path)
             ours = (
-                base.startswith("granule-")
+                PartKey.is_folder(base)
                 if entry.type == pafs.FileType.Directory
                 else base in OWN_FILES or base in PLACEHOLDERS or _is_temporary(base)
             )
@@ -295,7 +332,7 @@ class Store:
             return
         for entry in self.fs.get_file_info(pafs.FileSelector(self.root)):
             base = posixpath.basename(entry.path)
-            if entry.type == pafs.FileType.Directory and base.startswith("granule-"):
+            if entry.type == pafs.FileType.Directory and PartKey.is_folder(base):
                 self.fs.delete_dir(entry.path)
             elif base in (META_FILE, LOG_FILE, MANIFEST_FILE):
                 self.fs.delete_file(entry.path)
@@ -391,4 +428,4 @@ def _is_temporary(rel: str) -> bool:
 
 
 def _is_part(rel: str) -> bool:
-    return PART_RE.fullmatch(rel) is not None
+    return PartKey.parse(rel) is not None
