@@ -149,10 +149,24 @@ def missing_kvm_lines_message(boot: BootLog) -> str | None:
     )
 
 
-def _infer_granule(boot: BootLog) -> tuple[int, str]:
+def _granule_of(boot: BootLog, given: int | str | None) -> tuple[int, str]:
+    """The granule given, else the page size the log shows (4K assumed), and its source."""
+    if given is not None:
+        return parse_granule(given), "given"
     if boot.page_size in VA_BITS_CHOICES:
         return boot.page_size, str(boot.page_size_source)
     return 4096, "the log does not show the page size: assumed"
+
+
+def _va_bits_of(boot: BootLog, given: int | None, layout: str) -> tuple[int, str]:
+    """VA_BITS given, else inferred from the log; a given one says when the log cannot tell."""
+    if given is None:
+        return _infer_va_bits(boot, layout)
+    try:
+        _infer_va_bits(boot, layout)
+    except BootLogError:
+        return given, "given; the log cannot tell"
+    return given, "given"
 
 
 def _infer_va_bits(boot: BootLog, layout: str | None = None) -> tuple[int, str]:
@@ -286,25 +300,13 @@ def verify_boot(
     if problem:
         raise BootLogError(f"{name}: {problem}")
     memory_map = memory_map_from_boot_log(log_text, name)
-
-    if granule is None:
-        granule, granule_source = _infer_granule(boot)
-    else:
-        granule, granule_source = parse_granule(granule), "given"
+    granule, granule_source = _granule_of(boot, granule)
     if layout is None:
         layout, layout_source = layout_for_release(boot.release)
     else:
         layout_source = "given"
-    if va_bits is None:
-        va_bits, va_bits_source = _infer_va_bits(boot, layout)
-    else:
-        va_bits_source = "given"
-        try:
-            _infer_va_bits(boot, layout)
-        except BootLogError:
-            va_bits_source = "given; the log cannot tell"
-    start, end = boot.hyp_va_start, boot.hyp_va_end
-    tag_random = recover_tag_random(start, va_bits)
+    va_bits, va_bits_source = _va_bits_of(boot, va_bits, layout)
+    tag_random = recover_tag_random(boot.hyp_va_start, va_bits)
     row = model_row(memory_map, granule, va_bits, layout, boot.idmap_pa, tag_random, engine)
 
     checks = [
@@ -315,39 +317,10 @@ def verify_boot(
         )
         if check is not None
     ]
-    el2_levels = levels(boot.el2_va_bits, granule)
-    checks += [
-        FieldCheck(
-            "EL2 levels",
-            f"{el2_levels} ({boot.el2_va_bits}-bit EL2 VA)",
-            f"{row['levels']} (levels)",
-            el2_levels == row["levels"],
-        ),
-        FieldCheck(
-            "HYP VA start",
-            f"{start:#x}",
-            f"{row['hyp_va_min']:#x} (hyp_va_min)",
-            start == row["hyp_va_min"],
-        ),
-        FieldCheck(
-            "HYP VA end",
-            f"{end:#x}",
-            f"{row['hyp_dram_last']:#x} (hyp_dram_last)",
-            end == row["hyp_dram_last"],
-        ),
-    ]
+    checks += _range_checks(boot, row, granule)
     checks += _pkvm_checks(boot, memory_map, granule, layout)
     if tables is not None:
-        walk = read_walk(tables)
-        banks = [(b.base, b.size) for b in memory_map.banks]
-        model = boot_set(log_text, boot, banks, profile_for(boot.release, profile))
-        label = f"EL2 {'pKVM' if boot.protected else 'nVHE'} boot"
-        checks += [
-            FieldCheck(
-                f"{label} {f}", str(walk[f]), str(model.tables[f]), walk[f] == model.tables[f]
-            )
-            for f in TABLE_FIELDS
-        ]
+        checks += _table_checks(log_text, boot, memory_map, tables, profile)
     return VerifyReport(
         boot=boot,
         memory_map=memory_map,
@@ -362,6 +335,37 @@ def verify_boot(
         row=row,
         checks=checks,
     )
+
+
+def _range_checks(boot: BootLog, row: dict, granule: int) -> list[FieldCheck]:
+    """What the kernel printed and the model did not take from it (``kvm_mmu_init``,
+    arch/arm64/kvm/mmu.c): the EL2 level count of ``hyp_va_bits`` and the HYP VA range."""
+    start, end, bits = boot.hyp_va_start, boot.hyp_va_end, boot.el2_va_bits
+    el2, model = levels(bits, granule), row["levels"]
+    first, last = row["hyp_va_min"], row["hyp_dram_last"]
+    return [
+        FieldCheck("EL2 levels", f"{el2} ({bits}-bit EL2 VA)", f"{model} (levels)", el2 == model),
+        FieldCheck("HYP VA start", f"{start:#x}", f"{first:#x} (hyp_va_min)", start == first),
+        FieldCheck("HYP VA end", f"{end:#x}", f"{last:#x} (hyp_dram_last)", end == last),
+    ]
+
+
+def _table_checks(
+    log_text: str,
+    boot: BootLog,
+    memory_map: MemoryMap,
+    tables: str | Path,
+    profile: str | Path | None,
+) -> list[FieldCheck]:
+    """A walk of the real EL2 tables against ``sweep.bootset``'s boot-time tables, per level."""
+    walk = read_walk(tables)
+    banks = [(b.base, b.size) for b in memory_map.banks]
+    model = boot_set(log_text, boot, banks, profile_for(boot.release, profile))
+    label = f"EL2 {'pKVM' if boot.protected else 'nVHE'} boot"
+    return [
+        FieldCheck(f"{label} {f}", str(walk[f]), str(model.tables[f]), walk[f] == model.tables[f])
+        for f in TABLE_FIELDS
+    ]
 
 
 def _pkvm_checks(boot: BootLog, memory_map: MemoryMap, granule: int, layout: str) -> list:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sweep.core.kconfig import VA_BITS_CHOICES
+
 
 @dataclass(frozen=True)
 class Era:
@@ -149,9 +151,9 @@ BY_NAME = {era.name: era for era in ERAS}
 ALIASES = {era.alias: era.name for era in ERAS if era.alias}
 """Layout names from before eras -> era names (kept for one release, with a note)."""
 
-KCONFIG_VA_BITS = {4096: (39, 48), 16384: (36, 47, 48), 65536: (42, 48)}
-"""``VA_BITS`` a kernel runs with at each granule besides 52 (``arch/arm64/Kconfig``; 48 and
-47 are also the ``vabits_actual`` of a 52-bit kernel without LPA2/LVA)."""
+KCONFIG_VA_BITS = {g: tuple(v for v in vs if v != 52) for g, vs in VA_BITS_CHOICES.items()}
+"""``VA_BITS`` a kernel runs with at each granule besides 52, in every era (``arch/arm64/Kconfig``;
+48 and 47 are also the ``vabits_actual`` of a 52-bit kernel without LPA2/LVA); 52 is per era."""
 
 REASONS = (
     "",

@@ -10,7 +10,7 @@ one line naming the file and the node or offset.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from sweep.core.errors import ValidationError
@@ -91,18 +91,9 @@ def parse(data: bytes, origin: str) -> Node:
             f"{origin}: not a flattened device tree: {len(data)} bytes, shorter than its"
             " 40-byte header"
         )
-    (
-        magic,
-        totalsize,
-        off_struct,
-        off_strings,
-        off_rsvmap,
-        version,
-        last_comp,
-        _cpu,
-        size_strings,
-        size_struct,
-    ) = HEADER.unpack_from(data)
+    header = HEADER.unpack_from(data)
+    magic, totalsize, off_struct, off_strings, off_rsvmap, version, last_comp = header[:7]
+    size_strings, size_struct = header[8:]  # header[7] is boot_cpuid_phys
     if magic != FDT_MAGIC:
         raise ValidationError(
             f"{origin}: not a flattened device tree: magic {magic:#010x}, expected"
@@ -160,11 +151,7 @@ def _read_structure(data: bytes, pos: int, end: int, strings: bytes, origin: str
         if token == FDT_NOP:  # spec 5.4.1: "ignored by any program parsing the device tree"
             continue
         if token == FDT_BEGIN_NODE:
-            nul = data.find(b"\0", pos, end)
-            if nul < 0:
-                raise fail(at, "node name has no terminating NUL")
-            name = data[pos:nul].decode("utf-8", "replace")
-            pos = (nul + 1 + 3) & ~3
+            name, pos = _node_name(data, pos, end, at, fail)
             if root is None:
                 if name:
                     raise fail(at, f"the root node must have an empty name, not {name[:32]!r}")
@@ -174,11 +161,8 @@ def _read_structure(data: bytes, pos: int, end: int, strings: bytes, origin: str
             else:
                 depth += 1
                 if depth >= FDT_MAX_DEPTH:
-                    raise fail(
-                        at,
-                        f"nodes nested deeper than {FDT_MAX_DEPTH} levels (FDT_MAX_DEPTH of"
-                        " drivers/of/fdt.c)",
-                    )
+                    deeper = f"nodes nested deeper than {FDT_MAX_DEPTH} levels"
+                    raise fail(at, f"{deeper} (FDT_MAX_DEPTH of drivers/of/fdt.c)")
                 child = Node(name, parent=node)
                 node.children.append(child)
                 node = child
@@ -190,18 +174,8 @@ def _read_structure(data: bytes, pos: int, end: int, strings: bytes, origin: str
         elif token == FDT_PROP:
             if node is None:
                 raise fail(at, "property outside any node")
-            length, name_offset = word(pos), word(pos + 4)
-            pos += 8
-            if pos + length > end:
-                raise fail(at, f"property of {length} bytes runs past the structure block")
-            if name_offset >= len(strings):
-                raise fail(at, f"property name offset {name_offset:#x} is past the strings block")
-            nul = strings.find(b"\0", name_offset)
-            if nul < 0:
-                raise fail(at, "property name has no terminating NUL in the strings block")
-            prop = strings[name_offset:nul].decode("utf-8", "replace")
-            node.properties[prop] = bytes(data[pos : pos + length])
-            pos = (pos + length + 3) & ~3
+            prop, value, pos = _property(data, pos, end, strings, at, word, fail)
+            node.properties[prop] = value
         elif token == FDT_END:
             if root is None:
                 raise fail(at, "FDT_END before any node")
@@ -210,6 +184,33 @@ def _read_structure(data: bytes, pos: int, end: int, strings: bytes, origin: str
             return root
         else:
             raise fail(at, f"unknown token {token:#x} (expected 1, 2, 3, 4 or 9)")
+
+
+def _node_name(data: bytes, pos: int, end: int, at: int, fail: Callable) -> tuple[str, int]:
+    """An ``FDT_BEGIN_NODE``'s name (NUL-terminated, then padded to 4 bytes: spec 5.4.1) and the
+    offset after it; ``fail(offset, message)`` makes the error naming the open node."""
+    nul = data.find(b"\0", pos, end)
+    if nul < 0:
+        raise fail(at, "node name has no terminating NUL")
+    return data[pos:nul].decode("utf-8", "replace"), (nul + 1 + 3) & ~3
+
+
+def _property(
+    data: bytes, pos: int, end: int, strings: bytes, at: int, word: Callable, fail: Callable
+) -> tuple[str, bytes, int]:
+    """An ``FDT_PROP``'s name (an offset into the strings block), value and the offset after it:
+    ``len`` and ``nameoff`` then the value padded to 4 bytes (spec 5.4.1)."""
+    length, name_offset = word(pos), word(pos + 4)
+    pos += 8
+    if pos + length > end:
+        raise fail(at, f"property of {length} bytes runs past the structure block")
+    if name_offset >= len(strings):
+        raise fail(at, f"property name offset {name_offset:#x} is past the strings block")
+    nul = strings.find(b"\0", name_offset)
+    if nul < 0:
+        raise fail(at, "property name has no terminating NUL in the strings block")
+    prop = strings[name_offset:nul].decode("utf-8", "replace")
+    return prop, bytes(data[pos : pos + length]), (pos + length + 3) & ~3
 
 
 # --- memory, as Linux reads it ----------------------------------------------------------------
@@ -260,7 +261,6 @@ def scan_memory(root: Node, origin: str) -> MemoryScan:
     size 0 are skipped. Each skip the kernel makes silently is noted in ``skipped``.
     """
     address_cells, size_cells = root_cells(root, origin)
-    stride = address_cells + size_cells
     scan = MemoryScan()
     for node in root.walk():
         if node.parent is None:
@@ -292,25 +292,33 @@ def scan_memory(root: Node, origin: str) -> MemoryScan:
             what = "no reg property" if value is None else f"{prop} is empty"
             scan.skipped.append(f"node {node.short_path}: {what} ({FIRMWARE_HINT})")
             continue
-        cells = len(value) // 4
-        whole = cells // stride if stride else 0
-        if len(value) != 4 * whole * stride:
-            scan.skipped.append(
-                f"node {node.short_path}: {prop} has {len(value) - 4 * whole * stride} trailing"
-                f" byte(s) short of a whole entry ({stride} cells): ignored"
-            )
-        for index in range(whole):
-            at = 4 * index * stride
-            base = _number(value[at : at + 4 * address_cells])
-            size = _number(value[at + 4 * address_cells : at + 4 * stride])
-            where = f"node {node.short_path}" + (f" {prop} entry {index}" if whole > 1 else "")
-            if prop != "reg" and whole == 1:
-                where += f" ({prop})"
-            if size == 0:
-                scan.skipped.append(f"{where}: size 0: skipped ({FIRMWARE_HINT})")
-                continue
-            scan.entries.append(Entry(base, size, where))
+        _read_entries(scan, node, prop, value, address_cells, size_cells)
     return scan
+
+
+def _read_entries(
+    scan: MemoryScan, node: Node, prop: str, value: bytes, address_cells: int, size_cells: int
+) -> None:
+    """The (base, size) entries of one memory node's ``prop`` into ``scan``, as
+    ``early_init_dt_scan_memory`` reads them: whole entries only, size 0 skipped."""
+    stride = address_cells + size_cells
+    whole = len(value) // 4 // stride if stride else 0  # whole entries only
+    if len(value) != 4 * whole * stride:
+        scan.skipped.append(
+            f"node {node.short_path}: {prop} has {len(value) - 4 * whole * stride} trailing"
+            f" byte(s) short of a whole entry ({stride} cells): ignored"
+        )
+    for index in range(whole):
+        at = 4 * index * stride
+        base = _number(value[at : at + 4 * address_cells])
+        size = _number(value[at + 4 * address_cells : at + 4 * stride])
+        where = f"node {node.short_path}" + (f" {prop} entry {index}" if whole > 1 else "")
+        if prop != "reg" and whole == 1:
+            where += f" ({prop})"
+        if size == 0:
+            scan.skipped.append(f"{where}: size 0: skipped ({FIRMWARE_HINT})")
+            continue
+        scan.entries.append(Entry(base, size, where))
 
 
 def _number(cells: bytes) -> int:
@@ -329,6 +337,23 @@ def encode(
 ) -> bytes:
     """A version-17 blob of ``root``; ``nops`` puts an ``FDT_NOP`` before every token (as a
     running kernel leaves them), ``totalsize`` pads with zeros (as QEMU's 1 MiB blobs)."""
+    block, strings = _flatten(root, nops)
+    rsvmap = b"".join(struct.pack(">QQ", a, s) for a, s in (*reservations, (0, 0)))
+    off_rsvmap = HEADER.size + (-HEADER.size % 8)
+    off_struct = off_rsvmap + len(rsvmap)
+    off_strings = off_struct + len(block)
+    size = off_strings + len(strings)
+    total = max(size, totalsize or 0)
+    header = HEADER.pack(
+        FDT_MAGIC, total, off_struct, off_strings, off_rsvmap, 17, 16, 0, len(strings), len(block)
+    )
+    blob = header + b"\0" * (off_rsvmap - HEADER.size) + rsvmap + block + strings
+    return blob + b"\0" * (total - len(blob))
+
+
+def _flatten(root: Node, nops: bool) -> tuple[bytearray, bytearray]:
+    """The structure block of ``root`` (its tokens, spec 5.4) and the strings block of its
+    property names, each name stored once."""
     strings = bytearray()
     offsets: dict[str, int] = {}
     struct_block = bytearray()
@@ -363,26 +388,7 @@ def encode(
         stack.append(None)
         stack.extend(reversed(node.children))
     emit(FDT_END)
-    rsvmap = b"".join(struct.pack(">QQ", a, s) for a, s in (*reservations, (0, 0)))
-    off_rsvmap = HEADER.size + (-HEADER.size % 8)
-    off_struct = off_rsvmap + len(rsvmap)
-    off_strings = off_struct + len(struct_block)
-    size = off_strings + len(strings)
-    total = max(size, totalsize or 0)
-    header = HEADER.pack(
-        FDT_MAGIC,
-        total,
-        off_struct,
-        off_strings,
-        off_rsvmap,
-        17,
-        16,
-        0,
-        len(strings),
-        len(struct_block),
-    )
-    blob = header + b"\0" * (off_rsvmap - HEADER.size) + rsvmap + struct_block + strings
-    return blob + b"\0" * (total - len(blob))
+    return struct_block, strings
 
 
 def cells(*values: int, width: int = 1) -> bytes:

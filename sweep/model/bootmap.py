@@ -185,6 +185,24 @@ def _blocks(va: int, size: int, pa: int, granule: int, what: str) -> list[Range]
     return sorted(out)
 
 
+class _Hyp(NamedTuple):
+    """``create_hyp_mappings`` of kernel memory: pages at the HYP alias ``hyp(p) = p + delta``
+    (mod 2^64) of their linear address; image sections at ``image_pa`` plus their offsets."""
+
+    granule: int
+    delta: int
+    image_pa: int
+
+    def alias(self, pa: int, end: int, what: str) -> Range:
+        lo, hi = _down(pa, self.granule), _up(end, self.granule)
+        return Range((lo + self.delta) & ((1 << 64) - 1), hi - lo, lo, 3, what)
+
+    def section(self, span: tuple[int, int] | None, what: str) -> list[Range]:
+        if span is None or span[1] <= span[0]:
+            return []
+        return [self.alias(self.image_pa + span[0], self.image_pa + span[1], what)]
+
+
 def boot_leaves(
     mode: str, image: BootImage, granule: int, hyp_va_bits: int, delta: int, image_pa: int,
     banks: Sequence[tuple[int, int]], cpus: int, *, percpu_pa: Sequence[int] | None = None,
@@ -200,7 +218,7 @@ def boot_leaves(
     GICv2 GICH region (``vgic_v2_probe``, nVHE only)."""
     if mode not in ("nvhe", "pkvm") or granule != image.granule:
         raise ValueError(f"boot_leaves: mode {mode!r}, granule {granule} vs {image.granule}")
-    g, v, mask = granule, image.version, (1 << 64) - 1
+    g, v, hyp = granule, image.version, _Hyp(granule, delta, image_pa)
     pkvm = mode == "pkvm"
     sve_bytes = sve_bytes if pkvm and v >= HOST_SVE_SINCE else 0
     if percpu_pa is None:
@@ -210,68 +228,86 @@ def boot_leaves(
     elif sve_pa is None and sve_bytes:
         raise ValueError("boot_leaves: percpu_pa given without sve_pa")
 
-    def alias(pa: int, end: int, what: str) -> Range:
-        lo, hi = _down(pa, g), _up(end, g)
-        return Range((lo + delta) & mask, hi - lo, lo, 3, what)
-
-    def section(span: tuple[int, int] | None, what: str) -> list[Range]:
-        if span is None or span[1] <= span[0]:
-            return []
-        return [alias(image_pa + span[0], image_pa + span[1], what)]
-
     idmap_lo = _down(image_pa + image.idmap[0], g)
     out = [Range(idmap_lo, _up(image_pa + image.idmap[1], g) - idmap_lo, idmap_lo, 3, "idmap")]
-    vec_size = _up(BP_VECS_BYTES + (image.bp_vecs or 0) % g, g)
-    percpu = [alias(p, p + image.percpu_bytes, "percpu") for p in percpu_pa]
-    sve = [alias(p, p + sve_bytes, "sve") for p in sve_pa or ()] if sve_bytes else []
-    sections = section(image.hyp_text, "hyp_text") + section(image.hyp_data, "hyp_data")
-    sections += section(image.hyp_rodata, "hyp_rodata")
+    vec_size = _up(BP_VECS_BYTES + (image.bp_vecs or 0) % g, g) if vectors else 0
+    percpu = [hyp.alias(p, p + image.percpu_bytes, "percpu") for p in percpu_pa]
+    sve = [hyp.alias(p, p + sve_bytes, "sve") for p in sve_pa or ()] if sve_bytes else []
+    sections = hyp.section(image.hyp_text, "hyp_text") + hyp.section(image.hyp_data, "hyp_data")
+    sections += hyp.section(image.hyp_rodata, "hyp_rodata")
     if not pkvm:
         # create_hyp_mappings per section, then create_hyp_stack (private VAs down from the
         # idmap page: io_map_base), per-CPU regions, later the vectors and GICv2's GICH.
-        sections += section(image.rodata, "rodata") + section(image.hyp_bss, "hyp_bss")
-        out += sections + section(image.bss_tail, "bss")
-        io = idmap_lo
-        for _ in range(cpus):
-            io = _down(io - 2 * g, 2 * g)
-            out.append(Range(io + g, g, None, 3, "stack"))
-        out += percpu
-        for size, what in ((vec_size if vectors else 0, "vectors"), (gich_bytes, "gich")):
-            if size:
-                size = _up(size, g)
-                io = _down(io - size, _order_bytes(size, g))
-                out.append(Range(io, size, None, 3, what))
-        return out
+        sections += hyp.section(image.rodata, "rodata") + hyp.section(image.hyp_bss, "hyp_bss")
+        stacks, private = _nvhe_private(idmap_lo, cpus, g, vec_size, gich_bytes)
+        return out + sections + hyp.section(image.bss_tail, "bss") + stacks + percpu + private
     # pKVM: hyp_create_idmap sets __io_map_base in the quarter not holding the idmap.
     quarter = 1 << (hyp_va_bits - 2)
-    nxt = (idmap_lo & quarter) ^ quarter
-    vmemmap = nxt | 1 << (hyp_va_bits - 3)
-    if vectors:
-        nxt = _up(nxt, _order_bytes(vec_size, g))
-        out.append(Range(nxt, vec_size, None, 3, "vectors"))
-        nxt += vec_size
-    entry = 8 if v >= HYP_PAGE_8_SINCE else 4
+    io_base = (idmap_lo & quarter) ^ quarter
+    private, stacks = _pkvm_private(io_base, cpus, g, vec_size)
     regions = banks if v >= VMEMMAP_ALL_MEMORY_SINCE else [(reserve_base, reserve_size)]
-    back, done = reserve_base, 0
+    vmemmap = _vmemmap(io_base | 1 << (hyp_va_bits - 3), regions, reserve_base, g, v)
+    out += private + vmemmap + sections + hyp.section(image.hyp_bss, "hyp_bss")
+    if reserve_size:
+        out.append(hyp.alias(reserve_base, reserve_base + reserve_size, "pool"))
+    for cpu in range(cpus):
+        out += [percpu[cpu], stacks[cpu]]
+    out += sve
+    if v < PKVM_HOST_SECTIONS_UNTIL:
+        out += hyp.section(image.rodata, "rodata") + hyp.section(image.bss_tail, "bss")
+    elif VGIC_STATE[0] <= v < VGIC_STATE[1] and image.vgic_state is not None:
+        out += hyp.section((image.vgic_state, image.vgic_state + VGIC_GLOBAL_BYTES), "vgic_state")
+    return out
+
+
+def _nvhe_private(
+    idmap_lo: int, cpus: int, g: int, vec_size: int, gich_bytes: int
+) -> tuple[list[Range], list[Range]]:
+    """nVHE's private VAs, going down from the idmap page (``io_map_base``, ``mmu.c``): a stack
+    page per CPU above a guard page (``create_hyp_stack``), then the vectors and GICH, each
+    aligned to its buddy order (``hyp_alloc_private_va_range``)."""
+    io, stacks, private = idmap_lo, [], []
+    for _ in range(cpus):
+        io = _down(io - 2 * g, 2 * g)
+        stacks.append(Range(io + g, g, None, 3, "stack"))
+    for size, what in ((vec_size, "vectors"), (gich_bytes, "gich")):
+        if size:
+            size = _up(size, g)
+            io = _down(io - size, _order_bytes(size, g))
+            private.append(Range(io, size, None, 3, what))
+    return stacks, private
+
+
+def _pkvm_private(
+    io_base: int, cpus: int, g: int, vec_size: int
+) -> tuple[list[Range], list[Range]]:
+    """pKVM's private VAs, going up from ``__io_map_base`` (``pkvm_alloc_private_va_range``,
+    ``hyp/nvhe/mm.c``): the vectors, then a stack page per CPU above a guard page."""
+    nxt, private, stacks = io_base, [], []
+    if vec_size:
+        nxt = _up(nxt, _order_bytes(vec_size, g))
+        private.append(Range(nxt, vec_size, None, 3, "vectors"))
+        nxt += vec_size
+    for _ in range(cpus):
+        nxt = _up(nxt, 2 * g)
+        stacks.append(Range(nxt + g, g, None, 3, "stack"))
+        nxt += 2 * g
+    return private, stacks
+
+
+def _vmemmap(
+    vmemmap: int, regions: Sequence[tuple[int, int]], back: int, g: int, v: tuple[int, int]
+) -> list[Range]:
+    """pKVM's vmemmap (``hyp_back_vmemmap``, ``hyp/nvhe/mm.c``): the ``struct hyp_page`` entries
+    of each region, backed from the pool at ``back``, one range call per region (blocks)."""
+    entry = 8 if v >= HYP_PAGE_8_SINCE else 4
+    out, done = [], 0
     for base, size in sorted(regions):
         lo = max(_down(vmemmap + (base // g) * entry, g), done)
         done = _up(vmemmap + ((base + size) // g) * entry, g)
         if lo < done:
             out += _blocks(lo, done - lo, back, g, "vmemmap")
             back += done - lo
-    out += sections + section(image.hyp_bss, "hyp_bss")
-    if reserve_size:
-        out.append(alias(reserve_base, reserve_base + reserve_size, "pool"))
-    for cpu in range(cpus):
-        out.append(percpu[cpu])
-        nxt = _up(nxt, 2 * g)
-        out.append(Range(nxt + g, g, None, 3, "stack"))
-        nxt += 2 * g
-    out += sve
-    if v < PKVM_HOST_SECTIONS_UNTIL:
-        out += section(image.rodata, "rodata") + section(image.bss_tail, "bss")
-    elif VGIC_STATE[0] <= v < VGIC_STATE[1] and image.vgic_state is not None:
-        out += section((image.vgic_state, image.vgic_state + VGIC_GLOBAL_BYTES), "vgic_state")
     return out
 
 

@@ -16,7 +16,7 @@ Where each column is computed (one function per docs/model.md section):
 | trimmed banks, ``idmap_pa`` inside one | 1 | ``sweep.model.banks.TrimmedBanks`` |
 | ``phys_offset``, ``clipped_bytes`` | 2 | ``sweep.model.clip.clip_dram`` |
 | ``idmap_va_bits`` | 2 | ``_columns`` (``bit_length``) |
-| ``hyp_va_min``, ``hyp_va_max`` (and ``delta``, ``tree_va_bits``) | 3 | ``compute_layouts`` |
+| ``hyp_va_min``, ``hyp_va_max`` (and ``delta``, ``tree_va_bits``) | 3 | ``_layouts`` |
 | ``hyp_dram_last`` | 3 | ``_columns`` |
 | ``overlap``, ``idmap_in_window``, ``margin`` | 4 | ``sweep.model.overlap`` |
 | ``levels*``, ``extra_levels``, ``idmap_extended`` | 5 | ``tables.level_columns`` |
@@ -155,42 +155,18 @@ def _pieces(rows: Rows, cuts: list[int] | None):
 
 
 def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dict:
+    """Every section 2-6 column of one piece of rows, section by section (module docstring)."""
     granule, va_bits, idmap = rows.granule, rows.va_bits, rows.idmap_pa
     code = granule_codes(granule)
     start, end = banks.per_row(rows.map_index, code)  # section 1
     banks.check_inside(start, end, idmap, rows.map_index, granule)
     dram = clip_dram(start, end, idmap, granule, va_bits, align[rows.layout_index, code])
     idmap_va_bits = bit_length(idmap + (granule - 1))
-    layout = compute_layouts(  # section 3
-        layouts,
-        rows.layout_index,
-        LayoutBatch(
-            granule=granule,
-            va_bits=va_bits,
-            idmap_pa=idmap,
-            idmap_va_bits=_shared_if_equal(idmap_va_bits),
-            phys_offset=dram.phys_offset,
-            dram_first=dram.dram_first,
-            dram_last=dram.dram_last,
-            tag_random=rows.tag_random,
-        ),
-    )
+    layout = _layouts(layouts, rows, idmap_va_bits, dram)  # section 3
     delta, tree_va_bits = _shared_if_equal(layout.delta), _shared_if_equal(layout.tree_va_bits)
     near = overlap.nearest(dram.start, dram.end, dram.valid, delta, idmap)  # section 4
     root = tables.root_level(tree_va_bits, granule)  # section 5
-    runtime = _per_runtime_tree(
-        len(rows),
-        tables.runtime_tables,
-        (
-            rows.map_index * 3 + code,
-            rows.block_mappings,
-            root,
-            tables.runtime_delta(delta, root, granule),
-            dram.dram_first,
-            dram.dram_last,
-        ),
-        (dram.start, dram.end, dram.valid, delta, granule, root, rows.block_mappings),
-    )
+    runtime = _runtime_tables(rows, code, dram, delta, root)
     walk = _shared_if_equal(
         tables.idmap_walk(near, idmap, delta, granule, root, rows.block_mappings)
     )
@@ -225,6 +201,38 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
         "pkvm_reserve_bytes": reserve["reserve_bytes"],
         "pkvm_reserve_base": reserve["reserve_base"],
     }
+
+
+def _layouts(layouts: Sequence[Layout], rows: Rows, idmap_va_bits: np.ndarray, dram):
+    """Section 3: each row's layout (``delta``, window, ``tree_va_bits``) from its inputs and
+    clipped DRAM, every layout over the rows that use it (``compute_layouts``)."""
+    batch = LayoutBatch(
+        granule=rows.granule,
+        va_bits=rows.va_bits,
+        idmap_pa=rows.idmap_pa,
+        idmap_va_bits=_shared_if_equal(idmap_va_bits),
+        phys_offset=dram.phys_offset,
+        dram_first=dram.dram_first,
+        dram_last=dram.dram_last,
+        tag_random=rows.tag_random,
+    )
+    return compute_layouts(layouts, rows.layout_index, batch)
+
+
+def _runtime_tables(rows: Rows, code: np.ndarray, dram, delta, root) -> dict:
+    """Section 5: the runtime tree's tables per level (``tables.runtime_tables``), counted once
+    per distinct runtime tree (``_per_runtime_tree``: its keys are what the tree depends on)."""
+    granule, blocks = rows.granule, rows.block_mappings
+    keys = (
+        rows.map_index * 3 + code,
+        blocks,
+        root,
+        tables.runtime_delta(delta, root, granule),
+        dram.dram_first,
+        dram.dram_last,
+    )
+    arrays = (dram.start, dram.end, dram.valid, delta, granule, root, blocks)
+    return _per_runtime_tree(len(rows), tables.runtime_tables, keys, arrays)
 
 
 def _pkvm_reserve(layouts, rows: Rows, code: np.ndarray, granule, dram) -> dict:

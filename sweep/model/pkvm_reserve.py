@@ -136,7 +136,6 @@ def reserve_many(
     seg_of = np.repeat(np.arange(n), count)
     g = gran[seg_of]  # per bank
     ptrs = gran // 8  # PTRS_PER_PTE, asm/pgtable-hwdef.h
-    pmd = gran * ptrs  # PMD_SIZE (a level-2 entry), asm/pgtable-hwdef.h
 
     bank_pages = (end - start) // g  # reg->size >> PAGE_SHIFT
     total = _seg_sum(_max_pages(bank_pages, g // 8, f.levels), offsets)
@@ -159,17 +158,28 @@ def reserve_many(
     out["selftest"][:] = SELFTEST_PAGES if f.selftest else 0
     pages = sum(out[k] for k in PARTS)
     out["pages"] = pages
-    size = pages * gran
+    reserved = _allocate(pages * gran, gran, g, start, end, seg_of, offsets)
+    out["reserve_bytes"], out["reserve_base"] = reserved
+    usable = (count > 0) & (count <= HYP_MEMBLOCK_REGIONS)
+    out["reserve_bytes"][~usable] = 0
+    out["reserve_base"][~usable] = 0
+    return out
+
+
+def _allocate(size, gran, g, start, end, seg_of, offsets) -> tuple[np.ndarray, np.ndarray]:
+    """``kvm_hyp_reserve``'s allocation of ``size`` bytes per map (``gran`` per map, ``g`` per
+    bank): ``memblock_phys_alloc(
+    ALIGN(size, PMD_SIZE), PMD_SIZE)``, else ``memblock_phys_alloc(size, PAGE_SIZE)`` (the size
+    unaligned then); the bytes reserved and their base, 0 and 0 where neither fits."""
+    pmd = gran * (gran // 8)  # PMD_SIZE (a level-2 entry), asm/pgtable-hwdef.h
     aligned = _div_up(size, pmd) * pmd
     floor = g if PAGE_FLOOR else np.zeros_like(g)
     base = _top_down(start, end, floor, aligned, pmd, seg_of, offsets)
     fallback = _top_down(start, end, floor, size, gran, seg_of, offsets)
-    usable = (count > 0) & (count <= HYP_MEMBLOCK_REGIONS)
-    out["reserve_bytes"] = np.where(base >= 0, aligned, np.where(fallback >= 0, size, 0))
-    out["reserve_base"] = np.where(base >= 0, base, np.maximum(fallback, 0))
-    out["reserve_bytes"][~usable] = 0
-    out["reserve_base"][~usable] = 0
-    return out
+    return (
+        np.where(base >= 0, aligned, np.where(fallback >= 0, size, 0)),
+        np.where(base >= 0, base, np.maximum(fallback, 0)),
+    )
 
 
 def reserve_bytes_many(

@@ -17,7 +17,7 @@ import pandas as pd
 
 from sweep.core.columns import INPUT_COLUMNS, ROW_COLUMNS
 from sweep.core.errors import ValidationError
-from sweep.read.engine import Results, connect
+from sweep.read.engine import Results, connect, quote
 from sweep.read.results import HEX_COLUMNS, warn_if_incomplete
 
 OUTPUT_COLUMNS = [c for c in ROW_COLUMNS if c not in INPUT_COLUMNS]
@@ -74,12 +74,8 @@ def _side(
     select = ", ".join([*columns, *outputs, "TRUE AS present"])
     where = "FALSE" if scan is None else "TRUE"
     if boards is not None:
-        where += f" AND memory_map IN ({', '.join(_quote(b) for b in boards)})"
+        where += f" AND memory_map IN ({', '.join(quote(b) for b in boards)})"
     return f"(SELECT {select} FROM {other if scan is None else scan} WHERE {where})"
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _counts_sql(a: str, b: str, keys: list[str]) -> str:
@@ -139,26 +135,7 @@ def diff(dir_a: str | Path, dir_b: str | Path, ignore: Sequence[str] = (), show:
         scans = [(run_a.folder_scan(*f), run_b.folder_scan(*f)) for f in folders]
     else:
         scans = [("run_a", "run_b")]
-    # First a narrow join (keys and one hash of the outputs) that counts; then, only for the
-    # boards that changed, the wide one that counts per column and gives the first rows.
-    summaries, per_column, firsts = [], [], []
-    for scan_a, scan_b in scans:
-        counts = run_a.frame(
-            _counts_sql(
-                _side(scan_a, scan_b, keys, compared, hashed=True),
-                _side(scan_b, scan_a, keys, compared, hashed=True),
-                keys,
-            )
-        )
-        summaries.append(counts)
-        boards = counts.loc[counts["changed"] > 0, "memory_map"].tolist()
-        if not boards:
-            continue
-        a = _side(scan_a, scan_b, keys, compared, boards=boards)
-        b = _side(scan_b, scan_a, keys, compared, boards=boards)
-        per_column.append(run_a.frame(_summary_sql(a, b, keys, compared)))
-        if sum(len(f) for f in firsts) < show:
-            firsts.append(run_a.frame(_rows_sql(a, b, keys, compared, show)))
+    summaries, per_column, firsts = _join(run_a, scans, keys, compared, show)
     summary = pd.concat(summaries).groupby("memory_map", sort=True).sum()
     columns = (
         pd.concat(per_column).groupby("memory_map").sum()[compared]
@@ -183,6 +160,32 @@ def diff(dir_a: str | Path, dir_b: str | Path, ignore: Sequence[str] = (), show:
     out.summary = summary[(summary[["only_a", "only_b", "changed"]] > 0).any(axis=1)]
     con.close()
     return out
+
+
+def _join(run: Results, scans: list, keys: list[str], compared: list[str], show: int) -> tuple:
+    """Per pair of folder scans (on ``run``'s connection, which holds both runs' views), first a
+    narrow join (keys and one hash of the outputs) that counts; then, only for the boards that
+    changed, the wide one that counts per column and gives the first rows. Returns the three
+    lists of frames: counts, counts per column, first rows."""
+    summaries, per_column, firsts = [], [], []
+    for scan_a, scan_b in scans:
+        counts = run.frame(
+            _counts_sql(
+                _side(scan_a, scan_b, keys, compared, hashed=True),
+                _side(scan_b, scan_a, keys, compared, hashed=True),
+                keys,
+            )
+        )
+        summaries.append(counts)
+        boards = counts.loc[counts["changed"] > 0, "memory_map"].tolist()
+        if not boards:
+            continue
+        a = _side(scan_a, scan_b, keys, compared, boards=boards)
+        b = _side(scan_b, scan_a, keys, compared, boards=boards)
+        per_column.append(run.frame(_summary_sql(a, b, keys, compared)))
+        if sum(len(f) for f in firsts) < show:
+            firsts.append(run.frame(_rows_sql(a, b, keys, compared, show)))
+    return summaries, per_column, firsts
 
 
 def format_diff(result: Diff, dir_a: str, dir_b: str, show: int = 10) -> str:

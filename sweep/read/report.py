@@ -160,22 +160,12 @@ def _figure(heading: str, caption: str, drawn: tuple[str, tuple[int, int]]) -> s
     )
 
 
-def render(directory: str | Path) -> str:
-    """The report page for the results in ``directory``, as an HTML string."""
-    started = time.perf_counter()
-    data = Results(directory)
-    meta = metadata(directory)
-    per_board = queries.boards(data)
-    if per_board.empty:
-        raise ValidationError(f"results {str(directory)!r}: no rows to report on")
-    by_board = queries.table_bytes_matrices(data)
-    unrunnable = queries.unrunnable(data)
-    worst = queries.worst_configurations(data, N_WORST)
-    n_boards = len(per_board)
-    many = n_boards > figures.TOP_BOARDS + 1
+def _figures(data: Results, by_board: pd.DataFrame, many: bool) -> list[str]:
+    """The page's figures, each with its heading and caption; ``many``: more boards than a
+    figure draws one by one (``figures.TOP_BOARDS``), the rest summarised."""
     top = f" The {figures.TOP_BOARDS} boards with the largest tables are drawn, the others "
     top += "summarised in the last row (their largest)."
-    parts_html = [
+    return [
         _figure(
             "Table size",
             "The largest HYP page-table footprint (table_bytes) of each board at each granule "
@@ -205,6 +195,22 @@ def render(directory: str | Path) -> str:
             figures.margins(queries.margin_distribution(data)),
         ),
     ]
+
+
+def render(directory: str | Path) -> str:
+    """The report page for the results in ``directory``, as an HTML string."""
+    started = time.perf_counter()
+    data = Results(directory)
+    meta = metadata(directory)
+    per_board = queries.boards(data)
+    if per_board.empty:
+        raise ValidationError(f"results {str(directory)!r}: no rows to report on")
+    by_board = queries.table_bytes_matrices(data)
+    unrunnable = queries.unrunnable(data)
+    worst = queries.worst_configurations(data, N_WORST)
+    n_boards = len(per_board)
+    many = n_boards > figures.TOP_BOARDS + 1
+    parts_html = _figures(data, by_board, many)
     title = f"va-sweep report: {meta.get('name', Path(directory).name)}"
     facts = (
         f"{int(per_board['rows'].sum()):,} rows; {n_boards} board(s); "

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 
 from sweep.core.errors import SweepError
 from sweep.core.memmap import granule_name
+from sweep.core.sizes import human_size
 from sweep.plan.config import SweepConfig, config_difference
 from sweep.run.executors import EXECUTORS, make_executor
 from sweep.run.lock import FolderLock
@@ -106,6 +107,8 @@ def run_sweep(config: SweepConfig, options: RunOptions | None = None, /, **field
 
 
 def _run_locked(plan: Plan, store: Store, options: RunOptions) -> RunReport:
+    """The run, the folder locked: units scheduled onto the executor, then, however it ended,
+    workers stopped, temporaries cleaned, the manifest, ``_sweep.json`` and log written."""
     previous = _check_existing(store, plan, options)
     store.remove_temporaries()  # ours, from a killed run: the lock says none is live
     manifest = Manifest.load(store) if options.resume else Manifest()
@@ -125,18 +128,7 @@ def _run_locked(plan: Plan, store: Store, options: RunOptions) -> RunReport:
         started = now()
         meta = start_meta(plan, previous, options.config_source, options.executor, workers, started)
         write_guarded(store.write_meta, meta)
-        for failure in plan.failures:
-            log.error("%s failed: %s", failure["unit"], failure["error"])
-        log.info(
-            "sweep %r: %d configurations in %d units to %s, %s with %d workers%s",
-            plan.config.name,
-            plan.configurations,
-            plan.n_units,
-            options.out,
-            options.executor,
-            workers,
-            f", resuming ({len(whole)} whole part files)" if options.resume else "",
-        )
+        _log_start(plan, options, workers, len(whole))
         ex = make_executor(
             options.executor,
             plan,
@@ -168,6 +160,22 @@ def _run_locked(plan: Plan, store: Store, options: RunOptions) -> RunReport:
         except OSError as exc:
             log.debug("the log could not be uploaded: %s", exc)
     return report
+
+
+def _log_start(plan: Plan, options: RunOptions, workers: int, whole: int) -> None:
+    """The log's first lines: units that failed while planning, then what runs where."""
+    for failure in plan.failures:
+        log.error("%s failed: %s", failure["unit"], failure["error"])
+    log.info(
+        "sweep %r: %d configurations in %d units to %s, %s with %d workers%s",
+        plan.config.name,
+        plan.configurations,
+        plan.n_units,
+        options.out,
+        options.executor,
+        workers,
+        f", resuming ({whole} whole part files)" if options.resume else "",
+    )
 
 
 def _clean(store: Store) -> None:
@@ -326,8 +334,4 @@ def describe_plan(plan: Plan) -> str:
 
 
 def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
+    return human_size(n, grouping=True)

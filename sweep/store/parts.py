@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import posixpath
-import re
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -33,58 +32,16 @@ import pyarrow.parquet as pq
 
 from sweep.core.columns import ROW_COLUMNS, row_bytes
 from sweep.core.errors import SweepError
-from sweep.core.kconfig import granule_name
+from sweep.store.partkey import (  # noqa: F401 (the part paths, re-exported)
+    FOLDER_PREFIX,
+    PART_GLOB,
+    PART_RE,
+    PartKey,
+    part_path,
+)
 from sweep.store.summary import SUMMARY_KEY, footer_value
 
 PARTITION_COLUMNS = ("granule", "va_bits")
-FOLDER_PREFIX = "granule-"
-"""How the top folders of part files begin (the rest of a root is the sweep's own files)."""
-PART_RE = re.compile(
-    rf"{FOLDER_PREFIX}(?P<granule>\d+)/va_bits-(?P<va_bits>\d+)/part-(?P<index>\d+)\.parquet"
-)
-"""A finished part file's path relative to the root; nothing else in the folder is data."""
-PART_GLOB = f"{FOLDER_PREFIX}*/va_bits-*/part-*.parquet"
-"""The same as a glob, for people."""
-
-
-@dataclass(frozen=True, order=True)
-class PartKey:
-    """Which part file: its (granule, VA_BITS) folder and its index there, the one place the
-    part paths and the unit names are spelled (sorted by granule, VA_BITS, then index)."""
-
-    granule: int
-    va_bits: int
-    index: int
-
-    @property
-    def path(self) -> str:
-        """The part file's path, relative to the dataset root."""
-        return f"{FOLDER_PREFIX}{self.granule}/va_bits-{self.va_bits}/part-{self.index:06d}.parquet"
-
-    @property
-    def unit_id(self) -> str:
-        """The unit's name in logs and ``_sweep.json``: ``4K/va48/000003``."""
-        return f"{granule_name(self.granule)}/va{self.va_bits}/{self.index:06d}"
-
-    @classmethod
-    def parse(cls, rel: str) -> PartKey | None:
-        """The key of a finished part file's relative path, or None for any other file."""
-        keys = PART_RE.fullmatch(rel)
-        if keys is None:
-            return None
-        return cls(int(keys["granule"]), int(keys["va_bits"]), int(keys["index"]))
-
-    @staticmethod
-    def is_folder(name: str) -> bool:
-        """Whether a top-level folder's name is one the store writes parts under."""
-        return name.startswith(FOLDER_PREFIX)
-
-
-def part_path(granule: int, va_bits: int, index: int) -> str:
-    """Where the part file of a unit goes, relative to the dataset root."""
-    return PartKey(granule, va_bits, index).path
-
-
 META_FILE = "_sweep.json"
 LOG_FILE = "_sweep.log"
 ROW_GROUP_ROWS = 1_000_000

@@ -146,24 +146,9 @@ def summarize(table: pa.Table, max_runs: int | None = None) -> pa.Table | None:
     ``max_runs``, None as soon as the rows come in more runs than that (a part of many small
     groups, whose summary would not be kept: most of the work is not done).
     """
-    n = table.num_rows
-    if n == 0:
+    if table.num_rows == 0:
         return SCHEMA.empty_table()
-    group: dict[str, np.ndarray] = {}
-    names: dict[str, pa.Array] = {}
-    for column in GROUP:
-        if column == "margin_bits":
-            continue
-        if column not in table.column_names:  # rows from before kernel eras (DEFAULTS)
-            runnable = column == "runnable"
-            group[column] = np.full(n, runnable) if runnable else np.zeros(n, np.int32)
-            if not runnable:
-                names[column] = pa.array([""])
-        elif pa.types.is_integer(GROUP[column]) or GROUP[column] == pa.bool_():
-            group[column] = _numpy(table[column])
-        else:  # names: their dictionary codes group, the dictionary names them
-            encoded = _dictionary(table[column])
-            group[column], names[column] = _numpy(encoded.indices), encoded.dictionary
+    group, names = _group_keys(table)
     margin = _numpy(table["margin"]).view(np.int64)
     if "margin_last" in table.column_names:
         margin = np.minimum(margin, _numpy(table["margin_last"]).view(np.int64))
@@ -172,25 +157,7 @@ def summarize(table: pa.Table, max_runs: int | None = None) -> pa.Table | None:
     starts = np.flatnonzero(np.concatenate([[True], code[1:] != code[:-1]]))
     if max_runs is not None and len(starts) > max_runs:
         return None
-    records = np.diff(np.append(starts, n))
-    pages = _numpy(table["pages"]) if "pages" in table.column_names else None
-    table_bytes = _numpy(table["table_bytes"]).view(np.int64)
-    idmap = _numpy(table["idmap_pa"]).view(np.int64)
-    last = _numpy(table["idmap_pa_last"]).view(np.int64) if pages is not None else idmap
-    weighted = table_bytes if pages is None else table_bytes * pages.astype(np.float64)
-    lowest = np.minimum.reduceat(idmap, starts)
-    at_lowest = np.flatnonzero(idmap == np.repeat(lowest, records))
-    runs = {  # per run of equal group columns
-        "rows": records if pages is None else np.add.reduceat(pages, starts),
-        "records": records,
-        "min_margin": np.minimum.reduceat(margin, starts),
-        "min_table_bytes": np.minimum.reduceat(table_bytes, starts),
-        "max_table_bytes": np.maximum.reduceat(table_bytes, starts),
-        "sum_table_bytes": np.add.reduceat(weighted, starts).astype(np.float64),
-        "idmap_from": lowest,
-        "idmap_to": np.maximum.reduceat(last, starts),
-        "tag_random": _numpy(table["tag_random"])[at_lowest[np.searchsorted(at_lowest, starts)]],
-    }
+    runs = _per_run(table, margin, starts)
     inverse, uniques = pd.factorize(code[starts])
     g = len(uniques)
     first = _at(np.minimum, inverse, np.arange(len(starts)), g, len(starts))
@@ -213,6 +180,53 @@ def summarize(table: pa.Table, max_runs: int | None = None) -> pa.Table | None:
     for column, dictionary in names.items():
         out[column] = dictionary.take(pa.array(out[column]))
     return pa.table({c: pa.array(out[c]).cast(SCHEMA.field(c).type) for c in SCHEMA.names})
+
+
+def _group_keys(table: pa.Table) -> tuple[dict[str, np.ndarray], dict[str, pa.Array]]:
+    """The ``GROUP`` columns but ``margin_bits`` as small integers per row (names as their
+    dictionary codes, a column rows of before kernel eras lack as its ``DEFAULTS``), and the
+    dictionaries that name the codes."""
+    n = table.num_rows
+    group: dict[str, np.ndarray] = {}
+    names: dict[str, pa.Array] = {}
+    for column in GROUP:
+        if column == "margin_bits":
+            continue
+        if column not in table.column_names:  # rows from before kernel eras (DEFAULTS)
+            runnable = column == "runnable"
+            group[column] = np.full(n, runnable) if runnable else np.zeros(n, np.int32)
+            if not runnable:
+                names[column] = pa.array([""])
+        elif pa.types.is_integer(GROUP[column]) or GROUP[column] == pa.bool_():
+            group[column] = _numpy(table[column])
+        else:  # names: their dictionary codes group, the dictionary names them
+            encoded = _dictionary(table[column])
+            group[column], names[column] = _numpy(encoded.indices), encoded.dictionary
+    return group, names
+
+
+def _per_run(table: pa.Table, margin: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``VALUES`` of each run of rows with equal group columns (the runs begin at
+    ``starts``): one contiguous ``reduceat`` pass per column."""
+    records = np.diff(np.append(starts, table.num_rows))
+    pages = _numpy(table["pages"]) if "pages" in table.column_names else None
+    table_bytes = _numpy(table["table_bytes"]).view(np.int64)
+    idmap = _numpy(table["idmap_pa"]).view(np.int64)
+    last = _numpy(table["idmap_pa_last"]).view(np.int64) if pages is not None else idmap
+    weighted = table_bytes if pages is None else table_bytes * pages.astype(np.float64)
+    lowest = np.minimum.reduceat(idmap, starts)
+    at_lowest = np.flatnonzero(idmap == np.repeat(lowest, records))
+    return {
+        "rows": records if pages is None else np.add.reduceat(pages, starts),
+        "records": records,
+        "min_margin": np.minimum.reduceat(margin, starts),
+        "min_table_bytes": np.minimum.reduceat(table_bytes, starts),
+        "max_table_bytes": np.maximum.reduceat(table_bytes, starts),
+        "sum_table_bytes": np.add.reduceat(weighted, starts).astype(np.float64),
+        "idmap_from": lowest,
+        "idmap_to": np.maximum.reduceat(last, starts),
+        "tag_random": _numpy(table["tag_random"])[at_lowest[np.searchsorted(at_lowest, starts)]],
+    }
 
 
 def _code(keys: list[np.ndarray]) -> np.ndarray:
