@@ -165,23 +165,10 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
     layout = _layouts(layouts, rows, idmap_va_bits, dram)  # section 3
     delta, tree_va_bits = _shared_if_equal(layout.delta), _shared_if_equal(layout.tree_va_bits)
     near = overlap.nearest(dram.start, dram.end, dram.valid, delta, idmap)  # section 4
-    root = tables.root_level(tree_va_bits, granule)  # section 5
-    runtime = _runtime_tables(rows, code, dram, delta, root)
-    walk = _shared_if_equal(
-        tables.idmap_walk(near, idmap, delta, granule, root, rows.block_mappings)
-    )
     levels = tables.level_columns(va_bits, idmap_va_bits, tree_va_bits, granule)
-    table = tables.table_columns(runtime, walk, root, granule, tree_va_bits)
-    crossing = overlap.overlap(near, idmap, granule, delta)
-    two = _era_rows(layouts, rows.layout_index, lambda era: era.two_trees)
-    if two is not None:  # 4.6-4.7: the idmap and the runtime in trees of their own
-        pair = tables.two_tree_columns(
-            dram.start, dram.end, dram.valid, delta, granule, va_bits, idmap, idmap_va_bits,
-            rows.block_mappings,
-            overlap.nearest(dram.start, dram.end, dram.valid, delta, _trampoline(va_bits, granule)),
-        )  # fmt: skip
-        table = {name: np.where(two, pair[name], values) for name, values in table.items()}
-        crossing = crossing & ~two
+    table, crossing = _table_section(
+        layouts, rows, code, dram, near, delta, tree_va_bits, idmap_va_bits
+    )
     code = _unrunnable(layouts, rows.layout_index, granule, va_bits, idmap_va_bits, levels)
     reserve = _pkvm_reserve(layouts, rows, granule_codes(granule), granule, dram)
     return {
@@ -201,6 +188,32 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
         "pkvm_reserve_bytes": reserve["reserve_bytes"],
         "pkvm_reserve_base": reserve["reserve_base"],
     }
+
+
+def _table_section(layouts, rows: Rows, code, dram, near, delta, tree_va_bits, idmap_va_bits):
+    """Section 5's table columns and section 4's ``overlap``: one merged tree, or for 4.6-4.7
+    rows (``linux-4.6``) the idmap and the runtime in trees of their own. A piece of one layout
+    (a work unit's run) computes only the kind its layout has."""
+    granule, va_bits, idmap, blocks = rows.granule, rows.va_bits, rows.idmap_pa, rows.block_mappings
+    two = _era_rows(layouts, rows.layout_index, lambda era: era.two_trees)
+    table, crossing = {}, np.zeros(1, dtype=bool)
+    if two is None or not two.all():
+        root = tables.root_level(tree_va_bits, granule)
+        runtime = _runtime_tables(rows, code, dram, delta, root)
+        walk = _shared_if_equal(tables.idmap_walk(near, idmap, delta, granule, root, blocks))
+        table = tables.table_columns(runtime, walk, root, granule, tree_va_bits)
+        crossing = overlap.overlap(near, idmap, granule, delta)
+    if two is not None:
+        trampoline = np.left_shift(1, va_bits, dtype=I64) - granule  # TRAMPOLINE_VA
+        pair = tables.two_tree_columns(
+            dram.start, dram.end, dram.valid, delta, granule, va_bits, idmap, idmap_va_bits,
+            blocks, overlap.nearest(dram.start, dram.end, dram.valid, delta, trampoline),
+        )  # fmt: skip
+        if not table:
+            return pair, np.zeros(1, dtype=bool)
+        table = {name: np.where(two, pair[name], values) for name, values in table.items()}
+        crossing = crossing & ~two
+    return table, crossing
 
 
 def _layouts(layouts: Sequence[Layout], rows: Rows, idmap_va_bits: np.ndarray, dram):
@@ -267,11 +280,6 @@ def _reserve_rows(era: str, start, end, valid, granule) -> dict:
         era, np.broadcast_to(granule, (m,)), start.T[valid.T], end.T[valid.T], offsets
     )
     return {"reserve_bytes": got["reserve_bytes"], "reserve_base": got["reserve_base"]}
-
-
-def _trampoline(va_bits: np.ndarray, granule: np.ndarray) -> np.ndarray:
-    """4.6-4.7's ``TRAMPOLINE_VA = HYP_PAGE_OFFSET_MASK & PAGE_MASK``: the last page of VA_BITS."""
-    return np.left_shift(1, va_bits, dtype=I64) - granule
 
 
 def _era_rows(layouts: Sequence[Layout], layout_index: np.ndarray, test) -> np.ndarray | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sweep.core.kconfig import levels, min_block_level, page_shift
+from sweep.core.kconfig import bit_length, levels, min_block_level, page_shift
 from sweep.model.overlap import Nearest
 
 I64 = np.int64
@@ -179,17 +179,23 @@ def two_tree_columns(
     runtime = runtime_tables(start, end, valid, delta, granule, root, block_mappings)
     at = np.broadcast_to(top, np.broadcast(top, near_trampoline.below_end, delta).shape)
     walk = idmap_walk(near_trampoline, at, delta, granule, root, block_mappings)
-    boot_page = np.where(extended, idmap_pa & (top + granule - 1), idmap_pa)
     g = page_shift(granule)
+    # boot_hyp_pgd: the idmap page and the trampoline share the tables above the first level
+    # where their entries differ, the highest bit in which they differ says where.
+    if extended.any():
+        boot_page = np.where(extended, idmap_pa & (top + granule - 1), idmap_pa)
+        differ = np.where(extended, 0, bit_length(boot_page ^ top))
+        merged_root = np.where(extended, 4 - levels(idmap_va_bits, granule), NEVER)
+    else:
+        differ, merged_root = bit_length(idmap_pa ^ top), NEVER
     tables = {}
     for level in range(-1, 4):
-        above = _shift(level - 1, g)
         below_root = level > root
         tramp = below_root & ~extended & (walk < level)
-        apart = (boot_page >> above) != (top >> above)
-        boot = np.where(level == root, 1, below_root * np.where(extended, 1, 1 + apart))
-        merged = extended & (level == 4 - levels(idmap_va_bits, granule))
-        tables[level] = runtime.get(level, 0) + (level == root) + tramp + boot + merged
+        boot = np.where(level == root, 1, below_root * (1 + (differ > _shift(level - 1, g))))
+        tables[level] = (
+            runtime.get(level, 0) + (level == root) + tramp + boot + (merged_root == level)
+        )
     table_pages = sum(tables.values())
     return {
         **{f"tables_l{'m1' if level < 0 else level}": tables[level] for level in tables},
