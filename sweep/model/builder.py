@@ -205,9 +205,10 @@ def _table_section(layouts, rows: Rows, code, dram, near, delta, tree_va_bits, i
         crossing = overlap.overlap(near, idmap, granule, delta)
     if two is not None:
         trampoline = np.left_shift(1, va_bits, dtype=I64) - granule  # TRAMPOLINE_VA
+        runtime = _runtime_tables(rows, code, dram, delta, tables.root_level(va_bits, granule))
         pair = tables.two_tree_columns(
-            dram.start, dram.end, dram.valid, delta, granule, va_bits, idmap, idmap_va_bits,
-            blocks, overlap.nearest(dram.start, dram.end, dram.valid, delta, trampoline),
+            runtime, delta, granule, va_bits, idmap, idmap_va_bits, blocks,
+            overlap.nearest(dram.start, dram.end, dram.valid, delta, trampoline),
         )  # fmt: skip
         if not table:
             return pair, np.zeros(1, dtype=bool)

@@ -154,9 +154,7 @@ def table_columns(
 
 
 def two_tree_columns(
-    start: np.ndarray,
-    end: np.ndarray,
-    valid: np.ndarray,
+    runtime: dict[int, np.ndarray],
     delta: np.ndarray,
     granule: np.ndarray,
     va_bits: np.ndarray,
@@ -170,13 +168,13 @@ def two_tree_columns(
     ``TRAMPOLINE_VA = 2^V - granule``; an idmap above ``VA_BITS`` instead gets one more root,
     ``merged_hyp_pgd``, over both (no trampoline). The table columns of that pair.
 
-    In ``hyp_pgd`` the trampoline page is mapped after the runtime, as the idmap page is in the
-    merged tree (``idmap_walk``; ``near_trampoline``: the runtime ranges nearest its VA)."""
+    ``runtime``: ``runtime_tables`` of the runtime alone in a tree of ``VA_BITS``. In ``hyp_pgd``
+    the trampoline page is mapped after the runtime, as the idmap page is in the merged tree
+    (``idmap_walk``; ``near_trampoline``: the runtime ranges nearest its VA)."""
     n = np.broadcast(idmap_pa, va_bits, delta).shape
     root = 4 - levels(va_bits, granule)
     top = np.left_shift(1, va_bits, dtype=I64) - granule
     extended = idmap_va_bits > va_bits
-    runtime = runtime_tables(start, end, valid, delta, granule, root, block_mappings)
     at = np.broadcast_to(top, np.broadcast(top, near_trampoline.below_end, delta).shape)
     walk = idmap_walk(near_trampoline, at, delta, granule, root, block_mappings)
     g = page_shift(granule)
@@ -186,16 +184,20 @@ def two_tree_columns(
         boot_page = np.where(extended, idmap_pa & (top + granule - 1), idmap_pa)
         differ = np.where(extended, 0, bit_length(boot_page ^ top))
         merged_root = np.where(extended, 4 - levels(idmap_va_bits, granule), NEVER)
+        walk = np.where(extended, NEVER, walk)  # no trampoline with merged_hyp_pgd
     else:
         differ, merged_root = bit_length(idmap_pa ^ top), NEVER
     tables = {}
     for level in range(-1, 4):
-        below_root = level > root
-        tramp = below_root & ~extended & (walk < level)
-        boot = np.where(level == root, 1, below_root * (1 + (differ > _shift(level - 1, g))))
-        tables[level] = (
-            runtime.get(level, 0) + (level == root) + tramp + boot + (merged_root == level)
-        )
+        if level < root.min(initial=3):  # above every row's root: no table
+            tables[level] = runtime.get(level, 0) + (merged_root == level)
+            continue
+        below_root = level > root  # the roots of hyp_pgd and boot_hyp_pgd are at level root
+        # hyp_pgd's trampoline path, and boot_hyp_pgd's idmap page and trampoline paths
+        own = (walk < level) + 1 + (differ > _shift(level - 1, g))
+        tables[level] = runtime.get(level, 0) + np.where(below_root, own, 2 * (level == root))
+        if merged_root is not NEVER:
+            tables[level] = tables[level] + (merged_root == level)
     table_pages = sum(tables.values())
     return {
         **{f"tables_l{'m1' if level < 0 else level}": tables[level] for level in tables},
