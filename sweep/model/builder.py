@@ -253,17 +253,17 @@ def _pkvm_reserve(layouts, rows: Rows, code: np.ndarray, granule, dram) -> dict:
     """``kvm_hyp_reserve`` per row (``sweep.model.pkvm_reserve``): 0 for eras without pKVM
     and plugin layouts; computed once per distinct (map, granule, era, clipped DRAM)."""
     n = len(rows)
-    out = {"reserve_bytes": np.zeros(n, I64), "reserve_base": np.zeros(n, I64)}
+    out = {"reserve_bytes": np.zeros(1, I64), "reserve_base": np.zeros(1, I64)}
     for k, layout in enumerate(layouts):
         era = getattr(layout, "era", None)
-        mine = np.broadcast_to(rows.layout_index == k, (n,))
+        mine = _shared_if_equal(np.broadcast_to(rows.layout_index == k, (n,)))
         if era is None or not era.pkvm or not mine.any():
             continue
         keys = (rows.map_index * 3 + code, dram.dram_first, dram.dram_last)
         arrays = (dram.start, dram.end, dram.valid, granule)
         got = _per_runtime_tree(n, partial(_reserve_rows, era.name), keys, arrays)
         for name in out:
-            out[name] = np.where(mine, np.broadcast_to(got[name], (n,)), out[name])
+            out[name] = got[name] if mine.all() else np.where(mine, got[name], out[name])
     return out
 
 
@@ -295,18 +295,17 @@ def _era_rows(layouts: Sequence[Layout], layout_index: np.ndarray, test) -> np.n
 def _unrunnable(layouts, layout_index, granule, va_bits, idmap_va_bits, levels) -> np.ndarray:
     """``sweep.core.eras.REASONS`` code per row: whether a kernel of the row's era could run it
     (0 for plugin layouts, which name no era)."""
-    extra = levels["extra_levels"]
+    extra = _shared_if_equal(np.asarray(levels["extra_levels"]).reshape(-1))
+    idmap_va_bits = _shared_if_equal(np.asarray(idmap_va_bits).reshape(-1))
     shape = np.broadcast(layout_index, granule, va_bits, idmap_va_bits, extra).shape
-    code = np.zeros(shape, dtype=np.int8)
+    code = np.zeros(1, dtype=np.int8)
     for k, layout in enumerate(layouts):
         era = getattr(layout, "era", None)
         if era is not None:
-            mine = np.broadcast_to(layout_index == k, shape)
+            mine = _shared_if_equal(np.broadcast_to(layout_index == k, shape))
             if mine.any():
-                codes = np.broadcast_to(
-                    unrunnable(era, granule, va_bits, idmap_va_bits, extra), shape
-                )
-                code = np.where(mine, codes, code)
+                codes = unrunnable(era, granule, va_bits, idmap_va_bits, extra)
+                code = codes if mine.all() else np.where(mine, codes, code)
     return code
 
 
