@@ -78,17 +78,20 @@ def _size_text(size: int) -> str:
 @click.argument("names", nargs=-1)
 def columns_command(names: tuple[str, ...]) -> None:
     """Every column of a result row (or the NAMES given): dtype, docs/model.md section, meaning."""
-    from sweep.core.columns import SCHEMA  # lazy: `sweep -h` stays fast
+    from sweep.core.columns import RUN_SCHEMA, SCHEMA  # lazy: `sweep -h` stays fast
 
-    chosen = [c for c in SCHEMA if not names or c.name in names]
-    unknown = sorted(set(names) - {c.name for c in SCHEMA})
+    every = (*SCHEMA, *RUN_SCHEMA)
+    chosen = [c for c in every if not names or c.name in names]
+    unknown = sorted(set(names) - {c.name for c in every})
     if unknown:
         raise SweepError(f"columns: no column {', '.join(unknown)} (sweep columns lists them)")
     width = max(len(c.name) for c in chosen)
     click.echo(f"{'column':<{width}}  {'dtype':<8}  section  meaning")
+    notes = {"extra": " [added by va-sweep]", "run": " [every-page rows only]"}
     for c in chosen:
-        added = " [added by va-sweep]" if c.kind == "extra" else ""
-        click.echo(f"{c.name:<{width}}  {c.dtype:<8}  {c.section:>7}  {c.meaning}{added}")
+        what = " (true: a what-if, no kernel maps these with blocks)" * (c.name == "block_mappings")
+        note = notes.get(c.kind, "")
+        click.echo(f"{c.name:<{width}}  {c.dtype:<8}  {c.section:>7}  {c.meaning}{what}{note}")
 
 
 # --- run (sweep.plan.config, sweep.run.driver, sweep.store.parts) ---------------------------------

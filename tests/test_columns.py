@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import sweep
 from sweep.cli import main
 from sweep.core import kconfig
-from sweep.core.columns import HEX_COLUMNS, SCHEMA, TABLE_COLUMNS
+from sweep.core.columns import HEX_COLUMNS, RUN_COLUMNS, SCHEMA, TABLE_COLUMNS
 
 G = 1 << 30
 
@@ -42,7 +42,10 @@ def test_sweep_columns_lists_every_built_column_with_its_dtype():
     result = CliRunner().invoke(main, ["columns"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()[1:]
-    assert [line.split()[0] for line in lines] == list(built.columns)
+    # every column of a row, then the columns only every-page rows have (RUN_SCHEMA)
+    assert [line.split()[0] for line in lines] == list(built.columns) + list(RUN_COLUMNS)
+    assert all(line.endswith("[every-page rows only]") for line in lines[-len(RUN_COLUMNS) :])
+    lines = lines[: -len(RUN_COLUMNS)]
     for line in lines:
         name, dtype, section = line.split()[:3]
         assert dtype == str(built[name].dtype), name

@@ -41,18 +41,18 @@ def answer(
 ) -> pd.DataFrame | pa.Table:
     """The answer as a DataFrame (a named query) or an Arrow table (``--sql``)."""
     name, filters = _split(args, sql)
-    data = Results(directory, **parse_filters(filters))
-    for line in problems(directory, data.parts):
-        click.echo(f"sweep: warning: results {directory!r}: {line}", err=True)
-    if sql:
-        query = sql.strip().rstrip(";")
-        if limit is not None:
-            query = f"SELECT * FROM ({query}) LIMIT {int(limit)}"
-        return data.arrow(query)
-    if name in TOP_N:
-        frame = QUERIES[name](data, n=20 if limit is None else limit)
-    else:
-        frame = QUERIES[name](data)
+    with Results(directory, **parse_filters(filters)) as data:
+        for line in problems(directory, data.parts):
+            click.echo(f"sweep: warning: results {directory!r}: {line}", err=True)
+        if sql:
+            query = sql.strip().rstrip(";")
+            if limit is not None:
+                query = f"SELECT * FROM ({query}) LIMIT {int(limit)}"
+            return data.arrow(query)
+        if name in TOP_N:
+            frame = QUERIES[name](data, n=20 if limit is None else limit)
+        else:
+            frame = QUERIES[name](data)
     if not isinstance(frame.index, pd.RangeIndex):
         frame = frame.reset_index()
     return frame if limit is None else frame.head(limit)

@@ -10,6 +10,7 @@ need neither fit in memory: only the per-board counts and the first differing ro
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,7 +121,11 @@ def diff(dir_a: str | Path, dir_b: str | Path, ignore: Sequence[str] = (), show:
     """Compare two result directories row by row (see the module docstring); ``changed`` holds
     the first ``show`` differing rows."""
     keys = _keys(ignore)
-    con = connect()
+    with closing(connect()) as con:
+        return _diff(con, dir_a, dir_b, keys, show)
+
+
+def _diff(con, dir_a, dir_b, keys: list[str], show: int) -> Diff:
     run_a = Results(dir_a, view="run_a", con=con)
     run_b = Results(dir_b, view="run_b", con=con)
     for run in (run_a, run_b):
@@ -158,7 +163,6 @@ def diff(dir_a: str | Path, dir_b: str | Path, ignore: Sequence[str] = (), show:
     summary = summary[keep].astype("int64")
     summary.columns.name = None
     out.summary = summary[(summary[["only_a", "only_b", "changed"]] > 0).any(axis=1)]
-    con.close()
     return out
 
 

@@ -318,6 +318,14 @@ class Results:
     def close(self) -> None:
         self.con.close()
 
+    def __enter__(self) -> Results:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Close the DuckDB connection however the block ends (an error in a report or a
+        diff leaves no connection, and no spill folder in use, behind)."""
+        self.close()
+
 
 def connect() -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the readers' memory limit."""

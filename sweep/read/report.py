@@ -200,7 +200,11 @@ def _figures(data: Results, by_board: pd.DataFrame, many: bool) -> list[str]:
 def render(directory: str | Path) -> str:
     """The report page for the results in ``directory``, as an HTML string."""
     started = time.perf_counter()
-    data = Results(directory)
+    with Results(directory) as data:
+        return _page(directory, data, started)
+
+
+def _page(directory: str | Path, data: Results, started: float) -> str:
     meta = metadata(directory)
     per_board = queries.boards(data)
     if per_board.empty:
@@ -216,7 +220,7 @@ def render(directory: str | Path) -> str:
         f"{int(per_board['rows'].sum()):,} rows; {n_boards} board(s); "
         f"{int(per_board['overlaps'].sum()):,} rows overlap; "
         f"{int(per_board['extra_level_rows'].sum()):,} need an extra level; "
-        f"{len(unrunnable):,} configurations 4.x kernels could not run."
+        f"{len(unrunnable):,} configurations no kernel of their era could run."
     )
     shown_unrunnable = unrunnable.reset_index().head(N_UNRUNNABLE)
     more = len(unrunnable) - len(shown_unrunnable)
@@ -243,7 +247,6 @@ def render(directory: str | Path) -> str:
         f'<p class="facts">Read from {_e(directory)} in {time.perf_counter() - started:.1f} s.</p>',
         "</body></html>",
     ]
-    data.close()
     return "\n".join(page)
 
 
