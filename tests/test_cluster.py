@@ -48,7 +48,7 @@ CONFIG = """name = "cluster"
 memory_maps = ["c64g.toml"]
 granules = ["4K", "64K"]
 va_bits = [39, 48]
-layouts = ["merged", "tagged"]
+layouts = ["linux-4.8", "linux-4.17"]
 block_mappings = [false, true]
 unit_rows = 32768
 [placement]
