@@ -1,9 +1,10 @@
 """A real boot's EL2 tables and pKVM reservation, as the model gives them (``verify-boot``).
 
-From a console this takes what the kernel chose at boot: the DRAM, the idmap page, the HYP VA
-range (the alias offset), the CPUs brought up, the mode (``Protected ... mode initialized``) and
-the build (``Linux version``), whose kernel profile (``plugins/kernels/``, or ``--profile``)
-says where its sections lie. ``sweep.model.bootmap`` then lists what ``init_hyp_mode``
+From a console (parsed by ``sweep.formats.bootlog``) this takes what the kernel chose at
+boot: the DRAM, the idmap page, the HYP VA range (the alias offset), the CPUs brought up, the
+mode (``Protected ... mode initialized``), SVE and Spectre-v3a, and the build (``Linux
+version``), whose kernel profile (``plugins/kernels/``, or ``--profile``) says where its
+sections lie. ``sweep.model.bootmap`` then lists what ``init_hyp_mode``
 (nVHE) or ``recreate_hyp_mappings`` (pKVM) maps and counts the tables per level; the pKVM pool
 is ``kvm_hyp_reserve``'s (``sweep.model.pkvm_reserve``). A walk of the real tables
 (``tools/boot-kernels --walk``) is compared level by level.
@@ -12,7 +13,6 @@ is ``kvm_hyp_reserve``'s (``sweep.model.pkvm_reserve``). A walk of the real tabl
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,8 +24,6 @@ from sweep.formats.kernel_profile import KernelProfile, load_profile
 from sweep.model import bootmap, pkvm_reserve
 
 TABLE_FIELDS = ("tables_lm1", "tables_l0", "tables_l1", "tables_l2", "tables_l3", "table_pages")
-_CPUS_RE = re.compile(r"Brought up \d+ nodes?, (\d+) CPUs?")
-_SVE_RE = re.compile(r"SVE: maximum available vector length (\d+) bytes")
 
 
 def shipped_profiles() -> dict[str, Path]:
@@ -65,9 +63,8 @@ class BootSet:
     reserve_base: int
 
 
-def boot_set(text: str, boot: BootLog, banks: list[tuple[int, int]],
-             profile: KernelProfile) -> BootSet:  # fmt: skip
-    """What the kernel that printed ``text`` mapped at EL2 once KVM was up (module doc)."""
+def boot_set(boot: BootLog, banks: list[tuple[int, int]], profile: KernelProfile) -> BootSet:
+    """What the kernel whose console gave ``boot`` mapped at EL2 once KVM was up (module doc)."""
     version = tuple(int(x) for x in profile.version.split(".")[:2])
     era = era_of_version(profile.version)
     image = bootmap.BootImage.from_offsets(
@@ -77,14 +74,13 @@ def boot_set(text: str, boot: BootLog, banks: list[tuple[int, int]],
         vgic_state=profile.offsets.get("kvm_vgic_global_state"),
         bp_vecs=profile.offsets.get("__bp_harden_hyp_vecs"),
     )
-    cpus = int(m.group(1)) if (m := _CPUS_RE.search(text)) else 1
+    cpus = boot.cpus or 1
     mode = "pkvm" if boot.protected else "nvhe"
     reserve = pkvm_reserve.reserve_parts(
         era.name, profile.granule, [b for b, _ in banks], [s for _, s in banks]
     )
     size = reserve["reserve_bytes"] if mode == "pkvm" else 0
     base = bootmap.pool_base(banks, size, profile.granule) if size else 0
-    vl = _SVE_RE.search(text)
     tables = bootmap.boot_tables(
         mode,
         image,
@@ -96,8 +92,8 @@ def boot_set(text: str, boot: BootLog, banks: list[tuple[int, int]],
         cpus,
         reserve_base=base,
         reserve_size=size,
-        vectors="detected: Spectre-v3a" in text,
-        sve_bytes=bootmap.sve_state_bytes(version, int(vl.group(1))) if vl else 0,
+        vectors=boot.spectre_v3a,
+        sve_bytes=bootmap.sve_state_bytes(version, boot.sve_vector_bytes),
     )
     return BootSet(mode, cpus, tables, reserve["reserve_bytes"], base)
 

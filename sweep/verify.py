@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweep.api import build_row
-from sweep.bootset import TABLE_FIELDS, boot_set, profile_for, read_walk, shipped_profiles
+from sweep.bootset import TABLE_FIELDS, boot_set, profile_for, read_walk
 from sweep.core.eras import BY_NAME, era_of_version, resolve
 from sweep.core.errors import ValidationError
 from sweep.core.kconfig import VA_BITS_CHOICES, granule_name, levels
@@ -195,12 +195,13 @@ def _infer_va_bits(boot: BootLog, layout: str | None = None) -> tuple[int, str]:
 def _va_bits_of_build(boot: BootLog) -> tuple[int, str]:
     """A 7.x kernel's ``vabits_actual`` from its profile: its ``VA_BITS``, or for a 52-bit
     build on a CPU without LPA2/LVA (no '52-bit Virtual Addressing' line), 48 (47 at 16K)."""
-    if boot.release not in shipped_profiles():
+    try:
+        profile = profile_for(boot.release)
+    except BootLogError:
         raise BootLogError(
             f"cannot tell VA_BITS from a 7.x log: the HYP VA tag sits at bit 47 below 48 bits "
             f"and there is no kernel profile for {boot.release}; pass --va-bits"
-        )
-    profile = profile_for(boot.release)
+        ) from None
     if profile.va_bits != 52:
         return profile.va_bits, f"CONFIG_ARM64_VA_BITS of {boot.release} (its profile)"
     actual = 47 if profile.granule == 16384 else 48
@@ -320,7 +321,7 @@ def verify_boot(
     checks += _range_checks(boot, row, granule)
     checks += _pkvm_checks(boot, memory_map, granule, layout)
     if tables is not None:
-        checks += _table_checks(log_text, boot, memory_map, tables, profile)
+        checks += _table_checks(boot, memory_map, tables, profile)
     return VerifyReport(
         boot=boot,
         memory_map=memory_map,
@@ -351,7 +352,6 @@ def _range_checks(boot: BootLog, row: dict, granule: int) -> list[FieldCheck]:
 
 
 def _table_checks(
-    log_text: str,
     boot: BootLog,
     memory_map: MemoryMap,
     tables: str | Path,
@@ -360,7 +360,7 @@ def _table_checks(
     """A walk of the real EL2 tables against ``sweep.bootset``'s boot-time tables, per level."""
     walk = read_walk(tables)
     banks = [(b.base, b.size) for b in memory_map.banks]
-    model = boot_set(log_text, boot, banks, profile_for(boot.release, profile))
+    model = boot_set(boot, banks, profile_for(boot.release, profile))
     label = f"EL2 {'pKVM' if boot.protected else 'nVHE'} boot"
     return [
         FieldCheck(f"{label} {f}", str(walk[f]), str(model.tables[f]), walk[f] == model.tables[f])

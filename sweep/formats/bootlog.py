@@ -49,6 +49,12 @@ _VHE_RE = re.compile(r"(?<![\w])VHE(?:\+NV2)? mode initialized successfully")
 _PROTECTED_RE = re.compile(r"Protected (?:n|h)?VHE(?:\+NV2)? mode initialized successfully")
 # arch/arm64/kvm/pkvm.c, kvm_hyp_reserve(): kvm_info("Reserved %lld MiB at 0x%llx\n").
 _RESERVED_RE = re.compile(r"kvm \[\d+\]: Reserved (\d+) MiB at 0x([0-9a-fA-F]+)")
+# kernel/smp.c smp_init(): pr_info("Brought up %d node%s, %d CPU%s\n", ...).
+_CPUS_RE = re.compile(r"Brought up \d+ nodes?, (\d+) CPUs?")
+# arch/arm64/kernel/fpsimd.c sve_setup(): the largest SVE vector length, in bytes.
+_SVE_RE = re.compile(r"SVE: maximum available vector length (\d+) bytes")
+# arch/arm64/kernel/cpufeature.c: Cortex-A57/A72 (spectre_v3a_unsafe_list, proton-pack.c).
+_SPECTRE_V3A = "detected: Spectre-v3a"
 _TIMESTAMP_RE = re.compile(r"^(?:<\d+>)?\s*\[\s*\d+\.\d+\]\s?")
 
 
@@ -77,6 +83,12 @@ class BootLog:
     """KVM came up in protected mode (pKVM): EL2 runs a tree of its own."""
     reserved: tuple[int, int] | None = None
     """pKVM's pool as ``kvm_hyp_reserve`` printed it: (bytes, physical address)."""
+    cpus: int | None = None
+    """CPUs brought up (each gets an EL2 stack and per-CPU region)."""
+    sve_vector_bytes: int = 0
+    """The CPUs' largest SVE vector (0 without SVE): pKVM keeps a host SVE state per CPU."""
+    spectre_v3a: bool = False
+    """A Spectre-v3a CPU (Cortex-A57/A72): EL2 maps its vectors at a private VA."""
 
     @property
     def has_kvm_layout(self) -> bool:
@@ -125,6 +137,12 @@ def parse_boot_log(text: str) -> BootLog:
             log.vhe = True
         elif (m := _RESERVED_RE.search(line)) and log.reserved is None:
             log.reserved = (int(m.group(1)) << 20, int(m.group(2), 16))
+        elif (m := _CPUS_RE.search(line)) and log.cpus is None:
+            log.cpus = int(m.group(1))
+        elif m := _SVE_RE.search(line):
+            log.sve_vector_bytes = int(m.group(1))
+        elif _SPECTRE_V3A in line:
+            log.spectre_v3a = True
     if log.page_size is None and log.release:
         # Debian names its flavours after the page size: linux-image-*-arm64-16k, ...-64k.
         for suffix, size in (("-16k", 16384), ("-64k", 65536)):

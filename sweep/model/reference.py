@@ -34,7 +34,7 @@ def memstart_align(granule: int, layout: str) -> int:
     ``2^max(ARM64_MEMSTART_SHIFT, SECTION_SIZE_BITS)`` (``arch/arm64/mm/init.c``; 6.1:
     ``asm/kernel-pgtable.h``), with ``SECTION_SIZE_BITS`` 29 at 64K from 5.12 (``asm/sparsemem.h``).
     """
-    return 1 << 29 if (granule == 65536 and BY_NAME[resolve(layout)].since >= (5, 12)) else 1 << 30
+    return BY_NAME[resolve(layout)].memstart_align(granule)
 
 
 # --- Section 2: PHYS_OFFSET and clipping -----------------------------------------------------
