@@ -4,9 +4,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import types
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +108,22 @@ def add_plugin():
         if sweep_plugins.pm.get_plugin(name) is not None:
             sweep_plugins.pm.unregister(name=name)
     sweep_plugins.reset()
+
+
+KERNEL_PGTABLE = Path(__file__).resolve().parents[1] / "tools" / "kernel-pgtable" / "build"
+
+
+def kernel_oracles(oracles: str, kernels: str) -> dict:
+    """``tools/kernel-pgtable/build --json-all``: the kernel's own code compiled in userspace,
+    ``{oracle: {kernel: ...}}``; the test skips only where a system tool is missing (exit 3: its
+    message names the Debian package)."""
+    result = subprocess.run(
+        [str(KERNEL_PGTABLE), "--json-all", "--oracles", oracles, "--kernels", kernels],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if result.returncode == 3:
+        pytest.skip(result.stderr.strip().splitlines()[-1])
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)

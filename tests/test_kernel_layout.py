@@ -11,13 +11,12 @@ differ wherever the two eras' rules differ (``V < 48`` between 6.9 and 7.0).
 
 from __future__ import annotations
 
-import json
 import random
 import subprocess
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import kernel_oracles
 
 from sweep import MemoryMap, build
 from sweep.core.eras import KCONFIG_VA_BITS
@@ -26,7 +25,6 @@ from sweep.model.reference import prepare
 
 pytestmark = pytest.mark.kernel
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "kernel-pgtable" / "build"
 ERA = {"6.1": "linux-5.12", "6.12": "linux-6.9", "7.3": "linux-7.0"}
 ROWS = 3000
 G = 1 << 30
@@ -34,16 +32,7 @@ G = 1 << 30
 
 @pytest.fixture(scope="module")
 def layouts() -> dict[str, str]:
-    result = subprocess.run(
-        [str(TOOL), "--json-all", "--oracles", "layout", "--kernels", ",".join(ERA)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    if result.returncode == 3:  # gcc, xz, ... missing: the message names the Debian package
-        pytest.skip(result.stderr.strip().splitlines()[-1])
-    assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads(result.stdout)["layout"]
+    return kernel_oracles("layout", ",".join(ERA))["layout"]
 
 
 def random_configs(seed: int, rows: int) -> tuple[dict[str, MemoryMap], list[dict]]:

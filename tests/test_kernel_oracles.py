@@ -9,15 +9,13 @@ below are worked by hand from those sources; each comment says how.
 
 from __future__ import annotations
 
-import json
 import subprocess
-from pathlib import Path
 
 import pytest
+from conftest import kernel_oracles
 
 pytestmark = pytest.mark.kernel
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "kernel-pgtable" / "build"
 KERNELS = ("7.3", "6.12", "6.1")
 G = 1 << 30
 
@@ -25,16 +23,7 @@ G = 1 << 30
 @pytest.fixture(scope="module")
 def oracles() -> dict:
     """{"layout": {kernel: binary}, "pkvm": {kernel: {granule: binary}}}, built on first use."""
-    result = subprocess.run(
-        [str(TOOL), "--json-all", "--oracles", "layout,pkvm", "--kernels", ",".join(KERNELS)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    if result.returncode == 3:  # gcc, xz, ... missing: the message names the Debian package
-        pytest.skip(result.stderr.strip().splitlines()[-1])
-    assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads(result.stdout)
+    return kernel_oracles("layout,pkvm", ",".join(KERNELS))
 
 
 def ask(binary: str, lines: list[str]) -> list[str]:

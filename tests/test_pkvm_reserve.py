@@ -3,7 +3,6 @@ kernel's own formulas compiled in userspace (tools/kernel-pgtable, ``pkvm`` orac
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import kernel_oracles
 
 from sweep import MemoryMap, build
 from sweep.core.eras import ERAS, era_of_version
@@ -18,7 +18,6 @@ from sweep.formats.loaders import load_memory_map
 from sweep.model.pkvm_reserve import PARTS, reserve_many, reserve_parts
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT / "tools" / "kernel-pgtable" / "build"
 WALKS = ROOT / "tests" / "data" / "kernelboot" / "walks"
 MIB, GIB = 1 << 20, 1 << 30
 
@@ -107,16 +106,7 @@ MAPS = 10_000
 @pytest.fixture(scope="module")
 def pkvm_oracles() -> dict:
     """{"6.12": {"4096": binary, ...}, ...}, built on first use."""
-    result = subprocess.run(
-        [str(TOOL), "--json-all", "--oracles", "pkvm", "--kernels", "7.3,6.12,6.1"],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    if result.returncode == 3:  # gcc, xz, ... missing: the message names the Debian package
-        pytest.skip(result.stderr.strip().splitlines()[-1])
-    assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads(result.stdout)["pkvm"]
+    return kernel_oracles("pkvm", "7.3,6.12,6.1")["pkvm"]
 
 
 def random_maps(rng: np.random.Generator, granule: int, count: int):
