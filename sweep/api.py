@@ -18,9 +18,14 @@ from sweep.core.eras import resolve
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import Bank, MemoryMap
 from sweep.model.banks import TrimmedBanks
+from sweep.model.bootrows import MAPPING_SETS
 from sweep.model.builder import CODED, compute_columns
 from sweep.model.layout import Layout
 from sweep.model.rows import Rows, full
+from sweep.plan.kernels import load_kernels
+
+OPTIONAL = ("tag_random", "mappings", "cpus", "kernel")
+"""Inputs ``build`` fills when absent: no tag, all of DRAM."""
 
 
 def build(
@@ -29,7 +34,7 @@ def build(
     layouts: Mapping[str, Layout] | None = None,
 ) -> pd.DataFrame:
     """One result row per configuration row, same order and index (docs/model.md section 8)."""
-    missing = [c for c in INPUT_COLUMNS if c not in configs.columns and c != "tag_random"]
+    missing = [c for c in INPUT_COLUMNS if c not in configs.columns and c not in OPTIONAL]
     if missing:
         raise ValidationError(f"configs: missing column(s) {', '.join(missing)}")
     if layouts is None:
@@ -46,6 +51,7 @@ def build(
     layout_names = canonical
     chosen = [_layout(name, layouts) for name in layout_names]
     tags = _integers(configs, "tag_random") if "tag_random" in configs else None
+    boot = _boot_inputs(configs)
     rows = Rows.of(
         maps,
         map_codes,
@@ -56,8 +62,9 @@ def build(
         configs["block_mappings"].to_numpy(),
         _integers(configs, "idmap_pa"),
         tags,
+        **boot,
     )
-    columns = compute_columns(TrimmedBanks.of(maps), chosen, rows)
+    columns = compute_columns(TrimmedBanks.of(maps), chosen, rows, boot["kernels"])
     n = len(rows)
     inputs = {
         "memory_map": pd.Categorical.from_codes(map_codes, map_names),
@@ -67,6 +74,11 @@ def build(
         "block_mappings": full(rows.block_mappings, n, bool),
         "idmap_pa": rows.idmap_pa.view(np.uint64),
         "tag_random": full(rows.tag_random, n, np.uint64),
+        "mappings": pd.Categorical.from_codes(full(rows.mappings, n, np.int8), MAPPING_SETS),
+        "cpus": full(rows.cpus, n, np.int16),
+        "kernel": pd.Categorical.from_codes(
+            full(rows.kernel_index, n, np.int32) + 1, ["", *(k.name for k in boot["kernels"])]
+        ),
     }
     for name, names in CODED.items():
         columns[name] = pd.Categorical.from_codes(columns[name], names)
@@ -98,6 +110,27 @@ def build_row(
     )
     out = build(config, {memory_map.name: memory_map}, layouts)
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.iloc[0].items()}
+
+
+def _boot_inputs(configs: pd.DataFrame) -> dict:
+    """Section 10's optional inputs: ``mappings`` (names; all-dram when absent), ``cpus`` and
+    ``kernel`` (a shipped release or a profile file, for boot-set rows)."""
+    if "mappings" not in configs:
+        return {"mappings": 0, "cpus": 0, "kernels": (), "kernel_index": -1}
+    codes, names = _codes(configs["mappings"])
+    unknown = [x for x in names if x not in MAPPING_SETS]
+    if unknown:
+        raise ValidationError(f"mappings: {unknown[0]!r} is not one of {', '.join(MAPPING_SETS)}")
+    mappings = np.array([MAPPING_SETS.index(x) for x in names], np.int8)[codes]
+    cpus = _integers(configs, "cpus") if "cpus" in configs else 0
+    kernels, index = [], np.full(len(configs), -1, np.int64)
+    if "kernel" in configs and (mappings != 0).any():
+        k_codes, k_names = _codes(configs["kernel"].fillna("").astype(str))
+        wanted = [x for x in k_names if x]
+        kernels = load_kernels(wanted, "kernel")
+        by_name = {x: i for i, x in enumerate(wanted)}
+        index = np.array([by_name.get(x, -1) for x in k_names], np.int64)[k_codes]
+    return {"mappings": mappings, "cpus": cpus, "kernels": kernels, "kernel_index": index}
 
 
 def _codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from sweep.core.eras import era_of_version
@@ -22,15 +21,9 @@ from sweep.core.errors import ValidationError
 from sweep.formats.bootlog import BootLog, BootLogError
 from sweep.formats.kernel_profile import KernelProfile, load_profile
 from sweep.model import bootmap, pkvm_reserve
+from sweep.plan.kernels import boot_kernel, shipped_profiles
 
 TABLE_FIELDS = ("tables_lm1", "tables_l0", "tables_l1", "tables_l2", "tables_l3", "table_pages")
-
-
-def shipped_profiles() -> dict[str, Path]:
-    """The kernel profiles va-sweep ships, by release (``uname -r``)."""
-    folder = resources.files("sweep_plugins") / "kernels"
-    return {p.name.removesuffix(".toml"): Path(str(p)) for p in folder.iterdir()
-            if p.name.endswith(".toml")}  # fmt: skip
 
 
 def profile_for(release: str | None, given: str | Path | None = None) -> KernelProfile:
@@ -65,15 +58,9 @@ class BootSet:
 
 def boot_set(boot: BootLog, banks: list[tuple[int, int]], profile: KernelProfile) -> BootSet:
     """What the kernel whose console gave ``boot`` mapped at EL2 once KVM was up (module doc)."""
-    version = tuple(int(x) for x in profile.version.split(".")[:2])
+    image = boot_kernel(profile).image
+    version = image.version
     era = era_of_version(profile.version)
-    image = bootmap.BootImage.from_offsets(
-        version,
-        profile.granule,
-        profile.offsets,
-        vgic_state=profile.offsets.get("kvm_vgic_global_state"),
-        bp_vecs=profile.offsets.get("__bp_harden_hyp_vecs"),
-    )
     cpus = boot.cpus or 1
     mode = "pkvm" if boot.protected else "nvhe"
     reserve = pkvm_reserve.reserve_parts(

@@ -85,7 +85,14 @@ def test_sweep_run_from_an_empty_folder_runs_the_packaged_default(installed, tmp
     assert result.returncode == 0, result.stderr
     rows = pd.read_parquet(tmp_path / "out")
     # The default: 26 boards x (3 + 4 + 3 Kconfig VA_BITS) x 7 kernel eras (4.6, 4.8, 4.17, 5.12,
-    # 6.2, 6.9, 7.0) x 1 block setting (false: pages, as every kernel maps), one kernel-load
-    # idmap each.
-    assert len(rows) == 26 * 10 * 7 * 1
+    # 6.2, 6.9, 7.0) x 1 block setting (false: pages, as every kernel maps) of all of DRAM, one
+    # kernel-load idmap each; and nVHE's and pKVM's boot sets (4 CPUs) where a shipped profile
+    # is of the era and granule: 4K in 5.12 (6.1), 6.9 (6.12) and 7.0 (7.3), 16K in 6.9 (6.19)
+    # and 7.0 (7.3): 26 x 2 x (3 eras x 3 VA_BITS + 2 eras x 4 VA_BITS).
+    assert len(rows) == 26 * 10 * 7 * 1 + 26 * 2 * (3 * 3 + 2 * 4)
+    boot = rows[rows["mappings"] != "all-dram"]
+    assert set(boot["kernel"].astype(str)) == {
+        "6.1.0-57-arm64", "6.12.118+deb12-arm64", "7.3.4+deb13-arm64",
+        "6.19.14+deb13-arm64-16k", "7.3.4+deb13-arm64-16k",
+    }  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -40,6 +40,14 @@ SCHEMA: tuple[Column, ...] = (
         ("block_mappings", "bool", 1, "whether the HYP table builder may use block leaves"),
         ("idmap_pa", "uint64", 1, "physical address of the HYP idmap page, granule-aligned", True),
         ("tag_random", "uint64", 1, "random tag bits of a tagged layout, raw (else 0)", True),
+        (
+            "mappings",
+            "category",
+            1,
+            "what the table columns count: all-dram, nvhe-boot, pkvm-boot",
+        ),
+        ("cpus", "int16", 1, "CPUs a boot set maps stacks and per-CPU regions for (0: all-dram)"),
+        ("kernel", "category", 1, "kernel build (release) whose boot set the row counts, or ''"),
     ),
     *_outputs(
         ("phys_offset", "uint64", 2, "PHYS_OFFSET (memstart_addr) after the linear-map clip", True),
@@ -62,11 +70,11 @@ SCHEMA: tuple[Column, ...] = (
             True,
         ),
         ("tables_lm1", "int64", 5, "tables of level -1 descriptors (4K, 52-bit trees only)"),
-        ("tables_l0", "int64", 5, "tables of level 0 descriptors (all of DRAM mapped)"),
+        ("tables_l0", "int64", 5, "tables of level 0 descriptors"),
         ("tables_l1", "int64", 5, "tables of level 1 descriptors"),
         ("tables_l2", "int64", 5, "tables of level 2 descriptors"),
         ("tables_l3", "int64", 5, "tables of level 3 descriptors (page tables)"),
-        ("table_pages", "int64", 5, "tables with all of DRAM mapped (the limit, not boot)"),
+        ("table_pages", "int64", 5, "tables of the row's mapping set (mappings), all levels"),
         ("table_bytes", "int64", 5, "memory the tables take: table_pages * granule"),
         (
             "shared_tables",

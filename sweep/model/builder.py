@@ -39,6 +39,7 @@ from sweep.core.kconfig import bit_length
 from sweep.core.memmap import GRANULES, MemoryMap
 from sweep.model import overlap, tables
 from sweep.model.banks import TrimmedBanks, granule_codes
+from sweep.model.bootrows import MAPPING_SETS, BootKernel, boot_tables
 from sweep.model.clip import clip_dram
 from sweep.model.layout import Layout, LayoutBatch, compute_layouts
 from sweep.model.pkvm_reserve import reserve_many
@@ -63,12 +64,18 @@ def build_table(
     block_mappings: np.ndarray | bool,
     idmap_pa: np.ndarray,
     tag_random: np.ndarray | None = None,
+    *,
+    mappings: np.ndarray | int = 0,
+    cpus: np.ndarray | int = 0,
+    kernels: Sequence[BootKernel] = (),
+    kernel_index: np.ndarray | int = -1,
 ) -> pa.Table:
     """Every column of ``sweep.core.columns.ROW_COLUMNS``, one row per ``idmap_pa``, in input order.
 
-    Row ``i`` uses ``memory_maps[map_index[i]]`` and ``layouts[layout_index[i]]``; every argument
-    but the two sequences is one value per row or one value for all rows. ``memory_map`` and
-    ``layout`` come back as dictionary arrays of the maps' and layouts' names.
+    Row ``i`` uses ``memory_maps[map_index[i]]``, ``layouts[layout_index[i]]`` and (a boot
+    mapping set, ``mappings`` 1 or 2) ``kernels[kernel_index[i]]``; every argument but the
+    sequences is one value per row or one value for all rows. ``memory_map``, ``layout``,
+    ``mappings`` and ``kernel`` come back as dictionary arrays of names.
     """
     rows = Rows.of(
         memory_maps,
@@ -80,8 +87,12 @@ def build_table(
         block_mappings,
         idmap_pa,
         tag_random,
+        mappings=mappings,
+        cpus=cpus,
+        kernels=kernels,
+        kernel_index=kernel_index,
     )
-    columns = compute_columns(TrimmedBanks.of(memory_maps), layouts, rows)
+    columns = compute_columns(TrimmedBanks.of(memory_maps), layouts, rows, kernels)
     n = len(rows)
     names = _unique_names("memory map", [m.name for m in memory_maps])
     arrays = {
@@ -94,6 +105,11 @@ def build_table(
         "block_mappings": pa.array(full(rows.block_mappings, n, bool)),
         "idmap_pa": pa.array(rows.idmap_pa.view(np.uint64)),
         "tag_random": pa.array(full(rows.tag_random, n, np.uint64)),
+        "mappings": _dictionary(full(rows.mappings, n, np.int32), list(MAPPING_SETS)),
+        "cpus": pa.array(full(rows.cpus, n, np.int16)),
+        "kernel": _dictionary(
+            full(rows.kernel_index, n, np.int32) + 1, ["", *(k.name for k in kernels)]
+        ),
         **{name: pa.array(values) for name, values in columns.items()},
         **{name: _dictionary(columns[name], list(names)) for name, names in CODED.items()},
     }
@@ -115,7 +131,9 @@ def build_unit(
     )
 
 
-def compute_columns(banks: TrimmedBanks, layouts: Sequence[Layout], rows: Rows) -> dict:
+def compute_columns(
+    banks: TrimmedBanks, layouts: Sequence[Layout], rows: Rows, kernels: Sequence[BootKernel] = ()
+) -> dict:
     """The section 2-6 columns of validated rows, as numpy arrays in their ``ROW_COLUMNS``
     dtypes, computed ``CHUNK_ROWS`` rows at a time (run by run when rows come in runs, or fall
     in few groups: then in group order, each value put back in its row's place)."""
@@ -129,12 +147,12 @@ def compute_columns(banks: TrimmedBanks, layouts: Sequence[Layout], rows: Rows) 
         cuts = rows.runs()
     pieces = list(_pieces(rows, cuts))
     if len(pieces) == 1 and order is None:
-        columns = _columns(banks, layouts, align, pieces[0][1])
+        columns = _columns(banks, layouts, kernels, align, pieces[0][1])
         return {name: full(columns[name], n, NUMPY_DTYPES[name]) for name in names}
     out = {name: np.empty(n, dtype=NUMPY_DTYPES[name]) for name in names}
     for part, piece in pieces:
         where = part if order is None else order[part]
-        for name, values in _columns(banks, layouts, align, piece).items():
+        for name, values in _columns(banks, layouts, kernels, align, piece).items():
             out[name][where] = values
     return out
 
@@ -154,7 +172,7 @@ def _pieces(rows: Rows, cuts: list[int] | None):
             yield part, rows.run(part)
 
 
-def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dict:
+def _columns(banks: TrimmedBanks, layouts, kernels, align: np.ndarray, rows: Rows) -> dict:
     """Every section 2-6 column of one piece of rows, section by section (module docstring)."""
     granule, va_bits, idmap = rows.granule, rows.va_bits, rows.idmap_pa
     code = granule_codes(granule)
@@ -166,11 +184,22 @@ def _columns(banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> dic
     delta, tree_va_bits = _shared_if_equal(layout.delta), _shared_if_equal(layout.tree_va_bits)
     near = overlap.nearest(dram.start, dram.end, dram.valid, delta, idmap)  # section 4
     levels = tables.level_columns(va_bits, idmap_va_bits, tree_va_bits, granule)
-    table, crossing = _table_section(
-        layouts, rows, code, dram, near, delta, tree_va_bits, idmap_va_bits
-    )
+    reserve = _pkvm_reserve(layouts, rows, code, granule, dram)
+    boot = _shared_if_equal(np.broadcast_to(rows.mappings != 0, (len(rows),)))
+    if not boot.any():
+        table, crossing = _table_section(
+            layouts, rows, code, dram, near, delta, tree_va_bits, idmap_va_bits
+        )
+    else:
+        table = boot_tables(layouts, kernels, rows, dram, delta, tree_va_bits, reserve)
+        crossing = overlap.overlap(near, idmap, granule, delta)
+        if not boot.all():
+            dram_table, dram_crossing = _table_section(
+                layouts, rows, code, dram, near, delta, tree_va_bits, idmap_va_bits
+            )
+            table = {name: np.where(boot, table[name], v) for name, v in dram_table.items()}
+            crossing = np.where(boot, crossing, dram_crossing)
     code = _unrunnable(layouts, rows.layout_index, granule, va_bits, idmap_va_bits, levels)
-    reserve = _pkvm_reserve(layouts, rows, granule_codes(granule), granule, dram)
     return {
         "phys_offset": dram.phys_offset,
         "clipped_bytes": dram.clipped_bytes,

@@ -308,6 +308,7 @@ def compute_row(
         "block_mappings": bool(block_mappings),
         "idmap_pa": idmap_pa,
         "tag_random": tag_random,
+        **ALL_DRAM,
         "phys_offset": c.phys_offset,
         "clipped_bytes": c.clipped_bytes,
         "hyp_va_min": lay.hyp_va_min,
@@ -342,6 +343,10 @@ def _reservation(era, granule: int, banks: list[tuple[int, int]]) -> dict:
         return {"pkvm_reserve_bytes": 0, "pkvm_reserve_base": 0}
     got = reserve_parts(era.name, granule, [s for s, _ in banks], [e - s for s, e in banks])
     return {"pkvm_reserve_bytes": got["reserve_bytes"], "pkvm_reserve_base": got["reserve_base"]}
+
+
+ALL_DRAM = {"mappings": "all-dram", "cpus": 0, "kernel": ""}
+"""The reference counts all of DRAM (sections 2-5); boot sets are ``sweep.model.bootmap``'s."""
 
 
 def pages(tree: Tree) -> int:

@@ -21,8 +21,12 @@ from sweep.model.banks import granule_codes
 from sweep.model.layout import Layout
 
 I64 = np.int64
-RUN_FIELDS = ("map_index", "granule", "va_bits", "layout_index", "block_mappings")
-"""What a work unit's rows share in runs (a segment): map, granule, VA_BITS, layout, blocks."""
+RUN_FIELDS = (
+    "map_index", "granule", "va_bits", "layout_index", "block_mappings", "mappings", "cpus",
+    "kernel_index",
+)  # fmt: skip
+"""What a work unit's rows share in runs (a segment): map, granule, VA_BITS, layout, blocks,
+mapping set, CPUs and kernel build."""
 MIN_RUN_ROWS = 1024
 """Rows a run of equal ``RUN_FIELDS`` must hold on average for a batch to be computed run by
 run, each run's values shared (one element): then banks, clipping, layouts and the runtime tree
@@ -45,6 +49,12 @@ class Rows:
     """int64, aligned down to the row's granule."""
     tag_random: np.ndarray
     """uint64."""
+    mappings: np.ndarray
+    """int8 code into ``sweep.model.bootrows.MAPPING_SETS``: 0 all of DRAM, else a boot set."""
+    cpus: np.ndarray
+    """CPUs a boot set maps stacks and per-CPU regions for (0 for all of DRAM)."""
+    kernel_index: np.ndarray
+    """Index into the builder's kernel builds (``BootKernel``), -1 for none."""
 
     @classmethod
     def of(
@@ -58,6 +68,11 @@ class Rows:
         block_mappings,
         idmap_pa,
         tag_random=None,
+        *,
+        mappings=0,
+        cpus=0,
+        kernels: Sequence = (),
+        kernel_index=-1,
     ) -> Rows:
         """Check a batch (docs/model.md section 1): each argument one value or one per row."""
         idmap = np.asarray(idmap_pa).reshape(-1)
@@ -81,6 +96,7 @@ class Rows:
             block_mappings=_column("block_mappings", blocks, n, bool),
             idmap_pa=_aligned_idmap(idmap, np.asarray(GRANULES, dtype=I64)[code]),
             tag_random=_tags(tag_random, n),
+            **_boot_inputs(mappings, cpus, kernels, kernel_index, granule, n),
         )
 
     def __len__(self) -> int:
@@ -166,6 +182,35 @@ def _tags(tag_random, n: int) -> np.ndarray:
     if tags.dtype.kind == "i" and (tags < 0).any():
         raise ValidationError("tag_random: values must not be negative")
     return tags.astype(np.uint64, copy=False)
+
+
+def _boot_inputs(mappings, cpus, kernels: Sequence, kernel_index, granule, n: int) -> dict:
+    """Section 10's inputs: the mapping set (a code), the CPU count and the kernel build; a
+    boot set needs a build of the row's granule and at least one CPU."""
+    mappings = _column("mappings", mappings, n, np.int8)
+    if mappings.min(initial=0) < 0 or mappings.max(initial=0) > 2:
+        raise ValidationError("mappings: codes must be 0 (all-dram), 1 (nvhe-boot), 2 (pkvm-boot)")
+    cpus = _column("cpus", cpus, n)
+    kernel_index = _column("kernel index", kernel_index, n)
+    if kernel_index.max(initial=-1) >= len(kernels) or kernel_index.min(initial=0) < -1:
+        raise ValidationError(f"kernel index: values must lie in -1..{len(kernels) - 1}")
+    boot = np.broadcast_to(mappings != 0, (n,))
+    if boot.any():
+        bad_cpus = boot & (np.broadcast_to(cpus, (n,)) < 1)
+        if bad_cpus.any():
+            raise ValidationError("cpus: a boot mapping set needs at least one CPU")
+        index = np.broadcast_to(kernel_index, (n,))
+        if (boot & (index < 0)).any():
+            raise ValidationError("kernel: a boot mapping set needs a kernel build")
+        kernel_granule = np.array([k.image.granule for k in kernels] or [0], I64)
+        wrong = boot & (kernel_granule[np.maximum(index, 0)] != np.broadcast_to(granule, (n,)))
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
+            raise ValidationError(
+                f"kernel {kernels[index[i]].name}: a {kernels[index[i]].image.granule}-byte "
+                f"granule build, but the row's granule is {int(np.broadcast_to(granule, (n,))[i])}"
+            )
+    return {"mappings": mappings, "cpus": cpus, "kernel_index": kernel_index}
 
 
 def grouping_order(rows: Rows, cuts: list[int] | None) -> np.ndarray | None:

@@ -30,6 +30,7 @@ from sweep.core.memmap import (
     parse_granule,
 )
 from sweep.formats.files import decode_text, load_toml, origin_of, read_input
+from sweep.plan.kernels import ABSENT, check_cpus, check_kernels, check_mappings
 from sweep.plan.plugins import registry
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ DEFAULT_UNIT_ROWS = 500_000
 and small enough that a worker peaks near 300 MiB (``bench/bench_driver.py``)."""
 
 TABLE_KEYS = ("placement", "tag")
+
 
 ADDRESS_KEYS = ("placement.addresses",)
 """Override keys whose values are addresses: kept as typed (``40eed000`` is hex, as the kernel
@@ -161,9 +163,17 @@ class SweepConfig:
     """The ``[placement]`` table as given: ``kind`` and the placement plugin's parameters."""
     tag_seed: int
     unit_rows: int
+    mappings: tuple[str, ...] = ABSENT["mappings"]
+    """Mapping sets (``sweep.model.bootrows.MAPPING_SETS``): all of DRAM, or a boot set."""
+    cpus: tuple[int, ...] = ABSENT["cpus"]
+    """CPU counts a boot set is built for."""
+    kernels: tuple[str, ...] = ABSENT["kernels"]
+    """Kernel builds boot sets may use: shipped releases, ``shipped``, or profile files."""
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON form, with the TOML file's keys (``tag = {seed = ...}``)."""
+        """The JSON form, with the TOML file's keys (``tag = {seed = ...}``); the boot-set keys
+        only when they differ from their absent defaults, so older sweeps resume unchanged."""
+        extra = {k: list(getattr(self, k)) for k, v in ABSENT.items() if getattr(self, k) != v}
         return {
             "name": self.name,
             "description": self.description,
@@ -175,6 +185,7 @@ class SweepConfig:
             "placement": copy.deepcopy(self.placement),
             "tag": {"seed": self.tag_seed},
             "unit_rows": self.unit_rows,
+            **extra,
         }
 
 
@@ -329,6 +340,9 @@ _VALIDATORS = {
     "va_bits": _check_va_bits,
     "layouts": _check_layouts,
     "block_mappings": _check_block_mappings,
+    "mappings": check_mappings,
+    "cpus": check_cpus,
+    "kernels": check_kernels,
     "placement": _check_placement,
     "tag": _check_tag,
     "unit_rows": _check_unit_rows,

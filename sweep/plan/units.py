@@ -27,7 +27,9 @@ import numpy as np
 
 from sweep.core.errors import SweepError, ValidationError
 from sweep.core.memmap import MemoryMap, granule_name
+from sweep.model.bootrows import BootKernel
 from sweep.model.layout import Layout
+from sweep.plan.combos import Combos, plan_combos, segments
 from sweep.plan.config import SweepConfig
 from sweep.plan.memory_maps import select_memory_maps
 from sweep.plan.placements import ListedPlacements, Placements, placements, tag_prefix
@@ -95,6 +97,9 @@ class UnitInputs:
     layout_index: np.ndarray  # int64, into Plan.layouts
     block_mappings: np.ndarray  # bool
     idmap_pa: np.ndarray  # uint64
+    mappings: np.ndarray | int = 0  # int8, into sweep.model.bootrows.MAPPING_SETS
+    cpus: np.ndarray | int = 0
+    kernel_index: np.ndarray | int = -1  # into Plan.kernels
 
 
 @dataclass
@@ -111,6 +116,11 @@ class Plan:
     placement_fn: Callable | None = None
     failures: list[dict] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)
+    kernels: tuple[BootKernel, ...] = ()
+    combos: dict[int, Combos] = field(default_factory=dict)
+    """Per granule, the combinations each (map, placement) gives (``sweep.plan.combos``)."""
+    skipped: list[str] = field(default_factory=list)
+    """Boot sets left out, one line each: a layout and granule with no kernel build."""
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
@@ -154,9 +164,8 @@ class Plan:
         return self._cache[key]
 
     def _map_rows(self, granule: int) -> np.ndarray:
-        """Rows of each map in a partition: placements x layouts x block settings."""
-        combos = len(self.config.layouts) * len(self.config.block_mappings)
-        return self._placement_counts(granule) * combos
+        """Rows of each map in a partition: placements x combinations."""
+        return self._placement_counts(granule) * len(self.combos[granule])
 
     def partition_rows(self, granule: int) -> int:
         return int(self._map_rows(granule).sum())
@@ -230,10 +239,9 @@ class Plan:
         stop = unit.stop if stop is None else stop
         offsets = self.map_row_offsets(g)
         counts = self._placement_counts(g)
-        segments = _segments(offsets, counts, start, stop)
-        if segments is not None:
-            return self._segment_inputs(g, segments, stop - start)
-        n_blocks = len(self.config.block_mappings)
+        pieces = segments(offsets, counts, start, stop)
+        if pieces is not None:
+            return self._segment_inputs(g, pieces, stop - start)
         row = np.arange(start, stop, dtype=np.int64)
         map_index = np.searchsorted(offsets, row, side="right") - 1
         local = row - offsets[map_index]
@@ -250,27 +258,28 @@ class Plan:
                 lo, hi = np.searchsorted(row, offsets[m : m + 2]).tolist()
                 if hi > lo:
                     idmap[lo:hi] = found[m].take(placement[lo:hi])
-        block_choice = np.array(self.config.block_mappings, dtype=bool)
-        return UnitInputs(map_index, combo // n_blocks, block_choice[combo % n_blocks], idmap)
+        c = self.combos[g].take(combo)
+        return UnitInputs(
+            map_index, c["layout_index"], c["block_mappings"], idmap,
+            c["mappings"], c["cpus"], c["kernel_index"],
+        )  # fmt: skip
 
     def _segment_inputs(self, granule: int, segments: list, rows: int) -> UnitInputs:
         """A unit's inputs from its segments (map, combination, placements ``[lo, hi)``): a
         few long runs, each filled at once."""
-        n_blocks = len(self.config.block_mappings)
-        found = self.placements_of(granule)
+        found, combos = self.placements_of(granule), self.combos[granule]
         map_index = np.empty(rows, dtype=np.int64)
-        layout_index = np.empty(rows, dtype=np.int64)
-        block_mappings = np.empty(rows, dtype=bool)
+        inputs = {name: np.empty(rows, dtype=v.dtype) for name, v in vars(combos).items()}
         idmap = np.empty(rows, dtype=np.uint64)
         at = 0
         for m, combo, lo, hi in segments:
             part = slice(at, at + hi - lo)
             map_index[part] = m
-            layout_index[part] = combo // n_blocks
-            block_mappings[part] = self.config.block_mappings[combo % n_blocks]
+            for name, value in combos.take(combo).items():
+                inputs[name][part] = value
             idmap[part] = found[m].range(lo, hi)
             at += hi - lo
-        return UnitInputs(map_index, layout_index, block_mappings, idmap)
+        return UnitInputs(map_index=map_index, idmap_pa=idmap, **inputs)
 
     def tag_prefixes(self, granule: int, va_bits: int) -> np.ndarray:
         """Each map's ``tag_prefix`` (0 for seed 0), once per worker and partition."""
@@ -304,35 +313,17 @@ class Plan:
             "placement_counts": counts,
             "configurations": self.configurations,
             "units": self.n_units,
+            **self._boot_fingerprint(),
         }
 
-
-SEGMENT_ROWS = 1024
-"""Rows a unit's segments (runs of one map, layout and block setting) must average for its
-inputs to be filled segment by segment rather than decoded row by row."""
-
-
-def _segments(offsets: np.ndarray, counts: np.ndarray, start: int, stop: int) -> list | None:
-    """Rows ``[start, stop)`` of a partition as ``(map, combination, lo, hi)``: rows of one
-    map and one (layout, block) combination hold its placements ``lo`` to ``hi - 1``. None when
-    they would be shorter than ``SEGMENT_ROWS`` on average (many small maps)."""
-    first = int(np.searchsorted(offsets, start, side="right")) - 1
-    last = int(np.searchsorted(offsets, stop - 1, side="right")) - 1
-    maps = np.arange(first, last + 1)
-    n = counts[maps]
-    lo = np.maximum(start, offsets[maps]) - offsets[maps]
-    hi = np.minimum(stop, offsets[maps + 1]) - offsets[maps]
-    has = (n > 0) & (hi > lo)
-    spans = np.where(has, (hi - 1) // np.maximum(n, 1) - lo // np.maximum(n, 1) + 1, 0)
-    if int(spans.sum()) * SEGMENT_ROWS > stop - start:
-        return None
-    segments = []
-    kept = zip(maps[has].tolist(), n[has].tolist(), lo[has].tolist(), hi[has].tolist(), strict=True)
-    for m, count, a, b in kept:
-        for combo in range(a // count, (b - 1) // count + 1):
-            lo_row, hi_row = max(a, combo * count), min(b, (combo + 1) * count)
-            segments.append((m, combo, lo_row - combo * count, hi_row - combo * count))
-    return segments
+    def _boot_fingerprint(self) -> dict:
+        """The kernel builds boot sets use (a changed profile changes rows) and the boot sets
+        left out; nothing for a sweep of all of DRAM, whose record stays as it was."""
+        if not self.kernels:
+            return {}
+        builds = {k.name: hashlib.blake2b(repr(k).encode(), digest_size=8).hexdigest()
+                  for k in self.kernels}  # fmt: skip
+        return {"kernels": builds, "skipped": list(self.skipped)}
 
 
 def make_plan(config: SweepConfig, base_dir: str | None = None) -> Plan:
@@ -379,7 +370,9 @@ def make_plan(config: SweepConfig, base_dir: str | None = None) -> Plan:
             raise first_error
         raise SweepError(failures[0]["error"])
     plugins = [name for name, _plugin in pm.list_name_plugin()]
-    plan = Plan(config, maps, va_bits, counts, layouts, fn, failures, plugins)
+    kernels, combos, skipped = plan_combos(config, layouts, every_page=kind == EVERY_PAGE)
+    plan = Plan(config, maps, va_bits, counts, layouts, fn, failures, plugins, kernels, combos,
+                skipped)  # fmt: skip
     listed = sum(len(p) for ps in found.values() for p in ps if isinstance(p, ListedPlacements))
     if listed <= KEEP_LISTED:  # forked workers inherit them: computed once per sweep
         for granule, ps in found.items():
