@@ -17,7 +17,7 @@ from sweep.bootset import profile_for
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import MemoryMap
 from sweep.formats.bootlog import parse_boot_log
-from sweep.model import bootmap
+from sweep.model import bootmap, bootrows
 from sweep.plan.kernels import boot_kernel, shipped_profiles
 from sweep.verify import verify_boot_file
 
@@ -58,7 +58,10 @@ def _cases(n: int, seed: int = 7):
         ), banks  # fmt: skip
 
 
-def test_boot_rows_agree_with_the_scalar_tree():
+@pytest.mark.parametrize("path", ["one order", "sorting each row"])
+def test_boot_rows_agree_with_the_scalar_tree(path, monkeypatch):
+    if path == "sorting each row":  # the fallback for rows whose ranges change order
+        monkeypatch.setattr(bootrows, "_count", bootrows._count_sorting)
     cases = list(_cases(260))
     frame = pd.DataFrame([c for c, _ in cases])
     maps = {c["memory_map"]: MemoryMap(c["memory_map"], banks) for c, banks in cases}
@@ -69,12 +72,16 @@ def test_boot_rows_agree_with_the_scalar_tree():
         kernel = boot_kernel(profile_for(case["kernel"]))
         delta = (int(row.hyp_dram_last) - (banks[-1][0] + banks[-1][1] - 1)) % (1 << 64)
         size = int(row.pkvm_reserve_bytes) if mode == "pkvm" else 0
-        want = bootmap.boot_tables(
+        leaves = bootmap.boot_leaves(
             mode, kernel.image, g, 48, delta, kernel.image.image_pa(case["idmap_pa"]), banks,
             case["cpus"], reserve_base=bootmap.pool_base(banks, size, g) if size else 0,
             reserve_size=size,
         )  # fmt: skip
-        got = {name: int(row[name]) for name in LEVELS}
+        assert leaves[0].what == "idmap"
+        want = bootmap.tree_tables(leaves, g, 48)
+        alone, rest = (bootmap.tree_tables(x, g, 48) for x in (leaves[:1], leaves[1:]))
+        want["shared_tables"] = alone["table_pages"] + rest["table_pages"] - want["table_pages"]
+        got = {name: int(row[name]) for name in want}
         assert got == want, (case, got, want)
         assert int(row.table_bytes) == want["table_pages"] * g
 
@@ -148,3 +155,47 @@ def test_all_dram_rows_are_unchanged_by_the_new_inputs():
     new = sweep.build(pd.DataFrame([dict(base, mappings="all-dram", cpus=0, kernel="")]), maps)
     assert old.equals(new)
     assert np.asarray(old["mappings"].astype(str))[0] == "all-dram"
+
+
+def _scalar(case: dict, banks, row) -> dict:
+    g, mode = case["granule"], case["mappings"].removesuffix("-boot")
+    kernel = boot_kernel(profile_for(case["kernel"]))
+    delta = (int(row.hyp_dram_last) - (banks[-1][0] + banks[-1][1] - 1)) % (1 << 64)
+    size = int(row.pkvm_reserve_bytes) if mode == "pkvm" else 0
+    leaves = bootmap.boot_leaves(
+        mode, kernel.image, g, 48, delta, kernel.image.image_pa(case["idmap_pa"]), banks,
+        case["cpus"], reserve_base=bootmap.pool_base(banks, size, g) if size else 0,
+        reserve_size=size,
+    )  # fmt: skip
+    want = bootmap.tree_tables(leaves, g, 48)
+    alone, rest = (bootmap.tree_tables(x, g, 48) for x in (leaves[:1], leaves[1:]))
+    want["shared_tables"] = alone["table_pages"] + rest["table_pages"] - want["table_pages"]
+    return want
+
+
+@pytest.mark.parametrize("release", sorted(shipped_profiles()))
+def test_a_unit_of_placements_counts_as_the_scalar_tree(release, monkeypatch):
+    """One map, the idmap page every 1 MiB + 12 KiB of its low bank (a stride unit: the ranges
+    keep one order, ``_count``'s path), both boot sets; 40 rows each held to the scalar tree."""
+    calls = []
+    sorting = bootrows._count_sorting
+    monkeypatch.setattr(bootrows, "_count_sorting", lambda *a: calls.append(1) or sorting(*a))
+    profile = profile_for(release)
+    g = profile.granule
+    banks = [(0x8000_0000, 3 << 30), (0x8_8000_0000, 4 << 30)]
+    idmaps = np.arange(0x8000_0000 + (64 << 20), 0x8000_0000 + (3 << 30) - (64 << 20),
+                       (1 << 20) + 3 * 4096, dtype=np.uint64) // g * g  # fmt: skip
+    layout = sweep.core.eras.era_of_version(profile.version).name
+    rng = random.Random(release)
+    for mappings in ("nvhe-boot", "pkvm-boot"):
+        base = dict(memory_map="m", granule=g, va_bits=48, layout=layout, block_mappings=False,
+                    mappings=mappings, cpus=4, kernel=release)  # fmt: skip
+        frame = pd.DataFrame(
+            {**{k: [v] * len(idmaps) for k, v in base.items()}, "idmap_pa": idmaps}
+        )
+        out = sweep.build(frame, {"m": MemoryMap("m", banks)})
+        for i in rng.sample(range(len(idmaps)), 40):
+            case = dict(base, idmap_pa=int(idmaps[i]))
+            want = _scalar(case, banks, out.iloc[i])
+            assert {k: int(out.iloc[i][k]) for k in want} == want, (mappings, hex(case["idmap_pa"]))
+    assert len(calls) < 4  # most pieces kept one order

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -349,9 +350,7 @@ def count_tables(starts: np.ndarray, ends: np.ndarray, granule: int, n_levels: i
     starts, ends = np.asarray(starts, np.uint64), np.asarray(ends, np.uint64)
     rows = starts.shape[0]
     leaf = np.full(starts.shape, 3) if leaf_levels is None else np.asarray(leaf_levels)
-    order = np.argsort(starts, axis=1)  # once: chunk indices keep the order at every level
-    starts, ends = np.take_along_axis(starts, order, 1), np.take_along_axis(ends, order, 1)
-    leaf = np.take_along_axis(leaf, order, 1)
+    starts, ends, leaf = _by_start(starts, ends, leaf)
     root = 4 - n_levels
     out = {name: np.zeros(rows, np.int64) for name in NAMES}
     out[NAMES[root + 1]][:] = 1
@@ -366,6 +365,20 @@ def count_tables(starts: np.ndarray, ends: np.ndarray, granule: int, n_levels: i
         out[NAMES[level + 2]] = np.clip(fresh, 0, None).sum(axis=1)
     out["table_pages"] = sum(out[name] for name in NAMES)
     return out
+
+
+def _by_start(starts, ends, leaf):
+    """Each row's ranges in order of start (chunk indices then keep the order at every level):
+    one permutation for all rows when the first row's order sorts them all (rows of one unit
+    whose ranges move together), else a sort per row."""
+    if starts.shape[0] and starts.shape[1] > 1:
+        perm = np.argsort(starts[0], kind="stable")
+        moved = starts[:, perm]
+        if (moved[:, 1:] >= moved[:, :-1]).all():
+            return moved, ends[:, perm], np.broadcast_to(leaf, starts.shape)[:, perm]
+    order = np.argsort(starts, axis=1)
+    take = partial(np.take_along_axis, indices=order, axis=1)
+    return take(starts), take(ends), take(np.broadcast_to(leaf, starts.shape))
 
 
 def pad_ranges(rows: Sequence[Sequence[Range]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from sweep.core.eras import era_of_version
 from sweep.core.errors import ValidationError
@@ -104,22 +105,29 @@ def pool_base(start, end, valid, size, granule: int) -> np.ndarray:
 
 class _Ranges:
     """Per-row ranges ``[start, end)`` (uint64 VAs) with their leaf levels, built column by
-    column; ``idmap`` marks the one range that is the idmap (for ``shared_tables``)."""
+    column; the first is the idmap (for ``shared_tables``)."""
 
     def __init__(self, n: int):
-        self.n, self.starts, self.ends, self.leaf, self.idmap = n, [], [], [], -1
+        self.n, self.starts, self.ends, self.leaf = n, [], [], []
 
     def add(self, lo, hi, leaf: int = 3) -> None:
         self.starts.append(np.broadcast_to(np.asarray(lo).astype(U64), (self.n,)))
         self.ends.append(np.broadcast_to(np.asarray(hi).astype(U64), (self.n,)))
         self.leaf.append(leaf)
 
-    def arrays(self, drop_idmap: bool = False):
-        keep = [k for k in range(len(self.starts)) if not (drop_idmap and k == self.idmap)]
-        starts = np.stack([self.starts[k] for k in keep], axis=1)
-        ends = np.stack([self.ends[k] for k in keep], axis=1)
-        leaf = np.broadcast_to(np.array([self.leaf[k] for k in keep], np.int8), starts.shape)
-        return starts, ends, leaf
+    def take(self, rows) -> _Ranges:
+        """The same ranges for ``rows`` only."""
+        if isinstance(rows, slice):
+            return self
+        out = _Ranges(len(rows))
+        out.starts = [x[rows] for x in self.starts]
+        out.ends = [x[rows] for x in self.ends]
+        out.leaf = list(self.leaf)
+        return out
+
+    def arrays(self):
+        starts, ends = np.stack(self.starts, axis=1), np.stack(self.ends, axis=1)
+        return starts, ends, np.broadcast_to(np.array(self.leaf, np.int8), starts.shape)
 
 
 def boot_columns(
@@ -129,7 +137,11 @@ def boot_columns(
     """Section 5's table columns for the boot set ``mode`` of rows sharing ``kernel``, ``cpus``
     and ``tree_va_bits``: per row ``delta`` (hyp alias offset), ``idmap_pa`` (the image lies
     where its idmap page does), clipped banks (banks, rows) and ``reserve_bytes`` (pKVM's pool).
-    ``shared_tables`` is what the idmap shares with the rest: ``T(idmap) + T(rest) - total``."""
+    ``shared_tables`` is what the idmap shares with the rest: ``T(idmap) + T(rest) - total``.
+
+    The ranges that move with the image (the idmap, nVHE's stacks, the sections, the per-CPU
+    regions) are per-row vectors; pKVM's private stacks, pool and vmemmap are the same for
+    every row of a kind (``_distinct``) and counted as fixed chunk sets (``_count``)."""
     image, g = kernel.image, kernel.image.granule
     n = np.broadcast(delta, idmap_pa, start[0], reserve_bytes).shape[0]
     idmap_pa = np.asarray(idmap_pa, I64)
@@ -137,30 +149,110 @@ def boot_columns(
     idmap_lo = image_pa + _down(image.idmap[0], g)
     alias = (image_pa.astype(U64) + np.asarray(delta).astype(I64).view(U64)).astype(U64)
     delta_u = np.asarray(delta).astype(I64).view(U64)
-    gap = 1 << level_shift(2, g)
     r = _Ranges(n)
-    r.idmap = 0
     r.add(idmap_lo, image_pa + _up(image.idmap[1], g))
-    for a, b in _hulls(_sections(image, mode), gap):
-        r.add(alias + U64(a), alias + U64(b))
-    percpu = _percpu_hull(image, image_pa, start, end, valid, cpus, g)
-    r.add(percpu[0].astype(U64) + delta_u, percpu[1].astype(U64) + delta_u)
     if mode == "nvhe":
         io = idmap_lo
         for _ in range(cpus):
             io = _down(io - 2 * g, 2 * g)
         r.add(io + g, _down(idmap_lo - 2 * g, 2 * g) + 2 * g)  # stack pages and their guards
+    for a, b in _hulls(_sections(image, mode), 1 << level_shift(2, g)):
+        r.add(alias + U64(a), alias + U64(b))
+    lo, hi = (x.astype(U64) + delta_u for x in _percpu_hull(image, image_pa, start, end,
+                                                             valid, cpus, g))  # fmt: skip
+    fixed = []
+    if (lo == lo[0]).all() and (hi == hi[0]).all():  # ZONE_NORMAL's first pages: a fixed range
+        fixed.append((int(lo[0]), int(hi[0]), 3))
     else:
-        _pkvm_ranges(r, kernel, cpus, tree_va_bits, idmap_lo, delta_u, start, end, valid,
-                     reserve_bytes)  # fmt: skip
+        r.add(lo, hi)
     n_levels = int(levels(tree_va_bits, g))
-    total = bootmap.count_tables(*r.arrays()[:2], g, n_levels, r.arrays()[2])
-    rest = bootmap.count_tables(*r.arrays(True)[:2], g, n_levels, r.arrays(True)[2])
-    one = bootmap.count_tables(r.starts[0][:, None], r.ends[0][:, None], g, n_levels)
-    out = {name: total[name] for name in (*bootmap.NAMES, "table_pages")}
-    out["table_bytes"] = total["table_pages"] * g
-    out["shared_tables"] = one["table_pages"] + rest["table_pages"] - total["table_pages"]
+    if mode == "nvhe":
+        got = _count(r, fixed, g, n_levels)
+    else:
+        got = _pkvm_count(r, kernel, cpus, tree_va_bits, idmap_lo, delta_u, start, end, valid,
+                          reserve_bytes, n_levels, fixed)  # fmt: skip
+    got["table_bytes"] = got["table_pages"] * g
+    return got
+
+
+def _count(r: _Ranges, fixed: list, g: int, n_levels: int) -> dict[str, np.ndarray]:
+    """Tables per level, and ``shared_tables``, of the moving ranges ``r`` (slot 0 the idmap;
+    page leaves) and the ``fixed`` ranges ``(start, end, leaf)`` every row has. Per level: the
+    moving ranges in order of start (the same order in every row, checked; else each row is
+    sorted, ``bootmap.count_tables``), each adding the chunks past the running maximum that the
+    fixed set lacks (``searchsorted`` into its sorted chunks)."""
+    lo, hi = np.stack(r.starts), np.stack(r.ends)
+    order = np.argsort(lo[:, 0], kind="stable")
+    if not (lo[order][1:] >= lo[order][:-1]).all():
+        return _count_sorting(r, fixed, g, n_levels)
+    n = lo.shape[1]
+    out = {name: np.zeros(n, I64) for name in bootmap.NAMES}
+    out[bootmap.NAMES[4 - n_levels + 1]][:] = 1
+    shared = np.ones(n, I64)  # the root
+    for level in range(4 - n_levels, 3):
+        shift = U64(level_shift(level, g))
+        chunks = _fixed_chunks(fixed, level, shift)
+        seen = np.full(n, -1, I64)
+        total = np.full(n, len(chunks), I64)
+        idmap = lo[0] >> shift, (hi[0] - U64(1)) >> shift
+        for k in order:
+            first = (lo[k] >> shift).astype(I64)
+            last = ((hi[k] - U64(1)) >> shift).astype(I64)
+            begin = np.maximum(first, seen + 1)
+            fresh = np.maximum(last - begin + 1, 0)
+            known = np.searchsorted(chunks, last, "right") - np.searchsorted(chunks, begin)
+            total += fresh - np.where(fresh > 0, known, 0)
+            seen = np.maximum(seen, last)
+        for j, c in enumerate(idmap):  # the idmap's chunks another range or the fixed set needs
+            wide = c.astype(I64)
+            fixed_has = np.searchsorted(chunks, wide, "right") > np.searchsorted(chunks, wide)
+            hit = fixed_has | _covered(lo[1:], hi[1:], c, shift)
+            shared += hit if j == 0 else hit & (c != idmap[0])
+        out[bootmap.NAMES[level + 2]] = total
+    out["table_pages"] = sum(out[name] for name in bootmap.NAMES)
+    out["shared_tables"] = shared
     return out
+
+
+def _covered(lo, hi, chunk, shift) -> np.ndarray:
+    """Whether any of the ranges ``[lo, hi)`` (ranges x rows) touches ``chunk`` at ``shift``."""
+    if not len(lo):
+        return np.zeros(chunk.shape, bool)
+    return (((lo >> shift) <= chunk) & (chunk <= ((hi - U64(1)) >> shift))).any(axis=0)
+
+
+def _fixed_chunks(fixed: list, level: int, shift) -> np.ndarray:
+    """The sorted distinct ``2^shift`` chunks of the fixed ranges with leaves below ``level``."""
+    parts = [np.arange(a >> int(shift), ((b - 1) >> int(shift)) + 1, dtype=I64)
+             for a, b, leaf in fixed if leaf > level and b > a]  # fmt: skip
+    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, I64)
+
+
+def _count_sorting(r: _Ranges, fixed: list, g: int, n_levels: int) -> dict[str, np.ndarray]:
+    """``_count`` for rows whose moving ranges do not keep one order: every range of every
+    row sorted (``bootmap.count_tables``)."""
+    for a, b, leaf in fixed:
+        r.add(np.uint64(a), np.uint64(b), leaf)
+    starts, ends, leaf = r.arrays()
+    out = bootmap.count_tables(starts, ends, g, n_levels, leaf)
+    out["shared_tables"] = _idmap_shared(starts, ends, leaf, g, n_levels)
+    return out
+
+
+def _idmap_shared(starts, ends, leaf, g: int, n_levels: int) -> np.ndarray:
+    """``T(idmap) + T(rest) - T(all)`` of sorted-or-not ranges (slot 0 the idmap): the root,
+    and at each level the idmap's first and last chunks (one, or two when it straddles) that
+    another range with leaves below that level touches."""
+    shared = np.ones(starts.shape[0], I64)
+    last = ends[:, 0] - U64(1)
+    for level in range(4 - n_levels, 3):
+        shift = U64(level_shift(level, g))
+        lo, hi = starts[:, 1:] >> shift, (ends[:, 1:] - U64(1)) >> shift
+        live = (ends[:, 1:] > starts[:, 1:]) & (leaf[:, 1:] > level)
+        for k, chunk in enumerate((starts[:, 0] >> shift, last >> shift)):
+            hit = (live & (lo <= chunk[:, None]) & (chunk[:, None] <= hi)).any(axis=1)
+            shared += hit if k == 0 else hit & (chunk != starts[:, 0] >> shift)
+    return shared
 
 
 def _percpu_hull(image, image_pa, start, end, valid, cpus, g):
@@ -171,40 +263,52 @@ def _percpu_hull(image, image_pa, start, end, valid, cpus, g):
     return first, first + (cpus - 1) * block + _up(image.percpu_bytes, g)
 
 
-def _pkvm_ranges(r: _Ranges, kernel, cpus, tvb, idmap_lo, delta_u, start, end, valid, reserve):
-    """pKVM's own ranges: stacks above ``__io_map_base`` (the quarter without the idmap), the
-    pool at its alias, and the vmemmap (``bootmap._vmemmap``, listed once per distinct
-    quarter, banks and pool)."""
+def _pkvm_count(r: _Ranges, kernel, cpus, tvb, idmap_lo, delta_u, start, end, valid, reserve,
+                n_levels, common: list) -> dict[str, np.ndarray]:  # fmt: skip
+    """pKVM's tables: the moving ranges ``r`` and, per kind of row (the quarter
+    ``__io_map_base`` takes, the pool, the banks, the alias offset), its fixed ranges: the
+    stacks above ``__io_map_base`` (the quarter without the idmap), the pool at its alias and
+    the vmemmap (``bootmap._vmemmap``)."""
     image, g = kernel.image, kernel.image.granule
     quarter = np.int64(1) << (tvb - 2)
     io_base = (idmap_lo & quarter) ^ quarter
-    r.add(io_base + g, io_base + 2 * g * cpus)  # a guard page under each stack page
     size = np.asarray(reserve, I64)
     base = pool_base(start, end, valid, size, g)
-    r.add(base.astype(U64) + delta_u, (base + size).astype(U64) + delta_u)
-    vm = io_base | np.int64(1) << (tvb - 3)
-    keys = np.stack(np.broadcast_arrays(vm, base, size, *start, *np.where(valid, end, start)))
-    uniq, inverse = np.unique(keys, axis=1, return_inverse=True)
-    lists = []
     nb = start.shape[0]
-    for col in uniq.T:
-        vm0, back, sz = (int(x) for x in col[:3])
-        ends = zip(col[3 : 3 + nb], col[3 + nb :], strict=True)
-        banks = [(int(a), int(b) - int(a)) for a, b in ends if b > a]
+    columns = [io_base, base, size, delta_u.view(I64), *start, *np.where(valid, end, start)]
+    first, kind = _distinct(columns, r.n)
+    out: dict[str, np.ndarray] = {}
+    for k, row in enumerate(first.tolist()):
+        io0, back, sz, d, *ends = (int(np.broadcast_to(c, (r.n,))[row]) for c in columns)
+        banks = [(a, b - a) for a, b in zip(ends[:nb], ends[nb:], strict=True) if b > a]
         regions = banks if image.version >= bootmap.VMEMMAP_ALL_MEMORY_SINCE else [(back, sz)]
-        lists.append(bootmap._vmemmap(vm0, regions, back, g, image.version))
-    width = max(len(x) for x in lists)
-    for k in range(width):
-        lo = np.array([x[k].va if k < len(x) else 0 for x in lists], U64)[inverse.reshape(-1)]
-        hi = np.array([x[k].va + x[k].size if k < len(x) else 0 for x in lists], U64)
-        lvl = {x[k].level for x in lists if k < len(x)}
-        if len(lvl) == 1:
-            r.add(lo, hi[inverse.reshape(-1)], lvl.pop())
-        else:  # mixed leaf levels in one slot: one slot per level
-            for level in sorted(lvl):
-                keep = np.array([k < len(x) and x[k].level == level for x in lists])
-                r.add(np.where(keep[inverse.reshape(-1)], lo, 0),
-                      np.where(keep, hi, 0)[inverse.reshape(-1)], level)  # fmt: skip
+        vm = bootmap._vmemmap(io0 | 1 << (tvb - 3), regions, back, g, image.version)
+        fixed = [*common, (io0 + g, io0 + 2 * g * cpus, 3)]  # a guard page under each stack
+        if sz:
+            fixed.append(((back + d) % (1 << 64), (back + sz + d) % (1 << 64), 3))
+        fixed += [(x.va, x.va + x.size, x.level) for x in vm]
+        rows = slice(None) if len(first) == 1 else np.flatnonzero(kind == k)
+        got = _count(r.take(rows), fixed, g, n_levels)
+        if len(first) == 1:
+            return got
+        for name, values in got.items():
+            out.setdefault(name, np.zeros(r.n, I64))[rows] = values
+    return out
+
+
+def _distinct(columns, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with equal values in every column (each one value per row, or one shared): the
+    first row of each kind and each row's kind, by hashing (``pandas.factorize``), no sort."""
+    code = np.zeros(n, I64)
+    for column in columns:
+        column = np.asarray(column)
+        if column.shape[-1] > 1 and (column != column[0]).any():
+            codes, uniques = pd.factorize(column)
+            code, _ = pd.factorize(code * len(uniques) + codes)
+    kinds = int(code.max(initial=-1)) + 1
+    first = np.full(kinds, n, I64)
+    np.minimum.at(first, code, np.arange(n))
+    return first, code
 
 
 def boot_tables(layouts, kernels, rows, dram, delta, tree_va_bits, reserve) -> dict:
