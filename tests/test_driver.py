@@ -130,7 +130,7 @@ def install_slow_layout(delay: float) -> None:
 def test_units_cover_the_product_once_in_a_stable_order(map_file, monkeypatch, segment_rows):
     # Inputs are filled segment by segment (runs of one map, layout and block setting) when
     # segments are long, else decoded row by row: each way, every configuration once.
-    monkeypatch.setattr(sweep.plan.units, "SEGMENT_ROWS", segment_rows)
+    monkeypatch.setattr(sweep.plan.combos, "SEGMENT_ROWS", segment_rows)
     config = small_config(map_file, layouts=["linux-4.8", "linux-4.17"])
     plan = make_plan(config)
     assert plan.configurations == 2 * 2 * 2 * 16 == 128
@@ -139,7 +139,7 @@ def test_units_cover_the_product_once_in_a_stable_order(map_file, monkeypatch, s
     seen = []
     for unit in units:
         assert 0 < unit.rows <= 8
-        rows = plan.unit_inputs(unit)
+        rows = plan.decoder.unit_inputs(unit)
         seen += [
             (
                 plan.map_list[m].name,
@@ -163,12 +163,12 @@ def test_units_cover_the_product_once_in_a_stable_order(map_file, monkeypatch, s
 
 @pytest.mark.parametrize("segment_rows", [1, 10**9])
 def test_small_maps_are_packed_into_one_unit(map_file, monkeypatch, segment_rows):
-    monkeypatch.setattr(sweep.plan.units, "SEGMENT_ROWS", segment_rows)
+    monkeypatch.setattr(sweep.plan.combos, "SEGMENT_ROWS", segment_rows)
     plan = make_plan(small_config(map_file, unit_rows=1000))
     units = list(plan.units())
     # One unit per (granule, VA_BITS) partition, holding both block settings.
     assert [(u.va_bits, u.rows) for u in units] == [(39, 32), (48, 32)]
-    assert plan.unit_inputs(units[0]).block_mappings.tolist() == [False] * 16 + [True] * 16
+    assert plan.decoder.unit_inputs(units[0]).block_mappings.tolist() == [False] * 16 + [True] * 16
 
 
 def test_splitmix64_matches_its_published_first_output():
@@ -310,7 +310,10 @@ def test_cli_lists_failed_units_and_fail_fast_stops(map_file, tmp_path, layouts)
     )
     assert result.exit_code == 1
     assert "4 units failed" in result.output
-    assert "4K/va48/000002: ValueError: this plugin cannot do 48 bits" in result.output
+    assert (  # the plugin boundary names the plugin and the layout (sweep.plan.guard)
+        "4K/va48/000002: PluginError: plugin 'test-layouts-0': layout 'boom-48' compute() raised"
+        " ValueError: this plugin cannot do 48 bits"
+    ) in result.output
     result = CliRunner().invoke(
         main, ["run", str(config), "--out", str(tmp_path / "b"), "--workers", "1", "--fail-fast"]
     )

@@ -109,7 +109,7 @@ def test_random_placement_through_a_plan_is_aligned_sorted_and_distinct():
     (unit,) = plan.units()
     banks = MemoryMap("juno", [(0x8000_0000, 0x7F00_0000), (0x8_8000_0000, 6 << 30)]).trimmed(65536)
     expected = sorted({a // 65536 * 65536 for a in expected_random(banks, 65536, 300, 9, "juno")})
-    assert plan.unit_inputs(unit).idmap_pa.tolist() == expected
+    assert plan.decoder.unit_inputs(unit).idmap_pa.tolist() == expected
 
 
 @pytest.mark.parametrize("granule", [4096, 16384, 65536])

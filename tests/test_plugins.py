@@ -569,5 +569,5 @@ def test_placement_cache_tells_maps_of_one_name_apart(tmp_path):
             {"memory_maps": ["board.toml"], "granules": ["4K"], "va_bits": [48]}, "c"
         )
         plan = make_plan(config, str(folder))
-        found.append(plan.placements_of(4096)[0].addresses.tolist())
+        found.append(plan.decoder.placements_of(4096)[0].addresses.tolist())
     assert found == [[0x8008_0000], [0x4008_0000]]

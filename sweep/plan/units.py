@@ -1,15 +1,15 @@
 """Cutting a sweep into work units, lazily, so that a billion configurations run in flat memory.
 
-A sweep is the cartesian product memory map x granule x VA_BITS x layout x block setting x
-placement. The plan resolves every plugin once (maps, layouts, the placement function) and keeps,
+A sweep is the cartesian product memory map x granule x VA_BITS x combination (layout x mapping
+set x CPUs or block setting, ``sweep.plan.combos``) x placement. The plan resolves every plugin once (maps, layouts, the placement function) and keeps,
 per (memory map, granule), only how many placements there are; units are generated from those
 counts on demand and never held together.
 
-The rows of one (granule, VA_BITS) partition are numbered in a fixed order (map, then layout,
-then block setting, then placement) and a unit is the range ``[start, stop)`` of that numbering,
+The rows of one (granule, VA_BITS) partition are numbered in a fixed order (map, then
+combination, then placement) and a unit is the range ``[start, stop)`` of that numbering,
 ``unit_rows`` long: a sweep of many small maps writes a few full files rather than thousands of
-one-row files, and a unit's inputs are computed from its range by arithmetic, for 2 maps or
-2,000. The order depends only on the config and the plugins, so unit ``k`` of a partition is the
+one-row files, and a worker computes a unit's inputs from its range by arithmetic, for 2 maps or
+2,000 (``sweep.plan.decode``: the plan cuts, the decoder decodes). The order depends only on the config and the plugins, so unit ``k`` of a partition is the
 same unit in every run: that is what ``--resume`` relies on (with :data:`ALGORITHM_VERSION`).
 
 ``placement.kind = "every-page"`` writes runs of pages instead of rows (:mod:`sweep.model.runs`);
@@ -29,10 +29,11 @@ from sweep.core.errors import SweepError, ValidationError
 from sweep.core.memmap import MemoryMap, granule_name
 from sweep.model.bootrows import BootKernel
 from sweep.model.layout import Layout
-from sweep.plan.combos import Combos, plan_combos, segments
+from sweep.plan.combos import Combos, plan_combos
 from sweep.plan.config import SweepConfig
+from sweep.plan.decode import UnitDecoder
 from sweep.plan.memory_maps import select_memory_maps
-from sweep.plan.placements import ListedPlacements, Placements, placements, tag_prefix
+from sweep.plan.placements import ListedPlacements, Placements, placements
 from sweep.plan.plugins import pm, registry
 from sweep.store.parts import PartKey
 
@@ -90,19 +91,6 @@ class Unit:
 
 
 @dataclass
-class UnitInputs:
-    """The section 1 inputs of a unit's rows, as index arrays into the plan's lists."""
-
-    map_index: np.ndarray  # int64, into Plan.map_list
-    layout_index: np.ndarray  # int64, into Plan.layouts
-    block_mappings: np.ndarray  # bool
-    idmap_pa: np.ndarray  # uint64
-    mappings: np.ndarray | int = 0  # int8, into sweep.model.bootrows.MAPPING_SETS
-    cpus: np.ndarray | int = 0
-    kernel_index: np.ndarray | int = -1  # into Plan.kernels
-
-
-@dataclass
 class Plan:
     """What a sweep will run: the config, its maps, layouts and placement function, and the
     placement count of each map x granule. Built once in the parent; inherited under fork,
@@ -121,11 +109,14 @@ class Plan:
     """Per granule, the combinations each (map, placement) gives (``sweep.plan.combos``)."""
     skipped: list[str] = field(default_factory=list)
     """Boot sets left out, one line each: a layout and granule with no kernel build."""
+    found: dict[int, list] = field(default_factory=dict, repr=False, compare=False)
+    """Per granule, each map's placements as planning computed them (kept when small: forked
+    workers inherit them; empty otherwise, and the decoder computes them again)."""
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    _decoder: UnitDecoder | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
-        state = dict(self.__dict__, _cache={}, layouts=None, placement_fn=None)
-        return state
+        return dict(self.__dict__, _cache={}, _decoder=None, layouts=None, placement_fn=None)
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -197,103 +188,17 @@ class Plan:
             for index, (start, stop) in enumerate(zip(cuts, cuts[1:], strict=False)):
                 yield Unit(granule, va_bits, index, start, stop, self.runs)
 
-    # --- a unit's inputs (in a worker) ------------------------------------------------------
-
-    def placements_of(self, granule: int) -> list[Placements | None]:
-        """Each map's placements at ``granule``, computed once per process (None where the
-        plugin failed at planning: that map has no rows)."""
-        key = ("placements", granule)
-        if key not in self._cache:
-            kind = self.config.placement["kind"]
-            self._cache[key] = [
-                placements(m, granule, kind, self.placement_fn, self.config.placement)
-                if self.counts.get((name, granule))
-                else None
-                for name, m in self.memory_maps.items()
-            ]
-        return self._cache[key]
-
-    def _listed(self, granule: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        """Every listed map's addresses in one array with each map's offset into it, and the
-        maps whose placements are progressions (sliced by arithmetic instead)."""
-        key = ("listed", granule)
-        if key not in self._cache:
-            found = self.placements_of(granule)
-            arrays = [p.addresses if isinstance(p, ListedPlacements) else None for p in found]
-            sizes = [0 if a is None else len(a) for a in arrays]
-            flat = np.concatenate([a for a in arrays if a is not None] or [[]]).astype(np.uint64)
-            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-            strided = [m for m, p in enumerate(found) if p is not None and arrays[m] is None]
-            self._cache[key] = (flat, offsets, strided)
-        return self._cache[key]
-
     def map_row_offsets(self, granule: int) -> np.ndarray:
         """Where each map's rows start in the partition numbering (and the total, last)."""
         return np.concatenate([[0], np.cumsum(self._map_rows(granule))])
 
-    def unit_inputs(self, unit: Unit, start: int | None = None, stop: int | None = None):
-        """The inputs of rows ``[start, stop)`` of ``unit`` (all of them by default), decoded
-        from the row numbers by arithmetic: map, layout, block setting, placement."""
-        g = unit.granule
-        start = unit.start if start is None else start
-        stop = unit.stop if stop is None else stop
-        offsets = self.map_row_offsets(g)
-        counts = self._placement_counts(g)
-        pieces = segments(offsets, counts, start, stop)
-        if pieces is not None:
-            return self._segment_inputs(g, pieces, stop - start)
-        row = np.arange(start, stop, dtype=np.int64)
-        map_index = np.searchsorted(offsets, row, side="right") - 1
-        local = row - offsets[map_index]
-        n = counts[map_index]
-        combo, placement = np.divmod(local, n)
-        flat, listed_offsets, strided = self._listed(g)
-        if len(flat):
-            idmap = flat[np.minimum(listed_offsets[map_index] + placement, len(flat) - 1)]
-        else:
-            idmap = np.zeros(len(row), dtype=np.uint64)
-        if strided:
-            found = self.placements_of(g)
-            for m in strided:  # maps are contiguous row ranges
-                lo, hi = np.searchsorted(row, offsets[m : m + 2]).tolist()
-                if hi > lo:
-                    idmap[lo:hi] = found[m].take(placement[lo:hi])
-        c = self.combos[g].take(combo)
-        return UnitInputs(
-            map_index, c["layout_index"], c["block_mappings"], idmap,
-            c["mappings"], c["cpus"], c["kernel_index"],
-        )  # fmt: skip
-
-    def _segment_inputs(self, granule: int, segments: list, rows: int) -> UnitInputs:
-        """A unit's inputs from its segments (map, combination, placements ``[lo, hi)``): a
-        few long runs, each filled at once."""
-        found, combos = self.placements_of(granule), self.combos[granule]
-        map_index = np.empty(rows, dtype=np.int64)
-        inputs = {name: np.empty(rows, dtype=v.dtype) for name, v in vars(combos).items()}
-        idmap = np.empty(rows, dtype=np.uint64)
-        at = 0
-        for m, combo, lo, hi in segments:
-            part = slice(at, at + hi - lo)
-            map_index[part] = m
-            for name, value in combos.take(combo).items():
-                inputs[name][part] = value
-            idmap[part] = found[m].range(lo, hi)
-            at += hi - lo
-        return UnitInputs(map_index=map_index, idmap_pa=idmap, **inputs)
-
-    def tag_prefixes(self, granule: int, va_bits: int) -> np.ndarray:
-        """Each map's ``tag_prefix`` (0 for seed 0), once per worker and partition."""
-        key = ("tags", granule, va_bits)
-        if key not in self._cache:
-            seed = self.config.tag_seed
-            self._cache[key] = np.array(
-                [
-                    tag_prefix(seed, name, granule, va_bits) if seed else 0
-                    for name in self.memory_maps
-                ],
-                dtype=np.uint64,
-            )
-        return self._cache[key]
+    @property
+    def decoder(self) -> UnitDecoder:
+        """What a worker uses to turn a unit's row numbers into inputs (``sweep.plan.decode``),
+        made once per process: its caches are its own, never the plan's."""
+        if self._decoder is None:
+            self._decoder = UnitDecoder(self)
+        return self._decoder
 
     def fingerprint(self) -> dict:
         """What besides the config decides the rows: the maps' banks, VA_BITS, placement counts
@@ -375,8 +280,6 @@ def make_plan(config: SweepConfig, base_dir: str | None = None) -> Plan:
                 skipped)  # fmt: skip
     listed = sum(len(p) for ps in found.values() for p in ps if isinstance(p, ListedPlacements))
     if listed <= KEEP_LISTED:  # forked workers inherit them: computed once per sweep
-        for granule, ps in found.items():
-            plan._cache[("placements", granule)] = [
-                p if p is not None and len(p) else None for p in ps
-            ]
+        plan.found = {g: [p if p is not None and len(p) else None for p in ps]
+                      for g, ps in found.items()}  # fmt: skip
     return plan

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from sweep.model import builder
-from sweep.model.runs import group_runs
+from sweep.model.runs import BATCH_CELLS, group_runs
 from sweep.plan.placements import tag_hash
 from sweep.plan.units import ALGORITHM_VERSION, Plan, Unit, make_plan
 
@@ -24,6 +24,13 @@ arrays); the builder computes them ``sweep.model.builder.CHUNK_ROWS`` at a time,
 arrays stay small whatever ``unit_rows`` is; only the finished columns add up."""
 
 
+def batch_rows(maps: list) -> int:
+    """Rows per builder call: ``BUILD_BATCH_ROWS``, fewer for maps of many banks, whose rows
+    each take an element per bank in the builder's scratch arrays (``BATCH_CELLS`` in all)."""
+    banks = max((len(m.banks) for m in maps), default=1)
+    return max(1, min(BUILD_BATCH_ROWS, BATCH_CELLS // max(1, banks)))
+
+
 def unit_table(plan: Plan, unit: Unit) -> pa.Table:
     """Every row of a unit, in order (runs of pages for ``every-page``)."""
     if plan.runs:
@@ -31,10 +38,11 @@ def unit_table(plan: Plan, unit: Unit) -> pa.Table:
     maps = plan.map_list
     # docs/model.md section 8: only rows of a layout that inserts a random tag get tag_random.
     tagged = np.array([getattr(x, "uses_tag_random", False) for x in plan.layouts], dtype=bool)
-    prefixes = plan.tag_prefixes(unit.granule, unit.va_bits)
+    prefixes = plan.decoder.tag_prefixes(unit.granule, unit.va_bits)
     tables = []
-    for start in range(unit.start, unit.stop, BUILD_BATCH_ROWS):
-        rows = plan.unit_inputs(unit, start, min(start + BUILD_BATCH_ROWS, unit.stop))
+    step = batch_rows(maps)
+    for start in range(unit.start, unit.stop, step):
+        rows = plan.decoder.unit_inputs(unit, start, min(start + step, unit.stop))
         tags = None
         if plan.config.tag_seed and tagged.any():
             tags = tag_hash(rows.idmap_pa, prefixes[rows.map_index])
@@ -50,6 +58,10 @@ def unit_table(plan: Plan, unit: Unit) -> pa.Table:
                 rows.block_mappings,
                 rows.idmap_pa,
                 tags,
+                mappings=rows.mappings,
+                cpus=rows.cpus,
+                kernels=plan.kernels,
+                kernel_index=rows.kernel_index,
             )
         )
     if len(tables) == 1:

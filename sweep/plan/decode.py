@@ -1,0 +1,134 @@
+"""Decoding a unit in a worker: its row numbers back into section 1 inputs, by arithmetic.
+
+``sweep.plan.units`` cuts a sweep into units (the parent's job); a worker turns a unit's rows
+``[start, stop)`` into index arrays for the builder: the map (from the plan's row offsets), the
+combination (``sweep.plan.combos``), the placement (a listed address or a progression's term)
+and the tag prefix. What it computes once (placements, listed addresses, tag prefixes) it keeps
+in its own cache, per process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sweep.plan.combos import segments
+from sweep.plan.placements import ListedPlacements, Placements, placements, tag_prefix
+
+if TYPE_CHECKING:  # the plan holds its decoder; only the type is needed here
+    from sweep.plan.units import Plan, Unit
+
+
+@dataclass
+class UnitInputs:
+    """The section 1 inputs of a unit's rows, as index arrays into the plan's lists."""
+
+    map_index: np.ndarray  # int64, into Plan.map_list
+    layout_index: np.ndarray  # int64, into Plan.layouts
+    block_mappings: np.ndarray  # bool
+    idmap_pa: np.ndarray  # uint64
+    mappings: np.ndarray | int = 0  # int8, into sweep.model.bootrows.MAPPING_SETS
+    cpus: np.ndarray | int = 0
+    kernel_index: np.ndarray | int = -1  # into Plan.kernels
+
+
+class UnitDecoder:
+    """A plan's units as inputs (one per process; the plan makes it, ``Plan.decoder``)."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self._cache: dict = {("placements", g): ps for g, ps in plan.found.items()}
+
+    def placements_of(self, granule: int) -> list[Placements | None]:
+        """Each map's placements at ``granule``, computed once per process (None where the
+        plugin failed at planning: that map has no rows)."""
+        key = ("placements", granule)
+        if key not in self._cache:
+            kind = self.plan.config.placement["kind"]
+            self._cache[key] = [
+                placements(m, granule, kind, self.plan.placement_fn, self.plan.config.placement)
+                if self.plan.counts.get((name, granule))
+                else None
+                for name, m in self.plan.memory_maps.items()
+            ]
+        return self._cache[key]
+
+    def _listed(self, granule: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Every listed map's addresses in one array with each map's offset into it, and the
+        maps whose placements are progressions (sliced by arithmetic instead)."""
+        key = ("listed", granule)
+        if key not in self._cache:
+            found = self.placements_of(granule)
+            arrays = [p.addresses if isinstance(p, ListedPlacements) else None for p in found]
+            sizes = [0 if a is None else len(a) for a in arrays]
+            flat = np.concatenate([a for a in arrays if a is not None] or [[]]).astype(np.uint64)
+            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            strided = [m for m, p in enumerate(found) if p is not None and arrays[m] is None]
+            self._cache[key] = (flat, offsets, strided)
+        return self._cache[key]
+
+    def unit_inputs(self, unit: Unit, start: int | None = None, stop: int | None = None):
+        """The inputs of rows ``[start, stop)`` of ``unit`` (all of them by default), decoded
+        from the row numbers by arithmetic: map, layout, block setting, placement."""
+        g = unit.granule
+        start = unit.start if start is None else start
+        stop = unit.stop if stop is None else stop
+        offsets = self.plan.map_row_offsets(g)
+        counts = self.plan._placement_counts(g)
+        pieces = segments(offsets, counts, start, stop)
+        if pieces is not None:
+            return self._segment_inputs(g, pieces, stop - start)
+        row = np.arange(start, stop, dtype=np.int64)
+        map_index = np.searchsorted(offsets, row, side="right") - 1
+        local = row - offsets[map_index]
+        n = counts[map_index]
+        combo, placement = np.divmod(local, n)
+        flat, listed_offsets, strided = self._listed(g)
+        if len(flat):
+            idmap = flat[np.minimum(listed_offsets[map_index] + placement, len(flat) - 1)]
+        else:
+            idmap = np.zeros(len(row), dtype=np.uint64)
+        if strided:
+            found = self.placements_of(g)
+            for m in strided:  # maps are contiguous row ranges
+                lo, hi = np.searchsorted(row, offsets[m : m + 2]).tolist()
+                if hi > lo:
+                    idmap[lo:hi] = found[m].take(placement[lo:hi])
+        c = self.plan.combos[g].take(combo)
+        return UnitInputs(
+            map_index, c["layout_index"], c["block_mappings"], idmap,
+            c["mappings"], c["cpus"], c["kernel_index"],
+        )  # fmt: skip
+
+    def _segment_inputs(self, granule: int, segments: list, rows: int) -> UnitInputs:
+        """A unit's inputs from its segments (map, combination, placements ``[lo, hi)``): a
+        few long runs, each filled at once."""
+        found, combos = self.placements_of(granule), self.plan.combos[granule]
+        map_index = np.empty(rows, dtype=np.int64)
+        inputs = {name: np.empty(rows, dtype=v.dtype) for name, v in vars(combos).items()}
+        idmap = np.empty(rows, dtype=np.uint64)
+        at = 0
+        for m, combo, lo, hi in segments:
+            part = slice(at, at + hi - lo)
+            map_index[part] = m
+            for name, value in combos.take(combo).items():
+                inputs[name][part] = value
+            idmap[part] = found[m].range(lo, hi)
+            at += hi - lo
+        return UnitInputs(map_index=map_index, idmap_pa=idmap, **inputs)
+
+    def tag_prefixes(self, granule: int, va_bits: int) -> np.ndarray:
+        """Each map's ``tag_prefix`` (0 for seed 0), once per worker and partition."""
+        key = ("tags", granule, va_bits)
+        if key not in self._cache:
+            seed = self.plan.config.tag_seed
+            self._cache[key] = np.array(
+                [
+                    tag_prefix(seed, name, granule, va_bits) if seed else 0
+                    for name in self.plan.memory_maps
+                ],
+                dtype=np.uint64,
+            )
+        return self._cache[key]
