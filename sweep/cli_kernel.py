@@ -1,4 +1,5 @@
-"""The commands about one real kernel build: ``sweep verify-boot`` and ``sweep kernel-profile``.
+"""The commands about one real kernel build: ``sweep verify-boot``, ``sweep kernel-profile`` and
+``sweep boot-tables``.
 
 Registered on the ``sweep`` group by ``sweep.cli`` (which keeps a ``SweepError`` to one line).
 """
@@ -82,3 +83,31 @@ def kernel_profile_command(system_map: str, config_path: str, release: str | Non
         raise SweepError(str(exc)) from None
     dump_profile(profile, Path(out), f"made by: sweep kernel-profile --system-map {system_map}")
     click.echo(f"{out}: {profile.release}, {profile.granule // 1024}K, VA_BITS {profile.va_bits}")
+
+
+@click.command("boot-tables")
+@click.option("--map", "map_name", required=True, help="Memory-map plugin name or file.")
+@click.option("--granule", required=True, help=f"One of {GRANULE_LIST}.")
+@click.option("--va-bits", type=int, required=True, help="VA_BITS the kernel runs with.")
+@click.option("--layout", required=True, help="Kernel era (linux-5.12, linux-6.9, linux-7.0).")
+@click.option("--idmap", required=True, help="Physical address of the idmap page (hex).")
+@click.option(
+    "--mappings",
+    default="nvhe-boot",
+    show_default=True,
+    help="The boot set: nvhe-boot (init_hyp_mode) or pkvm-boot (recreate_hyp_mappings).",
+)
+@click.option("--cpus", type=int, default=4, show_default=True, help="CPUs brought up.")
+@click.option("--kernel", required=True, help="A shipped kernel release (uname -r).")
+def boot_tables_command(map_name, granule, va_bits, layout, idmap, mappings, cpus, kernel):
+    """One configuration's boot-time EL2 mappings, their tables per level, and its row."""
+    from sweep.core.memmap import parse_address  # lazy: as above
+    from sweep.explain import resolve_memory_map
+    from sweep.explain_boot import boot_tables, render
+
+    memory_map = resolve_memory_map(map_name)
+    result = boot_tables(
+        memory_map, granule, va_bits, layout, parse_address(idmap, "--idmap"), mappings, cpus,
+        kernel,
+    )  # fmt: skip
+    click.echo(render(result))

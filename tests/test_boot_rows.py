@@ -199,3 +199,22 @@ def test_a_unit_of_placements_counts_as_the_scalar_tree(release, monkeypatch):
             want = _scalar(case, banks, out.iloc[i])
             assert {k: int(out.iloc[i][k]) for k in want} == want, (mappings, hex(case["idmap_pa"]))
     assert len(calls) < 4  # most pieces kept one order
+
+
+def test_boot_tables_lists_the_mappings_and_agrees():
+    from click.testing import CliRunner
+
+    from sweep.cli import main
+
+    args = ["boot-tables", "--map", "juno", "--granule", "4K", "--va-bits", "48"]
+    args += ["--layout", "linux-7.0", "--idmap", "0x8008_0000", "--kernel", "7.3.4+deb13-arm64"]
+    for mappings, stacks in (("nvhe-boot", 4), ("pkvm-boot", 4)):
+        got = CliRunner().invoke(main, [*args, "--mappings", mappings, "--cpus", "4"])
+        assert got.exit_code == 0, got.output
+        lines = got.output.splitlines()
+        assert lines[-1] == "agree"
+        lines = [line.split()[1] for line in lines if line.startswith("  0x")]  # what each maps
+        assert lines.count("stack") == stacks and lines.count("idmap") == 1
+        assert ("pool" in lines) == (mappings == "pkvm-boot")
+    bad = CliRunner().invoke(main, [*args, "--granule", "64K"])
+    assert bad.exit_code == 2 and "a 4096-byte granule build" in bad.output
