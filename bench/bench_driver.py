@@ -3,6 +3,8 @@
 Prints, in one run (every figure measured here, side by side, so ratios hold on a busy machine):
 - rows/s of ``sweep run`` for 700 maps at their kernel-load address (56,000 rows) and for a
   two-map stride sweep (``--configs`` rows, default 10^7), with 1 and 2 workers;
+- the same stride maps with as many rows of boot mapping sets (``mappings = nvhe-boot,
+  pkvm-boot``, 1 and 4 CPUs) against all of DRAM, in one run;
 - 2,000 maps x 80 configurations x 13 random placements (about 2 M rows) against a two-map
   stride sweep of as many rows: the per-row cost of many small groups;
 - ``placement.kind = every-page`` over every built-in board (all granules, Kconfig VA_BITS, all
@@ -56,6 +58,21 @@ def write_inputs(folder: Path, configs: int, unit_rows: int) -> Path:
         'granules = ["4K"]\nva_bits = [39, 48]\n'
         'layouts = ["linux-4.6", "linux-4.8", "linux-4.17", "linux-6.9"]\n'
         f"block_mappings = [false, true]\nunit_rows = {unit_rows}\n"
+        f'[placement]\nkind = "stride"\nstep = {STEP}\n[tag]\nseed = 1\n'
+    )
+    return config
+
+
+def write_boot_inputs(folder: Path, configs: int, unit_rows: int) -> Path:
+    """The stride maps of ``write_inputs`` with as many rows of boot sets instead: VA_BITS 39
+    and 48 x linux-6.9 and linux-7.0 x nvhe-boot and pkvm-boot x 1 and 4 CPUs (16 as well)."""
+    write_inputs(folder, configs, unit_rows)
+    config = folder / "bench-boot.toml"
+    config.write_text(
+        'name = "bench-boot"\nmemory_maps = ["bench-map-a.toml", "bench-map-b.toml"]\n'
+        'granules = ["4K"]\nva_bits = [39, 48]\nlayouts = ["linux-6.9", "linux-7.0"]\n'
+        'mappings = ["nvhe-boot", "pkvm-boot"]\ncpus = [1, 4]\n'
+        f"block_mappings = [false]\nunit_rows = {unit_rows}\n"
         f'[placement]\nkind = "stride"\nstep = {STEP}\n[tag]\nseed = 1\n'
     )
     return config
@@ -223,7 +240,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        default=["many", "stride", "ratio", "every-page", "writer"],
+        default=["many", "stride", "boot", "ratio", "every-page", "writer"],
         help="which parts to run",
     )
     parser.add_argument(
@@ -256,6 +273,13 @@ def main() -> None:
                 print(_row(f"2 maps, stride 64K, {configs:,} rows, {workers} w", configs, r))
             if 1 in rates and 2 in rates:
                 print(f"stride scaling, 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+        if "boot" in args.only:  # the boot sets beside all of DRAM, as many rows, one run
+            workers = max(args.workers)
+            r_dram = run_cli(write_inputs(folder, configs, unit_rows), folder / "out", workers)
+            print(_row(f"2 maps, stride, all of DRAM, {workers} w", configs, r_dram))
+            r_boot = run_cli(write_boot_inputs(folder, configs, unit_rows), folder / "out", workers)
+            print(_row(f"2 maps, stride, boot sets, {workers} w", configs, r_boot))
+            print(f"boot sets / all of DRAM, rows/s: {r_dram['seconds'] / r_boot['seconds']:.2f}x")
         if "ratio" in args.only:
             workers = max(args.workers)
             many = write_many_maps(folder, 2000, 'kind = "random"\ncount = 13\nseed = 1')

@@ -175,57 +175,79 @@ def boot_columns(
     return got
 
 
+ORDERS = 4
+"""Orders of the moving ranges tried before the rows left are each sorted: a unit whose image
+passes a fixed range (ZONE_NORMAL's per-CPU regions) has two."""
+
+
 def _count(r: _Ranges, fixed: list, g: int, n_levels: int) -> dict[str, np.ndarray]:
     """Tables per level, and ``shared_tables``, of the moving ranges ``r`` (slot 0 the idmap;
-    page leaves) and the ``fixed`` ranges ``(start, end, leaf)`` every row has. Per level: the
-    moving ranges in order of start (the same order in every row, checked; else each row is
-    sorted, ``bootmap.count_tables``), each adding the chunks past the running maximum that the
-    fixed set lacks (``searchsorted`` into its sorted chunks)."""
-    lo, hi = np.stack(r.starts), np.stack(r.ends)
-    order = np.argsort(lo[:, 0], kind="stable")
-    if not (lo[order][1:] >= lo[order][:-1]).all():
-        return _count_sorting(r, fixed, g, n_levels)
+    page leaves) and the ``fixed`` ranges ``(start, end, leaf)`` every row has: the rows of
+    each order of the moving ranges at once (the first row left's order, the rows it sorts;
+    ``ORDERS`` times), the rest sorted row by row (``bootmap.count_tables``)."""
+    lo = np.stack(r.starts)
+    left, out = np.arange(r.n), {}
+    for _ in range(ORDERS):
+        order = np.argsort(lo[:, left[0]], kind="stable")
+        moved = lo[order][:, left] if len(left) < r.n else lo[order]
+        ok = (moved[1:] >= moved[:-1]).all(axis=0)
+        if ok.all() and len(left) == r.n:
+            return _count_ordered(r, order, fixed, g, n_levels)
+        _scatter(out, left[ok], _count_ordered(r.take(left[ok]), order, fixed, g, n_levels), r.n)
+        left = left[~ok]
+        if not len(left):
+            return out
+    _scatter(out, left, _count_sorting(r.take(left), fixed, g, n_levels), r.n)
+    return out
+
+
+def _scatter(out: dict, rows: np.ndarray, got: dict, n: int) -> None:
+    for name, values in got.items():
+        out.setdefault(name, np.zeros(n, I64))[rows] = values
+
+
+def _count_ordered(r: _Ranges, order, fixed: list, g: int, n_levels: int) -> dict:
+    """``_count`` of rows whose moving ranges all lie in ``order`` of start. Per level: each
+    range adds the chunks past the running maximum that the fixed set's chunk spans lack."""
+    lo, hi = np.stack(r.starts), np.stack(r.ends) - U64(1)
     n = lo.shape[1]
     out = {name: np.zeros(n, I64) for name in bootmap.NAMES}
     out[bootmap.NAMES[4 - n_levels + 1]][:] = 1
     shared = np.ones(n, I64)  # the root
     for level in range(4 - n_levels, 3):
         shift = U64(level_shift(level, g))
-        chunks = _fixed_chunks(fixed, level, shift)
+        spans = _fixed_spans(fixed, level, int(shift))
+        firsts, lasts = (lo >> shift).view(I64), (hi >> shift).view(I64)
         seen = np.full(n, -1, I64)
-        total = np.full(n, len(chunks), I64)
-        idmap = lo[0] >> shift, (hi[0] - U64(1)) >> shift
+        total = np.full(n, sum(b - a + 1 for a, b in spans), I64)
         for k in order:
-            first = (lo[k] >> shift).astype(I64)
-            last = ((hi[k] - U64(1)) >> shift).astype(I64)
-            begin = np.maximum(first, seen + 1)
-            fresh = np.maximum(last - begin + 1, 0)
-            known = np.searchsorted(chunks, last, "right") - np.searchsorted(chunks, begin)
-            total += fresh - np.where(fresh > 0, known, 0)
-            seen = np.maximum(seen, last)
-        for j, c in enumerate(idmap):  # the idmap's chunks another range or the fixed set needs
-            wide = c.astype(I64)
-            fixed_has = np.searchsorted(chunks, wide, "right") > np.searchsorted(chunks, wide)
-            hit = fixed_has | _covered(lo[1:], hi[1:], c, shift)
-            shared += hit if j == 0 else hit & (c != idmap[0])
+            begin = np.maximum(firsts[k], seen + 1)
+            total += np.maximum(lasts[k] - begin + 1, 0)
+            for a, b in spans:  # chunks the fixed set has already
+                total -= np.maximum(np.minimum(lasts[k], b) - np.maximum(begin, a) + 1, 0)
+            seen = np.maximum(seen, lasts[k])
+        for j, c in enumerate((firsts[0], lasts[0])):  # the idmap's chunks others need too
+            hit = ((firsts[1:] <= c) & (c <= lasts[1:])).any(axis=0)
+            for a, b in spans:
+                hit |= (a <= c) & (c <= b)
+            shared += hit if j == 0 else hit & (c != firsts[0])
         out[bootmap.NAMES[level + 2]] = total
     out["table_pages"] = sum(out[name] for name in bootmap.NAMES)
     out["shared_tables"] = shared
     return out
 
 
-def _covered(lo, hi, chunk, shift) -> np.ndarray:
-    """Whether any of the ranges ``[lo, hi)`` (ranges x rows) touches ``chunk`` at ``shift``."""
-    if not len(lo):
-        return np.zeros(chunk.shape, bool)
-    return (((lo >> shift) <= chunk) & (chunk <= ((hi - U64(1)) >> shift))).any(axis=0)
-
-
-def _fixed_chunks(fixed: list, level: int, shift) -> np.ndarray:
-    """The sorted distinct ``2^shift`` chunks of the fixed ranges with leaves below ``level``."""
-    parts = [np.arange(a >> int(shift), ((b - 1) >> int(shift)) + 1, dtype=I64)
-             for a, b, leaf in fixed if leaf > level and b > a]  # fmt: skip
-    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, I64)
+def _fixed_spans(fixed: list, level: int, shift: int) -> list[tuple[int, int]]:
+    """The ``2^shift`` chunks of the fixed ranges with leaves below ``level``, as sorted,
+    disjoint, inclusive spans ``(first, last)``."""
+    spans = sorted((a >> shift, (b - 1) >> shift) for a, b, leaf in fixed if leaf > level and b > a)
+    out: list[list[int]] = []
+    for a, b in spans:
+        if out and a <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
 
 
 def _count_sorting(r: _Ranges, fixed: list, g: int, n_levels: int) -> dict[str, np.ndarray]:
@@ -265,27 +287,28 @@ def _percpu_hull(image, image_pa, start, end, valid, cpus, g):
 
 def _pkvm_count(r: _Ranges, kernel, cpus, tvb, idmap_lo, delta_u, start, end, valid, reserve,
                 n_levels, common: list) -> dict[str, np.ndarray]:  # fmt: skip
-    """pKVM's tables: the moving ranges ``r`` and, per kind of row (the quarter
-    ``__io_map_base`` takes, the pool, the banks, the alias offset), its fixed ranges: the
-    stacks above ``__io_map_base`` (the quarter without the idmap), the pool at its alias and
-    the vmemmap (``bootmap._vmemmap``)."""
+    """pKVM's tables: the moving ranges ``r`` and the pool at its alias (it moves with the
+    tag), and per kind of row (the quarter ``__io_map_base`` takes, the pool, the banks) its
+    fixed ranges: the stacks above ``__io_map_base`` (the quarter without the idmap) and the
+    vmemmap (``bootmap._vmemmap``)."""
     image, g = kernel.image, kernel.image.granule
     quarter = np.int64(1) << (tvb - 2)
     io_base = (idmap_lo & quarter) ^ quarter
     size = np.asarray(reserve, I64)
     base = pool_base(start, end, valid, size, g)
     nb = start.shape[0]
-    columns = [io_base, base, size, delta_u.view(I64), *start, *np.where(valid, end, start)]
+    if (size > 0).any():  # the pool at its alias moves with the row's tag
+        pool = base.astype(U64) + delta_u
+        r.add(np.where(size > 0, pool, U64(0)), np.where(size > 0, pool + size.astype(U64), 0))
+    columns = [io_base, base, size, *start, *np.where(valid, end, start)]
     first, kind = _distinct(columns, r.n)
     out: dict[str, np.ndarray] = {}
     for k, row in enumerate(first.tolist()):
-        io0, back, sz, d, *ends = (int(np.broadcast_to(c, (r.n,))[row]) for c in columns)
+        io0, back, sz, *ends = (int(np.broadcast_to(c, (r.n,))[row]) for c in columns)
         banks = [(a, b - a) for a, b in zip(ends[:nb], ends[nb:], strict=True) if b > a]
         regions = banks if image.version >= bootmap.VMEMMAP_ALL_MEMORY_SINCE else [(back, sz)]
         vm = bootmap._vmemmap(io0 | 1 << (tvb - 3), regions, back, g, image.version)
         fixed = [*common, (io0 + g, io0 + 2 * g * cpus, 3)]  # a guard page under each stack
-        if sz:
-            fixed.append(((back + d) % (1 << 64), (back + sz + d) % (1 << 64), 3))
         fixed += [(x.va, x.va + x.size, x.level) for x in vm]
         rows = slice(None) if len(first) == 1 else np.flatnonzero(kind == k)
         got = _count(r.take(rows), fixed, g, n_levels)
