@@ -58,6 +58,25 @@ def _cases(n: int, seed: int = 7):
         ), banks  # fmt: skip
 
 
+def _scalar(case: dict, banks, row) -> dict:
+    """The row's boot set listed and counted by ``bootmap``'s scalar tree (48-bit trees), with
+    the row's alias offset and reservation (held to the kernel's elsewhere)."""
+    g, mode = case["granule"], case["mappings"].removesuffix("-boot")
+    kernel = boot_kernel(profile_for(case["kernel"]))
+    delta = (int(row.hyp_dram_last) - (banks[-1][0] + banks[-1][1] - 1)) % (1 << 64)
+    size = int(row.pkvm_reserve_bytes) if mode == "pkvm" else 0
+    leaves = bootmap.boot_leaves(
+        mode, kernel.image, g, 48, delta, kernel.image.image_pa(case["idmap_pa"]), banks,
+        case["cpus"], reserve_base=bootmap.pool_base(banks, size, g) if size else 0,
+        reserve_size=size,
+    )  # fmt: skip
+    assert leaves[0].what == "idmap"
+    want = bootmap.tree_tables(leaves, g, 48)
+    alone, rest = (bootmap.tree_tables(x, g, 48) for x in (leaves[:1], leaves[1:]))
+    want["shared_tables"] = alone["table_pages"] + rest["table_pages"] - want["table_pages"]
+    return want
+
+
 @pytest.mark.parametrize("path", ["one order", "sorting each row"])
 def test_boot_rows_agree_with_the_scalar_tree(path, monkeypatch):
     if path == "sorting each row":  # the fallback for rows whose ranges change order
@@ -68,22 +87,10 @@ def test_boot_rows_agree_with_the_scalar_tree(path, monkeypatch):
     out = sweep.build(frame, maps)
     assert out["mappings"].astype(str).tolist() == frame["mappings"].tolist()
     for (case, banks), (_, row) in zip(cases, out.iterrows(), strict=True):
-        g, mode = case["granule"], case["mappings"].removesuffix("-boot")
-        kernel = boot_kernel(profile_for(case["kernel"]))
-        delta = (int(row.hyp_dram_last) - (banks[-1][0] + banks[-1][1] - 1)) % (1 << 64)
-        size = int(row.pkvm_reserve_bytes) if mode == "pkvm" else 0
-        leaves = bootmap.boot_leaves(
-            mode, kernel.image, g, 48, delta, kernel.image.image_pa(case["idmap_pa"]), banks,
-            case["cpus"], reserve_base=bootmap.pool_base(banks, size, g) if size else 0,
-            reserve_size=size,
-        )  # fmt: skip
-        assert leaves[0].what == "idmap"
-        want = bootmap.tree_tables(leaves, g, 48)
-        alone, rest = (bootmap.tree_tables(x, g, 48) for x in (leaves[:1], leaves[1:]))
-        want["shared_tables"] = alone["table_pages"] + rest["table_pages"] - want["table_pages"]
+        want = _scalar(case, banks, row)
         got = {name: int(row[name]) for name in want}
         assert got == want, (case, got, want)
-        assert int(row.table_bytes) == want["table_pages"] * g
+        assert int(row.table_bytes) == want["table_pages"] * case["granule"]
 
 
 def _row_for(report, mappings: str, cpus: int) -> pd.Series:
@@ -155,22 +162,6 @@ def test_all_dram_rows_are_unchanged_by_the_new_inputs():
     new = sweep.build(pd.DataFrame([dict(base, mappings="all-dram", cpus=0, kernel="")]), maps)
     assert old.equals(new)
     assert np.asarray(old["mappings"].astype(str))[0] == "all-dram"
-
-
-def _scalar(case: dict, banks, row) -> dict:
-    g, mode = case["granule"], case["mappings"].removesuffix("-boot")
-    kernel = boot_kernel(profile_for(case["kernel"]))
-    delta = (int(row.hyp_dram_last) - (banks[-1][0] + banks[-1][1] - 1)) % (1 << 64)
-    size = int(row.pkvm_reserve_bytes) if mode == "pkvm" else 0
-    leaves = bootmap.boot_leaves(
-        mode, kernel.image, g, 48, delta, kernel.image.image_pa(case["idmap_pa"]), banks,
-        case["cpus"], reserve_base=bootmap.pool_base(banks, size, g) if size else 0,
-        reserve_size=size,
-    )  # fmt: skip
-    want = bootmap.tree_tables(leaves, g, 48)
-    alone, rest = (bootmap.tree_tables(x, g, 48) for x in (leaves[:1], leaves[1:]))
-    want["shared_tables"] = alone["table_pages"] + rest["table_pages"] - want["table_pages"]
-    return want
 
 
 @pytest.mark.parametrize("release", sorted(shipped_profiles()))
