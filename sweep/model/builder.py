@@ -150,11 +150,14 @@ def compute_columns(
         columns = _columns(banks, layouts, kernels, align, pieces[0][1])
         return {name: full(columns[name], n, NUMPY_DTYPES[name]) for name in names}
     out = {name: np.empty(n, dtype=NUMPY_DTYPES[name]) for name in names}
-    for part, piece in pieces:
-        where = part if order is None else order[part]
+    for part, piece in pieces:  # in group order: each piece a slice
         for name, values in _columns(banks, layouts, kernels, align, piece).items():
-            out[name][where] = values
-    return out
+            out[name][part] = values
+    if order is None:
+        return out
+    back = np.empty(n, dtype=np.int64)  # each row's place in group order: one gather a column
+    back[order] = np.arange(n)
+    return {name: values.take(back) for name, values in out.items()}
 
 
 def _pieces(rows: Rows, cuts: list[int] | None):
