@@ -102,8 +102,8 @@ def kernel_profile_command(system_map: str, config_path: str, release: str | Non
 def boot_tables_command(map_name, granule, va_bits, layout, idmap, mappings, cpus, kernel):
     """One configuration's boot-time EL2 mappings, their tables per level, and its row."""
     from sweep.core.memmap import parse_address  # lazy: as above
-    from sweep.explain import resolve_memory_map
-    from sweep.explain_boot import boot_tables, render
+    from sweep.explain import resolve_memory_map  # lazy: as above
+    from sweep.explain_boot import boot_tables, render  # lazy: as above
 
     memory_map = resolve_memory_map(map_name)
     result = boot_tables(

@@ -215,16 +215,7 @@ DTB_CASES = [
         _unknown_token,
         "{path}: structure block (offset 0x38): unknown token 0x7 (expected 1, 2, 3, 4 or 9)",
     ),
-    (
-        "dtb-overlap",
-        "board.dtb",
-        lambda: _blob(
-            _memory("memory@80000000", fdt.cells(0x8000_0000, 2 * GiB, width=2)),
-            _memory("memory@c0000000", fdt.cells(0xC000_0000, GiB, width=2)),
-        ),
-        "{path}: node /memory@c0000000: bank [0xc0000000-0xffffffff] overlaps"
-        " [0x80000000-0xffffffff] (node /memory@80000000)",
-    ),
+    # Overlapping device-tree banks are merged as Linux merges them (tests/test_dtb_overlap.py).
     (
         "dtb-past-2^52",
         "board.dtb",

@@ -47,7 +47,7 @@ def test_decimal_looking_address_is_refused_saying_how_to_write_it():
         parse_address("40000000", "--idmap")
     assert str(info.value) == (
         "--idmap: '40000000' could be hex (as the kernel prints addresses) or decimal;"
-        " write 0x40000000 for hex, or a size such as 1G"
+        " write 0x40000000 for hex, 0x2625a00 for the decimal 40,000,000, or a size such as 1G"
     )
 
 
@@ -97,8 +97,8 @@ def test_listed_addresses_in_a_config_and_an_override(tmp_path):
         load_config(path, ["placement.addresses=80000000"])
     assert str(info.value) == (
         "override 'placement.addresses=80000000': placement.addresses[0]: '80000000' could be"
-        " hex (as the kernel prints addresses) or decimal; write 0x80000000 for hex, or a size"
-        " such as 1G"
+        " hex (as the kernel prints addresses) or decimal; write 0x80000000 for hex,"
+        " 0x4c4b400 for the decimal 80,000,000, or a size such as 1G"
     )
 
 

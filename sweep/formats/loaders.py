@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweep.core.errors import ValidationError
-from sweep.core.memmap import PA_LIMIT, Bank, MemoryMap, parse_address, parse_size
+from sweep.core.memmap import MAX_BANKS, PA_LIMIT, Bank, MemoryMap, parse_address, parse_size
 from sweep.formats import fdt
+from sweep.formats.bootlog import memory_node_blocks
 from sweep.formats.files import decode_text, load_toml, origin_of, read_input
+from sweep.formats.memblock import merge_overlapping
 
 KINDS = ("toml", "dtb", "dts", "iomem", "bootlog")
 KIND_NAMES = {
@@ -53,6 +55,8 @@ TOML_KEYS = {"name", "description", "source", "platform", "banks"}
 """``platform``: optional, the board as the source table names it (the built-in boards use it)."""
 BANK_KEYS = {"base", "size"}
 MAX_FILE_BYTES = 64 << 20
+MAX_DTB_BYTES = 2 << 20  # arm64's MAX_FDT_SIZE (asm/boot.h): no kernel boots a larger blob
+DTB_TOO_BIG = "arm64 Linux boots a device tree blob of at most 2 MiB (MAX_FDT_SIZE, asm/boot.h)"
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +94,8 @@ def load_memory_map(path: str | Path) -> MemoryMap:
             " a /proc/iomem dump or a kernel boot log"
         )
     if kind == "dtb":
+        if len(data) > MAX_DTB_BYTES:  # refused unparsed: a parse takes 20x its size
+            raise ValidationError(f"{origin}: {len(data):,} bytes; {DTB_TOO_BIG}")
         return _from_dtb(data, path, origin)
     text = decode_text(data, origin, KIND_NAMES[kind])
     if kind == "toml":
@@ -133,10 +139,29 @@ def detect_kind(data: bytes) -> str | None:
 # --- checks shared by every kind --------------------------------------------------------------
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a memory map's name, or None: a name must be usable wherever maps
+    are named, as a ``memory_maps=`` item and a ``memory_map=`` filter on the command line."""
+    if not name or name != name.strip():
+        return "must not be empty or begin or end with a space"
+    if any(not c.isprintable() for c in name):
+        return "must not hold control characters"
+    if "," in name:
+        return "must not hold ',' (it separates values on the command line)"
+    if name.startswith("family:"):
+        return "must not begin with 'family:' (that selects a family of maps)"
+    if any(c in name for c in "*?["):
+        return "must not hold '*', '?' or '[' (they make it a glob)"
+    return None
+
+
 def _memory_map(
     origin: str, name: str, banks: Sequence[_Located], description: str = "", source: str = ""
 ) -> MemoryMap:
     """Check the raw banks against docs/model.md section 1, naming where each came from."""
+    problem = name_problem(name)
+    if problem:
+        raise ValidationError(f"{origin}: name {name!r}: {problem}")
     if not banks:
         raise ValidationError(f"{origin}: no DRAM banks found")
     for bank in banks:
@@ -173,14 +198,20 @@ def _parsed_toml(text: str) -> dict | Exception:
     """``tomllib.loads(text)`` or its error, kept for the text just read: telling a file's
     kind and reading it parse it once (a corpus of thousands of maps loads twice as fast).
     Callers only read the document."""
+    if text.count("base") > MAX_BANKS:  # refused unparsed: 10^6 banks take a GB in tomllib
+        return ValidationError(
+            f"more than {MAX_BANKS:,} banks (base = ...); a memory map holds at most {MAX_BANKS:,}"
+        )
     try:
         return tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: TOML's, or 4300+ digits
         return exc
 
 
 def _from_toml(text: str, path: Path, origin: str) -> MemoryMap:
     doc = _parsed_toml(text)
+    if isinstance(doc, ValidationError):
+        raise ValidationError(f"{origin}: {doc}")
     if not isinstance(doc, dict):
         doc = load_toml(text, origin)  # raises the error, naming the file
     header_lines = [
@@ -258,7 +289,10 @@ def _from_dtb(data: bytes, path: Path, origin: str) -> MemoryMap:
         raise ValidationError(
             f'{origin}: device tree has no memory node (device_type = "memory" in a child of /)'
         )
-    banks = [_Located(e.base, e.size, e.where) for e in scan.entries]
+    entries, merges = merge_overlapping(scan.entries)
+    for line in merges:
+        log.warning("%s: %s", origin, line)
+    banks = [_Located(e.base, e.size, e.where) for e in entries]
     model = root.string("model") or root.string("compatible") or ""
     description = f"memory nodes of {path.name}" + (f" ({model[:80]})" if model else "")
     return _memory_map(origin, path.stem, banks, description, origin)
@@ -345,28 +379,10 @@ def memory_map_from_boot_log(text: str, name: str, origin: str | None = None) ->
     boots must show the same memory in each.
     """
     origin = origin or name
-    lines = text.splitlines()
-    blocks: list[list[_Located]] = []
-    for number, line in enumerate(lines, 1):
-        if _EARLY_RANGES not in line:
-            continue
-        block = []
-        for offset, following in enumerate(lines[number:], number + 1):
-            match = _NODE_RANGE.search(following)
-            if not match:
-                break
-            start, end = int(match.group(2), 16), int(match.group(3), 16)
-            if end < start:
-                raise ValidationError(
-                    f"{origin}: line {offset}: range ends at {end:#x}, before its start {start:#x}"
-                )
-            block.append(_Located(start, end - start + 1, f"line {offset}"))
-        if not block:
-            raise ValidationError(
-                f"{origin}: line {number}: '{_EARLY_RANGES}' is not followed by"
-                " 'node N: [mem A-B]' lines"
-            )
-        blocks.append(block)
+    blocks = [  # one pass over the lines, any line ends (sweep.formats.bootlog)
+        [_Located(start, end - start + 1, f"line {n}") for n, start, end in block]
+        for block in memory_node_blocks(text, origin)
+    ]
     if not blocks:
         raise ValidationError(
             f"{origin}: no '{_EARLY_RANGES}' in this boot log (boot with loglevel=7 or higher to"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import glob
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -49,29 +50,43 @@ def select_memory_maps(
         if not isinstance(spec, str) or not spec.strip():
             raise ValidationError(f"memory_maps: {spec!r} is not a name, glob, family:NAME or path")
         spec = spec.strip()
-        for memory_map in _resolve(spec, reg.memory_maps, reg.families, base_dir):
-            _add(selected, origin, memory_map, spec, reg.memory_maps)
+        for memory_map, where in _resolve(spec, reg.memory_maps, reg.families, base_dir):
+            _add(selected, origin, memory_map, where, reg.memory_maps)
     return selected
+
+
+class MapWarning(UserWarning):
+    """Two files give one map (the same name, the same banks): one is used, and both named."""
 
 
 def _add(
     selected: dict[str, MemoryMap],
     origin: dict[str, str],
     memory_map: MemoryMap,
-    spec: str,
+    where: tuple[str, bool],
     registered: Mapping[str, MemoryMap],
 ) -> None:
-    name = memory_map.name
-    known = selected.get(name) or registered.get(name)
-    if known is not None and _sorted(known) != _sorted(memory_map):
-        where = origin.get(name, "a built-in plugin")
-        raise ValidationError(
-            f"memory_maps: {spec!r} gives a map named {name!r} whose banks differ from the one"
-            f" from {where}; rename one (the name field of a TOML file)"
-        )
-    if name not in selected:
-        selected[name] = memory_map
-        origin[name] = repr(spec)
+    """Add one map (``where``: its file or spec, and whether it is a file); a name given twice
+    with other banks is refused naming both, the same map from two files is said in a warning,
+    never dropped silently."""
+    name, (shown, is_file) = memory_map.name, where
+    before = origin.get(name) or ("a built-in plugin" if name in registered else None)
+    if before is not None and before != shown:
+        known = selected.get(name) or registered[name]
+        if _sorted(known) != _sorted(memory_map):
+            raise ValidationError(
+                f"memory_maps: {shown} gives a map named {name!r} whose banks differ from the"
+                f" one from {before}; rename one (the name field of a TOML file)"
+            )
+        if is_file and name in selected:
+            warnings.warn(
+                f"memory_maps: {shown} and {before} both give the map {name!r} (the same banks);"
+                " it is swept once",
+                MapWarning,
+                stacklevel=4,
+            )
+    selected.setdefault(name, memory_map)
+    origin.setdefault(name, shown)
 
 
 def _resolve(
@@ -79,21 +94,23 @@ def _resolve(
     registered: Mapping[str, MemoryMap],
     families: Mapping[str, str],
     base_dir: Path | None,
-) -> list[MemoryMap]:
-    """The maps of one spec, trying each form of the module docstring in turn."""
+) -> list[tuple[MemoryMap, tuple[str, bool]]]:
+    """The maps of one spec, each with where it came from (a file, or the spec quoted), trying
+    each form of the module docstring in turn."""
+    quoted = (repr(spec), False)
     if spec.startswith("family:"):
-        return _family(spec.removeprefix("family:"), registered, families)
+        return [(m, quoted) for m in _family(spec.removeprefix("family:"), registered, families)]
     if spec in registered:
-        return [registered[spec]]
+        return [(registered[spec], quoted)]
     is_glob = any(c in spec for c in GLOB_CHARS)
     names = fnmatch.filter(registered, spec) if is_glob else []
     if names:
-        return [registered[n] for n in names]
+        return [(registered[n], quoted) for n in names]
     if spec == STDIN:
-        return [load_memory_map(STDIN)]
+        return [(load_memory_map(STDIN), ("standard input", True))]
     files = _files(spec, base_dir, is_glob)
     if files is not None:
-        return [load_memory_map(p) for p in files]
+        return [(load_memory_map(p), (repr(str(p)), True)) for p in files]
     near = difflib.get_close_matches(spec, list(registered), n=5, cutoff=0.5)
     hint = f"near matches: {', '.join(near)}" if near else "see `sweep maps` for the names"
     raise ValidationError(

@@ -1,19 +1,20 @@
 """Cutting a sweep into work units, lazily, so that a billion configurations run in flat memory.
 
 A sweep is the cartesian product memory map x granule x VA_BITS x combination (layout x mapping
-set x CPUs or block setting, ``sweep.plan.combos``) x placement. The plan resolves every plugin once (maps, layouts, the placement function) and keeps,
-per (memory map, granule), only how many placements there are; units are generated from those
-counts on demand and never held together.
+set x CPUs or block setting, ``sweep.plan.combos``) x placement. The plan resolves every plugin
+once (maps, layouts, the placement function) and keeps, per (memory map, granule), only how many
+placements there are; units are generated from those counts on demand and never held together.
 
 The rows of one (granule, VA_BITS) partition are numbered in a fixed order (map, then
 combination, then placement) and a unit is the range ``[start, stop)`` of that numbering,
 ``unit_rows`` long: a sweep of many small maps writes a few full files rather than thousands of
 one-row files, and a worker computes a unit's inputs from its range by arithmetic, for 2 maps or
-2,000 (``sweep.plan.decode``: the plan cuts, the decoder decodes). The order depends only on the config and the plugins, so unit ``k`` of a partition is the
-same unit in every run: that is what ``--resume`` relies on (with :data:`ALGORITHM_VERSION`).
+2,000 (``sweep.plan.decode``: the plan cuts, the decoder decodes). The order depends only on the
+config and the plugins, so unit ``k`` of a partition is the same unit in every run: that is what
+``--resume`` relies on (with :data:`ALGORITHM_VERSION`).
 
-``placement.kind = "every-page"`` writes runs of pages instead of rows (:mod:`sweep.model.runs`);
-its units hold whole memory maps, so that no run is cut.
+``placement.kind = "every-page"`` writes runs of pages instead of rows
+(:mod:`sweep.model.runs`); its units hold whole memory maps, so that no run is cut.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import click
+import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,16 +37,37 @@ def _split(args: tuple[str, ...], sql: str | None) -> tuple[str | None, list[str
     return name, filters
 
 
+def select_only(sql: str) -> str:
+    """``sql`` if it is one SELECT (a ``WITH ...`` or ``VALUES`` too), else one line: ``--sql``
+    reads the results, it never writes a file (``COPY``), attaches or sets anything."""
+    text = sql.strip().rstrip(";").strip()
+    try:
+        statements = duckdb.connect().extract_statements(text)
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValidationError(f"--sql: {type(exc).__name__}: {first}") from None
+    if len(statements) != 1:
+        raise ValidationError(f"--sql: {len(statements)} statements; give one SELECT")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise ValidationError(
+            f"--sql: a {kind.name} statement; --sql runs one SELECT over the table 'results'"
+        )
+    return text
+
+
 def answer(
     directory: str, args: tuple[str, ...], sql: str | None = None, limit: int | None = None
 ) -> pd.DataFrame | pa.Table:
     """The answer as a DataFrame (a named query) or an Arrow table (``--sql``)."""
     name, filters = _split(args, sql)
+    if limit is not None and limit < 0:
+        raise ValidationError(f"--limit {limit}: must be 0 or more")
+    query = select_only(sql) if sql else None
     with Results(directory, **parse_filters(filters)) as data:
         for line in problems(directory, data.parts):
             click.echo(f"sweep: warning: results {directory!r}: {line}", err=True)
-        if sql:
-            query = sql.strip().rstrip(";")
+        if query:
             if limit is not None:
                 query = f"SELECT * FROM ({query}) LIMIT {int(limit)}"
             return data.arrow(query)

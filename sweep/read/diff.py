@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep.core.columns import INPUT_COLUMNS, ROW_COLUMNS
+from sweep.core.columns import INPUT_COLUMNS, ROW_COLUMNS, RUN_COLUMNS
 from sweep.core.errors import ValidationError
+from sweep.read.diff_pages import diff_pages
 from sweep.read.engine import Results, connect, quote
 from sweep.read.results import HEX_COLUMNS, warn_if_incomplete
 
@@ -40,6 +41,10 @@ class Diff:
     """The first differing rows: the keys, and for each compared column ``col_a``/``col_b``."""
     summary: pd.DataFrame = field(default_factory=pd.DataFrame)
     """Per board: rows compared, rows changed, and per column the rows where it differs."""
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    """Output columns only one run has, by run ("A", "B"): not compared, and said so."""
+    notes: list[str] = field(default_factory=list)
+    """How the runs were matched, when not row for row (runs of pages against single pages)."""
 
     @property
     def identical(self) -> bool:
@@ -70,13 +75,22 @@ def _side(
     """One run's rows as keys (names as text: two runs' categories differ) and outputs, or one
     hash of the outputs (``hashed``); none, of the other run's types, when this run lacks the
     folder; only ``boards`` when given."""
-    columns = [f"CAST({c} AS VARCHAR) AS {c}" if ROW_COLUMNS[c] == "category" else c for c in keys]
-    outputs = [f"hash({', '.join(compared)}) AS h"] if hashed else compared
+    columns = [f"{_text(c)} AS {c}" for c in keys]
+    values = [_text(c) for c in compared]  # a DataFrame's categories are DuckDB ENUMs
+    if hashed:
+        outputs = [f"hash({', '.join(values)}) AS h"]
+    else:
+        outputs = [f"{v} AS {c}" for v, c in zip(values, compared, strict=True)]
     select = ", ".join([*columns, *outputs, "TRUE AS present"])
     where = "FALSE" if scan is None else "TRUE"
     if boards is not None:
         where += f" AND memory_map IN ({', '.join(quote(b) for b in boards)})"
     return f"(SELECT {select} FROM {other if scan is None else scan} WHERE {where})"
+
+
+def _text(c: str) -> str:
+    """``c`` as a select item, names as text: two runs' categories (or ENUMs) differ."""
+    return f"CAST({c} AS VARCHAR)" if ROW_COLUMNS.get(c) == "category" else c
 
 
 def _counts_sql(a: str, b: str, keys: list[str]) -> str:
@@ -117,9 +131,14 @@ def _rows_sql(a: str, b: str, keys: list[str], compared: list[str], n: int) -> s
     )
 
 
-def diff(dir_a: str | Path, dir_b: str | Path, ignore: Sequence[str] = (), show: int = 10) -> Diff:
-    """Compare two result directories row by row (see the module docstring); ``changed`` holds
-    the first ``show`` differing rows."""
+def diff(
+    dir_a: str | Path | pd.DataFrame,
+    dir_b: str | Path | pd.DataFrame,
+    ignore: Sequence[str] = (),
+    show: int = 10,
+) -> Diff:
+    """Compare two result directories (or DataFrames of rows) row by row (see the module
+    docstring); ``changed`` holds the first ``show`` differing rows."""
     keys = _keys(ignore)
     with closing(connect()) as con:
         return _diff(con, dir_a, dir_b, keys, show)
@@ -129,13 +148,26 @@ def _diff(con, dir_a, dir_b, keys: list[str], show: int) -> Diff:
     run_a = Results(dir_a, view="run_a", con=con)
     run_b = Results(dir_b, view="run_b", con=con)
     for run in (run_a, run_b):
-        warn_if_incomplete(run.directory, run.parts)
+        if run.directory is not None:  # a DataFrame has no record to be incomplete against
+            warn_if_incomplete(run.directory, run.parts)
+    keys = [c for c in keys if c in run_a.columns or c in run_b.columns]  # older runs lack some
     missing = [c for c in keys if c not in run_a.columns or c not in run_b.columns]
     if missing:
         raise ValidationError(f"column {missing[0]!r} is missing from one of the runs")
     compared = [c for c in OUTPUT_COLUMNS if c in run_a.columns and c in run_b.columns]
     out = Diff(keys=keys, compared=compared)
-    if "granule" in keys and "va_bits" in keys:
+    for name, run, other in (("A", run_a, run_b), ("B", run_b, run_a)):
+        only = [c for c in [*ROW_COLUMNS, *RUN_COLUMNS] if c in run.columns]
+        only = [c for c in only if c not in other.columns and c not in RUN_COLUMNS]
+        if only:
+            out.skipped[name] = only
+    if ("pages" in run_a.columns) != ("pages" in run_b.columns):
+        if "idmap_pa" not in keys:
+            raise ValidationError(
+                "--ignore idmap_pa: runs of pages are matched to single pages by idmap_pa"
+            )
+        return diff_pages(run_a, run_b, out, show)
+    if "granule" in keys and "va_bits" in keys and run_a.directory and run_b.directory:
         folders = sorted(set(run_a.partitions()) | set(run_b.partitions()))
         scans = [(run_a.folder_scan(*f), run_b.folder_scan(*f)) for f in folders]
     else:
@@ -199,6 +231,9 @@ def format_diff(result: Diff, dir_a: str, dir_b: str, show: int = 10) -> str:
         f"matched on {', '.join(result.keys)}: {result.n_changed:,} rows differ; "
         f"{result.only_a:,} only in A, {result.only_b:,} only in B",
     ]
+    lines += result.notes
+    for side, columns in result.skipped.items():
+        lines.append(f"not compared, only in {side}: {', '.join(columns)}")
     if result.identical:
         lines.append("the runs agree on every compared column")
         return "\n".join(lines)

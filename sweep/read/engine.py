@@ -6,8 +6,11 @@ opened; others use the row groups' statistics), and aggregates and top-N rows ar
 pandas, so a query over 10^9 rows needs megabytes. ``sweep.read.results``, ``sweep.read.queries``,
 ``sweep.read.report`` and ``sweep.read.diff`` all read through here.
 
-Only the sweep's own part files are read (``sweep.store.parts.PART_GLOB``): a ``notes.txt``, a
-half-written ``.part-*.tmp`` or ``_sweep.json`` beside them is never taken for data.
+Only the sweep's own part files are read, and only those its ``_manifest.json`` vouches for
+(:func:`sweep.store.manifest.trusted_parts`): a part of another run, a copied or damaged part, a
+stray folder is left out with one warning line naming it (refused with ``strict``), and a
+``notes.txt`` or any other file that is not a part is named in one line, never read. Parquet
+that is not a sweep's rows is refused in one line naming the columns it lacks.
 """
 
 from __future__ import annotations
@@ -26,14 +29,16 @@ import pyarrow as pa
 from sweep.core.columns import ROW_COLUMNS
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import granule_name, parse_granule
+from sweep.read.trust import STRICT, ResultsWarning, check_columns, strict_reads, trusted
 from sweep.store import summary
-from sweep.store.parts import PART_GLOB, PartKey, Store
+from sweep.store.parts import PartKey, Store
 from sweep.store.summary import FILTER_COLUMNS
 
 MEMORY_LIMIT = os.environ.get("SWEEP_MEMORY_LIMIT", "1GB")
 """DuckDB's memory limit for every reader (it spills to a temporary folder beyond it)."""
 
 FOLDER_KEYS = ("granule", "va_bits")
+__all__ = ["Results", "ResultsWarning", "connect", "quote", "results_of", "strict_reads"]
 
 
 def quote(text: str) -> str:
@@ -51,12 +56,22 @@ def _literal(value: object) -> str:
 
 
 def _normalise(column: str, value: object) -> object:
-    if ROW_COLUMNS.get(column) == "category":
+    """A filter value as the column holds it: ``va_bits="39"`` is the integer 39 (a string
+    of digits for an integer column is that integer, not a value no row has)."""
+    dtype = ROW_COLUMNS.get(column)
+    if dtype == "category":
         return str(value)
     if column == "granule":
         return parse_granule(value)  # type: ignore[arg-type]
     if hasattr(value, "item"):  # numpy scalars
         return value.item()
+    if isinstance(value, str) and dtype is not None and dtype.startswith(("int", "uint")):
+        try:
+            return int(value.strip().replace("_", ""), 0)
+        except ValueError:
+            raise ValidationError(
+                f"filter {column}={value!r}: expected an integer ({column} is {dtype})"
+            ) from None
     return value
 
 
@@ -78,9 +93,12 @@ class Results:
         source: str | Path | pd.DataFrame,
         view: str = "results",
         con: duckdb.DuckDBPyConnection | None = None,
+        strict: bool | None = None,
         **filters: object,
     ) -> None:
         self.con = con or connect()
+        self.strict = STRICT.get() if strict is None else strict
+        self.left_out: dict[str, str] = {}
         self.view = view
         self.directory: str | None = None
         self.parts: list[str] = []
@@ -97,17 +115,19 @@ class Results:
             if not store.local:
                 self.con.register_filesystem(store.fsspec)
             self.store = store
-            self.parts = sorted(store.parts(), key=PartKey.parse)
-            if not self.parts:
-                raise ValidationError(
-                    f"results {self.directory!r}: holds no part files ({PART_GLOB})"
-                )
+            kept = {
+                c: {_normalise(c, v) for v in _as_list(filters[c])}
+                for c in FOLDER_KEYS
+                if c in filters
+            }
+            self.parts, self.left_out = trusted(store, self.directory, self.strict, kept)
             self.selected = self._folders(filters)
             scan = self._scan(self.selected)
             self.columns = [r[0] for r in self._rows(f"DESCRIBE SELECT * FROM {scan}")]
+            check_columns(self.directory, self.columns)
         self.filters = {c: [_normalise(c, v) for v in _as_list(w)] for c, w in filters.items()}
         where = self._where()
-        self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM {scan}{where}")
+        self._rows(f"CREATE VIEW {view} AS SELECT * FROM {scan}{where}")
         if self.filters:
             self._check_filters(scan)
 
@@ -238,7 +258,7 @@ class Results:
             source = f"SELECT * FROM {self._footer_name}{self._where()}"
         else:
             source = summary.rows_sql(self.view, self.columns)
-        self.con.execute(f"CREATE VIEW {name} AS {source}")
+        self._rows(f"CREATE VIEW {name} AS {source}")
         return name
 
     @functools.cached_property

@@ -105,9 +105,10 @@ def level_counts(data: Source) -> pd.DataFrame:
 
 
 def _per_board_bytes(r: Results) -> pd.DataFrame:
-    """Per board, granule, VA_BITS and block setting: rows and table_bytes min, sum, max."""
+    """Per board, granule, VA_BITS, block setting and mapping set: rows and table_bytes min,
+    sum, max."""
     return r.frame(
-        f"SELECT granule, va_bits, block_mappings, memory_map, {ROWS} AS rows, "
+        f"SELECT granule, va_bits, block_mappings, mappings, memory_map, {ROWS} AS rows, "
         "min(min_table_bytes) AS min_bytes, max(max_table_bytes) AS max_bytes, "
         f"sum(sum_table_bytes) AS total FROM {r.summary} "
         "GROUP BY ALL ORDER BY ALL"
@@ -115,10 +116,11 @@ def _per_board_bytes(r: Results) -> pd.DataFrame:
 
 
 def table_size(data: Source) -> pd.DataFrame:
-    """HYP table bytes by granule, VA_BITS and block mappings: min, mean, max, and the board
-    with the largest tables (the first by name when several share the largest)."""
+    """HYP table bytes by granule, VA_BITS, block mappings and mapping set (a boot set's
+    tables and all of DRAM's are different questions): min, mean, max, and the board with the
+    largest tables (the first by name when several share the largest)."""
     per_board = _per_board_bytes(results_of(data))
-    keys = ["granule", "va_bits", "block_mappings"]
+    keys = ["granule", "va_bits", "block_mappings", "mappings"]
     grouped = per_board.groupby(keys, sort=True)
     out = grouped.agg(
         rows=("rows", "sum"),
@@ -308,3 +310,20 @@ QUERIES = {
     "worst-configurations": worst_configurations,
 }
 """Every named query, by the name the command line uses (``sweep query DIR NAME``)."""
+
+QUERY_HELP = {
+    "boards": "Per board: rows, overlaps, idmap in the window, extra levels, largest tables.",
+    "overlaps": "Per board and layout: rows whose idmap page overlaps a runtime mapping.",
+    "overlaps-by-config": "Per granule, VA_BITS and layout: overlapping rows and their share.",
+    "extra-levels": "Configurations whose merged tree has more levels than VA_BITS gives.",
+    "unrunnable": "Configurations no kernel of their era could run, with the reason.",
+    "unrunnable-4x": "The same as unrunnable (its name before kernel eras).",
+    "level-counts": "Rows per granule, VA_BITS, layout and level count of the merged tree.",
+    "table-size": "HYP table bytes per granule, VA_BITS, blocks, mapping set: min, mean, max.",
+    "table-bytes-by-board": "Board x granule/VA_BITS: the largest HYP tables (the heatmap).",
+    "margin-distribution": "Rows per layout and margin bucket: how near the idmap page comes.",
+    "worst-cases": "The worst rows (overlaps first, then smallest margin); --limit N of them.",
+    "worst-configurations": "The worst configurations by their worst row; --limit N of them.",
+}
+"""What ``sweep query --help`` says of each named query: one whole sentence, in the user's
+words (the functions' docstrings are for programmers)."""

@@ -24,7 +24,7 @@ from sweep.core.columns import ROW_COLUMNS, RUN_HEX_COLUMNS, row_bytes
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import granule_name, parse_address, parse_granule
 from sweep.core.sizes import human_size
-from sweep.read.engine import Results
+from sweep.read.engine import Results, ResultsWarning  # noqa: F401 (re-exported)
 from sweep.read.queries import (  # noqa: F401 - the named queries are part of this module's API
     QUERIES,
     WORST_CASE_COLUMNS,
@@ -46,8 +46,8 @@ from sweep.read.queries import (  # noqa: F401 - the named queries are part of t
     worst_cases,
     worst_configurations,
 )
-from sweep.store.parts import PartKey, Store
-from sweep.store.record import read_meta
+from sweep.store.parts import Store
+from sweep.store.record import incomplete, read_meta
 
 LOAD_WARN_BYTES = int(os.environ.get("SWEEP_LOAD_WARN_BYTES", 2 << 30))
 """``load`` warns before building a DataFrame larger than this (the named queries do not)."""
@@ -71,54 +71,19 @@ SIZE_COLUMNS = (
 """Columns people read as sizes (KiB, MiB, GiB)."""
 
 
-class ResultsWarning(UserWarning):
-    """The results are incomplete, or a load is larger than ``LOAD_WARN_BYTES``."""
-
-
 def metadata(directory: str | Path) -> dict:
     """The sweep's own record (``_sweep.json``), or ``{}`` when the run wrote none."""
     return read_meta(str(directory))
 
 
 def problems(directory: str | Path, parts: Iterable[str] | None = None) -> list[str]:
-    """What is wrong with a sweep's results, one line each: failed units and missing units,
-    named (an empty list for a complete sweep)."""
+    """What is wrong with a sweep's results, one line each: a run that did not finish, failed
+    units and missing units, named (an empty list for a complete sweep). ``parts`` are the
+    parts read (:attr:`Results.parts`: those the manifest vouches for); default: all on disk."""
     meta = metadata(directory)
     if parts is None:
         parts = Store(str(directory)).parts()
-    present = {PartKey.parse(rel).unit_id for rel in parts}
-    failed = [f["unit"] for f in meta.get("failed", []) if f.get("unit") not in present]
-    planned = (meta.get("plan") or {}).get("units") or (meta.get("counts") or {}).get("units")
-    lines = []
-    if failed:
-        lines.append(f"{len(failed)} failed unit(s): {_names(failed)}")
-    missing = (int(planned) - len(present) - len(failed)) if planned else 0
-    if missing > 0:
-        gaps = _gaps(present)
-        named = f": {_names(gaps)}" if gaps else ""
-        lines.append(f"{missing} of {planned} unit(s) missing (no part file){named}")
-    if not lines and meta.get("status") not in (None, "complete"):
-        lines.append(f"the sweep's status is {meta['status']!r}")
-    return lines
-
-
-def _names(units: list[str], most: int = 5) -> str:
-    more = f" and {len(units) - most} more" if len(units) > most else ""
-    return ", ".join(units[:most]) + more
-
-
-def _gaps(present: set[str]) -> list[str]:
-    """Units missing between present ones of a folder (their index is skipped)."""
-    by_folder: dict[str, set[int]] = {}
-    for unit in present:
-        folder, _, index = unit.rpartition("/")
-        by_folder.setdefault(folder, set()).add(int(index))
-    return [
-        f"{folder}/{i:06d}"
-        for folder, indices in sorted(by_folder.items())
-        for i in range(max(indices))
-        if i not in indices
-    ]
+    return incomplete(meta, set(parts), unknown_ok=True)
 
 
 def warn_if_incomplete(directory: str | Path, parts: Iterable[str] | None = None) -> list[str]:
@@ -151,6 +116,7 @@ def load(
     directory: str | Path,
     columns: Sequence[str] | None = None,
     warn_above: int | None = None,
+    strict: bool | None = None,
     **filters: object,
 ) -> pd.DataFrame:
     """Rows of a result directory as a DataFrame, e.g. ``load(d, granule="4K", layout="merged")``.
@@ -158,9 +124,11 @@ def load(
     ``filters`` are pushed down (a ``granule``/``va_bits`` filter opens only those folders); a
     list of values means any of them, and a value no row has is an error naming near ones.
     ``columns`` limits what is read. Above ``warn_above`` bytes (``LOAD_WARN_BYTES``) it warns
-    with the estimated size first: the named queries answer without loading rows.
+    with the estimated size first: the named queries answer without loading rows. Only the
+    parts the manifest vouches for are read (a warning names each one left out; ``strict``:
+    an error instead).
     """
-    data = Results(directory, **filters)
+    data = Results(directory, strict=strict, **filters)
     try:
         warn_if_incomplete(directory, data.parts)
         if columns is not None:

@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, replace
 
 from sweep.core.errors import SweepError
-from sweep.core.memmap import granule_name
-from sweep.core.sizes import human_size
-from sweep.plan.config import SweepConfig, config_difference
+from sweep.plan.config import (
+    SweepConfig,
+    config_difference,
+)
 from sweep.run.executors import EXECUTORS, make_executor
 from sweep.run.lock import FolderLock
 from sweep.run.progress import Progress, start_logging, stop_logging
@@ -36,6 +39,7 @@ from sweep.run.records import (
     code_versions,
     finish_meta,
     now,
+    plan_plugins,
     recorded_versions,
     start_meta,
     version_difference,
@@ -44,9 +48,6 @@ from sweep.run.scheduling import OutputFull, RunReport, Scheduler, write_guarded
 from sweep.run.task import Plan, make_plan
 from sweep.store.manifest import Manifest
 from sweep.store.parts import (
-    DISK_BYTES_PER_PART,
-    DISK_BYTES_PER_ROW,
-    MEMORY_BYTES_PER_ROW,
     META_FILE,
     Store,
 )
@@ -80,6 +81,11 @@ class RunOptions:
             raise SweepError(f"--executor: {self.executor!r} is not one of {', '.join(EXECUTORS)}")
         if self.executor == "dask" and not self.scheduler:
             raise SweepError("--executor dask: needs --scheduler tcp://host:8786")
+        if self.scheduler and self.executor != "dask":
+            raise SweepError(
+                f"--scheduler {self.scheduler}: used only with --executor dask "
+                f"(--executor {self.executor} starts its own workers)"
+            )
         if self.workers is not None and self.workers < 1:
             raise SweepError(f"--workers: {self.workers} must be at least 1")
 
@@ -115,13 +121,10 @@ def _run_locked(plan: Plan, store: Store, options: RunOptions) -> RunReport:
     handlers = start_logging(store)
     ex = bar = meta = None
     report = RunReport(
-        str(options.out),
-        "running",
-        plan.configurations,
-        plan.n_units,
-        failed=list(plan.failures),
+        str(options.out), "running", plan.configurations, plan.n_units, failed=list(plan.failures)
     )
     clock = time.perf_counter()
+    hangup = Hangup()
     try:
         whole = _whole_parts(store, manifest) if options.resume else {}
         workers = _workers(options, plan.n_units - len(whole))
@@ -129,20 +132,24 @@ def _run_locked(plan: Plan, store: Store, options: RunOptions) -> RunReport:
         meta = start_meta(plan, previous, options.config_source, options.executor, workers, started)
         write_guarded(store.write_meta, meta)
         _log_start(plan, options, workers, len(whole))
-        ex = make_executor(
-            options.executor,
-            plan,
-            store,
-            workers,
-            options.scheduler,
-            options.dask_processes,
-        )
-        bar = Progress(plan.configurations, tty=options.progress)
-        scheduler = Scheduler(plan, ex, store, manifest, whole, report, bar, options.fail_fast)
-        report.status = scheduler.run()
+        bar = Progress(plan.configurations, tty=options.progress, failed=len(plan.failures))
+        if options.fail_fast and plan.failures:
+            log.warning(
+                "--fail-fast: %d units failed while planning; none is run", len(plan.failures)
+            )
+            report.status = "failed"
+        else:
+            ex = make_executor(
+                options.executor, plan, store, workers, options.scheduler, options.dask_processes
+            )
+            scheduler = Scheduler(plan, ex, store, manifest, whole, report, bar, options.fail_fast)
+            report.status = scheduler.run()
     except OutputFull as exc:
         report.status, report.reason = "stopped", str(exc)
+    except KeyboardInterrupt:  # before or after the scheduling loop, which takes its own
+        report.status = "interrupted"
     finally:
+        hangup.restore(report)
         settled = report.status in ("complete", "failed")
         if ex is not None:
             ex.shutdown(abandon=not settled)
@@ -162,10 +169,36 @@ def _run_locked(plan: Plan, store: Store, options: RunOptions) -> RunReport:
     return report
 
 
+class Hangup:
+    """SIGHUP (an ssh session dropped, a terminal closed) stops the run as Ctrl-C does, so
+    ``_sweep.json`` says "interrupted" and why, instead of the process dying mid-record."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGHUP, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def restore(self, report: RunReport) -> None:
+        """The previous handler back; a hangup seen is the run's reason, in the log."""
+        if self.previous is not None:
+            signal.signal(signal.SIGHUP, self.previous)
+            self.previous = None
+        if self.seen:
+            report.reason = report.reason or "the terminal hung up (SIGHUP)"
+            log.warning("%s: stopped as for Ctrl-C, keeping every finished unit", report.reason)
+
+
 def _log_start(plan: Plan, options: RunOptions, workers: int, whole: int) -> None:
     """The log's first lines: units that failed while planning, then what runs where."""
-    for failure in plan.failures:
-        log.error("%s failed: %s", failure["unit"], failure["error"])
+    for failure in plan.failures:  # the log file; the terminal gets them once, at the end
+        log.info("%s failed: %s", failure["unit"], failure["error"])
+    if plan.failures:
+        log.warning("%d units failed while planning (listed at the end)", len(plan.failures))
     log.info(
         "sweep %r: %d configurations in %d units to %s, %s with %d workers%s",
         plan.config.name,
@@ -271,7 +304,8 @@ def _check_existing(store: Store, plan: Plan, options: RunOptions) -> dict | Non
     difference = config_difference(previous["config"], plan.config.as_dict())
     if difference:
         raise SweepError(
-            f"--resume: {store.url} holds a sweep of another config: " + "; ".join(difference)
+            f"--resume: {store.url} holds a sweep of another config: {'; '.join(difference)}; "
+            f"`sweep run --out {store.url} --resume` (no CONFIG) resumes it as it was started"
         )
     difference = config_difference(previous.get("plan", {}), plan.fingerprint())
     if difference:
@@ -279,7 +313,8 @@ def _check_existing(store: Store, plan: Plan, options: RunOptions) -> dict | Non
             f"--resume: {store.url} was run when the plugins gave other inputs: "
             + "; ".join(difference)
         )
-    difference = version_difference(recorded_versions(previous), code_versions())
+    used = plan_plugins(plan)
+    difference = version_difference(recorded_versions(previous), code_versions(), used)
     if difference and not options.allow_version_change:
         raise SweepError(
             f"--resume: {store.url} was written by other code: {'; '.join(difference)} "
@@ -301,37 +336,3 @@ def _whole_parts(store: Store, manifest: Manifest) -> dict[str, int]:
         store.delete(rel)
     manifest.forget([rel for rel in list(manifest.parts) if rel not in whole])
     return whole
-
-
-# --- dry run ----------------------------------------------------------------------------------
-
-
-def describe_plan(plan: Plan) -> str:
-    """What ``sweep run --dry-run`` prints: counts and sizes, from the plan alone."""
-
-    cfg = plan.config
-    rows = plan.configurations
-    va = "; ".join(
-        f"{granule_name(g)}: {','.join(map(str, plan.va_bits[g]))}" for g in cfg.granules
-    )
-    lines = [
-        f"sweep {cfg.name!r}",
-        f"memory maps:    {len(plan.memory_maps)}",
-        f"granules:       {', '.join(granule_name(g) for g in cfg.granules)}",
-        f"va_bits:        {cfg.va_bits if isinstance(cfg.va_bits, str) else 'list'} ({va})",
-        f"layouts:        {', '.join(cfg.layouts)}",
-        f"block_mappings: {', '.join(str(b).lower() for b in cfg.block_mappings)}",
-        f"placement:      {', '.join(f'{k}={v}' for k, v in cfg.placement.items())}",
-        f"configurations: {rows:,}",
-        f"units:          {plan.n_units:,} (up to {plan.unit_rows:,} rows each, a part file each)",
-        f"estimated size: {rows:,} rows, {_bytes(rows * MEMORY_BYTES_PER_ROW)} in memory, "
-        f"about {_bytes(rows * DISK_BYTES_PER_ROW + plan.n_units * DISK_BYTES_PER_PART)} on "
-        "disk (zstd)",
-    ]
-    for failure in plan.failures:
-        lines.append(f"would fail:     {failure['unit']}: {failure['error']}")
-    return "\n".join(lines)
-
-
-def _bytes(n: float) -> str:
-    return human_size(n, grouping=True)

@@ -33,11 +33,18 @@ class Progress:
     """
 
     def __init__(
-        self, total: int, tty: bool | None = None, interval: float = PROGRESS_INTERVAL
+        self,
+        total: int,
+        tty: bool | None = None,
+        interval: float = PROGRESS_INTERVAL,
+        failed: int = 0,
     ) -> None:
         self.total, self.interval = total, interval
         self.tty = sys.stderr.isatty() if tty is None else tty
-        self.done = self.skipped = self.failed = self.failed_rows = 0
+        self.done = self.skipped = self.failed_rows = 0
+        self.failed = failed
+        """Failed units: those that failed while planning (no rows) are counted from the start,
+        so the line agrees with the run's closing summary."""
         self.started = self.last = self.last_logged = time.monotonic()
         self.bar = None
         if self.tty:
@@ -51,6 +58,8 @@ class Progress:
                 file=sys.stderr,
                 desc="sweep",
             )
+            if self.failed:
+                self.bar.set_postfix(failed=self.failed, refresh=False)
 
     def skip(self, rows: int) -> None:
         self.skipped += rows
@@ -96,10 +105,14 @@ class Progress:
             log.info("%s", self.line().removeprefix("sweep: "))
 
     def close(self, last_line: bool = True) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        elif last_line:
-            print(self.line(), file=sys.stderr, flush=True)
+        """The bar closed, or the last plain line; a terminal gone (SIGHUP) is not an error."""
+        try:
+            if self.bar is not None:
+                self.bar.close()
+            elif last_line:
+                print(self.line(), file=sys.stderr, flush=True)
+        except OSError:
+            pass
 
 
 def _duration(seconds: float) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
 import sys
 from datetime import UTC, datetime
 
@@ -17,7 +18,7 @@ import numpy
 import pyarrow
 
 from sweep import __version__
-from sweep.plan.plugins import pm
+from sweep.plan.plugins import pm, registry
 from sweep.run.task import ALGORITHM_VERSION, Plan
 from sweep.store.record import read_meta  # noqa: F401 (the driver reads it here too)
 
@@ -41,13 +42,16 @@ def code_versions() -> dict:
     }
 
 
-def version_difference(previous: dict, current: dict) -> list[str]:
-    """``name: old -> new`` for each compared version that changed (plugins one by one)."""
+def version_difference(previous: dict, current: dict, used: set[str] | None = None) -> list[str]:
+    """``name: old -> new`` for each compared version that changed (plugins one by one; with
+    ``used``, only the plugins that feed the sweep: installing or breaking an unrelated one
+    changes none of its rows)."""
     out = []
     for key in COMPARED_VERSIONS:
         old, new = previous.get(key), current.get(key)
         if key == "plugins" and isinstance(old, dict) and isinstance(new, dict):
-            for name in sorted(set(old) | set(new)):
+            names = set(old) | set(new)
+            for name in sorted(names if used is None else names & used):
                 if old.get(name, "absent") != new.get(name, "absent"):
                     out.append(
                         f"plugin {name}: {old.get(name, 'absent')} -> {new.get(name, 'absent')}"
@@ -55,6 +59,23 @@ def version_difference(previous: dict, current: dict) -> list[str]:
         elif old != new:
             out.append(f"{key}: {old} -> {new}")
     return out
+
+
+def plan_plugins(plan: Plan) -> set[str]:
+    """The plugins that feed ``plan``: those registering its granules, VA_BITS, maps, layouts
+    and placement kind (``Registry.owner``), and va-sweep's own."""
+    owner = registry().owner
+    keys = [("granule", g) for g in plan.config.granules]
+    keys += [("va_bits", g) for g in plan.config.granules]
+    keys += [("map", name) for name in plan.memory_maps]
+    keys += [("layout", layout.name) for layout in plan.layouts]
+    keys.append(("placement", plan.config.placement.get("kind")))
+    used = {owner[key] for key in keys if key in owner}
+    return used | {name for name, _ in pm.list_name_plugin() if _is_ours(name)}
+
+
+def _is_ours(name: str) -> bool:
+    return str(name).split(".")[0] in ("sweep", "sweep_plugins")
 
 
 def recorded_versions(meta: dict) -> dict:
@@ -96,7 +117,8 @@ def start_meta(
         "status": "running",
         "started": first.get("started", started),
         "finished": None,
-        "config_source": source,
+        # absolute, so that --resume from another folder finds the maps the config names
+        "config_source": source if source in ("", "-") else os.path.abspath(source),
         "config": plan.config.as_dict(),
         "plan": plan.fingerprint(),
         "package": {"name": "va-sweep", "version": versions["package"]},

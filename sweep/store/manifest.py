@@ -11,15 +11,27 @@ simply written again. ``sweep verify DIR`` runs the same checks without writing 
 from __future__ import annotations
 
 import hashlib
+import os
+import posixpath
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sweep.core.errors import SweepError
-from sweep.store.parts import MANIFEST_FILE, PartInfo, Store
+from sweep.store.parts import (
+    MANIFEST_FILE,
+    META_FILE,
+    OWN_FILES,
+    PLACEHOLDERS,
+    PartInfo,
+    PartKey,
+    Store,
+    is_temporary,
+)
+from sweep.store.record import incomplete, read_meta
 
 FORMAT = 1
 FLUSH_SECONDS = 1.0
@@ -44,8 +56,11 @@ class Manifest:
         if raw is None:
             return cls()
         parts = raw.get("parts") if isinstance(raw, dict) else None
-        if raw.get("format") != FORMAT or not isinstance(parts, dict):
+        if not isinstance(parts, dict) or raw.get("format") != FORMAT:
             return cls(problem=f"{MANIFEST_FILE} is not a manifest of format {FORMAT}")
+        for rel, entry in parts.items():
+            if not _is_entry(entry):
+                return cls(problem=f"{MANIFEST_FILE}: entry {rel!r:.80} is not rows, bytes, sha256")
         return cls(parts=parts)
 
     def record(self, rel: str, info: PartInfo) -> None:
@@ -77,7 +92,8 @@ class Manifest:
         except OSError as exc:
             return f"cannot be read ({exc})"
         if len(data) != entry["bytes"]:
-            return f"{len(data):,} bytes, the manifest says {entry['bytes']:,} (truncated?)"
+            how = "truncated" if len(data) < entry["bytes"] else "larger: replaced or appended to"
+            return f"{len(data):,} bytes, the manifest says {entry['bytes']:,} ({how})"
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             return "its bytes do not match the manifest's SHA-256 (damaged)"
         try:
@@ -101,6 +117,55 @@ class Manifest:
         return whole, bad
 
 
+@dataclass
+class Verdict:
+    """What ``sweep verify`` found: parts checked, damaged or foreign ones (always a failure),
+    what the sweep lacks against its plan (a failure unless partial is accepted), and files
+    that are not the sweep's (named, not a failure)."""
+
+    checked: int
+    problems: list[tuple[str, str]]
+    incomplete: list[str]
+    strangers: list[str]
+
+    def lines(self, directory: str, partial_ok: bool = False) -> list[str]:
+        """What ``sweep verify`` prints: each problem, what is missing, then the count."""
+        out = [f"{rel}: {problem}" for rel, problem in self.problems]
+        out += [f"incomplete: {line}" for line in self.incomplete]
+        if self.strangers:
+            out.append(f"not the sweep's (not read): {', '.join(self.strangers)}")
+        if self.incomplete:
+            accepted = (
+                "accepted (--partial-ok)" if partial_ok else "exit 1 (--partial-ok accepts it)"
+            )
+            out.append(f"the sweep is incomplete: {accepted}")
+        n = len(self.problems)
+        out.append(f"{self.checked} part files checked, {n} problem{'s' * (n != 1)} in {directory}")
+        return out
+
+    def exit_code(self, partial_ok: bool = False) -> int:
+        """1 for a bad part, or an incomplete sweep unless ``partial_ok``; else 0."""
+        return 1 if self.problems or (self.incomplete and not partial_ok) else 0
+
+
+def verify_sweep(url: str) -> Verdict:
+    """The parts checked against the manifest, and the whole ones against the plan and the
+    runs in ``_sweep.json``: units never written, a run that did not finish, failed units."""
+    checked, problems = verify_dataset(url)
+    store = Store(url)
+    try:
+        meta = read_meta(url)
+    except SweepError as exc:
+        problems.append((META_FILE, str(exc).removeprefix(f"{url}/{META_FILE}: ")))
+        meta = None
+    listed = Manifest.load(store).parts
+    # A damaged part is a problem above, not a unit never written too; a foreign one is both.
+    written = {rel for rel in store.parts() if rel in listed or not listed}
+    lacking = incomplete(meta, written) if meta is not None else []
+    strangers = sorted(rel for rel in store.files() if not _ours(rel) and not _is_part(rel))
+    return Verdict(checked, problems, lacking, strangers)
+
+
 def verify_dataset(url: str) -> tuple[int, list[tuple[str, str]]]:
     """What ``sweep verify`` reports: (parts checked, [(part or file, problem)]). Reads only."""
     store = Store(url)
@@ -119,3 +184,104 @@ def verify_dataset(url: str) -> tuple[int, list[tuple[str, str]]]:
         (rel, "in the manifest but missing") for rel in sorted(manifest.parts) if rel not in on_disk
     ]
     return len(on_disk), problems
+
+
+def _is_entry(entry: object) -> bool:
+    """Whether a manifest entry has the shape :meth:`Manifest.record` writes."""
+    if not isinstance(entry, dict):
+        return False
+    counts = [entry.get("rows"), entry.get("bytes")]
+    return all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts) and (
+        isinstance(entry.get("sha256"), str)
+    )
+
+
+@dataclass
+class Trusted:
+    """What a reader may read of a results folder: the parts the manifest vouches for.
+
+    ``left_out`` holds every other part file with why; ``strangers`` the files that are not a
+    sweep's (neither a part nor one of its records); ``unchecked`` says why no part could be
+    checked (no manifest, or an unreadable one): then every part is read, with that warning.
+    """
+
+    parts: list[str]
+    left_out: dict[str, str] = field(default_factory=dict)
+    strangers: list[str] = field(default_factory=list)
+    unchecked: str | None = None
+
+    def warnings(self, most: int = 20) -> list[str]:
+        """One line per part left out (at most ``most``, then a count) and one for strangers."""
+        lines = [f"{self.unchecked}; its part files are read unchecked"] * bool(self.unchecked)
+        shown = sorted(self.left_out.items())
+        lines += [f"part {rel} left out: {why}" for rel, why in shown[:most]]
+        if len(shown) > most:
+            lines.append(f"{len(shown) - most} more part files left out (sweep verify names them)")
+        if self.strangers:
+            more = f" and {len(self.strangers) - 5} more" if len(self.strangers) > 5 else ""
+            lines.append(
+                f"{len(self.strangers)} file(s) not of the sweep, not read: "
+                f"{', '.join(self.strangers[:5])}{more}"
+            )
+        return lines
+
+
+_VOUCHED: dict[tuple, bool] = {}
+"""(path, size, mtime, SHA-256 expected) of local parts already hashed in this process."""
+
+
+def trusted_parts(store: Store, read: Callable[[str], bool] | None = None) -> Trusted:
+    """The part files a reader may believe: each in ``_manifest.json`` with its size and (for a
+    local folder, where reading is cheap, and a part ``read`` says will be read) its SHA-256;
+    a remote part is held to its size. Reads only; called by every reader
+    (:mod:`sweep.read.engine`)."""
+    files = store.files()
+    parts = sorted(rel for rel in files if PartKey.parse(rel) is not None)
+    strangers = sorted(rel for rel in files if not _is_part(rel) and not _ours(rel))
+    manifest = Manifest.load(store)
+    if not parts:
+        return Trusted([], strangers=strangers)
+    if manifest.problem or MANIFEST_FILE not in files:
+        why = manifest.problem or f"no {MANIFEST_FILE}"
+        return Trusted(parts, strangers=strangers, unchecked=why)
+    trusted, left_out = [], {}
+    for rel in parts:
+        reason = _vouch(store, manifest, rel, files[rel], read is None or read(rel))
+        if reason is None:
+            trusted.append(rel)
+        else:
+            left_out[rel] = reason
+    return Trusted(trusted, left_out, strangers)
+
+
+def _is_part(rel: str) -> bool:
+    return PartKey.parse(rel) is not None
+
+
+def _ours(rel: str) -> bool:
+    base = posixpath.basename(rel)
+    top = "/" not in rel and (base in OWN_FILES or base in PLACEHOLDERS)
+    return top or base in PLACEHOLDERS or is_temporary(rel)
+
+
+def _vouch(store: Store, manifest: Manifest, rel: str, size: int, hashed: bool) -> str | None:
+    """Why ``rel`` is not the part the manifest lists, or None (``hashed``: its bytes too)."""
+    entry = manifest.parts.get(rel)
+    if entry is None:
+        return "not in the sweep's manifest (another run's or a copied file)"
+    if size != entry.get("bytes"):
+        how = "truncated" if size < entry.get("bytes", 0) else "larger: replaced or appended to"
+        return f"{size:,} bytes, the manifest says {entry.get('bytes', 0):,} ({how})"
+    if not store.local or not hashed:
+        return None
+    path = posixpath.join(store.root, rel)
+    try:
+        key = (path, size, os.stat(path).st_mtime_ns, entry.get("sha256"))
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if key not in _VOUCHED:
+        reason = manifest.check(store, rel)
+        if reason is not None:
+            return reason
+        _VOUCHED[key] = True
+    return None

@@ -138,12 +138,13 @@ def _filesystem(url: str) -> tuple[pafs.FileSystem, str]:
         import fsspec  # lazy: fsspec only for URL stores
     except ImportError:
         raise SweepError(
-            f"output {url!r}: a URL needs fsspec (pip install 'va-sweep[dask]') and its backend"
+            f"sweep folder {url!r}: a URL needs fsspec (pip install 'va-sweep[dask]') and its"
+            " backend"
         ) from None
     try:
         fs, path = fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as exc:
-        raise SweepError(f"output {url!r}: {exc}") from None
+        raise SweepError(f"sweep folder {url!r}: {exc}") from None
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path.rstrip("/")
 
 
@@ -238,18 +239,22 @@ class Store:
         return {rel for rel in self._listing() if _is_part(rel)}
 
     def _listing(self) -> list[str]:
+        return list(self.files())
+
+    def files(self) -> dict[str, int]:
+        """Every file under the root (relative path -> size in bytes), in one listing."""
         info = self.fs.get_file_info(self.root)
         if info.type == pafs.FileType.NotFound:
-            return []
+            return {}
         if info.type != pafs.FileType.Directory:
-            raise SweepError(f"output {self.url!r}: exists and is not a directory")
+            raise SweepError(f"sweep folder {self.url!r}: exists and is not a directory")
         selector = pafs.FileSelector(self.root, recursive=True)
         root = self.root.rstrip("/") + "/"
-        return [
-            f.path[len(root) :]
+        return {
+            f.path[len(root) :]: f.size
             for f in self.fs.get_file_info(selector)
             if f.type == pafs.FileType.File
-        ]
+        }
 
     def remove_temporaries(self) -> list[str]:
         """Delete the temporary files a killed or failed run of ours left (parts, ``_sweep.json``,
@@ -375,6 +380,11 @@ def _quietly(fn, *args) -> None:
         fn(*args)
     except OSError:
         pass
+
+
+def is_temporary(rel: str) -> bool:
+    """Whether ``rel`` is a file a run writes under a temporary name (then renames)."""
+    return _is_temporary(rel)
 
 
 def _is_temporary(rel: str) -> bool:

@@ -34,7 +34,7 @@ from sweep.core.kconfig import bit_length
 
 SUMMARY_KEY = "sweep.store.summary"
 """The Parquet footer key under which a part file holds its summary (Arrow IPC, base64)."""
-FORMAT = "2"  # 2: runnable and unrunnable are group columns
+FORMAT = "3"  # 2: runnable and unrunnable are group columns; 3: mappings, cpus, kernel
 
 GROUP = {
     "memory_map": pa.string(),
@@ -42,6 +42,9 @@ GROUP = {
     "va_bits": pa.int8(),
     "layout": pa.string(),
     "block_mappings": pa.bool_(),
+    "mappings": pa.string(),
+    "cpus": pa.int16(),
+    "kernel": pa.string(),
     "overlap": pa.bool_(),
     "idmap_in_window": pa.bool_(),
     "levels": pa.int8(),
@@ -52,8 +55,11 @@ GROUP = {
 }
 """The summary's group columns: ``margin_bits`` is the bit length of the row's smallest margin
 (bucket ``k`` holds margins in ``[2^(k-1), 2^k)``; 0: the idmap page touches a mapping)."""
-DEFAULTS = {"runnable": "TRUE", "unrunnable": "''"}
-"""Group columns rows written before kernel eras lack, and what such a row means."""
+MISSING = {"runnable": True, "unrunnable": "", "mappings": "all-dram", "cpus": 0, "kernel": ""}
+"""Group columns rows written before kernel eras (runnable) or mapping sets (mappings, cpus,
+kernel) lack, and what such a row means: a runnable all-of-DRAM row."""
+DEFAULTS = {c: repr(v).upper() if isinstance(v, bool) else repr(v) for c, v in MISSING.items()}
+"""``MISSING`` as SQL literals."""
 FILTER_COLUMNS = frozenset(GROUP) - {"margin_bits"}
 """Columns a filter may name and still be answered from summaries (they are group columns)."""
 VALUES = {
@@ -115,6 +121,7 @@ _SQL_TYPES = {
     pa.string(): "VARCHAR",
     pa.int32(): "INTEGER",
     pa.int8(): "TINYINT",
+    pa.int16(): "SMALLINT",
     pa.bool_(): "BOOLEAN",
 }
 
@@ -192,11 +199,12 @@ def _group_keys(table: pa.Table) -> tuple[dict[str, np.ndarray], dict[str, pa.Ar
     for column in GROUP:
         if column == "margin_bits":
             continue
-        if column not in table.column_names:  # rows from before kernel eras (DEFAULTS)
-            runnable = column == "runnable"
-            group[column] = np.full(n, runnable) if runnable else np.zeros(n, np.int32)
-            if not runnable:
-                names[column] = pa.array([""])
+        if column not in table.column_names:  # rows from before kernel eras (MISSING)
+            value = MISSING[column]
+            if isinstance(value, str):
+                group[column], names[column] = np.zeros(n, np.int32), pa.array([value])
+            else:
+                group[column] = np.full(n, value)
         elif pa.types.is_integer(GROUP[column]) or GROUP[column] == pa.bool_():
             group[column] = _numpy(table[column])
         else:  # names: their dictionary codes group, the dictionary names them
