@@ -136,3 +136,43 @@ def test_errors(runs, tmp_path):
     cli = CliRunner().invoke(main, ["diff", str(runs["linux-4.8"]), str(tmp_path / "none")])
     assert cli.exit_code == 2 and "no such directory" in cli.output
     assert "Traceback" not in cli.output
+
+
+def test_parts_with_equal_bytes_are_not_joined_and_a_changed_part_is(runs, tmp_path):
+    """Issue 23: a run against its copy reads no part again (equal SHA-256 in both manifests);
+    one part rewritten with one row changed (and its manifest entry with it) is the only part
+    joined, and the diff finds exactly that row."""
+    import hashlib
+    import json
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    a = runs["linux-4.8"]
+    same = diff(a, a)
+    manifest = json.loads((a / "_manifest.json").read_text())["parts"]
+    assert same.identical and same.notes == [
+        f"{len(manifest)} part(s) with equal SHA-256 in both runs: not read again"
+    ]
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    rel = sorted(manifest)[0]
+    table = pq.read_table(b / rel)
+    pages = table["table_pages"].to_numpy().copy()
+    pages[0] += 1
+    table = table.set_column(
+        table.schema.get_field_index("table_pages"), "table_pages", pa.array(pages)
+    )
+    pq.write_table(table, b / rel)
+    data = (b / rel).read_bytes()
+    record = json.loads((b / "_manifest.json").read_text())
+    record["parts"][rel].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (b / "_manifest.json").write_text(json.dumps(record))
+    got = diff(a, b)
+    assert got.n_changed == 1 and got.only_a == got.only_b == 0
+    assert got.notes == [
+        f"{len(manifest) - 1} part(s) with equal SHA-256 in both runs: not read again"
+    ]
+    assert got.changed["table_pages_b"].tolist() == [got.changed["table_pages_a"].iloc[0] + 1]
+    assert got.rows_a == got.rows_b == sum(e["rows"] for e in manifest.values())

@@ -21,6 +21,7 @@ from sweep.core.errors import ValidationError
 from sweep.read.diff_pages import diff_pages
 from sweep.read.engine import Results, connect, quote
 from sweep.read.results import HEX_COLUMNS, warn_if_incomplete
+from sweep.store.manifest import Manifest
 
 OUTPUT_COLUMNS = [c for c in ROW_COLUMNS if c not in INPUT_COLUMNS]
 """What is compared: every column that is not an input (section 6 and the project's extras)."""
@@ -167,12 +168,17 @@ def _diff(con, dir_a, dir_b, keys: list[str], show: int) -> Diff:
                 "--ignore idmap_pa: runs of pages are matched to single pages by idmap_pa"
             )
         return diff_pages(run_a, run_b, out, show)
+    alike, alike_rows = _alike_parts(run_a, run_b, keys)
     if "granule" in keys and "va_bits" in keys and run_a.directory and run_b.directory:
         folders = sorted(set(run_a.partitions()) | set(run_b.partitions()))
-        scans = [(run_a.folder_scan(*f), run_b.folder_scan(*f)) for f in folders]
+        scans = [(run_a.folder_scan(*f, alike), run_b.folder_scan(*f, alike)) for f in folders]
+        scans = [(a, b) for a, b in scans if a or b]
     else:
         scans = [("run_a", "run_b")]
     summaries, per_column, firsts = _join(run_a, scans, keys, compared, show)
+    if alike:  # equal bytes, equal rows: matched, none changed, counted per board
+        out.notes.append(f"{len(alike):,} part(s) with equal SHA-256 in both runs: not read again")
+        summaries.append(_alike_counts(run_a, sorted(alike)))
     summary = pd.concat(summaries).groupby("memory_map", sort=True).sum()
     columns = (
         pd.concat(per_column).groupby("memory_map").sum()[compared]
@@ -196,6 +202,27 @@ def _diff(con, dir_a, dir_b, keys: list[str], show: int) -> Diff:
     summary.columns.name = None
     out.summary = summary[(summary[["only_a", "only_b", "changed"]] > 0).any(axis=1)]
     return out
+
+
+def _alike_parts(run_a: Results, run_b: Results, keys: list[str]) -> tuple[frozenset, int]:
+    """The parts both runs hold with one SHA-256 in their manifests (the readers held each
+    part's bytes to it) and their rows: equal bytes are equal rows, which match each other and
+    no other row (a configuration is one row), so they need no join. Only when every input is a
+    key (with ``ignore``, rows of other parts could match them)."""
+    if run_a.directory is None or run_b.directory is None or set(keys) != set(INPUT_COLUMNS):
+        return frozenset(), 0
+    a, b = Manifest.load(run_a.store).parts, Manifest.load(run_b.store).parts
+    same = [rel for rel in set(run_a.parts) & set(run_b.parts)
+            if rel in a and rel in b and a[rel]["sha256"] == b[rel]["sha256"]]  # fmt: skip
+    return frozenset(same), sum(int(a[rel]["rows"]) for rel in same)
+
+
+def _alike_counts(run: Results, parts: list[str]) -> pd.DataFrame:
+    """Per board, the rows of parts equal in both runs: all matched, none changed."""
+    return run.frame(
+        "SELECT CAST(memory_map AS VARCHAR) AS memory_map, count(*) AS rows, 0 AS only_a, "
+        f"0 AS only_b, 0 AS changed FROM {run.files_scan(parts)} GROUP BY ALL"
+    )
 
 
 def _join(run: Results, scans: list, keys: list[str], compared: list[str], show: int) -> tuple:

@@ -148,10 +148,17 @@ class Results:
             return chosen
         return chosen or self.parts[:1]  # one file keeps the schema; the WHERE empties it
 
-    def folder_scan(self, granule: int, va_bits: int) -> str | None:
-        """The scan of one folder's part files, or None when the sweep has no such folder."""
+    def folder_scan(
+        self, granule: int, va_bits: int, leave_out: frozenset[str] = frozenset()
+    ) -> str | None:
+        """The scan of one folder's part files (but ``leave_out``), or None when none is left."""
         parts = self._folders({"granule": granule, "va_bits": va_bits}, empty=True)
+        parts = [rel for rel in parts if rel not in leave_out]
         return self._scan(parts) if parts else None
+
+    def files_scan(self, parts: list[str]) -> str:
+        """The scan of these part files (relative paths among ``parts``), no filter."""
+        return self._scan(parts)
 
     def _path(self, rel: str) -> str:
         root = self.store.root if self.store.local else self.store.url.rstrip("/")
