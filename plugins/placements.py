@@ -89,6 +89,10 @@ def check_random(params: Mapping) -> tuple[int, int]:
         raise ValidationError(
             f"placement.count: expected an integer 1..{MAX_ADDRESSES}, got {count!r}"
         )
+    if "seed" not in params:  # no silent default: the seed is what makes the places repeatable
+        raise ValidationError(
+            "placement.seed: missing (random needs count and seed, e.g. seed = 1)"
+        )
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
         raise ValidationError(f"placement.seed: expected an integer 0..2^64-1, got {seed!r}")
     return count, seed

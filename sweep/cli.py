@@ -7,22 +7,45 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import click
 
-from sweep.cli_kernel import kernel_profile_command, verify_boot_command
+from sweep.cli_kernel import boot_tables_command, kernel_profile_command, verify_boot_command
 from sweep.core.errors import SweepError
 from sweep.core.kconfig import GRANULE_LIST
 from sweep.core.sizes import short_size
+from sweep.core.text import printable
 
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("default")  # each warning once, whatever filters said
+                warnings.showwarning = _one_line_warning
+                return super().invoke(ctx)
         except SweepError as exc:
-            click.echo(f"sweep: error: {exc}", err=True)
+            click.echo(f"sweep: error: {printable(exc, keep=chr(10))}", err=True)
             sys.exit(2)
+        except ValueError as exc:  # int("9" * 5000) anywhere an input is read (sys.int_info)
+            if "integer string conversion" not in str(exc):
+                raise
+            click.echo(f"sweep: error: a number of more than 4300 digits: {exc}", err=True)
+            sys.exit(2)
+        except OSError as exc:  # a host that does not resolve, a store that went away
+            where = f" ({printable(exc.filename)})" if exc.filename else ""
+            click.echo(f"sweep: error: {printable(exc.strerror or exc)}{where}", err=True)
+            sys.exit(2)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning of ours (a part left out, missing units) is one line on stderr, like an
+    error; others keep Python's form."""
+    if category.__module__.startswith("sweep."):
+        click.echo(f"sweep: warning: {message}", err=True)
+    else:
+        click.echo(warnings.formatwarning(message, category, filename, lineno, line), err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,13 +65,13 @@ def plugins_command() -> None:
     for row in plugin_info():
         version = f" {row['version']}" if row["version"] else ""
         dist = f" ({row['distribution']})" if row["distribution"] else ""
-        click.echo(f"{row['name']}{version}{dist} [{row['kind']}]")
+        click.echo(printable(f"{row['name']}{version}{dist} [{row['kind']}]"))
         if row["path"]:
-            click.echo(f"    source: {row['path']}")
+            click.echo(f"    source: {printable(row['path'])}")
         if row["hooks"]:
             click.echo(f"    hooks:  {', '.join(row['hooks'])}")
         if row["error"]:
-            click.echo(f"    ERROR:  {row['error']}")
+            click.echo(f"    ERROR:  {printable(row['error'])}")
 
 
 @main.command("maps")
@@ -63,9 +86,10 @@ def maps_command(specs: tuple[str, ...]) -> None:
     maps = select_memory_maps(list(specs), catalog=reg) if specs else reg.memory_maps
     for name, memory_map in maps.items():
         family = reg.families.get(name, "file" if name not in reg.memory_maps else "")
-        click.echo(f"{name}  [{family or '-'}]  {memory_map.description}".rstrip())
+        shown = f"{name}  [{family or '-'}]  {memory_map.description}".rstrip()
+        click.echo(printable(shown))  # a name from a file reaches no terminal raw
         if memory_map.source:
-            click.echo(f"    source: {memory_map.source}")
+            click.echo(f"    source: {printable(memory_map.source)}")
         for bank in memory_map.banks:
             click.echo(f"    {bank.base:#014x}-{bank.end - 1:#014x}  {_size_text(bank.size)}")
 
@@ -139,16 +163,19 @@ def run_command(
     KEY=VALUE overrides change the config for this run: granules=4K,64K
     placement.kind=stride placement.step=2M tag.seed=7. Exits 1 listing failed units.
     """
-    from sweep.plan.config import find_default_config, load_config  # lazy: `sweep -h` stays fast
-    from sweep.run.driver import RunOptions, describe_plan, run_sweep  # lazy: `sweep -h` stays fast
+    from sweep.run.driver import RunOptions, run_sweep  # lazy: `sweep -h` stays fast
+    from sweep.run.lock import check_output  # lazy: `sweep -h` stays fast
+    from sweep.run.startup import (  # lazy: `sweep -h` stays fast
+        describe_plan,
+        describe_resume,
+        run_config,
+    )
     from sweep.run.task import make_plan  # lazy: `sweep -h` stays fast
 
+    check_output(out)  # memory://, http://, simplecache::...: refused before any work
     overrides = [a for a in args if "=" in a]
     paths = [a for a in args if "=" not in a]
-    if len(paths) > 1:
-        raise SweepError(f"run: one CONFIG expected, got {', '.join(paths)}")
-    source = paths[0] if paths else str(find_default_config())
-    config = load_config(source, overrides)
+    config, source = run_config(paths, overrides, out, resume)
     options = RunOptions(
         out=out,
         workers=workers,
@@ -162,12 +189,16 @@ def run_command(
     )
     options.check()  # a wrong option is one line, dry run or not
     if dry_run:
-        click.echo(describe_plan(make_plan(config, os.path.dirname(source) or None)))
-        return
-    _finish(run_sweep(config, options), out)
+        plan = make_plan(config, os.path.dirname(source) or None)
+        click.echo(describe_plan(plan))
+        if resume:
+            click.echo(describe_resume(plan, out))
+        sys.exit(1 if plan.failures else 0)  # "would fail" lines: the run would exit 1 too
+    runs = config.placement.get("kind") == "every-page"  # rows are runs: count the pages
+    _finish(run_sweep(config, options), out, "pages, as runs" if runs else "rows")
 
 
-def _finish(report, out: str) -> None:
+def _finish(report, out: str, rows: str = "rows") -> None:
     """Say how the run (its ``sweep.run.scheduling.RunReport``) ended, and exit as it did: 1 when
     stopped for room or a unit failed (each listed), 130 when interrupted; else return."""
     if report.status == "stopped":
@@ -180,7 +211,7 @@ def _finish(report, out: str) -> None:
         sys.exit(1)
     click.echo(
         f"sweep {report.status}: {report.units_written:,} units written "
-        f"({report.rows_written:,} rows, {report.bytes_written:,} bytes), "
+        f"({report.rows_written:,} {rows}, {report.bytes_written:,} bytes), "
         f"{report.units_skipped:,} already done, {len(report.failed)} failed, "
         f"in {report.seconds:.1f} s -> {out}",
         err=True,
@@ -198,19 +229,26 @@ def _finish(report, out: str) -> None:
 
 @main.command("verify")
 @click.argument("directory")
-def verify_command(directory: str) -> None:
-    """Check every part file of the sweep in DIRECTORY against its manifest (size, SHA-256,
-    Parquet footer, rows), writing nothing; exit 1 naming each bad part."""
-    from sweep.store.manifest import verify_dataset  # lazy: `sweep -h` stays fast
+@click.option(
+    "--partial-ok",
+    is_flag=True,
+    help="Exit 0 for a sweep that is whole but not finished (missing or failed units).",
+)
+def verify_command(directory: str, partial_ok: bool) -> None:
+    """Check the sweep in DIRECTORY, writing nothing: every part file against its manifest
+    (size, SHA-256, Parquet footer, rows), and the parts against the plan and the runs in
+    _sweep.json (units never written, failed units, a run that did not finish). Exits 1 when
+    a part is bad or, unless --partial-ok, the sweep is incomplete."""
+    from sweep.store.manifest import verify_sweep  # lazy: `sweep -h` stays fast
 
-    checked, problems = verify_dataset(directory)
-    for rel, problem in problems:
-        click.echo(f"{rel}: {problem}")
-    click.echo(f"{checked} part files checked, {len(problems)} problems in {directory}")
-    sys.exit(1 if problems else 0)
+    verdict = verify_sweep(directory)
+    click.echo("\n".join(verdict.lines(directory, partial_ok)))
+    sys.exit(verdict.exit_code(partial_ok))
 
 
 # --- results: report, explain, diff (sweep.read.results, sweep.read.report, sweep.explain) --------
+
+STRICT_HELP = "Refuse a part the manifest does not vouch for (default: leave it out, warning)."
 
 
 @main.command("report")
@@ -222,23 +260,24 @@ def verify_command(directory: str) -> None:
     type=click.Path(dir_okay=False),
     help="HTML file to write (one self-contained page).",
 )
-def report_command(directory: str, out: str) -> None:
+@click.option("--strict", is_flag=True, help=STRICT_HELP)
+def report_command(directory: str, out: str, strict: bool) -> None:
     """Write an HTML report (figures and worst cases) of the results in DIRECTORY."""
+    from sweep.read.engine import strict_reads  # lazy: `sweep -h` stays fast
     from sweep.read.report import write_report  # lazy: `sweep -h` stays fast
 
-    click.echo(f"wrote {write_report(directory, out)}")
+    with strict_reads(strict):
+        click.echo(f"wrote {write_report(directory, out)}")
 
 
 class _QueryCommand(click.Command):
     """Lists the named queries in its help, importing them (and DuckDB) only then."""
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from sweep.read.queries import QUERIES  # lazy: `sweep -h` stays fast
+        from sweep.read.queries import QUERY_HELP  # lazy: `sweep -h` stays fast
 
         with formatter.section("Named queries"):
-            formatter.write_dl(
-                [(name, (fn.__doc__ or "").split("\n")[0]) for name, fn in QUERIES.items()]
-            )
+            formatter.write_dl(list(QUERY_HELP.items()))
 
 
 @main.command("query", cls=_QueryCommand)
@@ -255,6 +294,7 @@ class _QueryCommand(click.Command):
 )
 @click.option("--raw", is_flag=True, help="Exact integers: no hex addresses, no size units.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write here (needed for parquet).")
+@click.option("--strict", is_flag=True, help=STRICT_HELP)
 def query_command(
     directory: str,
     args: tuple[str, ...],
@@ -263,16 +303,19 @@ def query_command(
     fmt: str,
     raw: bool,
     out: str | None,
+    strict: bool,
 ) -> None:
     """Answer a named query, or --sql, over the results in DIRECTORY.
 
     ARGS: [NAME] [column=value[,value]...], e.g. `sweep query results unrunnable granule=4K`
-    or `sweep query results layout=merged --sql "SELECT memory_map, count(*) FROM results
+    or `sweep query results layout=linux-6.9 --sql "SELECT memory_map, count(*) FROM results
     GROUP BY ALL"`.
     """
     from sweep.read.answers import run_query  # lazy: `sweep -h` stays fast
+    from sweep.read.engine import strict_reads  # lazy: `sweep -h` stays fast
 
-    run_query(directory, args, sql=sql, limit=limit, fmt=fmt, raw=raw, out=out)
+    with strict_reads(strict):
+        run_query(directory, args, sql=sql, limit=limit, fmt=fmt, raw=raw, out=out)
 
 
 @main.command("explain")
@@ -339,6 +382,7 @@ def diff_command(dir_a: str, dir_b: str, ignore: str, show: int) -> None:
 
 main.add_command(verify_boot_command)
 main.add_command(kernel_profile_command)
+main.add_command(boot_tables_command)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ failure, SIGHUP stops a run as Ctrl-C does, and an unrelated plugin does not blo
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -264,3 +265,21 @@ def test_resume_with_no_config_and_no_sweep_is_refused(tmp_path):
         " give the CONFIG to start one there, or the --out of the sweep to finish\n"
     )
     assert not (tmp_path / "typo").exists()
+
+
+def test_a_clean_run_leaves_no_lock_file_and_a_waiting_run_takes_the_new_one(tmp_path):
+    """Issue 21 item 8: the lock file goes with the run that held it; a sweep that opened the
+    old file while it was held locks it only once it is gone, sees that, and takes a new one."""
+    from sweep.run.lock import FolderLock
+    from sweep.store.parts import Store
+
+    out = tmp_path / "out"
+    first = FolderLock(Store(str(out))).acquire()
+    early = os.open(out / "_sweep.lock", os.O_RDWR)  # another sweep, arriving now
+    first.release()
+    assert not (out / "_sweep.lock").exists()
+    fcntl.flock(early, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the old file: free, but nameless
+    with FolderLock(Store(str(out))) as second:
+        assert second._still_named(second.fd) and not second._still_named(early)
+    os.close(early)
+    assert not (out / "_sweep.lock").exists()

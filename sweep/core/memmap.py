@@ -19,7 +19,11 @@ from sweep.core.kconfig import (  # noqa: F401 (re-exported: the model's vocabul
     levels,
     min_block_level,
 )
+from sweep.core.text import control_characters
 
+MAX_BANKS = 1 << 15
+"""Banks one memory map may hold (README, "Resource contract"): real boards have a few, and a
+row's memory and time grow with its map's banks."""
 VA_BITS_MIN, VA_BITS_MAX = 32, 52
 PA_LIMIT = 1 << 52
 """No DRAM may end above 2^52 (the largest physical address arm64 defines, with LPA/LPA2)."""
@@ -37,10 +41,20 @@ def parse_size(value: int | str, what: str = "size") -> int:
     if isinstance(value, int):
         return value
     if isinstance(value, str):
+        _check_length(value, what)
         m = _SIZE_RE.match(value)
         if m:
             return int(m.group(1).replace("_", ""), 0) * SIZE_SUFFIXES[m.group(2).upper()]
     raise ValidationError(f"{what}: expected an integer or a size string like '2G', got {value!r}")
+
+
+def _check_length(value: str, what: str) -> None:
+    """No address or size is longer than this: a longer string is refused before ``int()``
+    (which refuses more than 4,300 digits with a traceback)."""
+    if len(value) > 80:
+        raise ValidationError(
+            f"{what}: {value[:24]!r}... ({len(value):,} characters) is no address or size"
+        )
 
 
 _HEX_DIGITS = re.compile(r"^[0-9a-fA-F_]*[a-fA-F][0-9a-fA-F_]*$")
@@ -51,13 +65,16 @@ def parse_address(value: int | str, what: str = "address") -> int:
     kernel prints them (``"40eed000"``, read as hex). A string of decimal digits alone is
     ambiguous (``40000000`` in a kernel log is hex) and is refused, saying how to write it."""
     if isinstance(value, str):
+        _check_length(value, what)
         text = value.strip()
         if _HEX_DIGITS.match(text):
             return int(text.replace("_", ""), 16)
         if text.replace("_", "").isdigit() and int(text.replace("_", "")) > 9:
+            number = int(text.replace("_", ""))
             raise ValidationError(
                 f"{what}: {value!r} could be hex (as the kernel prints addresses) or decimal;"
-                f" write 0x{text} for hex, or a size such as 1G"
+                f" write 0x{text} for hex, {number:#x} for the decimal {number:,},"
+                " or a size such as 1G"
             )
     try:
         return parse_size(value, what)
@@ -117,12 +134,21 @@ class MemoryMap:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValidationError(f"memory map name: expected a non-empty string, got {name!r}")
+        if control_characters(name):  # a name is printed: it must not drive the terminal
+            raise ValidationError(
+                f"memory map name {name!r}: has control characters (escapes, newlines); rename it"
+            )
         self.name = name
         self.description = description
         self.source = source
         self.banks: list[Bank] = [_as_bank(name, i, b) for i, b in enumerate(banks)]
         if not self.banks:
             raise ValidationError(f"memory map {name!r}: has no banks")
+        if len(self.banks) > MAX_BANKS:  # each row's cost grows with its map's banks
+            raise ValidationError(
+                f"memory map {name!r}: {len(self.banks):,} banks; a map holds at most"
+                f" {MAX_BANKS:,} (merge adjacent banks, or split the map)"
+            )
         ordered = sorted(self.banks, key=lambda b: b.base)
         for prev, nxt in zip(ordered, ordered[1:], strict=False):
             if nxt.base < prev.end:

@@ -9,6 +9,7 @@ each in one line naming the file.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import sys
 import tomllib
@@ -60,13 +61,25 @@ def read_input(path: str | os.PathLike, what: str, limit: int) -> bytes:
                     f"{origin}: is {kind}, not a regular file (a {what} is read from a regular"
                     f" file, or from standard input as {STDIN})"
                 )
-        os.set_blocking(fd, True)
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return _bounded(f.read, origin, what, limit)
+        # Still non-blocking: a regular file reads as ever, while a kernel interface that waits
+        # for data (/proc/kmsg, a tty) says EAGAIN at once instead of hanging the run.
+        with os.fdopen(fd, "rb", closefd=False, buffering=0) as f:
+            return _bounded(lambda n: _read_now(f, n, origin, what), origin, what, limit)
     except OSError as exc:
         raise ValidationError(f"{origin}: cannot read: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
+
+
+def _read_now(f, n: int, origin: str, what: str) -> bytes:
+    data = f.read(n)
+    if data is None:  # EAGAIN: nothing there yet, and a file never says that
+        raise ValidationError(
+            f"{origin}: waits for data (a kernel interface or a device, not a file); a {what} is"
+            f" read from a regular file: save it first (cat {origin} > file), or pass it as"
+            f" {STDIN}"
+        )
+    return data
 
 
 def _bounded(read, origin: str, what: str, limit: int) -> bytes:
@@ -93,12 +106,38 @@ def decode_text(data: bytes, origin: str, what: str) -> str:
         raise ValidationError(f"{origin}: line {line}: not UTF-8 text, so not {what}") from None
 
 
+_SPACE = re.compile(r"\s*")
+
+
+def after_comments(text: str) -> int:
+    """Where ``text`` starts once leading whitespace and C comments (``//`` to the end of the
+    line, ``/* ... */``) are skipped: one pass, where a regular expression of comments that
+    fails backtracks without end (``"/* */" * 1000`` never returned)."""
+    i = 0
+    while True:
+        i = _SPACE.match(text, i).end()
+        if text.startswith("//", i):
+            end = text.find("\n", i)
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2) + 1
+        else:
+            return i
+        if end <= 0:
+            return len(text)
+        i = end + 1
+
+
 def load_toml(text: str, origin: str) -> dict[str, Any]:
     """``tomllib.loads``, with a syntax error or nesting too deep for the parser in one line."""
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValidationError(f"{origin}: TOML syntax error: {exc}") from None
+    except ValueError as exc:  # an integer of more than 4300 digits (sys.int_info)
+        raise ValidationError(
+            f"{origin}: a number too long to be read ({str(exc).split(';')[0]}); no address or"
+            " size of the model has more than 16 digits"
+        ) from None
     except RecursionError:  # tomllib recurses once per nested array or inline table
         raise ValidationError(
             f"{origin}: TOML nested too deeply (arrays or inline tables hundreds of levels deep)"

@@ -30,7 +30,7 @@ from sweep.core.errors import ValidationError
 from sweep.core.memmap import MAX_BANKS, PA_LIMIT, Bank, MemoryMap, parse_address, parse_size
 from sweep.formats import fdt
 from sweep.formats.bootlog import memory_node_blocks
-from sweep.formats.files import decode_text, load_toml, origin_of, read_input
+from sweep.formats.files import after_comments, decode_text, load_toml, origin_of, read_input
 from sweep.formats.memblock import merge_overlapping
 
 KINDS = ("toml", "dtb", "dts", "iomem", "bootlog")
@@ -110,7 +110,9 @@ def load_memory_map(path: str | Path) -> MemoryMap:
 _IOMEM_LINE = re.compile(r"^(\s*)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$")
 _NODE_RANGE = re.compile(r"\bnode\s+(\d+): \[mem (0x[0-9a-fA-F]+)-(0x[0-9a-fA-F]+)\]")
 _EARLY_RANGES = "Early memory node ranges"
-_TOML_HINT = re.compile(r"^\s*(\[\[?\s*banks\s*\]\]?|(name|description|source|platform)\s*=)", re.M)
+_TOML_HINT = re.compile(  # [ \t], not \s: \s* runs across blank lines from every ^ (quadratic)
+    r"^[ \t]*(\[\[?[ \t]*banks[ \t]*\]\]?|(name|description|source|platform)[ \t]*=)", re.M
+)
 
 
 def detect_kind(data: bytes) -> str | None:
@@ -121,7 +123,7 @@ def detect_kind(data: bytes) -> str | None:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if re.match(r"\A(\s*(//[^\n]*|/\*.*?\*/))*\s*/dts-v1/\s*;", text, re.S):
+    if re.compile(r"/dts-v1/\s*;").match(text, after_comments(text)):  # linear, not a regex
         return "dts"
     doc = _parsed_toml(text)  # an error: _from_toml says which, in one line
     if isinstance(doc, dict) and set(doc) & TOML_KEYS:
@@ -199,9 +201,7 @@ def _parsed_toml(text: str) -> dict | Exception:
     kind and reading it parse it once (a corpus of thousands of maps loads twice as fast).
     Callers only read the document."""
     if text.count("base") > MAX_BANKS:  # refused unparsed: 10^6 banks take a GB in tomllib
-        return ValidationError(
-            f"more than {MAX_BANKS:,} banks (base = ...); a memory map holds at most {MAX_BANKS:,}"
-        )
+        return ValidationError(f"more than {MAX_BANKS:,} banks (base = ...), the most a map holds")
     try:
         return tomllib.loads(text)
     except (ValueError, RecursionError) as exc:  # ValueError: TOML's, or 4300+ digits
@@ -321,7 +321,7 @@ def _from_dts(path: Path, origin: str, data: bytes) -> MemoryMap:
         message = run.stderr.decode("utf-8", "replace").strip().splitlines()
         first = next((m for m in message if "rror" in m), message[0] if message else "")
         hint = ""
-        if re.search(rb"^\s*#\s*include\b", data, re.M):
+        if re.search(rb"^[ \t]*#[ \t]*include\b", data, re.M):  # not \s*: quadratic
             hint = (
                 " (#include needs the C preprocessor: run cpp -nostdinc -undef -x"
                 " assembler-with-cpp first, as the kernel's Makefiles do)"

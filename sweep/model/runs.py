@@ -26,7 +26,9 @@ import numpy as np
 import pyarrow as pa
 
 from sweep.core.columns import INPUT_COLUMNS, ROW_COLUMNS, RUN_COLUMNS
-from sweep.core.memmap import MemoryMap, level_shift, min_block_level
+from sweep.core.errors import ValidationError
+from sweep.core.memmap import MAX_BANKS, MemoryMap, level_shift, min_block_level
+from sweep.model.bootrows import MAPPING_SETS as SETS
 from sweep.model.builder import CODED, build_table
 from sweep.model.layout import Layout
 
@@ -37,6 +39,11 @@ CONSTANT = [c for c in OUTPUTS if c not in AFFINE]
 MAX_ROUNDS = 64
 BATCH = 1 << 17
 """Pages the builder evaluates at once (its scratch memory stays near 130 MiB)."""
+BATCH_CELLS = 1 << 27
+"""Pages x banks the builder evaluates at once: its scratch arrays hold one element per page
+and bank (``sweep.model.banks.Banks.per_row``), so a map of many banks gets fewer pages per
+call and a worker's memory stays under about 1 GiB however many banks a map has (measured: 30k
+banks took 5.3 GB with ``BATCH`` pages a call, 0.5 GB so, in 20 s)."""
 
 
 def group_runs(
@@ -45,6 +52,7 @@ def group_runs(
     """The runs of one (memory map, granule, VA_BITS, layout, block setting), every page."""
     g = granule
     banks = memory_map.trimmed(g)
+    check_banks(memory_map.name, len(banks))
     starts = np.array([s for s, _ in banks], dtype=I64)
     ends = np.array([e for _, e in banks], dtype=I64)
     evaluate = _Evaluator(memory_map, g, va_bits, layout, blocks)
@@ -62,6 +70,16 @@ def group_runs(
         points = states.new_points(first, end, a)
         if not len(points):
             return _merge(memory_map.name, g, va_bits, layout.name, blocks, first, end, a, c)
+
+
+def check_banks(name: str, banks: int) -> None:
+    """Refuse, in one line, a map with more banks than a sweep takes (``MAX_BANKS``)."""
+    if banks > MAX_BANKS:
+        raise ValidationError(
+            f"memory map {name!r}: {banks:,} banks after trimming; a sweep takes up to"
+            f" {MAX_BANKS:,} per map (each row's cost grows with its map's banks): merge"
+            " adjacent banks or split the map"
+        )
 
 
 class _States:
@@ -160,9 +178,11 @@ class _Evaluator:
 
     def __init__(self, memory_map, granule, va_bits, layout, blocks) -> None:
         self.args = (memory_map, granule, va_bits, layout, blocks)
+        self.pages = max(1, min(BATCH, BATCH_CELLS // max(1, len(memory_map.banks))))
 
     def __call__(self, pages: np.ndarray) -> dict[str, np.ndarray]:
-        parts = [self.batch(pages[k : k + BATCH]) for k in range(0, len(pages), BATCH)]
+        step = self.pages
+        parts = [self.batch(pages[k : k + step]) for k in range(0, len(pages), step)]
         if len(parts) == 1:
             return parts[0]
         return {name: np.concatenate([p[name] for p in parts]) for name in OUTPUTS}
@@ -310,6 +330,9 @@ def _merge(name, g, va_bits, layout, blocks, first, end, a, c) -> pa.Table:
         "block_mappings": np.full(runs, bool(blocks)),
         "idmap_pa": first[head].astype(np.uint64),
         "tag_random": np.zeros(runs, dtype=np.uint64),
+        "mappings": pa.DictionaryArray.from_arrays(np.zeros(runs, np.int32), pa.array(SETS)),
+        "cpus": np.zeros(runs, dtype=np.int16),
+        "kernel": pa.DictionaryArray.from_arrays(np.zeros(runs, np.int32), pa.array([""])),
         **{col: a[col][head] for col in OUTPUTS},
         "idmap_pa_last": (end[tail] - g).astype(np.uint64),
         "pages": np.add.reduceat(pages, head) if n else np.zeros(0, I64),

@@ -12,6 +12,13 @@ writes::
     @hookimpl
     def register_memory_maps(register):
         register(MemoryMap("my-board", [(0x8000_0000, 2 << 30)]))
+
+Every call into a plugin (its import, each hook, a layout's ``compute``, a placement) goes
+through one boundary, :mod:`sweep.plan.guard`: an exception of any kind, ``SystemExit`` too, is
+reported under the plugin's name; a call has ``SWEEP_PLUGIN_TIMEOUT`` seconds (default 30); what
+a plugin prints goes to stderr. A layout's answer is checked against docs/model.md section 3
+(:mod:`sweep.model.checks`) before it becomes a row, and every registered name must be free of
+control characters.
 """
 
 from __future__ import annotations

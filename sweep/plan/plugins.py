@@ -18,12 +18,16 @@ from dataclasses import dataclass, field
 import pluggy
 
 from sweep import __version__
-from sweep.core.eras import resolve
 from sweep.core.errors import PluginError, SweepError
 from sweep.core.kconfig import GRANULE_LIST, GRANULES, granule_name
 from sweep.core.memmap import MemoryMap, check_va_bits
+from sweep.core.text import control_characters
 from sweep.model.layout import Layout
 from sweep.plan import hookspecs
+from sweep.plan.checked import CheckedCall, CheckedLayout, CheckedPlacement, Layouts
+from sweep.plan.guard import forget_stalled
+from sweep.plan.guard import guarded as _guarded
+from sweep.plan.guard import reason as _reason
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +47,6 @@ ENV_STRICT = "SWEEP_STRICT_PLUGINS"
 
 pm = pluggy.PluginManager("sweep")
 pm.add_hookspecs(hookspecs)
-
-
-class Layouts(dict):
-    """Registered layouts by name; a kernel era's old layout name (``merged``, ``tagged``, ...)
-    still finds it for one release (``sweep.core.eras.ALIASES``), but is never listed."""
-
-    def __missing__(self, name: str) -> Layout:
-        if isinstance(name, str) and resolve(name) != name and resolve(name) in self:
-            return self[resolve(name)]
-        raise KeyError(name)
-
-    def __contains__(self, name: object) -> bool:
-        return dict.__contains__(self, name) or (
-            isinstance(name, str) and dict.__contains__(self, resolve(name))
-        )
-
-    def get(self, name, default=None):
-        return self[name] if name in self else default
 
 
 @dataclass
@@ -152,14 +138,13 @@ def load_plugins() -> None:
         if not _is_wanted(module_name, wanted):
             continue
         found.update((module_name, module_name.rpartition(".")[2]))
-        try:
-            module = importlib.import_module(module_name)
-            if pm.get_plugin(module_name) is None:
-                pm.register(module, name=module_name)
-                _auto_loaded.add(module_name)
-        except Exception as exc:  # a broken built-in should not hide the others
-            errors[module_name] = f"{type(exc).__name__}: {exc}"
+        module, failure = _guarded(module_name, "import", importlib.import_module, module_name)
+        if failure is not None:  # a broken built-in should not hide the others
+            errors[module_name] = _reason(failure)
             continue
+        if pm.get_plugin(module_name) is None:
+            pm.register(module, name=module_name)
+            _auto_loaded.add(module_name)
         _sources[module_name] = PluginSource(
             "built-in", _sweep_version(), getattr(module, "__file__", "") or ""
         )
@@ -170,13 +155,13 @@ def load_plugins() -> None:
         if pm.get_plugin(ep.name) is not None:
             continue
         dist = getattr(ep, "dist", None)
-        try:
-            plugin = ep.load()
-            pm.register(plugin, name=ep.name)
-            _auto_loaded.add(ep.name)
-        except Exception as exc:  # pluggy's own loader stops at the first failure
-            errors[ep.name] = f"{type(exc).__name__}: {exc} (entry point {ep.value})"
+        plugin, failure = _guarded(ep.name, "import", ep.load)
+        if failure is None:
+            _, failure = _guarded(ep.name, "import", pm.register, plugin, name=ep.name)
+        if failure is not None:  # pluggy's own loader stops at the first failure
+            errors[ep.name] = f"{_reason(failure)} (entry point {ep.value})"
             continue
+        _auto_loaded.add(ep.name)
         _sources[ep.name] = PluginSource(
             "entry point",
             dist.version if dist is not None else "",
@@ -266,8 +251,9 @@ def reset(keep_exactly: bool = False) -> None:
     global _registry, _loaded, _exactly
     _registry = None
     _loaded = False
-    if not keep_exactly:
+    if not keep_exactly:  # a worker loading its sweep's plugins keeps what hung in its parent
         _exactly = None
+        forget_stalled()
     _load_errors.clear()
 
 
@@ -288,9 +274,9 @@ def registry() -> Registry:
         )
         for impl in impls:
             name = impl.plugin_name
-            try:
-                impl.function(register=lambda *a, _c=collect, _n=name, **k: _c(reg, _n, *a, **k))
-            except Exception as exc:
+            register = lambda *a, _c=collect, _n=name, **k: _c(reg, _n, *a, **k)  # noqa: E731
+            _, exc = _guarded(name, f"the hook {hook_name}", impl.function, register=register)
+            if exc is not None:
                 reason = str(exc) if isinstance(exc, PluginError) else f"{hook_name}: {exc}"
                 reg.errors[name] = reason
                 _report(name, reason)
@@ -338,6 +324,7 @@ def _add_memory_map(
     if not isinstance(memory_map, MemoryMap):
         raise _bad(plugin, "register_memory_maps", f"expected a MemoryMap, got {memory_map!r}")
     name = memory_map.name
+    _check_name(plugin, "register_memory_maps", "memory map", name)
     _claim(reg, plugin, "register_memory_maps", "map", name, f"memory map {name!r}")
     reg.memory_maps[name] = memory_map
     if family:
@@ -352,8 +339,10 @@ def _add_layout(reg: Registry, plugin: str, layout: Layout) -> None:
             f"{layout!r} must have name, source (its kernel source), description, "
             "memstart_align() and compute()",
         )
+    _check_name(plugin, "register_layouts", "layout", layout.name)
     _claim(reg, plugin, "register_layouts", "layout", layout.name, f"layout {layout.name!r}")
-    reg.layouts[layout.name] = layout
+    builtin = plugin in _BUILTIN_ORDER  # the project's own, held to the reference by the tests
+    reg.layouts[layout.name] = layout if builtin else CheckedLayout(layout, plugin)
 
 
 def _add_placement(
@@ -365,10 +354,21 @@ def _add_placement(
             "register_placements",
             "expected register(kind: str, fn: callable, check: callable = None)",
         )
+    _check_name(plugin, "register_placements", "placement", kind)
     _claim(reg, plugin, "register_placements", "placement", kind, f"placement {kind!r}")
+    if plugin not in _BUILTIN_ORDER:
+        fn = CheckedPlacement(fn, plugin, f"placement {kind!r}")
+        check = check and CheckedCall(check, plugin, f"placement {kind!r} check")
     reg.placements[kind] = fn
     if check is not None:
         reg.placement_checks[kind] = check
+
+
+def _check_name(plugin: str, hook: str, kind: str, name: object) -> None:
+    """A name is printed and typed: a non-empty string with no control character."""
+    if not isinstance(name, str) or not name or control_characters(name):
+        raise _bad(plugin, hook, f"{kind} name {name!r}: needs a non-empty name with no control "
+                   "characters (they would reach the terminal)")  # fmt: skip
 
 
 _COLLECTORS = {

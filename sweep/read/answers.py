@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sweep.core.errors import ValidationError
+from sweep.core.text import printable
 from sweep.read.engine import Results
 from sweep.read.queries import QUERIES
 from sweep.read.results import for_people, parse_filters, problems
@@ -108,5 +109,5 @@ def run_query(
     if out:
         Path(out).write_text(text + "\n")
     else:
-        click.echo(text)
+        click.echo(printable(text, keep="\n"))  # names from older datasets: escaped
     sys.stdout.flush()

@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 
 from sweep.core.columns import ROW_COLUMNS
+from sweep.core.env import env_duckdb_memory
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import granule_name, parse_granule
 from sweep.read.trust import STRICT, ResultsWarning, check_columns, strict_reads, trusted
@@ -34,7 +35,8 @@ from sweep.store import summary
 from sweep.store.parts import PartKey, Store
 from sweep.store.summary import FILTER_COLUMNS
 
-MEMORY_LIMIT = os.environ.get("SWEEP_MEMORY_LIMIT", "1GB")
+MEMORY_LIMIT = "1GB"
+"""DuckDB's memory limit unless ``SWEEP_MEMORY_LIMIT`` says otherwise (read at each connect)."""
 """DuckDB's memory limit for every reader (it spills to a temporary folder beyond it)."""
 
 FOLDER_KEYS = ("granule", "va_bits")
@@ -358,7 +360,8 @@ def connect() -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the readers' memory limit."""
     # Spilled data goes to the system's temporary folder, not to ``.tmp`` in the user's cwd.
     spill = os.path.join(tempfile.gettempdir(), f"sweep-duckdb-{os.getpid()}")
-    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": spill})
+    limit = env_duckdb_memory("SWEEP_MEMORY_LIMIT", MEMORY_LIMIT)  # a bad value: one line
+    con = duckdb.connect(config={"memory_limit": limit, "temp_directory": spill})
     con.execute("SET enable_progress_bar = false")
     return con
 

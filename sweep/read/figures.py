@@ -9,7 +9,9 @@ the figure's measure and one row summarising the rest, so every image stays well
 from __future__ import annotations
 
 import base64
+import functools
 import io
+import unicodedata
 
 import matplotlib
 
@@ -18,16 +20,76 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ft2font import FT2Font  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from sweep.core.sizes import binary_scale  # noqa: E402
+from sweep.core.text import printable  # noqa: E402
 from sweep.read.queries import config_label  # noqa: E402
 
 TOP_BOARDS = 30
 """Boards drawn one by one on a board axis; the rest are one summary row."""
 MAX_PIXELS = 4000
 DPI = 90
+PANELS_PER_ROW, MAX_PANELS = 6, 36
+"""The level-count figure draws a panel per layout, six to a row, 36 at most."""
+MAX_INCHES = 36
+"""The widest a figure is drawn (at ``DPI``, under ``MAX_PIXELS``)."""
+MAX_TICKS = 16
+"""Labelled ticks on the margin histogram's axis at most (the others are unlabelled)."""
+MAX_LABEL = 40
+"""Characters of a name a figure draws; a longer one keeps its start and end around an ellipsis
+(the tables of the page show it whole), so one long name cannot shrink every figure."""
+FALLBACK_FONTS = ("Noto Sans CJK", "Source Han Sans", "WenQuanYi", "Droid Sans Fallback", "AR PL")
+"""Fonts drawing CJK names where installed (``fonts-noto-cjk``); without one, a character no
+font has is drawn as its code (``\\u677f``) rather than as an empty box with a warning."""
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+"""Names are text: ``price$\\frac{1}$board`` is drawn as written, never as mathtext."""
+
+
+@functools.cache
+def _fonts() -> tuple[list[str], frozenset[int]]:
+    """The font family to draw with (DejaVu Sans, then a CJK font if one is installed) and the
+    code points those fonts have."""
+    family, covered = ["DejaVu Sans"], set()
+    names = {f.name: f.fname for f in font_manager.fontManager.ttflist}
+    extra = [n for n in sorted(names) if n.startswith(FALLBACK_FONTS)][:1]
+    for name in family + extra:
+        try:
+            path = names.get(name) or font_manager.findfont(name, fallback_to_default=False)
+            covered.update(FT2Font(path).get_charmap())
+        except (OSError, ValueError, RuntimeError):
+            continue
+    return family + extra, frozenset(covered)
+
+
+def label(name: object) -> str:
+    """A name as a figure draws it: control characters and glyphs no font has escaped, at
+    most ``MAX_LABEL`` characters."""
+    text = printable(name)
+    covered = _fonts()[1]
+    if covered and any(ord(c) not in covered for c in text):
+        text = "".join(
+            c if ord(c) in covered or unicodedata.category(c) == "Zs" else f"\\u{ord(c):04x}"
+            for c in text
+        )
+    if len(text) > MAX_LABEL:
+        keep = MAX_LABEL - 1
+        text = text[: keep - keep // 3] + "\u2026" + text[len(text) - keep // 3 :]
+    return text
+
+
+def _plain(draw):
+    """Draw under :data:`PLAIN_TEXT` with :func:`_fonts`' family (names are never mathtext)."""
+
+    @functools.wraps(draw)
+    def drawn(*args, **kwargs):
+        with matplotlib.rc_context({**PLAIN_TEXT, "font.family": _fonts()[0]}):
+            return draw(*args, **kwargs)
+
+    return drawn
 
 
 def binary_size(nbytes: float) -> str:
@@ -76,8 +138,8 @@ def _cell_text(ax: plt.Axes, matrix: pd.DataFrame, text: pd.DataFrame, image) ->
 
 def _matrix_axes(ax: plt.Axes, matrix: pd.DataFrame, xlabel: str) -> None:
     # Centred under their columns: a label rotated with ha="right" sits half a column left.
-    ax.set_xticks(range(matrix.shape[1]), [str(c) for c in matrix.columns], ha="center")
-    ax.set_yticks(range(matrix.shape[0]), [str(r) for r in matrix.index])
+    ax.set_xticks(range(matrix.shape[1]), [label(c) for c in matrix.columns], ha="center")
+    ax.set_yticks(range(matrix.shape[0]), [label(r) for r in matrix.index])
     ax.set_xlabel(xlabel)
 
 
@@ -96,18 +158,22 @@ def _size_colorbar(fig: plt.Figure, image, ax: plt.Axes, vmin: float, vmax: floa
     bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: binary_size(v)))
 
 
+@_plain
 def table_bytes(matrices: dict[bool, pd.DataFrame]) -> tuple[str, tuple[int, int]]:
     """Heatmap: the largest HYP table size per board and granule/VA_BITS, blocks off and on;
     the boards with the largest tables first."""
     return png(table_bytes_figure(matrices))
 
 
+@_plain
 def table_bytes_figure(matrices: dict[bool, pd.DataFrame]) -> plt.Figure:
+    """The heatmaps, one per block setting, laid out so no title meets the x label above it."""
     fig, axes = plt.subplots(
         len(matrices),
         1,
         figsize=(10, sum(_height(len(top_boards(m, m.max(axis=1)))) for m in matrices.values())),
         squeeze=False,
+        layout="constrained",
     )
     for ax, (blocks, full) in zip(axes[:, 0], matrices.items(), strict=True):
         matrix = top_boards(full.astype(float), full.max(axis=1).astype(float))
@@ -126,12 +192,14 @@ def table_bytes_figure(matrices: dict[bool, pd.DataFrame]) -> plt.Figure:
     return fig
 
 
+@_plain
 def share_matrix(
     share: pd.DataFrame, counts: pd.DataFrame, title: str, xlabel: str
 ) -> tuple[str, tuple[int, int]]:
     """A matrix of overlap shares (%) with the counts in each cell, scaled to the largest
     share so that 0.5% on one board still shows against 0 elsewhere."""
-    fig, ax = plt.subplots(figsize=(2.5 + 1.3 * share.shape[1], _height(share.shape[0])))
+    width = min(2.5 + 1.3 * share.shape[1], MAX_INCHES)  # many layouts: narrower cells
+    fig, ax = plt.subplots(figsize=(width, _height(share.shape[0])))
     values = share.to_numpy(dtype=float)
     top = float(np.nanmax(values)) if values.size else 0.0
     image = ax.imshow(values, aspect="auto", cmap="Reds", vmin=0, vmax=top if top > 0 else 1.0)
@@ -147,6 +215,7 @@ def share_matrix(
     return png(fig)
 
 
+@_plain
 def overlaps_by_board(table: pd.DataFrame) -> tuple[str, tuple[int, int]]:
     """Board x layout from the ``overlaps`` query: the boards with most overlapping rows."""
     overlaps = table["overlaps"].unstack("layout")
@@ -159,6 +228,7 @@ def overlaps_by_board(table: pd.DataFrame) -> tuple[str, tuple[int, int]]:
     return share_matrix(share, top_overlaps, "rows with overlap, % (count)", "layout")
 
 
+@_plain
 def overlaps_by_config(table: pd.DataFrame) -> tuple[str, tuple[int, int]]:
     """Granule/VA_BITS x layout from the ``overlaps-by-config`` query."""
     frame = table.reset_index()
@@ -171,18 +241,29 @@ def overlaps_by_config(table: pd.DataFrame) -> tuple[str, tuple[int, int]]:
     return share_matrix(share * 100, counts, "rows with overlap, % (count)", "layout")
 
 
+@_plain
 def levels(counts: pd.DataFrame) -> tuple[str, tuple[int, int]]:
     """Per layout: rows by level count of the merged tree, for each granule/VA_BITS."""
     pairs = list(zip(counts.granule, counts.va_bits, strict=True))
     counts = counts.assign(config=[config_label(g, v) for g, v in pairs])
     order = [config_label(g, v) for g, v in sorted({(int(g), int(v)) for g, v in pairs})]
-    layouts = list(dict.fromkeys(str(x) for x in counts["layout"]))
+    every = list(dict.fromkeys(str(x) for x in counts["layout"]))
+    layouts = every[:MAX_PANELS]  # a figure of bounded size, whatever the layouts
     all_levels = sorted(counts["levels"].unique())
     colours = dict(zip(all_levels, plt.get_cmap("tab10").colors, strict=False))
+    columns = min(len(layouts), PANELS_PER_ROW)
+    rows = -(-len(layouts) // columns)
     fig, axes = plt.subplots(
-        1, len(layouts), figsize=(3.6 * len(layouts), 3.6), squeeze=False, sharey=True
+        rows,
+        columns,
+        figsize=(3.6 * columns, 3.6 * rows),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",  # a row's titles never meet the labels of the row above
     )
-    for ax, layout in zip(axes[0], layouts, strict=True):
+    for ax in axes.flat[len(layouts) :]:
+        ax.set_visible(False)
+    for ax, layout in zip(axes.flat, layouts, strict=False):
         part = (
             counts[counts["layout"].astype(str) == layout]
             .pivot_table(index="config", columns="levels", values="rows", aggfunc="sum")
@@ -194,35 +275,45 @@ def levels(counts: pd.DataFrame) -> tuple[str, tuple[int, int]]:
             ax.bar(range(len(part)), part[lv], bottom=bottom, color=colours[lv])
             bottom += part[lv].to_numpy()
         ax.set_xticks(range(len(part)), part.index, rotation=60, ha="right", fontsize=8)
-        ax.set_title(layout)
-    axes[0][0].set_ylabel("rows")
+        ax.set_title(label(layout))
+    for row in axes:
+        row[0].set_ylabel("rows")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[lv]) for lv in all_levels]
     fig.legend(
         handles,
         [f"{lv} levels" for lv in all_levels],
-        loc="upper center",
+        loc="outside lower center",
         ncol=len(all_levels),
-        bbox_to_anchor=(0.5, -0.06),
     )
-    fig.suptitle("level count of the merged HYP tree", y=1.02)
+    more = f" (the first {len(layouts)} of {len(every)} layouts)" * (len(every) > len(layouts))
+    fig.suptitle(f"level count of the merged HYP tree{more}")
     return png(fig)
 
 
+@_plain
 def margins(dist: pd.DataFrame) -> tuple[str, tuple[int, int]]:
     """Per layout: how far the idmap page is from the nearest runtime mapping (log2 buckets)."""
+    return png(margins_figure(dist))
+
+
+@_plain
+def margins_figure(dist: pd.DataFrame) -> plt.Figure:
+    """The margin histogram; at most ``MAX_TICKS`` labelled ticks, so labels never meet."""
     fig, ax = plt.subplots(figsize=(9, 3.8))
     layouts = list(dict.fromkeys(dist["layout"]))
     width = 0.8 / max(1, len(layouts))
     for i, layout in enumerate(layouts):
         part = dist[dist["layout"] == layout]
         offset = (i - (len(layouts) - 1) / 2) * width
-        ax.bar(part["margin_bits"] + offset, part["rows"], width=width, label=str(layout))
+        ax.bar(part["margin_bits"] + offset, part["rows"], width=width, label=label(layout))
     ticks = sorted(dist["margin_bits"].unique())
     labels = dist.drop_duplicates("margin_bits").set_index("margin_bits")["from"]
-    ax.set_xticks(ticks, [labels[t] for t in ticks], rotation=60, fontsize=8)
+    shown = ticks[:: max(1, -(-len(ticks) // MAX_TICKS))]  # at most MAX_TICKS: none meet
+    ax.set_xticks(shown, [labels[t] for t in shown], rotation=90, fontsize=8)
+    ax.set_xticks(ticks, minor=True)
     ax.set_yscale("log")
     ax.set_xlabel("margin at least (0: idmap touches or overlaps a runtime mapping)")
     ax.set_ylabel("rows")
     ax.legend(fontsize=8)
     ax.set_title("margin between the idmap page and the runtime mappings")
-    return png(fig)
+    return fig

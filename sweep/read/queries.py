@@ -11,6 +11,7 @@ is ``min(margin, margin_last)``.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -269,15 +270,14 @@ def worst_configurations(data: Source, n: int = 20) -> pd.DataFrame:
 
 def explain_command(row: pd.Series | dict) -> str:
     """The ``sweep explain`` line that shows one configuration's tables."""
-    blocks = "--blocks" if row["block_mappings"] else "--no-blocks"
-    line = (
-        f"sweep explain --map {row['memory_map']} --granule {granule_name(int(row['granule']))} "
-        f"--va-bits {int(row['va_bits'])} --layout {row['layout']} {blocks} "
-        f"--idmap {int(row['idmap_from']):#x}"
-    )
+    args = ["sweep", "explain", "--map", str(row["memory_map"])]
+    args += ["--granule", granule_name(int(row["granule"])), "--va-bits", str(int(row["va_bits"]))]
+    args += ["--layout", str(row["layout"])]
+    args += ["--blocks" if row["block_mappings"] else "--no-blocks"]
+    args += ["--idmap", f"{int(row['idmap_from']):#x}"]
     if int(row.get("tag_random", 0)):
-        line += f" --tag-random {int(row['tag_random']):#x}"
-    return line
+        args += ["--tag-random", f"{int(row['tag_random']):#x}"]
+    return shlex.join(args)  # a board's name is quoted: the line is pasted into a shell
 
 
 def boards(data: Source) -> pd.DataFrame:

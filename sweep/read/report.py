@@ -9,6 +9,8 @@ attach to a bug); the only script is a few lines that sort the per-board table.
 from __future__ import annotations
 
 import html
+import os
+import shlex
 import time
 from datetime import datetime
 from pathlib import Path
@@ -59,14 +61,26 @@ def _e(text: object) -> str:
     return html.escape(str(text))
 
 
-def _duration(meta: dict) -> str:
+def _seconds(record: object) -> float | None:
+    """A run's seconds from its ``started`` and ``finished`` times, or None if not recorded."""
     try:
-        start = datetime.fromisoformat(meta["started"])
-        end = datetime.fromisoformat(meta["finished"])
-    except (KeyError, TypeError, ValueError):
+        start = datetime.fromisoformat(record["started"])
+        end = datetime.fromisoformat(record["finished"])
+        return max(0.0, (end - start).total_seconds())
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+
+
+def _duration(meta: dict) -> str:
+    """The time the sweep's runs took, added up: a resume's idle gap is not run time."""
+    runs = [_seconds(run) for run in meta.get("runs") or [] if isinstance(run, dict)]
+    total = _seconds(meta)
+    if total is None:
         return "not recorded"
-    seconds = (end - start).total_seconds()
-    return f"{seconds:,.1f} s ({meta['started']} to {meta['finished']})"
+    span = f"{meta['started']} to {meta['finished']}"
+    if len(runs) < 2 or None in runs:
+        return f"{total:,.1f} s ({span})"
+    return f"{sum(runs):,.1f} s in {len(runs)} runs ({span})"
 
 
 def _placement(config: dict) -> str:
@@ -75,11 +89,21 @@ def _placement(config: dict) -> str:
 
 
 def _versions(meta: dict) -> str:
-    package = meta.get("package") or {}
+    """``va-sweep 0.1.0; pyarrow 21.0.0; algorithm 3; plugins: x 1.2``: one line for people."""
+    package = meta.get("package") if isinstance(meta.get("package"), dict) else {}
     versions = [f"{package.get('name', 'va-sweep')} {package.get('version', '?')}"]
-    versions += [f"{k} {v}" for k, v in (meta.get("versions") or {}).items()]
-    plugins = [f"{p['name']} {p['version']}" for p in meta.get("plugins") or [] if p.get("version")]
-    return "; ".join(versions) + (f"; plugins: {', '.join(plugins)}" if plugins else "")
+    recorded = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
+    plugins = {}
+    for key, value in recorded.items():
+        if key == "plugins" and isinstance(value, dict):
+            plugins.update(value)
+        elif key != "package" and not isinstance(value, (dict, list)):
+            versions.append(f"{key} {value}")
+    for p in meta.get("plugins") if isinstance(meta.get("plugins"), list) else []:
+        if isinstance(p, dict) and p.get("version"):
+            plugins.setdefault(p.get("name"), p["version"])
+    shown = [f"{name} {version}" for name, version in plugins.items() if version]
+    return "; ".join(versions) + (f"; plugins: {', '.join(shown)}" if shown else "")
 
 
 def _granule(value: object) -> str:
@@ -121,12 +145,24 @@ def _worst_table(worst: pd.DataFrame) -> str:
     body = table.split("<tbody>", 1)[1]
     rows = body.split("</tr>")[:-1]
     span = len(worst.columns)
-    lines = [queries.explain_command(r) for _, r in worst.iterrows()]
+    lines = [explain_line(r) for _, r in worst.iterrows()]
     joined = "".join(
         f'{row}</tr><tr class="explain"><td colspan="{span}"><code>{_e(line)}</code></td></tr>'
         for row, line in zip(rows, lines, strict=True)
     )
     return table.split("<tbody>", 1)[0] + f"<tbody>{joined}</tbody></table>"
+
+
+def explain_line(row: pd.Series) -> str:
+    """The ``sweep explain`` command of one row, every argument shell-quoted (``shlex.join``,
+    as git quotes what it prints), so pasting it runs ``sweep`` and nothing a name says."""
+    args = ["sweep", "explain", "--map", str(row["memory_map"])]
+    args += ["--granule", granule_name(int(row["granule"])), "--va-bits", str(int(row["va_bits"]))]
+    args += ["--layout", str(row["layout"]), "--blocks" if row["block_mappings"] else "--no-blocks"]
+    args += ["--idmap", f"{int(row['idmap_from']):#x}"]
+    if int(row.get("tag_random", 0)):
+        args += ["--tag-random", f"{int(row['tag_random']):#x}"]
+    return shlex.join(args)
 
 
 def _html_table(frame: pd.DataFrame, sortable: bool = False) -> str:
@@ -260,7 +296,10 @@ def write_report(directory: str | Path, out: str | Path) -> Path:
     page = render(directory)
     partial = out.with_name(f".{out.name}.partial")
     try:
-        partial.write_text(page, encoding="utf-8")
+        partial.unlink(missing_ok=True)  # a link left there: removed, its target untouched
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(partial, flags, 0o644), "w", encoding="utf-8") as f:
+            f.write(page)
         partial.replace(out)
     except OSError as exc:
         partial.unlink(missing_ok=True)

@@ -10,7 +10,6 @@ A result directory holds the store's part files (``granule-*/va_bits-*/part-*.pa
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from collections.abc import Iterable, Sequence
@@ -21,6 +20,7 @@ import pyarrow as pa
 
 from sweep.core.columns import HEX_COLUMNS as SCHEMA_HEX_COLUMNS
 from sweep.core.columns import ROW_COLUMNS, RUN_HEX_COLUMNS, row_bytes
+from sweep.core.env import env_bytes
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import granule_name, parse_address, parse_granule
 from sweep.core.sizes import human_size
@@ -49,7 +49,8 @@ from sweep.read.queries import (  # noqa: F401 - the named queries are part of t
 from sweep.store.parts import Store
 from sweep.store.record import incomplete, read_meta
 
-LOAD_WARN_BYTES = int(os.environ.get("SWEEP_LOAD_WARN_BYTES", 2 << 30))
+LOAD_WARN_BYTES = 2 << 30
+"""``load`` warns above this many bytes unless ``SWEEP_LOAD_WARN_BYTES`` says otherwise."""
 """``load`` warns before building a DataFrame larger than this (the named queries do not)."""
 
 CATEGORY_COLUMNS = tuple(c for c, t in ROW_COLUMNS.items() if t == "category")
@@ -143,7 +144,11 @@ def load(
             columns += [c for c in data.columns if c not in ROW_COLUMNS]
         rows = data._rows("SELECT count(*) FROM results")[0][0]
         size = rows * row_bytes(columns)
-        limit = LOAD_WARN_BYTES if warn_above is None else warn_above
+        limit = (
+            env_bytes("SWEEP_LOAD_WARN_BYTES", LOAD_WARN_BYTES)
+            if warn_above is None
+            else warn_above
+        )
         if size > limit:
             warnings.warn(
                 f"results.load: {rows:,} rows x {len(columns)} columns is about "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import threading
 import time
@@ -305,7 +306,8 @@ def _check_existing(store: Store, plan: Plan, options: RunOptions) -> dict | Non
     if difference:
         raise SweepError(
             f"--resume: {store.url} holds a sweep of another config: {'; '.join(difference)}; "
-            f"`sweep run --out {store.url} --resume` (no CONFIG) resumes it as it was started"
+            f"`sweep run --out {shlex.quote(str(store.url))} --resume` (no CONFIG) resumes it as "
+            "it was started"
         )
     difference = config_difference(previous.get("plan", {}), plan.fingerprint())
     if difference:

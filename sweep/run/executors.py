@@ -16,12 +16,14 @@ import gc
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import time
 from collections.abc import Iterable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from sweep.core.env import env_bytes
 from sweep.core.errors import SweepError
 from sweep.plan import plugins
 from sweep.run.lock import close_inherited
@@ -173,15 +175,31 @@ STOP_GRACE = 5.0
 
 def _init_pool_worker(plan: Plan, store: Store) -> None:
     """A forked pool worker: SIGTERM kills it (the driver's handler, inherited by a pool forked
-    mid-run, would turn it into KeyboardInterrupt and keep it alive, blocked), Ctrl-C is left to
-    the driver (which lets running units finish), it holds no copy of the folder's lock, logs
-    to ``_sweep.log`` alone, and dies with the driver."""
+    mid-run, would turn it into KeyboardInterrupt and keep it alive, blocked), Ctrl-C and SIGHUP
+    are left to the driver (which lets running units finish), it holds no copy of the folder's
+    lock, logs to ``_sweep.log`` alone, and dies with the driver."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a hangup is the driver's, as Ctrl-C is
     close_inherited()
     worker_logging()
     _die_with_parent()
+    limit_memory()
     init_worker(plan, store, ignore_sigint=True)
+
+
+ENV_WORKER_MEMORY = "SWEEP_WORKER_MEMORY"
+"""Bytes of data a pool worker may map (``4G``): past it an allocation fails with MemoryError
+and the unit fails, naming it, instead of the OS killing processes. Unset: no limit."""
+
+
+def limit_memory() -> None:
+    """``RLIMIT_DATA`` of this worker from :data:`ENV_WORKER_MEMORY`, if set."""
+    limit = env_bytes(ENV_WORKER_MEMORY, 0)
+    if limit:
+        resource.setrlimit(
+            resource.RLIMIT_DATA, (limit, resource.getrlimit(resource.RLIMIT_DATA)[1])
+        )
 
 
 def _die_with_parent() -> None:
@@ -207,6 +225,7 @@ class ProcessExecutor:
     restart_on_kill = True
 
     def __init__(self, plan: Plan, store: Store, workers: int) -> None:
+        env_bytes(ENV_WORKER_MEMORY, 0)  # a bad value: one line here, not a broken pool
         self.plan, self.store, self.workers = plan, store, workers
         self.context = multiprocessing.get_context("fork")
         self.pool: cf.ProcessPoolExecutor | None = None

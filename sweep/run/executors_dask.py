@@ -141,8 +141,12 @@ class DaskExecutor:
             except (OSError, TimeoutError) as exc:
                 raise SweepError(f"--scheduler {scheduler}: cannot connect: {exc}") from None
         else:
-            self.cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=None
+            self.cluster = LocalCluster(  # its workers' own logs: only what is critical, since
+                n_workers=workers,  # the driver reports every failure and loss itself, and
+                threads_per_worker=1,  # a worker still beating as the scheduler closes at the
+                processes=processes,  # end printed "Failed to communicate with scheduler
+                dashboard_address=None,  # during heartbeat" tracebacks (issue 21)
+                silence_logs=logging.CRITICAL,
             )
             self.client = Client(self.cluster)
         try:
@@ -227,6 +231,8 @@ class DaskExecutor:
         """Dask replaces dead workers itself."""
 
     def shutdown(self, abandon: bool = False) -> None:
-        self.client.close()
+        """The local cluster is closed before the client: its workers stop before its
+        scheduler (``SpecCluster.close``), so none beats against a closed scheduler."""
         if self.cluster is not None:
             self.cluster.close()
+        self.client.close()

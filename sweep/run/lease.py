@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sweep.core.errors import SweepError
+from sweep.core.text import printable
 from sweep.store.parts import LOCK_FILE as LEASE_FILE
 
 log = logging.getLogger("sweep.run.lease")
@@ -33,6 +34,8 @@ log = logging.getLogger("sweep.run.lease")
 LEASE_SECONDS = 120.0
 """How long a lease lasts without renewal: a crashed run's URL is free again after this."""
 RENEW_SECONDS = 30.0
+MAX_AHEAD_SECONDS = 86400.0
+"""A lease that claims to last longer than this was not written by a run: it is stale."""
 SETTLE_SECONDS = 1.0
 """After taking over a stale lease, wait this long and read it back (two takers race)."""
 
@@ -204,9 +207,13 @@ def stale(holder: dict | object, now: float | None = None) -> str | None:
     now = time.time() if now is None else now
     try:
         expires = float(holder["expires"])
-        host, pid = str(holder["host"]), int(holder["pid"])
-    except (KeyError, TypeError, ValueError):
+        host, pid = str(holder["host"]), holder["pid"]
+        if type(pid) is not int or not 0 < pid < 1 << 31 or expires != expires:
+            raise ValueError(pid)
+    except (KeyError, TypeError, ValueError, OverflowError):
         return "it names no holder and expiry"
+    if expires - now > MAX_AHEAD_SECONDS:  # no run writes that: a damaged or forged lease
+        return f"its expiry is {expires - now:.3g} s ahead, past any lease"
     if expires < now:
         return f"it expired {now - expires:.0f} s ago"
     if host == socket.gethostname() and not _alive(pid):
@@ -227,9 +234,12 @@ def _alive(pid: int) -> bool:
 def _who(holder: dict | object) -> str:
     if not isinstance(holder, dict):
         return "holder unknown"
-    expires = holder.get("expires")
-    left = f", lease expires in {float(expires) - time.time():.0f} s" if expires else ""
-    return f"pid {holder.get('pid')} on host {holder.get('host')}{left}"
+    try:
+        left = f", lease expires in {float(holder['expires']) - time.time():.0f} s"
+    except (KeyError, TypeError, ValueError, OverflowError):
+        left = ""
+    pid, host = (printable(str(holder.get(k)))[:80] for k in ("pid", "host"))
+    return f"pid {pid} on host {host}{left}"
 
 
 def _iso(seconds: float) -> str:

@@ -10,6 +10,7 @@ quietly, never with a handler's traceback on stderr.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -147,6 +148,11 @@ class _LogFile(logging.FileHandler):
     driver reports the disk's state itself, in one line."""
 
     failed = False
+
+    def _open(self):
+        """Appends without following a link put in the log's place (``O_NOFOLLOW``)."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        return os.fdopen(os.open(self.baseFilename, flags, 0o644), "a", encoding=self.encoding)
 
     def emit(self, record: logging.LogRecord) -> None:
         if not self.failed:

@@ -121,13 +121,10 @@ class Scheduler:
                         self.in_flight.clear()
                         return "interrupted"
                     self.stopping = self.interrupted = True
-                    log.warning(
-                        "interrupted: waiting for %d running units (interrupt again to "
-                        "abandon them); every finished unit is kept",
+                    log.warning(  # one line, on the terminal and in the log alike
+                        "interrupted: waiting for %d running units (Ctrl-C again abandons "
+                        "them); every finished unit is kept",
                         len(self.in_flight),
-                    )
-                    self.bar.note(
-                        "interrupted: finishing running units; press Ctrl-C again to abandon them"
                     )
         finally:
             restore()

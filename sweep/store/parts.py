@@ -200,7 +200,8 @@ class Store:
             return
         created = _make_dirs(folder, self.root)
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+            fd = os.open(temp, flags, 0o644)  # a link made in its place mid-run is not followed
             with os.fdopen(fd, "wb") as f:
                 f.write(memoryview(data))
                 f.flush()
