@@ -339,6 +339,8 @@ def test_an_override_of_5000_digits_is_one_line():
     out = CliRunner().invoke(main, ["run", "--dry-run", "unit_rows=" + "9" * 5000])
     assert out.exit_code == 2 and "Traceback" not in out.output
     assert len(out.output.splitlines()) == 1 and out.output.startswith("sweep: error: ")
+    assert ": unit_rows: expected a positive integer" in out.output  # names the key
+    assert len(out.output) < 500 and "(5,012 characters)" in out.output  # and stays short
 
 
 @pytest.mark.parametrize("ends", [b"\r\n", b"\r\r\n"])

@@ -29,3 +29,9 @@ def printable(text: object, keep: str = "") -> str:
 def control_characters(text: str) -> bool:
     """Whether ``text`` holds a character :func:`printable` would escape."""
     return _CONTROL.search(text) is not None
+
+
+def shortened(text: str, most: int) -> str:
+    """``text``, or its first ``most`` characters and how long it was (a value of 5,000 digits
+    in an error line)."""
+    return text if len(text) <= most else f"{text[:most]}... ({len(text):,} characters)"

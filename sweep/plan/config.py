@@ -29,6 +29,7 @@ from sweep.core.memmap import (
     granule_name,
     parse_granule,
 )
+from sweep.core.text import shortened
 from sweep.formats.files import decode_text, load_toml, origin_of, read_input
 from sweep.plan.kernels import ABSENT, check_cpus, check_kernels, check_mappings
 from sweep.plan.plugins import registry
@@ -94,7 +95,7 @@ _NOT_TOML = object()
 def _toml_literal(text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except (tomllib.TOMLDecodeError, RecursionError):  # too deep for tomllib: not a literal
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError):  # too deep or too long
         return _NOT_TOML
 
 
@@ -204,14 +205,14 @@ class _Checking:
         """The config file, or the override (``override 'granules=8K'``) that set ``key``: the
         one for exactly that key, else one for a table above or a key below it."""
         if key in self.overridden:
-            return f"override {self.overridden[key]!r}"
+            return f"override {shortened(repr(self.overridden[key]), 70)}"
         for dotted, item in self.overridden.items():
             if key.startswith(dotted + ".") or dotted.startswith(key + "."):
-                return f"override {item!r}"
+                return f"override {shortened(repr(item), 70)}"
         return self.source
 
     def bad(self, key: str, rule: str) -> ValidationError:
-        return ValidationError(f"{self.origin(key)}: {key}: {rule}")
+        return ValidationError(f"{self.origin(key)}: {key}: {shortened(rule, 240)}")
 
 
 def _check_name(value: Any, c: _Checking) -> str:
