@@ -89,7 +89,7 @@ def compute(request):
 def add_plugin():
     """``add_plugin(name, plugin=None, **hooks)`` registers a plugin for one test: an object
     whose hooks are marked ``@hookimpl``, or plain hook functions by hook name (``add_plugin("x",
-    register_granules=lambda register: register(4096))``). The registry is rebuilt at once (a
+    register_layouts=lambda register: register(layout))``). The registry is rebuilt at once (a
     fork pool's workers inherit it), and every plugin added is removed after the test."""
     added = []
 

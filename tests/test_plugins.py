@@ -40,13 +40,7 @@ GiB = 1 << 30
 
 
 def test_hooks_are_the_expected_ones():
-    assert HOOKS == [
-        "register_granules",
-        "register_layouts",
-        "register_memory_maps",
-        "register_placements",
-        "register_va_bits",
-    ]
+    assert HOOKS == ["register_layouts", "register_memory_maps", "register_placements"]
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -63,25 +57,55 @@ def test_every_hook_is_documented_with_its_signature(hook):
     assert fn.__doc__ and "register(" in fn.__doc__
 
 
-def test_hook_register_granules(add_plugin):
-    assert set(sweep_plugins.registry().granules) == {4096, 16384, 65536}
-    add_plugin("odd-granule", register_granules=lambda register: register(8192))
+KCONFIG_VA_BITS = {"4K": [39, 48, 52], "16K": [36, 47, 48, 52], "64K": [42, 48, 52]}
+REMOVED = (
+    "implements {hooks}, removed from va-sweep: granules and VA_BITS choices are the"
+    " architecture's (sweep.core.kconfig); list other va_bits in the sweep config"
+)
+
+
+def test_granules_and_va_bits_are_the_architectures():
+    """No plugin registers them: arm64's three granules and Linux's VA_BITS choices per granule
+    (docs/model.md section 8) come from sweep.core.kconfig."""
     reg = sweep_plugins.registry()
-    assert reg.errors["odd-granule"] == ("register_granules: 8192 is not one of 4096, 16384, 65536")
-    assert set(reg.granules) == {4096, 16384, 65536}
+    owner = "arm64 (sweep.core.kconfig)"
+    assert reg.granules == {4096: owner, 16384: owner, 65536: owner}
+    assert reg.va_bits == {4096: [39, 48, 52], 16384: [36, 47, 48, 52], 65536: [42, 48, 52]}
+    assert sweep_plugins.kconfig_va_bits() == KCONFIG_VA_BITS
+    assert not reg.errors
 
 
-def test_hook_register_va_bits(add_plugin):
-    # docs/model.md section 8: Linux's choices per granule.
-    assert sweep_plugins.kconfig_va_bits() == {
-        "4K": [39, 48, 52],
-        "16K": [36, 47, 48, 52],
-        "64K": [42, 48, 52],
+def test_a_plugin_implementing_a_removed_hook_is_reported(add_plugin, caplog):
+    called = []
+    add_plugin("old-granules", register_granules=lambda register: called.append(register(8192)))
+    add_plugin(
+        "old-both",
+        register_granules=lambda register: called.append(register(4096)),
+        register_va_bits=lambda register: called.append(register(4096, [40])),
+    )
+    with caplog.at_level("WARNING", logger=sweep_plugins.__name__):
+        reg = sweep_plugins.registry()
+    assert reg.errors == {
+        "old-granules": REMOVED.format(hooks="register_granules"),
+        "old-both": REMOVED.format(hooks="register_granules, register_va_bits"),
     }
-    add_plugin("more-va-bits", register_va_bits=lambda register: register(4096, [40, 39]))
-    assert sweep_plugins.kconfig_va_bits()["4K"] == [39, 48, 52]  # refused: 4K has its choices
-    add_plugin("bad-va-bits", register_va_bits=lambda register: register(4096, [60]))
-    assert "va_bits: 60 is outside 32..52" in sweep_plugins.registry().errors["bad-va-bits"]
+    warned = [r.getMessage() for r in caplog.records]
+    assert f"plugin 'old-granules' skipped: {reg.errors['old-granules']}" in warned
+    assert f"plugin 'old-both' skipped: {reg.errors['old-both']}" in warned
+    assert not called  # never called: the granules and VA_BITS stay the architecture's
+    assert sweep_plugins.kconfig_va_bits() == KCONFIG_VA_BITS
+    assert set(reg.granules) == {4096, 16384, 65536}
+    info = {row["name"]: row for row in sweep_plugins.plugin_info()}
+    assert info["old-both"]["error"] == reg.errors["old-both"]
+
+
+def test_a_removed_hook_is_an_error_in_strict_mode(add_plugin, monkeypatch):
+    monkeypatch.setenv(sweep_plugins.ENV_STRICT, "1")
+    add_plugin("old-va-bits", register_va_bits=lambda register: register(4096, [40]))
+    message = "plugin 'old-va-bits': " + REMOVED.format(hooks="register_va_bits")
+    with pytest.raises(PluginError) as raised:
+        sweep_plugins.registry()
+    assert str(raised.value) == message
 
 
 def test_hook_register_memory_maps(add_plugin):
@@ -160,27 +184,24 @@ def test_hook_register_placements(add_plugin):
     assert "expected register(kind: str, fn: callable, check" in errors["bad-kind"]
 
 
-def test_va_bits_of_a_granule_no_built_in_registers(add_plugin, monkeypatch):
-    monkeypatch.setenv(sweep_plugins.ENV_PLUGINS, "layouts")  # no built-in granules plugin
-    add_plugin("own-va-bits", register_va_bits=lambda register: register(4096, [40, 39, 40]))
-    assert sweep_plugins.kconfig_va_bits() == {"4K": [39, 40]}
-    assert sweep_plugins.registry().owner[("va_bits", 4096)] == "own-va-bits"
+def test_va_bits_need_no_plugin_and_a_config_lists_any(monkeypatch):
+    monkeypatch.setenv(sweep_plugins.ENV_PLUGINS, "layouts,granules")  # granules: a removed one
+    sweep_plugins.reset()
+    reg = sweep_plugins.registry()
+    assert sweep_plugins.kconfig_va_bits() == KCONFIG_VA_BITS
+    assert reg.errors == {
+        "granules": "named in SWEEP_PLUGINS, a removed built-in: granules and VA_BITS choices are"
+        " the architecture's (sweep.core.kconfig); list other va_bits in the sweep config"
+    }
+    monkeypatch.delenv(sweep_plugins.ENV_PLUGINS)
+    sweep_plugins.reset()
+    config = validate_config({"memory_maps": ["juno"], "granules": ["4K"], "va_bits": [40, 39]})
+    assert config.va_bits == (39, 40)  # VA_BITS Kconfig has no choice of: any 32..52
+    assert validate_config({"memory_maps": ["juno"]}).va_bits == "kconfig"
 
 
 DUPLICATES = {
     # kind: (hook, what the plugin registers again, its error, how to see the built-in kept)
-    "granule": (
-        "register_granules",
-        lambda register: register(16384),
-        "register_granules: granule 16K already comes from 'sweep_plugins.granules'",
-        lambda reg: reg.granules[16384] == "sweep_plugins.granules",
-    ),
-    "va_bits": (
-        "register_va_bits",
-        lambda register: register(65536, [42]),
-        "register_va_bits: VA_BITS of granule 64K already comes from 'sweep_plugins.granules'",
-        lambda reg: reg.va_bits[65536] == [42, 48, 52],
-    ),
     "memory map": (
         "register_memory_maps",
         lambda register: register(MemoryMap("qemu-virt-1G", [(0, GiB)])),
@@ -206,7 +227,7 @@ DUPLICATES = {
 @pytest.mark.parametrize("kind", list(DUPLICATES))
 def test_a_second_registration_of_a_name_is_refused_for_every_kind(add_plugin, kind):
     """One policy (sweep.plan.plugins._claim): the built-in keeps its name, the newcomer is refused
-    and reported under its own plugin name, for granules, VA_BITS, maps, layouts, placements."""
+    and reported under its own plugin name, for maps, layouts and placements."""
     hook, again, error, kept = DUPLICATES[kind]
     add_plugin("again", **{hook: again})
     reg = sweep_plugins.registry()
@@ -446,7 +467,7 @@ def test_strict_mode_turns_a_broken_plugin_into_an_error(on_path, monkeypatch):
 
 
 def test_sweep_plugins_env_limits_what_loads(on_path, monkeypatch):
-    monkeypatch.setenv(sweep_plugins.ENV_PLUGINS, "granules,sweep_plugins.layouts,test-boards,nope")
+    monkeypatch.setenv(sweep_plugins.ENV_PLUGINS, "sweep_plugins.layouts,test-boards,nope")
     sweep_plugins.reset()
     reg = sweep_plugins.registry()
     assert set(reg.memory_maps) == {"ep-board"}

@@ -26,7 +26,6 @@ from sweep.core.memmap import (
     VA_BITS_MAX,
     VA_BITS_MIN,
     check_va_bits,
-    granule_name,
     parse_granule,
 )
 from sweep.core.text import shortened
@@ -157,7 +156,7 @@ class SweepConfig:
     memory_maps: tuple[str, ...]
     granules: tuple[int, ...]
     va_bits: str | tuple[int, ...]
-    """``"kconfig"`` (the granule plugins' Kconfig choices) or VA_BITS used at every granule."""
+    """``"kconfig"`` (Linux's choices, ``sweep.core.kconfig``) or VA_BITS used at every granule."""
     layouts: tuple[str, ...]
     block_mappings: tuple[bool, ...]
     placement: dict[str, Any]
@@ -243,8 +242,6 @@ def _check_granules(value: Any, c: _Checking) -> tuple[int, ...]:
             granule = parse_granule(item)
         except ValidationError:
             raise c.bad("granules", f"{item!r} is not one of {GRANULE_LIST}") from None
-        if granule not in c.registry.granules:
-            raise c.bad("granules", f"{granule_name(granule)} is not registered by any plugin")
         if granule not in granules:
             granules.append(granule)
     if not granules:
@@ -253,10 +250,7 @@ def _check_granules(value: Any, c: _Checking) -> tuple[int, ...]:
 
 
 def _check_va_bits(value: Any, c: _Checking) -> str | tuple[int, ...]:
-    if value is None or value == "kconfig":
-        missing = [granule_name(g) for g in c.done["granules"] if not c.registry.va_bits.get(g)]
-        if missing:
-            raise c.bad("va_bits", f"'kconfig' but no plugin registers VA_BITS for {missing[0]}")
+    if value is None or value == "kconfig":  # every granule has its choices (sweep.core.kconfig)
         return "kconfig"
     try:
         values = [check_va_bits(v) for v in _as_list(value)]
@@ -358,7 +352,7 @@ def validate_config(
 ) -> SweepConfig:
     """Check every key's type and value; the normalised config (granules as bytes etc.).
 
-    Checks that need the plugins (layout names, placement kinds, granules registered) are made
+    Checks that need the plugins (layout names, placement kinds) are made
     here too, so a typo stops the run before any file is written.
     """
 

@@ -2,10 +2,12 @@
 
 Plugins contribute many things, so each hook receives a ``register`` callback (as in llm's
 ``register_models`` and tox's ``tox_register_tox_env``): the host checks each item as it
-arrives and can name the plugin in an error. Every name (a granule, a granule's VA_BITS, a
-map, a layout, a placement kind) is registered once: built-ins go first, and a later
-registration of a taken name is refused and reported under the plugin that made it. A plugin
-writes::
+arrives and can name the plugin in an error. Every name (a map, a layout, a placement kind) is
+registered once: built-ins go first, and a later registration of a taken name is refused and
+reported under the plugin that made it. Granules and their VA_BITS choices are no hook: they are
+the architecture's (:mod:`sweep.core.kconfig`), and a plugin implementing the removed
+``register_granules`` or ``register_va_bits`` is reported (``REMOVED_HOOKS`` of
+:mod:`sweep.plan.plugins`). A plugin writes::
 
     from sweep import hookimpl
 
@@ -29,16 +31,6 @@ import pluggy
 
 hookspec = pluggy.HookspecMarker("sweep")
 hookimpl = pluggy.HookimplMarker("sweep")
-
-
-@hookspec
-def register_granules(register: Callable[[int], None]) -> None:
-    """Register translation granules, in bytes: ``register(4096)``."""
-
-
-@hookspec
-def register_va_bits(register: Callable[[int, list[int]], None]) -> None:
-    """Register the Kconfig VA_BITS choices of a granule: ``register(4096, [39, 48, 52])``."""
 
 
 @hookspec

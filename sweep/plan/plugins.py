@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import pluggy
 
 from sweep import __version__
-from sweep.core.errors import PluginError, SweepError
-from sweep.core.kconfig import GRANULE_LIST, GRANULES, granule_name
-from sweep.core.memmap import MemoryMap, check_va_bits
+from sweep.core.errors import PluginError
+from sweep.core.kconfig import GRANULES, VA_BITS_CHOICES, granule_name
+from sweep.core.memmap import MemoryMap
 from sweep.core.text import control_characters
 from sweep.model.layout import Layout
 from sweep.plan import hookspecs
@@ -32,7 +32,6 @@ from sweep.plan.guard import reason as _reason
 log = logging.getLogger(__name__)
 
 DEFAULT_PLUGINS = (
-    "sweep_plugins.granules",
     "sweep_plugins.layouts",
     "sweep_plugins.placements",
     "sweep_plugins.boards",
@@ -45,16 +44,30 @@ ENV_PLUGINS = "SWEEP_PLUGINS"
 ENV_STRICT = "SWEEP_STRICT_PLUGINS"
 """Set to 1 to turn a broken plugin into an error instead of a warning (for CI)."""
 
+_WHY_KCONFIG = (
+    "granules and VA_BITS choices are the architecture's (sweep.core.kconfig); list other"
+    " va_bits in the sweep config"
+)
+REMOVED_HOOKS = {"register_granules": _WHY_KCONFIG, "register_va_bits": _WHY_KCONFIG}
+"""Hooks va-sweep no longer calls, and why: a plugin still implementing one is reported."""
+REMOVED_PLUGINS = {"granules": _WHY_KCONFIG, "sweep_plugins.granules": _WHY_KCONFIG}
+"""Built-in plugins that are gone, and why: ``SWEEP_PLUGINS`` naming one is reported."""
+KCONFIG_OWNER = "arm64 (sweep.core.kconfig)"
+"""Who the granules and their VA_BITS choices come from, in place of a plugin name."""
+
 pm = pluggy.PluginManager("sweep")
 pm.add_hookspecs(hookspecs)
 
 
 @dataclass
 class Registry:
-    """Everything the loaded plugins registered, keyed by name, each remembering its plugin."""
+    """Everything the loaded plugins registered, keyed by name, each remembering its plugin; the
+    granules (each owned by ``KCONFIG_OWNER``) and their VA_BITS choices come from the kconfig."""
 
-    granules: dict[int, str] = field(default_factory=dict)
-    va_bits: dict[int, list[int]] = field(default_factory=dict)
+    granules: dict[int, str] = field(default_factory=lambda: dict.fromkeys(GRANULES, KCONFIG_OWNER))
+    va_bits: dict[int, list[int]] = field(
+        default_factory=lambda: {g: list(v) for g, v in VA_BITS_CHOICES.items()}
+    )
     memory_maps: dict[str, MemoryMap] = field(default_factory=dict)
     families: dict[str, str] = field(default_factory=dict)
     layouts: Layouts = field(default_factory=Layouts)
@@ -173,6 +186,8 @@ def load_plugins() -> None:
             f"named in {ENV_PLUGINS} but no built-in plugin or entry point (group"
             f" {ENTRY_POINT_GROUP!r}) has that name"
         )
+        if name in REMOVED_PLUGINS:
+            errors[name] = f"named in {ENV_PLUGINS}, a removed built-in: {REMOVED_PLUGINS[name]}"
     errors.update(_unknown_hooks())
     _load_errors.update(errors)
     for name, reason in errors.items():
@@ -180,18 +195,27 @@ def load_plugins() -> None:
 
 
 def _unknown_hooks() -> dict[str, str]:
-    """Plugins implementing a hook no hookspec names (a typo, ``register_memory_mapz``): what
-    pluggy's ``check_pending`` refuses, each named with its plugin (sweep/plan/hookspecs.py)."""
+    """Plugins implementing a hook no hookspec names (a typo, ``register_memory_mapz``, or a
+    hook in ``REMOVED_HOOKS``): what pluggy's ``check_pending`` refuses, each named with its
+    plugin, a removed hook with why (sweep/plan/hookspecs.py)."""
     found: dict[str, list[str]] = {}
     for name, caller in vars(pm.hook).items():
         if getattr(caller, "spec", True) is None:
             for impl in caller.get_hookimpls():
                 found.setdefault(impl.plugin_name, []).append(name)
     known = ", ".join(sorted(n for n, c in vars(pm.hook).items() if getattr(c, "spec", None)))
-    return {
-        plugin: f"implements no hook of va-sweep: {', '.join(sorted(hooks))} (hooks: {known})"
-        for plugin, hooks in found.items()
-    }
+    reports = {}
+    for plugin, hooks in found.items():
+        parts = []
+        unknown = sorted(h for h in hooks if h not in REMOVED_HOOKS)
+        if unknown:
+            parts.append(f"implements no hook of va-sweep: {', '.join(unknown)} (hooks: {known})")
+        removed = sorted(h for h in hooks if h in REMOVED_HOOKS)
+        for why in dict.fromkeys(REMOVED_HOOKS[h] for h in removed):  # one reason said once
+            shown = ", ".join(h for h in removed if REMOVED_HOOKS[h] == why)
+            parts.append(f"implements {shown}, removed from va-sweep: {why}")
+        reports[plugin] = "; ".join(parts)
+    return reports
 
 
 def _sweep_version() -> str:
@@ -299,25 +323,6 @@ def _claim(reg: Registry, plugin: str, hook: str, kind: str, key: object, shown:
     reg.owner[(kind, key)] = plugin
 
 
-def _add_granule(reg: Registry, plugin: str, granule: int) -> None:
-    if granule not in GRANULES:
-        raise _bad(plugin, "register_granules", f"{granule!r} is not one of 4096, 16384, 65536")
-    _claim(reg, plugin, "register_granules", "granule", granule, f"granule {granule_name(granule)}")
-    reg.granules[granule] = plugin
-
-
-def _add_va_bits(reg: Registry, plugin: str, granule: int, va_bits: list[int]) -> None:
-    if granule not in GRANULES:
-        raise _bad(plugin, "register_va_bits", f"granule {granule!r} is not one of {GRANULE_LIST}")
-    try:
-        choices = [check_va_bits(v) for v in va_bits]
-    except SweepError as exc:
-        raise _bad(plugin, "register_va_bits", str(exc)) from None
-    shown = f"VA_BITS of granule {granule_name(granule)}"
-    _claim(reg, plugin, "register_va_bits", "va_bits", granule, shown)
-    reg.va_bits[granule] = list(dict.fromkeys(choices))
-
-
 def _add_memory_map(
     reg: Registry, plugin: str, memory_map: MemoryMap, family: str | None = None
 ) -> None:
@@ -372,8 +377,6 @@ def _check_name(plugin: str, hook: str, kind: str, name: object) -> None:
 
 
 _COLLECTORS = {
-    "register_granules": _add_granule,
-    "register_va_bits": _add_va_bits,
     "register_memory_maps": _add_memory_map,
     "register_layouts": _add_layout,
     "register_placements": _add_placement,
@@ -393,5 +396,5 @@ def get_placements() -> Mapping[str, Callable]:
 
 
 def kconfig_va_bits() -> dict[str, list[int]]:
-    """Linux's VA_BITS choices per granule name, as the granule plugins registered them."""
+    """Linux's VA_BITS choices per granule name (``sweep.core.kconfig.VA_BITS_CHOICES``)."""
     return {granule_name(g): sorted(v) for g, v in sorted(registry().va_bits.items())}
