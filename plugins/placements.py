@@ -18,7 +18,7 @@ import numpy as np
 from sweep import hookimpl
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import bank_containing, granule_name, parse_address, parse_size
-from sweep.plan.placements import Progression, splitmix64_stream
+from sweep.plan.placements import RUNS, Progression, splitmix64_stream
 
 TEXT_OFFSET = 0x80000
 """Where the kernel image sat in its first bank before 5.8 (``arch/arm64/Makefile``: ``TEXT_OFFSET
@@ -150,6 +150,9 @@ def every_page(
     _checked(check_every_page, params, context, granule)
     counts = tuple((end - start) // granule for start, end in banks)
     return Progression(tuple(start for start, _ in banks), counts, granule)
+
+
+every_page.rows = RUNS  # its rows are runs of pages (sweep.plan.placements.writes_runs)
 
 
 def random_addresses(

@@ -163,6 +163,8 @@ def run_command(
     KEY=VALUE overrides change the config for this run: granules=4K,64K
     placement.kind=stride placement.step=2M tag.seed=7. Exits 1 listing failed units.
     """
+    from sweep.plan.placements import writes_runs  # lazy: `sweep -h` stays fast
+    from sweep.plan.plugins import registry  # lazy: as above
     from sweep.run.driver import RunOptions, run_sweep  # lazy: `sweep -h` stays fast
     from sweep.run.lock import check_output  # lazy: `sweep -h` stays fast
     from sweep.run.startup import (  # lazy: `sweep -h` stays fast
@@ -194,7 +196,7 @@ def run_command(
         if resume:
             click.echo(describe_resume(plan, out))
         sys.exit(1 if plan.failures else 0)  # "would fail" lines: the run would exit 1 too
-    runs = config.placement.get("kind") == "every-page"  # rows are runs: count the pages
+    runs = writes_runs(registry().placements.get(config.placement.get("kind")))
     _finish(run_sweep(config, options), out, "pages, as runs" if runs else "rows")
 
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import types
 from contextlib import contextmanager
@@ -21,6 +22,11 @@ from sweep.model.layout import LayoutBatch, LayoutResult
 from sweep.model.reference import compute_row
 from sweep.plan import plugins as sweep_plugins
 from sweep.plan.plugins import get_layouts
+
+# Ctrl-C as Python handles it, whatever the test run inherited: a shell runs a background job
+# with SIGINT ignored, and an ignored signal stays ignored in every sweep a test starts (the
+# Ctrl-C and lost-lease tests would then see no interrupt).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass(frozen=True)

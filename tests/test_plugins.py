@@ -592,3 +592,22 @@ def test_placement_cache_tells_maps_of_one_name_apart(tmp_path):
         plan = make_plan(config, str(folder))
         found.append(plan.decoder.placements_of(4096)[0].addresses.tolist())
     assert found == [[0x8008_0000], [0x4008_0000]]
+
+
+def test_runs_are_a_row_format_the_placement_declares(add_plugin):
+    """Issue 18: the plan asks a placement function whether its rows are runs of pages
+    (``rows = "runs"``), never the kind's name: every-page says so, stride does not, and a
+    plugin's function says so through the boundary's wrapper too."""
+    from sweep.plan.placements import RUNS, writes_runs
+
+    reg = sweep_plugins.registry()
+    assert writes_runs(reg.placements["every-page"])
+    assert not writes_runs(reg.placements["stride"]) and not writes_runs(None)
+
+    def all_pages(banks, granule, params, context):
+        return reg.placements["every-page"](banks, granule, params, context)
+
+    all_pages.rows = RUNS
+    add_plugin("pages-too", register_placements=lambda register: register("pages-too", all_pages))
+    wrapped = sweep_plugins.registry().placements["pages-too"]
+    assert wrapped is not all_pages and writes_runs(wrapped)

@@ -170,6 +170,17 @@ class StridedPlacements(Placements):
         return address.view(np.uint64)
 
 
+RUNS = "runs"
+"""A placement function's ``rows`` attribute that says: the sweep writes runs of pages with equal
+outputs (``sweep.model.runs``), not a row per address (every page of the banks: every-page)."""
+
+
+def writes_runs(fn: object) -> bool:
+    """Whether a placement function's rows are runs of pages (its ``rows`` attribute, through
+    the plugin boundary's wrapper): a row format the plan reads, never a kind's name."""
+    return getattr(getattr(fn, "fn", fn), "rows", None) == RUNS
+
+
 def placements(
     memory_map: MemoryMap, granule: int, kind: str, fn: Callable, params: Mapping[str, Any]
 ) -> Placements:

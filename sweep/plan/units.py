@@ -13,7 +13,8 @@ one-row files, and a worker computes a unit's inputs from its range by arithmeti
 config and the plugins, so unit ``k`` of a partition is the same unit in every run: that is what
 ``--resume`` relies on (with :data:`ALGORITHM_VERSION`).
 
-``placement.kind = "every-page"`` writes runs of pages instead of rows
+A placement whose function says its rows are runs (``rows = "runs"``, as every-page's does:
+:func:`sweep.plan.placements.writes_runs`) is written as runs of pages instead of rows
 (:mod:`sweep.model.runs`); its units hold whole memory maps, so that no run is cut.
 """
 
@@ -34,7 +35,7 @@ from sweep.plan.combos import Combos, plan_combos
 from sweep.plan.config import SweepConfig
 from sweep.plan.decode import UnitDecoder
 from sweep.plan.memory_maps import select_memory_maps
-from sweep.plan.placements import ListedPlacements, Placements, placements
+from sweep.plan.placements import ListedPlacements, Placements, placements, writes_runs
 from sweep.plan.plugins import pm, registry
 from sweep.store.parts import PartKey
 
@@ -43,7 +44,6 @@ ALGORITHM_VERSION = 2
 random placement's stream, the unit order. ``_sweep.json`` records it (``plan``), so ``--resume``
 never mixes parts of two versions. 2: units as row ranges; random placement by splitmix64."""
 
-EVERY_PAGE = "every-page"
 RUN_UNIT_FACTOR = 1024
 """An every-page unit packs whole maps until it covers ``unit_rows * RUN_UNIT_FACTOR``
 configurations (runs are far fewer rows than pages)."""
@@ -134,8 +134,9 @@ class Plan:
 
     @property
     def runs(self) -> bool:
-        """Whether rows are runs of pages (``every-page``) rather than one row per page."""
-        return self.config.placement["kind"] == EVERY_PAGE
+        """Whether rows are runs of pages (a placement whose ``rows`` are runs: every-page)
+        rather than one row per address."""
+        return writes_runs(self.placement_fn)
 
     @property
     def map_list(self) -> list[MemoryMap]:
@@ -242,9 +243,11 @@ def make_plan(config: SweepConfig, base_dir: str | None = None) -> Plan:
     if not maps:
         raise ValidationError(f"memory_maps: {config.memory_maps!r} selects no memory map")
     kind = config.placement["kind"]
-    if kind == EVERY_PAGE and config.tag_seed != 0:
+    fn = reg.placements[kind]
+    runs = writes_runs(fn)
+    if runs and config.tag_seed != 0:
         raise ValidationError(
-            "tag.seed: placement every-page writes runs of pages with equal outputs and needs"
+            f"tag.seed: placement {kind} writes runs of pages with equal outputs and needs"
             " seed = 0 (a random tag per page would make every page a run of its own)"
         )
     if config.va_bits == "kconfig":
@@ -252,7 +255,6 @@ def make_plan(config: SweepConfig, base_dir: str | None = None) -> Plan:
     else:
         va_bits = {g: list(config.va_bits) for g in config.granules}
     layouts = tuple(reg.layouts[name] for name in config.layouts)
-    fn = reg.placements[kind]
     counts: dict[tuple[str, int], int] = {}
     found: dict[int, list[Placements | None]] = {g: [] for g in config.granules}
     failures: list[dict] = []
@@ -276,7 +278,7 @@ def make_plan(config: SweepConfig, base_dir: str | None = None) -> Plan:
             raise first_error
         raise SweepError(failures[0]["error"])
     plugins = [name for name, _plugin in pm.list_name_plugin()]
-    kernels, combos, skipped = plan_combos(config, layouts, every_page=kind == EVERY_PAGE)
+    kernels, combos, skipped = plan_combos(config, layouts, every_page=runs)
     plan = Plan(config, maps, va_bits, counts, layouts, fn, failures, plugins, kernels, combos,
                 skipped)  # fmt: skip
     listed = sum(len(p) for ps in found.values() for p in ps if isinstance(p, ListedPlacements))

@@ -244,6 +244,8 @@ def _code(keys: list[np.ndarray]) -> np.ndarray:
     span = 1
     for key in keys:
         radix = int(key.max()) + 1
+        if radix == 1:  # all zero (one value in the part, as a unit's layout): adds nothing
+            continue
         if span * radix >= 1 << 62:
             code = pd.factorize(code)[0].astype(np.int64)
             span = int(code.max()) + 1
