@@ -3,14 +3,16 @@
 ``sweep.model.bootmap`` lists what one kernel maps at EL2 at boot (``boot_leaves``) and counts
 its tables in the scalar tree; this module gives the same counts for a batch of rows that share
 a kernel build, a mode and a CPU count, with no loop over rows: each row's mappings are a few
-address ranges computed with numpy, counted per level by ``bootmap.count_tables``.
+address ranges computed with numpy, counted per level in one order of the ranges (rows whose
+ranges change order: ``bootmap.count_tables``, each row sorted).
 
 Ranges that move together keep their gaps, and two page ranges whose gap is smaller than a
 level-2 entry (2 MiB at 4K) touch exactly the chunks of their hull at every level (no chunk fits
 in the gap), so each group is one range: the image's sections at their HYP alias, the idmap
-page, the stacks under it (nVHE) or above ``__io_map_base`` (pKVM), and the per-CPU regions.
-What does not move with the image (pKVM's pool and vmemmap) is listed once per distinct value
-with ``bootmap``'s own functions.
+page and nVHE's stacks under it, the per-CPU regions, pKVM's pool at its alias. What moves with
+neither the image nor the tag (pKVM's stacks above ``__io_map_base`` and its vmemmap, per-CPU
+regions at ZONE_NORMAL's start) is a fixed set of chunk spans, listed once per kind of row with
+``bootmap``'s own functions.
 """
 
 from __future__ import annotations
@@ -139,9 +141,10 @@ def boot_columns(
     where its idmap page does), clipped banks (banks, rows) and ``reserve_bytes`` (pKVM's pool).
     ``shared_tables`` is what the idmap shares with the rest: ``T(idmap) + T(rest) - total``.
 
-    The ranges that move with the image (the idmap, nVHE's stacks, the sections, the per-CPU
-    regions) are per-row vectors; pKVM's private stacks, pool and vmemmap are the same for
-    every row of a kind (``_distinct``) and counted as fixed chunk sets (``_count``)."""
+    The ranges that move with the image or the tag (the idmap, nVHE's stacks, the sections,
+    the per-CPU regions, pKVM's pool) are per-row vectors; pKVM's private stacks and vmemmap
+    are the same for every row of a kind (``_distinct``) and counted as fixed chunk spans
+    (``_count``)."""
     image, g = kernel.image, kernel.image.granule
     n = np.broadcast(delta, idmap_pa, start[0], reserve_bytes).shape[0]
     idmap_pa = np.asarray(idmap_pa, I64)
