@@ -17,6 +17,7 @@ import pytest
 
 from sweep import hookimpl
 from sweep.api import build_row
+from sweep.core.eras import ERAS
 from sweep.core.memmap import MemoryMap
 from sweep.model.layout import LayoutBatch, LayoutResult
 from sweep.model.reference import compute_row
@@ -27,6 +28,9 @@ from sweep.plan.plugins import get_layouts
 # with SIGINT ignored, and an ignored signal stays ignored in every sweep a test starts (the
 # Ctrl-C and lost-lease tests would then see no interrupt).
 signal.signal(signal.SIGINT, signal.default_int_handler)
+
+ERA_NAMES = [era.name for era in ERAS]
+"""Every kernel era's name, oldest first (``sweep.core.eras``)."""
 
 
 @dataclass(frozen=True)

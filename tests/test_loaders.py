@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import ERA_NAMES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -351,15 +352,7 @@ def test_toml_dtb_and_iomem_give_identical_build_results(tmp_path, bank_list, id
             "idmap_pa": pa,
         }
         for granule, va_bits in ((4096, 39), (4096, 48), (16384, 47), (65536, 42))
-        for layout in (
-            "linux-4.6",
-            "linux-4.8",
-            "linux-4.17",
-            "linux-5.12",
-            "linux-6.2",
-            "linux-6.9",
-            "linux-7.0",
-        )
+        for layout in ERA_NAMES
         for blocks in (False, True)
         for pa in idmap
     ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import HIGH_ONLY_ONE_TREE
+from conftest import ERA_NAMES, HIGH_ONLY_ONE_TREE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -118,13 +118,7 @@ def small_maps(draw):
     # runtime alias (eras' layouts essentially never do): runs must split there too.
     layout=st.sampled_from(
         [
-            "linux-4.6",
-            "linux-4.8",
-            "linux-4.17",
-            "linux-5.12",
-            "linux-6.2",
-            "linux-6.9",
-            "linux-7.0",
+            *ERA_NAMES,
             HIGH_ONLY_ONE_TREE.name,
         ]
     ),
