@@ -41,6 +41,7 @@ from sweep.model import overlap, tables
 from sweep.model.banks import TrimmedBanks, granule_codes
 from sweep.model.bootrows import MAPPING_SETS, BootKernel, boot_tables
 from sweep.model.clip import clip_dram
+from sweep.model.constants import arrow, dictionary
 from sweep.model.layout import Layout, LayoutBatch, compute_layouts
 from sweep.model.pkvm_reserve import reserve_many
 from sweep.model.rows import Rows, full, grouping_order, take
@@ -92,26 +93,28 @@ def build_table(
         kernels=kernels,
         kernel_index=kernel_index,
     )
-    columns = compute_columns(TrimmedBanks.of(memory_maps), layouts, rows, kernels)
+    columns = compute_columns(TrimmedBanks.of(memory_maps), layouts, rows, kernels, shared=True)
     n = len(rows)
     names = _unique_names("memory map", [m.name for m in memory_maps])
     arrays = {
-        "memory_map": _dictionary(full(rows.map_index, n, np.int32), names),
-        "granule": pa.array(full(rows.granule, n, np.int32)),
-        "va_bits": pa.array(full(rows.va_bits, n, np.int8)),
-        "layout": _dictionary(
-            full(rows.layout_index, n, np.int32), _unique_names("layout", [x.name for x in layouts])
+        "memory_map": dictionary(rows.map_index, n, names),
+        "granule": arrow(rows.granule, n, np.int32),
+        "va_bits": arrow(rows.va_bits, n, np.int8),
+        "layout": dictionary(
+            rows.layout_index, n, _unique_names("layout", [x.name for x in layouts])
         ),
-        "block_mappings": pa.array(full(rows.block_mappings, n, bool)),
-        "idmap_pa": pa.array(rows.idmap_pa.view(np.uint64)),
-        "tag_random": pa.array(full(rows.tag_random, n, np.uint64)),
-        "mappings": _dictionary(full(rows.mappings, n, np.int32), list(MAPPING_SETS)),
-        "cpus": pa.array(full(rows.cpus, n, np.int16)),
-        "kernel": _dictionary(
-            full(rows.kernel_index, n, np.int32) + 1, ["", *(k.name for k in kernels)]
-        ),
-        **{name: pa.array(values) for name, values in columns.items()},
-        **{name: _dictionary(columns[name], list(names)) for name, names in CODED.items()},
+        "block_mappings": arrow(rows.block_mappings, n, bool),
+        "idmap_pa": arrow(rows.idmap_pa, n, np.uint64),
+        "tag_random": arrow(rows.tag_random, n, np.uint64),
+        "mappings": dictionary(rows.mappings, n, list(MAPPING_SETS)),
+        "cpus": arrow(rows.cpus, n, np.int16),
+        "kernel": dictionary(rows.kernel_index + 1, n, ["", *(k.name for k in kernels)]),
+        **{
+            name: arrow(v, n, NUMPY_DTYPES[name])
+            for name, v in columns.items()
+            if name not in CODED
+        },
+        **{name: dictionary(columns[name], n, list(names)) for name, names in CODED.items()},
     }
     return pa.Table.from_arrays([arrays[name] for name in ROW_COLUMNS], names=list(ROW_COLUMNS))
 
@@ -132,11 +135,18 @@ def build_unit(
 
 
 def compute_columns(
-    banks: TrimmedBanks, layouts: Sequence[Layout], rows: Rows, kernels: Sequence[BootKernel] = ()
+    banks: TrimmedBanks,
+    layouts: Sequence[Layout],
+    rows: Rows,
+    kernels: Sequence[BootKernel] = (),
+    *,
+    shared: bool = False,
 ) -> dict:
     """The section 2-6 columns of validated rows, as numpy arrays in their ``ROW_COLUMNS``
     dtypes, computed ``CHUNK_ROWS`` rows at a time (run by run when rows come in runs, or fall
-    in few groups: then in group order, each value put back in its row's place)."""
+    in few groups: then in group order, each value put back in its row's place). With
+    ``shared``, a column that holds one value in every row is that value alone (one element),
+    for ``sweep.model.constants`` to make once."""
     n = len(rows)
     names = [name for name in ROW_COLUMNS if name not in INPUT_COLUMNS]
     align = _memstart_align(layouts)
@@ -145,19 +155,35 @@ def compute_columns(
     if order is not None:
         rows = rows[order]
         cuts = rows.runs()
-    pieces = list(_pieces(rows, cuts))
-    if len(pieces) == 1 and order is None:
-        columns = _columns(banks, layouts, kernels, align, pieces[0][1])
-        return {name: full(columns[name], n, NUMPY_DTYPES[name]) for name in names}
-    out = {name: np.empty(n, dtype=NUMPY_DTYPES[name]) for name in names}
-    for part, piece in pieces:  # in group order: each piece a slice
-        for name, values in _columns(banks, layouts, kernels, align, piece).items():
-            out[name][part] = values
-    if order is None:
-        return out
-    back = np.empty(n, dtype=np.int64)  # each row's place in group order: one gather a column
-    back[order] = np.arange(n)
-    return {name: values.take(back) for name, values in out.items()}
+    pieces = [
+        (part, _columns(banks, layouts, kernels, align, piece))
+        for part, piece in _pieces(rows, cuts)
+    ]
+    back = None
+    if order is not None:  # each row's place in group order: one gather a column
+        back = np.empty(n, dtype=np.int64)
+        back[order] = np.arange(n)
+    out = {}
+    for name in names:
+        dtype = NUMPY_DTYPES[name]
+        values = [_one_if_broadcast(columns[name]) for _, columns in pieces]
+        if all(v.size == 1 for v in values) and all(v[0] == values[0][0] for v in values):
+            one = values[0].astype(dtype, copy=False)
+            out[name] = one if shared else full(one, n, dtype)
+        elif len(values) == 1 and back is None:
+            out[name] = full(values[0], n, dtype)
+        else:
+            column = np.empty(n, dtype=dtype)
+            for (part, _), v in zip(pieces, values, strict=True):  # in group order: slices
+                column[part] = v
+            out[name] = column if back is None else column.take(back)
+    return out
+
+
+def _one_if_broadcast(values) -> np.ndarray:
+    """``values`` as one axis, one element when it repeats one (a broadcast, or equal values:
+    a piece far from every mapping has one ``overlap``, ``idmap_va_bits``, ...)."""
+    return _shared_if_equal(np.asarray(values).reshape(-1))
 
 
 def _pieces(rows: Rows, cuts: list[int] | None):
@@ -235,7 +261,7 @@ def _table_section(layouts, rows: Rows, code, dram, near, delta, tree_va_bits, i
         walk = _shared_if_equal(tables.idmap_walk(near, idmap, delta, granule, root, blocks))
         table = tables.table_columns(runtime, walk, root, granule, tree_va_bits)
         crossing = overlap.overlap(near, idmap, granule, delta)
-    if two is not None:
+    if two is not None and two.any():
         trampoline = np.left_shift(1, va_bits, dtype=I64) - granule  # TRAMPOLINE_VA
         runtime = _runtime_tables(rows, code, dram, delta, tables.root_level(va_bits, granule))
         pair = tables.two_tree_columns(
@@ -388,9 +414,3 @@ def _unique_names(what: str, names: list[str]) -> list[str]:
         twice = next(name for name in names if names.count(name) > 1)
         raise ValidationError(f"{what} {twice!r}: given twice")
     return names
-
-
-def _dictionary(codes: np.ndarray, names: list[str]) -> pa.DictionaryArray:
-    return pa.DictionaryArray.from_arrays(
-        pa.array(codes.astype(np.int32)), pa.array(names, type=pa.string())
-    )

@@ -160,7 +160,8 @@ def summarize(table: pa.Table, max_runs: int | None = None) -> pa.Table | None:
     if "margin_last" in table.column_names:
         margin = np.minimum(margin, _numpy(table["margin_last"]).view(np.int64))
     group["margin_bits"] = bit_length(margin).astype(np.int8)
-    code = _code([bit_length(v) if c == "granule" else v for c, v in group.items()])
+    varying = [bit_length(v) if c == "granule" else v for c, v in group.items() if len(v) > 1]
+    code = _code(varying) if varying else np.zeros(table.num_rows, dtype=np.int64)
     starts = np.flatnonzero(np.concatenate([[True], code[1:] != code[:-1]]))
     if max_runs is not None and len(starts) > max_runs:
         return None
@@ -171,7 +172,10 @@ def summarize(table: pa.Table, max_runs: int | None = None) -> pa.Table | None:
     lowest = _at(np.minimum, inverse, runs["idmap_from"], g, I64_MAX)
     with_lowest = np.flatnonzero(runs["idmap_from"] == lowest[inverse])
     out = {
-        **{c: values[starts[first]] for c, values in group.items()},
+        **{
+            c: values[starts[first]] if len(values) > 1 else np.repeat(values, g)
+            for c, values in group.items()
+        },
         "rows": np.bincount(inverse, runs["rows"], g).astype(np.int64),
         "records": np.bincount(inverse, runs["records"], g).astype(np.int64),
         "min_margin": _at(np.minimum, inverse, runs["min_margin"], g, I64_MAX),
@@ -192,8 +196,8 @@ def summarize(table: pa.Table, max_runs: int | None = None) -> pa.Table | None:
 def _group_keys(table: pa.Table) -> tuple[dict[str, np.ndarray], dict[str, pa.Array]]:
     """The ``GROUP`` columns but ``margin_bits`` as small integers per row (names as their
     dictionary codes, a column rows of before kernel eras lack as its ``DEFAULTS``), and the
-    dictionaries that name the codes."""
-    n = table.num_rows
+    dictionaries that name the codes. A column with one value in all rows (most of a work
+    unit's) is that value alone, an array of one: it splits no run and is never converted."""
     group: dict[str, np.ndarray] = {}
     names: dict[str, pa.Array] = {}
     for column in GROUP:
@@ -202,15 +206,25 @@ def _group_keys(table: pa.Table) -> tuple[dict[str, np.ndarray], dict[str, pa.Ar
         if column not in table.column_names:  # rows from before kernel eras (MISSING)
             value = MISSING[column]
             if isinstance(value, str):
-                group[column], names[column] = np.zeros(n, np.int32), pa.array([value])
+                group[column], names[column] = np.zeros(1, np.int32), pa.array([value])
             else:
-                group[column] = np.full(n, value)
+                group[column] = np.array([value])
         elif pa.types.is_integer(GROUP[column]) or GROUP[column] == pa.bool_():
-            group[column] = _numpy(table[column])
+            group[column] = _numpy(_one_if_constant(table[column]))
         else:  # names: their dictionary codes group, the dictionary names them
             encoded = _dictionary(table[column])
-            group[column], names[column] = _numpy(encoded.indices), encoded.dictionary
+            indices = _one_if_constant(encoded.indices)
+            group[column], names[column] = _numpy(indices), encoded.dictionary
     return group, names
+
+
+def _one_if_constant(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """``column``'s first value alone when every value equals it, else ``column``."""
+    if len(column) > 1:
+        low, high = pc.min_max(column).values()
+        if low == high:
+            return column.slice(0, 1)
+    return column
 
 
 def _per_run(table: pa.Table, margin: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
@@ -264,7 +278,7 @@ def _at(ufunc, inverse: np.ndarray, values: np.ndarray, groups: int, start) -> n
 
 def _numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
+        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     if pa.types.is_boolean(column.type):
         return column.to_numpy(zero_copy_only=False).view(np.int8)
     return column.to_numpy(zero_copy_only=False)
