@@ -10,8 +10,8 @@ Prints, in one run (every figure measured here, side by side, so ratios hold on 
 - ``placement.kind = every-page`` over every built-in board (all granules, Kconfig VA_BITS, all
   layouts, both block settings): configurations covered per second and rows written per
   configuration;
-- the Parquet writer settings of ``sweep.store.parts.writer_options`` against pyarrow's defaults on
-  the same unit tables (rows/s and bytes a row);
+- the Parquet writer settings of ``sweep.store.encoding.writer_options`` against pyarrow's
+  defaults on the same unit tables (rows/s and bytes a row);
 - for each run, peak memory of the whole process tree, sampled from /proc (every 50 ms the sum of
   RSS, which counts pages the forked workers share once per process, and the RSS of the largest
   process; every 0.5 s the sum of PSS, which counts shared pages once).
@@ -185,7 +185,7 @@ def builder_and_writer(config: Path, folder: Path, limit_rows: int) -> dict[str,
     from sweep.plan.config import load_config
     from sweep.plan.units import make_plan
     from sweep.run.task import unit_table
-    from sweep.store.parts import COMPRESSION, ROW_GROUP_ROWS, non_nullable, writer_options
+    from sweep.store.encoding import COMPRESSION, ROW_GROUP_ROWS, non_nullable, writer_options
 
     plan = make_plan(load_config(config), base_dir=str(config.parent))
     seconds = {"build": 0.0, "new": 0.0, "old": 0.0}

@@ -73,7 +73,7 @@ def summary_cost(directory: Path, parts: int = 20) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sweep.store.parts import non_nullable, part_bytes, writer_options
+    from sweep.store.encoding import non_nullable, part_bytes, writer_options
 
     tables = [
         pq.read_table(f) for f in sorted(directory.glob("granule-*/va_bits-*/part-*"))[:parts]

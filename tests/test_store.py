@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+import sweep.store.encoding as encoding_module
 import sweep.store.parts as store_module
 from sweep.core.columns import ROW_COLUMNS
 from sweep.core.errors import SweepError
@@ -132,7 +133,7 @@ def test_part_files_are_zstd_and_hold_the_folder_keys(dataset):
 
 
 def test_row_groups_are_capped(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_module, "ROW_GROUP_ROWS", 3)
+    monkeypatch.setattr(encoding_module, "ROW_GROUP_ROWS", 3)
     store = Store(str(tmp_path / "ds"))
     addresses = [0x8000_0000 + k * 0x10_0000 for k in range(7)]
     store.write_part(
@@ -149,7 +150,7 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store_module.pq, "ParquetWriter", explode)
+    monkeypatch.setattr(encoding_module.pq, "ParquetWriter", explode)
     with pytest.raises(OSError):
         store.write_part(
             "granule-4096/va_bits-39/part-000000.parquet",

@@ -1,4 +1,4 @@
-"""Part files as ``sweep.store.parts.writer_options`` writes them: what the footer says, and the
+"""Part files as ``sweep.store.encoding.writer_options`` writes them: what the footer says, and the
 same rows back."""
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from sweep.core.columns import INPUT_COLUMNS, ROW_COLUMNS
@@ -44,7 +43,7 @@ from sweep.model.clip import clip_dram
 from sweep.model.constants import arrow, dictionary
 from sweep.model.layout import Layout, LayoutBatch, compute_layouts
 from sweep.model.pkvm_reserve import reserve_many
-from sweep.model.rows import Rows, full, grouping_order, take
+from sweep.model.rows import Rows, full, grouping_order, per_distinct, shared_if_equal
 
 I64 = np.int64
 CODED = {"unrunnable": REASONS}
@@ -95,9 +94,24 @@ def build_table(
     )
     columns = compute_columns(TrimmedBanks.of(memory_maps), layouts, rows, kernels, shared=True)
     n = len(rows)
-    names = _unique_names("memory map", [m.name for m in memory_maps])
     arrays = {
-        "memory_map": dictionary(rows.map_index, n, names),
+        **_input_arrays(rows, n, memory_maps, layouts, kernels),
+        **{
+            name: arrow(v, n, NUMPY_DTYPES[name])
+            for name, v in columns.items()
+            if name not in CODED
+        },
+        **{name: dictionary(columns[name], n, list(names)) for name, names in CODED.items()},
+    }
+    return pa.Table.from_arrays([arrays[name] for name in ROW_COLUMNS], names=list(ROW_COLUMNS))
+
+
+def _input_arrays(rows: Rows, n: int, memory_maps, layouts, kernels) -> dict[str, pa.Array]:
+    """The section 1 columns of ``n`` rows as Arrow arrays (names as dictionary arrays)."""
+    return {
+        "memory_map": dictionary(
+            rows.map_index, n, _unique_names("memory map", [m.name for m in memory_maps])
+        ),
         "granule": arrow(rows.granule, n, np.int32),
         "va_bits": arrow(rows.va_bits, n, np.int8),
         "layout": dictionary(
@@ -109,14 +123,7 @@ def build_table(
         "mappings": dictionary(rows.mappings, n, list(MAPPING_SETS)),
         "cpus": arrow(rows.cpus, n, np.int16),
         "kernel": dictionary(rows.kernel_index + 1, n, ["", *(k.name for k in kernels)]),
-        **{
-            name: arrow(v, n, NUMPY_DTYPES[name])
-            for name, v in columns.items()
-            if name not in CODED
-        },
-        **{name: dictionary(columns[name], n, list(names)) for name, names in CODED.items()},
     }
-    return pa.Table.from_arrays([arrays[name] for name in ROW_COLUMNS], names=list(ROW_COLUMNS))
 
 
 def build_unit(
@@ -166,7 +173,7 @@ def compute_columns(
     out = {}
     for name in names:
         dtype = NUMPY_DTYPES[name]
-        values = [_one_if_broadcast(columns[name]) for _, columns in pieces]
+        values = [shared_if_equal(np.asarray(columns[name]).reshape(-1)) for _, columns in pieces]
         if all(v.size == 1 for v in values) and all(v[0] == values[0][0] for v in values):
             one = values[0].astype(dtype, copy=False)
             out[name] = one if shared else full(one, n, dtype)
@@ -178,12 +185,6 @@ def compute_columns(
                 column[part] = v
             out[name] = column if back is None else column.take(back)
     return out
-
-
-def _one_if_broadcast(values) -> np.ndarray:
-    """``values`` as one axis, one element when it repeats one (a broadcast, or equal values:
-    a piece far from every mapping has one ``overlap``, ``idmap_va_bits``, ...)."""
-    return _shared_if_equal(np.asarray(values).reshape(-1))
 
 
 def _pieces(rows: Rows, cuts: list[int] | None):
@@ -210,11 +211,11 @@ def _columns(banks: TrimmedBanks, layouts, kernels, align: np.ndarray, rows: Row
     dram = clip_dram(start, end, idmap, granule, va_bits, align[rows.layout_index, code])
     idmap_va_bits = bit_length(idmap + (granule - 1))
     layout = _layouts(layouts, rows, idmap_va_bits, dram)  # section 3
-    delta, tree_va_bits = _shared_if_equal(layout.delta), _shared_if_equal(layout.tree_va_bits)
+    delta, tree_va_bits = shared_if_equal(layout.delta), shared_if_equal(layout.tree_va_bits)
     near = overlap.nearest(dram.start, dram.end, dram.valid, delta, idmap)  # section 4
     levels = tables.level_columns(va_bits, idmap_va_bits, tree_va_bits, granule)
     reserve = _pkvm_reserve(layouts, rows, code, granule, dram)
-    boot = _shared_if_equal(np.broadcast_to(rows.mappings != 0, (len(rows),)))
+    boot = shared_if_equal(np.broadcast_to(rows.mappings != 0, (len(rows),)))
     if not boot.any():
         table, crossing = _table_section(
             layouts, rows, code, dram, near, delta, tree_va_bits, idmap_va_bits
@@ -258,7 +259,7 @@ def _table_section(layouts, rows: Rows, code, dram, near, delta, tree_va_bits, i
     if two is None or not two.all():
         root = tables.root_level(tree_va_bits, granule)
         runtime = _runtime_tables(rows, code, dram, delta, root)
-        walk = _shared_if_equal(tables.idmap_walk(near, idmap, delta, granule, root, blocks))
+        walk = shared_if_equal(tables.idmap_walk(near, idmap, delta, granule, root, blocks))
         table = tables.table_columns(runtime, walk, root, granule, tree_va_bits)
         crossing = overlap.overlap(near, idmap, granule, delta)
     if two is not None and two.any():
@@ -282,7 +283,7 @@ def _layouts(layouts: Sequence[Layout], rows: Rows, idmap_va_bits: np.ndarray, d
         granule=rows.granule,
         va_bits=rows.va_bits,
         idmap_pa=rows.idmap_pa,
-        idmap_va_bits=_shared_if_equal(idmap_va_bits),
+        idmap_va_bits=shared_if_equal(idmap_va_bits),
         phys_offset=dram.phys_offset,
         dram_first=dram.dram_first,
         dram_last=dram.dram_last,
@@ -304,7 +305,7 @@ def _runtime_tables(rows: Rows, code: np.ndarray, dram, delta, root) -> dict:
         dram.dram_last,
     )
     arrays = (dram.start, dram.end, dram.valid, delta, granule, root, blocks)
-    return _per_runtime_tree(len(rows), tables.runtime_tables, keys, arrays)
+    return per_distinct(len(rows), tables.runtime_tables, keys, arrays)
 
 
 def _pkvm_reserve(layouts, rows: Rows, code: np.ndarray, granule, dram) -> dict:
@@ -314,12 +315,12 @@ def _pkvm_reserve(layouts, rows: Rows, code: np.ndarray, granule, dram) -> dict:
     out = {"reserve_bytes": np.zeros(1, I64), "reserve_base": np.zeros(1, I64)}
     for k, layout in enumerate(layouts):
         era = getattr(layout, "era", None)
-        mine = _shared_if_equal(np.broadcast_to(rows.layout_index == k, (n,)))
+        mine = shared_if_equal(np.broadcast_to(rows.layout_index == k, (n,)))
         if era is None or not era.pkvm or not mine.any():
             continue
         keys = (rows.map_index * 3 + code, dram.dram_first, dram.dram_last)
         arrays = (dram.start, dram.end, dram.valid, granule)
-        got = _per_runtime_tree(n, partial(_reserve_rows, era.name), keys, arrays)
+        got = per_distinct(n, partial(_reserve_rows, era.name), keys, arrays)
         for name in out:
             out[name] = got[name] if mine.all() else np.where(mine, got[name], out[name])
     return out
@@ -353,55 +354,18 @@ def _era_rows(layouts: Sequence[Layout], layout_index: np.ndarray, test) -> np.n
 def _unrunnable(layouts, layout_index, granule, va_bits, idmap_va_bits, levels) -> np.ndarray:
     """``sweep.core.eras.REASONS`` code per row: whether a kernel of the row's era could run it
     (0 for plugin layouts, which name no era)."""
-    extra = _shared_if_equal(np.asarray(levels["extra_levels"]).reshape(-1))
-    idmap_va_bits = _shared_if_equal(np.asarray(idmap_va_bits).reshape(-1))
+    extra = shared_if_equal(np.asarray(levels["extra_levels"]).reshape(-1))
+    idmap_va_bits = shared_if_equal(np.asarray(idmap_va_bits).reshape(-1))
     shape = np.broadcast(layout_index, granule, va_bits, idmap_va_bits, extra).shape
     code = np.zeros(1, dtype=np.int8)
     for k, layout in enumerate(layouts):
         era = getattr(layout, "era", None)
         if era is not None:
-            mine = _shared_if_equal(np.broadcast_to(layout_index == k, shape))
+            mine = shared_if_equal(np.broadcast_to(layout_index == k, shape))
             if mine.any():
                 codes = unrunnable(era, granule, va_bits, idmap_va_bits, extra)
                 code = codes if mine.all() else np.where(mine, codes, code)
     return code
-
-
-def _shared_if_equal(values: np.ndarray) -> np.ndarray:
-    """One element when every row holds the same value (the tree size of a unit whose idmap
-    pages all fit in VA_BITS, the alias offset of an untagged layout, the level where pages far
-    from every mapping stop their walk): what follows from it is then computed once."""
-    if values.shape[-1] > 1 and (values.strides[-1] == 0 or values.min() == values.max()):
-        return values[..., :1]
-    return values
-
-
-def _per_runtime_tree(n: int, count, keys: tuple, arrays: tuple) -> dict:
-    """``count(*arrays)`` (arrays whose last axis is the rows) computed once per distinct
-    runtime tree: rows with equal ``keys`` (map and granule, blocks, root level, clipped DRAM,
-    ``delta`` modulo the root's entry size) have the same runtime tables, so a work unit or a
-    board corpus counts each tree once.
-
-    Rows are told apart by a 64-bit hash of their keys, then checked equal to their
-    representative key by key; when most rows differ (random tags), all rows are counted.
-    """
-    keys = [key for key in keys if len(key) > 1 and (key != key[0]).any()]  # shared: no help
-    if not keys:  # one runtime tree for all rows (a work unit without random tags)
-        return count(*(values[..., :1] for values in arrays))
-    mixed = np.zeros(n, dtype=np.uint64)
-    for key in keys:
-        mixed ^= key.astype(I64, copy=False).view(np.uint64)
-        mixed *= np.uint64(0x9E37_79B9_7F4A_7C15)
-        mixed ^= mixed >> np.uint64(29)
-    inverse, distinct = pd.factorize(mixed)
-    if 2 * len(distinct) > n:
-        return count(*arrays)
-    first = np.empty(len(distinct), dtype=I64)
-    first[inverse[::-1]] = np.arange(n - 1, -1, -1)
-    if not all((key[first][inverse] == key).all() for key in keys):
-        return count(*arrays)  # a hash collision: never seen, but then count every row
-    counts = count(*(take(values, first) for values in arrays))
-    return {level: take(values, inverse) for level, values in counts.items()}
 
 
 def _memstart_align(layouts: Sequence[Layout]) -> np.ndarray:

@@ -144,6 +144,43 @@ def full(values: np.ndarray, n: int, dtype) -> np.ndarray:
     return np.broadcast_to(values, (n,)).astype(dtype)
 
 
+def shared_if_equal(values: np.ndarray) -> np.ndarray:
+    """One element when every row holds the same value (the tree size of a unit whose idmap
+    pages all fit in VA_BITS, the alias offset of an untagged layout, the level where pages far
+    from every mapping stop their walk): what follows from it is then computed once."""
+    if values.shape[-1] > 1 and (values.strides[-1] == 0 or values.min() == values.max()):
+        return values[..., :1]
+    return values
+
+
+def per_distinct(n: int, count, keys: tuple, arrays: tuple) -> dict:
+    """``count(*arrays)`` (arrays whose last axis is the rows) computed once per distinct
+    ``keys``: rows with equal keys get equal counts (the builder's runtime tree: map and
+    granule, blocks, root level, clipped DRAM, ``delta`` modulo the root's entry size), so a
+    work unit or a board corpus counts each tree once.
+
+    Rows are told apart by a 64-bit hash of their keys, then checked equal to their
+    representative key by key; when most rows differ (random tags), all rows are counted.
+    """
+    keys = [key for key in keys if len(key) > 1 and (key != key[0]).any()]  # shared: no help
+    if not keys:  # one runtime tree for all rows (a work unit without random tags)
+        return count(*(values[..., :1] for values in arrays))
+    mixed = np.zeros(n, dtype=np.uint64)
+    for key in keys:
+        mixed ^= key.astype(I64, copy=False).view(np.uint64)
+        mixed *= np.uint64(0x9E37_79B9_7F4A_7C15)
+        mixed ^= mixed >> np.uint64(29)
+    inverse, distinct = pd.factorize(mixed)
+    if 2 * len(distinct) > n:
+        return count(*arrays)
+    first = np.empty(len(distinct), dtype=I64)
+    first[inverse[::-1]] = np.arange(n - 1, -1, -1)
+    if not all((key[first][inverse] == key).all() for key in keys):
+        return count(*arrays)  # a hash collision: never seen, but then count every row
+    counts = count(*(take(values, first) for values in arrays))
+    return {level: take(values, inverse) for level, values in counts.items()}
+
+
 # --- Checking the inputs (section 1) ----------------------------------------------------------
 
 

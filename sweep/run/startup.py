@@ -23,14 +23,9 @@ from sweep.plan.config import (
     validate_config,
 )
 from sweep.run.task import Plan
+from sweep.store.encoding import DISK_BYTES_PER_PART, DISK_BYTES_PER_ROW, MEMORY_BYTES_PER_ROW
 from sweep.store.manifest import Manifest
-from sweep.store.parts import (
-    DISK_BYTES_PER_PART,
-    DISK_BYTES_PER_ROW,
-    MEMORY_BYTES_PER_ROW,
-    META_FILE,
-    Store,
-)
+from sweep.store.parts import META_FILE, Store
 from sweep.store.record import check_meta
 
 

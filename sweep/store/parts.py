@@ -28,10 +28,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
-from sweep.core.columns import ROW_COLUMNS, row_bytes
 from sweep.core.errors import SweepError
+from sweep.store.encoding import part_bytes
 from sweep.store.partkey import (  # noqa: F401 (the part paths, re-exported)
     FOLDER_PREFIX,
     PART_GLOB,
@@ -39,20 +38,10 @@ from sweep.store.partkey import (  # noqa: F401 (the part paths, re-exported)
     PartKey,
     part_path,
 )
-from sweep.store.summary import SUMMARY_KEY, footer_value
 
 PARTITION_COLUMNS = ("granule", "va_bits")
 META_FILE = "_sweep.json"
 LOG_FILE = "_sweep.log"
-ROW_GROUP_ROWS = 1_000_000
-"""At most this many rows per row group (Parquet readers do best with 100k to 1M)."""
-WRITE_BATCH_ROWS = 1 << 16
-"""Rows pyarrow's Parquet writer encodes at a time: its own default, 1,024, spends a tenth of
-a part's write on the work it does once a batch (``bench/bench_driver.py --only writer``)."""
-COMPRESSION = "zstd"
-COMPRESSION_LEVEL = -1
-"""zstd's fastest levels are negative: -1 against the default 1 halves the time of the random
-``tag_random`` column and writes 1% more bytes (``bench/bench_driver.py --only writer``)."""
 MANIFEST_FILE = "_manifest.json"
 LOCK_FILE = "_sweep.lock"
 OWN_FILES = (META_FILE, LOG_FILE, MANIFEST_FILE, LOCK_FILE)
@@ -64,82 +53,6 @@ TEMP_SUFFIX = ".tmp"
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 """URL schemes whose writes are atomic (an object is visible only once whole): there a file is
 written in place, not under a temporary name then copied and deleted (three requests more)."""
-
-MEMORY_BYTES_PER_ROW = row_bytes(ROW_COLUMNS)
-"""Bytes of one row as Arrow holds it (dictionary indices for the string columns)."""
-DISK_BYTES_PER_ROW = 10
-"""Bytes of one row in a part file, measured on a stride sweep with random tags
-(``bench/bench_driver.py`` prints it; under 1 with ``tag.seed = 0``): most columns are constant
-or smooth along a unit, ``tag_random`` is not."""
-DISK_BYTES_PER_PART = 16 << 10
-"""A part file's own overhead (footer, schema, statistics, the summary of ``sweep.store.summary``),
-which dominates small units."""
-
-
-DICTIONARY_COLUMNS = tuple(c for c, dtype in ROW_COLUMNS.items() if dtype == "category")
-STATISTICS_COLUMNS = ("granule", "va_bits", "block_mappings", "idmap_pa")
-"""The columns whose row groups carry min/max statistics; filters on others still work, reading
-every row group. ``granule`` and ``va_bits`` are one value per part, so a pandas/pyarrow filter
-on them skips whole files. The name columns (``memory_map``, ``layout``) have none: pyarrow
-computes a dictionary column's statistics row by row (15 ns a row each, a tenth of a part's
-write); a filter on a name reads that column's dictionary-coded pages (under a byte a row),
-and the named queries answer it from the footer summaries (``sweep.store.summary``)."""
-
-
-def writer_options(schema: pa.Schema) -> dict[str, Any]:
-    """``pyarrow.parquet.write_table`` keywords for a part (``bench/bench_driver.py`` measures
-    them against pyarrow's defaults on the same tables).
-
-    A stride unit is mostly constant or smooth integer columns and one random one
-    (``tag_random``). Dictionary encoding only where strings repeat (``memory_map``,
-    ``layout``); ``BYTE_STREAM_SPLIT`` for every other 64-bit integer, which lays the bytes of a
-    column out plane by plane so that zstd finds the constant high bytes (measured on a 500k-row
-    unit: 9.5 bytes a row with random tags against 17.4 with the defaults and 11.8 with
-    ``DELTA_BINARY_PACKED``, 0.24 without tags against 6.0, and 2-3x faster writes); narrower
-    integers (Parquet stores them in 32 bits) plain, which zstd takes 20% faster; booleans keep
-    RLE; min/max statistics only where they are cheap and filters use them.
-    ``BYTE_STREAM_SPLIT`` for integers needs pyarrow 16, the footer summary 17 (the lower
-    bound in ``pyproject.toml``)."""
-    integers = {
-        f.name: "BYTE_STREAM_SPLIT" if f.type.bit_width == 64 else "PLAIN"
-        for f in schema
-        if f.name not in DICTIONARY_COLUMNS and pa.types.is_integer(f.type)
-    }
-    return {
-        "compression": COMPRESSION,
-        "compression_level": COMPRESSION_LEVEL,
-        "row_group_size": ROW_GROUP_ROWS,
-        "write_batch_size": WRITE_BATCH_ROWS,
-        "use_dictionary": [c for c in DICTIONARY_COLUMNS if c in schema.names],
-        "column_encoding": integers,
-        "write_statistics": [c for c in STATISTICS_COLUMNS if c in schema.names],
-    }
-
-
-def part_bytes(table: pa.Table) -> pa.Buffer:
-    """A part file's bytes: ``table`` under :func:`writer_options`, with its summary
-    (:mod:`sweep.store.summary`) in the footer for the named queries when it is compact."""
-    table = non_nullable(table)
-    options = writer_options(table.schema)
-    row_group_size = options.pop("row_group_size")
-    sink = pa.BufferOutputStream()
-    with pq.ParquetWriter(sink, table.schema, **options) as writer:
-        writer.write_table(table, row_group_size=row_group_size)
-        summary = footer_value(table)
-        if summary is not None:
-            writer.add_key_value_metadata({SUMMARY_KEY: summary})
-    return sink.getvalue()
-
-
-def non_nullable(table: pa.Table) -> pa.Table:
-    """The same columns under a schema that says no value is null (none is), so that Parquet
-    writes no definition levels."""
-    if any(column.null_count for column in table.columns):
-        return table
-    schema = pa.schema(
-        [f.with_nullable(False) for f in table.schema], metadata=table.schema.metadata
-    )
-    return pa.Table.from_arrays(table.columns, schema=schema)
 
 
 def _filesystem(url: str) -> tuple[pafs.FileSystem, str]:
