@@ -275,13 +275,38 @@ def test_a_failed_unit_is_in_the_header(default_run, tmp_path):
     assert '<span class="bad">1 failed unit(s): 16K/va47/000000</span>' in page
 
 
+def test_heatmaps_and_board_columns_are_per_mapping_set(default_run):
+    """Each heatmap holds its own set's largest tables, as the rows themselves say (read with
+    pandas, not through the footer summaries the queries read); the boot sets are a few
+    dozen pages where all of DRAM, the limit, is far more."""
+    columns = ["memory_map", "granule", "va_bits", "mappings", "block_mappings", "table_bytes"]
+    rows = pd.read_parquet(default_run, columns=columns)
+    matrices = results.table_bytes_matrices(default_run)
+    for (mappings, blocks), matrix in matrices.items():
+        mine = rows[(rows["mappings"] == mappings) & (rows["block_mappings"] == blocks)]
+        want = mine.groupby(["memory_map", "granule", "va_bits"], observed=True)["table_bytes"]
+        for (board, granule, va_bits), value in want.max().items():
+            assert matrix.loc[board, results.config_label(granule, va_bits)] == value
+    boot = matrices["nvhe-boot", False].max().max()
+    assert boot < 64 * 65536 < matrices["all-dram", False].max().max()
+    per_board = results.boards(default_run)
+    nvhe = rows[rows["mappings"] == "nvhe-boot"].groupby("memory_map", observed=True)
+    want = nvhe["table_bytes"].max()
+    assert per_board.loc[want.index.astype(str), "max_bytes_nvhe_boot"].tolist() == want.tolist()
+    both = results.table_bytes_by_board(default_run, block_mappings=False)
+    assert both.index.names == ["memory_map", "mappings"]
+    one = results.table_bytes_by_board(default_run, mappings="pkvm-boot")
+    assert one.equals(matrices["pkvm-boot", False])
+
+
 def test_heatmap_labels_and_colour_bar(default_run):
     """x labels centred under their columns (not shifted half a column), colour bar in KiB/MiB/
     GiB at powers of two."""
     # The block settings the default sweep has (as the report draws them): pages only, as every
     # kernel maps (sweep/plan/default.toml, block_mappings = [false]).
     matrices = results.table_bytes_matrices(default_run)
-    assert list(matrices) == [False]
+    # One map per mapping set, the boot sets (what kernels map) first, all of DRAM last.
+    assert list(matrices) == [("nvhe-boot", False), ("pkvm-boot", False), ("all-dram", False)]
     fig = figures.table_bytes_figure(matrices)
     heatmap = fig.axes[0]
     labels = heatmap.get_xticklabels()
@@ -337,7 +362,8 @@ def test_a_report_of_702_boards(many_boards, browser, tmp_path):
     assert browser.console_errors() == []
     table = "document.querySelector('table.sortable')"
     assert browser.evaluate(f"{table}.tBodies[0].rows.length") == 702
-    # Sorting by max_bytes puts the largest tables first: ls2088a-rdb-window-max's copies. Its
+    # Sorting by max_bytes_all_dram puts the largest tables first: ls2088a-rdb-window-max's
+    # copies. Its
     # largest row is 4K/52 under linux-4.6, by the scalar reference: the merged tree of the later
     # eras holds 262,664 tables there (README cookbook 5 gave 1075867776 bytes when the root was
     # counted as its 16 entries: 128 + 262,663 x 4096), now whole pages, 262,664 x 4096 =
@@ -348,7 +374,7 @@ def test_a_report_of_702_boards(many_boards, browser, tmp_path):
     merged = compute_row(ls2088a, 4096, 52, "linux-4.8", False, kernel_load)["table_bytes"]
     assert largest > merged == 262_664 * 4096
     headings = browser.evaluate(f"Array.from({table}.tHead.rows[0].cells).map(c => c.textContent)")
-    column = headings.index("max_bytes")
+    column = headings.index("max_bytes_all_dram")
     click = f"({table}.tHead.rows[0].cells[{column}].click(), true)"
     assert browser.evaluate(click) and browser.evaluate(click)  # ascending, then descending
     first = browser.evaluate(f"{table}.tBodies[0].rows[0].cells[0].textContent")

@@ -304,7 +304,9 @@ def test_table_size(data, rows):
         and r["block_mappings"]
     ]
     assert by_board.loc["juno-like", "4K/39"] == max(juno)
-    assert results.table_bytes_matrices(data)[True].loc["juno-like", "4K/39"] == max(juno)
+    assert results.table_bytes_matrices(data)["all-dram", True].loc["juno-like", "4K/39"] == max(
+        juno
+    )
     assert 12_288 in juno
 
 

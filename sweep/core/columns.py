@@ -31,6 +31,17 @@ def _outputs(*columns: tuple) -> list[Column]:
     return [Column(*c[:4], "output", *c[4:]) for c in columns]
 
 
+MAPPING_SETS = {
+    "all-dram": "all of DRAM, the limit",
+    "nvhe-boot": "nVHE at boot",
+    "pkvm-boot": "pKVM at boot",
+}
+"""The ``mappings`` input's values, by code (0, 1, 2), and what each counts in a few words
+(docs/model.md sections 5 and 10): all of DRAM is the limit VMs drive nVHE towards and the
+worst case pKVM provisions for; the boot sets are what ``init_hyp_mode`` and
+``recreate_hyp_mappings`` map."""
+
+
 SCHEMA: tuple[Column, ...] = (
     *_inputs(
         ("memory_map", "category", 1, "name of the memory map whose DRAM banks the row uses"),

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from sweep.core.columns import MAPPING_SETS as SET_WORDS
 from sweep.core.eras import era_of_version
 from sweep.core.errors import ValidationError
 from sweep.core.kconfig import level_shift, levels
@@ -29,8 +30,8 @@ from sweep.model import bootmap
 from sweep.model.bootmap import EARLY_BYTES, MIB, BootImage
 
 I64, U64 = np.int64, np.uint64
-MAPPING_SETS = ("all-dram", "nvhe-boot", "pkvm-boot")
-"""The ``mappings`` input: 0 counts all of DRAM (section 5), 1 and 2 what nVHE's
+MAPPING_SETS = tuple(SET_WORDS)
+"""The ``mappings`` input by code: 0 counts all of DRAM (section 5), 1 and 2 what nVHE's
 ``init_hyp_mode`` and pKVM's ``recreate_hyp_mappings`` map at boot (section 10)."""
 MODES = {1: "nvhe", 2: "pkvm"}
 TABLE_NAMES = (*bootmap.NAMES, "table_pages", "table_bytes", "shared_tables")

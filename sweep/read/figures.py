@@ -25,6 +25,7 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.ft2font import FT2Font  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
+from sweep.core.columns import MAPPING_SETS  # noqa: E402
 from sweep.core.sizes import binary_scale  # noqa: E402
 from sweep.core.text import printable  # noqa: E402
 from sweep.read.queries import config_label  # noqa: E402
@@ -159,15 +160,16 @@ def _size_colorbar(fig: plt.Figure, image, ax: plt.Axes, vmin: float, vmax: floa
 
 
 @_plain
-def table_bytes(matrices: dict[bool, pd.DataFrame]) -> tuple[str, tuple[int, int]]:
-    """Heatmap: the largest HYP table size per board and granule/VA_BITS, blocks off and on;
-    the boards with the largest tables first."""
+def table_bytes(matrices: dict[tuple[str, bool], pd.DataFrame]) -> tuple[str, tuple[int, int]]:
+    """Heatmaps: the largest HYP table size per board and granule/VA_BITS, one per mapping set
+    and block setting; the boards with the largest tables first."""
     return png(table_bytes_figure(matrices))
 
 
 @_plain
-def table_bytes_figure(matrices: dict[bool, pd.DataFrame]) -> plt.Figure:
-    """The heatmaps, one per block setting, laid out so no title meets the x label above it."""
+def table_bytes_figure(matrices: dict[tuple[str, bool], pd.DataFrame]) -> plt.Figure:
+    """The heatmaps, one per mapping set and block setting (``queries.table_bytes_matrices``),
+    laid out so no title meets the x label above it."""
     fig, axes = plt.subplots(
         len(matrices),
         1,
@@ -175,7 +177,7 @@ def table_bytes_figure(matrices: dict[bool, pd.DataFrame]) -> plt.Figure:
         squeeze=False,
         layout="constrained",
     )
-    for ax, (blocks, full) in zip(axes[:, 0], matrices.items(), strict=True):
+    for ax, ((mappings, blocks), full) in zip(axes[:, 0], matrices.items(), strict=True):
         matrix = top_boards(full.astype(float), full.max(axis=1).astype(float))
         values = matrix.to_numpy(dtype=float)
         vmin, vmax = np.nanmin(values), np.nanmax(values)
@@ -187,7 +189,10 @@ def table_bytes_figure(matrices: dict[bool, pd.DataFrame]) -> plt.Figure:
         )
         _cell_text(ax, matrix, matrix.map(lambda v: binary_size(v) if pd.notna(v) else ""), image)
         _matrix_axes(ax, matrix, "granule/VA_BITS")
-        ax.set_title(f"largest table_bytes, block mappings {'on' if blocks else 'off'}")
+        ax.set_title(
+            f"largest table_bytes, {mappings}: {MAPPING_SETS.get(mappings, mappings)}, "
+            f"block mappings {'on' if blocks else 'off'}"
+        )
         _size_colorbar(fig, image, ax, vmin, max(vmax, vmin * 2))
     return fig
 

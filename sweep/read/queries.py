@@ -19,7 +19,7 @@ import pandas as pd
 from sweep.core.columns import INPUT_COLUMNS
 from sweep.core.memmap import granule_name
 from sweep.core.sizes import short_size
-from sweep.read.engine import Results, results_of
+from sweep.read.engine import Results, quote, results_of
 
 Source = Results | str | Path | pd.DataFrame
 
@@ -140,29 +140,49 @@ def config_label(granule: int, va_bits: int) -> str:
     return f"{granule_name(int(granule))}/{int(va_bits)}"
 
 
-def table_bytes_by_board(data: Source, block_mappings: bool | None = None) -> pd.DataFrame:
-    """Board x granule/VA_BITS: the largest ``table_bytes`` (the report's heatmap)."""
+SET_ORDER = ("nvhe-boot", "pkvm-boot", "all-dram")
+"""Mapping sets (``sweep.core.columns.MAPPING_SETS``) in the order figures show them: what
+kernels map at boot first, then the limit, all of DRAM."""
+
+
+def table_bytes_by_board(
+    data: Source, block_mappings: bool | None = None, mappings: str | None = None
+) -> pd.DataFrame:
+    """Board x granule/VA_BITS: the largest ``table_bytes`` (the report's heatmaps), of one
+    mapping set (``mappings``) or, when the rows hold several, of each: then the index is the
+    board and the set, since a boot set's tables and all of DRAM's answer different questions."""
     r = results_of(data)
-    where = "" if block_mappings is None else f" WHERE block_mappings = {bool(block_mappings)}"
+    where = [] if block_mappings is None else [f"block_mappings = {bool(block_mappings)}"]
+    if mappings is not None:
+        where.append(f"mappings = {quote(mappings)}")
     long = r.frame(
-        "SELECT memory_map, granule, va_bits, max(max_table_bytes) AS table_bytes "
-        f"FROM {r.summary}{where} GROUP BY ALL ORDER BY ALL"
+        "SELECT mappings, memory_map, granule, va_bits, max(max_table_bytes) AS table_bytes "
+        f"FROM {r.summary}{' WHERE ' + ' AND '.join(where) if where else ''} "
+        "GROUP BY ALL ORDER BY ALL"
     )
-    return _board_matrix(long)
+    if long["mappings"].nunique() <= 1:
+        return _board_matrix(long.drop(columns="mappings"))
+    return _board_matrix(long, index=["memory_map", "mappings"])
 
 
-def table_bytes_matrices(data: Source) -> dict[bool, pd.DataFrame]:
-    """``table_bytes_by_board`` for each block setting present, from one scan."""
+def table_bytes_matrices(data: Source) -> dict[tuple[str, bool], pd.DataFrame]:
+    """``table_bytes_by_board`` for each mapping set and block setting present, from one scan,
+    keyed ``(mappings, block_mappings)`` in ``SET_ORDER``."""
     r = results_of(data)
     long = r.frame(
-        "SELECT block_mappings, memory_map, granule, va_bits, "
+        "SELECT mappings, block_mappings, memory_map, granule, va_bits, "
         f"max(max_table_bytes) AS table_bytes FROM {r.summary} GROUP BY ALL ORDER BY ALL"
     )
-    return {bool(b): _board_matrix(part) for b, part in long.groupby("block_mappings")}
+    parts = {
+        (str(m), bool(b)): _board_matrix(part)
+        for (m, b), part in long.groupby(["mappings", "block_mappings"], observed=True)
+    }
+    rank = {name: k for k, name in enumerate(SET_ORDER)}
+    return dict(sorted(parts.items(), key=lambda kv: (rank.get(kv[0][0], len(rank)), kv[0])))
 
 
-def _board_matrix(long: pd.DataFrame) -> pd.DataFrame:
-    out = long.pivot(index="memory_map", columns=["granule", "va_bits"], values="table_bytes")
+def _board_matrix(long: pd.DataFrame, index="memory_map") -> pd.DataFrame:
+    out = long.pivot(index=index, columns=["granule", "va_bits"], values="table_bytes")
     out = out.sort_index(axis=1)
     out.columns = [config_label(g, v) for g, v in out.columns]
     return out
@@ -282,17 +302,30 @@ def explain_command(row: pd.Series | dict) -> str:
 
 def boards(data: Source) -> pd.DataFrame:
     """Per board: rows, overlapping rows, idmap in the window, rows needing an extra level and
-    the most extra levels, the smallest margin, the largest tables without and with blocks."""
+    the most extra levels, the smallest margin, and the largest tables of each mapping set:
+    what nVHE and pKVM map at boot, and all of DRAM (the limit) without and with blocks, each
+    named for its set so that nobody reads the limit as a boot state (empty: no such rows)."""
     r = results_of(data)
+    largest = ", ".join(
+        f"max(max_table_bytes) FILTER (WHERE {where}) AS {name}"
+        for name, where in BOARD_BYTES.items()
+    )
     return r.frame(
         f"SELECT memory_map, {ROWS} AS rows, {_when('overlap')} AS overlaps, "
         f"{_when('idmap_in_window')} AS in_window, {_when('extra_levels > 0')} AS "
         "extra_level_rows, max(extra_levels) AS max_extra_levels, "
-        "min(min_margin) AS min_margin, "
-        "max(max_table_bytes) FILTER (WHERE NOT block_mappings) AS max_bytes, "
-        "max(max_table_bytes) FILTER (WHERE block_mappings) AS max_bytes_blocks "
+        f"min(min_margin) AS min_margin, {largest} "
         f"FROM {r.summary} GROUP BY ALL ORDER BY ALL"
     ).set_index("memory_map")
+
+
+BOARD_BYTES = {
+    "max_bytes_nvhe_boot": "mappings = 'nvhe-boot'",
+    "max_bytes_pkvm_boot": "mappings = 'pkvm-boot'",
+    "max_bytes_all_dram": "mappings = 'all-dram' AND NOT block_mappings",
+    "max_bytes_all_dram_blocks": "mappings = 'all-dram' AND block_mappings",
+}
+"""``boards``' table-size columns and the rows each reads."""
 
 
 QUERIES = {

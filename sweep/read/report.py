@@ -205,7 +205,10 @@ def _figures(data: Results, by_board: pd.DataFrame, many: bool) -> list[str]:
         _figure(
             "Table size",
             "The largest HYP page-table footprint (table_bytes) of each board at each granule "
-            f"and VA_BITS, over every layout and idmap address.{top if many else ''}",
+            "and VA_BITS, over every layout and idmap address, one map per mapping set: "
+            "nvhe-boot and pkvm-boot are what a kernel maps at EL2 at boot, all-dram the limit "
+            "that VMs drive nVHE towards (and the worst case pKVM provisions for), never a "
+            f"boot state.{top if many else ''}",
             figures.table_bytes(by_board),
         ),
         _figure(

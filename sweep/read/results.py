@@ -26,6 +26,7 @@ from sweep.core.memmap import granule_name, parse_address, parse_granule
 from sweep.core.sizes import human_size
 from sweep.read.engine import Results, ResultsWarning  # noqa: F401 (re-exported)
 from sweep.read.queries import (  # noqa: F401 - the named queries are part of this module's API
+    BOARD_BYTES,
     QUERIES,
     WORST_CASE_COLUMNS,
     boards,
@@ -67,7 +68,7 @@ SIZE_COLUMNS = (
     "mean_bytes",
     "max_bytes",
     "max_table_bytes",
-    "max_bytes_blocks",
+    *BOARD_BYTES,
 )
 """Columns people read as sizes (KiB, MiB, GiB)."""
 
