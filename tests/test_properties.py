@@ -131,17 +131,20 @@ def _stride_configs(memory_maps, rng: random.Random, maps: int = 12) -> list[dic
     return configs
 
 
-@pytest.mark.parametrize("path", ["runs", "per-row", "grouped"])
+@pytest.mark.parametrize("path", ["runs", "per-row", "per-row-hashed", "grouped"])
 def test_runs_and_per_row_match_reference(monkeypatch, path):
     # The builder computes rows that come in long runs of one (map, granule, VA_BITS, layout,
     # blocks) with those values shared (a work unit), shuffled rows of few such groups in group
     # order (then put back), other batches per row: the same rows through each path, in chunks
-    # that cut runs, are held to the reference, the oracle.
+    # that cut runs, are held to the reference, the oracle. Per row, runtime trees are counted
+    # once per run of equal keys (rows of a board in order) or, "hashed", once per distinct key.
     import sweep.model.builder
     import sweep.model.rows
 
-    minimum = {"runs": 1, "per-row": 10**9, "grouped": 20}[path]
+    minimum = {"runs": 1, "per-row": 10**9, "per-row-hashed": 10**9, "grouped": 20}[path]
     monkeypatch.setattr(sweep.model.rows, "MIN_RUN_ROWS", minimum)
+    if path == "per-row-hashed":
+        monkeypatch.setattr(sweep.model.rows, "MIN_RUN_KEYS", 10**12)
     monkeypatch.setattr(sweep.model.builder, "CHUNK_ROWS", 97)
     memory_maps, configs = random_configs(
         seed=5, rows=3000, rows_per_group=40, shuffle=path == "grouped"

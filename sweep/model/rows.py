@@ -153,18 +153,35 @@ def shared_if_equal(values: np.ndarray) -> np.ndarray:
     return values
 
 
+MIN_RUN_KEYS = 4
+"""Rows a run of equal keys must hold on average for ``per_distinct`` to count run by run."""
+
+
 def per_distinct(n: int, count, keys: tuple, arrays: tuple) -> dict:
     """``count(*arrays)`` (arrays whose last axis is the rows) computed once per distinct
     ``keys``: rows with equal keys get equal counts (the builder's runtime tree: map and
     granule, blocks, root level, clipped DRAM, ``delta`` modulo the root's entry size), so a
     work unit or a board corpus counts each tree once.
 
-    Rows are told apart by a 64-bit hash of their keys, then checked equal to their
+    Rows in runs of equal keys (a unit of many boards, board by board) are counted once a
+    run; others are told apart by a 64-bit hash of their keys, then checked equal to their
     representative key by key; when most rows differ (random tags), all rows are counted.
     """
     keys = [key for key in keys if len(key) > 1 and (key != key[0]).any()]  # shared: no help
     if not keys:  # one runtime tree for all rows (a work unit without random tags)
         return count(*(values[..., :1] for values in arrays))
+    changes = np.zeros(n, dtype=bool)
+    changes[0] = True
+    for key in keys:
+        changes[1:] |= key[1:] != key[:-1]
+    starts = np.flatnonzero(changes)
+    if len(starts) * MIN_RUN_KEYS <= n:
+        lengths = np.diff(np.append(starts, n))
+        counts = count(*(take(values, starts) for values in arrays))
+        return {
+            level: values if values.shape[-1] == 1 else np.repeat(values, lengths, axis=-1)
+            for level, values in counts.items()
+        }
     mixed = np.zeros(n, dtype=np.uint64)
     for key in keys:
         mixed ^= key.astype(I64, copy=False).view(np.uint64)
