@@ -211,9 +211,22 @@ def _scatter(out: dict, rows: np.ndarray, got: dict, n: int) -> None:
 
 
 def _count_ordered(r: _Ranges, order, fixed: list, g: int, n_levels: int) -> dict:
-    """``_count`` of rows whose moving ranges all lie in ``order`` of start. Per level: each
-    range adds the chunks past the running maximum that the fixed set's chunk spans lack."""
+    """``_count`` of rows whose moving ranges all lie in ``order`` of start, ``CACHE_ROWS``
+    at a time (``_count_slice``)."""
     lo, hi = np.stack(r.starts), np.stack(r.ends) - U64(1)
+    parts = [_count_slice(lo[:, k : k + CACHE_ROWS], hi[:, k : k + CACHE_ROWS], order, fixed,
+                          g, n_levels) for k in range(0, lo.shape[1], CACHE_ROWS)]  # fmt: skip
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+CACHE_ROWS = 1 << 14
+"""Rows counted at once: a level's temporaries then stay in a core's cache (1.1x the rows/s of
+the builder's 2^17 rows at once, measured on boot-set stride units)."""
+
+
+def _count_slice(lo, hi, order, fixed: list, g: int, n_levels: int) -> dict:
+    """Per level: each range (first and last bytes ``lo``, ``hi``: ranges x rows) adds the
+    chunks past the running maximum that the fixed set's chunk spans lack."""
     n = lo.shape[1]
     out = {name: np.zeros(n, I64) for name in bootmap.NAMES}
     out[bootmap.NAMES[4 - n_levels + 1]][:] = 1
