@@ -54,10 +54,19 @@ class BootSet:
     tables: dict[str, int]
     reserve_bytes: int
     reserve_base: int
+    placement: str = "first free + 24 MiB"
+    """Where the per-CPU regions and SVE states lie: ``bootmap.first_free``'s rule, or the
+    PAs of a walk's leaves (``walk_allocations``)."""
 
 
-def boot_set(boot: BootLog, banks: list[tuple[int, int]], profile: KernelProfile) -> BootSet:
-    """What the kernel whose console gave ``boot`` mapped at EL2 once KVM was up (module doc)."""
+def boot_set(
+    boot: BootLog,
+    banks: list[tuple[int, int]],
+    profile: KernelProfile,
+    leaves: list[tuple[int, int, int]] = (),
+) -> BootSet:
+    """What the kernel whose console gave ``boot`` mapped at EL2 once KVM was up (module doc);
+    with a walk's ``leaves``, the per-CPU regions and SVE states where its allocator put them."""
     image = boot_kernel(profile).image
     version = image.version
     era = era_of_version(profile.version)
@@ -68,21 +77,57 @@ def boot_set(boot: BootLog, banks: list[tuple[int, int]], profile: KernelProfile
     )
     size = reserve["reserve_bytes"] if mode == "pkvm" else 0
     base = bootmap.pool_base(banks, size, profile.granule) if size else 0
+    delta = (boot.hyp_va_start - banks[0][0]) % (1 << 64)
+    image_pa = image.image_pa(boot.idmap_pa)
+    sve = bootmap.sve_state_bytes(version, boot.sve_vector_bytes) if mode == "pkvm" else 0
+    sve = sve if version >= bootmap.HOST_SVE_SINCE else 0
+    found = walk_allocations(
+        leaves, delta, (image_pa, image_pa + image.end), (base, base + size),
+        [image.percpu_bytes] * cpus + [sve] * (cpus if sve else 0), profile.granule,
+    )  # fmt: skip
+    placed = {"percpu_pa": found[:cpus], "sve_pa": found[cpus:]} if found else {}
     tables = bootmap.boot_tables(
-        mode,
-        image,
-        profile.granule,
-        boot.el2_va_bits,
-        (boot.hyp_va_start - banks[0][0]) % (1 << 64),
-        image.image_pa(boot.idmap_pa),
-        banks,
-        cpus,
-        reserve_base=base,
-        reserve_size=size,
-        vectors=boot.spectre_v3a,
-        sve_bytes=bootmap.sve_state_bytes(version, boot.sve_vector_bytes),
+        mode, image, profile.granule, boot.el2_va_bits, delta, image_pa, banks, cpus,
+        reserve_base=base, reserve_size=size, vectors=boot.spectre_v3a, sve_bytes=sve, **placed,
+    )  # fmt: skip
+    where = "the walk's leaf PAs" if found else BootSet.placement
+    return BootSet(mode, cpus, tables, reserve["reserve_bytes"], base, where)
+
+
+def walk_allocations(leaves, delta: int, image: tuple, pool: tuple, sizes: list[int], g: int):
+    """The PAs of the page allocations ``sizes`` (in the kernel's order: each CPU's region,
+    then each SVE state) in a walk: its leaves at the HYP alias (``va - pa == delta``) outside
+    the image and the pool, cut in that order; None when they are not exactly that."""
+    runs = sorted(
+        (pa, pa + size)
+        for va, pa, size in leaves
+        if (va - pa) % (1 << 64) == delta
+        and not image[0] <= pa < image[1]
+        and not pool[0] <= pa < max(pool[1], pool[0] + 1)
     )
-    return BootSet(mode, cpus, tables, reserve["reserve_bytes"], base)
+    if not runs or not sizes:
+        return None
+    out, k, pos = [], 0, runs[0][0]
+    for size in (-(-n // g) * g for n in sizes):
+        if pos + size > runs[k][1]:  # the next allocation begins the next run, or none fits
+            if pos != runs[k][1] or k + 1 == len(runs):
+                return None
+            k, pos = k + 1, runs[k + 1][0]
+        if pos + size > runs[k][1]:
+            return None
+        out.append(pos)
+        pos += size
+    return out if k + 1 == len(runs) and pos == runs[k][1] else None
+
+
+def read_walk_leaves(path: str | Path) -> list[tuple[int, int, int]]:
+    """A walk's leaf ranges ``(va, pa, size)`` (``tools/boot-kernels --walk``'s ``leaves``),
+    or none when it has none: they are optional, the table counts are what is compared."""
+    try:
+        leaves = json.loads(Path(path).read_text()).get("leaves") or []
+        return [(int(x["va"], 16), int(x["pa"], 16), int(x["size"], 16)) for x in leaves]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return []
 
 
 def read_walk(path: str | Path) -> dict[str, int]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweep.api import build_row
-from sweep.bootset import TABLE_FIELDS, boot_set, profile_for, read_walk
+from sweep.bootset import TABLE_FIELDS, boot_set, profile_for, read_walk, read_walk_leaves
 from sweep.core.eras import BY_NAME, era_of_version, resolve
 from sweep.core.errors import ValidationError
 from sweep.core.kconfig import VA_BITS_CHOICES, granule_name, levels
@@ -360,12 +360,12 @@ def _table_checks(
     """A walk of the real EL2 tables against ``sweep.bootset``'s boot-time tables, per level."""
     walk = read_walk(tables)
     banks = [(b.base, b.size) for b in memory_map.banks]
-    model = boot_set(boot, banks, profile_for(boot.release, profile))
+    model = boot_set(boot, banks, profile_for(boot.release, profile), read_walk_leaves(tables))
     label = f"EL2 {'pKVM' if boot.protected else 'nVHE'} boot"
-    return [
-        FieldCheck(f"{label} {f}", str(walk[f]), str(model.tables[f]), walk[f] == model.tables[f])
-        for f in TABLE_FIELDS
-    ]
+    shown = {f: str(model.tables[f]) for f in TABLE_FIELDS}
+    shown["table_pages"] += f" (per-CPU regions at {model.placement})"
+    return [FieldCheck(f"{label} {f}", str(walk[f]), shown[f], walk[f] == model.tables[f])
+            for f in TABLE_FIELDS]  # fmt: skip
 
 
 def _pkvm_checks(boot: BootLog, memory_map: MemoryMap, granule: int, layout: str) -> list:

@@ -114,3 +114,36 @@ def test_a_va_bits_no_build_runs_agrees_with_its_eras_rule_only():
     text = (WALKS / "6.19-16k-nvhe-3G-1c-nolpa2.log").read_text()
     assert verify_boot(text).agree
     assert "HYP VA start" in verify_boot(text, layout="linux-7.0").disagreeing()
+
+
+@pytest.mark.parametrize("log", LOGS, ids=lambda p: p.stem)
+def test_every_leaf_at_the_alias_is_a_mapping_the_model_lists(log):
+    """Outside the image and the pool, a walk's leaves at the HYP alias are exactly the per-CPU
+    regions and (pKVM 6.10+ on an SVE CPU) the SVE states, in allocation order: cut so, they
+    give the placement (``walk_allocations``), and no mapping of the kernel's is left over."""
+    report = verify_boot_file(log, tables=walk_of(log))
+    (pages,) = [c for c in report.checks if c.field.endswith("table_pages")]
+    assert pages.model.endswith("(per-CPU regions at the walk's leaf PAs)"), pages.model
+
+
+STRADDLING = {"7.3-pkvm-1G-4c-max": ("EL2 pKVM boot tables_l3", 0x459F_8000, 0x45A0_B000)}
+"""Walks whose per-CPU regions the allocator put across a 2 MiB boundary (first, end of the
+cluster, read from the walk): one L3 table more than the placement rule (``first_free``), which
+puts them 24 MiB past the image's end, on a boundary."""
+
+
+@pytest.mark.parametrize("log", LOGS, ids=lambda p: p.stem)
+def test_the_placement_rule_alone_agrees_but_where_the_allocator_straddled(log, tmp_path):
+    counts_only = tmp_path / "w.json"
+    walk = json.loads(walk_of(log).read_text())
+    counts_only.write_text(json.dumps({k: v for k, v in walk.items() if k != "leaves"}))
+    report = verify_boot_file(log, tables=counts_only)
+    if log.stem not in STRADDLING:
+        assert report.agree, report.format()
+        return
+    field, first, end = STRADDLING[log.stem]
+    assert report.disagreeing() == [field, field.replace("tables_l3", "table_pages")]
+    leaves = {int(x["pa"], 16): int(x["size"], 16) for x in walk["leaves"]}
+    assert first in leaves and first >> 21 != (end - 1) >> 21  # the cluster crosses 2 MiB
+    (l3,) = [c for c in report.checks if c.field == field]
+    assert int(l3.kernel) == int(l3.model) + 1
