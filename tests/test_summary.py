@@ -112,6 +112,20 @@ def test_sparse_parts_keep_no_summary(tmp_path):
     assert data.summary and not data.summary_parts
 
 
+def test_a_tag_a_row_still_summarizes(tmp_path):
+    """Rows of one configuration whose margins alternate between two buckets (a random tag a
+    row moves the runtime aliases): a thousand runs, two groups. The part keeps its summary, by
+    hand: the even rows' margin 2^12 is bucket 13, the odd rows' 2^20 bucket 21."""
+    n = 1000
+    rows = ROWS.slice(0, 1).take([0] * n)
+    margin = pa.array([4096 if i % 2 == 0 else 1 << 20 for i in range(n)], pa.uint64())
+    rows = rows.set_column(rows.schema.get_field_index("margin"), "margin", margin)
+    assert summary.footer_value(rows) is not None  # 1,000 runs, more than 1,000 / COMPACT
+    got = summary.summarize(rows).to_pandas().set_index("margin_bits")
+    assert got["rows"].to_dict() == {13: 500, 21: 500}
+    assert got.loc[13, "min_margin"] == 4096 and got.loc[21, "min_margin"] == 1 << 20
+
+
 def test_every_part_carries_its_summary(run_dir):
     parts = sorted(p for p in run_dir.rglob("part-*.parquet"))
     assert parts

@@ -150,8 +150,9 @@ def summarize(table: pa.Table, max_runs: int | None = None) -> pa.Table | None:
     Rows are first reduced over runs of consecutive rows with equal group columns (a work
     unit's rows come in long runs: one configuration, placements in order), then the runs over
     their groups: a few contiguous passes per column, whatever the order of the rows. With
-    ``max_runs``, None as soon as the rows come in more runs than that (a part of many small
-    groups, whose summary would not be kept: most of the work is not done).
+    ``max_runs``, None as soon as the rows fall in more groups than that (a part of many small
+    groups, whose summary would not be kept: most of the work is not done). Rows of few groups
+    may still come in many short runs: a random tag a row makes ``margin_bits`` alternate.
     """
     if table.num_rows == 0:
         return SCHEMA.empty_table()
@@ -163,8 +164,8 @@ def summarize(table: pa.Table, max_runs: int | None = None) -> pa.Table | None:
     varying = [bit_length(v) if c == "granule" else v for c, v in group.items() if len(v) > 1]
     code = _code(varying) if varying else np.zeros(table.num_rows, dtype=np.int64)
     starts = np.flatnonzero(np.concatenate([[True], code[1:] != code[:-1]]))
-    if max_runs is not None and len(starts) > max_runs:
-        return None
+    if max_runs is not None and len(starts) > max_runs and len(pd.unique(code)) > max_runs:
+        return None  # many groups; many runs of few groups (a tag a row) still summarize
     runs = _per_run(table, margin, starts)
     inverse, uniques = pd.factorize(code[starts])
     g = len(uniques)
