@@ -4,10 +4,12 @@ beside DuckDB's raw scan of the same files, in one run.
 Makes the data itself: a real stride sweep (``configs/stride-boards.toml``, about 10^6 rows),
 then copies of its part files with the boards renamed (``juno-000``, ``juno-001``, ...) until
 there are ``--rows`` rows (10^8 by default, about 2,600 boards): real rows, many boards, written
-as the store writes parts. Each measurement runs in a fresh process (imports excluded from the
-time, included in the RSS); peak RSS is the process's own high-water mark (``wait4``'s
-``ru_maxrss``: DuckDB is one process). The bars (issue 12): every named query, ``sweep report``
-and ``sweep diff`` under 2 GiB; each named query within 3x of the raw scan.
+as the store writes parts, with the manifest a sweep keeps (the readers trust what it vouches
+for, and ``sweep diff`` matches parts by its checksums). Each measurement runs in a fresh
+process (imports excluded from the time, included in the RSS); peak RSS is the process's own
+high-water mark (``wait4``'s ``ru_maxrss``: DuckDB is one process). The bars (issue 12): every
+named query, ``sweep report`` and ``sweep diff`` under 2 GiB; each named query within 3x of the
+raw scan.
 The machine's other load shows in every figure.
 
     python3 bench/bench_results.py                    # 10^8 rows (~0.3 GB on disk)
@@ -33,6 +35,7 @@ def make_data(directory: Path, rows: int) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from sweep.store.manifest import Manifest
     from sweep.store.parts import PART_RE, Store, part_path
 
     seed = directory.parent / f"{directory.name}-seed"
@@ -50,6 +53,7 @@ def make_data(directory: Path, rows: int) -> int:
     per_copy = sum(t.num_rows for _, t in tables)
     copies = max(1, round(rows / per_copy))
     next_index: dict[tuple[int, int], int] = {}
+    manifest = Manifest()  # as a sweep records its parts: readers trust what it vouches for
     for k in range(copies):
         for keys, table in tables:
             folder = int(keys["granule"]), int(keys["va_bits"])
@@ -60,9 +64,10 @@ def make_data(directory: Path, rows: int) -> int:
                 names.indices, pa.array([f"{n}-{k:03d}" for n in names.dictionary.to_pylist()])
             )
             column = table.schema.get_field_index("memory_map")
-            store.write_part(
-                part_path(*folder, index), table.set_column(column, "memory_map", renamed)
-            )
+            rel = part_path(*folder, index)
+            info = store.write_part(rel, table.set_column(column, "memory_map", renamed))
+            manifest.record(rel, info)
+    manifest.flush(store, force=True)
     (directory / "_sweep.json").write_text((seed / "_sweep.json").read_text())
     return copies * per_copy
 
