@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sweep.core.kconfig import level_shift
 from sweep.formats.bootlog import parse_boot_log
 from sweep.formats.kernel_profile import load_profile
 from sweep.formats.loaders import load_memory_map
@@ -156,7 +157,19 @@ def test_walk_by_rule(walk: Path) -> None:
     real = _counts(_real(walk))
     if model != real and not _one_run(_allocated(walk, kw), kw):
         pytest.xfail(PCP)
+    if model != real and _straddles(_allocated(walk, kw), kw["granule"]):
+        # One run, but across a level-2 boundary (7.3-pkvm-1G-4c-max: 0x459f8000-0x45a0b000
+        # crosses 0x45a00000), where the rule puts the run on one: one more level-3 table.
+        assert [r - m for r, m in zip(real, model, strict=True)] == [0, 0, 0, 0, 1, 1]
+        return
     assert model == real
+
+
+def _straddles(runs: list[tuple[int, int]], granule: int) -> bool:
+    """Whether the allocations, from the first to the end of the last, cross a level-2 entry
+    (2 MiB at 4K), which the rule's placement (``first_free``: on such a boundary) does not."""
+    shift = level_shift(2, granule)
+    return runs[0][0] >> shift != (runs[-1][0] + runs[-1][1] - 1) >> shift
 
 
 @pytest.mark.parametrize("walk", _walks(), ids=lambda p: p.name.removesuffix(".walk.json"))

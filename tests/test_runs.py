@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import MemoryMap
-from sweep.model.builder import CODED
-from sweep.model.runs import _Evaluator, expand, group_runs
+from sweep.model import runs
+from sweep.model.builder import CODED, build_table, compute_columns
+from sweep.model.runs import Group, _Evaluator, expand, group_runs, groups_runs
 from sweep.plan.config import validate_config
 from sweep.plan.plugins import registry
 from sweep.plan.units import make_plan
@@ -141,3 +142,80 @@ def test_runs_of_random_maps_are_the_builder_page_by_page(
             values = np.asarray(CODED[column], dtype=object)[values]
             assert rows[column].dtype == "category", column
         assert (rows[column].to_numpy() == values).all(), column
+
+
+def _page_by_page(group: Group) -> dict[str, np.ndarray]:
+    """Every page of a group through the builder's public entry (``build_table``), one row per
+    page: what the runs must expand to, computed without the runs code."""
+    g = group.granule
+    pages = np.concatenate([np.arange(s, e, g) for s, e in group.memory_map.trimmed(g)])
+    table = build_table(
+        [group.memory_map], 0, g, group.va_bits, [group.layout], 0, group.blocks, pages
+    )
+    return {"idmap_pa": pages, **{c: table[c].to_numpy() for c in table.column_names[10:]}}
+
+
+def test_a_group_refined_in_small_windows_gives_the_runs_of_one_window(monkeypatch):
+    # runs-high at 4K and VA_BITS 36 sits above PHYS_OFFSET + 2^35 (kernel high, DRAM clipped at
+    # the idmap page) and has intervals whose three samples disagree (halved): with windows of 7
+    # intervals, builder calls of at most 50 pages and room for 64 intervals, its groups are
+    # refined in hundreds of windows, share calls, and wait for room: the tables must not change.
+    reg = registry()
+    maps = [MemoryMap(name, banks) for name, banks in MAPS.items()]
+    groups = [
+        Group(m, 4096, 36, reg.layouts[layout], blocks)
+        for m in maps
+        for layout in ("linux-4.8", "linux-6.9")
+        for blocks in (False, True)
+    ]
+    whole = [group_runs(x.memory_map, x.granule, x.va_bits, x.layout, x.blocks) for x in groups]
+    calls = []
+
+    def counted(banks, layouts, rows, *args, **kwargs):
+        calls.append(len(rows))
+        return compute_columns(banks, layouts, rows, *args, **kwargs)
+
+    monkeypatch.setattr(runs, "compute_columns", counted)
+    monkeypatch.setattr(runs, "WINDOW", 7)
+    monkeypatch.setattr(runs, "BATCH", 50)
+    monkeypatch.setattr(runs, "HELD", 64)
+    windowed = groups_runs(groups)
+    assert len(calls) > 300 and max(calls) <= 50
+    for group, table, expected in zip(groups, windowed, whole, strict=True):
+        assert table.equals(expected), (group.memory_map.name, group.layout.name, group.blocks)
+    high = [t.num_rows for x, t in zip(groups, whole, strict=True) if x.layout.name == "linux-6.9"]
+    assert min(high[:2]) > 900  # runs-high's: over a hundred windows of 7 intervals each
+    for group, table in zip(groups, whole, strict=True):
+        rows, truth = expand(table), _page_by_page(group)
+        for column, values in truth.items():
+            got = rows[column].astype(str) if column in CODED else rows[column]
+            assert (got.to_numpy() == values).all(), (group.memory_map.name, column)
+
+
+def test_the_groups_of_a_unit_share_builder_calls():
+    # Three small maps x seven eras x two block settings: 42 groups, two builder calls in all
+    # (the breakpoints' first pages, then every interval's samples), where one group at a time
+    # made two each; the tables are those of each group alone.
+    reg = registry()
+    maps = [MemoryMap(name, banks) for name, banks in MAPS.items()]
+    groups = [
+        Group(m, 4096, 39, reg.layouts[layout], blocks)
+        for m in maps
+        for layout in ERA_NAMES
+        for blocks in (False, True)
+    ]
+    calls = []
+
+    def counted(banks, layouts, rows, *args, **kwargs):
+        calls.append(len(rows))
+        return compute_columns(banks, layouts, rows, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runs, "compute_columns", counted)
+        together = groups_runs(groups)
+    assert len(groups) == 42 and len(calls) <= 4
+    for group, table in zip(groups, together, strict=True):
+        alone = group_runs(
+            group.memory_map, group.granule, group.va_bits, group.layout, group.blocks
+        )
+        assert table.equals(alone)

@@ -6,10 +6,11 @@ entry boundary of the runtime tree at some level (block or table), a power of tw
 (``idmap_va_bits``, the tree size), a multiple of ``2^(V-1)`` (the layouts' tag bit and
 ``merged``'s half), the clip threshold ``PHYS_OFFSET + 2^(V-1)`` and, above it, each
 ``ARM64_MEMSTART_ALIGN`` step of the moved PHYS_OFFSET. Those *breakpoints* are computed from the
-banks and the layout's ``delta`` (docs/model.md sections 2 to 5), never by walking pages; the
-builder then evaluates each interval between breakpoints at its first, middle and last page, and an
-interval whose samples disagree is halved until they agree (a safety net for a monotone change
-the list missed). Adjacent intervals with equal outputs are merged into maximal runs.
+banks and the layout's ``delta`` (docs/model.md sections 2 to 5, :mod:`sweep.model.intervals`),
+never by walking pages; the builder then evaluates each interval between breakpoints at its first,
+middle and last page, and an interval whose samples disagree is halved until they agree (a safety
+net for a monotone change the list missed). Adjacent intervals with equal outputs are merged into
+maximal runs.
 
 Within a run, every output is the same on every page except the *affine* ones, which change by
 the same amount from page to page: ``margin`` (the gap to the nearest alias) and, where the kernel
@@ -18,24 +19,35 @@ row holds the first page's values and ``idmap_pa_last``, ``pages`` and ``<column
 affine ones (``sweep.core.columns.RUN_COLUMNS``); page ``k`` of a run has
 ``first + k * (last - first) / (pages - 1)``. Runs need ``tag_random = 0``, so the plan refuses a
 ``[tag] seed`` with every-page.
+
+Cost: the groups of a unit advance together, so that the pages they ask for at once share
+builder calls of up to ``BATCH`` pages (:func:`groups_runs`: a call costs milliseconds whatever
+its rows); a group samples its intervals ``WINDOW`` at a time, each page once, and keeps per
+interval only the first page's outputs and the last page's affine ones, as numpy arrays (about
+200 bytes); groups that would hold more than ``HELD`` intervals together wait their turn. A group
+is not cut by address: the breakpoints a state brings depend on the span of all its intervals,
+and the merge on where intervals start, so its runs are computed whole to stay the same.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 
-from sweep.core.columns import INPUT_COLUMNS, ROW_COLUMNS, RUN_COLUMNS
+from sweep.core.columns import ROW_COLUMNS
 from sweep.core.errors import ValidationError
-from sweep.core.memmap import MAX_BANKS, MemoryMap, level_shift, min_block_level
-from sweep.model.bootrows import MAPPING_SETS as SETS
-from sweep.model.builder import CODED, build_table
+from sweep.core.memmap import MAX_BANKS, MemoryMap
+from sweep.model.banks import TrimmedBanks
+from sweep.model.builder import NUMPY_DTYPES, compute_columns
+from sweep.model.intervals import AFFINE, OUTPUTS, States, diff, intervals, merge, structural, take
 from sweep.model.layout import Layout
+from sweep.model.rows import Rows
 
 I64 = np.int64
-AFFINE = ("margin", "clipped_bytes", "hyp_dram_last")
-OUTPUTS = [c for c in ROW_COLUMNS if c not in INPUT_COLUMNS]
-CONSTANT = [c for c in OUTPUTS if c not in AFFINE]
 MAX_ROUNDS = 64
 BATCH = 1 << 17
 """Pages the builder evaluates at once (its scratch memory stays near 130 MiB)."""
@@ -44,32 +56,100 @@ BATCH_CELLS = 1 << 27
 and bank (``sweep.model.banks.Banks.per_row``), so a map of many banks gets fewer pages per
 call and a worker's memory stays under about 1 GiB however many banks a map has (measured: 30k
 banks took 5.3 GB with ``BATCH`` pages a call, 0.5 GB so, in 20 s)."""
+WINDOW = BATCH // 3
+"""Intervals sampled at once (three pages each at most): one builder call's worth."""
+HELD = 1 << 19
+"""Intervals the groups being refined may hold together (about 200 bytes each); a group that
+would pass it waits, holding only its breakpoints, unless no other is being refined."""
+
+Asks = Generator["np.ndarray | int", "dict | None", pa.Table]
+"""A group's work: it yields pages to evaluate (and is sent their outputs) or, once, how many
+intervals it is about to hold (and is sent None when there is room); it returns its runs."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """One (memory map, granule, VA_BITS, layout, block setting): its runs are one table."""
+
+    memory_map: MemoryMap
+    granule: int
+    va_bits: int
+    layout: Layout
+    blocks: bool
 
 
 def group_runs(
     memory_map: MemoryMap, granule: int, va_bits: int, layout: Layout, blocks: bool
 ) -> pa.Table:
     """The runs of one (memory map, granule, VA_BITS, layout, block setting), every page."""
-    g = granule
-    banks = memory_map.trimmed(g)
-    check_banks(memory_map.name, len(banks))
-    starts = np.array([s for s, _ in banks], dtype=I64)
-    ends = np.array([e for _, e in banks], dtype=I64)
-    evaluate = _Evaluator(memory_map, g, va_bits, layout, blocks)
-    align = layout.memstart_align(g)
-    high = int(starts[0]) // align * align + (1 << (va_bits - 1))  # docs/model.md section 2
+    return groups_runs([Group(memory_map, granule, va_bits, layout, blocks)])[0]
 
-    first, end = _intervals(_structural(starts, ends, g, va_bits, align, high), starts, ends, g)
-    states = _States(starts, ends, g, va_bits, blocks, high)
-    points = states.new_points(first, end, evaluate(first))
-    known = None
-    while True:
-        first, end = _intervals(np.concatenate([first, points]), starts, ends, g)
-        first, end, a, c = _refine(evaluate, first, end, g, known)
-        known = (first, end, a, c)
-        points = states.new_points(first, end, a)
-        if not len(points):
-            return _merge(memory_map.name, g, va_bits, layout.name, blocks, first, end, a, c)
+
+def groups_runs(groups: Sequence[Group]) -> list[pa.Table]:
+    """The runs of each group, in order. The groups advance together, so that the pages they
+    ask for share builder calls: a unit of many small maps costs a few calls a round, not a
+    few a group (each call costs milliseconds whatever its rows)."""
+    return _Together(groups).run()
+
+
+class _Together:
+    """Groups advancing together: each asks for pages (or for room), the pages of several go
+    to one builder call, and a group that would pass ``HELD`` waits for room."""
+
+    def __init__(self, groups: Sequence[Group]) -> None:
+        self.groups, self.builder = groups, _Builder(groups)
+        self.tables: list = [None] * len(groups)
+        self.waiting, self.running = deque(range(len(groups))), {}
+        self.asks: dict[int, np.ndarray] = {}
+        self.parked: deque[tuple[int, int]] = deque()
+        self.held: dict[int, int] = {}
+        self.pending = self.parking = self.holding = 0  # pages asked, intervals parked, held
+
+    def run(self) -> list[pa.Table]:
+        while self.waiting or self.running:
+            while self.parked and (not self.held or self.holding + self.parked[0][1] <= HELD):
+                i, size = self.parked.popleft()
+                self.parking -= size
+                self.held[i] = size
+                self.holding += size
+                self.advance(i, None)
+            while self.waiting and self.pending < BATCH and self.parking < HELD:
+                i = self.waiting.popleft()
+                self.running[i] = _runs(self.groups[i])
+                self.advance(i, None)
+            chosen = _choose(self.asks)
+            asks = [(i, self.asks.pop(i)) for i in chosen]
+            self.pending -= sum(len(pages) for _, pages in asks)
+            for i, values in zip(chosen, self.builder(asks) if asks else [], strict=True):
+                self.advance(i, values)
+        return self.tables
+
+    def advance(self, i: int, value) -> None:
+        """Send group ``i`` what it waited for; note what it asks next, or its runs."""
+        try:
+            got = self.running[i].send(value)
+        except StopIteration as stop:
+            self.tables[i] = stop.value
+            del self.running[i]
+            self.holding -= self.held.pop(i, 0)
+            return
+        if isinstance(got, int):
+            self.parked.append((i, got))
+            self.parking += got
+        else:
+            self.asks[i] = got
+            self.pending += len(got)
+
+
+def _choose(asks: dict[int, np.ndarray]) -> list[int]:
+    """Groups whose pages go to the next builder call: in order, about ``BATCH`` pages."""
+    chosen, rows = [], 0
+    for i in sorted(asks):
+        if chosen and rows + len(asks[i]) > BATCH:
+            break
+        chosen.append(i)
+        rows += len(asks[i])
+    return chosen
 
 
 def check_banks(name: str, banks: int) -> None:
@@ -82,274 +162,212 @@ def check_banks(name: str, banks: int) -> None:
         )
 
 
-class _States:
-    """The states intervals are in (delta, from the last DRAM byte's alias; window; tree size;
-    PHYS_OFFSET; kernel high or low): each new one brings its own breakpoints."""
+def _runs(group: Group) -> Asks:
+    """One group's runs: breakpoints, then intervals refined until every state's breakpoints
+    are in, then merged."""
+    g, va_bits, layout = group.granule, group.va_bits, group.layout
+    banks = group.memory_map.trimmed(g)
+    check_banks(group.memory_map.name, len(banks))
+    starts = np.array([s for s, _ in banks], dtype=I64)
+    ends = np.array([e for _, e in banks], dtype=I64)
+    align = layout.memstart_align(g)
+    high = int(starts[0]) // align * align + (1 << (va_bits - 1))  # docs/model.md section 2
 
-    def __init__(self, starts, ends, g, va_bits, blocks, high) -> None:
-        self.starts, self.ends, self.g, self.blocks, self.high = starts, ends, g, blocks, high
-        self.va_bits = va_bits
-        self.seen: set[tuple] = set()
-
-    def new_points(self, first, end, a) -> np.ndarray:
-        g = self.g
-        is_high = first >= self.high
-        dram_last = np.where(
-            is_high, first + g - 1, _low_dram_last(self.starts, self.ends, self.high)
-        )
-        keys = np.stack(
-            [
-                _diff(dram_last, a["hyp_dram_last"]),
-                a["hyp_va_min"].view(I64),
-                a["hyp_va_max"].view(I64),
-                a["levels"].astype(I64),
-                a["phys_offset"].view(I64),
-                is_high.astype(I64),
-            ],
-            axis=1,
-        )
-        _, where, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-        inverse = inverse.ravel()
-        span_lo = np.full(len(where), np.iinfo(I64).max)
-        span_hi = np.zeros(len(where), dtype=I64)
-        np.minimum.at(span_lo, inverse, first)
-        np.maximum.at(span_hi, inverse, end)
-        points = [np.zeros(0, dtype=I64)]
-        for k, i in enumerate(where.tolist()):
-            key = tuple(keys[i].tolist())
-            if key in self.seen:
-                continue
-            self.seen.add(key)
-            span = (int(span_lo[k]), int(span_hi[k]))
-            points.append(_within_piece(self, keys[i], int(first[i]), span))
-        return np.concatenate(points)
+    first, end = intervals(structural(starts, ends, g, va_bits, align, high), starts, ends, g)
+    states = States(starts, ends, g, va_bits, group.blocks, high)
+    points = np.concatenate([first, states.new_points(first, end, (yield first))])
+    del first, end
+    yield len(points)  # wait for room to hold about as many intervals
+    known = None
+    while True:
+        first, end = intervals(points, starts, ends, g)
+        if known is not None and _same(known, first, end):
+            return merge(group, *known)  # no new interval: no new state either
+        first, end, a, c = yield from _refine(first, end, g, known)
+        points = states.new_points(first, end, a)
+        if not len(points):
+            return merge(group, first, end, a, c)
+        known = (first, end, a, c)
+        points = np.concatenate([first, points])
 
 
-def _low_dram_last(starts, ends, high) -> int:
-    """The last DRAM byte kept while the kernel sits low: DRAM is clipped at ``high``."""
-    kept = starts < high
-    return int(min(int(ends[kept][-1]), high)) - 1
+def _same(known, first, end) -> bool:
+    return len(known[0]) == len(first) and (known[0] == first).all() and (known[1] == end).all()
 
 
-def _refine(evaluate, first, end, g, known=None):
+def _refine(first, end, g, known=None) -> Asks:
     """Evaluate each interval at its first, middle and last page and halve those whose samples
     do not fit one run, until all do; intervals in ``known`` (an earlier result) are reused."""
     n = len(first)
-    have = np.zeros(n, dtype=bool)
-    a = c = None
-    if known is not None:
-        kf, ke, ka, kc = known
+    if known is None:
+        have = np.zeros(n, dtype=bool)
+        a, c = _empty(OUTPUTS, n), _empty(AFFINE, n)
+    else:
+        kf, ke, a, c = known
         idx = np.minimum(np.searchsorted(kf, first), len(kf) - 1)
         have = (kf[idx] == first) & (ke[idx] == end)
-        a = {k: v[idx] for k, v in ka.items()}
-        c = {k: v[idx] for k, v in kc.items()}
-    for _ in range(MAX_ROUNDS):
-        todo = np.flatnonzero(~have)
-        if not len(todo):
-            return first, end, a, c
-        f, e = first[todo], end[todo]
-        pages = (e - f) // g
-        mid = f + pages // 2 * g
-        values = evaluate(np.concatenate([f, mid, e - g]))
-        m = len(todo)
-        ta, tb, tc = ({k: v[i * m : (i + 1) * m] for k, v in values.items()} for i in range(3))
-        if a is None:
-            a = {k: np.empty(len(first), v.dtype) for k, v in ta.items()}
-            c = {k: np.empty(len(first), v.dtype) for k, v in tc.items()}
-        for k in ta:
-            a[k][todo], c[k][todo] = ta[k], tc[k]
-        ok = _agree(ta, tb, tc, pages)
-        have[todo] = ok
-        bad = todo[~ok]
-        if not len(bad):
-            return first, end, a, c
-        order = np.argsort(np.concatenate([first, mid[~ok]]), kind="stable")
-        first = np.concatenate([first, mid[~ok]])[order]
-        end = np.concatenate([end, end[bad]])[order]
-        end = np.minimum(end, np.append(first[1:], end[-1]))
-        have = np.concatenate([have, np.zeros(len(bad), dtype=bool)])[order]
-        a = {k: np.concatenate([v, v[bad]])[order] for k, v in a.items()}
-        c = {k: np.concatenate([v, v[bad]])[order] for k, v in c.items()}
+        for columns in (a, c):
+            for name in columns:  # one column at a time: the old one goes at once
+                columns[name] = columns[name][idx]
+    todo = np.flatnonzero(~have)
+    bad = [np.zeros(0, dtype=I64)]
+    for start in range(0, len(todo), WINDOW):
+        rows = todo[start : start + WINDOW]
+        ok = yield from _sample(first[rows], end[rows], g, a, c, rows)
+        bad.append(rows[~ok])
+    bad = np.concatenate(bad)
+    if not len(bad):
+        return first, end, a, c
+    pieces = yield from _halve(first[bad], end[bad], g)
+    # Each bad interval's pieces take its place: one gather a column.
+    count = np.ones(n, dtype=I64)
+    count[bad] = np.diff(np.searchsorted(pieces[0], np.append(first[bad], end[bad][-1])))
+    source = np.repeat(np.arange(n), count)
+    source[np.repeat(count > 1, count)] = n + np.arange(len(pieces[0]))
+    first = np.concatenate([first, pieces[0]])[source]
+    end = np.concatenate([end, pieces[1]])[source]
+    for columns, more in ((a, pieces[2]), (c, pieces[3])):
+        for name in columns:
+            columns[name] = np.concatenate([columns[name], more[name]])[source]
+    return first, end, a, c
+
+
+def _halve(first, end, g) -> Asks:
+    """Intervals whose samples disagree, halved round after round until every piece's agree:
+    the pieces, in order, with their samples (``first, end, a, c``)."""
+    done = []
+    for _ in range(MAX_ROUNDS - 1):
+        mid = first + (end - first) // g // 2 * g
+        first, end = np.concatenate([first, mid]), np.concatenate([mid, end])
+        order = np.argsort(first, kind="stable")
+        first, end = first[order], end[order]
+        n = len(first)
+        a, c = _empty(OUTPUTS, n), _empty(AFFINE, n)
+        ok = np.ones(n, dtype=bool)
+        for start in range(0, n, WINDOW):
+            rows = np.arange(start, min(start + WINDOW, n))
+            ok[rows] = yield from _sample(first[rows], end[rows], g, a, c, rows)
+        done.append((first[ok], end[ok], take(a, ok), take(c, ok)))
+        first, end = first[~ok], end[~ok]
+        if not len(first):
+            first, end, a, c = zip(*done, strict=True)
+            order = np.argsort(np.concatenate(first), kind="stable")
+            a, c = (
+                {name: np.concatenate([x[name] for x in y])[order] for name in y[0]} for y in (a, c)
+            )
+            return np.concatenate(first)[order], np.concatenate(end)[order], a, c
     raise RuntimeError("every-page: intervals did not converge")  # pragma: no cover
 
 
+def _sample(first, end, g, a, c, rows) -> Asks:
+    """Evaluate intervals at their first, middle and last page (each page once: a one-page
+    interval is one sample, a two-page one two), store the first page's outputs in ``a`` and
+    the last page's affine ones in ``c`` at ``rows``; whether each interval fits one run."""
+    pages = (end - first) // g
+    by_size = [np.flatnonzero(pages == 1), np.flatnonzero(pages == 2), np.flatnonzero(pages > 2)]
+    one, two, more = (len(k) for k in by_size)
+    order = np.concatenate(by_size)  # so that each kind's samples are slices
+    f, e, pages = first[order], end[order], pages[order]
+    values = yield np.concatenate([f, e[one:] - g, f[one + two :] + pages[one + two :] // 2 * g])
+    n = len(f)
+    head, tail = slice(0, n), slice(n, n + two + more)  # first pages; last pages but of one
+    mid = slice(n + two + more, n + two + 2 * more)
+    ok = np.ones(n, dtype=bool)
+    where = rows[order]
+    for name in OUTPUTS:
+        v = values[name]
+        if v.size == 1:  # one value at every sample: they agree
+            a[name][where] = v[0]
+            if name in c:
+                c[name][where] = v[0]
+            continue
+        a[name][where] = v[head]
+        if name not in c:
+            ok[one:] &= v[one:n] == v[tail]
+            ok[one + two :] &= v[one + two : n] == v[mid]
+            continue
+        last = np.concatenate([v[:one], v[tail]])
+        c[name][where] = last
+        total = diff(v[:n], last)
+        span = np.maximum(pages - 1, 1)
+        slope = total // span
+        ok &= total == slope * span
+        ok[one + two :] &= diff(v[one + two : n], v[mid]) == slope[one + two :] * (
+            pages[one + two :] // 2
+        )
+    back = np.empty(n, dtype=bool)
+    back[order] = ok
+    return back
+
+
+def _empty(names, n: int) -> dict[str, np.ndarray]:
+    return {name: np.empty(n, dtype=NUMPY_DTYPES[name]) for name in names}
+
+
+class _Builder:
+    """The builder's outputs at pages of any of some groups (``compute_columns``, no Arrow),
+    as numpy columns: one element for a column that holds one value in every row."""
+
+    def __init__(self, groups: Sequence[Group]) -> None:
+        maps: dict[int, int] = {}
+        layouts: dict[int, int] = {}
+        for group in groups:
+            maps.setdefault(id(group.memory_map), len(maps))
+            layouts.setdefault(id(group.layout), len(layouts))
+        self.maps = list({id(x.memory_map): x.memory_map for x in groups}.values())
+        self.layouts = list({id(x.layout): x.layout for x in groups}.values())
+        self.banks = TrimmedBanks.of(self.maps) if groups else None
+        self.of = {
+            "map_index": np.array([maps[id(x.memory_map)] for x in groups], dtype=I64),
+            "layout_index": np.array([layouts[id(x.layout)] for x in groups], dtype=I64),
+            "granule": np.array([x.granule for x in groups], dtype=I64),
+            "va_bits": np.array([x.va_bits for x in groups], dtype=I64),
+            "block_mappings": np.array([bool(x.blocks) for x in groups], dtype=bool),
+        }
+        self.bank_count = np.array([len(x.memory_map.banks) for x in groups], dtype=I64)
+
+    def __call__(self, asks: list[tuple[int, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """The outputs at each ``(group, pages)``, in order."""
+        sizes = [len(pages) for _, pages in asks]
+        if not sum(sizes):
+            return [{name: np.zeros(0, NUMPY_DTYPES[name]) for name in OUTPUTS} for _ in asks]
+        index = np.repeat(np.array([i for i, _ in asks], dtype=I64), sizes)
+        pages = np.concatenate([p for _, p in asks])
+        step = max(1, min(BATCH, BATCH_CELLS // max(1, int(self.bank_count[index].max(initial=1)))))
+        parts = [
+            (self._columns(index[k : k + step], pages[k : k + step]), len(pages[k : k + step]))
+            for k in range(0, len(pages), step)
+        ]
+        columns = {name: _join([(p[name], n) for p, n in parts]) for name in OUTPUTS}
+        bounds = np.cumsum([0, *sizes])
+        return [
+            {name: v if v.size == 1 else v[lo:hi] for name, v in columns.items()}
+            for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+        ]
+
+    def _columns(self, index: np.ndarray, pages: np.ndarray) -> dict[str, np.ndarray]:
+        one = index[:1] if (index == index[0]).all() else index  # one group: shared inputs
+        given = {name: values[one] for name, values in self.of.items()}
+        rows = Rows.of(self.maps, layouts=self.layouts, idmap_pa=pages.astype(np.uint64), **given)
+        return compute_columns(self.banks, self.layouts, rows, shared=True)
+
+
+def _join(parts: list[tuple[np.ndarray, int]]) -> np.ndarray:
+    """One column from the parts of several builder calls (``(values, rows)``)."""
+    if len(parts) == 1 or all(v.size == 1 and v[0] == parts[0][0][0] for v, _ in parts):
+        return parts[0][0]
+    return np.concatenate([np.broadcast_to(v, (n,)) for v, n in parts])
+
+
 class _Evaluator:
-    """The builder's outputs at given pages of one group, as numpy columns."""
+    """The builder's outputs at given pages of one group, as numpy columns (one per page)."""
 
     def __init__(self, memory_map, granule, va_bits, layout, blocks) -> None:
-        self.args = (memory_map, granule, va_bits, layout, blocks)
-        self.pages = max(1, min(BATCH, BATCH_CELLS // max(1, len(memory_map.banks))))
+        self.builder = _Builder([Group(memory_map, granule, va_bits, layout, blocks)])
 
     def __call__(self, pages: np.ndarray) -> dict[str, np.ndarray]:
-        step = self.pages
-        parts = [self.batch(pages[k : k + step]) for k in range(0, len(pages), step)]
-        if len(parts) == 1:
-            return parts[0]
-        return {name: np.concatenate([p[name] for p in parts]) for name in OUTPUTS}
-
-    def batch(self, pages: np.ndarray) -> dict[str, np.ndarray]:
-        memory_map, granule, va_bits, layout, blocks = self.args
-        table = build_table(
-            [memory_map], 0, granule, va_bits, (layout,), 0, blocks, pages.astype(np.uint64)
-        )
-        return {name: _values(table.column(name)) for name in OUTPUTS}
-
-
-def _values(column: pa.ChunkedArray) -> np.ndarray:
-    """A column as numpy: a coded category (``builder.CODED``) as its codes."""
-    if pa.types.is_dictionary(column.type):
-        return column.combine_chunks().indices.to_numpy().astype(np.int8)
-    return column.to_numpy()
-
-
-def _structural(starts, ends, g, va_bits, align, high) -> np.ndarray:
-    """Pages where delta, the window, the tree size or the clip may change, in the banks."""
-    lo, hi = int(starts[0]), int(ends[-1])
-    points = [starts, ends]
-    points.append(np.array([1 << k for k in range(g.bit_length() - 1, 53)], dtype=I64))
-    points.append(_multiples(lo, hi, 1 << (va_bits - 1)))
-    if high < hi:
-        points.append(_multiples(max(high, lo), hi, align))
-        points.append(np.array([high], dtype=I64))
-    return np.concatenate(points)
-
-
-def _within_piece(state: _States, key, page, span) -> np.ndarray:
-    """Breakpoints that depend on a state's delta: aliases, window, entries per level; those
-    that repeat along the clipped region only within ``span``, the pages of that state."""
-    starts, ends, g, blocks, high = state.starts, state.ends, state.g, state.blocks, state.high
-    delta, va_min, va_max, levels, phys_offset, is_high = (int(x) for x in key)
-    limit = page + g if is_high else high
-    s, e = np.maximum(starts, phys_offset), np.minimum(ends, limit)
-    keep = s < e
-    lo, hi = s[keep] + delta, e[keep] + delta
-    points = [lo - g, lo, hi, (hi[:-1] + lo[1:] - g) // 2]  # the nearest alias changes
-    points.append(np.array([w for w in (va_min, va_max + 1) if abs(w) < 1 << 62], dtype=I64))
-    if is_high and len(lo):  # tagged's tag_lsb grows with the last DRAM byte (section 3)
-        points.append(_tag_lsb_steps(int(s[keep][0]), phys_offset, state.va_bits, g, span))
-    for level in range(4 - levels, 4):
-        shift = level_shift(level, g)
-        chunk = 1 << shift
-        points += [lo >> shift << shift, ((hi - 1 >> shift) + 1) << shift]
-        if blocks and min_block_level(g) <= level < 3:
-            points += [(lo + chunk - 1) >> shift << shift, hi >> shift << shift]
-        if is_high and level < 3:  # the last alias ends with the idmap page: every entry edge
-            edges = _multiples(span[0], span[1] + chunk, chunk)
-            moving = edges - (g + delta) % chunk  # where the last alias ends on an edge
-            points += [edges, moving, moving + g]
-    return np.concatenate([np.asarray(p, dtype=I64).ravel() for p in points])
-
-
-def _tag_lsb_steps(dram_first: int, phys_offset: int, va_bits: int, g: int, span) -> np.ndarray:
-    """Pages where ``bit_length(lin(first DRAM byte) ^ lin(last DRAM byte))`` may change as the
-    last byte (the idmap page's end) moves up: where ``lin(last)`` first reaches the next
-    multiple of ``2^k`` above ``lin(first)``, for each ``k``."""
-    a = ((1 << 64) - (1 << (va_bits - 1)) + dram_first - phys_offset) % (1 << 64)
-    pages = []
-    for k in range(g.bit_length() - 1, 64):
-        last = dram_first + ((((a >> k) + 1) << k) - a)  # the DRAM byte whose lin() is that
-        page = last - g + 1
-        if span[0] <= page < span[1]:
-            pages.append(page)
-    return np.array(pages, dtype=I64)
-
-
-def _multiples(lo: int, hi: int, step: int) -> np.ndarray:
-    """Multiples of ``step`` in ``[lo, hi]`` (at most a few million)."""
-    first = -(-lo // step)
-    return np.arange(first, hi // step + 1, dtype=I64) * step
-
-
-def _inside(points: np.ndarray, starts, ends, g) -> np.ndarray:
-    """Distinct page addresses among ``points`` that lie in a bank, with every bank start."""
-    points = np.unique(np.concatenate([points // g * g, starts]))
-    bank = np.searchsorted(ends, points, side="right")
-    ok = bank < len(ends)
-    ok[ok] = starts[bank[ok]] <= points[ok]
-    return points[ok]
-
-
-def _ends_for(first, starts, ends, g) -> np.ndarray:
-    """Each interval's end: the next interval's first page or its bank's end."""
-    bank = np.searchsorted(ends, first, side="right")
-    return np.minimum(np.append(first[1:], ends[-1]), ends[bank])
-
-
-def _intervals(points, starts, ends, g):
-    """Intervals of pages starting at each breakpoint (and bank start) inside a bank."""
-    first = _inside(-(-points // g) * g, starts, ends, g)  # the first page at or above
-    return first, _ends_for(first, starts, ends, g)
-
-
-def _diff(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``y - x`` as int64 (wrapping uint64 arithmetic: the differences are small)."""
-    return (y.astype(np.uint64) - x.astype(np.uint64)).view(I64)
-
-
-def _agree(a, b, c, pages) -> np.ndarray:
-    """Whether the samples at first (a), middle (b) and last (c) page fit one run."""
-    ok = np.ones(len(pages), dtype=bool)
-    for name in CONSTANT:
-        ok &= (a[name] == b[name]) & (a[name] == c[name])
-    k = pages // 2
-    span = np.maximum(pages - 1, 1)
-    for name in AFFINE:
-        total = _diff(a[name], c[name])
-        slope = total // span
-        ok &= (total == slope * span) & (_diff(a[name], b[name]) == slope * k)
-    return ok
-
-
-def _merge(name, g, va_bits, layout, blocks, first, end, a, c) -> pa.Table:
-    """Maximal runs of intervals with equal outputs and one slope per affine column."""
-    pages = (end - first) // g
-    n = len(first)
-    cut = np.ones(max(n - 1, 0), dtype=bool)
-    if n > 1:
-        cut = first[1:] != end[:-1]
-        for col in CONSTANT:
-            cut |= a[col][1:] != a[col][:-1]
-        span = np.maximum(pages - 1, 1)
-        slope = {col: _diff(a[col], c[col]) // span for col in AFFINE}
-        join = {col: _diff(c[col][:-1], a[col][1:]) for col in AFFINE}
-        for col in AFFINE:
-            cut |= (pages[:-1] > 1) & (slope[col][:-1] != join[col])
-            cut |= (pages[1:] > 1) & (join[col] != slope[col][1:])
-        single = np.flatnonzero((pages[1:-1] == 1) & ~cut[:-1] & ~cut[1:])
-        for col in AFFINE:  # a one-page interval between two joins of other slopes
-            wrong = join[col][single] != join[col][single + 1]
-            cut[single[wrong] + 1] = True
-    head = np.concatenate([[0], np.flatnonzero(cut) + 1])
-    tail = np.append(head[1:] - 1, n - 1)
-    runs = len(head)
-    columns = {
-        "memory_map": pa.DictionaryArray.from_arrays(np.zeros(runs, np.int32), pa.array([name])),
-        "granule": np.full(runs, g, dtype=np.int32),
-        "va_bits": np.full(runs, va_bits, dtype=np.int8),
-        "layout": pa.DictionaryArray.from_arrays(np.zeros(runs, np.int32), pa.array([layout])),
-        "block_mappings": np.full(runs, bool(blocks)),
-        "idmap_pa": first[head].astype(np.uint64),
-        "tag_random": np.zeros(runs, dtype=np.uint64),
-        "mappings": pa.DictionaryArray.from_arrays(np.zeros(runs, np.int32), pa.array(SETS)),
-        "cpus": np.zeros(runs, dtype=np.int16),
-        "kernel": pa.DictionaryArray.from_arrays(np.zeros(runs, np.int32), pa.array([""])),
-        **{col: a[col][head] for col in OUTPUTS},
-        "idmap_pa_last": (end[tail] - g).astype(np.uint64),
-        "pages": np.add.reduceat(pages, head) if n else np.zeros(0, I64),
-        **{f"{col}_last": c[col][tail] for col in AFFINE},
-    }
-    for col, names in CODED.items():
-        columns[col] = pa.DictionaryArray.from_arrays(
-            pa.array(columns[col].astype(np.int32)), pa.array(list(names))
-        )
-    schema = {**ROW_COLUMNS, **RUN_COLUMNS}
-    arrays = [
-        columns[col]
-        if isinstance(columns[col], pa.Array)
-        else pa.array(np.ascontiguousarray(columns[col], dtype=schema[col]))
-        for col in schema
-    ]
-    return pa.Table.from_arrays(arrays, names=list(schema))
+        (values,) = self.builder([(0, np.asarray(pages))])
+        return {name: np.broadcast_to(v, (len(pages),)).copy() for name, v in values.items()}
 
 
 def expand(runs: pa.Table | object) -> object:
@@ -366,6 +384,6 @@ def expand(runs: pa.Table | object) -> object:
     span = np.maximum(out["pages"].to_numpy().astype(I64) - 1, 1)
     for col in AFFINE:
         first = out[col].to_numpy()
-        slope = _diff(first, out[f"{col}_last"].to_numpy()) // span
+        slope = diff(first, out[f"{col}_last"].to_numpy()) // span
         out[col] = (first.astype(np.uint64) + (slope * k).astype(np.uint64)).astype(first.dtype)
     return pd.DataFrame({col: out[col] for col in ROW_COLUMNS})

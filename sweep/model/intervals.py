@@ -1,0 +1,241 @@
+"""The intervals of an every-page group (:mod:`sweep.model.runs`): where they may start, and
+how adjacent ones join into runs.
+
+Breakpoints are computed from the banks and the layout's ``delta`` (docs/model.md sections 2
+to 5), never by walking pages: bank and window edges, the aliases of the runtime ranges, entry
+boundaries at each level, powers of two, multiples of ``2^(V-1)`` and, above the clip threshold,
+of ``ARM64_MEMSTART_ALIGN``. Each state the pages are in (``States``) brings its own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from sweep.core.columns import INPUT_COLUMNS, ROW_COLUMNS, RUN_COLUMNS
+from sweep.core.memmap import level_shift, min_block_level
+from sweep.model.bootrows import MAPPING_SETS as SETS
+from sweep.model.builder import CODED
+
+I64 = np.int64
+AFFINE = ("margin", "clipped_bytes", "hyp_dram_last")
+"""Outputs that change by the same amount from page to page along a run."""
+OUTPUTS = [c for c in ROW_COLUMNS if c not in INPUT_COLUMNS]
+CONSTANT = [c for c in OUTPUTS if c not in AFFINE]
+
+
+class States:
+    """The states intervals are in (delta, from the last DRAM byte's alias; window; tree size;
+    PHYS_OFFSET; kernel high or low): each new one brings its own breakpoints."""
+
+    def __init__(self, starts, ends, g, va_bits, blocks, high) -> None:
+        self.starts, self.ends, self.g, self.blocks, self.high = starts, ends, g, blocks, high
+        self.va_bits = va_bits
+        self.seen: set[tuple] = set()
+
+    def new_points(self, first, end, a) -> np.ndarray:
+        """Breakpoints of the states first seen among intervals ``[first, end)`` (``a``: the
+        outputs at each first page); a state's span is the pages of all its intervals."""
+        keys = self.keys(first, a)
+        n = len(first)
+        if not n:
+            return np.zeros(0, dtype=I64)
+        # Neighbours mostly share a state: unique over the runs of equal keys, not every row.
+        heads = np.flatnonzero(np.append(True, (keys[1:] != keys[:-1]).any(axis=1)))
+        _, where, inverse = np.unique(keys[heads], axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
+        span_lo = np.full(len(where), np.iinfo(I64).max)
+        span_hi = np.zeros(len(where), dtype=I64)
+        np.minimum.at(span_lo, inverse, np.minimum.reduceat(first, heads))
+        np.maximum.at(span_hi, inverse, np.maximum.reduceat(end, heads))
+        points = [np.zeros(0, dtype=I64)]
+        for k, i in enumerate(heads[where].tolist()):
+            key = tuple(keys[i].tolist())
+            if key in self.seen:
+                continue
+            self.seen.add(key)
+            span = (int(span_lo[k]), int(span_hi[k]))
+            points.append(_within_piece(self, keys[i], int(first[i]), span))
+        return np.concatenate(points)
+
+    def keys(self, first, a) -> np.ndarray:
+        """Each interval's state, one row of six integers."""
+        is_high = first >= self.high
+        dram_last = np.where(
+            is_high, first + self.g - 1, _low_dram_last(self.starts, self.ends, self.high)
+        )
+        n = len(first)
+        return np.stack(
+            [
+                diff(dram_last, np.broadcast_to(a["hyp_dram_last"], (n,))),
+                np.broadcast_to(a["hyp_va_min"].view(I64), (n,)),
+                np.broadcast_to(a["hyp_va_max"].view(I64), (n,)),
+                np.broadcast_to(a["levels"].astype(I64), (n,)),
+                np.broadcast_to(a["phys_offset"].view(I64), (n,)),
+                is_high.astype(I64),
+            ],
+            axis=1,
+        )
+
+
+def _low_dram_last(starts, ends, high) -> int:
+    """The last DRAM byte kept while the kernel sits low: DRAM is clipped at ``high``."""
+    kept = starts < high
+    return int(min(int(ends[kept][-1]), high)) - 1
+
+
+def structural(starts, ends, g, va_bits, align, high) -> np.ndarray:
+    """Pages where delta, the window, the tree size or the clip may change, in the banks."""
+    lo, hi = int(starts[0]), int(ends[-1])
+    points = [starts, ends]
+    points.append(np.array([1 << k for k in range(g.bit_length() - 1, 53)], dtype=I64))
+    points.append(_multiples(lo, hi, 1 << (va_bits - 1)))
+    if high < hi:
+        points.append(_multiples(max(high, lo), hi, align))
+        points.append(np.array([high], dtype=I64))
+    return np.concatenate(points)
+
+
+def _within_piece(state: States, key, page, span) -> np.ndarray:
+    """Breakpoints that depend on a state's delta: aliases, window, entries per level; those
+    that repeat along the clipped region only within ``span``, the pages of that state."""
+    starts, ends, g, blocks, high = state.starts, state.ends, state.g, state.blocks, state.high
+    delta, va_min, va_max, levels, phys_offset, is_high = (int(x) for x in key)
+    limit = page + g if is_high else high
+    s, e = np.maximum(starts, phys_offset), np.minimum(ends, limit)
+    keep = s < e
+    lo, hi = s[keep] + delta, e[keep] + delta
+    points = [lo - g, lo, hi, (hi[:-1] + lo[1:] - g) // 2]  # the nearest alias changes
+    points.append(np.array([w for w in (va_min, va_max + 1) if abs(w) < 1 << 62], dtype=I64))
+    if is_high and len(lo):  # tagged's tag_lsb grows with the last DRAM byte (section 3)
+        points.append(_tag_lsb_steps(int(s[keep][0]), phys_offset, state.va_bits, g, span))
+    for level in range(4 - levels, 4):
+        shift = level_shift(level, g)
+        chunk = 1 << shift
+        points += [lo >> shift << shift, ((hi - 1 >> shift) + 1) << shift]
+        if blocks and min_block_level(g) <= level < 3:
+            points += [(lo + chunk - 1) >> shift << shift, hi >> shift << shift]
+        if is_high and level < 3:  # the last alias ends with the idmap page: every entry edge
+            edges = _multiples(span[0], span[1] + chunk, chunk)
+            moving = edges - (g + delta) % chunk  # where the last alias ends on an edge
+            points += [edges, moving, moving + g]
+    return np.concatenate([np.asarray(p, dtype=I64).ravel() for p in points])
+
+
+def _tag_lsb_steps(dram_first: int, phys_offset: int, va_bits: int, g: int, span) -> np.ndarray:
+    """Pages where ``bit_length(lin(first DRAM byte) ^ lin(last DRAM byte))`` may change as the
+    last byte (the idmap page's end) moves up: where ``lin(last)`` first reaches the next
+    multiple of ``2^k`` above ``lin(first)``, for each ``k``."""
+    a = ((1 << 64) - (1 << (va_bits - 1)) + dram_first - phys_offset) % (1 << 64)
+    pages = []
+    for k in range(g.bit_length() - 1, 64):
+        last = dram_first + ((((a >> k) + 1) << k) - a)  # the DRAM byte whose lin() is that
+        page = last - g + 1
+        if span[0] <= page < span[1]:
+            pages.append(page)
+    return np.array(pages, dtype=I64)
+
+
+def _multiples(lo: int, hi: int, step: int) -> np.ndarray:
+    """Multiples of ``step`` in ``[lo, hi]`` (at most a few million)."""
+    first = -(-lo // step)
+    return np.arange(first, hi // step + 1, dtype=I64) * step
+
+
+def _inside(points: np.ndarray, starts, ends, g) -> np.ndarray:
+    """Distinct page addresses among ``points`` that lie in a bank, with every bank start."""
+    points = np.sort(np.concatenate([points // g * g, starts]))  # a sort: no hash table
+    points = points[np.append(True, points[1:] != points[:-1])]
+    bank = np.searchsorted(ends, points, side="right")
+    ok = bank < len(ends)
+    ok[ok] = starts[bank[ok]] <= points[ok]
+    return points[ok]
+
+
+def _ends_for(first, starts, ends, g) -> np.ndarray:
+    """Each interval's end: the next interval's first page or its bank's end."""
+    bank = np.searchsorted(ends, first, side="right")
+    return np.minimum(np.append(first[1:], ends[-1]), ends[bank])
+
+
+def intervals(points, starts, ends, g):
+    """Intervals of pages starting at each breakpoint (and bank start) inside a bank."""
+    first = _inside(-(-points // g) * g, starts, ends, g)  # the first page at or above
+    return first, _ends_for(first, starts, ends, g)
+
+
+def diff(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``y - x`` as int64 (wrapping uint64 arithmetic: the differences are small)."""
+    return (y.astype(np.uint64) - x.astype(np.uint64)).view(I64)
+
+
+def take(columns: dict, rows, pop: bool = False) -> dict:
+    """``columns`` at ``rows``; with ``pop``, each column leaves ``columns`` once taken (the
+    group's samples go as its runs come)."""
+    names = list(columns)
+    return {name: (columns.pop(name) if pop else columns[name])[rows] for name in names}
+
+
+def merge(group, first, end, a, c) -> pa.Table:
+    """The run rows of a group (a ``sweep.model.runs.Group``) from its intervals ``[first, end)``
+    and their outputs at the first page (``a``) and affine ones at the last (``c``): maximal runs
+    of intervals with equal outputs and one slope per affine column."""
+    g = group.granule
+    pages = (end - first) // g
+    n = len(first)
+    cut = np.ones(max(n - 1, 0), dtype=bool)
+    if n > 1:
+        cut = first[1:] != end[:-1]
+        for col in CONSTANT:
+            cut |= a[col][1:] != a[col][:-1]
+        span = np.maximum(pages - 1, 1)
+        slope = {col: diff(a[col], c[col]) // span for col in AFFINE}
+        join = {col: diff(c[col][:-1], a[col][1:]) for col in AFFINE}
+        for col in AFFINE:
+            cut |= (pages[:-1] > 1) & (slope[col][:-1] != join[col])
+            cut |= (pages[1:] > 1) & (join[col] != slope[col][1:])
+        single = np.flatnonzero((pages[1:-1] == 1) & ~cut[:-1] & ~cut[1:])
+        for col in AFFINE:  # a one-page interval between two joins of other slopes
+            wrong = join[col][single] != join[col][single + 1]
+            cut[single[wrong] + 1] = True
+    head = np.concatenate([[0], np.flatnonzero(cut) + 1])
+    tail = np.append(head[1:] - 1, n - 1)
+    pages = np.add.reduceat(pages, head) if n else np.zeros(0, I64)
+    return _table(group, first[head], end[tail] - g, pages, take(a, head, pop=True), take(c, tail))
+
+
+def _table(group, first, last, pages, a, c) -> pa.Table:
+    """The run rows: inputs, the first page's outputs, the run columns."""
+    runs = len(first)
+
+    def names(values: list[str]) -> pa.DictionaryArray:
+        return pa.DictionaryArray.from_arrays(np.zeros(runs, np.int32), pa.array(values))
+
+    columns = {
+        "memory_map": names([group.memory_map.name]),
+        "granule": np.full(runs, group.granule, dtype=np.int32),
+        "va_bits": np.full(runs, group.va_bits, dtype=np.int8),
+        "layout": names([group.layout.name]),
+        "block_mappings": np.full(runs, bool(group.blocks)),
+        "idmap_pa": first.astype(np.uint64),
+        "tag_random": np.zeros(runs, dtype=np.uint64),
+        "mappings": names(list(SETS)),
+        "cpus": np.zeros(runs, dtype=np.int16),
+        "kernel": names([""]),
+        **a,
+        "idmap_pa_last": last.astype(np.uint64),
+        "pages": pages,
+        **{f"{col}_last": c[col] for col in AFFINE},
+    }
+    for col, coded in CODED.items():
+        columns[col] = pa.DictionaryArray.from_arrays(
+            pa.array(columns[col].astype(np.int32)), pa.array(list(coded))
+        )
+    schema = {**ROW_COLUMNS, **RUN_COLUMNS}
+    arrays = [
+        columns[col]
+        if isinstance(columns[col], pa.Array)
+        else pa.array(np.ascontiguousarray(columns[col], dtype=schema[col]))
+        for col in schema
+    ]
+    return pa.Table.from_arrays(arrays, names=list(schema))
