@@ -579,3 +579,35 @@ def test_a_real_every_page_sweep_counts_pages(tmp_path):
     assert results.level_counts(out)["rows"].sum() == 3 * pages
     assert results.margin_distribution(out)["rows"].sum() == 3 * pages
     assert len(results.load(out)) < 100  # runs, not pages
+
+
+@pytest.mark.parametrize(
+    "sets", [["all-dram", "nvhe-boot", "pkvm-boot"], ["pkvm-boot", "nvhe-boot"]]
+)
+def test_configuration_counts_take_each_configuration_once(tmp_path, sets):
+    """A configuration's overlap, window, levels and margin do not depend on its mapping set
+    or CPU count: the counting queries take all of DRAM's rows, or with boot sets only the
+    first set's (nVHE) at its fewest CPUs, and agree with the rows read with pandas."""
+    from small_sweep import small_config, write_map
+
+    from sweep.run.driver import run_sweep
+
+    config = small_config(
+        write_map(tmp_path), layouts=["linux-6.9", "linux-7.0"], mappings=sets, cpus=[4, 1]
+    )
+    out = tmp_path / "out"
+    assert run_sweep(config, out=str(out), workers=1, progress=False).ok
+    rows = pd.read_parquet(out)
+    keep = "all-dram" if "all-dram" in sets else "nvhe-boot"
+    once = rows[(rows["mappings"] == keep) & ((rows["cpus"] == 1) | (keep == "all-dram"))]
+    assert 0 < len(once) < len(rows)
+    got = results.overlaps(str(out))
+    want = once.groupby(["memory_map", "layout"], observed=True).agg(
+        rows=("overlap", "size"), overlaps=("overlap", "sum")
+    )
+    assert got["rows"].tolist() == want["rows"].tolist()
+    assert got["overlaps"].tolist() == want["overlaps"].tolist()
+    levels = results.level_counts(str(out))
+    assert levels["rows"].sum() == len(once)
+    boards = results.boards(str(out))
+    assert boards["rows"].tolist() == [len(once)]

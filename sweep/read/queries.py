@@ -25,6 +25,10 @@ Source = Results | str | Path | pd.DataFrame
 
 
 CONFIG = ["memory_map", "granule", "va_bits", "layout"]
+SET_ORDER = ("nvhe-boot", "pkvm-boot", "all-dram")
+"""Mapping sets (``sweep.core.columns.MAPPING_SETS``) in the order figures show them: what
+kernels map at boot first, then the limit, all of DRAM."""
+SET_RANK = {name: k for k, name in enumerate(SET_ORDER)}
 
 
 def _when(condition: str) -> str:
@@ -35,13 +39,31 @@ def _when(condition: str) -> str:
 ROWS = "CAST(sum(rows) AS BIGINT)"
 
 
+def once(r: Results) -> str:
+    """A SQL predicate that keeps each configuration's rows once: all of DRAM's when the rows
+    have them (every cell does), else the first boot set's at its fewest CPUs.
+
+    What most queries count (overlap, window, levels, margin, runnable) does not depend on the
+    mapping set or the CPUs a boot set maps, and a sweep of three sets holds each configuration
+    three times; cells with no kernel build have no boot rows, so counting every row would also
+    weigh the eras unevenly. The table-size queries keep every set (each answers its own
+    question)."""
+    sets = r.frame(f"SELECT mappings, min(cpus) AS cpus FROM {r.summary} GROUP BY ALL")
+    present = dict(zip(sets["mappings"].astype(str), sets["cpus"], strict=True))
+    if not present or "all-dram" in present:
+        return "mappings = 'all-dram'"
+    first = min(present, key=lambda m: (SET_RANK.get(m, len(SET_RANK)), m))
+    return f"mappings = {quote(first)} AND cpus = {int(present[first])}"
+
+
 def overlaps(data: Source) -> pd.DataFrame:
     """Per board and layout: rows, rows whose idmap overlaps a runtime mapping, rows whose idmap
     is inside the HYP window (4.8's "IDMAP intersecting with HYP VA" check), and the shares."""
     r = results_of(data)
     out = r.frame(
         f"SELECT memory_map, layout, {ROWS} AS rows, {_when('overlap')} AS overlaps, "
-        f"{_when('idmap_in_window')} AS in_window FROM {r.summary} GROUP BY ALL ORDER BY ALL"
+        f"{_when('idmap_in_window')} AS in_window FROM {r.summary} WHERE {once(r)} "
+        "GROUP BY ALL ORDER BY ALL"
     ).set_index(["memory_map", "layout"])
     out["overlap_share"] = out["overlaps"] / out["rows"]
     out["in_window_share"] = out["in_window"] / out["rows"]
@@ -58,7 +80,8 @@ def overlaps_by_config(data: Source) -> pd.DataFrame:
     r = results_of(data)
     out = r.frame(
         f"SELECT granule, va_bits, layout, {ROWS} AS rows, {_when('overlap')} AS overlaps, "
-        f"{_when('idmap_in_window')} AS in_window FROM {r.summary} GROUP BY ALL ORDER BY ALL"
+        f"{_when('idmap_in_window')} AS in_window FROM {r.summary} WHERE {once(r)} "
+        "GROUP BY ALL ORDER BY ALL"
     ).set_index(["granule", "va_bits", "layout"])
     out["overlap_share"] = out["overlaps"] / out["rows"]
     return out
@@ -69,7 +92,7 @@ def _level_summary(r: Results, condition: str) -> pd.DataFrame:
         f"SELECT memory_map, granule, va_bits, layout, {ROWS} AS rows, "
         "max(extra_levels) AS max_extra_levels, max(levels) AS max_levels, "
         f"min(idmap_from) AS lowest_idmap_pa FROM {r.summary} WHERE {condition} "
-        "GROUP BY ALL ORDER BY ALL"
+        f"AND {once(r)} GROUP BY ALL ORDER BY ALL"
     ).set_index(CONFIG)
 
 
@@ -88,7 +111,7 @@ def unrunnable(data: Source) -> pd.DataFrame:
         f"SELECT memory_map, granule, va_bits, layout, unrunnable AS reason, "
         f"{ROWS} AS rows, max(extra_levels) AS max_extra_levels, max(levels) AS max_levels, "
         f"min(idmap_from) AS lowest_idmap_pa FROM {r.summary} WHERE NOT runnable "
-        "GROUP BY ALL ORDER BY ALL"
+        f"AND {once(r)} GROUP BY ALL ORDER BY ALL"
     ).set_index([*CONFIG, "reason"])
 
 
@@ -101,7 +124,7 @@ def level_counts(data: Source) -> pd.DataFrame:
     r = results_of(data)
     return r.frame(
         f"SELECT granule, va_bits, layout, levels, {ROWS} AS rows FROM {r.summary} "
-        "GROUP BY ALL ORDER BY ALL"
+        f"WHERE {once(r)} GROUP BY ALL ORDER BY ALL"
     )
 
 
@@ -140,11 +163,6 @@ def config_label(granule: int, va_bits: int) -> str:
     return f"{granule_name(int(granule))}/{int(va_bits)}"
 
 
-SET_ORDER = ("nvhe-boot", "pkvm-boot", "all-dram")
-"""Mapping sets (``sweep.core.columns.MAPPING_SETS``) in the order figures show them: what
-kernels map at boot first, then the limit, all of DRAM."""
-
-
 def table_bytes_by_board(
     data: Source, block_mappings: bool | None = None, mappings: str | None = None
 ) -> pd.DataFrame:
@@ -177,8 +195,9 @@ def table_bytes_matrices(data: Source) -> dict[tuple[str, bool], pd.DataFrame]:
         (str(m), bool(b)): _board_matrix(part)
         for (m, b), part in long.groupby(["mappings", "block_mappings"], observed=True)
     }
-    rank = {name: k for k, name in enumerate(SET_ORDER)}
-    return dict(sorted(parts.items(), key=lambda kv: (rank.get(kv[0][0], len(rank)), kv[0])))
+    return dict(
+        sorted(parts.items(), key=lambda kv: (SET_RANK.get(kv[0][0], len(SET_RANK)), kv[0]))
+    )
 
 
 def _board_matrix(long: pd.DataFrame, index="memory_map") -> pd.DataFrame:
@@ -198,7 +217,7 @@ def margin_distribution(data: Source) -> pd.DataFrame:
     runtime mapping. Bucket ``k`` holds margins in ``[2^(k-1), 2^k)``; 0 means they touch."""
     r = results_of(data)
     counts = r.frame(
-        f"SELECT layout, margin_bits, {ROWS} AS rows FROM {r.summary} "
+        f"SELECT layout, margin_bits, {ROWS} AS rows FROM {r.summary} WHERE {once(r)} "
         "GROUP BY ALL HAVING sum(rows) > 0 ORDER BY ALL"
     )
     counts["from"] = [
@@ -232,25 +251,29 @@ def worst_cases(data: Source, n: int = 20) -> pd.DataFrame:
     columns = [c for c in WORST_CASE_COLUMNS if c in r.columns]
     columns += [c for c in ("idmap_pa_last", "pages", "margin_last") if c in r.columns]
     order = WORST_ORDER.replace("margin ASC", f"{r.min_margin} ASC")
-    source, where = "results", ""
+    keep = once(r) if "mappings" in r.columns else "TRUE"  # rows of before mapping sets: all
+    source, where = "results", f" WHERE {keep}"
     if r.summary_parts:
-        bound = _worst_bound(r, int(n))
+        bound = _worst_bound(r, int(n), keep)
         if bound is not None:
-            parts = r.frame(f"SELECT DISTINCT part FROM {r.summary} WHERE {bound('min_margin')}")
-            source, where = r.scan_of(sorted(parts["part"])), f" WHERE {bound(r.min_margin)}"
+            parts = r.frame(
+                f"SELECT DISTINCT part FROM {r.summary} WHERE {bound('min_margin')} AND {keep}"
+            )
+            source = r.scan_of(sorted(parts["part"]))
+            where = f" WHERE {bound(r.min_margin)} AND {keep}"
     return r.frame(
         f"SELECT {', '.join(columns)} FROM {source}{where} ORDER BY {order} LIMIT {int(n)}"
     ).reset_index(drop=True)
 
 
-def _worst_bound(r: Results, n: int):
+def _worst_bound(r: Results, n: int, keep: str = "TRUE"):
     """A predicate (given the margin's SQL) that every one of the ``n`` worst rows meets, from
     the summaries: a group's rows are no better than (overlap, window, extra levels, the top of
     its margin bucket); the worst groups by that bound until they hold ``n`` rows give the
     bound of the ``n``-th worst row. None when the summaries hold fewer than ``n`` rows."""
     groups = r.frame(
         "SELECT overlap, idmap_in_window, extra_levels, margin_bits, sum(records) AS records "
-        f"FROM {r.summary} GROUP BY ALL ORDER BY overlap DESC, idmap_in_window DESC, "
+        f"FROM {r.summary} WHERE {keep} GROUP BY ALL ORDER BY overlap DESC, idmap_in_window DESC, "
         "extra_levels DESC, margin_bits"
     )
     reached = groups["records"].cumsum() >= n
@@ -279,7 +302,8 @@ def worst_configurations(data: Source, n: int = 20) -> pd.DataFrame:
         f"WITH grouped AS (SELECT {keys}, {severity}, {ROWS} AS rows, "
         "min(min_margin) AS min_margin, max(max_table_bytes) AS max_table_bytes, "
         "min(idmap_from) AS idmap_from, max(idmap_to) AS idmap_to, "
-        f"arg_min(tag_random, idmap_from) AS tag_random FROM {r.summary} GROUP BY ALL), "
+        f"arg_min(tag_random, idmap_from) AS tag_random FROM {r.summary} WHERE {once(r)} "
+        "GROUP BY ALL), "
         f"ranked AS (SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY overlap DESC, "
         "idmap_in_window DESC, extra_levels DESC) AS rank FROM grouped) "
         "SELECT * EXCLUDE (rank) FROM ranked WHERE rank = 1 "
@@ -301,8 +325,9 @@ def explain_command(row: pd.Series | dict) -> str:
 
 
 def boards(data: Source) -> pd.DataFrame:
-    """Per board: rows, overlapping rows, idmap in the window, rows needing an extra level and
-    the most extra levels, the smallest margin, and the largest tables of each mapping set:
+    """Per board: configurations, overlapping ones, idmap in the window, ones needing an extra
+    level (each counted once, ``once``) and the most extra levels, the smallest margin, and the
+    largest tables of each mapping set:
     what nVHE and pKVM map at boot, and all of DRAM (the limit) without and with blocks, each
     named for its set so that nobody reads the limit as a boot state (empty: no such rows)."""
     r = results_of(data)
@@ -310,10 +335,12 @@ def boards(data: Source) -> pd.DataFrame:
         f"max(max_table_bytes) FILTER (WHERE {where}) AS {name}"
         for name, where in BOARD_BYTES.items()
     )
+    keep = once(r)  # each configuration counted once; the bytes are per set
     return r.frame(
-        f"SELECT memory_map, {ROWS} AS rows, {_when('overlap')} AS overlaps, "
-        f"{_when('idmap_in_window')} AS in_window, {_when('extra_levels > 0')} AS "
-        "extra_level_rows, max(extra_levels) AS max_extra_levels, "
+        f"SELECT memory_map, {_when(keep)} AS rows, {_when(f'{keep} AND overlap')} AS overlaps, "
+        f"{_when(f'{keep} AND idmap_in_window')} AS in_window, "
+        f"{_when(f'{keep} AND extra_levels > 0')} AS extra_level_rows, "
+        "max(extra_levels) AS max_extra_levels, "
         f"min(min_margin) AS min_margin, {largest} "
         f"FROM {r.summary} GROUP BY ALL ORDER BY ALL"
     ).set_index("memory_map")

@@ -256,8 +256,8 @@ def _page(directory: str | Path, data: Results, started: float) -> str:
     parts_html = _figures(data, by_board, many)
     title = f"va-sweep report: {meta.get('name', Path(directory).name)}"
     facts = (
-        f"{int(per_board['rows'].sum()):,} rows; {n_boards} board(s); "
-        f"{int(per_board['overlaps'].sum()):,} rows overlap; "
+        f"{int(per_board['rows'].sum()):,} configurations (each counted once, whatever its "
+        f"mapping sets); {n_boards} board(s); {int(per_board['overlaps'].sum()):,} overlap; "
         f"{int(per_board['extra_level_rows'].sum()):,} need an extra level; "
         f"{len(unrunnable):,} configurations no kernel of their era could run."
     )
