@@ -15,6 +15,8 @@ from collections import OrderedDict
 import numpy as np
 import pyarrow as pa
 
+from sweep.model.rows import full
+
 CACHE_BYTES = 64 << 20
 """What the arrays kept here may hold together (16 int64 columns of a default 500k-row unit)."""
 
@@ -46,14 +48,7 @@ def arrow(values: np.ndarray, n: int, dtype) -> pa.Array:
     values = np.asarray(values)
     if values.size == 1:
         return constant(values.reshape(-1)[0], n, dtype)
-    dtype = np.dtype(dtype)
-    if values.dtype != dtype:
-        same = values.dtype.kind in "iu" and dtype.kind in "iu"
-        if same and values.dtype.itemsize == dtype.itemsize:
-            values = values.view(dtype)  # int64 <-> uint64: the model's values are below 2^63
-        else:
-            values = values.astype(dtype)
-    return pa.array(values)
+    return pa.array(full(values, n, dtype))
 
 
 def dictionary(codes: np.ndarray, n: int, names: list[str]) -> pa.DictionaryArray:
