@@ -120,19 +120,11 @@ def walk_allocations(leaves, delta: int, image: tuple, pool: tuple, sizes: list[
     return out if k + 1 == len(runs) and pos == runs[k][1] else None
 
 
-def read_walk_leaves(path: str | Path) -> list[tuple[int, int, int]]:
-    """A walk's leaf ranges ``(va, pa, size)`` (``tools/boot-kernels --walk``'s ``leaves``),
-    or none when it has none: they are optional, the table counts are what is compared."""
-    try:
-        leaves = json.loads(Path(path).read_text()).get("leaves") or []
-        return [(int(x["va"], 16), int(x["pa"], 16), int(x["size"], 16)) for x in leaves]
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return []
-
-
-def read_walk(path: str | Path) -> dict[str, int]:
-    """A walk's table counts: a JSON object with ``tables_lm1`` .. ``tables_l3`` and
-    ``table_pages`` (``tools/boot-kernels --walk`` writes it; other keys are ignored)."""
+def read_walk(path: str | Path) -> tuple[dict[str, int], list[tuple[int, int, int]]]:
+    """A walk's table counts, a JSON object with ``tables_lm1`` .. ``tables_l3`` and
+    ``table_pages`` (``tools/boot-kernels --walk`` writes it; other keys are ignored), and its
+    leaf ranges ``(va, pa, size)`` (``leaves``): optional, none when absent or unreadable,
+    since the counts are what is compared."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -145,4 +137,9 @@ def read_walk(path: str | Path) -> dict[str, int]:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValidationError(f"--tables {path}: {key} must be a count (got {value!r})")
         out[key] = value
-    return out
+    try:
+        leaves = [(int(x["va"], 16), int(x["pa"], 16), int(x["size"], 16))
+                  for x in data.get("leaves") or []]  # fmt: skip
+    except (ValueError, TypeError, KeyError):
+        leaves = []
+    return out, leaves

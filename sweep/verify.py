@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweep.api import build_row
-from sweep.bootset import TABLE_FIELDS, boot_set, profile_for, read_walk, read_walk_leaves
+from sweep.bootset import TABLE_FIELDS, boot_set, profile_for, read_walk
 from sweep.core.eras import BY_NAME, era_of_version, resolve
 from sweep.core.errors import ValidationError
 from sweep.core.kconfig import VA_BITS_CHOICES, granule_name, levels
@@ -358,9 +358,9 @@ def _table_checks(
     profile: str | Path | None,
 ) -> list[FieldCheck]:
     """A walk of the real EL2 tables against ``sweep.bootset``'s boot-time tables, per level."""
-    walk = read_walk(tables)
+    walk, leaves = read_walk(tables)
     banks = [(b.base, b.size) for b in memory_map.banks]
-    model = boot_set(boot, banks, profile_for(boot.release, profile), read_walk_leaves(tables))
+    model = boot_set(boot, banks, profile_for(boot.release, profile), leaves)
     label = f"EL2 {'pKVM' if boot.protected else 'nVHE'} boot"
     shown = {f: str(model.tables[f]) for f in TABLE_FIELDS}
     shown["table_pages"] += f" (per-CPU regions at {model.placement})"
