@@ -17,7 +17,7 @@ from sweep.bootset import profile_for
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import MemoryMap
 from sweep.formats.bootlog import parse_boot_log
-from sweep.model import bootmap, bootrows
+from sweep.model import bootmap
 from sweep.plan.kernels import boot_kernel, shipped_profiles
 from sweep.verify import verify_boot_file
 
@@ -77,10 +77,7 @@ def _scalar(case: dict, banks, row) -> dict:
     return want
 
 
-@pytest.mark.parametrize("path", ["one order", "sorting each row"])
-def test_boot_rows_agree_with_the_scalar_tree(path, monkeypatch):
-    if path == "sorting each row":  # the fallback for rows whose ranges change order
-        monkeypatch.setattr(bootrows, "_count", bootrows._count_sorting)
+def test_boot_rows_agree_with_the_scalar_tree():
     cases = list(_cases(260))
     frame = pd.DataFrame([c for c, _ in cases])
     maps = {c["memory_map"]: MemoryMap(c["memory_map"], banks) for c, banks in cases}
@@ -165,14 +162,9 @@ def test_all_dram_rows_are_unchanged_by_the_new_inputs():
 
 
 @pytest.mark.parametrize("release", sorted(shipped_profiles()))
-def test_a_unit_of_placements_counts_as_the_scalar_tree(release, monkeypatch):
-    """One map, the idmap page every 1 MiB + 12 KiB of its low bank (a stride unit: the ranges
-    keep one order, ``_count``'s path), both boot sets (pKVM's with a random tag a row); 40
-    rows each held to the scalar tree."""
-    calls = []
-    sorting = bootrows._count_sorting
-    monkeypatch.setattr(bootrows, "_count_sorting", lambda *a: calls.append(1) or sorting(*a))
-    monkeypatch.setattr(bootrows, "CACHE_ROWS", 997)  # counted in slices, as large units are
+def test_a_unit_of_placements_counts_as_the_scalar_tree(release):
+    """One map, the idmap page every 1 MiB + 12 KiB of its low bank (a stride unit), both boot
+    sets (pKVM's with a random tag a row); 40 rows each held to the scalar tree."""
     profile = profile_for(release)
     g = profile.granule
     banks = [(0x8000_0000, 3 << 30), (0x8_8000_0000, 4 << 30)]
@@ -193,7 +185,6 @@ def test_a_unit_of_placements_counts_as_the_scalar_tree(release, monkeypatch):
             case = dict(base, idmap_pa=int(idmaps[i]))
             want = _scalar(case, banks, out.iloc[i])
             assert {k: int(out.iloc[i][k]) for k in want} == want, (mappings, hex(case["idmap_pa"]))
-    assert len(calls) < 4  # most pieces kept one order
 
 
 def test_boot_tables_lists_the_mappings_and_agrees():
