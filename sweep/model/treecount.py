@@ -62,13 +62,17 @@ def count_rows(anchors: list, ranges: list[tuple[int, int, int, int]], fixed: li
         [np.broadcast_to(np.asarray(x).astype(np.uint64, copy=False), (n,)) for x in anchors]
     )
     how = np.array([[i, a % (1 << 64), j, b % (1 << 64)] for i, a, j, b in ranges], np.uint64)
-    kind = np.broadcast_to(np.asarray(kind, I64), (n,))
+    kind = np.require(np.broadcast_to(np.asarray(kind, I64), (n,)), I64, ["C", "W"])
     out = np.zeros((len(NAMES) + 2, n), I64)
     _count(at, how, kind, shifts, spans, counts, out, 4 - n_levels + 1)
     return dict(zip((*NAMES, "table_pages", "shared_tables"), out, strict=True))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(
+    "void(u8[:, ::1], u8[:, ::1], i8[::1], u8[::1], i8[:, :, :, ::1], i8[:, ::1], i8[:, ::1], i8)",
+    cache=True,
+    nogil=True,
+)
 def _count(at, how, kind, shifts, spans, counts, out, root):  # pragma: no cover - compiled
     """Per row: its non-empty ranges sorted by start (``ip``: where the idmap went); per level,
     the chunks each adds past the running maximum, less those of its kind's fixed spans (one
