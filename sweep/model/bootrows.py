@@ -146,7 +146,7 @@ def boot_columns(
     if mode == "pkvm":
         kinds, kind = _pkvm_fixed(anchors, ranges, kernel, cpus, tree_va_bits, idmap_lo,
                                   delta_u, start, end, valid, reserve_bytes, fixed)  # fmt: skip
-    from sweep.model.treecount import count_rows  # numba: 0.3 s and ~90 MiB, for boot rows only
+    from sweep.model.treecount import count_rows  # lazy: numba costs 0.3 s, ~90 MiB a process
 
     got = count_rows(anchors, ranges, kinds, kind, g, n_levels, n)
     got["table_bytes"] = got["table_pages"] * g
