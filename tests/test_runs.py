@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from conftest import ERA_NAMES, HIGH_ONLY_ONE_TREE
 from hypothesis import given, settings
@@ -18,12 +19,13 @@ from sweep.core.errors import ValidationError
 from sweep.core.memmap import MemoryMap
 from sweep.model import runs
 from sweep.model.builder import CODED, build_table, compute_columns
-from sweep.model.runs import Group, _Evaluator, expand, group_runs, groups_runs
+from sweep.model.runs import Group, _Evaluator, expand, group_runs, groups_runs, runs_table
 from sweep.plan.config import validate_config
 from sweep.plan.plugins import registry
 from sweep.plan.units import make_plan
 from sweep.read.results import load as read_results
 from sweep.run.driver import run_sweep
+from sweep.run.task import unit_table
 
 MIB, GIB = 1 << 20, 1 << 30
 KEYS = ["memory_map", "granule", "va_bits", "layout", "block_mappings", "idmap_pa"]
@@ -219,3 +221,37 @@ def test_the_groups_of_a_unit_share_builder_calls():
             group.memory_map, group.granule, group.va_bits, group.layout, group.blocks
         )
         assert table.equals(alone)
+
+
+def test_units_cut_between_groups_write_the_runs_of_the_uncut_partition(tmp_path):
+    # unit_rows = 1 makes every group (map x layout x block setting) a unit of its own: the
+    # units' tables, one after another, are the partition's runs computed in one call, and
+    # each group's are those of the group alone.
+    config = validate_config(
+        {
+            "memory_maps": write_maps(tmp_path),
+            "granules": ["4K"],
+            "va_bits": [36],
+            "layouts": ["linux-4.8", "linux-6.9"],
+            "unit_rows": 1,
+            "placement": {"kind": "every-page"},
+        }
+    )
+    plan = make_plan(config, base_dir=str(tmp_path))
+    units = list(plan.units())
+    groups = [
+        Group(m, 4096, 36, layout, blocks)
+        for m in plan.map_list
+        for layout in plan.layouts
+        for blocks in config.block_mappings
+    ]
+    assert [len(plan.decoder.unit_groups(u)) for u in units] == [1] * len(groups)
+    assert units[0].start == 0 and units[-1].stop == plan.partition_rows(4096)
+    cut = pa.concat_tables([unit_table(plan, u) for u in units]).unify_dictionaries()
+    whole = runs_table(groups)
+    assert cut.num_rows == whole.num_rows > 1000
+    for column in whole.column_names:
+        assert cut[column].to_pylist() == whole[column].to_pylist(), column
+    alone = pa.concat_tables([group_runs(x.memory_map, 4096, 36, x.layout, x.blocks)
+                              for x in groups]).unify_dictionaries()  # fmt: skip
+    assert alone.to_pylist() == whole.to_pylist()

@@ -42,12 +42,14 @@ class States:
             return np.zeros(0, dtype=I64)
         # Neighbours mostly share a state: unique over the runs of equal keys, not every row.
         heads = np.flatnonzero(np.append(True, (keys[1:] != keys[:-1]).any(axis=1)))
-        _, where, inverse = np.unique(keys[heads], axis=0, return_index=True, return_inverse=True)
-        inverse = inverse.ravel()
-        span_lo = np.full(len(where), np.iinfo(I64).max)
-        span_hi = np.zeros(len(where), dtype=I64)
-        np.minimum.at(span_lo, inverse, np.minimum.reduceat(first, heads))
-        np.maximum.at(span_hi, inverse, np.maximum.reduceat(end, heads))
+        # The distinct states, each with its first head and span: a stable sort of the heads'
+        # keys, not np.unique(axis=0), whose structured view costs more than a small group.
+        order = np.lexsort(keys[heads].T[::-1])
+        ordered = keys[heads[order]]
+        cut = np.flatnonzero(np.append(True, (ordered[1:] != ordered[:-1]).any(axis=1)))
+        where = order[cut]  # the first head of each state: the sort is stable
+        span_lo = np.minimum.reduceat(np.minimum.reduceat(first, heads)[order], cut)
+        span_hi = np.maximum.reduceat(np.maximum.reduceat(end, heads)[order], cut)
         points = [np.zeros(0, dtype=I64)]
         for k, i in enumerate(heads[where].tolist()):
             key = tuple(keys[i].tolist())
@@ -131,7 +133,9 @@ def _tag_lsb_steps(dram_first: int, phys_offset: int, va_bits: int, g: int, span
     for k in range(g.bit_length() - 1, 64):
         last = dram_first + ((((a >> k) + 1) << k) - a)  # the DRAM byte whose lin() is that
         page = last - g + 1
-        if span[0] <= page < span[1]:
+        if page >= span[1]:  # and so for every larger k: the next multiple only moves up
+            break
+        if span[0] <= page:
             pages.append(page)
     return np.array(pages, dtype=I64)
 
@@ -176,10 +180,11 @@ def take(columns: dict, rows, pop: bool = False) -> dict:
     return {name: (columns.pop(name) if pop else columns[name])[rows] for name in names}
 
 
-def merge(group, first, end, a, c) -> pa.Table:
+def merge(group, first, end, a, c) -> dict[str, np.ndarray]:
     """The run rows of a group (a ``sweep.model.runs.Group``) from its intervals ``[first, end)``
     and their outputs at the first page (``a``) and affine ones at the last (``c``): maximal runs
-    of intervals with equal outputs and one slope per affine column."""
+    of intervals with equal outputs and one slope per affine column, as numpy columns (the
+    outputs, ``idmap_pa``, ``idmap_pa_last``, ``pages`` and ``<affine>_last``; :func:`table`)."""
     g = group.granule
     pages = (end - first) // g
     n = len(first)
@@ -201,32 +206,47 @@ def merge(group, first, end, a, c) -> pa.Table:
     head = np.concatenate([[0], np.flatnonzero(cut) + 1])
     tail = np.append(head[1:] - 1, n - 1)
     pages = np.add.reduceat(pages, head) if n else np.zeros(0, I64)
-    return _table(group, first[head], end[tail] - g, pages, take(a, head, pop=True), take(c, tail))
+    last = take(c, tail)
+    return {
+        "idmap_pa": first[head].astype(np.uint64),
+        **take(a, head, pop=True),
+        "idmap_pa_last": (end[tail] - g).astype(np.uint64),
+        "pages": pages,
+        **{f"{col}_last": last[col] for col in AFFINE},
+    }
 
 
-def _table(group, first, last, pages, a, c) -> pa.Table:
-    """The run rows: inputs, the first page's outputs, the run columns."""
-    runs = len(first)
+def table(groups, runs: list[dict[str, np.ndarray]]) -> pa.Table:
+    """One table of the run rows of several groups (``merge``'s columns, one per group), in
+    order: inputs, the first page's outputs, the run columns. One table for a unit's groups, not
+    one each: building and joining Arrow tables cost more than the runs of a small group."""
+    sizes = np.array([len(r["pages"]) for r in runs], dtype=I64)
+    total = int(sizes.sum())
+
+    def per_row(values, dtype) -> np.ndarray:
+        return np.repeat(np.array(values, dtype=dtype), sizes)
 
     def names(values: list[str]) -> pa.DictionaryArray:
-        return pa.DictionaryArray.from_arrays(np.zeros(runs, np.int32), pa.array(values))
+        dictionary = list(dict.fromkeys(values))
+        codes = per_row([dictionary.index(v) for v in values], np.int32)
+        return pa.DictionaryArray.from_arrays(codes, pa.array(dictionary, pa.string()))
+
+    def constant(values: list[str]) -> pa.DictionaryArray:
+        return pa.DictionaryArray.from_arrays(np.zeros(total, np.int32), pa.array(values))
 
     columns = {
-        "memory_map": names([group.memory_map.name]),
-        "granule": np.full(runs, group.granule, dtype=np.int32),
-        "va_bits": np.full(runs, group.va_bits, dtype=np.int8),
-        "layout": names([group.layout.name]),
-        "block_mappings": np.full(runs, bool(group.blocks)),
-        "idmap_pa": first.astype(np.uint64),
-        "tag_random": np.zeros(runs, dtype=np.uint64),
-        "mappings": names(list(SETS)),
-        "cpus": np.zeros(runs, dtype=np.int16),
-        "kernel": names([""]),
-        **a,
-        "idmap_pa_last": last.astype(np.uint64),
-        "pages": pages,
-        **{f"{col}_last": c[col] for col in AFFINE},
+        "memory_map": names([x.memory_map.name for x in groups]),
+        "granule": per_row([x.granule for x in groups], np.int32),
+        "va_bits": per_row([x.va_bits for x in groups], np.int8),
+        "layout": names([x.layout.name for x in groups]),
+        "block_mappings": per_row([bool(x.blocks) for x in groups], bool),
+        "tag_random": np.zeros(total, dtype=np.uint64),
+        "mappings": constant(list(SETS)),
+        "cpus": np.zeros(total, dtype=np.int16),
+        "kernel": constant([""]),
     }
+    for col in runs[0]:  # at least one group
+        columns[col] = runs[0][col] if len(runs) == 1 else np.concatenate([r[col] for r in runs])
     for col, coded in CODED.items():
         columns[col] = pa.DictionaryArray.from_arrays(
             pa.array(columns[col].astype(np.int32)), pa.array(list(coded))

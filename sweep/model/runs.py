@@ -21,12 +21,13 @@ affine ones (``sweep.core.columns.RUN_COLUMNS``); page ``k`` of a run has
 ``[tag] seed`` with every-page.
 
 Cost: the groups of a unit advance together, so that the pages they ask for at once share
-builder calls of up to ``BATCH`` pages (:func:`groups_runs`: a call costs milliseconds whatever
+builder calls of up to ``BATCH`` pages (:func:`runs_table`: a call costs milliseconds whatever
 its rows); a group samples its intervals ``WINDOW`` at a time, each page once, and keeps per
 interval only the first page's outputs and the last page's affine ones, as numpy arrays (about
 200 bytes); groups that would hold more than ``HELD`` intervals together wait their turn. A group
 is not cut by address: the breakpoints a state brings depend on the span of all its intervals,
-and the merge on where intervals start, so its runs are computed whole to stay the same.
+and the merge on where intervals start, so its runs are computed whole to stay the same (units
+are cut between groups, :mod:`sweep.plan.units`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import pyarrow as pa
 from sweep.core.columns import ROW_COLUMNS
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import MAX_BANKS, MemoryMap
+from sweep.model import intervals as iv
 from sweep.model.banks import TrimmedBanks
 from sweep.model.builder import NUMPY_DTYPES, compute_columns
 from sweep.model.intervals import AFFINE, OUTPUTS, States, diff, intervals, merge, structural, take
@@ -62,9 +64,10 @@ HELD = 1 << 19
 """Intervals the groups being refined may hold together (about 200 bytes each); a group that
 would pass it waits, holding only its breakpoints, unless no other is being refined."""
 
-Asks = Generator["np.ndarray | int", "dict | None", pa.Table]
+Asks = Generator["np.ndarray | int", "dict | None", dict]
 """A group's work: it yields pages to evaluate (and is sent their outputs) or, once, how many
-intervals it is about to hold (and is sent None when there is room); it returns its runs."""
+intervals it is about to hold (and is sent None when there is room); it returns its runs (as
+numpy columns, ``sweep.model.intervals.merge``)."""
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,15 @@ def group_runs(
 
 
 def groups_runs(groups: Sequence[Group]) -> list[pa.Table]:
-    """The runs of each group, in order. The groups advance together, so that the pages they
-    ask for share builder calls: a unit of many small maps costs a few calls a round, not a
-    few a group (each call costs milliseconds whatever its rows)."""
-    return _Together(groups).run()
+    """The runs of each group, in order, a table each (:func:`runs_table` joins them)."""
+    return [iv.table([x], [r]) for x, r in zip(groups, _Together(groups).run(), strict=True)]
+
+
+def runs_table(groups: Sequence[Group]) -> pa.Table:
+    """The runs of every group, in order, as one table. The groups advance together, so that
+    the pages they ask for share builder calls: a unit of many small maps costs a few calls a
+    round, not a few a group (each call costs milliseconds whatever its rows)."""
+    return iv.table(groups, _Together(groups).run())
 
 
 class _Together:
@@ -105,7 +113,7 @@ class _Together:
         self.held: dict[int, int] = {}
         self.pending = self.parking = self.holding = 0  # pages asked, intervals parked, held
 
-    def run(self) -> list[pa.Table]:
+    def run(self) -> list[dict[str, np.ndarray]]:
         while self.waiting or self.running:
             while self.parked and (not self.held or self.holding + self.parked[0][1] <= HELD):
                 i, size = self.parked.popleft()

@@ -102,6 +102,22 @@ class UnitDecoder:
             c["mappings"], c["cpus"], c["kernel_index"],
         )  # fmt: skip
 
+    def unit_groups(self, unit: Unit) -> list[tuple[int, int]]:
+        """The every-page groups of ``unit`` as ``(map, combination)``, in row order: those
+        whose first row it holds (its cuts fall between groups, ``Plan._cuts``)."""
+        g = unit.granule
+        offsets, counts = self.plan.map_row_offsets(g), self.plan._placement_counts(g)
+        combos = len(self.plan.combos[g])
+        first = int(np.searchsorted(offsets, unit.start, side="right")) - 1
+        last = int(np.searchsorted(offsets, unit.stop - 1, side="right")) - 1
+        return [
+            (m, c)
+            for m in range(first, last + 1)
+            if counts[m]
+            for c in range(combos)
+            if unit.start <= offsets[m] + c * counts[m] < unit.stop
+        ]
+
     def _segment_inputs(self, granule: int, segments: list, rows: int) -> UnitInputs:
         """A unit's inputs from its segments (map, combination, placements ``[lo, hi)``): a
         few long runs, each filled at once."""

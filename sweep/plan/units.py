@@ -15,7 +15,9 @@ config and the plugins, so unit ``k`` of a partition is the same unit in every r
 
 A placement whose function says its rows are runs (``rows = "runs"``, as every-page's does:
 :func:`sweep.plan.placements.writes_runs`) is written as runs of pages instead of rows
-(:mod:`sweep.model.runs`); its units hold whole memory maps, so that no run is cut.
+(:mod:`sweep.model.runs`); its units hold whole groups (a map's rows of one combination: its
+every page at one layout and block setting), so that no run is cut, and a map of many pages is
+several units, which the workers share and whose tables stay small.
 """
 
 from __future__ import annotations
@@ -39,14 +41,17 @@ from sweep.plan.placements import ListedPlacements, Placements, placements, writ
 from sweep.plan.plugins import pm, registry
 from sweep.store.parts import PartKey
 
-ALGORITHM_VERSION = 2
+ALGORITHM_VERSION = 3
 """Bumped whenever the rows a config gives change for the same code inputs: the tag hash, the
 random placement's stream, the unit order. ``_sweep.json`` records it (``plan``), so ``--resume``
-never mixes parts of two versions. 2: units as row ranges; random placement by splitmix64."""
+never mixes parts of two versions. 2: units as row ranges; random placement by splitmix64.
+3: every-page units cut between groups (map x combination), no longer only between maps."""
 
-RUN_UNIT_FACTOR = 1024
-"""An every-page unit packs whole maps until it covers ``unit_rows * RUN_UNIT_FACTOR``
-configurations (runs are far fewer rows than pages)."""
+RUN_UNIT_FACTOR = 256
+"""An every-page unit packs whole groups until it covers ``unit_rows * RUN_UNIT_FACTOR``
+configurations (runs are far fewer rows than pages): at the default ``unit_rows``, one group of
+512 GiB of 4K pages is a unit of its own (measured: about a second and 200 MiB of a worker's
+memory at VA_BITS 39, where DRAM is clipped at the idmap page and runs are 256 pages long)."""
 KEEP_LISTED = 1 << 22
 """Listed addresses (32 MiB) up to which the plan keeps what it counted, for the workers."""
 
@@ -172,16 +177,19 @@ class Plan:
         return sum(len(self._cuts(g)) - 1 for g, _ in self.partitions())
 
     def _cuts(self, granule: int) -> list[int]:
-        """Unit boundaries in a partition's row numbering."""
+        """Unit boundaries in a partition's row numbering (every-page: at group ends only)."""
         total = self.partition_rows(granule)
         if not self.runs:
             return [*range(0, total, self.unit_rows), total] if total else [0]
-        cuts, room = [0], self.unit_rows * RUN_UNIT_FACTOR
-        ends = np.cumsum(self._map_rows(granule)).tolist()
-        for end in ends:
-            if end - cuts[-1] >= room or (end == total and end > cuts[-1]):
-                cuts.append(end)
-        return cuts
+        key = ("cuts", granule)
+        if key not in self._cache:
+            cuts, room = [0], self.unit_rows * RUN_UNIT_FACTOR
+            groups = np.repeat(self._placement_counts(granule), len(self.combos[granule]))
+            for end in np.cumsum(groups).tolist():
+                if end - cuts[-1] >= room or (end == total and end > cuts[-1]):
+                    cuts.append(end)
+            self._cache[key] = cuts
+        return self._cache[key]
 
     def units(self) -> Iterator[Unit]:
         """Every unit, in a fixed order, generated on demand."""

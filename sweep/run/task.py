@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from sweep.model import builder
-from sweep.model.runs import BATCH_CELLS, Group, groups_runs
+from sweep.model.runs import BATCH_CELLS, Group, runs_table
 from sweep.plan.placements import tag_hash
 from sweep.plan.units import ALGORITHM_VERSION, Plan, Unit, make_plan
 
@@ -71,13 +71,11 @@ def unit_table(plan: Plan, unit: Unit) -> pa.Table:
 
 def unit_runs(plan: Plan, unit: Unit) -> pa.Table:
     """The runs of every (map, layout, block setting) whose rows the unit covers, in order,
-    computed together (``groups_runs``): a unit of many small maps shares builder calls."""
-    offsets = plan.map_row_offsets(unit.granule)
+    computed together (``runs_table``): a unit of many small maps shares builder calls."""
+    maps, combos = plan.map_list, plan.combos[unit.granule]
     groups = [
-        Group(memory_map, unit.granule, unit.va_bits, layout, blocks)
-        for m, memory_map in enumerate(plan.map_list)
-        if unit.start <= offsets[m] < unit.stop and offsets[m + 1] != offsets[m]
-        for layout in plan.layouts
-        for blocks in plan.config.block_mappings
-    ]
-    return pa.concat_tables(groups_runs(groups)).unify_dictionaries()
+        Group(maps[m], unit.granule, unit.va_bits, plan.layouts[combos.layout_index[c]],
+              bool(combos.block_mappings[c]))
+        for m, c in plan.decoder.unit_groups(unit)
+    ]  # fmt: skip
+    return runs_table(groups)
