@@ -63,16 +63,18 @@ def write_inputs(folder: Path, configs: int, unit_rows: int) -> Path:
     return config
 
 
-def write_boot_inputs(folder: Path, configs: int, unit_rows: int) -> Path:
+def write_boot_inputs(folder: Path, configs: int, unit_rows: int, boot: bool = True) -> Path:
     """The stride maps of ``write_inputs`` with as many rows of boot sets instead: VA_BITS 39
-    and 48 x linux-6.9 and linux-7.0 x nvhe-boot and pkvm-boot x 1 and 4 CPUs (16 as well)."""
+    and 48 x linux-6.9 and linux-7.0 x nvhe-boot and pkvm-boot x 1 and 4 CPUs (16 as well);
+    with ``boot`` false, the same maps and layouts as all of DRAM x both block settings (half
+    as many rows: compare rows/s)."""
     write_inputs(folder, configs, unit_rows)
-    config = folder / "bench-boot.toml"
+    config = folder / ("bench-boot.toml" if boot else "bench-boot-dram.toml")
+    sets = 'mappings = ["nvhe-boot", "pkvm-boot"]\ncpus = [1, 4]\nblock_mappings = [false]'
     config.write_text(
         'name = "bench-boot"\nmemory_maps = ["bench-map-a.toml", "bench-map-b.toml"]\n'
         'granules = ["4K"]\nva_bits = [39, 48]\nlayouts = ["linux-6.9", "linux-7.0"]\n'
-        'mappings = ["nvhe-boot", "pkvm-boot"]\ncpus = [1, 4]\n'
-        f"block_mappings = [false]\nunit_rows = {unit_rows}\n"
+        f"{sets if boot else 'block_mappings = [false, true]'}\nunit_rows = {unit_rows}\n"
         f'[placement]\nkind = "stride"\nstep = {STEP}\n[tag]\nseed = 1\n'
     )
     return config
@@ -273,13 +275,16 @@ def main() -> None:
                 print(_row(f"2 maps, stride 64K, {configs:,} rows, {workers} w", configs, r))
             if 1 in rates and 2 in rates:
                 print(f"stride scaling, 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
-        if "boot" in args.only:  # the boot sets beside all of DRAM, as many rows, one run
+        if "boot" in args.only:  # the boot sets beside all of DRAM: same maps and layouts
             workers = max(args.workers)
-            r_dram = run_cli(write_inputs(folder, configs, unit_rows), folder / "out", workers)
-            print(_row(f"2 maps, stride, all of DRAM, {workers} w", configs, r_dram))
-            r_boot = run_cli(write_boot_inputs(folder, configs, unit_rows), folder / "out", workers)
-            print(_row(f"2 maps, stride, boot sets, {workers} w", configs, r_boot))
-            print(f"boot sets / all of DRAM, rows/s: {r_dram['seconds'] / r_boot['seconds']:.2f}x")
+            rates = {}
+            for boot, what in ((False, "all of DRAM"), (True, "boot sets")):
+                r = run_cli(write_boot_inputs(folder, configs, unit_rows, boot), folder / "out",
+                            workers)  # fmt: skip
+                rows = _rows_written(folder / "out")
+                rates[boot] = rows / r["seconds"]
+                print(_row(f"2 maps, stride, 6.9+7.0, {what}, {workers} w", rows, r))
+            print(f"boot sets / all of DRAM, rows/s: {rates[True] / rates[False]:.2f}x")
         if "ratio" in args.only:
             workers = max(args.workers)
             many = write_many_maps(folder, 2000, 'kind = "random"\ncount = 13\nseed = 1')
