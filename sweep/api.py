@@ -46,8 +46,11 @@ def build(
     layout_codes, layout_names = _codes(configs["layout"])
     # an era's old name is the era's: codes of two names of one era become one
     canonical = list(dict.fromkeys(resolve(name) for name in layout_names))
-    remap = np.array([canonical.index(resolve(name)) for name in layout_names], dtype=np.int64)
-    layout_codes = np.where(layout_codes < 0, layout_codes, remap[np.maximum(layout_codes, 0)])
+    if canonical != layout_names:  # (``_codes`` refused missing values: every code is >= 0)
+        remap = np.array([canonical.index(resolve(name)) for name in layout_names], np.int64)
+        layout_codes = remap.take(layout_codes)
+    else:
+        layout_codes = layout_codes.copy()  # the result's own codes, not the caller's
     layout_names = canonical
     chosen = [_layout(name, layouts) for name in layout_names]
     tags = _integers(configs, "tag_random") if "tag_random" in configs else None

@@ -150,17 +150,81 @@ def test_runs_and_per_row_match_reference(monkeypatch, path):
         seed=5, rows=3000, rows_per_group=40, shuffle=path == "grouped"
     )
     configs += _stride_configs(memory_maps, random.Random(5))
-    orders = []
+    groupings = []
 
-    def spy(rows, cuts):
-        orders.append(sweep.model.rows.grouping_order(rows, cuts))
-        return orders[-1]
+    def spy(rows):
+        groupings.append(sweep.model.rows.grouping(rows))
+        return groupings[-1]
 
-    monkeypatch.setattr(sweep.model.builder, "grouping_order", spy)
+    monkeypatch.setattr(sweep.model.builder, "grouping", spy)
     if path == "grouped":
         random.Random(6).shuffle(configs)
     assert _compare(memory_maps, configs) == len(configs)
-    assert (orders[0] is not None) == (path == "grouped")
+    grouped = groupings[0] is not None and groupings[0].order is not None
+    assert grouped == (path == "grouped")
+    assert (groupings[0] is None) == path.startswith("per-row")
+
+
+def _few_configurations_shuffled(seed: int, rows: int):
+    """Rows of eight configurations of two maps in random order, half of them tagged."""
+    memory_maps, configs = random_configs(
+        seed=seed, rows=rows, maps=2, rows_per_group=rows // 8, shuffle=False
+    )
+    configs = [c for c in configs if c["memory_map"].startswith("random-")]  # no block cases
+    random.Random(seed).shuffle(configs)
+    return memory_maps, pd.DataFrame(configs)
+
+
+def test_grouped_rows_cut_in_chunks_are_put_back_in_place(monkeypatch):
+    # A shuffled batch of few configurations is computed group by group (groups in the order
+    # of their first rows), each group here cut in several chunks (values constant in some
+    # chunks of a group, varying in others): the frame equals the per-row path's, and an error
+    # names the first bad row of the first group that holds one.
+    import sweep.model.builder
+    import sweep.model.rows
+
+    monkeypatch.setattr(sweep.model.rows, "MIN_RUN_ROWS", 100)
+    monkeypatch.setattr(sweep.model.builder, "CHUNK_ROWS", 300)
+    memory_maps, frame = _few_configurations_shuffled(seed=8, rows=8000)
+    group = frame.groupby(
+        ["memory_map", "granule", "va_bits", "layout", "block_mappings"], sort=False
+    ).ngroup()
+    first, second, third = (group.index[group == k] for k in range(3))
+    bad, rows = frame.copy(), (first[-1], second[0], third[1])  # the first is met last
+    for row in rows:  # a page outside every bank, a different one in each row
+        page = bad.loc[row, "granule"] * (row + 1)
+        while any(s <= page < e for s, e in memory_maps[bad.loc[row, "memory_map"]].banks):
+            page += 1 << 40
+        bad.loc[row, "idmap_pa"] = page
+    spied = []
+    monkeypatch.setattr(
+        sweep.model.builder,
+        "grouping",
+        lambda r: spied.append(sweep.model.rows.grouping(r)) or spied[-1],
+    )
+    grouped = build(frame, memory_maps)
+    assert spied[0].order is not None and len(spied[0].bounds) == group.max() + 2
+    with pytest.raises(ValueError, match=f"idmap_pa {bad.loc[rows[0], 'idmap_pa']:#x} "):
+        build(bad, memory_maps)
+    # VA_BITS 48 met first, 39 after: the groups are computed in that order, not by value
+    juno = {"juno": [(0x8000_0000, 1 << 31)]}
+    va_bits = np.where(np.arange(2000) % 3 == 0, 48, 39)
+    two = pd.DataFrame(
+        dict(
+            memory_map="juno",
+            granule=4096,
+            va_bits=va_bits,
+            layout="linux-4.8",
+            block_mappings=False,
+            idmap_pa=0x8000_0000 + (np.arange(2000) << 12),
+        )
+    )
+    two.loc[[1, 1998], "idmap_pa"] = [0x1000, 0x2000]  # VA_BITS 39, 48
+    with pytest.raises(ValueError, match="idmap_pa 0x2000 "):
+        build(two, juno)
+    monkeypatch.setattr(sweep.model.rows, "MIN_RUN_ROWS", 10**9)
+    pd.testing.assert_frame_equal(grouped, build(frame, memory_maps))
+    assert spied[-1] is None
 
 
 def test_random_cases_meet_runtime_blocks():

@@ -3,8 +3,9 @@
 Every input is one value per row or one value shared by all rows (numpy broadcasting does the
 rest). Rows that come in long runs of one map, granule, VA_BITS, layout and block setting (a
 work unit) are cut into runs, each with those values shared (``Rows.run``); rows that do not,
-but fall in few such groups (a mixed batch given to ``sweep.build``), are put in group order
-first (``grouping_order``), computed run by run and put back.
+but fall in few such groups (a mixed batch given to ``sweep.build``), are computed group by
+group (``grouping``): only the idmap pages and tags are put in group order, and each output
+value is put back in its row's place.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ RUN_FIELDS = (
 )  # fmt: skip
 """What a work unit's rows share in runs (a segment): map, granule, VA_BITS, layout, blocks,
 mapping set, CPUs and kernel build."""
+PER_ROW = ("idmap_pa", "tag_random")
+"""What each row has of its own."""
+WIDE_FIELDS = ("map_index", "granule", "va_bits", "layout_index", "cpus", "kernel_index")
+"""Integers a batch copies in the dtype it was given (a frame's int8 or int32: an eighth to a
+half of an int64 copy's bytes) and a piece computes with in int64 (``wide``)."""
 MIN_RUN_ROWS = 1024
 """Rows a run of equal ``RUN_FIELDS`` must hold on average for a batch to be computed run by
 run, each run's values shared (one element): then banks, clipping, layouts and the runtime tree
@@ -38,7 +44,8 @@ corpus, a shuffled batch) are computed per row, which costs the same for any mix
 class Rows:
     """A checked batch of ``len(idmap_pa)`` rows. Every other array holds one element per row
     or a single element that all rows share: numpy broadcasting does the rest, so a value
-    shared by a work unit costs one element, and no function here asks which it is."""
+    shared by a work unit costs one element, and no function here asks which it is. A piece
+    taken to compute (``rows[part]``, ``run``) holds its ``WIDE_FIELDS`` in int64."""
 
     map_index: np.ndarray
     granule: np.ndarray
@@ -77,9 +84,10 @@ class Rows:
         """Check a batch (docs/model.md section 1): each argument one value or one per row."""
         idmap = np.asarray(idmap_pa).reshape(-1)
         n = len(idmap)
-        granule = _column("granule", granule, n)
-        code = granule_codes(granule)
-        va_bits = _column("va_bits", va_bits, n)
+        granule = _column("granule", granule, n, None)
+        if not _known_granules(granule):
+            granule_codes(granule)  # raises, naming the first
+        va_bits = _column("va_bits", va_bits, n, None)
         bad = ~va_bits_in_range(va_bits)
         if bad.any():
             check_va_bits(int(va_bits[np.flatnonzero(bad)[0]]))  # raises, naming the first
@@ -94,7 +102,7 @@ class Rows:
             va_bits=va_bits,
             layout_index=_index("layout", layout_index, n, len(layouts)),
             block_mappings=_column("block_mappings", blocks, n, bool),
-            idmap_pa=_aligned_idmap(idmap, np.asarray(GRANULES, dtype=I64)[code]),
+            idmap_pa=_aligned_idmap(idmap, granule.astype(I64, copy=False)),
             tag_random=_tags(tag_random, n),
             **_boot_inputs(mappings, cpus, kernels, kernel_index, granule, n),
         )
@@ -103,27 +111,19 @@ class Rows:
         return len(self.idmap_pa)
 
     def __getitem__(self, part: slice) -> Rows:
-        return Rows(**{name: take(values, part) for name, values in vars(self).items()})
+        """Rows ``part``, a piece to compute: its ``WIDE_FIELDS`` in int64."""
+        return Rows(**{name: wide(name, take(values, part)) for name, values in vars(self).items()})
 
     def run(self, part: slice) -> Rows:
         """Rows ``part``, all in one run of equal ``RUN_FIELDS``, with those values shared."""
-        rows = vars(self[part])
-        shared = {name: take(rows[name], slice(0, 1)) for name in RUN_FIELDS}
-        return Rows(**{**rows, **shared})
+        first = slice(part.start or 0, (part.start or 0) + 1)
+        shared = {name: wide(name, take(getattr(self, name), first)) for name in RUN_FIELDS}
+        return Rows(**{name: take(getattr(self, name), part) for name in PER_ROW}, **shared)
 
-    def runs(self) -> list[int] | None:
-        """Where runs of equal ``RUN_FIELDS`` start (and the end), or None when they are
-        shorter than ``MIN_RUN_ROWS`` on average."""
-        n = len(self)
-        differs = np.zeros(max(n - 1, 0), dtype=bool)
-        for name in RUN_FIELDS:
-            values = getattr(self, name)
-            if values.shape[-1] > 1:
-                differs |= values[1:] != values[:-1]
-        starts = np.flatnonzero(differs) + 1
-        if (len(starts) + 1) * MIN_RUN_ROWS > max(n, MIN_RUN_ROWS):
-            return None
-        return [0, *starts.tolist(), n]
+
+def wide(name: str, values: np.ndarray) -> np.ndarray:
+    """``values`` of field ``name`` as a piece holds them: ``WIDE_FIELDS`` in int64."""
+    return values.astype(I64, copy=False) if name in WIDE_FIELDS else values
 
 
 def take(values: np.ndarray, rows) -> np.ndarray:
@@ -201,18 +201,37 @@ def per_distinct(n: int, count, keys: tuple, arrays: tuple) -> dict:
 # --- Checking the inputs (section 1) ----------------------------------------------------------
 
 
+def _known_granules(granule: np.ndarray) -> bool:
+    """Whether every value is one of ``GRANULES`` (``granule_codes`` searches, 20x slower)."""
+    known = np.zeros(granule.shape, dtype=bool)
+    for g in GRANULES:
+        known |= granule == g
+    return bool(known.all())
+
+
+def granule_index(granule: np.ndarray) -> np.ndarray:
+    """``granule_codes`` of checked granules: how many of ``GRANULES`` are smaller."""
+    code = np.zeros(granule.shape, dtype=I64)
+    for g in GRANULES[:-1]:
+        code += granule > g
+    return code
+
+
 def _column(name: str, values, n: int, dtype=I64) -> np.ndarray:
-    """One value per row, or one value (shape ``(1,)``) shared by all rows."""
+    """One value per row, or one value (shape ``(1,)``) shared by all rows; in ``dtype``, or
+    (None) in the integer dtype given."""
     values = np.asarray(values).reshape(-1)
     if values.dtype.kind not in ("b" if dtype is bool else "iu"):
         raise ValidationError(f"{name}: expected integers, got dtype {values.dtype}")
     if len(values) not in (1, n):
         raise ValidationError(f"{name}: {len(values)} values for {n} rows")
+    if dtype is None:  # the batch's own copy (a result's columns may be these), not wider
+        return values.copy()
     return values.astype(dtype, copy=False)
 
 
 def _index(what: str, index, n: int, count: int) -> np.ndarray:
-    index = _column(f"{what} index", index, n)
+    index = _column(f"{what} index", index, n, None)
     if count == 0 or index.min(initial=0) < 0 or index.max(initial=0) >= count:
         raise ValidationError(f"{what} index: values must lie in 0..{count - 1}")
     return index
@@ -244,8 +263,8 @@ def _boot_inputs(mappings, cpus, kernels: Sequence, kernel_index, granule, n: in
     mappings = _column("mappings", mappings, n, np.int8)
     if mappings.min(initial=0) < 0 or mappings.max(initial=0) > 2:
         raise ValidationError("mappings: codes must be 0 (all-dram), 1 (nvhe-boot), 2 (pkvm-boot)")
-    cpus = _column("cpus", cpus, n)
-    kernel_index = _column("kernel index", kernel_index, n)
+    cpus = _column("cpus", cpus, n, None)
+    kernel_index = _column("kernel index", kernel_index, n, None)
     if kernel_index.max(initial=-1) >= len(kernels) or kernel_index.min(initial=0) < -1:
         raise ValidationError(f"kernel index: values must lie in -1..{len(kernels) - 1}")
     boot = np.broadcast_to(mappings != 0, (n,))
@@ -267,22 +286,109 @@ def _boot_inputs(mappings, cpus, kernels: Sequence, kernel_index, granule, n: in
     return {"mappings": mappings, "cpus": cpus, "kernel_index": kernel_index}
 
 
-def grouping_order(rows: Rows, cuts: list[int] | None) -> np.ndarray | None:
-    """An order that puts ``rows`` in runs of equal ``RUN_FIELDS``, when they are not in such
-    runs already (``cuts``, from ``Rows.runs``, is None) but fall in groups of ``MIN_RUN_ROWS``
-    rows or more on average (a shuffled batch of a few configurations); else None. Stable, so
-    rows keep their order in a group."""
-    if len(rows) < 2 * MIN_RUN_ROWS or cuts is not None:
+@dataclass(frozen=True)
+class Groups:
+    """Rows cut into runs of equal ``RUN_FIELDS``, each computed with those values shared."""
+
+    bounds: list[int]
+    """Where each run starts in computing order, and the end."""
+    order: np.ndarray | None = None
+    """The rows in computing order (group by group, stable), or None: in input order."""
+    code: np.ndarray | None = None
+    """With ``order``: each row's group (its index in ``bounds``), in input order."""
+    first: list[int] | None = None
+    """With ``order``: the groups by their first row in the input, the order they are computed
+    in (so an error names the first bad row of the first group that holds one)."""
+
+    def runs(self, rows: Rows):
+        """``(group, start, end, rows)`` of each run, ``RUN_FIELDS`` shared (one element) and
+        ``start:end`` its place in computing order; only idmap pages and tags are put in order."""
+        if self.order is None:
+            for k, (lo, hi) in enumerate(zip(self.bounds, self.bounds[1:], strict=False)):
+                yield k, lo, hi, rows.run(slice(lo, hi))
+            return
+        tags = shared_if_equal(rows.tag_random)  # no tags: one element, not put in order
+        moved = {
+            name: take(tags if name == "tag_random" else getattr(rows, name), self.order)
+            for name in PER_ROW
+        }
+        for k in self.first:
+            lo, hi, row = self.bounds[k], self.bounds[k + 1], int(self.order[self.bounds[k]])
+            first = slice(row, row + 1)
+            shared = {name: wide(name, take(getattr(rows, name), first)) for name in RUN_FIELDS}
+            yield k, lo, hi, Rows(**shared, **{x: take(v, slice(lo, hi)) for x, v in moved.items()})
+
+
+MAX_KEY = 1 << 16
+"""Keys ``grouping`` counts with ``bincount``; wider combinations are factorized first."""
+
+
+def grouping(rows: Rows) -> Groups | None:
+    """How to compute ``rows`` run by run: in place when they come in runs of equal
+    ``RUN_FIELDS`` of ``MIN_RUN_ROWS`` rows on average (a work unit's segments); put in group
+    order (stable) when they are not but fall in that few groups (a shuffled batch of a few
+    configurations); None when neither (a board corpus): then per row."""
+    n = len(rows)
+    key, size = _group_key(rows)
+    if size is None:
         return None
-    key = np.zeros(len(rows), dtype=I64)
-    for name in RUN_FIELDS:  # the map first: many maps give up here, after one pass
+    if key is None:  # every field shared: one run
+        return Groups([0, n])
+    starts = np.flatnonzero(key[1:] != key[:-1]) + 1
+    if (len(starts) + 1) * MIN_RUN_ROWS <= max(n, MIN_RUN_ROWS):
+        return Groups([0, *starts.tolist(), n])
+    if n < 2 * MIN_RUN_ROWS:
+        return None
+    counts = np.bincount(key, minlength=size)
+    present = np.flatnonzero(counts)
+    if len(present) * MIN_RUN_ROWS > n:
+        return None
+    small = np.int8 if len(present) < 1 << 7 else np.int16 if len(present) < 1 << 15 else I64
+    dense = np.zeros(size, dtype=small)
+    dense[present] = np.arange(len(present))
+    code = dense.take(key)  # radix sorts by small keys
+    order = np.argsort(code, kind="stable")
+    bounds = [0, *np.cumsum(counts[present]).tolist()]
+    first = np.argsort(order[bounds[:-1]]).tolist()  # stable: a group's first row comes first
+    return Groups(bounds, order, code.astype(np.intp, copy=False), first)
+
+
+def _group_key(rows: Rows) -> tuple[np.ndarray | None, int | None]:
+    """One integer per row, equal exactly where every ``RUN_FIELDS`` value is, below ``size``
+    (int32 arithmetic: keys stay below ``MAX_KEY``); ``(None, 1)`` when no field varies;
+    ``(None, None)`` when a field alone has more than ``n / MIN_RUN_ROWS`` values (neither
+    runs nor groups then)."""
+    n, key, size = len(rows), None, 1
+    for name in RUN_FIELDS:
         values = getattr(rows, name)
-        if values.shape[-1] > 1:
+        if values.shape[-1] <= 1:  # shared (or no rows)
+            continue
+        if values.dtype == bool:
+            values = values.view(np.uint8)
+        low, high = int(values.min()), int(values.max())
+        if low == high:
+            continue
+        if name == "granule":  # checked: 4K, 16K or 64K
+            values, low, high = values >> 12, low >> 12, high >> 12
+        radix = high - low + 1
+        if radix <= MAX_KEY:
+            # modulo 2^32, exact: the differences are below MAX_KEY
+            codes = np.subtract(values, np.int64(low), dtype=np.int32, casting="unsafe")
+        else:
             codes, uniques = pd.factorize(values)
-            if len(uniques) * MIN_RUN_ROWS > len(rows):  # at least as many groups
-                return None
-            key = key * len(uniques) + codes
-    codes, uniques = pd.factorize(key)
-    if len(uniques) * MIN_RUN_ROWS > len(rows):
-        return None
-    return np.argsort(codes.astype(np.int16 if len(uniques) < 1 << 15 else I64), kind="stable")
+            radix = len(uniques)
+            if radix * MIN_RUN_ROWS > n:
+                return None, None
+        if key is not None and size * radix > MAX_KEY:
+            key, uniques = pd.factorize(key)
+            size = len(uniques)
+        if key is None:
+            key = codes.astype(np.int32, copy=False)
+        else:
+            key *= radix
+            key += codes
+        size *= radix
+    if size > MAX_KEY:
+        key, uniques = pd.factorize(key)
+        size = len(uniques)
+    return key, size
