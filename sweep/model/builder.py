@@ -324,24 +324,39 @@ def _runtime_tables(rows: Rows, code: np.ndarray, dram, delta, root) -> dict:
 
 def _pkvm_reserve(layouts, rows: Rows, code: np.ndarray, granule, dram) -> dict:
     """``kvm_hyp_reserve`` per row (``sweep.model.pkvm_reserve``): 0 for eras without pKVM
-    and plugin layouts; computed once per distinct (map, granule, era, clipped DRAM)."""
+    and plugin layouts; computed once per distinct (map, granule, clipped DRAM) for every pKVM
+    era the rows have, then each row takes its era's."""
     n = len(rows)
     out = {"reserve_bytes": np.zeros(1, I64), "reserve_base": np.zeros(1, I64)}
-    for k, layout in enumerate(layouts):
-        era = getattr(layout, "era", None)
-        mine = shared_if_equal(np.broadcast_to(rows.layout_index == k, (n,)))
-        if era is None or not era.pkvm or not mine.any():
+    which = np.full(len(layouts), -1, I64)  # layout -> index into ``eras``
+    eras: list[str] = []
+    for k in np.unique(rows.layout_index).tolist():
+        era = getattr(layouts[k], "era", None)
+        if era is not None and era.pkvm:
+            if era.name not in eras:
+                eras.append(era.name)
+            which[k] = eras.index(era.name)
+    if not eras:
+        return out
+    keys = (rows.map_index * 3 + code, dram.dram_first, dram.dram_last)
+    arrays = (dram.start, dram.end, dram.valid, granule)
+    got = per_distinct(n, partial(_reserve_rows, tuple(eras)), keys, arrays)
+    pick = shared_if_equal(np.broadcast_to(which[rows.layout_index], (n,)))
+    for name in out:
+        if len(pick) == 1:  # one layout, or rows of one era
+            out[name] = got[f"{name}:{int(pick[0])}"] if pick[0] >= 0 else out[name]
             continue
-        keys = (rows.map_index * 3 + code, dram.dram_first, dram.dram_last)
-        arrays = (dram.start, dram.end, dram.valid, granule)
-        got = per_distinct(n, partial(_reserve_rows, era.name), keys, arrays)
-        for name in out:
-            out[name] = got[name] if mine.all() else np.where(mine, got[name], out[name])
+        columns = np.stack(
+            [np.broadcast_to(got[f"{name}:{e}"], (n,)) for e in range(len(eras))]
+            + [np.zeros(n, I64)]
+        )
+        out[name] = np.take_along_axis(columns, np.where(pick < 0, len(eras), pick)[None], 0)[0]
     return out
 
 
-def _reserve_rows(era: str, start, end, valid, granule) -> dict:
-    """``reserve_many`` for each row's clipped banks (``(banks, rows)`` arrays)."""
+def _reserve_rows(eras: tuple[str, ...], start, end, valid, granule) -> dict:
+    """``reserve_many`` of each era for each row's clipped banks (``(banks, rows)`` arrays):
+    ``"reserve_bytes:k"`` and ``"reserve_base:k"`` for era ``eras[k]``."""
     m = np.broadcast(start[0], valid[0], granule).shape[0]
     start, end = (
         np.broadcast_to(start, (start.shape[0], m)),
@@ -350,10 +365,15 @@ def _reserve_rows(era: str, start, end, valid, granule) -> dict:
     valid = np.broadcast_to(valid, (valid.shape[0], m))
     counts = valid.sum(axis=0)
     offsets = np.concatenate([[0], np.cumsum(counts)])
-    got = reserve_many(
-        era, np.broadcast_to(granule, (m,)), start.T[valid.T], end.T[valid.T], offsets
-    )
-    return {"reserve_bytes": got["reserve_bytes"], "reserve_base": got["reserve_base"]}
+    lo, hi, gran = start.T[valid.T], end.T[valid.T], np.broadcast_to(granule, (m,))
+    out = {}
+    for k, era in enumerate(eras):
+        got = reserve_many(era, gran, lo, hi, offsets)
+        out[f"reserve_bytes:{k}"], out[f"reserve_base:{k}"] = (
+            got["reserve_bytes"],
+            got["reserve_base"],
+        )
+    return out
 
 
 def _era_rows(layouts: Sequence[Layout], layout_index: np.ndarray, test) -> np.ndarray | None:
