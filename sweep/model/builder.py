@@ -324,55 +324,43 @@ def _runtime_tables(rows: Rows, code: np.ndarray, dram, delta, root) -> dict:
 
 def _pkvm_reserve(layouts, rows: Rows, code: np.ndarray, granule, dram) -> dict:
     """``kvm_hyp_reserve`` per row (``sweep.model.pkvm_reserve``): 0 for eras without pKVM
-    and plugin layouts; computed once per distinct (map, granule, clipped DRAM) for every pKVM
-    era the rows have, then each row takes its era's."""
+    and plugin layouts; computed once per distinct (map, granule, clipped DRAM, era)."""
     n = len(rows)
-    out = {"reserve_bytes": np.zeros(1, I64), "reserve_base": np.zeros(1, I64)}
-    which = np.full(len(layouts), -1, I64)  # layout -> index into ``eras``
-    eras: list[str] = []
-    for k in np.unique(rows.layout_index).tolist():
-        era = getattr(layouts[k], "era", None)
+    eras: list[str | None] = [None]  # code 0: no pKVM
+    which = np.zeros(len(layouts), I64)  # layout -> index into ``eras``
+    for k, layout in enumerate(layouts):
+        era = getattr(layout, "era", None)
         if era is not None and era.pkvm:
             if era.name not in eras:
                 eras.append(era.name)
             which[k] = eras.index(era.name)
-    if not eras:
-        return out
-    keys = (rows.map_index * 3 + code, dram.dram_first, dram.dram_last)
-    arrays = (dram.start, dram.end, dram.valid, granule)
-    got = per_distinct(n, partial(_reserve_rows, tuple(eras)), keys, arrays)
     pick = shared_if_equal(np.broadcast_to(which[rows.layout_index], (n,)))
-    for name in out:
-        if len(pick) == 1:  # one layout, or rows of one era
-            out[name] = got[f"{name}:{int(pick[0])}"] if pick[0] >= 0 else out[name]
-            continue
-        columns = np.stack(
-            [np.broadcast_to(got[f"{name}:{e}"], (n,)) for e in range(len(eras))]
-            + [np.zeros(n, I64)]
-        )
-        out[name] = np.take_along_axis(columns, np.where(pick < 0, len(eras), pick)[None], 0)[0]
-    return out
+    if not pick.any():
+        return {"reserve_bytes": np.zeros(1, I64), "reserve_base": np.zeros(1, I64)}
+    keys = (rows.map_index * 3 + code, dram.dram_first, dram.dram_last, pick)
+    arrays = (dram.start, dram.end, dram.valid, granule, pick)
+    return per_distinct(n, partial(_reserve_rows, tuple(eras)), keys, arrays)
 
 
-def _reserve_rows(eras: tuple[str, ...], start, end, valid, granule) -> dict:
-    """``reserve_many`` of each era for each row's clipped banks (``(banks, rows)`` arrays):
-    ``"reserve_bytes:k"`` and ``"reserve_base:k"`` for era ``eras[k]``."""
-    m = np.broadcast(start[0], valid[0], granule).shape[0]
+def _reserve_rows(eras: tuple, start, end, valid, granule, pick) -> dict:
+    """``reserve_many`` for each row's clipped banks (``(banks, rows)`` arrays) in its era
+    ``eras[pick]`` (None: 0), one call per era."""
+    m = np.broadcast(start[0], valid[0], granule, pick).shape[0]
     start, end = (
         np.broadcast_to(start, (start.shape[0], m)),
         np.broadcast_to(end, (end.shape[0], m)),
     )
     valid = np.broadcast_to(valid, (valid.shape[0], m))
-    counts = valid.sum(axis=0)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    lo, hi, gran = start.T[valid.T], end.T[valid.T], np.broadcast_to(granule, (m,))
-    out = {}
-    for k, era in enumerate(eras):
-        got = reserve_many(era, gran, lo, hi, offsets)
-        out[f"reserve_bytes:{k}"], out[f"reserve_base:{k}"] = (
-            got["reserve_bytes"],
-            got["reserve_base"],
-        )
+    granule, pick = np.broadcast_to(granule, (m,)), np.broadcast_to(pick, (m,))
+    out = {"reserve_bytes": np.zeros(m, I64), "reserve_base": np.zeros(m, I64)}
+    for k in np.unique(pick[pick > 0]).tolist():
+        rows = np.flatnonzero(pick == k)
+        ok = valid[:, rows]
+        offsets = np.concatenate([[0], np.cumsum(ok.sum(axis=0))])
+        lo, hi = start[:, rows].T[ok.T], end[:, rows].T[ok.T]
+        got = reserve_many(eras[k], granule[rows], lo, hi, offsets)
+        for name in out:
+            out[name][rows] = got[name]
     return out
 
 
