@@ -87,9 +87,11 @@ def main() -> None:
             answers[name] = query(data)
             print(f"  query {name:<24s} {time.perf_counter() - started:7.2f} s")
         boards = len(answers["boards"])
-        by_board = {b: queries.table_bytes_by_board(data, block_mappings=b) for b in (False, True)}
+        started = time.perf_counter()
+        matrices = queries.table_bytes_matrices(data)
+        print(f"  query {'table_bytes_matrices':<24s} {time.perf_counter() - started:7.2f} s")
         drawn = {
-            "table_bytes": lambda: figures.table_bytes(by_board),
+            "table_bytes": lambda: figures.table_bytes(matrices),
             "overlaps_by_board": lambda: figures.overlaps_by_board(answers["overlaps"]),
             "overlaps_by_config": lambda: figures.overlaps_by_config(answers["overlaps-by-config"]),
             "levels": lambda: figures.levels(answers["level-counts"]),

@@ -1,19 +1,26 @@
 """The readers on a big sweep: time and peak RSS of every named query, the report and a diff,
 beside DuckDB's raw scan of the same files, in one run.
 
-Makes the data itself: a real stride sweep (``configs/stride-boards.toml``, about 10^6 rows),
-then copies of its part files with the boards renamed (``juno-000``, ``juno-001``, ...) until
-there are ``--rows`` rows (10^8 by default, about 2,600 boards): real rows, many boards, written
+Makes the data itself: a real sweep, then copies of its part files with the boards renamed
+(``juno-000``, ``juno-001``, ...) until there are ``--rows`` rows: real rows, many boards, written
 as the store writes parts, with the manifest a sweep keeps (the readers trust what it vouches
 for, and ``sweep diff`` matches parts by its checksums). Each measurement runs in a fresh
 process (imports excluded from the time, included in the RSS); peak RSS is the process's own
 high-water mark (``wait4``'s ``ru_maxrss``: DuckDB is one process). The bars (issue 12): every
 named query, ``sweep report`` and ``sweep diff`` under 2 GiB; each named query within 3x of the
-raw scan.
+raw scan; ``sweep report`` under 10 s for many small boards. Two shapes (``--shape``):
+
+- ``stride``: ``configs/stride-boards.toml`` (about 10^6 rows), long runs of one configuration;
+  10^8 rows are about 2,600 boards.
+- ``many-maps``: 2,000 random small maps (``bench_driver.write_many_maps``) x 80 configurations
+  x 13 random placements (2.08 x 10^6 rows), about 7 rows per summary row; 10^8 rows are 96,000
+  maps.
+
 The machine's other load shows in every figure.
 
     python3 bench/bench_results.py                    # 10^8 rows (~0.3 GB on disk)
     python3 bench/bench_results.py --rows 1e7 --dir /tmp/r7   # keep the data for a re-run
+    python3 bench/bench_results.py --shape many-maps --rows 2e7 --dir /tmp/m7
 """
 
 from __future__ import annotations
@@ -30,23 +37,40 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def make_data(directory: Path, rows: int) -> int:
-    """A real stride sweep, copied under renamed boards up to ``rows`` rows; returns the rows."""
+SEED_MAPS = 2000
+"""Random maps of the ``many-maps`` shape's real sweep (copied under renamed boards)."""
+
+
+def seed_sweep(seed: Path, shape: str) -> None:
+    """The real sweep the data is copied from (kept beside the data, reused)."""
+    config = ROOT / "configs/stride-boards.toml"
+    if shape == "many-maps":
+        from bench_driver import write_many_maps
+
+        seed.parent.mkdir(parents=True, exist_ok=True)
+        placement = 'kind = "random"\ncount = 13\nseed = 1'
+        config = write_many_maps(seed.parent, SEED_MAPS, placement)
+    subprocess.run(
+        [sys.executable, "-m", "sweep.cli", "run", str(config), "--out", str(seed)]
+        + ["--workers", "2"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def make_data(directory: Path, rows: int, shape: str = "stride") -> int:
+    """A real sweep of ``shape``, copied under renamed boards up to ``rows`` rows; returns the
+    rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from sweep.store.manifest import Manifest
     from sweep.store.parts import PART_RE, Store, part_path
 
-    seed = directory.parent / f"{directory.name}-seed"
-    if not seed.exists():
-        subprocess.run(
-            [sys.executable, "-m", "sweep.cli", "run", str(ROOT / "configs/stride-boards.toml")]
-            + ["--out", str(seed), "--workers", "2"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    seed = directory.parent / f"{shape}-seed"
+    if not (seed / "_sweep.json").exists():
+        seed_sweep(seed, shape)
     store = Store(str(directory))
     parts = sorted(Store(str(seed)).parts())
     tables = [(PART_RE.fullmatch(rel), pq.read_table(seed / rel)) for rel in parts]
@@ -73,30 +97,30 @@ def make_data(directory: Path, rows: int) -> int:
 
 
 def summary_cost(directory: Path, parts: int = 20) -> str:
-    """What the footer summaries cost the writer: part files of the data written with them
-    (``store.part_bytes``) and without (the same writer settings), in this process."""
-    import pyarrow as pa
+    """What the summary files cost the writer: parts of the data written with their summary
+    files (``part_summary``, ``summary_bytes``) and without, in this process."""
     import pyarrow.parquet as pq
 
-    from sweep.store.encoding import non_nullable, part_bytes, writer_options
+    from sweep.store.encoding import part_bytes, summary_bytes
+    from sweep.store.summary import part_summary
 
     tables = [
         pq.read_table(f) for f in sorted(directory.glob("granule-*/va_bits-*/part-*"))[:parts]
     ]
     rows = sum(t.num_rows for t in tables)
     started = time.perf_counter()
+    summaries = [part_summary(t) for t in tables]
     with_summary = sum(part_bytes(t).size for t in tables)
+    with_summary += sum(summary_bytes(s).size for s in summaries if s is not None)
     middle = time.perf_counter()
-    without = 0
-    for table in tables:
-        sink = pa.BufferOutputStream()
-        pq.write_table(non_nullable(table), sink, **writer_options(table.schema))
-        without += sink.getvalue().size
+    without = sum(part_bytes(t).size for t in tables)
     done = time.perf_counter()
+    kept = [s.num_rows for s in summaries if s is not None]
     return (
-        f"writing {rows:,} rows ({len(tables)} parts): with footer summaries "
-        f"{rows / (middle - started) / 1e6:.2f} M rows/s, {with_summary / rows:.3f} B/row; "
-        f"without {rows / (done - middle) / 1e6:.2f} M rows/s, {without / rows:.3f} B/row"
+        f"writing {rows:,} rows ({len(tables)} parts, {len(kept)} summary files of "
+        f"{sum(kept):,} rows): with summary files {rows / (middle - started) / 1e6:.2f} M rows/s, "
+        f"{with_summary / rows:.3f} B/row; without {rows / (done - middle) / 1e6:.2f} M rows/s, "
+        f"{without / rows:.3f} B/row"
     )
 
 
@@ -135,7 +159,8 @@ def one(kind: str, name: str, directory: str) -> None:
 
         diff(directory, directory)
     elif kind == "make":
-        make_data(Path(directory), int(float(name)))
+        rows, shape = name.split(":")
+        make_data(Path(directory), int(float(rows)), shape)
     elif kind == "load":
         from sweep.read.results import load
 
@@ -147,6 +172,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=float, default=1e8)
     parser.add_argument("--dir", help="keep the data here (reused when it exists)")
+    parser.add_argument("--shape", choices=["stride", "many-maps"], default="stride")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each; the median is shown")
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -158,14 +185,20 @@ def main() -> None:
         directory = Path(args.dir) if args.dir else Path(tmp) / "results"
         started = time.perf_counter()
         if not (directory / "_sweep.json").exists():  # in a child: this process stays small,
-            _measure(["make", str(args.rows), str(directory)])  # and so do its forks
+            _measure(["make", f"{args.rows}:{args.shape}", str(directory)])  # and its forks
         files = list(directory.glob("granule-*/va_bits-*/part-*.parquet"))
         size = sum(f.stat().st_size for f in files)
+        sides = list(directory.glob("granule-*/va_bits-*/_summary-*.parquet"))
+        side_size = sum(f.stat().st_size for f in sides)
         print(
-            f"data: {len(files)} part files, {size / 2**30:.2f} GiB, ready in "
-            f"{time.perf_counter() - started:.0f} s (load average {os.getloadavg()[0]:.1f})"
+            f"data: {len(files)} part files, {size / 2**30:.2f} GiB, {len(sides)} summary files, "
+            f"{side_size / 2**20:.1f} MiB, ready in {time.perf_counter() - started:.0f} s "
+            f"(load average {os.getloadavg()[0]:.1f})"
         )
-        print(f"{'reader':42s} {'seconds':>8s} {'x scan':>7s} {'wall s':>7s} {'peak RSS':>9s}")
+        print(
+            f"{'reader':42s} {'seconds':>8s} {'spread':>7s} {'x scan':>7s} {'wall s':>7s} "
+            f"{'peak RSS':>9s}   (median of {args.repeat}; spread: (max - min) / median)"
+        )
         runs = [("raw scan: count(*), sum(table_bytes)", ["scan", "-"])]
         runs += [(f"query {name}", ["query", name]) for name in QUERIES]
         runs += [
@@ -175,23 +208,36 @@ def main() -> None:
         ]
         rows = []
         for label, what in runs:
-            m = _measure([*what, str(directory)])
+            m = _median([_measure([*what, str(directory)]) for _ in range(args.repeat)])
             rows.append((label, m))
             ratio = m["seconds"] / rows[0][1]["seconds"]
             print(
-                f"{label:42s} {m['seconds']:8.2f} {ratio:7.2f} {m['wall']:7.2f} "
-                f"{m['rss'] / 2**20:6.0f} MiB{'  FAILED' if m.get('failed') else ''}",
+                f"{label:42s} {m['seconds']:8.2f} {m['spread']:6.0%} {ratio:7.2f} "
+                f"{m['wall']:7.2f} {m['rss'] / 2**20:6.0f} MiB"
+                f"{'  FAILED' if m.get('failed') else ''}",
                 flush=True,
             )
         print(summary_cost(directory))
         scan = rows[0][1]
         worst_rss = max(m["rss"] for _, m in rows)
         worst_ratio = max(m["seconds"] / scan["seconds"] for label, m in rows if "query" in label)
+        report = dict(rows)["sweep report"]["seconds"]
         print(
             f"bars: peak RSS {worst_rss / 2**30:.2f} GiB (< 2 GiB: "
             f"{'yes' if worst_rss < 2 << 30 else 'NO'}); slowest named query "
-            f"{worst_ratio:.2f}x the raw scan (< 3x: {'yes' if worst_ratio < 3 else 'NO'})"
+            f"{worst_ratio:.2f}x the raw scan (< 3x: {'yes' if worst_ratio < 3 else 'NO'}); "
+            f"sweep report {report:.1f} s (< 10 s: {'yes' if report < 10 else 'NO'})"
         )
+
+
+def _median(runs: list[dict]) -> dict:
+    """The median run by seconds, with the spread of the runs' seconds and the largest RSS."""
+    ordered = sorted(runs, key=lambda m: m["seconds"])
+    middle = dict(ordered[len(ordered) // 2])
+    spread = ordered[-1]["seconds"] - ordered[0]["seconds"]
+    middle["spread"] = spread / middle["seconds"] if middle["seconds"] else 0.0
+    middle["rss"] = max(m["rss"] for m in runs)
+    return middle
 
 
 if __name__ == "__main__":

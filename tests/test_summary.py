@@ -1,10 +1,12 @@
-"""sweep.store.summary: the per-part aggregates in every part's footer, and the queries that read
-them.
+"""sweep.store.summary: the per-part aggregates in a summary file beside each part (in the footer
+of older parts), and the queries that read them.
 
 Expected values are worked out by hand below, or recounted from all rows with pandas.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import pandas as pd
 import pyarrow as pa
@@ -18,7 +20,8 @@ from sweep.cli import main
 from sweep.read import queries, results
 from sweep.read.engine import Results
 from sweep.store import summary
-from sweep.store.parts import PART_RE
+from sweep.store.manifest import Manifest
+from sweep.store.parts import PART_RE, Store, summary_path
 
 ROWS = pa.table(
     {
@@ -97,19 +100,47 @@ def run_dir(tmp_path_factory):
     return out
 
 
-def test_sparse_parts_keep_no_summary(tmp_path):
-    """Five boards every 1 GiB (2 to 14 placements a configuration): a summary would hold
-    nearly a row per row, so the parts keep none and the queries read the rows."""
+def test_parts_keep_a_summary_file_where_it_is_smaller(tmp_path):
+    """Five boards every 1 GiB (2 to 14 placements a configuration): a part keeps its summary
+    beside it exactly when the summary has at most one row for ``SIDECAR_RATIO``, with its
+    rows, size and SHA-256 in the part's manifest entry; no part keeps one in its footer."""
     sparse = run_small_sweep(tmp_path / "results")
+    entries = Manifest.load(Store(str(sparse))).parts
     parts = sorted(sparse.rglob("part-*.parquet"))
-    assert parts
+    assert parts and not list(sparse.rglob("_summary-*.parquet.*"))
     for path in parts:
-        footer = pq.read_metadata(path).metadata or {}
-        assert summary.SUMMARY_KEY.encode() not in footer
+        rel = str(path.relative_to(sparse))
+        assert summary.SUMMARY_KEY.encode() not in (pq.read_metadata(path).metadata or {})
         rows = pq.read_metadata(path).num_rows
-        assert summary.summarize(pq.read_table(path)).num_rows * summary.COMPACT > rows
+        kept = summary.summarize(pq.read_table(path)).num_rows * summary.SIDECAR_RATIO <= rows
+        side = sparse / summary_path(rel)
+        assert side.exists() == kept == ("summary" in entries[rel])
+        if kept:
+            data = side.read_bytes()
+            assert entries[rel]["summary"] == {
+                "rows": pq.read_metadata(side).num_rows,
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
     data = Results(sparse)
-    assert data.summary and not data.summary_parts
+    assert data.summary and data.summary_parts == all(
+        "summary" in entries[str(p.relative_to(sparse))] for p in parts
+    )
+
+
+def test_a_part_of_a_group_a_row_keeps_no_summary_file(tmp_path):
+    """Rows each of their own group: no summary file, and one an earlier write of the same part
+    left is removed (it would not be the summary of the new rows)."""
+    store = Store(str(tmp_path / "ds"))
+    rel = "granule-4096/va_bits-39/part-000000.parquet"
+    many = ROWS.slice(0, 1).take([0] * 10)
+    assert store.write_part(rel, many).summary is not None
+    assert (tmp_path / "ds" / summary_path(rel)).exists()
+    distinct = ROWS.set_column(
+        ROWS.schema.get_field_index("levels"), "levels", pa.array(range(5), pa.int8())
+    )
+    info = store.write_part(rel, distinct)
+    assert info.summary is None and not (tmp_path / "ds" / summary_path(rel)).exists()
 
 
 def test_a_tag_a_row_still_summarizes(tmp_path):
@@ -120,7 +151,7 @@ def test_a_tag_a_row_still_summarizes(tmp_path):
     rows = ROWS.slice(0, 1).take([0] * n)
     margin = pa.array([4096 if i % 2 == 0 else 1 << 20 for i in range(n)], pa.uint64())
     rows = rows.set_column(rows.schema.get_field_index("margin"), "margin", margin)
-    assert summary.footer_value(rows) is not None  # 1,000 runs, more than 1,000 / COMPACT
+    assert summary.part_summary(rows) is not None  # 1,000 runs, more than 1,000 / SIDECAR_RATIO
     got = summary.summarize(rows).to_pandas().set_index("margin_bits")
     assert got["rows"].to_dict() == {13: 500, 21: 500}
     assert got.loc[13, "min_margin"] == 4096 and got.loc[21, "min_margin"] == 1 << 20
@@ -130,18 +161,20 @@ def test_every_part_carries_its_summary(run_dir):
     parts = sorted(p for p in run_dir.rglob("part-*.parquet"))
     assert parts
     for path in parts:
-        value = pq.read_metadata(path).metadata[summary.SUMMARY_KEY.encode()]
-        table = summary.decode(value)
+        rel = str(path.relative_to(run_dir))
+        table = pq.read_table(run_dir / summary_path(rel))
+        assert table.schema.names == summary.SCHEMA.names
+        assert table.schema.types == summary.SCHEMA.types
         assert table["records"].to_pylist() and sum(table["rows"].to_pylist()) == (
             pq.read_metadata(path).num_rows
         )
-        keys = PART_RE.fullmatch(str(path.relative_to(run_dir)))
+        keys = PART_RE.fullmatch(rel)
         assert set(table["granule"].to_pylist()) == {int(keys["granule"])}
-    # pandas and pyarrow users do not see it as schema metadata
-    assert summary.SUMMARY_KEY.encode() not in (pq.read_schema(parts[0]).metadata or {})
+    # pandas and pyarrow read the parts only: the summary files' leading "_" hides them
+    assert len(pd.read_parquet(run_dir, columns=["margin"])) == 4088 * 3 * 8 * 2
 
 
-def test_footers_answer_unless_a_filter_names_another_column(run_dir):
+def test_summaries_answer_unless_a_filter_names_another_column(run_dir):
     data = Results(run_dir, layout="linux-4.8")
     assert data.summary and data.summary_parts
     other = Results(run_dir, tables_l3=1)

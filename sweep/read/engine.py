@@ -105,6 +105,8 @@ class Results:
         self.directory: str | None = None
         self.parts: list[str] = []
         self.selected: list[str] = []
+        self.summaries: dict[str, str] = {}
+        """Part -> its summary file, for the parts whose summary file the manifest vouches for."""
         if isinstance(source, pd.DataFrame):
             self.con.register("_frame", source)
             scan = "_frame"
@@ -122,7 +124,9 @@ class Results:
                 for c in FOLDER_KEYS
                 if c in filters
             }
-            self.parts, self.left_out = trusted(store, self.directory, self.strict, kept)
+            self.parts, self.left_out, self.summaries = trusted(
+                store, self.directory, self.strict, kept
+            )
             self.selected = self._folders(filters)
             scan = self._scan(self.selected)
             self.columns = [r[0] for r in self._rows(f"DESCRIBE SELECT * FROM {scan}")]
@@ -210,8 +214,8 @@ class Results:
         if not pairs:
             return
         counts = ", ".join(f"count(*) FILTER (WHERE {c} = {_literal(v)})" for c, v in pairs)
-        if all(c in FILTER_COLUMNS for c, _ in pairs) and self._footers is not None:
-            scan = self._footer_name  # a few rows per part: the same answer, no scan of rows
+        if all(c in FILTER_COLUMNS for c, _ in pairs) and self._part_summaries is not None:
+            scan = f"({self._part_summaries})"  # fewer rows than the parts': the same answer
         found = self._rows(f"SELECT {counts} FROM {scan}")[0]
         for (column, value), n in zip(pairs, found, strict=True):
             if n == 0:
@@ -252,31 +256,45 @@ class Results:
 
     @functools.cached_property
     def summary_parts(self) -> bool:
-        """Whether :attr:`summary` reads the part files' footers (then it has a ``part`` column,
-        an index into :attr:`selected`): every part has one and every filter is on a group
-        column (``FILTER_COLUMNS``)."""
-        return all(c in FILTER_COLUMNS for c in self.filters) and self._footers is not None
+        """Whether :attr:`summary` reads the parts' own summaries (then it has a ``part`` column,
+        an index into :attr:`selected`): every selected part has one and every filter is on a
+        group column (``FILTER_COLUMNS``)."""
+        return all(c in FILTER_COLUMNS for c in self.filters) and self._part_summaries is not None
 
     @functools.cached_property
     def summary(self) -> str:
         """The name of a view of these rows' summaries (:mod:`sweep.store.summary`), made on first
-        use: the footer summaries (:attr:`summary_parts`), else every row read as a summary row
-        in SQL."""
+        use: the parts' own summaries (:attr:`summary_parts`), else every row read as a summary
+        row in SQL."""
         name = f"{self.view}_summary"
         if self.summary_parts:
-            source = f"SELECT * FROM {self._footer_name}{self._where()}"
+            source = f"SELECT * FROM ({self._part_summaries}){self._where()}"
         else:
             source = summary.rows_sql(self.view, self.columns)
         self._rows(f"CREATE VIEW {name} AS {source}")
         return name
 
     @functools.cached_property
-    def _footers(self) -> pa.Table | None:
-        """Every selected part's footer summary in one table (registered as
-        :attr:`_footer_name`), or None when some part has none (not compact, or written by an
-        older va-sweep)."""
+    def _part_summaries(self) -> str | None:
+        """SQL of every selected part's summary rows with a ``part`` column, or None when some
+        part has none. Summary files (streamed by DuckDB: the summaries of 10^9 rows never sit in
+        memory) when every selected part has one, else the footers of parts of older va-sweeps
+        (:meth:`_footers`)."""
         if not self.selected:
             return None
+        if all(rel in self.summaries for rel in self.selected):
+            files = [self._path(self.summaries[rel]) for rel in self.selected]
+            listed = ", ".join(_literal(f) for f in files)
+            # ``part`` is computed only where a query names it (worst-cases, on few rows).
+            return (
+                f"SELECT * EXCLUDE (filename), CAST(list_position([{listed}], filename) - 1 "
+                f"AS INTEGER) AS part FROM read_parquet([{listed}], filename = true)"
+            )
+        return self._footers()
+
+    def _footers(self) -> str | None:
+        """Every selected part's footer summary (parts of va-sweeps that kept it there) in one
+        table, registered for these results, or None when some part has none."""
         files = [self._path(rel) for rel in self.selected]
         listed = ", ".join(_literal(f) for f in files)
         found = self._rows(
@@ -288,13 +306,9 @@ class Results:
         names = [name for name, _ in found]
         if len(found) != len(files) or None in tables or set(names) != set(index):
             return None
-        table = summary.combine(tables, [index[n] for n in names])
-        self.con.register(self._footer_name, table)
-        return table
-
-    @property
-    def _footer_name(self) -> str:
-        return f"_{self.view}_footers"  # two views (sweep diff) share one connection
+        name = f"_{self.view}_footers"  # two views (sweep diff) share one connection
+        self.con.register(name, summary.combine(tables, [index[n] for n in names]))
+        return f"SELECT * FROM {name}"
 
     def scan_of(self, parts: list[int]) -> str:
         """``FROM`` text for the rows of the selected parts numbered ``parts`` (filters

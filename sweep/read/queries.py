@@ -2,11 +2,12 @@
 
 Each takes a result directory, a :class:`sweep.read.engine.Results` (filters applied) or a DataFrame
 from ``results.load``, and returns a small DataFrame. All but ``worst-cases`` aggregate the
-rows' summaries (:mod:`sweep.store.summary`: a few hundred rows per part file, read from the parts'
-footers), so they cost about what reading the footers costs, for 10^3 rows as for 10^9;
-``worst-cases`` reads rows, of the parts the summaries say can hold them. Rows that stand for
-runs of pages (a ``pages`` column) count as ``pages`` configurations, and a run's smallest margin
-is ``min(margin, margin_last)``.
+rows' summaries (:mod:`sweep.store.summary`: the files beside the parts, a few hundred rows for
+10^5 of long runs, one for about 7 of many small boards), so they cost a fraction of a scan of
+the rows; ``worst-cases`` reads rows, of the parts the summaries say can hold them, and
+``worst-configurations`` groups only the configurations the summaries say can be among them.
+Rows that stand for runs of pages (a ``pages`` column) count as ``pages`` configurations, and a
+run's smallest margin is ``min(margin, margin_last)``.
 """
 
 from __future__ import annotations
@@ -274,27 +275,47 @@ def worst_cases(data: Source, n: int = 20) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def _worst_bound(r: Results, n: int, keep: str = "TRUE"):
+def _worst_bound(r: Results, n: int, keep: str = "TRUE", distinct: str | None = None):
     """A predicate (given the margin's SQL) that every one of the ``n`` worst rows meets, from
     the summaries: a group's rows are no better than (overlap, window, extra levels, the top of
     its margin bucket); the worst groups by that bound until they hold ``n`` rows give the
-    bound of the ``n``-th worst row. None when the summaries hold fewer than ``n`` rows."""
+    bound of the ``n``-th worst row. None when the summaries hold fewer than ``n`` rows.
+
+    With ``distinct`` (SQL of a configuration's keys), the bound that the worst rows of the
+    ``n`` worst configurations meet: the worst groups until their rows are of ``n`` distinct
+    configurations (counted in SQL, over the few rows within the bound)."""
     groups = r.frame(
         "SELECT overlap, idmap_in_window, extra_levels, margin_bits, sum(records) AS records "
         f"FROM {r.summary} WHERE {keep} GROUP BY ALL ORDER BY overlap DESC, idmap_in_window DESC, "
         "extra_levels DESC, margin_bits"
     )
-    reached = groups["records"].cumsum() >= n
-    if not reached.any():
-        return None
-    o, w, e, bits, _ = groups[reached].iloc[0]
-    top = (1 << int(bits)) - 1  # the largest margin of bit length ``bits``
+    held = groups["records"].cumsum()
+    need = n
+    while (held >= need).any():
+        k = int((held >= need).to_numpy().argmax())
+        o, w, e, bits, _ = groups.iloc[k]
+        bound = _bound_at(bool(o), bool(w), int(e), (1 << int(bits)) - 1)
+        if distinct is None:
+            return bound
+        (found,) = r.frame(
+            f"SELECT count(DISTINCT ({distinct})) AS n FROM {r.summary} "
+            f"WHERE {bound('min_margin')} AND {keep}"
+        )["n"]
+        if found >= n:
+            return bound
+        need = int(held.iloc[k]) + n - int(found)  # at least one configuration a row
+    return None
+
+
+def _bound_at(o: bool, w: bool, e: int, top: int):
+    """The predicate of rows no better than (overlap ``o``, window ``w``, extra levels ``e``,
+    margin ``top``) in ``WORST_ORDER``, given the margin's SQL."""
 
     def bound(margin: str) -> str:
         return (
-            f"(overlap > {bool(o)} OR (overlap = {bool(o)} AND (idmap_in_window > {bool(w)} OR "
-            f"(idmap_in_window = {bool(w)} AND (extra_levels > {int(e)} OR "
-            f"(extra_levels = {int(e)} AND {margin} <= {top}))))))"
+            f"(overlap > {o} OR (overlap = {o} AND (idmap_in_window > {w} OR "
+            f"(idmap_in_window = {w} AND (extra_levels > {e} OR "
+            f"(extra_levels = {e} AND {margin} <= {top}))))))"
         )
 
     return bound
@@ -302,15 +323,25 @@ def _worst_bound(r: Results, n: int, keep: str = "TRUE"):
 
 def worst_configurations(data: Source, n: int = 20) -> pd.DataFrame:
     """The ``n`` worst configurations (board, granule, VA_BITS, layout, blocks) by their worst
-    row, with the idmap range of the rows that are that bad and one address to ``explain``."""
+    row, with the idmap range of the rows that are that bad and one address to ``explain``.
+    Only the configurations with a summary row within :func:`_worst_bound` of the ``n`` worst
+    are grouped (a sweep of many small boards holds millions of configurations)."""
     r = results_of(data)
     keys = "memory_map, granule, va_bits, layout, block_mappings"
     severity = "overlap, idmap_in_window, extra_levels"
+    keep = once(r)
+    source = r.summary
+    bound = _worst_bound(r, int(n), keep, distinct=keys)
+    if bound is not None:
+        source = (
+            f"{r.summary} SEMI JOIN (SELECT {keys} FROM {r.summary} WHERE {bound('min_margin')} "
+            f"AND {keep}) AS worst USING ({keys})"
+        )
     return r.frame(
         f"WITH grouped AS (SELECT {keys}, {severity}, {ROWS} AS rows, "
         "min(min_margin) AS min_margin, max(max_table_bytes) AS max_table_bytes, "
         "min(idmap_from) AS idmap_from, max(idmap_to) AS idmap_to, "
-        f"arg_min(tag_random, idmap_from) AS tag_random FROM {r.summary} WHERE {once(r)} "
+        f"arg_min(tag_random, idmap_from) AS tag_random FROM {source} WHERE {keep} "
         "GROUP BY ALL), "
         f"ranked AS (SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY overlap DESC, "
         "idmap_in_window DESC, extra_levels DESC) AS rank FROM grouped) "

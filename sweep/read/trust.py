@@ -40,11 +40,13 @@ def strict_reads(strict: bool = True) -> Iterator[None]:
 
 def trusted(
     store: Store, directory: str, strict: bool, folders: Mapping[str, set] | None = None
-) -> tuple[list[str], dict[str, str]]:
-    """The parts to read, in part order, and those left out with why; one warning line for each
-    one left out and one for the files that are not the sweep's (``strict``: an error). Only
-    the parts of the ``folders`` kept (``{"granule": {4096}}``) have their bytes hashed: the
-    others are held to their size, so a filtered read opens no other folder's file."""
+) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """The parts to read, in part order, those left out with why, and the summary files to read
+    (part -> its summary, :mod:`sweep.store.summary`); one warning line for each part left out
+    or summary not read and one for the files that are not the sweep's (``strict``: an error).
+    Only the parts of the ``folders`` kept (``{"granule": {4096}}``) have their bytes (and their
+    summaries') hashed: the others are held to their size, so a filtered read opens no other
+    folder's file."""
     where = f"results {directory!r}"
 
     def read(rel: str) -> bool:
@@ -67,7 +69,7 @@ def trusted(
     if not trust.parts:
         found = f" ({len(trust.left_out)} left out)" if trust.left_out else ""
         raise ValidationError(f"{where}: holds no part files of a sweep ({PART_GLOB}){found}")
-    return sorted(trust.parts, key=PartKey.parse), trust.left_out
+    return sorted(trust.parts, key=PartKey.parse), trust.left_out, trust.summaries
 
 
 CORE_COLUMNS = tuple(

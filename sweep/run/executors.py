@@ -29,7 +29,7 @@ from sweep.plan import plugins
 from sweep.run.lock import close_inherited
 from sweep.run.progress import worker_logging
 from sweep.run.task import Plan, Unit, unit_table
-from sweep.store.parts import Store
+from sweep.store.parts import Store, SummaryInfo
 
 log = logging.getLogger("sweep.worker")
 
@@ -52,6 +52,8 @@ class UnitResult:
     fatal: bool = False
     part_rows: int = 0
     """Rows in the part file (``rows`` counts configurations: for every-page, pages)."""
+    summary: SummaryInfo | None = None
+    """The part's summary file, for its manifest entry."""
 
 
 class WorkerKilled(Exception):
@@ -158,6 +160,7 @@ def run_unit(unit: Unit, plan: Plan | None = None, store: Store | None = None) -
         worker=worker,
         sha256=info.sha256,
         part_rows=info.rows,
+        summary=info.summary,
     )
 
 

@@ -182,7 +182,8 @@ class Scheduler:
                 log.warning("--fail-fast: stopping after unit %s failed", unit.id)
                 self.stopping = True
             return None
-        self.manifest.record(unit.path, PartInfo(outcome.part_rows, outcome.bytes, outcome.sha256))
+        info = PartInfo(outcome.part_rows, outcome.bytes, outcome.sha256, outcome.summary)
+        self.manifest.record(unit.path, info)
         self.report.units_written += 1
         self.report.rows_written += outcome.rows
         self.report.bytes_written += outcome.bytes

@@ -1,4 +1,4 @@
-"""The store layer: part files, the manifest of whole parts, their footer summaries and the
+"""The store layer: part files, the manifest of whole parts, their summary files and the
 sweep's record. It imports only :mod:`sweep.core`."""
 
 from sweep._moved import forward

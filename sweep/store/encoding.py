@@ -1,4 +1,4 @@
-"""How a part's rows become Parquet bytes: encodings, compression, statistics, the footer summary.
+"""How a part's rows and its summary become Parquet bytes: encodings, compression, statistics.
 
 Measured against pyarrow's defaults on the same unit tables by ``bench/bench_driver.py --only
 writer``; the files they make are kept by :mod:`sweep.store.parts`.
@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sweep.core.columns import ROW_COLUMNS, row_bytes
-from sweep.store.summary import SUMMARY_KEY, footer_value
 
 ROW_GROUP_ROWS = 1_000_000
 """At most this many rows per row group (Parquet readers do best with 100k to 1M)."""
@@ -30,8 +29,8 @@ DISK_BYTES_PER_ROW = 10
 (``bench/bench_driver.py`` prints it; under 1 with ``tag.seed = 0``): most columns are constant
 or smooth along a unit, ``tag_random`` is not."""
 DISK_BYTES_PER_PART = 16 << 10
-"""A part file's own overhead (footer, schema, statistics, the summary of ``sweep.store.summary``),
-which dominates small units."""
+"""A part file's own overhead (footer, schema, statistics) and its summary file's
+(``sweep.store.summary``), which dominate small units."""
 
 
 DICTIONARY_COLUMNS = tuple(c for c, dtype in ROW_COLUMNS.items() if dtype == "category")
@@ -41,7 +40,7 @@ every row group. ``granule`` and ``va_bits`` are one value per part, so a pandas
 on them skips whole files. The name columns (``memory_map``, ``layout``) have none: pyarrow
 computes a dictionary column's statistics row by row (15 ns a row each, a tenth of a part's
 write); a filter on a name reads that column's dictionary-coded pages (under a byte a row),
-and the named queries answer it from the footer summaries (``sweep.store.summary``)."""
+and the named queries answer it from the part summaries (``sweep.store.summary``)."""
 
 
 def writer_options(schema: pa.Schema) -> dict[str, Any]:
@@ -56,8 +55,8 @@ def writer_options(schema: pa.Schema) -> dict[str, Any]:
     ``DELTA_BINARY_PACKED``, 0.24 without tags against 6.0, and 2-3x faster writes); narrower
     integers (Parquet stores them in 32 bits) plain, which zstd takes 20% faster; booleans keep
     RLE; min/max statistics only where they are cheap and filters use them.
-    ``BYTE_STREAM_SPLIT`` for integers needs pyarrow 16, the footer summary 17 (the lower
-    bound in ``pyproject.toml``)."""
+    ``BYTE_STREAM_SPLIT`` for integers needs pyarrow 16 (``pyproject.toml`` asks 17, whose
+    ``add_key_value_metadata`` wrote older parts' footer summaries)."""
     integers = {
         f.name: "BYTE_STREAM_SPLIT" if f.type.bit_width == 64 else "PLAIN"
         for f in schema
@@ -75,17 +74,30 @@ def writer_options(schema: pa.Schema) -> dict[str, Any]:
 
 
 def part_bytes(table: pa.Table) -> pa.Buffer:
-    """A part file's bytes: ``table`` under :func:`writer_options`, with its summary
-    (:mod:`sweep.store.summary`) in the footer for the named queries when it is compact."""
+    """A part file's bytes: ``table`` under :func:`writer_options`."""
     table = non_nullable(table)
     options = writer_options(table.schema)
     row_group_size = options.pop("row_group_size")
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, table.schema, **options) as writer:
         writer.write_table(table, row_group_size=row_group_size)
-        summary = footer_value(table)
-        if summary is not None:
-            writer.add_key_value_metadata({SUMMARY_KEY: summary})
+    return sink.getvalue()
+
+
+def summary_bytes(summary: pa.Table) -> pa.Buffer:
+    """A part summary's file (:mod:`sweep.store.summary`): one row group (DuckDB reads the
+    files of a query in parallel), names dictionary-coded, the part's zstd level."""
+    sink = pa.BufferOutputStream()
+    strings = [f.name for f in summary.schema if pa.types.is_string(f.type)]
+    pq.write_table(
+        non_nullable(summary),
+        sink,
+        compression=COMPRESSION,
+        compression_level=COMPRESSION_LEVEL,
+        row_group_size=max(summary.num_rows, 1),
+        use_dictionary=strings,
+        write_statistics=False,
+    )
     return sink.getvalue()
 
 

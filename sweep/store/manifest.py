@@ -4,12 +4,17 @@ A part file is not believed because it exists. The driver records what each work
 (:class:`sweep.store.parts.PartInfo`) and writes the manifest atomically, at most once a
 ``FLUSH_SECONDS`` and at the end; a part counts as done only if it is in the manifest, its
 bytes hash to the recorded checksum, it opens as Parquet and holds the recorded rows (which the
-driver compares with its unit's). A part written just before a crash and not yet recorded is
-simply written again. ``sweep verify DIR`` runs the same checks without writing anything.
+driver compares with its unit's), and so does its summary file when its entry lists one
+(``"summary"``: rows, bytes, SHA-256; entries of older runs have none). A part written just
+before a crash and not yet recorded is simply written again. ``sweep verify DIR`` runs the same
+checks without writing anything. Readers believe a part without its summary file (a damaged
+summary costs them time, never rows): :func:`trusted_parts` says which summaries they may read.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import os
 import posixpath
@@ -26,10 +31,12 @@ from sweep.store.parts import (
     META_FILE,
     OWN_FILES,
     PLACEHOLDERS,
+    SUMMARY_RE,
     PartInfo,
     PartKey,
     Store,
     is_temporary,
+    summary_path,
 )
 from sweep.store.record import incomplete, read_meta
 
@@ -65,6 +72,8 @@ class Manifest:
 
     def record(self, rel: str, info: PartInfo) -> None:
         self.parts[rel] = {"rows": info.rows, "bytes": info.bytes, "sha256": info.sha256}
+        if info.summary is not None:
+            self.parts[rel]["summary"] = dataclasses.asdict(info.summary)
         self._dirty = True
 
     def forget(self, rels: Iterable[str]) -> None:
@@ -83,26 +92,25 @@ class Manifest:
         self._dirty, self._flushed = False, now
 
     def check(self, store: Store, rel: str) -> str | None:
+        """Why the part at ``rel`` or its summary file cannot be believed, or None when both are
+        whole (what ``--resume`` and ``sweep verify`` ask: either one damaged rewrites both)."""
+        why = self.check_part(store, rel)
+        if why is None and (why := self.check_summary(store, rel)) is not None:
+            why = f"its summary file {posixpath.basename(summary_path(rel))}: {why}"
+        return why
+
+    def check_part(self, store: Store, rel: str) -> str | None:
         """Why the part at ``rel`` cannot be believed, or None when it is whole."""
         entry = self.parts.get(rel)
         if entry is None:
             return "not in the manifest (written after its last update, or not by this sweep)"
-        try:
-            data = store.read_bytes(rel)
-        except OSError as exc:
-            return f"cannot be read ({exc})"
-        if len(data) != entry["bytes"]:
-            how = "truncated" if len(data) < entry["bytes"] else "larger: replaced or appended to"
-            return f"{len(data):,} bytes, the manifest says {entry['bytes']:,} ({how})"
-        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            return "its bytes do not match the manifest's SHA-256 (damaged)"
-        try:
-            rows = pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
-        except (pa.ArrowException, OSError) as exc:
-            return f"does not open as Parquet ({exc})"
-        if rows != entry["rows"]:
-            return f"holds {rows:,} rows, the manifest says {entry['rows']:,}"
-        return None
+        return _check_file(store, rel, entry)
+
+    def check_summary(self, store: Store, rel: str) -> str | None:
+        """Why the summary file of the part at ``rel`` is not the one its entry lists, or None
+        (it is, or the entry lists none)."""
+        entry = self.parts.get(rel, {}).get("summary")
+        return None if entry is None else _check_file(store, summary_path(rel), entry)
 
     def sort_parts(self, store: Store) -> tuple[dict[str, int], dict[str, str]]:
         """Every part file on disk, checked: (whole ones with their rows, bad ones with why)."""
@@ -186,14 +194,38 @@ def verify_dataset(url: str) -> tuple[int, list[tuple[str, str]]]:
     return len(on_disk), problems
 
 
-def _is_entry(entry: object) -> bool:
-    """Whether a manifest entry has the shape :meth:`Manifest.record` writes."""
+def _check_file(store: Store, rel: str, entry: dict) -> str | None:
+    """Why the file at ``rel`` is not the one ``entry`` (rows, bytes, SHA-256) lists, or None."""
+    try:
+        data = store.read_bytes(rel)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"cannot be read ({exc})"
+    if len(data) != entry["bytes"]:
+        how = "truncated" if len(data) < entry["bytes"] else "larger: replaced or appended to"
+        return f"{len(data):,} bytes, the manifest says {entry['bytes']:,} ({how})"
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        return "its bytes do not match the manifest's SHA-256 (damaged)"
+    try:
+        rows = pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        return f"does not open as Parquet ({exc})"
+    if rows != entry["rows"]:
+        return f"holds {rows:,} rows, the manifest says {entry['rows']:,}"
+    return None
+
+
+def _is_entry(entry: object, summary: bool = True) -> bool:
+    """Whether a manifest entry has the shape :meth:`Manifest.record` writes (its ``summary``,
+    when present, the same shape)."""
     if not isinstance(entry, dict):
         return False
     counts = [entry.get("rows"), entry.get("bytes")]
-    return all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts) and (
+    whole = all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts) and (
         isinstance(entry.get("sha256"), str)
     )
+    return whole and ("summary" not in entry or summary and _is_entry(entry["summary"], False))
 
 
 @dataclass
@@ -203,12 +235,17 @@ class Trusted:
     ``left_out`` holds every other part file with why; ``strangers`` the files that are not a
     sweep's (neither a part nor one of its records); ``unchecked`` says why no part could be
     checked (no manifest, or an unreadable one): then every part is read, with that warning.
+    ``summaries`` maps each believed part whose summary file is the one its entry lists to that
+    file; ``bad_summaries`` names every other listed summary file with why (its part's rows
+    answer instead).
     """
 
     parts: list[str]
     left_out: dict[str, str] = field(default_factory=dict)
     strangers: list[str] = field(default_factory=list)
     unchecked: str | None = None
+    summaries: dict[str, str] = field(default_factory=dict)
+    bad_summaries: dict[str, str] = field(default_factory=dict)
 
     def warnings(self, most: int = 20) -> list[str]:
         """One line per part left out (at most ``most``, then a count) and one for strangers."""
@@ -217,6 +254,13 @@ class Trusted:
         lines += [f"part {rel} left out: {why}" for rel, why in shown[:most]]
         if len(shown) > most:
             lines.append(f"{len(shown) - most} more part files left out (sweep verify names them)")
+        bad = sorted(self.bad_summaries.items())
+        lines += [
+            f"summary {rel} not read: {why}; its part's rows are read instead"
+            for rel, why in bad[:most]
+        ]
+        if len(bad) > most:
+            lines.append(f"{len(bad) - most} more summary files not read (sweep verify names them)")
         if self.strangers:
             more = f" and {len(self.strangers) - 5} more" if len(self.strangers) > 5 else ""
             lines.append(
@@ -227,14 +271,14 @@ class Trusted:
 
 
 _VOUCHED: dict[tuple, bool] = {}
-"""(path, size, mtime, SHA-256 expected) of local parts already hashed in this process."""
+"""(path, size, mtime, SHA-256 expected) of local files already hashed in this process."""
 
 
 def trusted_parts(store: Store, read: Callable[[str], bool] | None = None) -> Trusted:
     """The part files a reader may believe: each in ``_manifest.json`` with its size and (for a
     local folder, where reading is cheap, and a part ``read`` says will be read) its SHA-256;
-    a remote part is held to its size. Reads only; called by every reader
-    (:mod:`sweep.read.engine`)."""
+    a remote part is held to its size. Their summary files are held to their entries alike.
+    Reads only; called by every reader (:mod:`sweep.read.engine`)."""
     files = store.files()
     parts = sorted(rel for rel in files if PartKey.parse(rel) is not None)
     strangers = sorted(rel for rel in files if not _is_part(rel) and not _ours(rel))
@@ -244,14 +288,28 @@ def trusted_parts(store: Store, read: Callable[[str], bool] | None = None) -> Tr
     if manifest.problem or MANIFEST_FILE not in files:
         why = manifest.problem or f"no {MANIFEST_FILE}"
         return Trusted(parts, strangers=strangers, unchecked=why)
-    trusted, left_out = [], {}
+    out = Trusted([], strangers=strangers)
     for rel in parts:
-        reason = _vouch(store, manifest, rel, files[rel], read is None or read(rel))
-        if reason is None:
-            trusted.append(rel)
-        else:
-            left_out[rel] = reason
-    return Trusted(trusted, left_out, strangers)
+        entry = manifest.parts.get(rel)
+        if entry is None:
+            out.left_out[rel] = "not in the sweep's manifest (another run's or a copied file)"
+            continue
+        hashed = read is None or read(rel)
+        check = functools.partial(manifest.check_part, store, rel)
+        reason = _vouch(store, rel, files, entry, hashed, check)
+        if reason is not None:
+            out.left_out[rel] = reason
+            continue
+        out.parts.append(rel)
+        if "summary" in entry:
+            side = summary_path(rel)
+            check = functools.partial(manifest.check_summary, store, rel)
+            reason = _vouch(store, side, files, entry["summary"], hashed, check)
+            if reason is None:
+                out.summaries[rel] = side
+            else:
+                out.bad_summaries[side] = reason
+    return out
 
 
 def _is_part(rel: str) -> bool:
@@ -261,14 +319,22 @@ def _is_part(rel: str) -> bool:
 def _ours(rel: str) -> bool:
     base = posixpath.basename(rel)
     top = "/" not in rel and (base in OWN_FILES or base in PLACEHOLDERS)
-    return top or base in PLACEHOLDERS or is_temporary(rel)
+    return top or base in PLACEHOLDERS or is_temporary(rel) or SUMMARY_RE.fullmatch(rel) is not None
 
 
-def _vouch(store: Store, manifest: Manifest, rel: str, size: int, hashed: bool) -> str | None:
-    """Why ``rel`` is not the part the manifest lists, or None (``hashed``: its bytes too)."""
-    entry = manifest.parts.get(rel)
-    if entry is None:
-        return "not in the sweep's manifest (another run's or a copied file)"
+def _vouch(
+    store: Store,
+    rel: str,
+    files: dict[str, int],
+    entry: dict,
+    hashed: bool,
+    check: Callable[[], str | None],
+) -> str | None:
+    """Why ``rel`` is not the file ``entry`` lists, or None: held to its size, and (``hashed``,
+    in a local folder) to ``check`` of its bytes, once per process while it is unchanged."""
+    size = files.get(rel)
+    if size is None:
+        return "missing"
     if size != entry.get("bytes"):
         how = "truncated" if size < entry.get("bytes", 0) else "larger: replaced or appended to"
         return f"{size:,} bytes, the manifest says {entry.get('bytes', 0):,} ({how})"
@@ -280,7 +346,7 @@ def _vouch(store: Store, manifest: Manifest, rel: str, size: int, hashed: bool) 
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
     if key not in _VOUCHED:
-        reason = manifest.check(store, rel)
+        reason = check()
         if reason is not None:
             return reason
         _VOUCHED[key] = True

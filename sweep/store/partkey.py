@@ -3,6 +3,9 @@
 The store writes there (:mod:`sweep.store.parts`), a unit is named after it
 (:mod:`sweep.plan.units`), and the readers pick folders and order parts by it
 (:mod:`sweep.read.engine`): every one of them builds or parses the path through ``PartKey``.
+A part's summary (:mod:`sweep.store.summary`) lives beside it as ``_summary-<index>.parquet``:
+the leading ``_`` keeps it out of ``pandas.read_parquet(folder)`` (pyarrow skips ``_`` and
+``.`` names) and out of ``part-*.parquet`` globs.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ PART_RE = re.compile(
 """A finished part file's path relative to the root; nothing else in the folder is data."""
 PART_GLOB = f"{FOLDER_PREFIX}*/va_bits-*/part-*.parquet"
 """The same as a glob, for people."""
+SUMMARY_PREFIX = "_summary-"
+SUMMARY_RE = re.compile(rf"{FOLDER_PREFIX}\d+/va_bits-\d+/{SUMMARY_PREFIX}\d+\.parquet")
+"""A part's summary file's path relative to the root (:func:`summary_path`)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -35,6 +41,11 @@ class PartKey:
     def path(self) -> str:
         """The part file's path, relative to the dataset root."""
         return f"{FOLDER_PREFIX}{self.granule}/va_bits-{self.va_bits}/part-{self.index:06d}.parquet"
+
+    @property
+    def summary_path(self) -> str:
+        """The path of the part's summary file, beside it."""
+        return self.path.replace("/part-", f"/{SUMMARY_PREFIX}")
 
     @property
     def unit_id(self) -> str:
@@ -58,3 +69,11 @@ class PartKey:
 def part_path(granule: int, va_bits: int, index: int) -> str:
     """Where the part file of a unit goes, relative to the dataset root."""
     return PartKey(granule, va_bits, index).path
+
+
+def summary_path(rel: str) -> str:
+    """The summary file of the part at ``rel`` (a part's relative path)."""
+    key = PartKey.parse(rel)
+    if key is None:
+        raise ValueError(f"not a part file's path: {rel!r}")
+    return key.summary_path

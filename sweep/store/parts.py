@@ -6,7 +6,8 @@ leaves no half file visible), no writer is held open across units, and the sweep
 sit beside the data in ``_sweep.json``, ``_sweep.log`` and ``_manifest.json``. A part file is
 not believed because it exists: :mod:`sweep.store.manifest` checks it against its recorded checksum.
 
-Parts go in ``granule-<bytes>/va_bits-<bits>/part-<index>.parquet`` and hold every column of
+Parts go in ``granule-<bytes>/va_bits-<bits>/part-<index>.parquet``, each with its summary
+beside it in ``_summary-<index>.parquet`` (:mod:`sweep.store.summary`), and hold every column of
 ``sweep.core.columns.ROW_COLUMNS``, the two folder keys included (constant in a file, so they cost a
 few bytes, and their row-group statistics let readers skip the file: keep statistics on them).
 The folders are not hive-style (``key=value``) on purpose: pyarrow's hive discovery, which
@@ -30,14 +31,18 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from sweep.core.errors import SweepError
-from sweep.store.encoding import part_bytes
+from sweep.store.encoding import part_bytes, summary_bytes
 from sweep.store.partkey import (  # noqa: F401 (the part paths, re-exported)
     FOLDER_PREFIX,
     PART_GLOB,
     PART_RE,
+    SUMMARY_PREFIX,
+    SUMMARY_RE,
     PartKey,
     part_path,
+    summary_path,
 )
+from sweep.store.summary import part_summary
 
 PARTITION_COLUMNS = ("granule", "va_bits")
 META_FILE = "_sweep.json"
@@ -151,14 +156,25 @@ class Store:
     # --- parts -------------------------------------------------------------------------------
 
     def write_part(self, rel: str, table: pa.Table) -> PartInfo:
-        """Write one unit's rows to ``rel`` (see :func:`writer_options`), atomically and durably.
+        """Write one unit's rows to ``rel`` (see :func:`writer_options`), atomically and durably,
+        and first its summary file beside it (:mod:`sweep.store.summary`), so that a part on
+        disk always has the summary it was written with.
 
-        Returns its row count, size and SHA-256, for the manifest that later proves it whole.
+        Returns the rows, size and SHA-256 of both, for the manifest that later proves them whole.
         """
+        side = summary_path(rel)
+        found = part_summary(table)
+        summary = None
+        if found is not None:
+            data = summary_bytes(found)
+            self.write_bytes(side, data)
+            summary = SummaryInfo(found.num_rows, data.size, _sha256(data))
+        elif self.exists(side):  # an earlier version of this part's: not to outlive it
+            self.delete(side)
         data = part_bytes(table)
-        digest = hashlib.sha256(memoryview(data)).hexdigest()
+        digest = _sha256(data)
         self.write_bytes(rel, data)
-        return PartInfo(rows=table.num_rows, bytes=data.size, sha256=digest)
+        return PartInfo(rows=table.num_rows, bytes=data.size, sha256=digest, summary=summary)
 
     def parts(self) -> set[str]:
         """Relative paths of every part file on disk (temporary ``.`` files excluded)."""
@@ -183,8 +199,9 @@ class Store:
         }
 
     def remove_temporaries(self) -> list[str]:
-        """Delete the temporary files a killed or failed run of ours left (parts, ``_sweep.json``,
-        the manifest); called only under the folder's lock, so no live run owns them."""
+        """Delete the temporary files a killed or failed run of ours left (parts, their
+        summaries, ``_sweep.json``, the manifest); called only under the folder's lock, so no
+        live run owns them."""
         stale = [rel for rel in self._listing() if _is_temporary(rel)]
         for rel in stale:
             _quietly(self.fs.delete_file, self._abs(rel))
@@ -274,12 +291,26 @@ class Store:
 
 
 @dataclass(frozen=True)
-class PartInfo:
-    """What a written part holds: the manifest's entry for it."""
+class SummaryInfo:
+    """What a part's summary file holds (:mod:`sweep.store.summary`): its manifest entry."""
 
     rows: int
     bytes: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """What a written part holds: the manifest's entry for it, with its summary file's."""
+
+    rows: int
+    bytes: int
+    sha256: str
+    summary: SummaryInfo | None = None
+
+
+def _sha256(data: pa.Buffer) -> str:
+    return hashlib.sha256(memoryview(data)).hexdigest()
 
 
 def _make_dirs(folder: str, root: str) -> list[str]:
@@ -315,9 +346,8 @@ def is_temporary(rel: str) -> bool:
 
 def _is_temporary(rel: str) -> bool:
     base = posixpath.basename(rel)
-    return base.startswith((".part-", f".{META_FILE}.", f".{MANIFEST_FILE}.")) and base.endswith(
-        TEMP_SUFFIX
-    )
+    ours = (".part-", f".{SUMMARY_PREFIX}", f".{META_FILE}.", f".{MANIFEST_FILE}.")
+    return base.startswith(ours) and base.endswith(TEMP_SUFFIX)
 
 
 def _is_part(rel: str) -> bool:

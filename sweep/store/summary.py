@@ -1,19 +1,24 @@
-"""Part summaries: what the named queries need of a part's rows, kept in the part's own footer.
+"""Part summaries: what the named queries need of a part's rows, in a small Parquet file beside it.
 
 Every named query (:mod:`sweep.read.queries`) but ``worst-cases`` is an aggregate over a few
 columns, grouped by configuration and severity. So when a part is written, :mod:`sweep.store.parts`
-puts in its Parquet footer (file key-value metadata ``SUMMARY_KEY``, which pandas and pyarrow
-do not show as schema metadata) the table :func:`summarize` makes of its rows: one row per
-distinct ``GROUP`` (configuration, overlap, window, levels, margin bucket) with the
-aggregates the queries read. A few hundred rows stand for a part's 10^5, so a query over 10^9
-rows reads a few MiB of footers instead of the rows; a summary is as whole as its part (same
-file, same checksum in the manifest) and is made by the same code wherever rows come from.
+first writes beside it (``_summary-<index>.parquet``, :mod:`sweep.store.partkey`) the table
+:func:`summarize` makes of its rows: one row per distinct ``GROUP`` (configuration, overlap,
+window, levels, margin bucket) with the aggregates the queries read. A few hundred rows stand for
+a part of long runs' 10^5, about 7 rows one of many small boards' 7, and DuckDB streams the
+summary files as it streams parts, so a query over 10^9 rows reads summaries, never all of them
+in memory at once. A summary file is as whole as its part: written first (a part on disk always
+has its summary), its rows, size and SHA-256 in the part's manifest entry, held to them wherever
+the part is (:mod:`sweep.store.manifest`).
 
-A summary is kept only where it is compact (``COMPACT``: a part of many small groups, such as
-thousands of boards at a few placements each, would summarize to a large share of its rows and
-gain nothing). Where there are no footer summaries (such parts, a DataFrame, parts of an older
-va-sweep, a filter on a column outside ``FILTER_COLUMNS``), :func:`rows_sql` reads every row as
-a summary row of its own, in SQL, so the same queries run over the rows in DuckDB.
+A part gets a summary file only where it has at most one row for ``SIDECAR_RATIO`` of the
+part's (a random tag and a placement a row can leave nearly a group a row: reading such a
+summary would cost what reading the rows does). Where a selected part has none (such parts, a
+DataFrame, parts of an older va-sweep, a damaged summary file, a filter on a column outside
+``FILTER_COLUMNS``), :func:`rows_sql` reads every row as a summary row of its own, in SQL, so the
+same queries run over the rows in DuckDB. Parts of va-sweep 0.1 to this one kept their summary
+in their Parquet footer instead (``SUMMARY_KEY``, only when compact); :func:`decode` still reads
+those.
 
 Rows that stand for runs of pages (``pages``) weigh ``pages``; a run's margin is its smallest,
 ``min(margin, margin_last)`` (margin is concave along a run), and its last page is
@@ -33,7 +38,7 @@ import pyarrow.compute as pc
 from sweep.core.kconfig import bit_length
 
 SUMMARY_KEY = "sweep.store.summary"
-"""The Parquet footer key under which a part file holds its summary (Arrow IPC, base64)."""
+"""The Parquet footer key under which older parts held their summary (Arrow IPC, base64)."""
 FORMAT = "3"  # 2: runnable and unrunnable are group columns; 3: mappings, cpus, kernel
 
 GROUP = {
@@ -75,16 +80,21 @@ VALUES = {
 }
 SCHEMA = pa.schema([*GROUP.items(), *VALUES.items()])
 I64_MAX = np.iinfo(np.int64).max
-COMPACT = 16
-"""A part keeps its summary only when the summary has at most one row for this many rows."""
+SIDECAR_RATIO = 2
+"""A part gets a summary file when the summary has at most one row for this many of its rows.
+A summary row is read as plainly as a row (no per-row SQL), so any ratio above 1 saves the
+queries time; at 2 the reading is halved at least, and a part nearer one group a row (a random
+tag a row) costs the writer only the first pass of :func:`summarize` (``max_runs``) and no
+second file. Many small boards give about 7 (``bench/bench_results.py --shape many-maps``)."""
 
 
-def footer_value(table: pa.Table) -> str | None:
-    """What a part file keeps in its footer: its summary, encoded, when it is compact."""
-    table_summary = summarize(table, max_runs=table.num_rows // COMPACT)
-    if table_summary is None or table_summary.num_rows * COMPACT > table.num_rows:
+def part_summary(table: pa.Table) -> pa.Table | None:
+    """The summary a part of ``table``'s rows keeps in a file beside it, or None (too little
+    smaller than the rows to be worth a file: ``SIDECAR_RATIO``)."""
+    found = summarize(table, max_runs=table.num_rows // SIDECAR_RATIO)
+    if found is None or found.num_rows * SIDECAR_RATIO > table.num_rows:
         return None
-    return encode(table_summary)
+    return found
 
 
 def rows_sql(source: str, columns: list[str]) -> str:
@@ -296,13 +306,12 @@ def _dictionary(column: pa.ChunkedArray) -> pa.DictionaryArray:
     return column.unify_dictionaries().combine_chunks()
 
 
-# --- in the footer ------------------------------------------------------------------------------
+# --- in the footer of older parts ---------------------------------------------------------------
 
 
 def encode(summary: pa.Table) -> str:
-    """A summary as a footer value: an Arrow IPC stream, zlib-compressed as a whole (a tenth of
-    the time IPC's own per-buffer compression takes to read back), base64, so that every
-    Parquet tool can print the footer."""
+    """A summary as older parts kept it in their footer: an Arrow IPC stream, zlib-compressed as
+    a whole, base64 (what :func:`decode` reads; tests make older parts with it)."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, summary.schema) as writer:
         writer.write_table(summary)
