@@ -55,6 +55,9 @@ code { font-size: 0.85em; }
 
 N_WORST = 25
 N_UNRUNNABLE = 100
+N_BOARDS = 1000
+"""Boards the page lists at most: the worst (most overlaps, then extra levels, then largest
+tables); ``sweep query DIR boards`` lists every one."""
 
 
 def _e(text: object) -> str:
@@ -170,14 +173,14 @@ def _html_table(frame: pd.DataFrame, sortable: bool = False) -> str:
     number's exact value in ``data-v`` so that hex and sizes sort as numbers."""
     shown = for_people(frame)
     head = "".join(f"<th>{_e(c)}</th>" for c in shown.columns)
+    raws = frame[list(shown.columns)].itertuples(index=False)
     rows = []
-    for (_, raw), (_, text) in zip(frame.iterrows(), shown.iterrows(), strict=True):
+    for raw, text in zip(raws, shown.itertuples(index=False), strict=True):
         cells = []
-        for column in shown.columns:
-            value = raw[column]
+        for value, words in zip(raw, text, strict=True):
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             attr = f' data-v="{value}"' if sortable and number and pd.notna(value) else ""
-            cells.append(f"<td{attr}>{_e(text[column] if pd.notna(value) else '')}</td>")
+            cells.append(f"<td{attr}>{_e(words if pd.notna(value) else '')}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
     css = "rows sortable" if sortable else "rows"
     return (
@@ -280,13 +283,31 @@ def _page(directory: str | Path, data: Results, started: float) -> str:
         "(docs/model.md section 3)"
         f"{f'; the first {N_UNRUNNABLE} of {len(unrunnable):,}' if more else ''}.</p>",
         _html_table(shown_unrunnable) if len(unrunnable) else "<p>None.</p>",
-        f"<h2>Every board</h2><p>{n_boards} boards; click a heading to sort.</p>",
-        _html_table(per_board.reset_index(), sortable=True),
+        f"<h2>Every board</h2><p>{_boards_listed(n_boards)}; click a heading to sort.</p>",
+        _html_table(_worst_boards(per_board).reset_index(), sortable=True),
         f"<script>{SORT_SCRIPT}</script>",
         f'<p class="facts">Read from {_e(directory)} in {time.perf_counter() - started:.1f} s.</p>',
         "</body></html>",
     ]
     return "\n".join(page)
+
+
+def _worst_boards(per_board: pd.DataFrame) -> pd.DataFrame:
+    """At most ``N_BOARDS`` boards, the worst (``N_BOARDS``' order), listed by name."""
+    if len(per_board) <= N_BOARDS:
+        return per_board
+    worst = ["overlaps", "extra_level_rows", *queries.BOARD_BYTES]
+    chosen = per_board.sort_values(worst, ascending=False, na_position="last").head(N_BOARDS)
+    return chosen.sort_index()
+
+
+def _boards_listed(n: int) -> str:
+    if n <= N_BOARDS:
+        return f"{n} boards"
+    return (
+        f"{n:,} boards; the {N_BOARDS:,} with the most overlapping configurations, then the most "
+        "needing an extra level, then the largest tables, are listed (all: sweep query DIR boards)"
+    )
 
 
 def write_report(directory: str | Path, out: str | Path) -> Path:
