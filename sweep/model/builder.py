@@ -37,13 +37,13 @@ from sweep.core.errors import ValidationError
 from sweep.core.kconfig import bit_length
 from sweep.core.memmap import GRANULES, MemoryMap
 from sweep.model import overlap, tables
-from sweep.model.banks import TrimmedBanks
+from sweep.model.banks import TrimmedBanks, granule_codes
 from sweep.model.bootrows import MAPPING_SETS, BootKernel, boot_tables
 from sweep.model.clip import clip_dram
 from sweep.model.constants import arrow, dictionary
 from sweep.model.layout import Layout, LayoutBatch, compute_layouts
 from sweep.model.pkvm_reserve import reserve_many
-from sweep.model.rows import Rows, full, granule_index, grouping, per_distinct, shared_if_equal
+from sweep.model.rows import Rows, full, grouping, per_distinct, shared_if_equal
 
 I64 = np.int64
 CODED = {"unrunnable": REASONS}
@@ -219,7 +219,7 @@ def _put_back(groups, pieces: list, values: list, n: int, dtype) -> np.ndarray:
 def _columns(banks: TrimmedBanks, layouts, kernels, align: np.ndarray, rows: Rows) -> dict:
     """Every section 2-6 column of one piece of rows, section by section (module docstring)."""
     granule, va_bits, idmap = rows.granule, rows.va_bits, rows.idmap_pa
-    code = granule_index(granule)
+    code = granule_codes(granule)
     start, end = banks.per_row(rows.map_index, code)  # section 1
     banks.check_inside(start, end, idmap, rows.map_index, granule)
     dram = clip_dram(start, end, idmap, granule, va_bits, align[rows.layout_index, code])
