@@ -9,9 +9,8 @@ Ranges that move together keep their gaps, and two page ranges whose gap is smal
 level-2 entry (2 MiB at 4K) touch exactly the chunks of their hull at every level (no chunk fits
 in the gap), so each group is one range: the image's sections at their HYP alias, the idmap
 page and nVHE's stacks under it, the per-CPU regions, pKVM's pool at its alias. What moves with
-neither the image nor the tag (pKVM's stacks above ``__io_map_base`` and its vmemmap, per-CPU
-regions at ZONE_NORMAL's start) is a fixed set of chunk spans, listed once per kind of row with
-``bootmap``'s own functions.
+neither the image nor the tag (pKVM's stacks above ``__io_map_base`` and its vmemmap) is a
+fixed set of chunk spans, listed once per kind of row with ``bootmap``'s own functions.
 """
 
 from __future__ import annotations
@@ -124,28 +123,22 @@ def boot_columns(
     n = np.broadcast(delta, idmap_pa, start[0], reserve_bytes).shape[0]
     idmap_pa = np.asarray(idmap_pa, I64)
     image_pa = idmap_pa - _down(image.idmap[0], g)
-    idmap_lo = idmap_pa  # the idmap's first page
     delta_u = np.asarray(delta).astype(I64).view(U64)
-    anchors = [idmap_lo, image_pa.astype(U64) + delta_u]  # the idmap, the image's alias
+    anchors = [idmap_pa, image_pa.astype(U64) + delta_u]  # the idmap page, the image's alias
     ranges = [(0, 0, 0, _up(image.idmap[1], g) - _down(image.idmap[0], g))]
     if mode == "nvhe":  # stack pages and their guards, downwards from the idmap
-        anchors.append(_down(idmap_lo - 2 * g, 2 * g))
+        anchors.append(_down(idmap_pa - 2 * g, 2 * g))
         ranges.append((2, g - (cpus - 1) * 2 * g, 2, 2 * g))
     for a, b in _hulls(_sections(image, mode), 1 << level_shift(2, g)):
         ranges.append((1, a, 1, b))
-    lo, hi = (x.astype(U64) + delta_u for x in _percpu_hull(image, image_pa, start, end,
-                                                             valid, cpus, g))  # fmt: skip
-    fixed = []
-    if (lo == lo[0]).all() and (hi == hi[0]).all():  # ZONE_NORMAL's first pages: a fixed range
-        fixed.append((int(lo[0]), int(hi[0]), 3))
-    else:
-        anchors += [lo, hi]
-        ranges.append((len(anchors) - 2, 0, len(anchors) - 1, 0))
+    first, span = _percpu_hull(image, image_pa, start, end, valid, cpus, g)
+    anchors.append(first.astype(U64) + delta_u)
+    ranges.append((len(anchors) - 1, 0, len(anchors) - 1, span))
     n_levels = int(levels(tree_va_bits, g))
-    kinds, kind = [fixed], 0
+    kinds, kind = [[]], 0
     if mode == "pkvm":
-        kinds, kind = _pkvm_fixed(anchors, ranges, kernel, cpus, tree_va_bits, idmap_lo,
-                                  delta_u, start, end, valid, reserve_bytes, fixed)  # fmt: skip
+        kinds, kind = _pkvm_fixed(anchors, ranges, kernel, cpus, tree_va_bits, idmap_pa,
+                                  delta_u, start, end, valid, reserve_bytes)  # fmt: skip
     from sweep.model.treecount import count_rows  # lazy: numba costs 0.3 s, ~90 MiB a process
 
     got = count_rows(anchors, ranges, kinds, kind, g, n_levels, n)
@@ -155,14 +148,14 @@ def boot_columns(
 
 def _percpu_hull(image, image_pa, start, end, valid, cpus, g):
     """The nVHE per-CPU regions, one naturally aligned buddy block each from ``first_free``
-    (``bootmap._alloc``): their hull, ``[first, last + size)``."""
+    (``bootmap._alloc``): their hull, ``[first, first + span)``."""
     block = bootmap._order_bytes(image.percpu_bytes, g)
     first = _up(first_free(image, image_pa, start, end, valid), block)
-    return first, first + (cpus - 1) * block + _up(image.percpu_bytes, g)
+    return first, (cpus - 1) * block + _up(image.percpu_bytes, g)
 
 
 def _pkvm_fixed(anchors: list, ranges: list, kernel, cpus, tvb, idmap_lo, delta_u, start, end,
-                valid, reserve, common: list) -> tuple[list[list], np.ndarray]:  # fmt: skip
+                valid, reserve) -> tuple[list[list], np.ndarray]:  # fmt: skip
     """pKVM's ranges beyond nVHE's: the pool at its alias (it moves with the tag), added to
     ``anchors``/``ranges``, and per kind of row (the quarter ``__io_map_base`` takes, the pool,
     the banks) its fixed ranges: the stacks above ``__io_map_base`` (the quarter without the
@@ -185,7 +178,7 @@ def _pkvm_fixed(anchors: list, ranges: list, kernel, cpus, tvb, idmap_lo, delta_
         banks = [(a, b - a) for a, b in zip(ends[:nb], ends[nb:], strict=True) if b > a]
         regions = banks if image.version >= bootmap.VMEMMAP_ALL_MEMORY_SINCE else [(back, sz)]
         vm = bootmap._vmemmap(io0 | 1 << (tvb - 3), regions, back, g, image.version)
-        fixed = [*common, (io0 + g, io0 + 2 * g * cpus, 3)]  # a guard page under each stack
+        fixed = [(io0 + g, io0 + 2 * g * cpus, 3)]  # a guard page under each stack
         kinds.append(fixed + [(x.va, x.va + x.size, x.level) for x in vm])
     return kinds, kind
 
