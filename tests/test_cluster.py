@@ -41,16 +41,18 @@ SWEEP_TIMEOUT = 180.0
 """No sweep here takes more than a few seconds; a hang fails the test instead of the suite."""
 
 # A 64 GiB bank at a 1M stride: 65,536 placements x 2 granules x 2 VA_BITS x 2 layouts x 2 block
-# settings = 1,048,576 rows, in 32 units of 32,768: seconds of building, so that the kills below
-# land while units are running (on a loaded 2-core machine the sweep takes about 15 s).
+# settings = 1,048,576 rows, in 64 units of 16,384: seconds of building, so that the kills below
+# land while units are running (in 32 units of 32,768 the sweep once ended between two kills
+# 1.5 s apart).
 MAP = 'name = "c64g"\n[[banks]]\nbase = 0x8000_0000\nsize = "64G"\n'
-CONFIG = """name = "cluster"
+UNIT_ROWS = 16_384
+CONFIG = f"""name = "cluster"
 memory_maps = ["c64g.toml"]
 granules = ["4K", "64K"]
 va_bits = [39, 48]
 layouts = ["linux-4.8", "linux-4.17"]
 block_mappings = [false, true]
-unit_rows = 32768
+unit_rows = {UNIT_ROWS}
 [placement]
 kind = "stride"
 step = "1M"
@@ -58,7 +60,7 @@ step = "1M"
 seed = 5
 """
 ROWS = 1_048_576
-UNITS = ROWS // 32768
+UNITS = ROWS // UNIT_ROWS
 KEY = ["memory_map", "granule", "va_bits", "layout", "block_mappings", "idmap_pa"]
 
 
