@@ -131,17 +131,19 @@ def _stride_configs(memory_maps, rng: random.Random, maps: int = 12) -> list[dic
     return configs
 
 
-@pytest.mark.parametrize("path", ["runs", "per-row", "per-row-hashed", "grouped"])
+@pytest.mark.parametrize("path", ["runs", "per-row", "per-row-hashed", "grouped", "by-layout"])
 def test_runs_and_per_row_match_reference(monkeypatch, path):
     # The builder computes rows that come in long runs of one (map, granule, VA_BITS, layout,
     # blocks) with those values shared (a work unit), shuffled rows of few such groups in group
     # order (then put back), other batches per row: the same rows through each path, in chunks
     # that cut runs, are held to the reference, the oracle. Per row, runtime trees are counted
     # once per run of equal keys (rows of a board in order) or, "hashed", once per distinct key.
+    # Rows in runs too short for either (a unit of many boards) are put in layout order, each
+    # piece of one layout and block setting ("by-layout").
     import sweep.model.builder
     import sweep.model.rows
 
-    minimum = {"runs": 1, "per-row": 10**9, "per-row-hashed": 10**9, "grouped": 20}[path]
+    minimum = {"runs": 1, "per-row": 10**9, "per-row-hashed": 10**9, "grouped": 20}.get(path, 60)
     monkeypatch.setattr(sweep.model.rows, "MIN_RUN_ROWS", minimum)
     if path == "per-row-hashed":
         monkeypatch.setattr(sweep.model.rows, "MIN_RUN_KEYS", 10**12)
@@ -161,8 +163,11 @@ def test_runs_and_per_row_match_reference(monkeypatch, path):
         random.Random(6).shuffle(configs)
     assert _compare(memory_maps, configs) == len(configs)
     grouped = groupings[0] is not None and groupings[0].order is not None
-    assert grouped == (path == "grouped")
+    assert grouped == (path in ("grouped", "by-layout"))
     assert (groupings[0] is None) == path.startswith("per-row")
+    if grouped:
+        by_layout = groupings[0].shared == ("layout_index", "block_mappings")
+        assert by_layout == (path == "by-layout")
 
 
 def _few_configurations_shuffled(seed: int, rows: int):
