@@ -67,18 +67,25 @@ def runtime_tables(
     """Level -> tables of that level's descriptors the runtime ranges ``[start + delta,
     end + delta)`` need below the root."""
     va_start, va_end = start + delta, end + delta
+    va_last = va_end - 1
     tables = {}
     g, min_block = page_shift(granule), min_block_level(granule)
+    some_blocks = bool(np.any(block_mappings))
     for level in range(int(root.min(initial=3)), 3):
         shift = _shift(level, g)
-        blocks = _blocks(level, min_block, shift, delta, block_mappings) & (level >= root)
         first = va_start >> shift
-        last = (va_end - 1) >> shift
-        full_lo = (va_start + ((np.int64(1) << shift) - 1)) >> shift  # whole entries
-        full_hi = va_end >> shift
-        count = last - first + 1 - np.where(blocks, np.maximum(full_hi - full_lo, 0), 0)
-        first_table = np.where(blocks & (first >= full_lo), last, first)
-        last_table = np.where(blocks & (last < full_hi), first, last)
+        last = va_last >> shift
+        count = last - first + 1
+        first_table, last_table = first, last
+        blocks = None
+        if some_blocks:
+            blocks = _blocks(level, min_block, shift, delta, block_mappings) & (level >= root)
+        if blocks is not None and blocks.any():  # whole entries are blocks: no table below
+            full_lo = (va_start + ((np.int64(1) << shift) - 1)) >> shift
+            full_hi = va_end >> shift
+            count = count - np.where(blocks, np.maximum(full_hi - full_lo, 0), 0)
+            first_table = np.where(blocks & (first >= full_lo), last, first)
+            last_table = np.where(blocks & (last < full_hi), first, last)
         has = valid & (count > 0)
         shared = has[1:] & has[:-1] & (first_table[1:] == last_table[:-1])
         distinct = np.where(has, count, 0).sum(axis=0) - shared.sum(axis=0)
