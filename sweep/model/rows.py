@@ -38,8 +38,9 @@ half of an int64 copy's bytes) and a piece computes with in int64 (``wide``)."""
 MIN_RUN_ROWS = 1024
 """Rows a run of equal ``RUN_FIELDS`` must hold on average for a batch to be computed run by
 run, each run's values shared (one element): then banks, clipping, layouts and the runtime tree
-are one element too and only what depends on the idmap page is per row. Shorter runs (a board
-corpus, a shuffled batch) are computed per row, which costs the same for any mix."""
+are one element too and only what depends on the idmap page is per row. Shorter runs are put
+in group order (a shuffled batch of few configurations) or layout order (a board corpus, a unit
+of many boards) when those groups hold as many rows on average, else computed per row."""
 
 
 @dataclass(frozen=True)
