@@ -151,4 +151,4 @@ def test_every_page_is_every_page_of_every_trimmed_bank():
 
 def test_the_algorithm_version_is_recorded_in_the_plan():
     config = validate_config({"memory_maps": ["juno"]})
-    assert make_plan(config).fingerprint()["algorithm_version"] == ALGORITHM_VERSION == 3
+    assert make_plan(config).fingerprint()["algorithm_version"] == ALGORITHM_VERSION == 4

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import MemoryMap
-from sweep.model import runs
-from sweep.model.builder import CODED, build_table, compute_columns
+from sweep.model import runs, windows
+from sweep.model.builder import CODED, NUMPY_DTYPES, build_table, compute_columns
+from sweep.model.intervals import AFFINE, OUTPUTS
 from sweep.model.runs import Group, _Evaluator, expand, group_runs, groups_runs, runs_table
 from sweep.plan.config import validate_config
 from sweep.plan.plugins import registry
@@ -255,3 +256,106 @@ def test_units_cut_between_groups_write_the_runs_of_the_uncut_partition(tmp_path
     alone = pa.concat_tables([group_runs(x.memory_map, 4096, 36, x.layout, x.blocks)
                               for x in groups]).unify_dictionaries()  # fmt: skip
     assert alone.to_pylist() == whole.to_pylist()
+
+
+def _greedy_starts(truth: dict[str, np.ndarray], g: int) -> list[int]:
+    """Where runs start, taken page by page from the first: a page goes on its run if it follows
+    the run's last page, every other output is equal and each affine one steps by the run's
+    slope (anything, on its second page). A plain loop over the builder's pages."""
+    pages, affine = truth["idmap_pa"], ("margin", "clipped_bytes", "hyp_dram_last")
+    other = [c for c in truth if c != "idmap_pa" and c not in affine]
+    starts, slope = [int(pages[0])], None
+    for k in range(1, len(pages)):
+        step = tuple(int(truth[c][k]) - int(truth[c][k - 1]) for c in affine)
+        fits = pages[k] == pages[k - 1] + g and all(truth[c][k] == truth[c][k - 1] for c in other)
+        if fits and (slope is None or step == slope):
+            slope = step
+        else:
+            starts.append(int(pages[k]))
+            slope = None
+    return starts
+
+
+def test_a_group_cut_into_small_windows_gives_the_runs_of_the_uncut_group(monkeypatch):
+    # runs-high sits above the clip threshold at 4K / VA_BITS 36 and 16K / VA_BITS 36, where a
+    # group is cut into windows of pages above the threshold: with windows of 61 pages (60 a 4K
+    # group, 15 a 16K one, cutting intervals and runs anywhere), every run open at a window's end
+    # is carried into the next: the tables must be those of one window, and both the runs taken
+    # page by page from the builder's own rows.
+    reg = registry()
+    high = MemoryMap("runs-high", MAPS["runs-high"])
+    groups = [
+        Group(high, g, 36, reg.layouts[layout], blocks)
+        for g in (4096, 16384)
+        for layout in ("linux-4.8", "linux-6.9")
+        for blocks in (False, True)
+    ]
+    whole = groups_runs(groups)
+    joins = []
+
+    def counted(*args, **kwargs):
+        joins.append(1)
+        return windows.join(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "join", counted)
+    monkeypatch.setattr(windows, "WINDOW_PAGES", 61)
+    cut = groups_runs(groups)
+    assert len(joins) == 4 * (1 + -(-3584 // 61)) + 4 * (1 + -(-896 // 61)) == 304
+    for group, table, expected in zip(groups, cut, whole, strict=True):
+        assert table.equals(expected), (group.granule, group.layout.name, group.blocks)
+        truth = _page_by_page(group)
+        assert table["idmap_pa"].to_numpy().tolist() == _greedy_starts(truth, group.granule)
+        rows = expand(table)
+        for column, values in truth.items():
+            got = rows[column].astype(str) if column in CODED else rows[column]
+            assert (got.to_numpy() == values).all(), (group.granule, column)
+
+
+def _one_page_intervals(margins: list[int], g: int = 4096):
+    """One-page intervals with these margins and every other output zero."""
+    n = len(margins)
+    first = np.arange(n, dtype=np.int64) * g
+    a = {c: np.zeros(n, dtype=NUMPY_DTYPES[c]) for c in OUTPUTS}
+    a["margin"] = np.array(margins, dtype=np.uint64)
+    return first, first + g, a, {c: a[c].copy() for c in AFFINE}
+
+
+def _at(columns: dict, rows) -> dict:
+    return {name: values[rows] for name, values in columns.items()}
+
+
+@pytest.mark.parametrize(
+    ("margins", "pages"),
+    [
+        ([0, 1, 3, 6, 9], [2, 3]),  # steps 1, 2, 3, 3: the second run is 3 pages, not 2 and 2
+        ([5, 4, 3, 3, 3, 4], [3, 2, 1]),  # a run of two pages takes any step, then keeps it
+        ([0, 2, 4, 7, 9, 11, 13], [3, 4]),
+        ([7], [1]),
+    ],
+)
+def test_runs_are_taken_page_by_page_wherever_the_windows_cut(margins, pages):
+    # Hand-counted runs of one-page intervals; joined whole, or cut after any page with the
+    # open run carried on, the runs are the same.
+    g = 4096
+    first, end, a, c = _one_page_intervals(margins, g)
+    whole, _ = windows.join((first, end, a, c), g, None, last=True)
+    assert whole["pages"].tolist() == pages
+    assert whole["margin"].tolist() == [margins[sum(pages[:k])] for k in range(len(pages))]
+    for k in range(1, len(margins)):
+        head = (
+            first[:k],
+            end[:k],
+            {x: v[:k] for x, v in a.items()},
+            {x: v[:k] for x, v in c.items()},
+        )
+        tail = (
+            first[k:],
+            end[k:],
+            {x: v[k:] for x, v in a.items()},
+            {x: v[k:] for x, v in c.items()},
+        )
+        done, carry = windows.join(head, g, None, last=False)
+        rest, _ = windows.join(tail, g, carry, last=True)
+        for column in whole:
+            got = np.concatenate([done[column], rest[column]])
+            assert got.tolist() == whole[column].tolist(), (k, column)

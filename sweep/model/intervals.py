@@ -1,5 +1,5 @@
 """The intervals of an every-page group (:mod:`sweep.model.runs`): where they may start, and
-how adjacent ones join into runs.
+the table of their runs (joined in :mod:`sweep.model.windows`).
 
 Breakpoints are computed from the banks and the layout's ``delta`` (docs/model.md sections 2
 to 5), never by walking pages: bank and window edges, the aliases of the runtime ranges, entry
@@ -8,6 +8,8 @@ of ``ARM64_MEMSTART_ALIGN``. Each state the pages are in (``States``) brings its
 """
 
 from __future__ import annotations
+
+import ctypes
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +20,12 @@ from sweep.model.bootrows import MAPPING_SETS as SETS
 from sweep.model.builder import CODED
 
 I64 = np.int64
+try:
+    _LIBC = ctypes.CDLL("libc.so.6")
+except OSError:  # pragma: no cover - not glibc: freed blocks stay until reused
+    _LIBC = None
+RELEASE_ROWS = 1 << 18
+"""Runs from which a table's joined columns hand what they free back (:func:`_release`)."""
 AFFINE = ("margin", "clipped_bytes", "hyp_dram_last")
 """Outputs that change by the same amount from page to page along a run."""
 OUTPUTS = [c for c in ROW_COLUMNS if c not in INPUT_COLUMNS]
@@ -173,80 +181,64 @@ def diff(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (y.astype(np.uint64) - x.astype(np.uint64)).view(I64)
 
 
-def take(columns: dict, rows, pop: bool = False) -> dict:
-    """``columns`` at ``rows``; with ``pop``, each column leaves ``columns`` once taken (the
-    group's samples go as its runs come)."""
-    names = list(columns)
-    return {name: (columns.pop(name) if pop else columns[name])[rows] for name in names}
+def take(columns: dict, rows) -> dict:
+    """``columns`` at ``rows``."""
+    return {name: values[rows] for name, values in columns.items()}
 
 
-def merge(group, first, end, a, c) -> dict[str, np.ndarray]:
-    """The run rows of a group (a ``sweep.model.runs.Group``) from its intervals ``[first, end)``
-    and their outputs at the first page (``a``) and affine ones at the last (``c``): maximal runs
-    of intervals with equal outputs and one slope per affine column, as numpy columns (the
-    outputs, ``idmap_pa``, ``idmap_pa_last``, ``pages`` and ``<affine>_last``; :func:`table`)."""
-    g = group.granule
-    pages = (end - first) // g
-    n = len(first)
-    cut = np.ones(max(n - 1, 0), dtype=bool)
-    if n > 1:
-        cut = first[1:] != end[:-1]
-        for col in CONSTANT:
-            cut |= a[col][1:] != a[col][:-1]
-        span = np.maximum(pages - 1, 1)
-        slope = {col: diff(a[col], c[col]) // span for col in AFFINE}
-        join = {col: diff(c[col][:-1], a[col][1:]) for col in AFFINE}
-        for col in AFFINE:
-            cut |= (pages[:-1] > 1) & (slope[col][:-1] != join[col])
-            cut |= (pages[1:] > 1) & (join[col] != slope[col][1:])
-        single = np.flatnonzero((pages[1:-1] == 1) & ~cut[:-1] & ~cut[1:])
-        for col in AFFINE:  # a one-page interval between two joins of other slopes
-            wrong = join[col][single] != join[col][single + 1]
-            cut[single[wrong] + 1] = True
-    head = np.concatenate([[0], np.flatnonzero(cut) + 1])
-    tail = np.append(head[1:] - 1, n - 1)
-    pages = np.add.reduceat(pages, head) if n else np.zeros(0, I64)
-    last = take(c, tail)
-    return {
-        "idmap_pa": first[head].astype(np.uint64),
-        **take(a, head, pop=True),
-        "idmap_pa_last": (end[tail] - g).astype(np.uint64),
-        "pages": pages,
-        **{f"{col}_last": last[col] for col in AFFINE},
-    }
+def _release() -> None:
+    """Hand the pages of freed arrays back to the system: glibc keeps freed blocks below its
+    mmap threshold, so a big group's window columns, freed as they are joined, would stay
+    resident beside the joined ones (twice the runs)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
-def table(groups, runs: list[dict[str, np.ndarray]]) -> pa.Table:
-    """One table of the run rows of several groups (``merge``'s columns, one per group), in
-    order: inputs, the first page's outputs, the run columns. One table for a unit's groups, not
-    one each: building and joining Arrow tables cost more than the runs of a small group."""
-    sizes = np.array([len(r["pages"]) for r in runs], dtype=I64)
+def table(groups, runs: list[list[dict[str, np.ndarray]]]) -> pa.Table:
+    """One table of the run rows of several groups (for each, its runs as numpy columns a window:
+    ``sweep.model.windows.join``), in order: inputs, the first page's outputs, the run columns.
+    One table, a chunk a column, for a unit's groups: building and joining Arrow tables cost
+    more than the runs of a small group, and the store reads one-chunk columns without a copy.
+    The windows' columns are joined a column at a time, each window's going as it is joined,
+    and their pages handed back (:func:`_release`): a big group's runs are held about once
+    (Arrow takes numpy's integer columns as they are)."""
+    pieces = [(group, x) for group, windows in zip(groups, runs, strict=True) for x in windows]
+    if len(pieces) > len(groups):  # a big group's: what refining it took goes first
+        _release()
+    sizes = np.array([len(x["pages"]) for _, x in pieces], dtype=I64)
     total = int(sizes.sum())
+    of = [group for group, _ in pieces]  # each piece's group
 
     def per_row(values, dtype) -> np.ndarray:
+        if not any(values):  # zeros that take no memory until read (calloc)
+            return np.zeros(total, dtype=dtype)
         return np.repeat(np.array(values, dtype=dtype), sizes)
 
-    def names(values: list[str]) -> pa.DictionaryArray:
+    def names(values: list[str], pieces_values: list[str]) -> pa.DictionaryArray:
         dictionary = list(dict.fromkeys(values))
-        codes = per_row([dictionary.index(v) for v in values], np.int32)
+        codes = per_row([dictionary.index(v) for v in pieces_values], np.int32)
         return pa.DictionaryArray.from_arrays(codes, pa.array(dictionary, pa.string()))
 
     def constant(values: list[str]) -> pa.DictionaryArray:
         return pa.DictionaryArray.from_arrays(np.zeros(total, np.int32), pa.array(values))
 
     columns = {
-        "memory_map": names([x.memory_map.name for x in groups]),
-        "granule": per_row([x.granule for x in groups], np.int32),
-        "va_bits": per_row([x.va_bits for x in groups], np.int8),
-        "layout": names([x.layout.name for x in groups]),
-        "block_mappings": per_row([bool(x.blocks) for x in groups], bool),
+        "memory_map": names([x.memory_map.name for x in groups], [x.memory_map.name for x in of]),
+        "granule": per_row([x.granule for x in of], np.int32),
+        "va_bits": per_row([x.va_bits for x in of], np.int8),
+        "layout": names([x.layout.name for x in groups], [x.layout.name for x in of]),
+        "block_mappings": per_row([bool(x.blocks) for x in of], bool),
         "tag_random": np.zeros(total, dtype=np.uint64),
         "mappings": constant(list(SETS)),
         "cpus": np.zeros(total, dtype=np.int16),
         "kernel": constant([""]),
     }
-    for col in runs[0]:  # at least one group
-        columns[col] = runs[0][col] if len(runs) == 1 else np.concatenate([r[col] for r in runs])
+    for col in list(pieces[0][1]):  # each piece's columns go as they are joined
+        parts = [x.pop(col) for _, x in pieces]
+        columns[col] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if len(parts) > 1 and total > RELEASE_ROWS:
+            del parts
+            _release()
     for col, coded in CODED.items():
         columns[col] = pa.DictionaryArray.from_arrays(
             pa.array(columns[col].astype(np.int32)), pa.array(list(coded))

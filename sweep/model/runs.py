@@ -9,8 +9,8 @@ entry boundary of the runtime tree at some level (block or table), a power of tw
 banks and the layout's ``delta`` (docs/model.md sections 2 to 5, :mod:`sweep.model.intervals`),
 never by walking pages; the builder then evaluates each interval between breakpoints at its first,
 middle and last page, and an interval whose samples disagree is halved until they agree (a safety
-net for a monotone change the list missed). Adjacent intervals with equal outputs are merged into
-maximal runs.
+net for a monotone change the list missed). Intervals are joined into runs, each as long as it
+goes page by page from its first (:mod:`sweep.model.windows`).
 
 Within a run, every output is the same on every page except the *affine* ones, which change by
 the same amount from page to page: ``margin`` (the gap to the nearest alias) and, where the kernel
@@ -23,11 +23,10 @@ affine ones (``sweep.core.columns.RUN_COLUMNS``); page ``k`` of a run has
 Cost: the groups of a unit advance together, so that the pages they ask for at once share
 builder calls of up to ``BATCH`` pages (:func:`runs_table`: a call costs milliseconds whatever
 its rows); a group samples its intervals ``WINDOW`` at a time, each page once, and keeps per
-interval only the first page's outputs and the last page's affine ones, as numpy arrays (about
-200 bytes); groups that would hold more than ``HELD`` intervals together wait their turn. A group
-is not cut by address: the breakpoints a state brings depend on the span of all its intervals,
-and the merge on where intervals start, so its runs are computed whole to stay the same (units
-are cut between groups, :mod:`sweep.plan.units`).
+interval only the first page's outputs and the last page's affine ones (about 200 bytes); groups
+that would hold more than ``HELD`` intervals together wait their turn. A group is refined a
+window of pages at a time (:mod:`sweep.model.windows`), so that it holds its runs and one
+window's intervals, whatever its size. Units are cut between groups (:mod:`sweep.plan.units`).
 """
 
 from __future__ import annotations
@@ -35,19 +34,22 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from sweep.core.columns import ROW_COLUMNS
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import MAX_BANKS, MemoryMap
 from sweep.model import intervals as iv
 from sweep.model.banks import TrimmedBanks
 from sweep.model.builder import NUMPY_DTYPES, compute_columns
-from sweep.model.intervals import AFFINE, OUTPUTS, States, diff, intervals, merge, structural, take
+from sweep.model.intervals import AFFINE, OUTPUTS, States, diff, intervals, structural, take
 from sweep.model.layout import Layout
 from sweep.model.rows import Rows
+from sweep.model.windows import expand, join, windows
+
+__all__ = ["Group", "expand", "group_runs", "groups_runs", "runs_table"]
 
 I64 = np.int64
 MAX_ROUNDS = 64
@@ -64,10 +66,10 @@ HELD = 1 << 19
 """Intervals the groups being refined may hold together (about 200 bytes each); a group that
 would pass it waits, holding only its breakpoints, unless no other is being refined."""
 
-Asks = Generator["np.ndarray | int", "dict | None", dict]
-"""A group's work: it yields pages to evaluate (and is sent their outputs) or, once, how many
-intervals it is about to hold (and is sent None when there is room); it returns its runs (as
-numpy columns, ``sweep.model.intervals.merge``)."""
+Asks = Generator["np.ndarray | int", "dict | None", Any]
+"""A group's work: it yields pages to evaluate (and is sent their outputs) or, once a window, how
+many intervals it is about to hold (and is sent None when there is room); it returns its runs,
+numpy columns a window (``sweep.model.windows.join``)."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,8 @@ class _Together:
             del self.running[i]
             self.holding -= self.held.pop(i, 0)
             return
-        if isinstance(got, int):
+        if isinstance(got, int):  # a new window: what the last one held goes
+            self.holding -= self.held.pop(i, 0)
             self.parked.append((i, got))
             self.parking += got
         else:
@@ -171,8 +174,8 @@ def check_banks(name: str, banks: int) -> None:
 
 
 def _runs(group: Group) -> Asks:
-    """One group's runs: breakpoints, then intervals refined until every state's breakpoints
-    are in, then merged."""
+    """One group's runs, window by window (:mod:`sweep.model.windows`): in each, breakpoints,
+    then intervals refined until every state's breakpoints are in, then joined into runs."""
     g, va_bits, layout = group.granule, group.va_bits, group.layout
     banks = group.memory_map.trimmed(g)
     check_banks(group.memory_map.name, len(banks))
@@ -180,9 +183,21 @@ def _runs(group: Group) -> Asks:
     ends = np.array([e for _, e in banks], dtype=I64)
     align = layout.memstart_align(g)
     high = int(starts[0]) // align * align + (1 << (va_bits - 1))  # docs/model.md section 2
+    cut = windows(starts, ends, g, high)
+    chunks, carry = [], None
+    for k, (lo, hi) in enumerate(cut):
+        states = States(starts, ends, g, va_bits, group.blocks, high)  # the whole map's banks
+        points = structural(lo, hi, g, va_bits, align, high)
+        runs, carry = join((yield from _window(lo, hi, points, states, g)), g, carry,
+                           last=k == len(cut) - 1)  # fmt: skip
+        chunks.append(runs)
+    return chunks
 
-    first, end = intervals(structural(starts, ends, g, va_bits, align, high), starts, ends, g)
-    states = States(starts, ends, g, va_bits, group.blocks, high)
+
+def _window(starts, ends, points, states: States, g: int) -> Asks:
+    """The intervals of a window's banks ``[starts, ends)`` (``first, end, a, c``), refined until
+    every state's breakpoints are in: a state's span is the window's pages in that state."""
+    first, end = intervals(points, starts, ends, g)
     points = np.concatenate([first, states.new_points(first, end, (yield first))])
     del first, end
     yield len(points)  # wait for room to hold about as many intervals
@@ -190,11 +205,11 @@ def _runs(group: Group) -> Asks:
     while True:
         first, end = intervals(points, starts, ends, g)
         if known is not None and _same(known, first, end):
-            return merge(group, *known)  # no new interval: no new state either
+            return known  # no new interval: no new state either
         first, end, a, c = yield from _refine(first, end, g, known)
         points = states.new_points(first, end, a)
         if not len(points):
-            return merge(group, first, end, a, c)
+            return first, end, a, c
         known = (first, end, a, c)
         points = np.concatenate([first, points])
 
@@ -376,22 +391,3 @@ class _Evaluator:
     def __call__(self, pages: np.ndarray) -> dict[str, np.ndarray]:
         (values,) = self.builder([(0, np.asarray(pages))])
         return {name: np.broadcast_to(v, (len(pages),)).copy() for name, v in values.items()}
-
-
-def expand(runs: pa.Table | object) -> object:
-    """Runs back to one row per page (a pandas DataFrame with ``ROW_COLUMNS``), for checking."""
-    import pandas as pd  # lazy: pandas only to check runs
-
-    df = runs.to_pandas() if isinstance(runs, pa.Table) else runs
-    pages = df["pages"].to_numpy().astype(I64)
-    index = np.repeat(np.arange(len(df)), pages)
-    k = np.arange(len(index)) - np.repeat(np.cumsum(pages) - pages, pages)
-    out = df.iloc[index].reset_index(drop=True)
-    g = out["granule"].to_numpy().astype(np.uint64)
-    out["idmap_pa"] = out["idmap_pa"].to_numpy() + k.astype(np.uint64) * g
-    span = np.maximum(out["pages"].to_numpy().astype(I64) - 1, 1)
-    for col in AFFINE:
-        first = out[col].to_numpy()
-        slope = diff(first, out[f"{col}_last"].to_numpy()) // span
-        out[col] = (first.astype(np.uint64) + (slope * k).astype(np.uint64)).astype(first.dtype)
-    return pd.DataFrame({col: out[col] for col in ROW_COLUMNS})

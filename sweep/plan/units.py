@@ -41,11 +41,14 @@ from sweep.plan.placements import ListedPlacements, Placements, placements, writ
 from sweep.plan.plugins import pm, registry
 from sweep.store.parts import PartKey
 
-ALGORITHM_VERSION = 3
+ALGORITHM_VERSION = 4
 """Bumped whenever the rows a config gives change for the same code inputs: the tag hash, the
 random placement's stream, the unit order. ``_sweep.json`` records it (``plan``), so ``--resume``
 never mixes parts of two versions. 2: units as row ranges; random placement by splitmix64.
-3: every-page units cut between groups (map x combination), no longer only between maps."""
+3: every-page units cut between groups (map x combination), no longer only between maps.
+4: every-page runs taken page by page from a bank's first page (``sweep.model.windows``), so
+that a group refined in windows gives the same runs; the merge of intervals before could, on
+rare outputs, cut elsewhere (none of the built-in boards' runs changed)."""
 
 RUN_UNIT_FACTOR = 256
 """An every-page unit packs whole groups until it covers ``unit_rows * RUN_UNIT_FACTOR``
