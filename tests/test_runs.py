@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import MemoryMap
-from sweep.model import runs, windows
+from sweep.model import refine, runs, windows
 from sweep.model.builder import CODED, NUMPY_DTYPES, build_table, compute_columns
 from sweep.model.intervals import AFFINE, OUTPUTS
 from sweep.model.runs import Group, _Evaluator, expand, group_runs, groups_runs, runs_table
@@ -179,7 +179,7 @@ def test_a_group_refined_in_small_windows_gives_the_runs_of_one_window(monkeypat
         return compute_columns(banks, layouts, rows, *args, **kwargs)
 
     monkeypatch.setattr(runs, "compute_columns", counted)
-    monkeypatch.setattr(runs, "WINDOW", 7)
+    monkeypatch.setattr(refine, "WINDOW", 7)
     monkeypatch.setattr(runs, "BATCH", 50)
     monkeypatch.setattr(runs, "HELD", 64)
     windowed = groups_runs(groups)

@@ -9,7 +9,8 @@ of ``ARM64_MEMSTART_ALIGN``. Each state the pages are in (``States``) brings its
 
 from __future__ import annotations
 
-import ctypes
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -20,12 +21,9 @@ from sweep.model.bootrows import MAPPING_SETS as SETS
 from sweep.model.builder import CODED
 
 I64 = np.int64
-try:
-    _LIBC = ctypes.CDLL("libc.so.6")
-except OSError:  # pragma: no cover - not glibc: freed blocks stay until reused
-    _LIBC = None
-RELEASE_ROWS = 1 << 18
-"""Runs from which a table's joined columns hand what they free back (:func:`_release`)."""
+CHUNK_RUNS = 1 << 18
+"""Runs of a streamed table (:func:`tables`): about 56 MiB of Arrow columns, and a row group of
+the part they are written to."""
 AFFINE = ("margin", "clipped_bytes", "hyp_dram_last")
 """Outputs that change by the same amount from page to page along a run."""
 OUTPUTS = [c for c in ROW_COLUMNS if c not in INPUT_COLUMNS]
@@ -186,25 +184,36 @@ def take(columns: dict, rows) -> dict:
     return {name: values[rows] for name, values in columns.items()}
 
 
-def _release() -> None:
-    """Hand the pages of freed arrays back to the system: glibc keeps freed blocks below its
-    mmap threshold, so a big group's window columns, freed as they are joined, would stay
-    resident beside the joined ones (twice the runs)."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
+def tables(pieces: Iterable[tuple[Any, dict[str, np.ndarray]]]) -> Iterator[pa.Table]:
+    """Tables of ``CHUNK_RUNS`` runs (the last fewer) from pieces ``(group, runs)`` in order (a
+    window's runs each: ``sweep.model.windows.join``): a piece is cut where a table ends, and
+    small ones share a table (an Arrow table costs more than the runs of a small group)."""
+    held, rows = [], 0
+    for group, runs in pieces:
+        n, start = len(runs["pages"]), 0
+        while True:
+            take = min(n - start, CHUNK_RUNS - rows)
+            part = runs if take == n else {k: v[start : start + take] for k, v in runs.items()}
+            held.append((group, part))
+            rows, start = rows + take, start + take
+            if rows == CHUNK_RUNS:
+                yield table([x for x, _ in held], [[x] for _, x in held])
+                held, rows = [], 0
+            if start == n:
+                break
+    if held:
+        yield table([x for x, _ in held], [[x] for _, x in held])
 
 
 def table(groups, runs: list[list[dict[str, np.ndarray]]]) -> pa.Table:
     """One table of the run rows of several groups (for each, its runs as numpy columns a window:
     ``sweep.model.windows.join``), in order: inputs, the first page's outputs, the run columns.
-    One table, a chunk a column, for a unit's groups: building and joining Arrow tables cost
-    more than the runs of a small group, and the store reads one-chunk columns without a copy.
-    The windows' columns are joined a column at a time, each window's going as it is joined,
-    and their pages handed back (:func:`_release`): a big group's runs are held about once
-    (Arrow takes numpy's integer columns as they are)."""
+    One table, a chunk a column, for many groups: building and joining Arrow tables cost more
+    than the runs of a small group, and the store reads one-chunk columns without a copy. The
+    windows' columns are joined a column at a time, each window's going as it is joined (Arrow
+    takes numpy's integer columns as they are). A unit's part is written from :func:`tables`,
+    at most ``CHUNK_RUNS`` runs each, so that no table holds a big group's runs whole."""
     pieces = [(group, x) for group, windows in zip(groups, runs, strict=True) for x in windows]
-    if len(pieces) > len(groups):  # a big group's: what refining it took goes first
-        _release()
     sizes = np.array([len(x["pages"]) for _, x in pieces], dtype=I64)
     total = int(sizes.sum())
     of = [group for group, _ in pieces]  # each piece's group
@@ -236,9 +245,6 @@ def table(groups, runs: list[list[dict[str, np.ndarray]]]) -> pa.Table:
     for col in list(pieces[0][1]):  # each piece's columns go as they are joined
         parts = [x.pop(col) for _, x in pieces]
         columns[col] = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        if len(parts) > 1 and total > RELEASE_ROWS:
-            del parts
-            _release()
     for col, coded in CODED.items():
         columns[col] = pa.DictionaryArray.from_arrays(
             pa.array(columns[col].astype(np.int32)), pa.array(list(coded))

@@ -21,18 +21,22 @@ affine ones (``sweep.core.columns.RUN_COLUMNS``); page ``k`` of a run has
 ``[tag] seed`` with every-page.
 
 Cost: the groups of a unit advance together, so that the pages they ask for at once share
-builder calls of up to ``BATCH`` pages (:func:`runs_table`: a call costs milliseconds whatever
-its rows); a group samples its intervals ``WINDOW`` at a time, each page once, and keeps per
-interval only the first page's outputs and the last page's affine ones (about 200 bytes); groups
-that would hold more than ``HELD`` intervals together wait their turn. A group is refined a
-window of pages at a time (:mod:`sweep.model.windows`), so that it holds its runs and one
-window's intervals, whatever its size. Units are cut between groups (:mod:`sweep.plan.units`).
+builder calls of up to ``BATCH`` pages (a call costs milliseconds whatever its rows); a group
+samples its intervals ``refine.WINDOW`` at a time, each page once, and keeps per interval only
+the first page's outputs and the last page's affine ones (about 200 bytes); groups that would
+hold more than ``HELD`` intervals together wait their turn. A group is refined a window of pages
+at a time (:mod:`sweep.model.windows`) and each window's runs go out as soon as they are joined,
+in group order (a later group's runs wait, ``BUFFERED`` at most, for the earlier ones'), as
+tables of ``intervals.CHUNK_RUNS`` runs (:func:`runs_tables`) that the store encodes and
+summarizes one at a time: a unit holds one window's intervals and a chunk or two of runs,
+whatever its size (a 4 TiB map's 3.9 M runs: 213 MiB a worker, was 985 MiB as one table).
+Units are cut between groups (:mod:`sweep.plan.units`).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,15 +48,15 @@ from sweep.core.memmap import MAX_BANKS, MemoryMap
 from sweep.model import intervals as iv
 from sweep.model.banks import TrimmedBanks
 from sweep.model.builder import NUMPY_DTYPES, compute_columns
-from sweep.model.intervals import AFFINE, OUTPUTS, States, diff, intervals, structural, take
+from sweep.model.intervals import OUTPUTS, States, intervals, structural
 from sweep.model.layout import Layout
+from sweep.model.refine import refine
 from sweep.model.rows import Rows
 from sweep.model.windows import expand, join, windows
 
-__all__ = ["Group", "expand", "group_runs", "groups_runs", "runs_table"]
+__all__ = ["Group", "expand", "group_runs", "groups_runs", "runs_table", "runs_tables"]
 
 I64 = np.int64
-MAX_ROUNDS = 64
 BATCH = 1 << 17
 """Pages the builder evaluates at once (its scratch memory stays near 130 MiB)."""
 BATCH_CELLS = 1 << 27
@@ -60,16 +64,16 @@ BATCH_CELLS = 1 << 27
 and bank (``sweep.model.banks.Banks.per_row``), so a map of many banks gets fewer pages per
 call and a worker's memory stays under about 1 GiB however many banks a map has (measured: 30k
 banks took 5.3 GB with ``BATCH`` pages a call, 0.5 GB so, in 20 s)."""
-WINDOW = BATCH // 3
-"""Intervals sampled at once (three pages each at most): one builder call's worth."""
+BUFFERED = 1 << 18
+"""Runs that later groups may hold, finished, while an earlier one is still refined."""
 HELD = 1 << 19
 """Intervals the groups being refined may hold together (about 200 bytes each); a group that
 would pass it waits, holding only its breakpoints, unless no other is being refined."""
 
-Asks = Generator["np.ndarray | int", "dict | None", Any]
-"""A group's work: it yields pages to evaluate (and is sent their outputs) or, once a window, how
-many intervals it is about to hold (and is sent None when there is room); it returns its runs,
-numpy columns a window (``sweep.model.windows.join``)."""
+Asks = Generator["np.ndarray | int | dict", "dict | None", Any]
+"""A group's work: it yields pages to evaluate (and is sent their outputs), once a window how
+many intervals it is about to hold (and is sent None when there is room) and that window's runs,
+numpy columns (``sweep.model.windows.join``; sent None). Refining is :mod:`sweep.model.refine`."""
 
 
 @dataclass(frozen=True)
@@ -92,30 +96,49 @@ def group_runs(
 
 def groups_runs(groups: Sequence[Group]) -> list[pa.Table]:
     """The runs of each group, in order, a table each (:func:`runs_table` joins them)."""
-    return [iv.table([x], [r]) for x, r in zip(groups, _Together(groups).run(), strict=True)]
+    return [iv.table([x], [r]) for x, r in zip(groups, _collect(groups), strict=True)]
 
 
 def runs_table(groups: Sequence[Group]) -> pa.Table:
     """The runs of every group, in order, as one table. The groups advance together, so that
     the pages they ask for share builder calls: a unit of many small maps costs a few calls a
     round, not a few a group (each call costs milliseconds whatever its rows)."""
-    return iv.table(groups, _Together(groups).run())
+    return iv.table(groups, _collect(groups))
+
+
+def runs_tables(groups: Sequence[Group]) -> Iterator[pa.Table]:
+    """The rows of :func:`runs_table`, in order, as tables of at most ``iv.CHUNK_RUNS`` runs,
+    each made as soon as its runs are: a unit of any size is never held whole."""
+    return iv.tables((groups[i], runs) for i, runs in _Together(groups).run())
+
+
+def _collect(groups: Sequence[Group]) -> list[list[dict[str, np.ndarray]]]:
+    """Each group's runs, a numpy dict a window."""
+    runs: list[list] = [[] for _ in groups]
+    for i, x in _Together(groups).run():
+        runs[i].append(x)
+    return runs
 
 
 class _Together:
     """Groups advancing together: each asks for pages (or for room), the pages of several go
-    to one builder call, and a group that would pass ``HELD`` waits for room."""
+    to one builder call, and a group that would pass ``HELD`` waits for room. Runs come out in
+    group order: a later group's wait for the earlier ones' (``out``), and once ``BUFFERED``
+    runs wait no group starts and a later group that finishes a window waits its turn."""
 
     def __init__(self, groups: Sequence[Group]) -> None:
         self.groups, self.builder = groups, _Builder(groups)
-        self.tables: list = [None] * len(groups)
+        self.out: list[deque] = [deque() for _ in groups]
+        self.head, self.done, self.blocked = 0, [False] * len(groups), set()
+        self.buffered = 0  # runs waiting in ``out``
         self.waiting, self.running = deque(range(len(groups))), {}
         self.asks: dict[int, np.ndarray] = {}
         self.parked: deque[tuple[int, int]] = deque()
         self.held: dict[int, int] = {}
         self.pending = self.parking = self.holding = 0  # pages asked, intervals parked, held
 
-    def run(self) -> list[dict[str, np.ndarray]]:
+    def run(self) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """Each group's runs, a window at a time, in order: ``(group index, runs)``."""
         while self.waiting or self.running:
             while self.parked and (not self.held or self.holding + self.parked[0][1] <= HELD):
                 i, size = self.parked.popleft()
@@ -123,7 +146,12 @@ class _Together:
                 self.held[i] = size
                 self.holding += size
                 self.advance(i, None)
-            while self.waiting and self.pending < BATCH and self.parking < HELD:
+            while (
+                self.waiting
+                and self.pending < BATCH
+                and self.parking < HELD
+                and self.buffered < BUFFERED
+            ):
                 i = self.waiting.popleft()
                 self.running[i] = _runs(self.groups[i])
                 self.advance(i, None)
@@ -132,17 +160,44 @@ class _Together:
             self.pending -= sum(len(pages) for _, pages in asks)
             for i, values in zip(chosen, self.builder(asks) if asks else [], strict=True):
                 self.advance(i, values)
-        return self.tables
+            yield from self.flush()
+        yield from self.flush()
+
+    def flush(self) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """The runs of the groups at the head, in order; a group that waited its turn goes on."""
+        while self.head < len(self.groups):
+            i = self.head
+            while self.out[i]:
+                runs = self.out[i].popleft()
+                self.buffered -= len(runs["pages"])
+                yield i, runs
+            if i in self.blocked:
+                self.blocked.discard(i)
+                self.advance(i, None)
+                continue
+            if not self.done[i]:
+                return
+            self.head += 1
 
     def advance(self, i: int, value) -> None:
         """Send group ``i`` what it waited for; note what it asks next, or its runs."""
-        try:
-            got = self.running[i].send(value)
-        except StopIteration as stop:
-            self.tables[i] = stop.value
-            del self.running[i]
-            self.holding -= self.held.pop(i, 0)
-            return
+        while True:
+            try:
+                got = self.running[i].send(value)
+            except StopIteration:
+                self.done[i] = True
+                del self.running[i]
+                self.holding -= self.held.pop(i, 0)
+                return
+            if not isinstance(got, dict):
+                break
+            self.holding -= self.held.pop(i, 0)  # its window's intervals are joined: gone
+            self.out[i].append(got)
+            self.buffered += len(got["pages"])
+            if i != self.head and self.buffered >= BUFFERED:
+                self.blocked.add(i)  # to go on once its runs are next out (``flush``)
+                return
+            value = None
         if isinstance(got, int):  # a new window: what the last one held goes
             self.holding -= self.held.pop(i, 0)
             self.parked.append((i, got))
@@ -184,14 +239,13 @@ def _runs(group: Group) -> Asks:
     align = layout.memstart_align(g)
     high = int(starts[0]) // align * align + (1 << (va_bits - 1))  # docs/model.md section 2
     cut = windows(starts, ends, g, high)
-    chunks, carry = [], None
+    carry = None
     for k, (lo, hi) in enumerate(cut):
         states = States(starts, ends, g, va_bits, group.blocks, high)  # the whole map's banks
         points = structural(lo, hi, g, va_bits, align, high)
         runs, carry = join((yield from _window(lo, hi, points, states, g)), g, carry,
                            last=k == len(cut) - 1)  # fmt: skip
-        chunks.append(runs)
-    return chunks
+        yield runs
 
 
 def _window(starts, ends, points, states: States, g: int) -> Asks:
@@ -206,7 +260,7 @@ def _window(starts, ends, points, states: States, g: int) -> Asks:
         first, end = intervals(points, starts, ends, g)
         if known is not None and _same(known, first, end):
             return known  # no new interval: no new state either
-        first, end, a, c = yield from _refine(first, end, g, known)
+        first, end, a, c = yield from refine(first, end, g, known)
         points = states.new_points(first, end, a)
         if not len(points):
             return first, end, a, c
@@ -216,115 +270,6 @@ def _window(starts, ends, points, states: States, g: int) -> Asks:
 
 def _same(known, first, end) -> bool:
     return len(known[0]) == len(first) and (known[0] == first).all() and (known[1] == end).all()
-
-
-def _refine(first, end, g, known=None) -> Asks:
-    """Evaluate each interval at its first, middle and last page and halve those whose samples
-    do not fit one run, until all do; intervals in ``known`` (an earlier result) are reused."""
-    n = len(first)
-    if known is None:
-        have = np.zeros(n, dtype=bool)
-        a, c = _empty(OUTPUTS, n), _empty(AFFINE, n)
-    else:
-        kf, ke, a, c = known
-        idx = np.minimum(np.searchsorted(kf, first), len(kf) - 1)
-        have = (kf[idx] == first) & (ke[idx] == end)
-        for columns in (a, c):
-            for name in columns:  # one column at a time: the old one goes at once
-                columns[name] = columns[name][idx]
-    todo = np.flatnonzero(~have)
-    bad = [np.zeros(0, dtype=I64)]
-    for start in range(0, len(todo), WINDOW):
-        rows = todo[start : start + WINDOW]
-        ok = yield from _sample(first[rows], end[rows], g, a, c, rows)
-        bad.append(rows[~ok])
-    bad = np.concatenate(bad)
-    if not len(bad):
-        return first, end, a, c
-    pieces = yield from _halve(first[bad], end[bad], g)
-    # Each bad interval's pieces take its place: one gather a column.
-    count = np.ones(n, dtype=I64)
-    count[bad] = np.diff(np.searchsorted(pieces[0], np.append(first[bad], end[bad][-1])))
-    source = np.repeat(np.arange(n), count)
-    source[np.repeat(count > 1, count)] = n + np.arange(len(pieces[0]))
-    first = np.concatenate([first, pieces[0]])[source]
-    end = np.concatenate([end, pieces[1]])[source]
-    for columns, more in ((a, pieces[2]), (c, pieces[3])):
-        for name in columns:
-            columns[name] = np.concatenate([columns[name], more[name]])[source]
-    return first, end, a, c
-
-
-def _halve(first, end, g) -> Asks:
-    """Intervals whose samples disagree, halved round after round until every piece's agree:
-    the pieces, in order, with their samples (``first, end, a, c``)."""
-    done = []
-    for _ in range(MAX_ROUNDS - 1):
-        mid = first + (end - first) // g // 2 * g
-        first, end = np.concatenate([first, mid]), np.concatenate([mid, end])
-        order = np.argsort(first, kind="stable")
-        first, end = first[order], end[order]
-        n = len(first)
-        a, c = _empty(OUTPUTS, n), _empty(AFFINE, n)
-        ok = np.ones(n, dtype=bool)
-        for start in range(0, n, WINDOW):
-            rows = np.arange(start, min(start + WINDOW, n))
-            ok[rows] = yield from _sample(first[rows], end[rows], g, a, c, rows)
-        done.append((first[ok], end[ok], take(a, ok), take(c, ok)))
-        first, end = first[~ok], end[~ok]
-        if not len(first):
-            first, end, a, c = zip(*done, strict=True)
-            order = np.argsort(np.concatenate(first), kind="stable")
-            a, c = (
-                {name: np.concatenate([x[name] for x in y])[order] for name in y[0]} for y in (a, c)
-            )
-            return np.concatenate(first)[order], np.concatenate(end)[order], a, c
-    raise RuntimeError("every-page: intervals did not converge")  # pragma: no cover
-
-
-def _sample(first, end, g, a, c, rows) -> Asks:
-    """Evaluate intervals at their first, middle and last page (each page once: a one-page
-    interval is one sample, a two-page one two), store the first page's outputs in ``a`` and
-    the last page's affine ones in ``c`` at ``rows``; whether each interval fits one run."""
-    pages = (end - first) // g
-    by_size = [np.flatnonzero(pages == 1), np.flatnonzero(pages == 2), np.flatnonzero(pages > 2)]
-    one, two, more = (len(k) for k in by_size)
-    order = np.concatenate(by_size)  # so that each kind's samples are slices
-    f, e, pages = first[order], end[order], pages[order]
-    values = yield np.concatenate([f, e[one:] - g, f[one + two :] + pages[one + two :] // 2 * g])
-    n = len(f)
-    head, tail = slice(0, n), slice(n, n + two + more)  # first pages; last pages but of one
-    mid = slice(n + two + more, n + two + 2 * more)
-    ok = np.ones(n, dtype=bool)
-    where = rows[order]
-    for name in OUTPUTS:
-        v = values[name]
-        if v.size == 1:  # one value at every sample: they agree
-            a[name][where] = v[0]
-            if name in c:
-                c[name][where] = v[0]
-            continue
-        a[name][where] = v[head]
-        if name not in c:
-            ok[one:] &= v[one:n] == v[tail]
-            ok[one + two :] &= v[one + two : n] == v[mid]
-            continue
-        last = np.concatenate([v[:one], v[tail]])
-        c[name][where] = last
-        total = diff(v[:n], last)
-        span = np.maximum(pages - 1, 1)
-        slope = total // span
-        ok &= total == slope * span
-        ok[one + two :] &= diff(v[one + two : n], v[mid]) == slope[one + two :] * (
-            pages[one + two :] // 2
-        )
-    back = np.empty(n, dtype=bool)
-    back[order] = ok
-    return back
-
-
-def _empty(names, n: int) -> dict[str, np.ndarray]:
-    return {name: np.empty(n, dtype=NUMPY_DTYPES[name]) for name in names}
 
 
 class _Builder:

@@ -23,12 +23,14 @@ from collections.abc import Iterable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from sweep.core.env import env_bytes
 from sweep.core.errors import SweepError
 from sweep.plan import plugins
 from sweep.run.lock import close_inherited
 from sweep.run.progress import worker_logging
-from sweep.run.task import Plan, Unit, unit_table
+from sweep.run.task import Plan, Unit, unit_rows
 from sweep.store.parts import Store, SummaryInfo
 
 log = logging.getLogger("sweep.worker")
@@ -120,10 +122,10 @@ def run_unit(unit: Unit, plan: Plan | None = None, store: Store | None = None) -
     worker = f"{multiprocessing.current_process().name} pid {os.getpid()}"
     started = time.perf_counter()
     try:
-        table = unit_table(plan, unit)
-        if unit.part_rows is not None and table.num_rows != unit.part_rows:
-            raise RuntimeError(f"built {table.num_rows} rows for a unit of {unit.part_rows}")
-        info = store.write_part(unit.path, table)
+        rows = unit_rows(plan, unit)  # a table, or every-page's stream of them (part_rows None)
+        if isinstance(rows, pa.Table) and unit.part_rows not in (None, rows.num_rows):
+            raise RuntimeError(f"built {rows.num_rows} rows for a unit of {unit.part_rows}")
+        info = store.write_part(unit.path, rows)
     except Exception as exc:
         fatal = output_error(exc)
         log.error(

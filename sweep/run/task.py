@@ -8,15 +8,25 @@ What a unit is and how the sweep is cut lives in :mod:`sweep.plan.units`; placem
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pyarrow as pa
 
 from sweep.model import builder
-from sweep.model.runs import BATCH_CELLS, Group, runs_table
+from sweep.model.runs import BATCH_CELLS, Group, runs_table, runs_tables
 from sweep.plan.placements import tag_hash
 from sweep.plan.units import ALGORITHM_VERSION, Plan, Unit, make_plan
 
-__all__ = ["ALGORITHM_VERSION", "BUILD_BATCH_ROWS", "Plan", "Unit", "make_plan", "unit_table"]
+__all__ = [
+    "ALGORITHM_VERSION",
+    "BUILD_BATCH_ROWS",
+    "Plan",
+    "Unit",
+    "make_plan",
+    "unit_rows",
+    "unit_table",
+]
 
 BUILD_BATCH_ROWS = 1 << 20
 """Rows the builder is given at once (a default unit is one batch, so its columns are whole
@@ -69,13 +79,25 @@ def unit_table(plan: Plan, unit: Unit) -> pa.Table:
     return pa.concat_tables(tables).unify_dictionaries()
 
 
+def unit_rows(plan: Plan, unit: Unit) -> pa.Table | Iterator[pa.Table]:
+    """Every row of a unit, in order: one table, or for ``every-page`` a stream of tables of
+    runs (``sweep.model.runs.runs_tables``), so that a unit of any size is never held whole."""
+    if plan.runs:
+        return runs_tables(unit_groups(plan, unit))
+    return unit_table(plan, unit)
+
+
 def unit_runs(plan: Plan, unit: Unit) -> pa.Table:
     """The runs of every (map, layout, block setting) whose rows the unit covers, in order,
     computed together (``runs_table``): a unit of many small maps shares builder calls."""
+    return runs_table(unit_groups(plan, unit))
+
+
+def unit_groups(plan: Plan, unit: Unit) -> list[Group]:
+    """The (map, layout, block setting) groups whose runs an every-page unit holds, in order."""
     maps, combos = plan.map_list, plan.combos[unit.granule]
-    groups = [
+    return [
         Group(maps[m], unit.granule, unit.va_bits, plan.layouts[combos.layout_index[c]],
               bool(combos.block_mappings[c]))
         for m, c in plan.decoder.unit_groups(unit)
     ]  # fmt: skip
-    return runs_table(groups)

@@ -24,6 +24,7 @@ import json
 import os
 import posixpath
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from sweep.core.errors import SweepError
-from sweep.store.encoding import part_bytes, summary_bytes
+from sweep.store.encoding import PartWriter, part_bytes, summary_bytes
 from sweep.store.partkey import (  # noqa: F401 (the part paths, re-exported)
     FOLDER_PREFIX,
     PART_GLOB,
@@ -42,7 +43,7 @@ from sweep.store.partkey import (  # noqa: F401 (the part paths, re-exported)
     part_path,
     summary_path,
 )
-from sweep.store.summary import part_summary
+from sweep.store.summary import kept, merge, part_summary, summarize
 
 PARTITION_COLUMNS = ("granule", "va_bits")
 META_FILE = "_sweep.json"
@@ -55,6 +56,8 @@ PLACEHOLDERS = frozenset({".gitkeep", ".keep", ".DS_Store"})
 """Files that version control or a desktop leaves in an empty folder (the clone's ``results/``
 holds ``.gitkeep``): they hold no data, so ``--out`` there is still an empty folder."""
 TEMP_SUFFIX = ".tmp"
+MERGE_EVERY = 64
+"""Chunk summaries a streamed part holds before merging them into one."""
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 """URL schemes whose writes are atomic (an object is visible only once whole): there a file is
 written in place, not under a temporary name then copied and deleted (three requests more)."""
@@ -155,26 +158,44 @@ class Store:
 
     # --- parts -------------------------------------------------------------------------------
 
-    def write_part(self, rel: str, table: pa.Table) -> PartInfo:
+    def write_part(self, rel: str, rows: pa.Table | Iterable[pa.Table]) -> PartInfo:
         """Write one unit's rows to ``rel`` (see :func:`writer_options`), atomically and durably,
         and first its summary file beside it (:mod:`sweep.store.summary`), so that a part on
         disk always has the summary it was written with.
 
+        ``rows`` is one table or a stream of tables, in row order (every-page runs, never held
+        whole): each is encoded and summarized as it comes (:class:`PartWriter`, the summaries
+        merged exactly: ``sweep.store.summary.merge``), and nothing is written until the stream
+        ends, so a stream that fails midway leaves no file behind (nor an earlier one touched).
+
         Returns the rows, size and SHA-256 of both, for the manifest that later proves them whole.
         """
+        data = None  # a table's is encoded once its summary is written (what it held is gone)
+        if isinstance(rows, pa.Table):
+            found = part_summary(rows)
+        else:
+            writer, summaries = PartWriter(), []
+            for table in rows:
+                summaries.append(summarize(table))
+                writer.write(table)
+                del table
+                if len(summaries) >= MERGE_EVERY:  # a stream of many: its summary stays small
+                    summaries = [merge(summaries)]
+            data, count = writer.finish(), writer.rows
+            found = kept(merge(summaries), count)
         side = summary_path(rel)
-        found = part_summary(table)
         summary = None
         if found is not None:
-            data = summary_bytes(found)
-            self.write_bytes(side, data)
-            summary = SummaryInfo(found.num_rows, data.size, _sha256(data))
+            side_data = summary_bytes(found)
+            self.write_bytes(side, side_data)
+            summary = SummaryInfo(found.num_rows, side_data.size, _sha256(side_data))
         elif self.exists(side):  # an earlier version of this part's: not to outlive it
             self.delete(side)
-        data = part_bytes(table)
+        if data is None:
+            data, count = part_bytes(rows), rows.num_rows
         digest = _sha256(data)
         self.write_bytes(rel, data)
-        return PartInfo(rows=table.num_rows, bytes=data.size, sha256=digest, summary=summary)
+        return PartInfo(rows=count, bytes=data.size, sha256=digest, summary=summary)
 
     def parts(self) -> set[str]:
         """Relative paths of every part file on disk (temporary ``.`` files excluded)."""

@@ -91,10 +91,37 @@ second file. Many small boards give about 7 (``bench/bench_results.py --shape ma
 def part_summary(table: pa.Table) -> pa.Table | None:
     """The summary a part of ``table``'s rows keeps in a file beside it, or None (too little
     smaller than the rows to be worth a file: ``SIDECAR_RATIO``)."""
-    found = summarize(table, max_runs=table.num_rows // SIDECAR_RATIO)
-    if found is None or found.num_rows * SIDECAR_RATIO > table.num_rows:
+    return kept(summarize(table, max_runs=table.num_rows // SIDECAR_RATIO), table.num_rows)
+
+
+def kept(found: pa.Table | None, rows: int) -> pa.Table | None:
+    """``found``, the summary of ``rows`` rows, if it is worth a file (``SIDECAR_RATIO``)."""
+    if found is None or found.num_rows * SIDECAR_RATIO > rows:
         return None
     return found
+
+
+def merge(summaries: list[pa.Table]) -> pa.Table:
+    """The summary of consecutive pieces of a part's rows, from each piece's summary, in order:
+    what :func:`summarize` makes of all the rows at once, row for row (groups in order of first
+    appearance, each ``VALUES`` a sum, min or max of the pieces', ``tag_random`` the first piece's
+    with the lowest ``idmap_from``), so that a part streamed in chunks is summarized exactly."""
+    if len(summaries) == 1:
+        return summaries[0]
+    table = pa.concat_tables(summaries)
+    if table.num_rows == 0:
+        return SCHEMA.empty_table()
+    keys = [pd.factorize(_numpy(table[c]))[0] for c in GROUP]
+    inverse, uniques = pd.factorize(_code(keys))
+    g, n = len(uniques), table.num_rows
+    first = _at(np.minimum, inverse, np.arange(n), g, n)
+    values = {c: _numpy(table[c]) for c in VALUES}
+    for c in ("idmap_from", "idmap_to"):
+        values[c] = values[c].view(np.int64)
+    out = _combined(inverse, g, values)
+    columns = {c: table[c].take(pa.array(first)) for c in GROUP}
+    return pa.table({**columns, **{c: pa.array(out[c]).cast(VALUES[c]) for c in VALUES}},
+                    schema=SCHEMA)  # fmt: skip
 
 
 def rows_sql(source: str, columns: list[str]) -> str:
@@ -180,28 +207,39 @@ def summarize(table: pa.Table, max_runs: int | None = None) -> pa.Table | None:
     inverse, uniques = pd.factorize(code[starts])
     g = len(uniques)
     first = _at(np.minimum, inverse, np.arange(len(starts)), g, len(starts))
-    lowest = _at(np.minimum, inverse, runs["idmap_from"], g, I64_MAX)
-    with_lowest = np.flatnonzero(runs["idmap_from"] == lowest[inverse])
     out = {
         **{
             c: values[starts[first]] if len(values) > 1 else np.repeat(values, g)
             for c, values in group.items()
         },
-        "rows": np.bincount(inverse, runs["rows"], g).astype(np.int64),
-        "records": np.bincount(inverse, runs["records"], g).astype(np.int64),
-        "min_margin": _at(np.minimum, inverse, runs["min_margin"], g, I64_MAX),
-        "min_table_bytes": _at(np.minimum, inverse, runs["min_table_bytes"], g, I64_MAX),
-        "max_table_bytes": _at(np.maximum, inverse, runs["max_table_bytes"], g, -1),
-        "sum_table_bytes": np.bincount(inverse, runs["sum_table_bytes"], g),
-        "idmap_from": lowest.view(np.uint64),
-        "idmap_to": _at(np.maximum, inverse, runs["idmap_to"], g, -1).view(np.uint64),
-        "tag_random": runs["tag_random"][
-            _at(np.minimum, inverse[with_lowest], with_lowest, g, len(starts))
-        ],
+        **_combined(inverse, g, runs),
     }
     for column, dictionary in names.items():
         out[column] = dictionary.take(pa.array(out[column]))
     return pa.table({c: pa.array(out[c]).cast(SCHEMA.field(c).type) for c in SCHEMA.names})
+
+
+def _combined(inverse: np.ndarray, g: int, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each of ``g`` groups' ``VALUES`` from its members' (``inverse``: each member's group;
+    members are runs of rows, or pieces' summaries, in row order): sums, minimums, maximums,
+    and the ``tag_random`` of the first member with the group's lowest ``idmap_from`` (int64
+    views here). The one rule :func:`summarize` and :func:`merge` share."""
+    n = len(inverse)
+    lowest = _at(np.minimum, inverse, values["idmap_from"], g, I64_MAX)
+    with_lowest = np.flatnonzero(values["idmap_from"] == lowest[inverse])
+    return {
+        "rows": np.bincount(inverse, values["rows"], g).astype(np.int64),
+        "records": np.bincount(inverse, values["records"], g).astype(np.int64),
+        "min_margin": _at(np.minimum, inverse, values["min_margin"], g, I64_MAX),
+        "min_table_bytes": _at(np.minimum, inverse, values["min_table_bytes"], g, I64_MAX),
+        "max_table_bytes": _at(np.maximum, inverse, values["max_table_bytes"], g, -1),
+        "sum_table_bytes": np.bincount(inverse, values["sum_table_bytes"], g),
+        "idmap_from": lowest.view(np.uint64),
+        "idmap_to": _at(np.maximum, inverse, values["idmap_to"], g, -1).view(np.uint64),
+        "tag_random": values["tag_random"][
+            _at(np.minimum, inverse[with_lowest], with_lowest, g, n)
+        ],
+    }
 
 
 def _group_keys(table: pa.Table) -> tuple[dict[str, np.ndarray], dict[str, pa.Array]]:
