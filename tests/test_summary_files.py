@@ -24,7 +24,7 @@ from sweep.read import queries
 from sweep.read.engine import Results
 from sweep.read.trust import ResultsWarning
 from sweep.store import summary
-from sweep.store.manifest import Manifest, verify_dataset, verify_sweep
+from sweep.store.manifest import Manifest, verify_dataset
 from sweep.store.parts import PartInfo, Store, summary_path
 
 
@@ -145,17 +145,3 @@ def test_old_manifest_entries_load_and_a_bad_summary_entry_is_a_problem(run, tmp
     next(iter(raw["parts"].values()))["summary"] = {"rows": 1, "bytes": "x", "sha256": ""}
     (out / "_manifest.json").write_text(json.dumps(raw))
     assert "is not rows, bytes, sha256" in Manifest.load(Store(str(out))).problem
-
-
-def test_verify_names_a_summary_file_that_no_part_lists(run, tmp_path):
-    # A part deleted by hand leaves its summary file behind: readers never read it, and
-    # verify names it among the files that are not the sweep's, besides the missing part.
-    out = _copy(run, tmp_path / "out")
-    rel = sorted(Store(str(out)).parts())[2]
-    raw = json.loads((out / "_manifest.json").read_text())
-    del raw["parts"][rel]
-    (out / "_manifest.json").write_text(json.dumps(raw))
-    (out / rel).unlink()
-    verdict = verify_sweep(str(out))
-    assert verdict.strangers == [f"{summary_path(rel)} (a summary no part lists)"]
-    assert verify_sweep(str(run)).strangers == []

@@ -170,13 +170,7 @@ def verify_sweep(url: str) -> Verdict:
     # A damaged part is a problem above, not a unit never written too; a foreign one is both.
     written = {rel for rel in store.parts() if rel in listed or not listed}
     lacking = incomplete(meta, written) if meta is not None else []
-    files = store.files()
-    strangers = sorted(rel for rel in files if not _ours(rel) and not _is_part(rel))
-    # A summary file no manifest entry lists (its part gone, or rewritten without one) is never
-    # read: named, as a file that is not the sweep's, so that nobody takes it for one.
-    kept = {summary_path(rel) for rel, entry in listed.items() if entry.get("summary")}
-    orphans = [rel for rel in files if SUMMARY_RE.fullmatch(rel) and rel not in kept]
-    strangers += [f"{rel} (a summary no part lists)" for rel in sorted(orphans)]
+    strangers = sorted(rel for rel in store.files() if not _ours(rel) and not _is_part(rel))
     return Verdict(checked, problems, lacking, strangers)
 
 
