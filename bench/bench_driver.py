@@ -9,7 +9,8 @@ Prints, in one run (every figure measured here, side by side, so ratios hold on 
   stride sweep of as many rows: the per-row cost of many small groups;
 - ``placement.kind = every-page`` over every built-in board (all granules, Kconfig VA_BITS, all
   layouts, both block settings): configurations covered per second and rows written per
-  configuration;
+  configuration; and, when named (``every-page-big``), every page of a 1.5 TiB three-bank map,
+  whose largest groups hold 1.6 M runs: the memory a worker and the tree take;
 - the Parquet writer settings of ``sweep.store.encoding.writer_options`` against pyarrow's
   defaults on the same unit tables (rows/s and bytes a row);
 - for each run, peak memory of the whole process tree, sampled from /proc (every 50 ms the sum of
@@ -19,6 +20,7 @@ Prints, in one run (every figure measured here, side by side, so ratios hold on 
     python3 bench/bench_driver.py                     # ~2 minutes on 2 quiet cores
     python3 bench/bench_driver.py --configs 1e8 --workers 2 --only stride
     python3 bench/bench_driver.py --configs 1e9 --workers 2 --only stride   # memory bar
+    python3 bench/bench_driver.py --workers 2 --only every-page-big          # ~20 s
 """
 
 from __future__ import annotations
@@ -100,12 +102,24 @@ def write_many_maps(folder: Path, count: int, placement: str) -> Path:
     return config
 
 
-def write_every_page(folder: Path) -> Path:
+def write_every_page(folder: Path, maps: str = '"family:board"') -> Path:
     config = folder / "every-page.toml"
     config.write_text(
-        'name = "every-page"\nmemory_maps = ["family:board"]\n[placement]\nkind = "every-page"\n'
+        f'name = "every-page"\nmemory_maps = [{maps}]\n[placement]\nkind = "every-page"\n'
     )
     return config
+
+
+BIG_BANKS = ((0x8000_0000, 2 << 30), (0x80_8000_0000, 510 << 30), (0x100_0000_0000, 1 << 40))
+"""A 1.5 TiB map larger than any built-in board: a 1 TiB group holds 1.6 M runs."""
+
+
+def write_big_map(folder: Path) -> Path:
+    """``BIG_BANKS`` as a map file, swept every page (every granule, Kconfig VA_BITS, layout and
+    block setting): the memory bar is a process's and the tree's peak, whatever a group's size."""
+    banks = "".join(f"[[banks]]\nbase = {b:#x}\nsize = {s:#x}\n" for b, s in BIG_BANKS)
+    (folder / "big3.toml").write_text(f'name = "big3"\n{banks}')
+    return write_every_page(folder, '"big3.toml"')
 
 
 def _tree(pid: int) -> list[int]:
@@ -243,7 +257,7 @@ def main() -> None:
         "--only",
         nargs="+",
         default=["many", "stride", "boot", "ratio", "every-page", "writer"],
-        help="which parts to run",
+        help="which parts to run (every-page-big, a 1.5 TiB map every page, only when named)",
     )
     parser.add_argument(
         "--alone-rows", type=float, default=2e6, help="rows for the one-core figures"
@@ -310,6 +324,11 @@ def main() -> None:
                 f"{covered / r['seconds']:,.0f} configurations/s, "
                 f"{rows / covered:.2e} rows per configuration"
             )
+        if "every-page-big" in args.only:
+            workers = max(args.workers)
+            r = run_cli(write_big_map(folder), folder / "out", workers)
+            rows = _rows_written(folder / "out")
+            print(_row(f"every-page, 1.5 TiB map, {workers} w (runs)", rows, r))
         if "writer" in args.only:
             stride = write_inputs(folder, configs, unit_rows)
             alone = builder_and_writer(stride, folder, int(args.alone_rows))
