@@ -1,6 +1,6 @@
 """Intervals of an every-page group refined by samples (:mod:`sweep.model.runs`): each evaluated
 at its first, middle and last page, and those whose samples do not fit one run halved until they
-do. A generator of the builder calls it needs (``sweep.model.runs.Asks``): the groups of a unit
+do. A generator of the builder calls it needs (``Asks``): the groups of a unit
 share the calls.
 """
 
@@ -16,11 +16,15 @@ from sweep.model.intervals import AFFINE, OUTPUTS, diff, take
 
 I64 = np.int64
 MAX_ROUNDS = 64
-WINDOW = (1 << 17) // 3
-"""Intervals sampled at once (three pages each at most): one builder call's worth
-(``sweep.model.runs.BATCH`` pages)."""
+BATCH = 1 << 17
+"""Pages the builder evaluates at once (its scratch memory stays near 130 MiB)."""
+WINDOW = BATCH // 3
+"""Intervals sampled at once (three pages each at most): one builder call's worth."""
 
 Asks = Generator["np.ndarray | int | dict", "dict | None", Any]
+"""A group's work: it yields pages to evaluate (and is sent their outputs), once a window how
+many intervals it is about to hold (and is sent None when there is room) and that window's runs,
+numpy columns (``sweep.model.windows.join``; sent None)."""
 
 
 def refine(first, end, g, known=None) -> Asks:

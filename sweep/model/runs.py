@@ -36,9 +36,8 @@ Units are cut between groups (:mod:`sweep.plan.units`).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -50,15 +49,13 @@ from sweep.model.banks import TrimmedBanks
 from sweep.model.builder import NUMPY_DTYPES, compute_columns
 from sweep.model.intervals import OUTPUTS, States, intervals, structural
 from sweep.model.layout import Layout
-from sweep.model.refine import refine
+from sweep.model.refine import BATCH, Asks, refine
 from sweep.model.rows import Rows
 from sweep.model.windows import expand, join, windows
 
 __all__ = ["Group", "expand", "group_runs", "groups_runs", "runs_table", "runs_tables"]
 
 I64 = np.int64
-BATCH = 1 << 17
-"""Pages the builder evaluates at once (its scratch memory stays near 130 MiB)."""
 BATCH_CELLS = 1 << 27
 """Pages x banks the builder evaluates at once: its scratch arrays hold one element per page
 and bank (``sweep.model.banks.Banks.per_row``), so a map of many banks gets fewer pages per
@@ -69,11 +66,6 @@ BUFFERED = 1 << 18
 HELD = 1 << 19
 """Intervals the groups being refined may hold together (about 200 bytes each); a group that
 would pass it waits, holding only its breakpoints, unless no other is being refined."""
-
-Asks = Generator["np.ndarray | int | dict", "dict | None", Any]
-"""A group's work: it yields pages to evaluate (and is sent their outputs), once a window how
-many intervals it is about to hold (and is sent None when there is room) and that window's runs,
-numpy columns (``sweep.model.windows.join``; sent None). Refining is :mod:`sweep.model.refine`."""
 
 
 @dataclass(frozen=True)
