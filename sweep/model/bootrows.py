@@ -173,8 +173,8 @@ def _pkvm_fixed(anchors: list, ranges: list, kernel, cpus, tvb, idmap_lo, delta_
     columns = [io_base, base, size, *start, *np.where(valid, end, start)]
     first, kind = _distinct(columns, n)
     kinds = []
-    for row in first.tolist():
-        io0, back, sz, *ends = (int(np.broadcast_to(c, (n,))[row]) for c in columns)
+    at_first = (np.broadcast_to(c, (n,))[first].tolist() for c in columns)  # each kind's values
+    for io0, back, sz, *ends in zip(*at_first, strict=True):
         banks = [(a, b - a) for a, b in zip(ends[:nb], ends[nb:], strict=True) if b > a]
         regions = banks if image.version >= bootmap.VMEMMAP_ALL_MEMORY_SINCE else [(back, sz)]
         vm = bootmap._vmemmap(io0 | 1 << (tvb - 3), regions, back, g, image.version)
