@@ -205,15 +205,14 @@ def boot_tables(layouts, kernels, rows, dram, delta, tree_va_bits, reserve) -> d
     fields = (rows.mappings, rows.kernel_index, rows.cpus, tree_va_bits, rows.layout_index)
     keys = [np.broadcast_to(x, (n,)) for x in fields]
     shared = all(np.asarray(x).shape[-1] == 1 or (x == x[0]).all() for x in fields)
-    groups = [tuple(int(x[0]) for x in keys)] if shared else np.unique(np.stack(keys), axis=1).T
+    first, code = (np.zeros(1, I64), None) if shared else _distinct(keys, n)
+    groups = sorted((tuple(int(x[i]) for x in keys), kind) for kind, i in enumerate(first.tolist()))
     out = {name: np.zeros(1 if shared else n, I64) for name in TABLE_NAMES}
-    for mode_code, k, cpus, tvb, layout in (tuple(int(v) for v in g) for g in groups):
+    for (mode_code, k, cpus, tvb, layout), kind in groups:  # in the order of their values
         if mode_code == 0:
             continue
         _check_era(layouts[layout], kernels[k])
-        where = slice(None) if shared else np.flatnonzero(
-            (keys[0] == mode_code) & (keys[1] == k) & (keys[2] == cpus) & (keys[3] == tvb)
-            & (keys[4] == layout))  # fmt: skip
+        where = slice(None) if shared else np.flatnonzero(code == kind)
 
         def part(x, where=where):
             x = np.asarray(x)
