@@ -141,10 +141,11 @@ def test_runs_and_per_row_match_reference(monkeypatch, path):
     # Rows in runs too short for either (a unit of many boards) are put in layout order, each
     # piece of one layout and block setting ("by-layout").
     import sweep.model.builder
+    import sweep.model.grouping
     import sweep.model.rows
 
     minimum = {"runs": 1, "per-row": 10**9, "per-row-hashed": 10**9, "grouped": 20}.get(path, 60)
-    monkeypatch.setattr(sweep.model.rows, "MIN_RUN_ROWS", minimum)
+    monkeypatch.setattr(sweep.model.grouping, "MIN_RUN_ROWS", minimum)
     if path == "per-row-hashed":
         monkeypatch.setattr(sweep.model.rows, "MIN_RUN_KEYS", 10**12)
     monkeypatch.setattr(sweep.model.builder, "CHUNK_ROWS", 97)
@@ -155,7 +156,7 @@ def test_runs_and_per_row_match_reference(monkeypatch, path):
     groupings = []
 
     def spy(rows):
-        groupings.append(sweep.model.rows.grouping(rows))
+        groupings.append(sweep.model.grouping.grouping(rows))
         return groupings[-1]
 
     monkeypatch.setattr(sweep.model.builder, "grouping", spy)
@@ -186,9 +187,9 @@ def test_grouped_rows_cut_in_chunks_are_put_back_in_place(monkeypatch):
     # chunks of a group, varying in others): the frame equals the per-row path's, and an error
     # names the first bad row of the first group that holds one.
     import sweep.model.builder
-    import sweep.model.rows
+    import sweep.model.grouping
 
-    monkeypatch.setattr(sweep.model.rows, "MIN_RUN_ROWS", 100)
+    monkeypatch.setattr(sweep.model.grouping, "MIN_RUN_ROWS", 100)
     monkeypatch.setattr(sweep.model.builder, "CHUNK_ROWS", 300)
     memory_maps, frame = _few_configurations_shuffled(seed=8, rows=8000)
     group = frame.groupby(
@@ -205,7 +206,7 @@ def test_grouped_rows_cut_in_chunks_are_put_back_in_place(monkeypatch):
     monkeypatch.setattr(
         sweep.model.builder,
         "grouping",
-        lambda r: spied.append(sweep.model.rows.grouping(r)) or spied[-1],
+        lambda r: spied.append(sweep.model.grouping.grouping(r)) or spied[-1],
     )
     grouped = build(frame, memory_maps)
     assert spied[0].order is not None and len(spied[0].bounds) == group.max() + 2
@@ -227,7 +228,7 @@ def test_grouped_rows_cut_in_chunks_are_put_back_in_place(monkeypatch):
     two.loc[[1, 1998], "idmap_pa"] = [0x1000, 0x2000]  # VA_BITS 39, 48
     with pytest.raises(ValueError, match="idmap_pa 0x2000 "):
         build(two, juno)
-    monkeypatch.setattr(sweep.model.rows, "MIN_RUN_ROWS", 10**9)
+    monkeypatch.setattr(sweep.model.grouping, "MIN_RUN_ROWS", 10**9)
     pd.testing.assert_frame_equal(grouped, build(frame, memory_maps))
     assert spied[-1] is None
 

@@ -40,9 +40,10 @@ from sweep.model.banks import TrimmedBanks, granule_codes
 from sweep.model.bootrows import MAPPING_SETS, BootKernel, boot_tables
 from sweep.model.clip import clip_dram
 from sweep.model.constants import arrow, dictionary
+from sweep.model.grouping import grouping
 from sweep.model.layout import Layout, LayoutBatch, compute_layouts
 from sweep.model.reserve_rows import reserve_rows
-from sweep.model.rows import Rows, full, grouping, per_distinct, shared_if_equal
+from sweep.model.rows import Rows, full, per_distinct, shared_if_equal
 
 I64 = np.int64
 CODED = {"unrunnable": REASONS}
@@ -182,7 +183,7 @@ def compute_columns(
 
 def _pieces(rows: Rows, groups):
     """``(group, slice, Rows)`` of at most ``CHUNK_ROWS`` rows each, the slice in computing
-    order (``sweep.model.rows.Groups``), every piece inside a run of equal ``RUN_FIELDS``
+    order (``sweep.model.grouping.Groups``), every piece inside a run of equal ``RUN_FIELDS``
     (those values shared) when the rows come in runs or few groups; else per row (group -1)."""
     n = len(rows)
     if groups is None:
