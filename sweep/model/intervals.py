@@ -192,10 +192,10 @@ def tables(pieces: Iterable[tuple[Any, dict[str, np.ndarray]]]) -> Iterator[pa.T
     for group, runs in pieces:
         n, start = len(runs["pages"]), 0
         while True:
-            take = min(n - start, CHUNK_RUNS - rows)
-            part = runs if take == n else {k: v[start : start + take] for k, v in runs.items()}
+            size = min(n - start, CHUNK_RUNS - rows)  # what fits in this table
+            part = runs if size == n else {k: v[start : start + size] for k, v in runs.items()}
             held.append((group, part))
-            rows, start = rows + take, start + take
+            rows, start = rows + size, start + size
             if rows == CHUNK_RUNS:
                 yield table([x for x, _ in held], [[x] for _, x in held])
                 held, rows = [], 0
