@@ -9,6 +9,7 @@ every row with the reference; the ``slow`` variant does 10^6.
 from __future__ import annotations
 
 import random
+import types
 
 import numpy as np
 import pandas as pd
@@ -131,23 +132,34 @@ def _stride_configs(memory_maps, rng: random.Random, maps: int = 12) -> list[dic
     return configs
 
 
-@pytest.mark.parametrize("path", ["runs", "per-row", "per-row-hashed", "grouped", "by-layout"])
+@pytest.mark.parametrize(
+    "path", ["runs", "per-row", "per-row-hashed", "per-row-sampled", "grouped", "by-layout"]
+)
 def test_runs_and_per_row_match_reference(monkeypatch, path):
     # The builder computes rows that come in long runs of one (map, granule, VA_BITS, layout,
     # blocks) with those values shared (a work unit), shuffled rows of few such groups in group
     # order (then put back), other batches per row: the same rows through each path, in chunks
     # that cut runs, are held to the reference, the oracle. Per row, runtime trees are counted
-    # once per run of equal keys (rows of a board in order) or, "hashed", once per distinct key.
+    # once per run of equal keys (rows of a board in order) or, "hashed", once per distinct key,
+    # or, "sampled", for every row when most of a chunk's first rows differ (random tags).
     # Rows in runs too short for either (a unit of many boards) are put in layout order, each
     # piece of one layout and block setting ("by-layout").
     import sweep.model.builder
     import sweep.model.grouping
     import sweep.model.rows
 
-    minimum = {"runs": 1, "per-row": 10**9, "per-row-hashed": 10**9, "grouped": 20}.get(path, 60)
+    minimum = 10**9 if path.startswith("per-row") else {"runs": 1, "grouped": 20}.get(path, 60)
     monkeypatch.setattr(sweep.model.grouping, "MIN_RUN_ROWS", minimum)
-    if path == "per-row-hashed":
+    if path in ("per-row-hashed", "per-row-sampled"):
         monkeypatch.setattr(sweep.model.rows, "MIN_RUN_KEYS", 10**12)
+    counted = []
+    if path == "per-row-sampled":
+        monkeypatch.setattr(sweep.model.rows, "SAMPLE_ROWS", 8)
+        spied_pd = types.SimpleNamespace(
+            unique=lambda v: counted.append("unique") or pd.unique(v),
+            factorize=lambda v: counted.append("factorize") or pd.factorize(v),
+        )
+        monkeypatch.setattr(sweep.model.rows, "pd", spied_pd)
     monkeypatch.setattr(sweep.model.builder, "CHUNK_ROWS", 97)
     memory_maps, configs = random_configs(
         seed=5, rows=3000, rows_per_group=40, shuffle=path == "grouped"
@@ -166,6 +178,8 @@ def test_runs_and_per_row_match_reference(monkeypatch, path):
     grouped = groupings[0] is not None and groupings[0].order is not None
     assert grouped == (path in ("grouped", "by-layout"))
     assert (groupings[0] is None) == path.startswith("per-row")
+    if path == "per-row-sampled":  # some chunks counted every row, told apart by no hash table
+        assert 0 < counted.count("factorize") < counted.count("unique")
     if grouped:
         by_layout = groupings[0].shared == ("layout_index", "block_mappings")
         assert by_layout == (path == "by-layout")

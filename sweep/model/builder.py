@@ -199,21 +199,22 @@ def _pieces(rows: Rows, groups):
 
 
 def _put_back(groups, pieces: list, values: list, n: int, dtype) -> np.ndarray:
-    """A column in input order from the pieces' values in group order: a group whose pieces
-    all hold one same value is read from a table by each row's group (one ``take``), the rows
-    of the others are written in their places."""
+    """A column in input order from the pieces' values in group order: read from a table by
+    each row's group (one ``take``) when every group holds one value, else laid out in group
+    order and gathered into input order (``Groups.inverse``): a gather costs half a scatter."""
     table = np.zeros(len(groups.bounds) - 1, dtype=dtype)
-    varying = set()
+    varying = False
     for (group, part, _), v in zip(pieces, values, strict=True):
         if v.size != 1 or (part.start != groups.bounds[group] and table[group] != v[0]):
-            varying.add(group)
-        else:
-            table[group] = v[0]
-    column = table.take(groups.code) if len(varying) < len(table) else np.empty(n, dtype)
-    for (group, part, _), v in zip(pieces, values, strict=True):
-        if group in varying:  # numpy scatters 1.6x faster without a cast
-            column[groups.order[part]] = v.astype(dtype, copy=False)
-    return column
+            varying = True
+            break
+        table[group] = v[0]
+    if not varying:
+        return table.take(groups.code)
+    ordered = np.empty(n, dtype)
+    for (_, part, _), v in zip(pieces, values, strict=True):
+        ordered[part] = v
+    return ordered.take(groups.inverse)
 
 
 def _columns(banks: TrimmedBanks, layouts, kernels, align: np.ndarray, rows: Rows) -> dict:

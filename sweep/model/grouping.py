@@ -12,6 +12,7 @@ tree, never both kinds for every row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,13 @@ class Groups:
     shared: tuple[str, ...] = RUN_FIELDS
     """What each group's rows share (one element in its pieces); the other fields are put in
     order with the idmap pages."""
+
+    @cached_property
+    def inverse(self) -> np.ndarray:
+        """With ``order``: each row's place in computing order (outputs are gathered back)."""
+        inverse = np.empty(len(self.order), dtype=np.intp)
+        inverse[self.order] = np.arange(len(self.order))
+        return inverse
 
     def runs(self, rows: Rows):
         """``(group, start, end, rows)`` of each run, its ``shared`` fields one element and

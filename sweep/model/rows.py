@@ -140,13 +140,21 @@ def shared_if_equal(values: np.ndarray) -> np.ndarray:
     """One element when every row holds the same value (the tree size of a unit whose idmap
     pages all fit in VA_BITS, the alias offset of an untagged layout, the level where pages far
     from every mapping stop their walk): what follows from it is then computed once."""
-    if values.shape[-1] > 1 and (values.strides[-1] == 0 or values.min() == values.max()):
+    if values.shape[-1] <= 1:
+        return values
+    if values.strides[-1] == 0:
+        return values[..., :1]
+    ends = values[..., [0, -1]]  # a varying column most often differs there: no full pass
+    if ends.min() == ends.max() and values.min() == values.max():
         return values[..., :1]
     return values
 
 
 MIN_RUN_KEYS = 4
 """Rows a run of equal keys must hold on average for ``per_distinct`` to count run by run."""
+SAMPLE_ROWS = 1 << 12
+"""Rows ``per_distinct`` tells apart first: when most of them differ (random tags), it counts
+every row without telling the others apart (a unit of many boards: 25,702 of 26,000 differ)."""
 
 
 def per_distinct(n: int, count, keys: tuple, arrays: tuple) -> dict:
@@ -157,16 +165,19 @@ def per_distinct(n: int, count, keys: tuple, arrays: tuple) -> dict:
 
     Rows in runs of equal keys (a unit of many boards, board by board) are counted once a
     run; others are told apart by a 64-bit hash of their keys, then checked equal to their
-    representative key by key; when most rows differ (random tags), all rows are counted.
+    representative key by key; when most rows differ (random tags: seen on the first
+    ``SAMPLE_ROWS``, before any pass over the others), all rows are counted.
     """
-    keys = [key for key in keys if len(key) > 1 and (key != key[0]).any()]  # shared: no help
+    keys = [key for key in keys if len(key) > 1]
+    if n > 2 * SAMPLE_ROWS and keys:
+        head = [key[:SAMPLE_ROWS] for key in keys]
+        if _runs(SAMPLE_ROWS, head) * MIN_RUN_KEYS > SAMPLE_ROWS:
+            if 2 * len(pd.unique(_mixed(SAMPLE_ROWS, head))) > SAMPLE_ROWS:
+                return count(*arrays)
+    keys = [key for key in keys if (key != key[0]).any()]  # shared: no help
     if not keys:  # one runtime tree for all rows (a work unit without random tags)
         return count(*(values[..., :1] for values in arrays))
-    changes = np.zeros(n, dtype=bool)
-    changes[0] = True
-    for key in keys:
-        changes[1:] |= key[1:] != key[:-1]
-    starts = np.flatnonzero(changes)
+    starts = _runs(n, keys, starts=True)
     if len(starts) * MIN_RUN_KEYS <= n:
         lengths = np.diff(np.append(starts, n))
         counts = count(*(take(values, starts) for values in arrays))
@@ -174,12 +185,7 @@ def per_distinct(n: int, count, keys: tuple, arrays: tuple) -> dict:
             level: values if values.shape[-1] == 1 else np.repeat(values, lengths, axis=-1)
             for level, values in counts.items()
         }
-    mixed = np.zeros(n, dtype=np.uint64)
-    for key in keys:
-        mixed ^= key.astype(I64, copy=False).view(np.uint64)
-        mixed *= np.uint64(0x9E37_79B9_7F4A_7C15)
-        mixed ^= mixed >> np.uint64(29)
-    inverse, distinct = pd.factorize(mixed)
+    inverse, distinct = pd.factorize(_mixed(n, keys))
     if 2 * len(distinct) > n:
         return count(*arrays)
     first = np.empty(len(distinct), dtype=I64)
@@ -188,6 +194,25 @@ def per_distinct(n: int, count, keys: tuple, arrays: tuple) -> dict:
         return count(*arrays)  # a hash collision: never seen, but then count every row
     counts = count(*(take(values, first) for values in arrays))
     return {level: take(values, inverse) for level, values in counts.items()}
+
+
+def _runs(n: int, keys: list, starts: bool = False):
+    """How many runs of equal keys ``n`` rows hold (with ``starts``: where each starts)."""
+    changes = np.zeros(n, dtype=bool)
+    changes[0] = True
+    for key in keys:
+        changes[1:] |= key[1:] != key[:-1]
+    return np.flatnonzero(changes) if starts else int(np.count_nonzero(changes))
+
+
+def _mixed(n: int, keys: list) -> np.ndarray:
+    """A 64-bit hash of each row's keys (equal keys, equal hashes)."""
+    mixed = np.zeros(n, dtype=np.uint64)
+    for key in keys:
+        mixed ^= key.astype(I64, copy=False).view(np.uint64)
+        mixed *= np.uint64(0x9E37_79B9_7F4A_7C15)
+        mixed ^= mixed >> np.uint64(29)
+    return mixed
 
 
 # --- Checking the inputs (section 1) ----------------------------------------------------------
