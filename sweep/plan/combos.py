@@ -35,8 +35,16 @@ class Combos:
         return len(self.layout_index)
 
     def take(self, combo: np.ndarray | int) -> dict[str, np.ndarray]:
-        """The inputs of combination(s) ``combo``."""
-        return {name: values[combo] for name, values in vars(self).items()}
+        """The inputs of combination(s) ``combo``; a boot input that every combination shares
+        (a sweep of all of DRAM) is one element, which the builder takes for every row."""
+        return {
+            name: values[:1] if name in SHARED and (values == values[0]).all() else values[combo]
+            for name, values in vars(self).items()
+        }
+
+
+SHARED = ("mappings", "cpus", "kernel_index")
+"""Inputs ``Combos.take`` gives once when every combination holds the same."""
 
 
 def combos_for(

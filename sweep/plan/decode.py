@@ -81,10 +81,8 @@ class UnitDecoder:
         if pieces is not None:
             return self._segment_inputs(g, pieces, stop - start)
         row = np.arange(start, stop, dtype=np.int64)
-        map_index = np.searchsorted(offsets, row, side="right") - 1
-        local = row - offsets[map_index]
-        n = counts[map_index]
-        combo, placement = np.divmod(local, n)
+        map_index, combo, first = _groups(offsets, counts, len(self.plan.combos[g]), start, stop)
+        placement = row - first
         flat, listed_offsets, strided = self._listed(g)
         if len(flat):
             idmap = flat[np.minimum(listed_offsets[map_index] + placement, len(flat) - 1)]
@@ -148,3 +146,19 @@ class UnitDecoder:
                 dtype=np.uint64,
             )
         return self._cache[key]
+
+
+def _groups(offsets: np.ndarray, counts: np.ndarray, combos: int, start: int, stop: int):
+    """Each row of ``[start, stop)``'s map, combination and first row of its (map,
+    combination) group, by repeating each group's values over its rows: no division or search
+    a row (a unit of 2,000 boards holds 28,000 groups of 13 rows)."""
+    first = int(np.searchsorted(offsets, start, side="right")) - 1
+    last = int(np.searchsorted(offsets, stop - 1, side="right")) - 1
+    maps = np.arange(first, last + 1)
+    n = counts[maps]
+    begins = (offsets[maps, None] + np.arange(combos) * n[:, None]).reshape(-1)
+    sizes = np.minimum(begins + np.repeat(n, combos), stop) - np.maximum(begins, start)
+    sizes = np.maximum(sizes, 0)
+    map_index = np.repeat(np.repeat(maps, combos), sizes)
+    combo = np.repeat(np.tile(np.arange(combos), len(maps)), sizes)
+    return map_index, combo, np.repeat(begins, sizes)
