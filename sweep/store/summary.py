@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sweep.core.kconfig import bit_length
+from sweep.store.summary_runs import as_numpy, find_runs, run_values
 
 SUMMARY_KEY = "sweep.store.summary"
 """The Parquet footer key under which older parts held their summary (Arrow IPC, base64)."""
@@ -111,11 +112,11 @@ def merge(summaries: list[pa.Table]) -> pa.Table:
     table = pa.concat_tables(summaries)
     if table.num_rows == 0:
         return SCHEMA.empty_table()
-    keys = [pd.factorize(_numpy(table[c]))[0] for c in GROUP]
+    keys = [pd.factorize(as_numpy(table[c]))[0] for c in GROUP]
     inverse, uniques = pd.factorize(_code(keys))
     g, n = len(uniques), table.num_rows
     first = _at(np.minimum, inverse, np.arange(n), g, n)
-    values = {c: _numpy(table[c]) for c in VALUES}
+    values = {c: as_numpy(table[c]) for c in VALUES}
     for c in ("idmap_from", "idmap_to"):
         values[c] = values[c].view(np.int64)
     out = _combined(inverse, g, values)
@@ -185,7 +186,7 @@ def summarize(table: pa.Table, max_runs: int | None = None) -> pa.Table | None:
     ``idmap_pa_last`` for runs), in ``SCHEMA``.
 
     Rows are first reduced over runs of consecutive rows with equal group columns (a work
-    unit's rows come in long runs: one configuration, placements in order), then the runs over
+    unit's rows come in long runs: :mod:`sweep.store.summary_runs`), then the runs over
     their groups: a few contiguous passes per column, whatever the order of the rows. With
     ``max_runs``, None as soon as the rows fall in more groups than that (a part of many small
     groups, whose summary would not be kept: most of the work is not done). Rows of few groups
@@ -194,28 +195,29 @@ def summarize(table: pa.Table, max_runs: int | None = None) -> pa.Table | None:
     if table.num_rows == 0:
         return SCHEMA.empty_table()
     group, names = _group_keys(table)
-    margin = _numpy(table["margin"]).view(np.int64)
+    margin = as_numpy(table["margin"]).view(np.int64)
     if "margin_last" in table.column_names:
-        margin = np.minimum(margin, _numpy(table["margin_last"]).view(np.int64))
-    group["margin_bits"] = bit_length(margin).astype(np.int8)
-    varying = [bit_length(v) if c == "granule" else v for c, v in group.items() if len(v) > 1]
-    code = _code(varying) if varying else np.zeros(table.num_rows, dtype=np.int64)
-    starts = np.flatnonzero(np.concatenate([[True], code[1:] != code[:-1]]))
+        margin = np.minimum(margin, as_numpy(table["margin_last"]).view(np.int64))
+    runs = find_runs([v for v in group.values() if len(v) > 1], margin)
+    starts = runs.starts
+    keys = {c: values[starts] if len(values) > 1 else values for c, values in group.items()}
+    keys["margin_bits"] = runs.bits
+    varying = [bit_length(v) if c == "granule" else v for c, v in keys.items() if len(v) > 1]
+    code = _code(varying) if varying else np.zeros(len(starts), dtype=np.int64)
     if max_runs is not None and len(starts) > max_runs and len(pd.unique(code)) > max_runs:
         return None  # many groups; many runs of few groups (a tag a row) still summarize
-    runs = _per_run(table, margin, starts)
-    inverse, uniques = pd.factorize(code[starts])
+    inverse, uniques = pd.factorize(code)
     g = len(uniques)
     first = _at(np.minimum, inverse, np.arange(len(starts)), g, len(starts))
     out = {
         **{
-            c: values[starts[first]] if len(values) > 1 else np.repeat(values, g)
-            for c, values in group.items()
+            c: values[first] if len(values) > 1 else np.repeat(values, g)
+            for c, values in keys.items()
+            if c not in names
         },
-        **_combined(inverse, g, runs),
+        **{c: _named(names[c], keys[c], first) for c in names},
+        **_combined(inverse, g, run_values(table, margin, runs)),
     }
-    for column, dictionary in names.items():
-        out[column] = dictionary.take(pa.array(out[column]))
     return pa.table({c: pa.array(out[c]).cast(SCHEMA.field(c).type) for c in SCHEMA.names})
 
 
@@ -259,11 +261,10 @@ def _group_keys(table: pa.Table) -> tuple[dict[str, np.ndarray], dict[str, pa.Ar
             else:
                 group[column] = np.array([value])
         elif pa.types.is_integer(GROUP[column]) or GROUP[column] == pa.bool_():
-            group[column] = _numpy(_one_if_constant(table[column]))
+            group[column] = as_numpy(_one_if_constant(table[column]))
         else:  # names: their dictionary codes group, the dictionary names them
-            encoded = _dictionary(table[column])
-            indices = _one_if_constant(encoded.indices)
-            group[column], names[column] = _numpy(indices), encoded.dictionary
+            codes, names[column] = _dictionary(table[column])
+            group[column] = as_numpy(_one_if_constant(codes))
     return group, names
 
 
@@ -274,30 +275,6 @@ def _one_if_constant(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa
         if low == high:
             return column.slice(0, 1)
     return column
-
-
-def _per_run(table: pa.Table, margin: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
-    """The ``VALUES`` of each run of rows with equal group columns (the runs begin at
-    ``starts``): one contiguous ``reduceat`` pass per column."""
-    records = np.diff(np.append(starts, table.num_rows))
-    pages = _numpy(table["pages"]) if "pages" in table.column_names else None
-    table_bytes = _numpy(table["table_bytes"]).view(np.int64)
-    idmap = _numpy(table["idmap_pa"]).view(np.int64)
-    last = _numpy(table["idmap_pa_last"]).view(np.int64) if pages is not None else idmap
-    weighted = table_bytes if pages is None else table_bytes * pages.astype(np.float64)
-    lowest = np.minimum.reduceat(idmap, starts)
-    at_lowest = np.flatnonzero(idmap == np.repeat(lowest, records))
-    return {
-        "rows": records if pages is None else np.add.reduceat(pages, starts),
-        "records": records,
-        "min_margin": np.minimum.reduceat(margin, starts),
-        "min_table_bytes": np.minimum.reduceat(table_bytes, starts),
-        "max_table_bytes": np.maximum.reduceat(table_bytes, starts),
-        "sum_table_bytes": np.add.reduceat(weighted, starts).astype(np.float64),
-        "idmap_from": lowest,
-        "idmap_to": np.maximum.reduceat(last, starts),
-        "tag_random": _numpy(table["tag_random"])[at_lowest[np.searchsorted(at_lowest, starts)]],
-    }
 
 
 def _code(keys: list[np.ndarray]) -> np.ndarray:
@@ -325,23 +302,36 @@ def _at(ufunc, inverse: np.ndarray, values: np.ndarray, groups: int, start) -> n
     return out
 
 
-def _numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    if isinstance(column, pa.ChunkedArray):
-        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-    if pa.types.is_boolean(column.type):
-        return column.to_numpy(zero_copy_only=False).view(np.int8)
-    return column.to_numpy(zero_copy_only=False)
+def _named(dictionary: pa.Array, codes: np.ndarray, first: np.ndarray) -> pa.Array:
+    """The names of a name column's groups (``first``: each group's first run; ``codes``: each
+    run's code, or the one code of all). One name for all (most of a unit's name columns) is
+    laid out directly: looking it up once a group costs a ``take`` of every name."""
+    if len(codes) > 1:
+        return dictionary.take(pa.array(codes[first]))
+    g, name = len(first), dictionary[int(codes[0])]
+    value = name.as_py().encode() if name.is_valid and name.type == pa.string() else None
+    if value is None or len(value) * g >= 1 << 31:  # a null, or past 32-bit offsets
+        return dictionary.take(pa.array(np.repeat(codes, g)))
+    offsets = (np.arange(g + 1) * len(value)).astype(np.int32)
+    return pa.StringArray.from_buffers(g, pa.py_buffer(offsets), pa.py_buffer(value * g))
 
 
-def _dictionary(column: pa.ChunkedArray) -> pa.DictionaryArray:
-    """A name column as one dictionary array: the builder's own dictionaries as they are (a
-    name twice in a dictionary only splits a group, which every query adds up again), plain
-    strings encoded."""
+def _dictionary(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray | pa.Array, pa.Array]:
+    """A name column's dictionary codes and the names they stand for: the builder's own
+    dictionary as it is (a name twice in a dictionary only splits a group, which every query
+    adds up again), chunks' equal dictionaries of distinct names as they are (what unifying
+    them gives, without its pass over the codes), other chunks' unified, plain strings encoded."""
     if not pa.types.is_dictionary(column.type):
-        return pc.dictionary_encode(column.combine_chunks())
-    if column.num_chunks == 1:
-        return column.chunk(0)
-    return column.unify_dictionaries().combine_chunks()
+        encoded = pc.dictionary_encode(column.combine_chunks())
+    elif column.num_chunks == 1:
+        encoded = column.chunk(0)
+    else:
+        names = column.chunk(0).dictionary
+        same = all(c.dictionary.equals(names) for c in column.chunks)
+        if same and not names.null_count and len(pc.unique(names)) == len(names):
+            return pa.chunked_array([c.indices for c in column.chunks]), names
+        encoded = column.unify_dictionaries().combine_chunks()
+    return encoded.indices, encoded.dictionary
 
 
 # --- in the footer of older parts ---------------------------------------------------------------
