@@ -18,7 +18,7 @@ import numpy as np
 from sweep import hookimpl
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import bank_containing, granule_name, parse_address, parse_size
-from sweep.plan.placements import RUNS, Progression, splitmix64_stream
+from sweep.plan.placements import MASK64, RUNS, Progression, splitmix64_stream
 
 TEXT_OFFSET = 0x80000
 """Where the kernel image sat in its first bank before 5.8 (``arch/arm64/Makefile``: ``TEXT_OFFSET
@@ -175,13 +175,22 @@ def random_addresses(
             " to seed from"
         )
     digest = hashlib.sha256(f"sweep.placement.random\0{seed}\0{name}\0{granule}".encode()).digest()
-    draws = splitmix64_stream(int.from_bytes(digest[:8], "little"), count)
-    starts = np.array([s for s, _ in banks], dtype=np.uint64)
-    sizes = np.array([e - s for s, e in banks], dtype=np.uint64)
-    ends_cumulative = np.cumsum(sizes)
-    offsets = draws % ends_cumulative[-1]
-    index = np.searchsorted(ends_cumulative, offsets, side="right")
-    return starts[index] + offsets - (ends_cumulative[index] - sizes[index])
+    # per bank: where its bytes end among all banks' bytes, and what turns an offset among
+    # them into its address (mod 2^64: the uint64 sum wraps)
+    total, ends, shifts = 0, [], []
+    for start, end in banks:
+        start, end = int(start), int(end)  # numpy integers too, as np.array(banks) took them
+        shifts.append((start - total) & MASK64)
+        total += end - start
+        ends.append(total)
+    offsets = splitmix64_stream(int.from_bytes(digest[:8], "little"), count)
+    offsets %= np.uint64(total)  # in place: on a few elements, numpy's cost is per operation
+    if len(banks) == 1:  # most maps: every offset is in the one bank
+        offsets += np.uint64(shifts[0])
+    else:
+        ends, shifts = np.array([ends, shifts], dtype=np.uint64)
+        offsets += shifts[ends.searchsorted(offsets, "right")]
+    return offsets
 
 
 def listed(

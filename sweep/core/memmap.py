@@ -122,6 +122,22 @@ class Bank(NamedTuple):
         return f"Bank(base={self.base:#x}, size={self.size:#x})"
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a memory map's name, or None: a name must be usable wherever maps
+    are named, as a ``memory_maps=`` item and a ``memory_map=`` filter on the command line."""
+    if not name or name != name.strip():
+        return "must not be empty or begin or end with a space"
+    if not name.isprintable():
+        return "must not hold control characters"
+    if "," in name:
+        return "must not hold ',' (it separates values on the command line)"
+    if name.startswith("family:"):
+        return "must not begin with 'family:' (that selects a family of maps)"
+    if any(c in name for c in "*?["):
+        return "must not hold '*', '?' or '[' (they make it a glob)"
+    return None
+
+
 class MemoryMap:
     """A named list of DRAM banks, checked as docs/model.md section 1 asks."""
 

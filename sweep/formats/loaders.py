@@ -23,11 +23,19 @@ import shutil
 import subprocess
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from sweep.core.errors import ValidationError
-from sweep.core.memmap import MAX_BANKS, PA_LIMIT, Bank, MemoryMap, parse_address, parse_size
+from sweep.core.memmap import (
+    MAX_BANKS,
+    PA_LIMIT,
+    Bank,
+    MemoryMap,
+    name_problem,
+    parse_address,
+    parse_size,
+)
 from sweep.formats import fdt
 from sweep.formats.bootlog import memory_node_blocks
 from sweep.formats.files import after_comments, decode_text, load_toml, origin_of, read_input
@@ -55,28 +63,29 @@ TOML_KEYS = {"name", "description", "source", "platform", "banks"}
 """``platform``: optional, the board as the source table names it (the built-in boards use it)."""
 BANK_KEYS = {"base", "size"}
 MAX_FILE_BYTES = 64 << 20
+MEMORY_MAP_FILE = "memory-map file"  # what read_input's errors call it, whoever reads it
 MAX_DTB_BYTES = 2 << 20  # arm64's MAX_FDT_SIZE (asm/boot.h): no kernel boots a larger blob
 DTB_TOO_BIG = "arm64 Linux boots a device tree blob of at most 2 MiB (MAX_FDT_SIZE, asm/boot.h)"
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class _Located:
-    """A bank with where it was read (``line 7``, ``node /memory@0 reg entry 1``)."""
+class _Located(NamedTuple):
+    """A bank with where it was read (``line 7``, ``node /memory@0 reg entry 1``, a _BankLine)."""
 
     base: int
     size: int
-    where: str
+    where: object
 
 
-def load_memory_map(path: str | Path) -> MemoryMap:
+def load_memory_map(path: str | Path, data: bytes | None = None) -> MemoryMap:
     """Read a memory map from a file of any supported kind, told apart by its content.
 
-    ``-`` reads standard input (the map is named ``stdin`` unless its content names it)."""
+    ``-`` reads standard input (the map is named ``stdin`` unless its content names it);
+    ``data``: its bytes, if read already (``read_input`` of a ``MEMORY_MAP_FILE``)."""
     origin = origin_of(path)
-    data = read_input(path, "memory-map file", MAX_FILE_BYTES)
-    path = Path("stdin") if origin == "<stdin>" else Path(path)
+    data = read_input(path, MEMORY_MAP_FILE, MAX_FILE_BYTES) if data is None else data
+    path = Path("stdin") if origin == "<stdin>" else path if isinstance(path, Path) else Path(path)
     kind = detect_kind(data)
     claimed = SUFFIX_KINDS.get(path.suffix.lower())
     if not data.strip():
@@ -110,6 +119,7 @@ def load_memory_map(path: str | Path) -> MemoryMap:
 _IOMEM_LINE = re.compile(r"^(\s*)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$")
 _NODE_RANGE = re.compile(r"\bnode\s+(\d+): \[mem (0x[0-9a-fA-F]+)-(0x[0-9a-fA-F]+)\]")
 _EARLY_RANGES = "Early memory node ranges"
+_BANK_HEADER = re.compile(r"\s*\[\[\s*banks\s*\]\]")
 _TOML_HINT = re.compile(  # [ \t], not \s: \s* runs across blank lines from every ^ (quadratic)
     r"^[ \t]*(\[\[?[ \t]*banks[ \t]*\]\]?|(name|description|source|platform)[ \t]*=)", re.M
 )
@@ -139,22 +149,6 @@ def detect_kind(data: bytes) -> str | None:
 
 
 # --- checks shared by every kind --------------------------------------------------------------
-
-
-def name_problem(name: str) -> str | None:
-    """Why ``name`` cannot be a memory map's name, or None: a name must be usable wherever maps
-    are named, as a ``memory_maps=`` item and a ``memory_map=`` filter on the command line."""
-    if not name or name != name.strip():
-        return "must not be empty or begin or end with a space"
-    if any(not c.isprintable() for c in name):
-        return "must not hold control characters"
-    if "," in name:
-        return "must not hold ',' (it separates values on the command line)"
-    if name.startswith("family:"):
-        return "must not begin with 'family:' (that selects a family of maps)"
-    if any(c in name for c in "*?["):
-        return "must not hold '*', '?' or '[' (they make it a glob)"
-    return None
 
 
 def _memory_map(
@@ -214,11 +208,6 @@ def _from_toml(text: str, path: Path, origin: str) -> MemoryMap:
         raise ValidationError(f"{origin}: {doc}")
     if not isinstance(doc, dict):
         doc = load_toml(text, origin)  # raises the error, naming the file
-    header_lines = [
-        i + 1
-        for i, line in enumerate(text.splitlines())
-        if re.match(r"\s*\[\[\s*banks\s*\]\]", line)
-    ]
     unknown = sorted(set(doc) - TOML_KEYS)
     if unknown:
         raise ValidationError(
@@ -230,7 +219,7 @@ def _from_toml(text: str, path: Path, origin: str) -> MemoryMap:
             raise ValidationError(
                 f"{origin}: line {_key_line(text, key)}: {key} must be a string, got {doc[key]!r}"
             )
-    name = doc.get("name", path.stem)
+    name = doc["name"] if "name" in doc else path.stem
     if not name.strip():
         raise ValidationError(f"{origin}: line {_key_line(text, 'name')}: name is empty")
     if "banks" not in doc:
@@ -244,12 +233,11 @@ def _from_toml(text: str, path: Path, origin: str) -> MemoryMap:
         )
     banks = []
     for index, table in enumerate(doc["banks"]):
-        line = header_lines[index] if index < len(header_lines) else None
-        where = f"line {line} (bank {index})" if line else f"bank {index}"
-        unknown = sorted(set(table) - BANK_KEYS)
+        where = _BankLine(text, index)
+        unknown = table.keys() - BANK_KEYS
         if unknown:
             raise ValidationError(
-                f"{origin}: {where}: unknown key {unknown[0]!r} (a bank has base and size)"
+                f"{origin}: {where}: unknown key {min(unknown)!r} (a bank has base and size)"
             )
         for key in ("base", "size"):
             if key not in table:
@@ -263,6 +251,18 @@ def _from_toml(text: str, path: Path, origin: str) -> MemoryMap:
             raise ValidationError(f"{origin}: {where}: base {base:#x} is negative")
         banks.append(_Located(base, size, where))
     return _memory_map(origin, name, banks, doc.get("description", ""), doc.get("source", ""))
+
+
+class _BankLine(NamedTuple):
+    """``str()``: ``line 7 (bank 1)``, where table ``index`` is; looked up for an error only."""
+
+    text: str
+    index: int
+
+    def __str__(self) -> str:
+        lines = [n for n, line in enumerate(self.text.splitlines(), 1) if _BANK_HEADER.match(line)]
+        line = lines[self.index] if self.index < len(lines) else None
+        return f"line {line} (bank {self.index})" if line else f"bank {self.index}"
 
 
 def _key_line(text: str, key: str) -> int:

@@ -23,6 +23,10 @@ MASK64 = (1 << 64) - 1
 GOLDEN_GAMMA = 0x9E3779B97F4A7C15
 """splitmix64's increment (Steele, Lea, Flood 2014, "Fast splittable pseudorandom number
 generators", and Vigna's reference ``splitmix64.c``)."""
+MIX1, MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+"""The multipliers of splitmix64's finaliser."""
+_U64 = {n: np.uint64(n) for n in (GOLDEN_GAMMA, MIX1, MIX2, 27, 30, 31)}
+"""The same as numpy scalars, made once: a few-element array's cost is per operation."""
 
 
 # --- splitmix64 and tag_random ------------------------------------------------------------------
@@ -31,17 +35,24 @@ generators", and Vigna's reference ``splitmix64.c``)."""
 def _splitmix64_int(x: int) -> int:
     """splitmix64's output for state ``x`` (increment, then finaliser) on one Python int."""
     z = (x + GOLDEN_GAMMA) & MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    z = ((z ^ (z >> 30)) * MIX1) & MASK64
+    z = ((z ^ (z >> 27)) * MIX2) & MASK64
     return z ^ (z >> 31)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """The same over a uint64 array (numpy's uint64 arithmetic wraps mod 2^64)."""
-    z = x + np.uint64(GOLDEN_GAMMA)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    return _finalise(x + _U64[GOLDEN_GAMMA])
+
+
+def _finalise(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, in place on a uint64 array of its own (no temporaries to make)."""
+    z ^= z >> _U64[30]
+    z *= _U64[MIX1]
+    z ^= z >> _U64[27]
+    z *= _U64[MIX2]
+    z ^= z >> _U64[31]
+    return z
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -79,8 +90,10 @@ def tag_random(
 def splitmix64_stream(key: int, count: int) -> np.ndarray:
     """The first ``count`` outputs of splitmix64 seeded with ``key`` (its state advances by the
     increment before each output), for seeded plugins such as the random placement."""
-    states = np.arange(count, dtype=np.uint64) * np.uint64(GOLDEN_GAMMA) + np.uint64(key & MASK64)
-    return _splitmix64(states)
+    states = np.arange(1, count + 1, dtype=np.uint64)  # the k-th output's state: key + k * gamma
+    states *= _U64[GOLDEN_GAMMA]
+    states += np.uint64(key & MASK64)
+    return _finalise(states)
 
 
 # --- placements ---------------------------------------------------------------------------------
@@ -170,6 +183,10 @@ class StridedPlacements(Placements):
         return address.view(np.uint64)
 
 
+FEW = 32
+"""Up to this many addresses are sorted and deduplicated as Python ints: for a few dozen, numpy's
+cost per call (``np.unique``) is more than the work."""
+
 RUNS = "runs"
 """A placement function's ``rows`` attribute that says: the sweep writes runs of pages with equal
 outputs (``sweep.model.runs``), not a row per address (every page of the banks: every-page)."""
@@ -194,7 +211,11 @@ def placements(
     addresses = np.asarray(result)
     if addresses.dtype.kind not in "iu":
         raise SweepError(f"placement {kind!r}: returned {addresses.dtype} addresses, not integers")
-    addresses = addresses.astype(np.uint64) & ~np.uint64(granule - 1)
+    pages = MASK64 & ~(granule - 1)  # aligns down; & MASK64 wraps as astype(np.uint64) does
+    if addresses.ndim == 1 and len(addresses) <= FEW:
+        distinct = {address & pages for address in addresses.tolist()}
+        return ListedPlacements(np.array(sorted(distinct), dtype=np.uint64))
+    addresses = addresses.astype(np.uint64) & np.uint64(pages)
     if len(addresses) < 2 or bool((addresses[1:] > addresses[:-1]).all()):
         return ListedPlacements(addresses)  # sorted and distinct already: skip the sort
     return ListedPlacements(np.unique(addresses))

@@ -270,13 +270,14 @@ def make_plan(config: SweepConfig, base_dir: str | None = None) -> Plan:
     found: dict[int, list[Placements | None]] = {g: [] for g in config.granules}
     failures: list[dict] = []
     first_error: Exception | None = None
+    listed = 0  # addresses held in arrays, counted as they come (thousands of small maps)
     for name, memory_map in maps.items():
         for granule in config.granules:
-            found[granule].append(None)
             try:
-                found[granule][-1] = placements(memory_map, granule, kind, fn, config.placement)
-                counts[(name, granule)] = len(found[granule][-1])
+                these = placements(memory_map, granule, kind, fn, config.placement)
+                counts[(name, granule)] = size = len(these)
             except Exception as exc:  # one map's failure is its own; the others still run
+                found[granule].append(None)
                 first_error = first_error or exc
                 failures.append(
                     {
@@ -284,6 +285,9 @@ def make_plan(config: SweepConfig, base_dir: str | None = None) -> Plan:
                         "error": f"placement {kind!r}: {type(exc).__name__}: {exc}",
                     }
                 )
+                continue
+            found[granule].append(these if size else None)
+            listed += size if isinstance(these, ListedPlacements) else 0
     if failures and not counts:
         if isinstance(first_error, SweepError):
             raise first_error
@@ -292,8 +296,6 @@ def make_plan(config: SweepConfig, base_dir: str | None = None) -> Plan:
     kernels, combos, skipped = plan_combos(config, layouts, every_page=runs)
     plan = Plan(config, maps, va_bits, counts, layouts, fn, failures, plugins, kernels, combos,
                 skipped)  # fmt: skip
-    listed = sum(len(p) for ps in found.values() for p in ps if isinstance(p, ListedPlacements))
     if listed <= KEEP_LISTED:  # forked workers inherit them: computed once per sweep
-        plan.found = {g: [p if p is not None and len(p) else None for p in ps]
-                      for g, ps in found.items()}  # fmt: skip
+        plan.found = found
     return plan
