@@ -15,7 +15,7 @@ import pytest
 
 from sweep.core.memmap import MemoryMap
 from sweep.plan.config import validate_config
-from sweep.plan.placements import StridedPlacements, splitmix64_stream, tag_random
+from sweep.plan.placements import StridedPlacements, splitmix64_stream, tag_prefixes, tag_random
 from sweep.plan.units import ALGORITHM_VERSION, make_plan
 from sweep_plugins import placements as builtin
 
@@ -55,6 +55,17 @@ def expected_tag(seed: int, name: str, granule: int, va_bits: int, idmap: int) -
     digest = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
     prefix = mix(mix(seed ^ digest) ^ (granule << 8 | va_bits))
     return mix(idmap ^ prefix)
+
+
+def test_tag_prefixes_of_many_maps_are_each_maps_own():
+    # A worker makes every map's prefix at once: each is the published formula's for its name.
+    names = ["juno", "t1g", "m00007", "", "a" * 300, "é"]
+    found = tag_prefixes(2**64 - 1, names, 16384, 47).tolist()
+    expected = []
+    for name in names:
+        digest = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+        expected.append(mix(mix((2**64 - 1) ^ digest) ^ (16384 << 8 | 47)))
+    assert found == expected
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sweep.plan.combos import segments
-from sweep.plan.placements import ListedPlacements, Placements, placements, tag_prefix
+from sweep.plan.placements import ListedPlacements, Placements, placements, tag_prefixes
 
 if TYPE_CHECKING:  # the plan holds its decoder; only the type is needed here
     from sweep.plan.units import Plan, Unit
@@ -137,13 +137,11 @@ class UnitDecoder:
         """Each map's ``tag_prefix`` (0 for seed 0), once per worker and partition."""
         key = ("tags", granule, va_bits)
         if key not in self._cache:
-            seed = self.plan.config.tag_seed
-            self._cache[key] = np.array(
-                [
-                    tag_prefix(seed, name, granule, va_bits) if seed else 0
-                    for name in self.plan.memory_maps
-                ],
-                dtype=np.uint64,
+            seed, names = self.plan.config.tag_seed, list(self.plan.memory_maps)
+            self._cache[key] = (
+                tag_prefixes(seed, names, granule, va_bits)
+                if seed
+                else np.zeros(len(names), dtype=np.uint64)
             )
         return self._cache[key]
 
