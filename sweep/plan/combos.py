@@ -38,13 +38,17 @@ class Combos:
         """The inputs of combination(s) ``combo``; a boot input that every combination shares
         (a sweep of all of DRAM) is one element, which the builder takes for every row."""
         return {
-            name: values[:1] if name in SHARED and (values == values[0]).all() else values[combo]
+            name: values[:1] if name in SHARED and _one_value(values) else values[combo]
             for name, values in vars(self).items()
         }
 
 
 SHARED = ("mappings", "cpus", "kernel_index")
 """Inputs ``Combos.take`` gives once when every combination holds the same."""
+
+
+def _one_value(values: np.ndarray) -> bool:
+    return len(values) > 0 and bool((values == values[0]).all())
 
 
 def combos_for(
