@@ -41,11 +41,12 @@ SWEEP_TIMEOUT = 180.0
 """No sweep here takes more than a few seconds; a hang fails the test instead of the suite."""
 
 # A 64 GiB bank at a 1M stride: 65,536 placements x 2 granules x 2 VA_BITS x 2 layouts x 2 block
-# settings = 1,048,576 rows, in 64 units of 16,384: seconds of building, so that the kills below
-# land while units are running (in 32 units of 32,768 the sweep once ended between two kills
-# 1.5 s apart).
+# settings = 1,048,576 rows, in 256 units of 4,096: seconds of building and uploading (about 5 s),
+# so that the kills below land while units are running (in 32 units of 32,768, and once the
+# builder got faster in 64 of 16,384, the sweep ended between two kills 1.5 s apart; in 128 of
+# 8,192 it took 2.3-2.8 s).
 MAP = 'name = "c64g"\n[[banks]]\nbase = 0x8000_0000\nsize = "64G"\n'
-UNIT_ROWS = 16_384
+UNIT_ROWS = 4_096
 CONFIG = f"""name = "cluster"
 memory_maps = ["c64g.toml"]
 granules = ["4K", "64K"]
