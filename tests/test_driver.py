@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from small_sweep import small_config, write_map
 
+import sweep.plan.decode
 import sweep.plan.units
 from sweep import hookimpl
 from sweep.cli import main
@@ -130,7 +131,7 @@ def install_slow_layout(delay: float) -> None:
 def test_units_cover_the_product_once_in_a_stable_order(map_file, monkeypatch, segment_rows):
     # Inputs are filled segment by segment (runs of one map, layout and block setting) when
     # segments are long, else decoded row by row: each way, every configuration once.
-    monkeypatch.setattr(sweep.plan.combos, "SEGMENT_ROWS", segment_rows)
+    monkeypatch.setattr(sweep.plan.decode, "SEGMENT_ROWS", segment_rows)
     config = small_config(map_file, layouts=["linux-4.8", "linux-4.17"])
     plan = make_plan(config)
     assert plan.configurations == 2 * 2 * 2 * 16 == 128
@@ -163,7 +164,7 @@ def test_units_cover_the_product_once_in_a_stable_order(map_file, monkeypatch, s
 
 @pytest.mark.parametrize("segment_rows", [1, 10**9])
 def test_small_maps_are_packed_into_one_unit(map_file, monkeypatch, segment_rows):
-    monkeypatch.setattr(sweep.plan.combos, "SEGMENT_ROWS", segment_rows)
+    monkeypatch.setattr(sweep.plan.decode, "SEGMENT_ROWS", segment_rows)
     plan = make_plan(small_config(map_file, unit_rows=1000))
     units = list(plan.units())
     # One unit per (granule, VA_BITS) partition, holding both block settings.

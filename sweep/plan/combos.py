@@ -108,31 +108,3 @@ def plan_combos(
         )  # fmt: skip
         skipped += why
     return kernels, combos, skipped
-
-
-SEGMENT_ROWS = 1024
-"""Rows a unit's segments (runs of one map, layout and block setting) must average for its
-inputs to be filled segment by segment rather than decoded row by row."""
-
-
-def segments(offsets: np.ndarray, counts: np.ndarray, start: int, stop: int) -> list | None:
-    """Rows ``[start, stop)`` of a partition as ``(map, combination, lo, hi)``: rows of one
-    map and one (layout, block) combination hold its placements ``lo`` to ``hi - 1``. None when
-    they would be shorter than ``SEGMENT_ROWS`` on average (many small maps)."""
-    first = int(np.searchsorted(offsets, start, side="right")) - 1
-    last = int(np.searchsorted(offsets, stop - 1, side="right")) - 1
-    maps = np.arange(first, last + 1)
-    n = counts[maps]
-    lo = np.maximum(start, offsets[maps]) - offsets[maps]
-    hi = np.minimum(stop, offsets[maps + 1]) - offsets[maps]
-    has = (n > 0) & (hi > lo)
-    spans = np.where(has, (hi - 1) // np.maximum(n, 1) - lo // np.maximum(n, 1) + 1, 0)
-    if int(spans.sum()) * SEGMENT_ROWS > stop - start:
-        return None
-    segments = []
-    kept = zip(maps[has].tolist(), n[has].tolist(), lo[has].tolist(), hi[has].tolist(), strict=True)
-    for m, count, a, b in kept:
-        for combo in range(a // count, (b - 1) // count + 1):
-            lo_row, hi_row = max(a, combo * count), min(b, (combo + 1) * count)
-            segments.append((m, combo, lo_row - combo * count, hi_row - combo * count))
-    return segments

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sweep.plan.combos import segments
 from sweep.plan.placements import ListedPlacements, Placements, placements, tag_prefixes
 
 if TYPE_CHECKING:  # the plan holds its decoder; only the type is needed here
@@ -76,24 +75,27 @@ class UnitDecoder:
         start = unit.start if start is None else start
         stop = unit.stop if stop is None else stop
         offsets = self.plan.map_row_offsets(g)
-        counts = self.plan._placement_counts(g)
-        pieces = segments(offsets, counts, start, stop)
-        if pieces is not None:
-            return self._segment_inputs(g, pieces, stop - start)
+        found = groups_in(offsets, self.plan._placement_counts(g), len(self.plan.combos[g]),
+                          start, stop)  # fmt: skip
+        if len(found.maps) * SEGMENT_ROWS <= stop - start:
+            return self._segment_inputs(g, found, stop - start)
+        # many small groups: each group's values repeated over its rows, no search a row
+        sizes = found.hi - found.lo
         row = np.arange(start, stop, dtype=np.int64)
-        map_index, combo, first = _groups(offsets, counts, len(self.plan.combos[g]), start, stop)
-        placement = row - first
+        map_index = np.repeat(found.maps, sizes)
+        combo = np.repeat(found.combos, sizes)
+        placement = row - np.repeat(found.begins, sizes)
         flat, listed_offsets, strided = self._listed(g)
         if len(flat):
             idmap = flat[np.minimum(listed_offsets[map_index] + placement, len(flat) - 1)]
         else:
             idmap = np.zeros(len(row), dtype=np.uint64)
         if strided:
-            found = self.placements_of(g)
+            places = self.placements_of(g)
             for m in strided:  # maps are contiguous row ranges
                 lo, hi = np.searchsorted(row, offsets[m : m + 2]).tolist()
                 if hi > lo:
-                    idmap[lo:hi] = found[m].take(placement[lo:hi])
+                    idmap[lo:hi] = places[m].take(placement[lo:hi])
         c = self.plan.combos[g].take(combo)
         return UnitInputs(
             map_index, c["layout_index"], c["block_mappings"], idmap,
@@ -104,32 +106,26 @@ class UnitDecoder:
         """The every-page groups of ``unit`` as ``(map, combination)``, in row order: those
         whose first row it holds (its cuts fall between groups, ``Plan._cuts``)."""
         g = unit.granule
-        offsets, counts = self.plan.map_row_offsets(g), self.plan._placement_counts(g)
-        combos = len(self.plan.combos[g])
-        first = int(np.searchsorted(offsets, unit.start, side="right")) - 1
-        last = int(np.searchsorted(offsets, unit.stop - 1, side="right")) - 1
-        return [
-            (m, c)
-            for m in range(first, last + 1)
-            if counts[m]
-            for c in range(combos)
-            if unit.start <= offsets[m] + c * counts[m] < unit.stop
-        ]
+        found = groups_in(self.plan.map_row_offsets(g), self.plan._placement_counts(g),
+                          len(self.plan.combos[g]), unit.start, unit.stop)  # fmt: skip
+        first = found.begins >= unit.start
+        return list(zip(found.maps[first].tolist(), found.combos[first].tolist(), strict=True))
 
-    def _segment_inputs(self, granule: int, segments: list, rows: int) -> UnitInputs:
-        """A unit's inputs from its segments (map, combination, placements ``[lo, hi)``): a
-        few long runs, each filled at once."""
-        found, combos = self.placements_of(granule), self.plan.combos[granule]
+    def _segment_inputs(self, granule: int, found: Groups, rows: int) -> UnitInputs:
+        """A unit's inputs from its groups (map, combination, rows ``[lo, hi)``): a few long
+        runs, each filled at once."""
+        places, combos = self.placements_of(granule), self.plan.combos[granule]
         map_index = np.empty(rows, dtype=np.int64)
         inputs = {name: np.empty(rows, dtype=v.dtype) for name, v in vars(combos).items()}
         idmap = np.empty(rows, dtype=np.uint64)
         at = 0
-        for m, combo, lo, hi in segments:
+        fields = (found.maps, found.combos, found.begins, found.lo, found.hi)
+        for m, combo, begin, lo, hi in zip(*(a.tolist() for a in fields), strict=True):
             part = slice(at, at + hi - lo)
             map_index[part] = m
             for name, value in combos.take(combo).items():
                 inputs[name][part] = value
-            idmap[part] = found[m].range(lo, hi)
+            idmap[part] = places[m].range(lo - begin, hi - begin)
             at += hi - lo
         return UnitInputs(map_index=map_index, idmap_pa=idmap, **inputs)
 
@@ -146,17 +142,37 @@ class UnitDecoder:
         return self._cache[key]
 
 
-def _groups(offsets: np.ndarray, counts: np.ndarray, combos: int, start: int, stop: int):
-    """Each row of ``[start, stop)``'s map, combination and first row of its (map,
-    combination) group, by repeating each group's values over its rows: no division or search
-    a row (a unit of 2,000 boards holds 28,000 groups of 13 rows)."""
+SEGMENT_ROWS = 1024
+"""Rows a unit's (map, combination) groups must average for its inputs to be filled group by
+group rather than decoded row by row."""
+
+
+@dataclass(frozen=True)
+class Groups:
+    """The (map, combination) groups a range of rows meets, in row order, as arrays."""
+
+    maps: np.ndarray
+    combos: np.ndarray
+    begins: np.ndarray
+    """Each group's first row (its placement 0)."""
+    lo: np.ndarray
+    hi: np.ndarray
+    """The group's rows ``[lo, hi)`` inside the range."""
+
+
+def groups_in(
+    offsets: np.ndarray, counts: np.ndarray, combos: int, start: int, stop: int
+) -> Groups:
+    """The groups that rows ``[start, stop)`` of a partition meet. Rows are numbered by map,
+    then combination, then placement (``sweep.plan.units``): group ``(m, c)`` holds the
+    ``counts[m]`` rows from ``offsets[m] + c * counts[m]``."""
     first = int(np.searchsorted(offsets, start, side="right")) - 1
     last = int(np.searchsorted(offsets, stop - 1, side="right")) - 1
     maps = np.arange(first, last + 1)
     n = counts[maps]
     begins = (offsets[maps, None] + np.arange(combos) * n[:, None]).reshape(-1)
-    sizes = np.minimum(begins + np.repeat(n, combos), stop) - np.maximum(begins, start)
-    sizes = np.maximum(sizes, 0)
-    map_index = np.repeat(np.repeat(maps, combos), sizes)
-    combo = np.repeat(np.tile(np.arange(combos), len(maps)), sizes)
-    return map_index, combo, np.repeat(begins, sizes)
+    lo = np.maximum(begins, start)
+    hi = np.minimum(begins + np.repeat(n, combos), stop)
+    met = hi > lo
+    m, c = np.repeat(maps, combos), np.tile(np.arange(combos), len(maps))
+    return Groups(m[met], c[met], begins[met], lo[met], hi[met])
