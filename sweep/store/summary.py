@@ -305,15 +305,10 @@ def _at(ufunc, inverse: np.ndarray, values: np.ndarray, groups: int, start) -> n
 def _named(dictionary: pa.Array, codes: np.ndarray, first: np.ndarray) -> pa.Array:
     """The names of a name column's groups (``first``: each group's first run; ``codes``: each
     run's code, or the one code of all). One name for all (most of a unit's name columns) is
-    laid out directly: looking it up once a group costs a ``take`` of every name."""
+    repeated: looking it up once a group costs a ``take`` of every name."""
     if len(codes) > 1:
         return dictionary.take(pa.array(codes[first]))
-    g, name = len(first), dictionary[int(codes[0])]
-    value = name.as_py().encode() if name.is_valid and name.type == pa.string() else None
-    if value is None or len(value) * g >= 1 << 31:  # a null, or past 32-bit offsets
-        return dictionary.take(pa.array(np.repeat(codes, g)))
-    offsets = (np.arange(g + 1) * len(value)).astype(np.int32)
-    return pa.StringArray.from_buffers(g, pa.py_buffer(offsets), pa.py_buffer(value * g))
+    return pa.repeat(dictionary[int(codes[0])], len(first))
 
 
 def _dictionary(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray | pa.Array, pa.Array]:
