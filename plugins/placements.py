@@ -166,31 +166,58 @@ def random_addresses(
     resume gets the same addresses. Reducing a 64-bit draw modulo a count below 2^52 biases it
     by less than 2^-12.
     """
-    count, seed = _checked(check_random, params, context, granule)
-    name = context.get("memory_map")
-    name = getattr(name, "name", name)
-    if not isinstance(name, str):
-        raise ValidationError(
-            f"{_where(context, granule)}: placement random: the context names no memory map"
-            " to seed from"
-        )
-    digest = hashlib.sha256(f"sweep.placement.random\0{seed}\0{name}\0{granule}".encode()).digest()
-    # per bank: where its bytes end among all banks' bytes, and what turns an offset among
-    # them into its address (mod 2^64: the uint64 sum wraps)
-    total, ends, shifts = 0, [], []
-    for start, end in banks:
-        start, end = int(start), int(end)  # numpy integers too, as np.array(banks) took them
-        shifts.append((start - total) & MASK64)
-        total += end - start
-        ends.append(total)
-    offsets = splitmix64_stream(int.from_bytes(digest[:8], "little"), count)
-    offsets %= np.uint64(total)  # in place: on a few elements, numpy's cost is per operation
-    if len(banks) == 1:  # most maps: every offset is in the one bank
-        offsets += np.uint64(shifts[0])
+    return random_many([banks], granule, params, [context])[0]
+
+
+def random_many(
+    banks: Sequence[Sequence[tuple[int, int]]],
+    granule: int,
+    params: Mapping,
+    contexts: Sequence[Mapping],
+) -> np.ndarray:
+    """:func:`random_addresses` of many maps at once, one row each (``(maps, count)``): a
+    corpus of thousands of boards draws in a few numpy operations, not a call per map."""
+    count, seed = _checked(check_random, params, contexts[0], granule)
+    keys = []
+    for context in contexts:
+        name = context.get("memory_map")
+        name = getattr(name, "name", name)
+        if not isinstance(name, str):
+            raise ValidationError(
+                f"{_where(context, granule)}: placement random: the context names no memory"
+                " map to seed from"
+            )
+        text = f"sweep.placement.random\0{seed}\0{name}\0{granule}"
+        keys.append(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little"))
+    # per map and bank: where the bank's bytes end among all the map's banks' bytes, and what
+    # turns an offset among them into its address (mod 2^64: the uint64 sum wraps)
+    width = max(len(b) for b in banks)
+    ends = np.full((len(banks), width), MASK64, dtype=np.uint64)
+    shifts = np.zeros((len(banks), width), dtype=np.uint64)
+    for row, these in enumerate(banks):
+        total = 0
+        for column, (start, end) in enumerate(these):
+            start, end = int(start), int(end)  # numpy integers too, as np.array(banks) took them
+            shifts[row, column] = (start - total) & MASK64
+            total += end - start
+            ends[row, column] = total
+        if not total:
+            raise ValidationError(
+                f"{_where(contexts[row], granule)}: placement random: no page of its banks is"
+                " left at this granule"
+            )
+    totals = ends[np.arange(len(banks)), [len(b) - 1 for b in banks]]
+    offsets = splitmix64_stream(np.array(keys, dtype=np.uint64)[:, None], count)
+    offsets %= totals[:, None]
+    if width == 1:  # maps of one bank: every offset is in it
+        offsets += shifts
     else:
-        ends, shifts = np.array([ends, shifts], dtype=np.uint64)
-        offsets += shifts[ends.searchsorted(offsets, "right")]
+        bank = (offsets[:, :, None] >= ends[:, None, :]).sum(axis=2)
+        offsets += np.take_along_axis(shifts, bank, axis=1)
     return offsets
+
+
+random_addresses.many = random_many  # the plan draws a corpus's maps at once (placements_many)
 
 
 def listed(

@@ -1,6 +1,7 @@
 """Planning's fast paths give what the general ones give: a few addresses sorted as Python ints
 (``sweep.plan.placements.FEW``), the random placement's in-place arithmetic and its one-bank
-case, a map directory listed by one pattern and read a batch ahead. Expected values come from
+case, every map's random placements drawn at once (``placements_many``), a map directory
+listed by one pattern and read a batch ahead. Expected values come from
 the independent reference of tests/test_inputs.py, numpy's ``np.unique`` or ``fnmatch``.
 """
 
@@ -14,9 +15,11 @@ from test_inputs import expected_random
 
 from sweep.core.errors import ValidationError
 from sweep.core.memmap import MemoryMap
+from sweep.plan.config import validate_config
 from sweep.plan.memory_maps import SKIPPED_IN_DIRECTORIES, select_memory_maps
-from sweep.plan.placements import FEW, placements
+from sweep.plan.placements import FEW, placements, placements_many
 from sweep.plan.plugins import registry
+from sweep.plan.units import make_plan
 
 ONE_BANK = [(0x8000_0000, 0x7F00_0000)]
 BANKS = [(0x8000_0000, 0x7F00_0000), (0x8_8000_0000, 6 << 30), (0x10_0000_0000, 0x20_0000)]
@@ -48,6 +51,59 @@ def test_few_addresses_are_aligned_sorted_and_deduplicated_as_np_unique_does(siz
     expected = np.unique(raw.astype(np.uint64) & ~np.uint64(4095))
     assert got.addresses.dtype == expected.dtype
     assert got.addresses.tolist() == expected.tolist()
+
+
+MANY = [
+    MemoryMap("one-bank", ONE_BANK),
+    MemoryMap("three-banks", BANKS),
+    MemoryMap("tiny", [(0x4000_0000, 0x4_0000)]),  # 4 pages at 64K: most draws repeat one
+    MemoryMap("two-tiny", [(0x4000_0000, 0x2_0000), (0x9000_0000, 0x3_0000)]),
+]
+
+
+@pytest.mark.parametrize("count", [1, 13, FEW + 1, 200])
+@pytest.mark.parametrize("granule", [4096, 65536])
+def test_maps_drawn_at_once_are_each_maps_reference_draw(count, granule):
+    fn = registry().placements["random"]
+    params = {"kind": "random", "count": count, "seed": 7}
+    got = placements_many(MANY, granule, fn, params)
+    assert len(got) == len(MANY)
+    for memory_map, these in zip(MANY, got, strict=True):
+        drawn = expected_random(memory_map.trimmed(granule), granule, count, 7, memory_map.name)
+        expected = sorted({a // granule * granule for a in drawn})
+        assert these.addresses.dtype == np.uint64
+        assert these.addresses.tolist() == expected
+    if granule == 65536 and count > 4:  # the tiny maps' draws repeated pages
+        assert len(got[2]) == 4 and len(got[3]) == 5
+
+
+def test_a_map_that_fails_at_once_fails_alone(tmp_path):
+    """One map without a whole 64K page: drawing every map at once fails, so each is drawn
+    alone; that map's failure is its own and the others get their reference draws."""
+    for name, (base, size) in {"a": (0x8000_0000, 1 << 30), "b": (0x4000_0000, 0x1000),
+                               "c": (0x9000_0000, 3 << 28)}.items():  # fmt: skip
+        (tmp_path / f"{name}.toml").write_text(
+            f'name = "{name}"\n[[banks]]\nbase = {base}\nsize = {size}\n'
+        )
+    config = validate_config(
+        {"memory_maps": [str(tmp_path)], "granules": ["4K", "64K"], "va_bits": [48],
+         "layouts": ["merged"], "block_mappings": [False],
+         "placement": {"kind": "random", "count": 9, "seed": 2}}
+    )  # fmt: skip
+    plan = make_plan(config)
+    assert [f["unit"] for f in plan.failures] == ["plan:b:64K"]
+    for granule in (4096, 65536):
+        found = plan.decoder.placements_of(granule)
+        for memory_map, these in zip(plan.memory_maps.values(), found, strict=True):
+            if memory_map.name == "b" and granule == 65536:
+                assert these is None
+                continue
+            drawn = expected_random(memory_map.trimmed(granule), granule, 9, 2, memory_map.name)
+            assert these.addresses.tolist() == sorted({a // granule * granule for a in drawn})
+
+
+def test_a_plugin_that_draws_a_map_at_a_time_is_not_drawn_at_once():
+    assert placements_many(MANY, 4096, lambda *args: np.zeros(1, np.uint64), {"kind": "x"}) is None
 
 
 def test_a_map_directory_skips_what_fnmatch_skips_and_lists_by_name(tmp_path):

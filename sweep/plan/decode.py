@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sweep.plan.placements import ListedPlacements, Placements, placements, tag_prefixes
+from sweep.plan.placements import (
+    ListedPlacements,
+    Placements,
+    placements,
+    placements_many,
+    tag_prefixes,
+)
 
 if TYPE_CHECKING:  # the plan holds its decoder; only the type is needed here
     from sweep.plan.units import Plan, Unit
@@ -45,12 +51,17 @@ class UnitDecoder:
         plugin failed at planning: that map has no rows)."""
         key = ("placements", granule)
         if key not in self._cache:
-            kind = self.plan.config.placement["kind"]
-            self._cache[key] = [
-                placements(m, granule, kind, self.plan.placement_fn, self.plan.config.placement)
-                if self.plan.counts.get((name, granule))
+            plan, kind = self.plan, self.plan.config.placement["kind"]
+            planned = [plan.counts.get((name, granule)) for name in plan.memory_maps]
+            maps = list(plan.memory_maps.values())
+            drawn = None
+            if all(planned):  # no map failed at planning: drawn at once if the plugin can
+                drawn = placements_many(maps, granule, plan.placement_fn, plan.config.placement)
+            self._cache[key] = drawn or [
+                placements(m, granule, kind, plan.placement_fn, plan.config.placement)
+                if size
                 else None
-                for name, m in self.plan.memory_maps.items()
+                for m, size in zip(maps, planned, strict=True)
             ]
         return self._cache[key]
 

@@ -57,4 +57,7 @@ def register_placements(register: Callable[[str, Callable], None]) -> None:
     config, ``context`` names the memory map and granule (for seeding). The plan aligns,
     deduplicates and sorts. ``check(params)`` raises ``sweep.core.errors.ValidationError``
     (``"placement.KEY: rule"``) for bad parameters; the config calls it before reading any map.
+    A built-in ``fn`` may carry ``fn.many(banks_of_each_map, granule, params, contexts) ->
+    (maps, count) uint64 array``, the same for many maps at once
+    (``sweep.plan.placements.placements_many``).
     """

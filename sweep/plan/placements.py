@@ -86,11 +86,14 @@ def tag_random(
     return tag_hash(idmap, np.uint64(tag_prefix(seed, memory_map, granule, va_bits)))
 
 
-def splitmix64_stream(key: int, count: int) -> np.ndarray:
+def splitmix64_stream(key: int | np.ndarray, count: int) -> np.ndarray:
     """The first ``count`` outputs of splitmix64 seeded with ``key`` (its state advances by the
-    increment before each output), for seeded plugins such as the random placement."""
+    increment before each output), for seeded plugins such as the random placement; ``key`` a
+    uint64 array of shape ``(n, 1)``: ``n`` streams, one row each."""
     states = np.arange(1, count + 1, dtype=np.uint64)  # the k-th output's state: key + k * gamma
     states *= _U64[GOLDEN_GAMMA]
+    if isinstance(key, np.ndarray):
+        return _finalise(key.astype(np.uint64, copy=False) + states)
     states += np.uint64(key & MASK64)
     return _finalise(states)
 
@@ -218,3 +221,25 @@ def placements(
     if len(addresses) < 2 or bool((addresses[1:] > addresses[:-1]).all()):
         return ListedPlacements(addresses)  # sorted and distinct already: skip the sort
     return ListedPlacements(np.unique(addresses))
+
+
+def placements_many(
+    memory_maps: Sequence[MemoryMap], granule: int, fn: Callable, params: Mapping[str, Any]
+) -> list[Placements] | None:
+    """:func:`placements` of many maps at once, when the plugin draws many at once (its ``many``
+    attribute: the built-in random placement); None when it does not. The same addresses: each
+    row aligned down to the granule, sorted and deduplicated."""
+    many = getattr(fn, "many", None)
+    if many is None or not memory_maps:
+        return None
+    banks = [m.trimmed(granule) for m in memory_maps]
+    contexts = [{"memory_map": m.name, "granule": granule} for m in memory_maps]
+    drawn = np.asarray(many(banks, granule, dict(params), contexts))
+    if drawn.dtype != np.uint64 or drawn.shape[0] != len(memory_maps) or drawn.ndim != 2:
+        raise SweepError(f"many: returned {drawn.dtype} {drawn.shape}, not one uint64 row a map")
+    drawn = np.sort(drawn & np.uint64(MASK64 & ~(granule - 1)), axis=1)
+    repeated = (drawn[:, 1:] == drawn[:, :-1]).any(axis=1)
+    return [
+        ListedPlacements(np.unique(row) if again else row)
+        for row, again in zip(drawn, repeated.tolist(), strict=True)
+    ]

@@ -37,7 +37,13 @@ from sweep.plan.combos import Combos, plan_combos
 from sweep.plan.config import SweepConfig
 from sweep.plan.decode import UnitDecoder
 from sweep.plan.memory_maps import select_memory_maps
-from sweep.plan.placements import ListedPlacements, Placements, placements, writes_runs
+from sweep.plan.placements import (
+    ListedPlacements,
+    Placements,
+    placements,
+    placements_many,
+    writes_runs,
+)
 from sweep.plan.plugins import pm, registry
 from sweep.store.parts import PartKey
 
@@ -271,10 +277,15 @@ def make_plan(config: SweepConfig, base_dir: str | None = None) -> Plan:
     failures: list[dict] = []
     first_error: Exception | None = None
     listed = 0  # addresses held in arrays, counted as they come (thousands of small maps)
-    for name, memory_map in maps.items():
+    drawn = {g: _drawn_at_once(list(maps.values()), g, fn, config.placement)
+             for g in config.granules}  # fmt: skip
+    for index, (name, memory_map) in enumerate(maps.items()):
         for granule in config.granules:
             try:
-                these = placements(memory_map, granule, kind, fn, config.placement)
+                if drawn[granule] is not None:
+                    these = drawn[granule][index]
+                else:
+                    these = placements(memory_map, granule, kind, fn, config.placement)
                 counts[(name, granule)] = size = len(these)
             except Exception as exc:  # one map's failure is its own; the others still run
                 found[granule].append(None)
@@ -299,3 +310,13 @@ def make_plan(config: SweepConfig, base_dir: str | None = None) -> Plan:
     if listed <= KEEP_LISTED:  # forked workers inherit them: computed once per sweep
         plan.found = found
     return plan
+
+
+def _drawn_at_once(maps: list, granule: int, fn, params) -> list[Placements] | None:
+    """Every map's placements at ``granule`` in one call (``placements_many``), or None: the
+    plugin draws a map at a time, or some map fails, and then each map is asked alone, so
+    that each failure is recorded as that map's."""
+    try:
+        return placements_many(maps, granule, fn, params)
+    except Exception:
+        return None
