@@ -185,6 +185,43 @@ def test_runs_and_per_row_match_reference(monkeypatch, path):
         assert by_layout == (path == "by-layout")
 
 
+def test_block_settings_of_one_layout_share_their_other_work(monkeypatch):
+    # A unit of many boards holds each layout's rows twice, once per block setting, with the
+    # same maps, pages and tags: the builder computes what does not depend on blocks (clipping,
+    # layouts, nearest ranges, levels, pKVM's reservation) once for both (``_Unblocked``).
+    # Every row is held to the reference, and the sharing is seen to happen.
+    import sweep.model.builder
+    import sweep.model.grouping
+
+    monkeypatch.setattr(sweep.model.grouping, "MIN_RUN_ROWS", 60)
+    made = []
+    real = sweep.model.builder._Unblocked
+    monkeypatch.setattr(
+        sweep.model.builder, "_Unblocked", lambda *args: made.append(1) or real(*args)
+    )
+    rng = random.Random(8)
+    memory_maps, _ = random_configs(seed=8, rows=10, maps=120)
+    memory_maps = {k: m for k, m in memory_maps.items() if k.startswith("random-")}  # fit 64K
+    layouts = ["linux-4.6", "linux-4.17", "linux-6.9", "linux-7.0"]
+    for granule, va_bits in ((4096, 48), (65536, 42)):
+        configs = []
+        for name, memory_map in memory_maps.items():
+            pages = []
+            for _ in range(5):
+                start, end = rng.choice(memory_map.trimmed(granule))
+                pages.append((rng.randrange(start, end) // granule * granule, rng.getrandbits(64)))
+            for layout in layouts:
+                for blocks in (False, True):
+                    configs += [
+                        dict(memory_map=name, granule=granule, va_bits=va_bits, layout=layout,
+                             block_mappings=blocks, idmap_pa=idmap, tag_random=tag)
+                        for idmap, tag in pages
+                    ]  # fmt: skip
+        made.clear()
+        assert _compare(memory_maps, configs) == len(configs)
+        assert len(made) == len(layouts)  # one for each layout's two pieces
+
+
 def _few_configurations_shuffled(seed: int, rows: int):
     """Rows of eight configurations of two maps in random order, half of them tagged."""
     memory_maps, configs = random_configs(

@@ -15,9 +15,9 @@ Where each column is computed (one function per docs/model.md section):
 | inputs (``idmap_pa`` aligned down) | 1 | ``build_table`` (``_rows``) |
 | trimmed banks, ``idmap_pa`` inside one | 1 | ``sweep.model.banks.TrimmedBanks`` |
 | ``phys_offset``, ``clipped_bytes`` | 2 | ``sweep.model.clip.clip_dram`` |
-| ``idmap_va_bits`` | 2 | ``_columns`` (``bit_length``) |
+| ``idmap_va_bits`` | 2 | ``_Unblocked`` (``bit_length``) |
 | ``hyp_va_min``, ``hyp_va_max`` (and ``delta``, ``tree_va_bits``) | 3 | ``_layouts`` |
-| ``hyp_dram_last`` | 3 | ``_columns`` |
+| ``hyp_dram_last`` | 3 | ``_Unblocked`` |
 | ``overlap``, ``idmap_in_window``, ``margin`` | 4 | ``sweep.model.overlap`` |
 | ``levels*``, ``extra_levels``, ``idmap_extended`` | 5 | ``tables.level_columns`` |
 | ``tables_*``, ``table_pages``, ``table_bytes``, ``shared_tables`` | 5 | ``tables.table_columns`` |
@@ -158,10 +158,11 @@ def compute_columns(
     names = [name for name in ROW_COLUMNS if name not in INPUT_COLUMNS]
     align = _memstart_align(layouts)
     groups = grouping(rows)
-    pieces = [
-        (group, part, _columns(banks, layouts, kernels, align, piece))
-        for group, part, piece in _pieces(rows, groups)
-    ]
+    pieces, last = [], None
+    for group, part, piece in _pieces(rows, groups):
+        if last is None or not _same_but_blocks(last.rows, piece):
+            last = _Unblocked(banks, layouts, align, piece)
+        pieces.append((group, part, _columns(layouts, kernels, piece, last)))
     out = {}
     for name in names:
         dtype = NUMPY_DTYPES[name]
@@ -217,26 +218,69 @@ def _put_back(groups, pieces: list, values: list, n: int, dtype) -> np.ndarray:
     return ordered.take(groups.inverse)
 
 
-def _columns(banks: TrimmedBanks, layouts, kernels, align: np.ndarray, rows: Rows) -> dict:
+class _Unblocked:
+    """What a piece's columns owe to everything but its block setting (sections 1-4 and 9, the
+    level counts, whether it can run): computed once for the pieces of a unit of many boards
+    that differ only in it (one layout's two block settings: the same maps and pages)."""
+
+    def __init__(self, banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> None:
+        granule, va_bits, idmap = rows.granule, rows.va_bits, rows.idmap_pa
+        self.rows, self.code = rows, granule_codes(granule)
+        start, end = banks.per_row(rows.map_index, self.code)  # section 1
+        banks.check_inside(start, end, idmap, rows.map_index, granule)
+        dram = clip_dram(start, end, idmap, granule, va_bits, align[rows.layout_index, self.code])
+        self.dram, self.idmap_va_bits = dram, bit_length(idmap + (granule - 1))
+        self.layout = layout = _layouts(layouts, rows, self.idmap_va_bits, dram)  # section 3
+        self.delta, self.tree_va_bits = (
+            shared_if_equal(layout.delta),
+            shared_if_equal(layout.tree_va_bits),
+        )
+        self.near = overlap.nearest(dram.start, dram.end, dram.valid, self.delta, idmap)  # 4
+        self.levels = tables.level_columns(va_bits, self.idmap_va_bits, self.tree_va_bits, granule)
+        self.reserve = reserve_rows(layouts, rows, self.code, granule, dram)  # section 9
+        self.unrunnable = _unrunnable(
+            layouts, rows.layout_index, granule, va_bits, self.idmap_va_bits, self.levels
+        )
+        self.outputs = {  # sections 2-4 and 9's columns
+            "phys_offset": dram.phys_offset,
+            "clipped_bytes": dram.clipped_bytes,
+            "hyp_va_min": layout.hyp_va_min,
+            "hyp_va_max": layout.hyp_va_max,
+            "hyp_dram_last": dram.dram_last + self.delta,
+            "idmap_va_bits": self.idmap_va_bits,
+            "idmap_in_window": overlap.idmap_in_window(idmap, layout.hyp_va_min, layout.hyp_va_max),
+            "margin": overlap.margin(self.near, idmap, granule),
+            **self.levels,
+            "runnable": self.unrunnable == 0,
+            "unrunnable": self.unrunnable,
+            "pkvm_reserve_bytes": self.reserve["reserve_bytes"],
+            "pkvm_reserve_base": self.reserve["reserve_base"],
+        }
+
+
+def _same_but_blocks(a: Rows, b: Rows) -> bool:
+    """Whether two pieces hold the same rows but for their block setting (so the same
+    ``_Unblocked``): a unit of many boards computes each layout's two block settings in turn."""
+    for name, x in vars(a).items():
+        y = getattr(b, name)
+        if name != "block_mappings" and x is not y:
+            if x.shape != y.shape or x.dtype != y.dtype or not np.array_equal(x, y):
+                return False
+    return True
+
+
+def _columns(layouts, kernels, rows: Rows, part: _Unblocked) -> dict:
     """Every section 2-6 column of one piece of rows, section by section (module docstring)."""
-    granule, va_bits, idmap = rows.granule, rows.va_bits, rows.idmap_pa
-    code = granule_codes(granule)
-    start, end = banks.per_row(rows.map_index, code)  # section 1
-    banks.check_inside(start, end, idmap, rows.map_index, granule)
-    dram = clip_dram(start, end, idmap, granule, va_bits, align[rows.layout_index, code])
-    idmap_va_bits = bit_length(idmap + (granule - 1))
-    layout = _layouts(layouts, rows, idmap_va_bits, dram)  # section 3
-    delta, tree_va_bits = shared_if_equal(layout.delta), shared_if_equal(layout.tree_va_bits)
-    near = overlap.nearest(dram.start, dram.end, dram.valid, delta, idmap)  # section 4
-    levels = tables.level_columns(va_bits, idmap_va_bits, tree_va_bits, granule)
-    reserve = reserve_rows(layouts, rows, code, granule, dram)  # section 9
+    granule, idmap = rows.granule, rows.idmap_pa
+    dram, delta, near = part.dram, part.delta, part.near
+    tree_va_bits, idmap_va_bits, code = part.tree_va_bits, part.idmap_va_bits, part.code
     boot = shared_if_equal(np.broadcast_to(rows.mappings != 0, (len(rows),)))
     if not boot.any():
         table, crossing = _table_section(
             layouts, rows, code, dram, near, delta, tree_va_bits, idmap_va_bits
         )
     else:
-        table = boot_tables(layouts, kernels, rows, dram, delta, tree_va_bits, reserve)
+        table = boot_tables(layouts, kernels, rows, dram, delta, tree_va_bits, part.reserve)
         crossing = overlap.overlap(near, idmap, granule, delta)
         if not boot.all():
             dram_table, dram_crossing = _table_section(
@@ -244,24 +288,7 @@ def _columns(banks: TrimmedBanks, layouts, kernels, align: np.ndarray, rows: Row
             )
             table = {name: np.where(boot, table[name], v) for name, v in dram_table.items()}
             crossing = np.where(boot, crossing, dram_crossing)
-    code = _unrunnable(layouts, rows.layout_index, granule, va_bits, idmap_va_bits, levels)
-    return {
-        "phys_offset": dram.phys_offset,
-        "clipped_bytes": dram.clipped_bytes,
-        "hyp_va_min": layout.hyp_va_min,
-        "hyp_va_max": layout.hyp_va_max,
-        "hyp_dram_last": dram.dram_last + delta,
-        "idmap_va_bits": idmap_va_bits,
-        "overlap": crossing,
-        "idmap_in_window": overlap.idmap_in_window(idmap, layout.hyp_va_min, layout.hyp_va_max),
-        "margin": overlap.margin(near, idmap, granule),
-        **levels,
-        **table,
-        "runnable": code == 0,
-        "unrunnable": code,
-        "pkvm_reserve_bytes": reserve["reserve_bytes"],
-        "pkvm_reserve_base": reserve["reserve_base"],
-    }
+    return {**part.outputs, "overlap": crossing, **table}
 
 
 def _table_section(layouts, rows: Rows, code, dram, near, delta, tree_va_bits, idmap_va_bits):
