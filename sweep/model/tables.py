@@ -66,30 +66,39 @@ def runtime_tables(
 ) -> dict[int, np.ndarray]:
     """Level -> tables of that level's descriptors the runtime ranges ``[start + delta,
     end + delta)`` need below the root."""
-    va_start, va_end = start + delta, end + delta
-    va_last = va_end - 1
+    va_start = start + delta
+    va_last = end + delta
+    va_last -= 1
     tables = {}
     g, min_block = page_shift(granule), min_block_level(granule)
     some_blocks = bool(np.any(block_mappings))
+    one_root = root.size == 1
     for level in range(int(root.min(initial=3)), 3):
         shift = _shift(level, g)
         first = va_start >> shift
         last = va_last >> shift
-        count = last - first + 1
-        first_table, last_table = first, last
+        count = last - first
+        count += 1  # at least 1 for a valid range: its last byte is not below its first
+        first_table, last_table, has = first, last, valid
         blocks = None
         if some_blocks:
             blocks = _blocks(level, min_block, shift, delta, block_mappings) & (level >= root)
         if blocks is not None and blocks.any():  # whole entries are blocks: no table below
             full_lo = (va_start + ((np.int64(1) << shift) - 1)) >> shift
-            full_hi = va_end >> shift
-            count = count - np.where(blocks, np.maximum(full_hi - full_lo, 0), 0)
+            full_hi = (va_last + 1) >> shift
+            count -= np.where(blocks, np.maximum(full_hi - full_lo, 0), 0)
             first_table = np.where(blocks & (first >= full_lo), last, first)
             last_table = np.where(blocks & (last < full_hi), first, last)
-        has = valid & (count > 0)
-        shared = has[1:] & has[:-1] & (first_table[1:] == last_table[:-1])
-        distinct = np.where(has, count, 0).sum(axis=0) - shared.sum(axis=0)
-        tables[level + 1] = np.where(level >= root, distinct, 0)
+            has = valid & (count > 0)
+        count = count * has if has.shape != count.shape else np.multiply(count, has, out=count)
+        distinct = count.sum(axis=0) if len(count) > 1 else count[0]
+        for k in range(1, len(has)):  # neighbours that share a boundary entry count it once
+            distinct -= has[k] & has[k - 1] & (first_table[k] == last_table[k - 1])
+        if not one_root:
+            distinct = np.where(level >= root, distinct, 0)
+        elif level < int(root.reshape(-1)[0]):
+            distinct = np.zeros_like(distinct)
+        tables[level + 1] = distinct
     return tables
 
 
