@@ -63,23 +63,22 @@ def read_input(path: str | os.PathLike, what: str, limit: int) -> bytes:
                 )
         # Still non-blocking: a regular file reads as ever, while a kernel interface that waits
         # for data (/proc/kmsg, a tty) says EAGAIN at once instead of hanging the run.
-        with os.fdopen(fd, "rb", closefd=False, buffering=0) as f:
-            return _bounded(lambda n: _read_now(f, n, origin, what), origin, what, limit)
+        return _bounded(lambda n: _read_now(fd, n, origin, what), origin, what, limit)
     except OSError as exc:
         raise ValidationError(f"{origin}: cannot read: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
 
 
-def _read_now(f, n: int, origin: str, what: str) -> bytes:
-    data = f.read(n)
-    if data is None:  # EAGAIN: nothing there yet, and a file never says that
+def _read_now(fd: int, n: int, origin: str, what: str) -> bytes:
+    try:
+        return os.read(fd, n)
+    except BlockingIOError:  # EAGAIN: nothing there yet, and a file never says that
         raise ValidationError(
             f"{origin}: waits for data (a kernel interface or a device, not a file); a {what} is"
             f" read from a regular file: save it first (cat {origin} > file), or pass it as"
             f" {STDIN}"
-        )
-    return data
+        ) from None
 
 
 def _bounded(read, origin: str, what: str, limit: int) -> bytes:

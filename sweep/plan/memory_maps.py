@@ -159,9 +159,10 @@ def _files(spec: str, base_dir: Path | None, is_glob: bool) -> list[Path] | None
         return None
     path = next((c for c in candidates if c.exists()), candidates[0])
     if path.is_dir():
-        files = sorted(  # by name, as Path orders children of one folder (faster)
-            (p for p in path.iterdir() if p.is_file() and not _skipped(p)), key=_NAME
-        )
+        with os.scandir(path) as entries:  # the kind of an entry without a stat of each
+            files = sorted(  # by name, as Path orders children of one folder
+                (path / e.name for e in entries if e.is_file() and not _skipped(e)), key=_NAME
+            )
         if not files:
             raise ValidationError(f"memory_maps: directory {str(path)!r} holds no memory-map files")
         return files
@@ -197,5 +198,5 @@ def _sorted(memory_map: MemoryMap) -> list[tuple[int, int]]:
     return sorted((bank.base, bank.size) for bank in memory_map.banks)
 
 
-def _skipped(path: Path) -> bool:
+def _skipped(path: Path | os.DirEntry) -> bool:
     return _SKIPPED.match(os.path.normcase(path.name)) is not None  # as fnmatch.fnmatch
