@@ -19,6 +19,7 @@ from sweep.plan.placements import (
     Placements,
     placements,
     placements_many,
+    tag_hash,
     tag_prefixes,
 )
 
@@ -37,6 +38,9 @@ class UnitInputs:
     mappings: np.ndarray | int = 0  # int8, into sweep.model.bootrows.MAPPING_SETS
     cpus: np.ndarray | int = 0
     kernel_index: np.ndarray | int = -1  # into Plan.kernels
+    listed: np.ndarray | None = None
+    """Each row's place among its granule's listed addresses (``UnitDecoder.listed_tags``),
+    when every row's address is listed; else None."""
 
 
 class UnitDecoder:
@@ -97,8 +101,10 @@ class UnitDecoder:
         combo = np.repeat(found.combos, sizes)
         placement = row - np.repeat(found.begins, sizes)
         flat, listed_offsets, strided = self._listed(g)
+        listed = None
         if len(flat):
-            idmap = flat[np.minimum(listed_offsets[map_index] + placement, len(flat) - 1)]
+            listed = np.minimum(listed_offsets[map_index] + placement, len(flat) - 1)
+            idmap = flat[listed]
         else:
             idmap = np.zeros(len(row), dtype=np.uint64)
         if strided:
@@ -110,7 +116,7 @@ class UnitDecoder:
         c = self.plan.combos[g].take(combo)
         return UnitInputs(
             map_index, c["layout_index"], c["block_mappings"], idmap,
-            c["mappings"], c["cpus"], c["kernel_index"],
+            c["mappings"], c["cpus"], c["kernel_index"], None if strided else listed,
         )  # fmt: skip
 
     def unit_groups(self, unit: Unit) -> list[tuple[int, int]]:
@@ -139,6 +145,16 @@ class UnitDecoder:
             idmap[part] = places[m].range(lo - begin, hi - begin)
             at += hi - lo
         return UnitInputs(map_index=map_index, idmap_pa=idmap, **inputs)
+
+    def listed_tags(self, granule: int, va_bits: int) -> np.ndarray:
+        """``tag_random`` of each listed address at ``granule`` (``UnitInputs.listed``), once
+        per worker and partition: a map's pages recur in every combination of it."""
+        key = ("listed tags", granule, va_bits)
+        if key not in self._cache:
+            flat, offsets, _ = self._listed(granule)
+            owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+            self._cache[key] = tag_hash(flat, self.tag_prefixes(granule, va_bits)[owner])
+        return self._cache[key]
 
     def tag_prefixes(self, granule: int, va_bits: int) -> np.ndarray:
         """Each map's ``tag_prefix`` (0 for seed 0), once per worker and partition."""

@@ -55,7 +55,10 @@ def unit_table(plan: Plan, unit: Unit) -> pa.Table:
         rows = plan.decoder.unit_inputs(unit, start, min(start + step, unit.stop))
         tags = None
         if plan.config.tag_seed and tagged.any():
-            tags = tag_hash(rows.idmap_pa, prefixes[rows.map_index])
+            if rows.listed is not None:  # each listed page's tag, hashed once
+                tags = plan.decoder.listed_tags(unit.granule, unit.va_bits)[rows.listed]
+            else:
+                tags = tag_hash(rows.idmap_pa, prefixes[rows.map_index])
             tags[~tagged[rows.layout_index]] = 0
         tables.append(
             builder.build_table(
