@@ -31,6 +31,7 @@ from sweep.core.memmap import MemoryMap
 from sweep.formats import loaders
 from sweep.formats.files import STDIN, read_input
 from sweep.formats.loaders import SUFFIX_KINDS, load_memory_map
+from sweep.plan.halves import in_two_halves
 from sweep.plan.plugins import Registry, registry
 
 GLOB_CHARS = "*?["
@@ -123,7 +124,8 @@ def _resolve(
         return [(load_memory_map(STDIN), ("standard input", True))]
     files = _files(spec, base_dir, is_glob)
     if files is not None:
-        return [(m, (repr(str(p)), True)) for p, m in zip(files, _loaded(files), strict=True)]
+        maps = in_two_halves(files, _loaded)
+        return [(m, (repr(str(p)), True)) for p, m in zip(files, maps, strict=True)]
     near = difflib.get_close_matches(spec, list(registered), n=5, cutoff=0.5)
     hint = f"near matches: {', '.join(near)}" if near else "see `sweep maps` for the names"
     raise ValidationError(
