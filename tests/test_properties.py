@@ -188,16 +188,20 @@ def test_runs_and_per_row_match_reference(monkeypatch, path):
 def test_block_settings_of_one_layout_share_their_other_work(monkeypatch):
     # A unit of many boards holds each layout's rows twice, once per block setting, with the
     # same maps, pages and tags: the builder computes what does not depend on blocks (clipping,
-    # layouts, nearest ranges, levels, pKVM's reservation) once for both (``_Unblocked``).
-    # Every row is held to the reference, and the sharing is seen to happen.
+    # layouts, nearest ranges, levels, pKVM's reservation) once for both (``_Unblocked``), and
+    # the banks and clipping once for layouts of one memstart alignment (64K: 4.17 clips at
+    # 1G, 6.9 and 7.0 at 512M). Every row is held to the reference; the sharing is seen.
     import sweep.model.builder
     import sweep.model.grouping
 
     monkeypatch.setattr(sweep.model.grouping, "MIN_RUN_ROWS", 60)
-    made = []
-    real = sweep.model.builder._Unblocked
+    made, clipped = [], []
+    real, clip = sweep.model.builder._Unblocked, sweep.model.builder.clip_dram
     monkeypatch.setattr(
         sweep.model.builder, "_Unblocked", lambda *args: made.append(1) or real(*args)
+    )
+    monkeypatch.setattr(
+        sweep.model.builder, "clip_dram", lambda *args: clipped.append(1) or clip(*args)
     )
     rng = random.Random(8)
     memory_maps, _ = random_configs(seed=8, rows=10, maps=120)
@@ -218,8 +222,10 @@ def test_block_settings_of_one_layout_share_their_other_work(monkeypatch):
                         for idmap, tag in pages
                     ]  # fmt: skip
         made.clear()
+        clipped.clear()
         assert _compare(memory_maps, configs) == len(configs)
         assert len(made) == len(layouts)  # one for each layout's two pieces
+        assert len(clipped) == (1 if granule == 4096 else 2)  # one per alignment in a row
 
 
 def _few_configurations_shuffled(seed: int, rows: int):

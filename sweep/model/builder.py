@@ -161,7 +161,7 @@ def compute_columns(
     pieces, last = [], None
     for group, part, piece in _pieces(rows, groups):
         if last is None or not _same_but_blocks(last.rows, piece):
-            last = _Unblocked(banks, layouts, align, piece)
+            last = _Unblocked(banks, layouts, align, piece, last)
         pieces.append((group, part, _columns(layouts, kernels, piece, last)))
     out = {}
     for name in names:
@@ -171,7 +171,7 @@ def compute_columns(
             one = values[0].astype(dtype, copy=False)
             out[name] = one if shared else full(one, n, dtype)
         elif groups is not None and groups.order is not None:
-            out[name] = _put_back(groups, pieces, values, n, dtype)
+            out[name] = groups.put_back([(g, part) for g, part, _ in pieces], values, n, dtype)
         elif len(values) == 1:
             out[name] = full(values[0], n, dtype)
         else:
@@ -199,37 +199,31 @@ def _pieces(rows: Rows, groups):
             yield group, slice(start, end), piece
 
 
-def _put_back(groups, pieces: list, values: list, n: int, dtype) -> np.ndarray:
-    """A column in input order from the pieces' values in group order: read from a table by
-    each row's group (one ``take``) when every group holds one value, else laid out in group
-    order and gathered into input order (``Groups.inverse``): a gather costs half a scatter."""
-    table = np.zeros(len(groups.bounds) - 1, dtype=dtype)
-    varying = False
-    for (group, part, _), v in zip(pieces, values, strict=True):
-        if v.size != 1 or (part.start != groups.bounds[group] and table[group] != v[0]):
-            varying = True
-            break
-        table[group] = v[0]
-    if not varying:
-        return table.take(groups.code)
-    ordered = np.empty(n, dtype)
-    for (_, part, _), v in zip(pieces, values, strict=True):
-        ordered[part] = v
-    return ordered.take(groups.inverse)
-
-
 class _Unblocked:
     """What a piece's columns owe to everything but its block setting (sections 1-4 and 9, the
     level counts, whether it can run): computed once for the pieces of a unit of many boards
     that differ only in it (one layout's two block settings: the same maps and pages)."""
 
-    def __init__(self, banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows) -> None:
+    def __init__(
+        self, banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows, before: _Unblocked | None
+    ) -> None:
         granule, va_bits, idmap = rows.granule, rows.va_bits, rows.idmap_pa
         self.rows, self.code = rows, granule_codes(granule)
-        start, end = banks.per_row(rows.map_index, self.code)  # section 1
-        banks.check_inside(start, end, idmap, rows.map_index, granule)
-        dram = clip_dram(start, end, idmap, granule, va_bits, align[rows.layout_index, self.code])
-        self.dram, self.idmap_va_bits = dram, bit_length(idmap + (granule - 1))
+        self.align = align[rows.layout_index, self.code]
+        if before is not None and _same(before.rows, rows, ("map_index", "granule", "idmap_pa")):
+            # the previous layout's rows (a unit of many boards): the same banks and pages
+            self.idmap_va_bits, self.banks = before.idmap_va_bits, before.banks
+        else:
+            self.idmap_va_bits = bit_length(idmap + (granule - 1))
+            self.banks = banks.per_row(rows.map_index, self.code)  # section 1
+            banks.check_inside(*self.banks, idmap, rows.map_index, granule)
+        if self.banks is getattr(before, "banks", None) and _same_values(
+            (before.rows.va_bits, before.align), (va_bits, self.align)
+        ):  # and the same VA_BITS and alignment: the same clipping (section 2)
+            dram = before.dram
+        else:
+            dram = clip_dram(*self.banks, idmap, granule, va_bits, self.align)
+        self.dram = dram
         self.layout = layout = _layouts(layouts, rows, self.idmap_va_bits, dram)  # section 3
         self.delta, self.tree_va_bits = (
             shared_if_equal(layout.delta),
@@ -261,11 +255,18 @@ class _Unblocked:
 def _same_but_blocks(a: Rows, b: Rows) -> bool:
     """Whether two pieces hold the same rows but for their block setting (so the same
     ``_Unblocked``): a unit of many boards computes each layout's two block settings in turn."""
-    for name, x in vars(a).items():
-        y = getattr(b, name)
-        if name != "block_mappings" and x is not y:
-            if x.shape != y.shape or x.dtype != y.dtype or not np.array_equal(x, y):
-                return False
+    return _same(a, b, [name for name in vars(a) if name != "block_mappings"])
+
+
+def _same(a: Rows, b: Rows, names) -> bool:
+    """Whether two pieces' rows hold equal ``names`` fields."""
+    return _same_values([getattr(a, n) for n in names], [getattr(b, n) for n in names])
+
+
+def _same_values(xs, ys) -> bool:
+    for x, y in zip(xs, ys, strict=True):
+        if x is not y and (x.shape != y.shape or x.dtype != y.dtype or not np.array_equal(x, y)):
+            return False
     return True
 
 

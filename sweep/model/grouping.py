@@ -52,6 +52,25 @@ class Groups:
         inverse[self.order] = np.arange(len(self.order))
         return inverse
 
+    def put_back(self, pieces: list[tuple[int, slice]], values: list, n: int, dtype) -> np.ndarray:
+        """A column in input order from its pieces' values (each piece a group and a slice of
+        computing order): read from a table by each row's group (one ``take``) when every group
+        holds one value, else laid out in computing order and gathered into input order
+        (``inverse``): a gather costs half a scatter."""
+        table = np.zeros(len(self.bounds) - 1, dtype=dtype)
+        varying = False
+        for (group, part), v in zip(pieces, values, strict=True):
+            if v.size != 1 or (part.start != self.bounds[group] and table[group] != v[0]):
+                varying = True
+                break
+            table[group] = v[0]
+        if not varying:
+            return table.take(self.code)
+        ordered = np.empty(n, dtype)
+        for (_, part), v in zip(pieces, values, strict=True):
+            ordered[part] = v
+        return ordered.take(self.inverse)
+
     def runs(self, rows: Rows):
         """``(group, start, end, rows)`` of each run, its ``shared`` fields one element and
         ``start:end`` its place in computing order; only the other fields are put in order."""
