@@ -31,11 +31,15 @@ def _values(found):
 HELPERS: list[int] = []
 
 
+MAY_FORK = halves._may_fork
+
+
 @pytest.fixture(autouse=True)
 def _small(monkeypatch):
+    # A helper from 8 items, whatever this machine's CPUs and the threads earlier tests left
+    # running (a tqdm monitor): the helpers here only compute and pickle.
     monkeypatch.setattr(halves, "FORK_FROM", 8)
-    if not halves._may_fork():
-        pytest.skip("this machine or process forks no helper (one CPU, or threads)")
+    monkeypatch.setattr(halves, "_may_fork", lambda: True)
     fork = os.fork
 
     def recorded():
@@ -106,16 +110,18 @@ def test_a_helper_that_cannot_send_what_it_found_leaves_its_half_to_the_planner(
     _no_child_left()
 
 
-def test_no_helper_while_another_thread_runs():
+def test_no_helper_while_another_thread_runs(monkeypatch):
+    monkeypatch.setattr(halves, "_may_fork", MAY_FORK)
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)
     thread.start()
     try:
+        assert not halves._may_fork()
         found = list(halves.in_two_halves(list(range(20)), _squares))
     finally:
         stop.set()
         thread.join()
-    assert {pid for _, pid in found} == {PARENT}
+    assert {pid for _, pid in found} == {PARENT} and not HELPERS
 
 
 def test_a_map_folder_loads_the_same_maps_and_the_same_error(tmp_path):

@@ -202,7 +202,9 @@ def _pieces(rows: Rows, groups):
 class _Unblocked:
     """What a piece's columns owe to everything but its block setting (sections 1-4 and 9, the
     level counts, whether it can run): computed once for the pieces of a unit of many boards
-    that differ only in it (one layout's two block settings: the same maps and pages)."""
+    that differ only in it (one layout's two block settings: the same maps and pages). Each
+    row's banks, and its clipping where VA_BITS and alignment agree, are ``before``'s (the
+    previous layout's) when its rows hold the same maps and pages."""
 
     def __init__(
         self, banks: TrimmedBanks, layouts, align: np.ndarray, rows: Rows, before: _Unblocked | None

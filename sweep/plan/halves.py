@@ -1,6 +1,6 @@
 """Loading thousands of memory-map files on two cores: a forked helper loads the second half
 while the planner loads the first, so that planning a board corpus is not one core's work
-while the other waits (2,000 small TOML maps: ~0.095 s on one core, ~0.05 on two).
+while the other waits (2,000 small TOML maps: ~0.092 s on one core, ~0.057 on two).
 
 The helper only parses (no logging, no output of its own, ``os._exit`` at once); what it found
 comes back pickled through a pipe. Whatever goes wrong with it (killed, an unpicklable result)
