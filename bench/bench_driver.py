@@ -5,9 +5,10 @@ Prints, in one run (every figure measured here, side by side, so ratios hold on 
   two-map stride sweep (``--configs`` rows, default 10^7), with 1 and 2 workers;
 - the same stride maps with as many rows of boot mapping sets (``mappings = nvhe-boot,
   pkvm-boot``, 1 and 4 CPUs) against all of DRAM, in one run;
-- 2,000 maps x 140 configurations (every granule, Kconfig VA_BITS, the 7 default layouts, both
-  block settings) x 13 random placements (3.6 M rows) against a two-map stride sweep of as
-  many rows, ``--repeat`` pairs in turn: the per-row cost of many small groups;
+- 2,000 maps x 80 configurations (every granule, Kconfig VA_BITS, the stride sweep's four
+  layouts, both block settings: issue 23's shape) x 13 random placements (2.1 M rows) against
+  a two-map stride sweep of as many rows, ``--repeat`` pairs in turn: the per-row cost of many
+  small groups; then the same with all 7 default layouts (140 configurations, 3.6 M rows);
 - ``placement.kind = every-page`` over every built-in board (all granules, Kconfig VA_BITS, all
   layouts, both block settings): configurations covered per second and rows written per
   configuration; and, when named (``every-page-big``), every page of a 1.5 TiB three-bank map,
@@ -34,13 +35,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STEP = 64 << 10
 """Stride between idmap addresses (64 KiB)."""
-COMBOS = 2 * 4 * 2
+LAYOUTS = ("linux-4.6", "linux-4.8", "linux-4.17", "linux-6.9")
+"""The stride sweep's layouts, and the ratio's many-boards sweep's (issue 23: "2,000 maps x 80
+x 13": 10 granule and VA_BITS pairs x these 4 x both block settings)."""
+COMBOS = 2 * len(LAYOUTS) * 2
 """VA_BITS 39 and 48 x four layouts x two block settings, at 4K."""
 
 
@@ -60,7 +65,7 @@ def write_inputs(folder: Path, configs: int, unit_rows: int) -> Path:
     config.write_text(
         'name = "bench"\nmemory_maps = ["bench-map-a.toml", "bench-map-b.toml"]\n'
         'granules = ["4K"]\nva_bits = [39, 48]\n'
-        'layouts = ["linux-4.6", "linux-4.8", "linux-4.17", "linux-6.9"]\n'
+        f"layouts = {list(LAYOUTS)}\n"
         f"block_mappings = [false, true]\nunit_rows = {unit_rows}\n"
         f'[placement]\nkind = "stride"\nstep = {STEP}\n[tag]\nseed = 1\n'
     )
@@ -84,9 +89,12 @@ def write_boot_inputs(folder: Path, configs: int, unit_rows: int, boot: bool = T
     return config
 
 
-def write_many_maps(folder: Path, count: int, placement: str) -> Path:
+def write_many_maps(
+    folder: Path, count: int, placement: str, layouts: tuple[str, ...] | None = None
+) -> Path:
     """``count`` one- or two-bank maps (sizes and bases spread like real boards) and a config
-    sweeping them at every granule, Kconfig VA_BITS, all layouts and both block settings."""
+    sweeping them at every granule, Kconfig VA_BITS, ``layouts`` (default: all the default
+    config's) and both block settings."""
     maps = folder / f"maps-{count}"
     maps.mkdir(exist_ok=True)
     for k in range(count):
@@ -96,9 +104,10 @@ def write_many_maps(folder: Path, count: int, placement: str) -> Path:
         if k % 3 == 0:
             text += f"[[banks]]\nbase = {0x8_8000_0000 + (k << 30)}\nsize = {size * 2}\n"
         (maps / f"m{k:05d}.toml").write_text(text)
-    config = folder / f"many-{count}.toml"
+    config = folder / f"many-{count}-{len(layouts or ())}.toml"
+    chosen = f"layouts = {list(layouts)}\n" if layouts else ""
     config.write_text(
-        f'name = "many"\nmemory_maps = ["{maps.name}/"]\n[placement]\n{placement}\n'
+        f'name = "many"\nmemory_maps = ["{maps.name}/"]\n{chosen}[placement]\n{placement}\n'
         "[tag]\nseed = 1\n"
     )
     return config
@@ -164,20 +173,30 @@ def run_cli(config: Path, out: Path, workers: int) -> dict:
         str(workers),
         "--overwrite",
     ]
+    peaks = {"tree": 0, "pss": 0, "one": 0}
+    done = threading.Event()
+
+    def sample(pid: int) -> None:  # memory, beside the timing (which waits on the process)
+        samples = 0
+        while not done.is_set():
+            tree = _tree(pid)
+            sizes = [_memory(p, "VmRSS") for p in tree]
+            peaks["tree"] = max(peaks["tree"], sum(sizes))
+            peaks["one"] = max(peaks["one"], max(sizes, default=0))
+            if samples % 10 == 0:
+                peaks["pss"] = max(peaks["pss"], sum(_memory(p, "Pss") for p in tree))
+            samples += 1
+            done.wait(0.05)
+
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    peak_tree = peak_pss = peak_one = 0
-    samples = 0
-    while proc.poll() is None:
-        tree = _tree(proc.pid)
-        sizes = [_memory(p, "VmRSS") for p in tree]
-        peak_tree, peak_one = max(peak_tree, sum(sizes)), max(peak_one, max(sizes, default=0))
-        if samples % 10 == 0:
-            peak_pss = max(peak_pss, sum(_memory(p, "Pss") for p in tree))
-        samples += 1
-        time.sleep(0.05)
+    sampler = threading.Thread(target=sample, args=(proc.pid,), daemon=True)
+    sampler.start()
+    out_text, err_text = proc.communicate()  # the end of the run, to the ms (not a poll's)
     seconds = time.perf_counter() - started
-    out_text, err_text = proc.communicate()
+    done.set()
+    sampler.join()
+    peak_tree, peak_pss, peak_one = peaks["tree"], peaks["pss"], peaks["one"]
     if proc.returncode:
         raise SystemExit(f"sweep run failed ({proc.returncode}):\n{err_text.decode()}")
     disk = sum(p.stat().st_size for p in out.rglob("*.parquet"))
@@ -245,6 +264,27 @@ def _row(label: str, rows: int, r: dict) -> str:
     )
 
 
+def _ratio(many: Path, folder: Path, workers: int, unit_rows: int, repeat: int, k: int) -> None:
+    """Rows/s of 2,000 random boards against a two-map stride sweep of as many rows, in turn,
+    ``repeat`` times; each ratio and their median."""
+    ratios, what = [], f"{k} layouts" if k else "all layouts"
+    for _ in range(repeat):
+        r_many = run_cli(many, folder / "out", workers)
+        rows = _rows_written(folder / "out")
+        per_map = round(rows / 2000 / 13)
+        print(_row(f"2,000 maps x {per_map} ({what}) x 13, {workers} w", rows, r_many))
+        stride = write_inputs(folder, rows, unit_rows)
+        r_stride = run_cli(stride, folder / "out", workers)
+        same = _rows_written(folder / "out")
+        print(_row(f"2 maps, stride, {same:,} rows, {workers} w", same, r_stride))
+        ratios.append((rows / r_many["seconds"]) / (same / r_stride["seconds"]))
+        print(f"many maps ({what}) / two-map stride, rows/s: {ratios[-1]:.3f}x")
+    if len(ratios) > 1:
+        low, median, high = min(ratios), statistics.median(ratios), max(ratios)
+        print(f"many maps ({what}) / two-map stride over {len(ratios)} pairs: median"
+              f" {median:.3f}x ({low:.3f}-{high:.3f})")  # fmt: skip
+
+
 def _rows_written(out: Path) -> int:
     import pyarrow.parquet as pq
 
@@ -306,22 +346,10 @@ def main() -> None:
             print(f"boot sets / all of DRAM, rows/s: {rates[True] / rates[False]:.2f}x")
         if "ratio" in args.only:  # each shape run in turn, --repeat times (this VM drifts)
             workers = max(args.workers)
-            many = write_many_maps(folder, 2000, 'kind = "random"\ncount = 13\nseed = 1')
-            ratios = []
-            for _ in range(args.repeat):
-                r_many = run_cli(many, folder / "out", workers)
-                rows = _rows_written(folder / "out")
-                print(_row(f"2,000 maps x 140 x 13 random, {workers} w", rows, r_many))
-                stride = write_inputs(folder, rows, unit_rows)
-                r_stride = run_cli(stride, folder / "out", workers)
-                same = _rows_written(folder / "out")
-                print(_row(f"2 maps, stride, {same:,} rows, {workers} w", same, r_stride))
-                ratios.append((rows / r_many["seconds"]) / (same / r_stride["seconds"]))
-                print(f"many maps / two-map stride, rows/s: {ratios[-1]:.3f}x")
-            if len(ratios) > 1:
-                low, median, high = min(ratios), statistics.median(ratios), max(ratios)
-                print(f"many maps / two-map stride over {len(ratios)} pairs: median {median:.3f}x"
-                      f" ({low:.3f}-{high:.3f})")  # fmt: skip
+            random = 'kind = "random"\ncount = 13\nseed = 1'
+            for layouts in (LAYOUTS, None):  # the bar's 80 configurations; then all 140
+                many = write_many_maps(folder, 2000, random, layouts)
+                _ratio(many, folder, workers, unit_rows, args.repeat, len(layouts or ()))
         if "every-page" in args.only:
             every = write_every_page(folder)
             workers = max(args.workers)
