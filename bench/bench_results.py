@@ -12,9 +12,9 @@ raw scan; ``sweep report`` under 10 s for many small boards. Two shapes (``--sha
 
 - ``stride``: ``configs/stride-boards.toml`` (about 10^6 rows), long runs of one configuration;
   10^8 rows are about 2,600 boards.
-- ``many-maps``: 2,000 random small maps (``bench_driver.write_many_maps``) x 80 configurations
-  x 13 random placements (2.08 x 10^6 rows), about 7 rows per summary row; 10^8 rows are 96,000
-  maps.
+- ``many-maps``: 2,000 random small maps (``bench_driver.write_many_maps``) x the default
+  config's 140 configurations (all 7 default layouts; 80 when it had four) x 13 random
+  placements (3.6 x 10^6 rows), about 7 rows per summary row; 10^8 rows are about 55,000 maps.
 
 The machine's other load shows in every figure.
 
