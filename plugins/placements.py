@@ -194,6 +194,7 @@ def random_many(
     width = max(len(b) for b in banks)
     ends = np.full((len(banks), width), MASK64, dtype=np.uint64)
     shifts = np.zeros((len(banks), width), dtype=np.uint64)
+    totals = np.zeros(len(banks), dtype=np.uint64)
     for row, these in enumerate(banks):
         total = 0
         for column, (start, end) in enumerate(these):
@@ -206,7 +207,7 @@ def random_many(
                 f"{_where(contexts[row], granule)}: placement random: no page of its banks is"
                 " left at this granule"
             )
-    totals = ends[np.arange(len(banks)), [len(b) - 1 for b in banks]]
+        totals[row] = total
     offsets = splitmix64_stream(np.array(keys, dtype=np.uint64)[:, None], count)
     offsets %= totals[:, None]
     if width == 1:  # maps of one bank: every offset is in it

@@ -102,6 +102,14 @@ def test_a_map_that_fails_at_once_fails_alone(tmp_path):
             assert these.addresses.tolist() == sorted({a // granule * granule for a in drawn})
 
 
+def test_maps_are_not_drawn_at_once_when_one_fails():
+    fn = registry().placements["random"]
+    tiny = MemoryMap("tiny-4k", [(0x4000_0000, 0x1000)])  # no whole 64K page
+    params = {"kind": "random", "count": 3, "seed": 7}
+    assert placements_many([*MANY, tiny], 65536, fn, params) is None
+    assert placements_many(MANY, 65536, fn, {**params, "count": 0}) is None
+
+
 def test_a_plugin_that_draws_a_map_at_a_time_is_not_drawn_at_once():
     assert placements_many(MANY, 4096, lambda *args: np.zeros(1, np.uint64), {"kind": "x"}) is None
 

@@ -227,14 +227,19 @@ def placements_many(
     memory_maps: Sequence[MemoryMap], granule: int, fn: Callable, params: Mapping[str, Any]
 ) -> list[Placements] | None:
     """:func:`placements` of many maps at once, when the plugin draws many at once (its ``many``
-    attribute: the built-in random placement); None when it does not. The same addresses: each
-    row aligned down to the granule, sorted and deduplicated."""
+    attribute: the built-in random placement); None when it does not, or when some map fails
+    (no whole page at the granule, a bad parameter): then each map is asked alone, so that each
+    failure is that map's. The same addresses: each row aligned down to the granule, sorted and
+    deduplicated."""
     many = getattr(fn, "many", None)
     if many is None or not memory_maps:
         return None
-    banks = [m.trimmed(granule) for m in memory_maps]
-    contexts = [{"memory_map": m.name, "granule": granule} for m in memory_maps]
-    drawn = np.asarray(many(banks, granule, dict(params), contexts))
+    try:
+        banks = [m.trimmed(granule) for m in memory_maps]
+        contexts = [{"memory_map": m.name, "granule": granule} for m in memory_maps]
+        drawn = np.asarray(many(banks, granule, dict(params), contexts))
+    except Exception:
+        return None
     if drawn.dtype != np.uint64 or drawn.shape[0] != len(memory_maps) or drawn.ndim != 2:
         raise SweepError(f"many: returned {drawn.dtype} {drawn.shape}, not one uint64 row a map")
     drawn = np.sort(drawn & np.uint64(MASK64 & ~(granule - 1)), axis=1)

@@ -277,7 +277,7 @@ def make_plan(config: SweepConfig, base_dir: str | None = None) -> Plan:
     failures: list[dict] = []
     first_error: Exception | None = None
     listed = 0  # addresses held in arrays, counted as they come (thousands of small maps)
-    drawn = {g: _drawn_at_once(list(maps.values()), g, fn, config.placement)
+    drawn = {g: placements_many(list(maps.values()), g, fn, config.placement)
              for g in config.granules}  # fmt: skip
     for index, (name, memory_map) in enumerate(maps.items()):
         for granule in config.granules:
@@ -310,13 +310,3 @@ def make_plan(config: SweepConfig, base_dir: str | None = None) -> Plan:
     if listed <= KEEP_LISTED:  # forked workers inherit them: computed once per sweep
         plan.found = found
     return plan
-
-
-def _drawn_at_once(maps: list, granule: int, fn, params) -> list[Placements] | None:
-    """Every map's placements at ``granule`` in one call (``placements_many``), or None: the
-    plugin draws a map at a time, or some map fails, and then each map is asked alone, so
-    that each failure is recorded as that map's."""
-    try:
-        return placements_many(maps, granule, fn, params)
-    except Exception:
-        return None
